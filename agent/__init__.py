@@ -1,0 +1,3 @@
+"""meshagent: a service-mesh sidecar agent."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Discovery: registries as streams of ordered updates."""

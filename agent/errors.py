@@ -1,0 +1,69 @@
+"""The one shallow error tree of meshagent.
+
+Every error the agent raises on purpose derives from :class:`MeshAgentError`, so a caller
+can tell "we refused this, and here is why" from a bug. The split between
+:class:`LocalProtocolError` and :class:`RemoteProtocolError` follows h11: the first means
+*we* were asked to send something the protocol forbids, the second that the *peer* sent
+something malformed.
+"""
+
+from __future__ import annotations
+
+
+class MeshAgentError(Exception):
+    """Base of every deliberate meshagent error."""
+
+
+class ConfigError(MeshAgentError):
+    """The configuration is invalid; ``errors`` holds one line per problem, with its path."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class PluginError(ConfigError):
+    """A plugin named in the configuration is unknown, duplicated or failed to load."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+
+
+class ProtocolError(MeshAgentError):
+    """Base for codec errors: a frame or value that cannot be encoded or decoded."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to encode something the protocol cannot express."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that break the protocol (bad magic, truncated, over a limit)."""
+
+
+class FrameTooLarge(RemoteProtocolError):
+    """A frame declared a length over the configured maximum; it is refused unread."""
+
+
+class UpstreamError(MeshAgentError):
+    """A call to a provider failed after the request left the agent, or could not be sent."""
+
+
+class NoEndpointError(UpstreamError):
+    """The cluster has no endpoint that may take traffic (none known, none healthy)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The provider did not answer within the call's deadline."""
+
+
+class ConnectError(UpstreamError):
+    """A connection to a provider could not be established (refused, unreachable, timed out)."""
+
+
+class RegistryError(MeshAgentError):
+    """A registry operation failed (unreachable, rejected, unknown service)."""
+
+
+class UnknownServiceError(RegistryError):
+    """The service is not known to the agent's configuration or registry."""
