@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -23,7 +23,7 @@ from agent.errors import ConfigError, PluginError
 T = TypeVar("T")
 
 
-class PluginKind(str, Enum):
+class PluginKind(StrEnum):
     """Each kind is one entry point group."""
 
     REGISTRY = "meshagent.registries"

@@ -1,0 +1,1 @@
+"""The localhost OpenAPI: FastAPI routers over the agent's public methods."""

@@ -1,0 +1,208 @@
+"""The FastAPI application over an :class:`agent.runtime.agent.Agent`."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+
+from agent import __version__
+from agent.api import problems
+from agent.api.limits import ApiGuard
+from agent.api.models import (
+    ClusterView,
+    EndpointStats,
+    Health,
+    InstanceView,
+    Readiness,
+    RegistrationRequest,
+    RegistrationView,
+    RegistryState,
+    ServiceSummary,
+)
+from agent.cluster.host import Host
+from agent.discovery.types import RegistryStatus
+from agent.runtime.agent import Agent
+from agent.telemetry.metrics import metrics_registry, render
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _registry_state(name: str, status: RegistryStatus) -> RegistryState:
+    return RegistryState(
+        name=name, connected=status.connected, since=status.since, detail=status.detail
+    )
+
+
+def _instance_fields(host: Host, now: float) -> dict[str, object]:
+    instance = host.instance
+    return {
+        "id": instance.id,
+        "host": instance.host,
+        "port": instance.port,
+        "weight": instance.weight,
+        "metadata": dict(instance.metadata),
+        "revision": instance.revision,
+        "healthy": host.healthy,
+        "ejected": host.ejected(now),
+        "ejected_for_s": round(max(0.0, host.ejected_until - now), 3),
+        "times_ejected": host.times_ejected,
+        "active_requests": host.active_requests,
+    }
+
+
+def create_app(agent: Agent) -> FastAPI:
+    app = FastAPI(
+        title="meshagent",
+        version=__version__,
+        description="The localhost API of the meshagent sidecar.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    problems.install(app)
+    admin = agent.config.admin
+    app.add_middleware(
+        ApiGuard,
+        max_body_bytes=admin.max_body_bytes,
+        allow_remote_writes=admin.allow_remote_writes,
+    )
+    registry = metrics_registry(agent)
+
+    probes = APIRouter(tags=["health"])
+
+    @probes.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @probes.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready, with the reasons"}},
+    )
+    async def readyz() -> Response:
+        ready, reasons = agent.ready()
+        body = Readiness(ready=ready, reasons=reasons).model_dump()
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @probes.get(
+        "/metrics", response_class=Response, responses={200: {"content": {PROMETHEUS_TEXT: {}}}}
+    )
+    async def metrics() -> Response:
+        return Response(render(registry), media_type=PROMETHEUS_TEXT)
+
+    v1 = APIRouter(prefix="/v1")
+
+    @v1.get("/services", response_model=list[ServiceSummary], tags=["discovery"])
+    async def services() -> list[ServiceSummary]:
+        return [
+            ServiceSummary(
+                name=name,
+                protocol=agent.services[name].protocol,
+                registry=agent.services[name].registry,
+                endpoints=len(cluster.hosts()),
+                available=cluster.available_count(),
+            )
+            for name, cluster in agent.clusters.items()
+        ]
+
+    @v1.get("/services/{service}/instances", response_model=list[InstanceView], tags=["discovery"])
+    async def instances(service: str) -> list[InstanceView]:
+        agent.service(service)
+        now = time.monotonic()
+        return [
+            InstanceView.model_validate(_instance_fields(host, now))
+            for host in agent.clusters[service].hosts()
+        ]
+
+    @v1.get("/registries", response_model=list[RegistryState], tags=["discovery"])
+    async def registries() -> list[RegistryState]:
+        return [_registry_state(n, s) for n, s in agent.registry_statuses().items()]
+
+    @v1.get("/clusters", response_model=list[ClusterView], tags=["clusters"])
+    async def clusters() -> list[ClusterView]:
+        now = time.monotonic()
+        statuses = agent.registry_statuses()
+        views = []
+        for name, cluster in agent.clusters.items():
+            registry_name = agent.services[name].registry
+            endpoints = [
+                EndpointStats.model_validate(
+                    _instance_fields(host, now)
+                    | {
+                        "requests": host.stats.requests,
+                        "failures": host.stats.failures,
+                        "connect_failures": host.stats.connect_failures,
+                        "ejections": host.stats.ejections,
+                    }
+                )
+                for host in cluster.hosts()
+            ]
+            views.append(
+                ClusterView(
+                    name=name,
+                    lb_policy=cluster.lb_policy,
+                    registry=_registry_state(registry_name, statuses[registry_name]),
+                    initialized=cluster.initialized,
+                    revision=cluster.revision,
+                    panic=cluster.panic,
+                    endpoints=endpoints,
+                )
+            )
+        return views
+
+    @v1.get("/registrations", response_model=list[RegistrationView], tags=["registration"])
+    async def registrations() -> list[RegistrationView]:
+        return [
+            RegistrationView(
+                service=entry.registration.service,
+                instance_id=entry.registration.instance_id,
+                host=entry.registration.host,
+                port=entry.registration.port,
+                weight=entry.registration.weight,
+                metadata=dict(entry.registration.metadata),
+                registry=agent.services[entry.registration.service].registry,
+                ttl_s=entry.ttl_s,
+            )
+            for entry in agent.registrations.entries()
+        ]
+
+    @v1.put(
+        "/registrations/{service}/{instance_id}",
+        status_code=200,
+        response_model=RegistrationView,
+        tags=["registration"],
+        responses={201: {"model": RegistrationView, "description": "Registered"}},
+    )
+    async def put_registration(
+        service: str, instance_id: str, body: RegistrationRequest
+    ) -> Response:
+        created = await agent.register(
+            service, instance_id, body.host, body.port, body.weight, body.metadata, body.ttl_s
+        )
+        view = RegistrationView(
+            service=service,
+            instance_id=instance_id,
+            host=body.host,
+            port=body.port,
+            weight=body.weight,
+            metadata=body.metadata,
+            registry=agent.services[service].registry,
+            ttl_s=body.ttl_s,
+        )
+        return JSONResponse(view.model_dump(), status_code=201 if created else 200)
+
+    @v1.delete(
+        "/registrations/{service}/{instance_id}",
+        status_code=204,
+        response_class=Response,
+        tags=["registration"],
+    )
+    async def delete_registration(service: str, instance_id: str) -> Response:
+        if not await agent.deregister(service, instance_id):
+            return problems.problem(404, f"no registration {instance_id!r} of service {service!r}")
+        return Response(status_code=204)
+
+    app.include_router(probes)
+    app.include_router(v1)
+    return app

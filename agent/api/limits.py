@@ -1,0 +1,114 @@
+"""ASGI middleware that guards the API before any route runs.
+
+- Bodies over ``max_body_bytes`` are refused with 413, whether declared by Content-Length
+  or streamed: the body is read up to the limit and no further.
+- Requests that change state from a non-loopback client are refused with 403 unless the
+  config allows remote writes: binding the API wider (for metrics) must not open it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def _send_problem(send: Send, status: int, title: str, detail: str) -> None:
+    body = json.dumps(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _is_loopback(client: Any) -> bool:
+    if not client:
+        return False
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class ApiGuard:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, allow_remote_writes: bool) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.allow_remote_writes = allow_remote_writes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        remote = not _is_loopback(scope.get("client"))
+        if method not in SAFE_METHODS and remote and not self.allow_remote_writes:
+            await _send_problem(
+                send,
+                403,
+                "Forbidden",
+                "state-changing requests are accepted from loopback only "
+                "(admin.allow_remote_writes is false)",
+            )
+            return
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_problem(send, 400, "Bad Request", "invalid Content-Length")
+                    return
+                if declared > limit:
+                    await _send_problem(
+                        send,
+                        413,
+                        "Content Too Large",
+                        f"body of {declared} bytes is over the limit of {limit}",
+                    )
+                    return
+        if method in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        # Read the body whole, up to the limit, then replay it to the app.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)  # disconnect: let the app see it
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _send_problem(
+                    send, 413, "Content Too Large", f"body is over the limit of {limit} bytes"
+                )
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,89 @@
+"""Request and response bodies of the OpenAPI (they are the contract in openapi.yaml)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Health(Model):
+    status: str
+
+
+class Readiness(Model):
+    ready: bool
+    reasons: list[str]
+
+
+class RegistryState(Model):
+    name: str
+    connected: bool
+    since: float = Field(description="Seconds since the epoch of the last change of state")
+    detail: str = ""
+
+
+class ServiceSummary(Model):
+    name: str
+    protocol: str
+    registry: str
+    endpoints: int
+    available: int
+
+
+class InstanceView(Model):
+    id: str
+    host: str
+    port: int
+    weight: int
+    metadata: dict[str, str]
+    revision: int
+    healthy: bool = Field(description="The active health check's verdict")
+    ejected: bool = Field(description="Ejected by outlier detection now")
+    ejected_for_s: float = Field(description="Seconds until the ejection ends (0 if not ejected)")
+    times_ejected: int
+    active_requests: int
+
+
+class EndpointStats(InstanceView):
+    requests: int
+    failures: int
+    connect_failures: int
+    ejections: int
+
+
+class ClusterView(Model):
+    name: str
+    lb_policy: str
+    registry: RegistryState
+    initialized: bool
+    revision: int | None
+    panic: bool = Field(description="No endpoint available: balancing over all of them")
+    endpoints: list[EndpointStats]
+
+
+class RegistrationRequest(Model):
+    host: str = Field(min_length=1, max_length=255)
+    port: Annotated[int, Field(ge=1, le=65535)]
+    weight: Annotated[int, Field(ge=0, le=10000)] = 100
+    metadata: dict[str, str] = Field(default_factory=dict)
+    ttl_s: Annotated[float, Field(gt=0, le=86400)] | None = Field(
+        default=None,
+        description="If set, renew (PUT again) within this many seconds or the agent "
+        "withdraws the registration",
+    )
+
+
+class RegistrationView(Model):
+    service: str
+    instance_id: str
+    host: str
+    port: int
+    weight: int
+    metadata: dict[str, str]
+    registry: str
+    ttl_s: float | None

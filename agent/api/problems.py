@@ -1,0 +1,67 @@
+"""RFC 9457 problem details for every error the API returns."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from agent.errors import (
+    MeshAgentError,
+    NoEndpointError,
+    RegistryError,
+    UnknownServiceError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, detail: str, title: str | None = None, **extensions: Any) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def status_for(exc: MeshAgentError) -> int:
+    # Most specific first: UpstreamTimeout and NoEndpointError are UpstreamErrors.
+    if isinstance(exc, UnknownServiceError):
+        return 404
+    if isinstance(exc, UpstreamTimeout):
+        return 504
+    if isinstance(exc, NoEndpointError):
+        return 503
+    if isinstance(exc, UpstreamError):
+        return 502
+    if isinstance(exc, RegistryError):
+        return 503
+    return 400
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for error in exc.errors():
+            location = ".".join(str(part) for part in error.get("loc", ()))
+            errors.append({"path": location, "message": error.get("msg", "")})
+        detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
+        return problem(400, detail or "invalid request", "Invalid request", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(MeshAgentError)
+    async def _ours(request: Request, exc: MeshAgentError) -> JSONResponse:
+        return problem(status_for(exc), str(exc), type(exc).__name__)

@@ -1,0 +1,109 @@
+"""``meshagent run | check-config | version``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from agent import __version__
+from agent.config import AgentConfig, load_config
+from agent.errors import ConfigError, MeshAgentError
+
+log = logging.getLogger("meshagent")
+
+EXIT_CONFIG = 2
+
+
+def _print_config_errors(path: str, exc: ConfigError) -> None:
+    print(f"{path}: invalid configuration", file=sys.stderr)
+    for line in exc.errors:
+        print(f"  {line}", file=sys.stderr)
+
+
+async def serve(config: AgentConfig) -> int:
+    # Imported here so that check-config and version stay fast and light.
+    from agent.api.app import create_app
+    from agent.runtime.admin import AdminServer, bind
+    from agent.runtime.agent import Agent
+
+    agent = Agent(config)
+    admin_socket = bind(config.admin.host, config.admin.port)
+    try:
+        await agent.start()
+    except MeshAgentError:
+        admin_socket.close()
+        raise
+    admin = AdminServer(create_app(agent), admin_socket)
+    await admin.start()
+    host, port = admin.address
+    log.info("OpenAPI on http://%s:%d (docs at /docs)", host, port)
+    for listener, lhost, lport in agent.listener_addresses():
+        name, service = listener.config.display_name, listener.config.service
+        print(f"listener {name} on {lhost}:{lport} -> {service}", flush=True)
+    print(f"meshagent ready: OpenAPI on http://{host}:{port}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("signal received, draining")
+    await agent.drain_and_stop()
+    await admin.stop()
+    log.info("stopped")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.telemetry import logfmt
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return EXIT_CONFIG
+    logfmt.configure(config.log_level)
+    try:
+        import uvloop
+
+        return uvloop.run(serve(config))
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return EXIT_CONFIG
+    except MeshAgentError as exc:
+        print(f"meshagent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return EXIT_CONFIG
+    print(f"{args.config}: ok")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="meshagent", description="service-mesh sidecar agent")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the agent")
+    run.add_argument("-c", "--config", default="examples/agent.yaml")
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config")
+    commands.add_parser("version", help="print the version")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "check-config":
+        return _check(args)
+    print(f"meshagent {__version__}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Clusters: endpoints, load balancing, health state, outlier ejection. No I/O here."""

@@ -1,0 +1,285 @@
+"""The agent's configuration: one YAML file, validated whole before anything starts.
+
+Models forbid unknown fields, so a misspelt key is an error with its path rather than a
+silently ignored setting. Plugin settings (``config:`` blocks) are validated by the model
+the named plugin declares, once the plugin is loaded (see :func:`validate_plugins`).
+
+Environment overrides: ``MESHAGENT_ADMIN__PORT=15001`` sets ``admin.port``; ``__``
+separates path parts, numbers index lists, and the value is read as YAML
+(``MESHAGENT_LISTENERS__0__PORT=9001``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.errors import ConfigError, PluginError
+from agent.plugins import PluginKind, format_validation_errors, load
+
+ENV_PREFIX = "MESHAGENT_"
+
+
+def _check_port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be between 1 and 65535")
+    return value
+
+
+def _check_bind_port(value: int) -> int:
+    # 0 asks the kernel for a free port: useful for tests and for "let me see where".
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 and 65535")
+    return value
+
+
+Port = Annotated[int, AfterValidator(_check_port)]
+BindPort = Annotated[int, AfterValidator(_check_bind_port)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdminConfig(Strict):
+    """The localhost OpenAPI. Bound to loopback unless the config says otherwise."""
+
+    host: str = "127.0.0.1"
+    port: BindPort = 15000
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    # Requests that change state (registrations) from a non-loopback client are refused
+    # unless this is set: binding to 0.0.0.0 for metrics must not open registration.
+    allow_remote_writes: bool = False
+
+
+class RegistryConfig(Strict):
+    name: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class LbConfig(Strict):
+    policy: str = "round_robin"
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class HealthCheckConfig(Strict):
+    """Active checks, after Envoy: thresholds and jitter so checks do not synchronise."""
+
+    enabled: bool = True
+    checker: str = "tcp"
+    interval_s: PositiveSeconds = 5.0
+    timeout_s: PositiveSeconds = 1.0
+    jitter_s: Annotated[float, Field(ge=0)] = 0.5
+    healthy_threshold: Annotated[int, Field(ge=1)] = 2
+    unhealthy_threshold: Annotated[int, Field(ge=1)] = 3
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutlierConfig(Strict):
+    """Passive ejection, after Envoy's outlier detection (consecutive failures)."""
+
+    enabled: bool = True
+    consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    base_ejection_s: PositiveSeconds = 30.0
+    max_ejection_s: PositiveSeconds = 300.0
+    # Envoy's semantics: at least one host may always be ejected, whatever the percent.
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = 10
+
+
+class ServiceConfig(Strict):
+    name: str = Field(min_length=1)
+    registry: str = "local"
+    protocol: str = "tcp"
+    # Registry selectors, e.g. Dubbo's version and group.
+    attributes: dict[str, str] = Field(default_factory=dict)
+    lb: LbConfig = Field(default_factory=LbConfig)
+    health: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig)
+    connect_timeout_s: PositiveSeconds = 1.0
+    # Connection attempts on distinct endpoints before the client sees an error.
+    connect_attempts: Annotated[int, Field(ge=1, le=10)] = 2
+
+
+class ListenerConfig(Strict):
+    name: str | None = None
+    host: str = "127.0.0.1"
+    port: Port
+    service: str
+    protocol: str = "tcp"
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"{self.protocol}:{self.port}"
+
+
+def _default_registries() -> list[RegistryConfig]:
+    return [RegistryConfig(name="local", type="local")]
+
+
+class AgentConfig(Strict):
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    registries: list[RegistryConfig] = Field(default_factory=_default_registries)
+    services: list[ServiceConfig] = Field(default_factory=list)
+    listeners: list[ListenerConfig] = Field(default_factory=list)
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> AgentConfig:
+        errors: list[str] = []
+        registry_names = [r.name for r in self.registries]
+        _duplicates("registries", "name", registry_names, errors)
+        service_names = [s.name for s in self.services]
+        _duplicates("services", "name", service_names, errors)
+        for i, service in enumerate(self.services):
+            if service.registry not in registry_names:
+                errors.append(
+                    f"services[{i}].registry: unknown registry {service.registry!r}; "
+                    f"configured: {', '.join(registry_names) or 'none'}"
+                )
+        ports = [(listener.host, listener.port) for listener in self.listeners]
+        for i, listener in enumerate(self.listeners):
+            if listener.service not in service_names:
+                errors.append(
+                    f"listeners[{i}].service: unknown service {listener.service!r}; "
+                    f"configured: {', '.join(service_names) or 'none'}"
+                )
+            if ports.index((listener.host, listener.port)) != i:
+                errors.append(f"listeners[{i}].port: {listener.port} is used by another listener")
+        if errors:
+            # A ValueError inside a validator would be flattened into one message; the
+            # caller unpacks this one into lines with their own paths.
+            raise ValueError("\n".join(errors))
+        return self
+
+
+def _duplicates(section: str, field: str, names: list[str], errors: list[str]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            errors.append(f"{section}[{i}].{field}: duplicate {name!r}")
+        seen.add(name)
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return ``raw`` with ``MESHAGENT_A__B__0__C=value`` overrides applied."""
+    for key, text in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX) or key == "MESHAGENT_CONFIG":
+            continue
+        path = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        _set_path(raw, path, value, key)
+    return raw
+
+
+def _set_path(node: Any, path: list[str], value: object, key: str) -> None:
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError([f"{key}: no list item {part!r} to override"])
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError([f"{key}: cannot override inside a scalar"])
+
+
+def parse_config(raw: object) -> AgentConfig:
+    """Validate a parsed document (structure and cross-references; not plugin settings)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["<root>: the configuration must be a mapping"])
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines: list[str] = []
+        for line in format_validation_errors(exc):
+            # Our model validator joins several path-bearing lines into one message.
+            head, _, rest = line.partition(": ")
+            lines.extend(rest.split("\n") if head == "<root>" and "\n" in rest else [line])
+        raise ConfigError(lines) from None
+
+
+def validate_plugins(config: AgentConfig) -> None:
+    """Load every plugin the config names and validate its settings; all errors at once."""
+    errors: list[str] = []
+
+    def check(kind: PluginKind, name: str, name_path: str, raw: object, path: str) -> None:
+        try:
+            plugin = load(kind, name)
+        except PluginError as exc:
+            errors.append(f"{name_path}: {exc}")
+            return
+        if raw is not None:
+            try:
+                plugin.validate_config(raw, path)
+            except ConfigError as exc:
+                errors.extend(exc.errors)
+
+    for i, registry in enumerate(config.registries):
+        at = f"registries[{i}]"
+        check(PluginKind.REGISTRY, registry.type, f"{at}.type", registry.config, f"{at}.config")
+    for i, service in enumerate(config.services):
+        at = f"services[{i}]"
+        lb = service.lb
+        check(PluginKind.LB_POLICY, lb.policy, f"{at}.lb.policy", lb.config, f"{at}.lb.config")
+        if service.health.enabled:
+            health = service.health
+            check(
+                PluginKind.HEALTH_CHECKER,
+                health.checker,
+                f"{at}.health.checker",
+                health.config,
+                f"{at}.health.config",
+            )
+        check(PluginKind.PROTOCOL, service.protocol, f"{at}.protocol", None, "")
+    for i, listener in enumerate(config.listeners):
+        at = f"listeners[{i}]"
+        check(
+            PluginKind.PROTOCOL,
+            listener.protocol,
+            f"{at}.protocol",
+            listener.config,
+            f"{at}.config",
+        )
+    if errors:
+        raise ConfigError(errors)
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read, override from the environment, validate structure and plugin settings."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}: invalid YAML at {where}: {problem}"]) from None
+    if isinstance(raw, dict):
+        raw = apply_env_overrides(raw, os.environ if environ is None else environ)
+    config = parse_config(raw)
+    validate_plugins(config)
+    return config

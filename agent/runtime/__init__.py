@@ -1,0 +1,1 @@
+"""The runtime: asyncio on uvloop. The only layer that touches sockets."""

@@ -1,0 +1,72 @@
+"""The OpenAPI server: uvicorn inside the agent's own event loop.
+
+We bind the socket ourselves (so a port in use is a clean startup error) and keep uvicorn
+from installing signal handlers: the agent owns SIGTERM and drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator
+
+import uvicorn
+from fastapi import FastAPI
+
+from agent.runtime.agent import StartupError
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"admin: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class AdminServer:
+    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+        self.socket = sock
+        config = uvicorn.Config(
+            app,
+            loop="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        self._server = _EmbeddedServer(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        name = self.socket.getsockname()
+        return str(name[0]), int(name[1])
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._server.serve([self.socket]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise StartupError("admin server stopped during startup")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task

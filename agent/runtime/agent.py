@@ -1,0 +1,269 @@
+"""The agent: builds registries, clusters and listeners from the config and runs them.
+
+Its public methods are what the API layer may call; nothing outside reaches into the
+plugins it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from agent.cluster.cluster import Cluster, HealthPolicy
+from agent.cluster.lb import LoadBalancerFactory
+from agent.cluster.outlier import OutlierPolicy
+from agent.config import AgentConfig, ListenerConfig, ServiceConfig
+from agent.discovery.registry import Registry, Subscription
+from agent.discovery.types import Registration, RegistryStatus, ServiceKey, frozen_mapping
+from agent.errors import MeshAgentError, UnknownServiceError
+from agent.plugins import PluginKind, load
+from agent.runtime.health import HealthChecker, run_health_checks
+from agent.runtime.protocols import ListenerContext, ProtocolSupport
+from agent.runtime.registrations import Registrations
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(MeshAgentError):
+    """The agent cannot start as configured (a port in use, a plugin that fails to build)."""
+
+
+@dataclass
+class Listener:
+    config: ListenerConfig
+    context: ListenerContext
+    server: asyncio.Server | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.server is not None
+        sockname = self.server.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.registries: dict[str, Registry] = {
+            r.name: load(PluginKind.REGISTRY, r.type).build(r.config, f"registries[{i}].config")
+            for i, r in enumerate(config.registries)
+        }
+        self.services: dict[str, ServiceConfig] = {s.name: s for s in config.services}
+        self.clusters: dict[str, Cluster] = {}
+        self._checkers: dict[str, HealthChecker] = {}
+        for i, service in enumerate(config.services):
+            lb_factory: LoadBalancerFactory = load(PluginKind.LB_POLICY, service.lb.policy).build(
+                service.lb.config, f"services[{i}].lb.config"
+            )
+            outlier = service.outlier
+            self.clusters[service.name] = Cluster(
+                service.name,
+                lb_factory(),
+                OutlierPolicy(
+                    enabled=outlier.enabled,
+                    consecutive_failures=outlier.consecutive_failures,
+                    base_ejection_s=outlier.base_ejection_s,
+                    max_ejection_s=outlier.max_ejection_s,
+                    max_ejection_percent=outlier.max_ejection_percent,
+                ),
+                HealthPolicy(service.health.healthy_threshold, service.health.unhealthy_threshold),
+                lb_policy=service.lb.policy,
+            )
+            if service.health.enabled:
+                self._checkers[service.name] = load(
+                    PluginKind.HEALTH_CHECKER, service.health.checker
+                ).build(service.health.config, f"services[{i}].health.config")
+        self.listeners: list[Listener] = []
+        for i, listener_config in enumerate(config.listeners):
+            plugin = load(PluginKind.PROTOCOL, listener_config.protocol)
+            protocol_config = plugin.validate_config(
+                listener_config.config, f"listeners[{i}].config"
+            )
+            context = ListenerContext(
+                listener_config,
+                self.services[listener_config.service],
+                self.clusters[listener_config.service],
+                protocol_config=protocol_config,
+            )
+            self.listeners.append(Listener(listener_config, context))
+        self.registrations = Registrations()
+        self._subscriptions: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.draining = False
+        self.listening = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Bind first: a port in use is a startup error, before anything is published.
+        await self._bind_listeners()
+        for name, registry in self.registries.items():
+            try:
+                await registry.start()
+            except Exception as exc:
+                # An unreachable registry must not stop the agent: the plugin reconnects,
+                # readiness waits for its first snapshot, and status() says why.
+                log.error("registry start failed: %s", exc, extra={"registry": name})
+        for service in self.config.services:
+            registry = self.registries[service.registry]
+            subscription = registry.subscribe(
+                ServiceKey(service.name, frozen_mapping(service.attributes))
+            )
+            self._subscriptions.append(subscription)
+            self._spawn(self._follow(self.clusters[service.name], subscription))
+            checker = self._checkers.get(service.name)
+            if checker is not None:
+                self._spawn(run_health_checks(self.clusters[service.name], checker, service.health))
+        self._spawn(self._expire_registrations())
+        self.listening = True
+        for listener in self.listeners:
+            host, port = listener.address
+            log.info(
+                "listener up on %s:%d -> %s (%s)",
+                host,
+                port,
+                listener.config.service,
+                listener.config.protocol,
+                extra={"listener": listener.config.display_name},
+            )
+
+    async def _bind_listeners(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self.listeners:
+            config = listener.config
+            plugin = load(PluginKind.PROTOCOL, config.protocol)
+            support: ProtocolSupport = plugin.factory(listener.context.protocol_config)
+            try:
+                listener.server = await loop.create_server(
+                    support.outbound_listener(listener.context),
+                    config.host,
+                    config.port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
+            except OSError as exc:
+                await self._close_servers()
+                raise StartupError(
+                    f"listener {config.display_name}: cannot listen on "
+                    f"{config.host}:{config.port}: {exc.strerror or exc}"
+                ) from None
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def _follow(self, cluster: Cluster, subscription: Subscription) -> None:
+        async for update in subscription:
+            cluster.apply(update)
+
+    async def _expire_registrations(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self.registrations.expire()
+
+    async def drain_and_stop(self) -> None:
+        """Stop accepting, deregister, wait up to drain_timeout for open connections."""
+        self.draining = True
+        log.info("draining", extra={"timeout_s": self.config.drain_timeout_s})
+        for listener in self.listeners:
+            if listener.server is not None:
+                listener.server.close()
+        await self.registrations.delete_all()
+        idle = [listener.context.idle.wait() for listener in self.listeners]
+        try:
+            async with asyncio.timeout(self.config.drain_timeout_s):
+                await asyncio.gather(*idle)
+        except TimeoutError:
+            log.warning(
+                "drain timeout: closing open connections", extra={"open": self.open_connections()}
+            )
+        for listener in self.listeners:
+            for transport in list(listener.context.connections):
+                transport.abort()
+        await self.stop()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for subscription in self._subscriptions:
+            subscription.close()
+        for registry in self.registries.values():
+            try:
+                await registry.close()
+            except Exception:
+                log.exception("registry close failed")
+        await self._close_servers()
+
+    async def _close_servers(self) -> None:
+        for listener in self.listeners:
+            if listener.server is not None:
+                listener.server.close()
+                # Server.wait_closed waits for every connection in 3.12+; drain handles that.
+                listener.server = None
+
+    def open_connections(self) -> int:
+        return sum(len(listener.context.connections) for listener in self.listeners)
+
+    # -- what the API may ask ----------------------------------------------------------
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Ready once listeners are up and every service has its first snapshot."""
+        reasons = []
+        if not self.listening:
+            reasons.append("listeners are not up")
+        if self.draining:
+            reasons.append("draining")
+        for name, cluster in self.clusters.items():
+            if not cluster.initialized:
+                registry = self.services[name].registry
+                reasons.append(f"service {name!r}: no snapshot yet from registry {registry!r}")
+        return (not reasons, reasons)
+
+    def registry_statuses(self) -> dict[str, RegistryStatus]:
+        return {name: registry.status() for name, registry in self.registries.items()}
+
+    def service(self, name: str) -> ServiceConfig:
+        service = self.services.get(name)
+        if service is None:
+            configured = ", ".join(sorted(self.services)) or "none"
+            raise UnknownServiceError(f"unknown service {name!r}; configured: {configured}")
+        return service
+
+    async def register(
+        self,
+        service: str,
+        instance_id: str,
+        host: str,
+        port: int,
+        weight: int,
+        metadata: dict[str, str],
+        ttl_s: float | None,
+    ) -> bool:
+        config = self.service(service)
+        registration = Registration(
+            service, instance_id, host, port, weight, frozen_mapping(metadata), config.protocol
+        )
+        return await self.registrations.put(registration, self.registries[config.registry], ttl_s)
+
+    async def deregister(self, service: str, instance_id: str) -> bool:
+        self.service(service)
+        return await self.registrations.delete(service, instance_id)
+
+    def listener_addresses(self) -> list[tuple[Listener, str, int]]:
+        return [(listener, *listener.address) for listener in self.listeners if listener.server]
+

@@ -1,0 +1,63 @@
+"""What a protocol plugin (``meshagent.protocols``) gives the runtime.
+
+A protocol plugin's factory returns a :class:`ProtocolSupport`. The runtime binds the
+listener socket and hands each accepted connection to the asyncio protocol the plugin
+makes; the plugin's own parsing stays in its sans-IO codec. ``tcp`` is the built-in raw
+relay; ``dubbo``, ``thrift``, ``grpc`` and ``http`` add request awareness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.cluster.cluster import Cluster
+from agent.config import ListenerConfig, ServiceConfig
+
+
+@dataclass
+class ListenerStats:
+    """Counters read at scrape time: the hot path only adds to plain ints."""
+
+    accepted: int = 0
+    active: int = 0
+    rejected: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
+class ListenerContext:
+    listener: ListenerConfig
+    service: ServiceConfig
+    cluster: Cluster
+    stats: ListenerStats = field(default_factory=ListenerStats)
+    # Open connections' transports, so that a drain can wait for them and then cut them.
+    connections: set[asyncio.Transport] = field(default_factory=set)
+    # Set while no connection is open.
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # The plugin's validated listener config (ListenerConfig.config through its model).
+    protocol_config: Any = None
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def track(self, transport: asyncio.Transport) -> None:
+        self.connections.add(transport)
+        self.idle.clear()
+
+    def untrack(self, transport: asyncio.Transport) -> None:
+        self.connections.discard(transport)
+        if not self.connections:
+            self.idle.set()
+
+
+class ProtocolSupport(ABC):
+    name: str
+
+    @abstractmethod
+    def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
+        """The protocol factory for connections accepted on an outbound listener."""

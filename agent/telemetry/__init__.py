@@ -1,0 +1,1 @@
+"""Telemetry: metrics now; traces and access logs arrive with the observability work."""

@@ -1,0 +1,119 @@
+"""Prometheus metrics read from the agent's own counters at scrape time.
+
+The hot path only adds to plain ints on hosts and listeners; this collector turns them
+into metric families when /metrics is scraped, so metrics cost nothing per byte relayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from agent.runtime.agent import Agent
+
+
+class AgentCollector(Collector):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterator[Metric]:
+        agent = self.agent
+        labels = ["listener", "service"]
+        accepted = CounterMetricFamily(
+            "meshagent_listener_connections", "Connections accepted", labels=labels
+        )
+        active = GaugeMetricFamily(
+            "meshagent_listener_connections_active", "Connections open now", labels=labels
+        )
+        rejected = CounterMetricFamily(
+            "meshagent_listener_connections_rejected",
+            "Connections closed because no endpoint could be reached",
+            labels=labels,
+        )
+        bytes_in = CounterMetricFamily(
+            "meshagent_listener_received_bytes",
+            "Bytes from clients (closed connections)",
+            labels=labels,
+        )
+        bytes_out = CounterMetricFamily(
+            "meshagent_listener_sent_bytes", "Bytes to clients (closed connections)", labels=labels
+        )
+        for listener in agent.listeners:
+            values = [listener.config.display_name, listener.config.service]
+            stats = listener.context.stats
+            accepted.add_metric(values, stats.accepted)
+            active.add_metric(values, stats.active)
+            rejected.add_metric(values, stats.rejected)
+            bytes_in.add_metric(values, stats.bytes_in)
+            bytes_out.add_metric(values, stats.bytes_out)
+        yield from (accepted, active, rejected, bytes_in, bytes_out)
+
+        host_labels = ["cluster", "endpoint"]
+        requests = CounterMetricFamily(
+            "meshagent_upstream_requests",
+            "Requests or connections sent to an endpoint",
+            labels=host_labels,
+        )
+        failures = CounterMetricFamily(
+            "meshagent_upstream_failures", "Failed requests or connects", labels=host_labels
+        )
+        connect_failures = CounterMetricFamily(
+            "meshagent_upstream_connect_failures", "Failed connects", labels=host_labels
+        )
+        ejections = CounterMetricFamily(
+            "meshagent_upstream_ejections", "Times ejected by outlier detection", labels=host_labels
+        )
+        healthy = GaugeMetricFamily(
+            "meshagent_upstream_healthy",
+            "1 when the active health check passes",
+            labels=host_labels,
+        )
+        in_flight = GaugeMetricFamily(
+            "meshagent_upstream_active_requests",
+            "Requests or connections in flight",
+            labels=host_labels,
+        )
+        members = GaugeMetricFamily(
+            "meshagent_cluster_endpoints", "Endpoints known", labels=["cluster"]
+        )
+        available = GaugeMetricFamily(
+            "meshagent_cluster_endpoints_available",
+            "Endpoints healthy and not ejected",
+            labels=["cluster"],
+        )
+        for name, cluster in agent.clusters.items():
+            hosts = cluster.hosts()
+            members.add_metric([name], len(hosts))
+            available.add_metric([name], cluster.available_count())
+            for host in hosts:
+                values = [name, host.id]
+                requests.add_metric(values, host.stats.requests)
+                failures.add_metric(values, host.stats.failures)
+                connect_failures.add_metric(values, host.stats.connect_failures)
+                ejections.add_metric(values, host.stats.ejections)
+                healthy.add_metric(values, 1 if host.healthy else 0)
+                in_flight.add_metric(values, host.active_requests)
+        yield from (requests, failures, connect_failures, ejections, healthy, in_flight)
+        yield from (members, available)
+
+        connected = GaugeMetricFamily(
+            "meshagent_registry_connected", "1 when the registry is reachable", labels=["registry"]
+        )
+        for name, status in agent.registry_statuses().items():
+            connected.add_metric([name], 1 if status.connected else 0)
+        yield connected
+
+
+def metrics_registry(agent: Agent) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(agent))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
