@@ -266,4 +266,3 @@ class Agent:
 
     def listener_addresses(self) -> list[tuple[Listener, str, int]]:
         return [(listener, *listener.address) for listener in self.listeners if listener.server]
-

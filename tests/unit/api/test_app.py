@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from agent.api.app import create_app
+from agent.config import parse_config
+from agent.runtime.agent import Agent
+from tests.fixtures.net import async_wait_until
+
+
+def config(**admin: Any) -> dict[str, Any]:
+    return {
+        "admin": {"port": 0, "max_body_bytes": 2048, **admin},
+        "registries": [
+            {
+                "name": "local",
+                "type": "local",
+                "config": {"services": {"echo": [{"host": "127.0.0.1", "port": 9}]}},
+            }
+        ],
+        "services": [{"name": "echo", "health": {"enabled": False}}],
+    }
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[Agent]:
+    agent = Agent(parse_config(config()))
+    await agent.start()
+    yield agent
+    await agent.stop()
+
+
+def client(agent: Agent, peer: str = "127.0.0.1") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=create_app(agent), client=(peer, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://agent")
+
+
+async def test_health_and_readiness(agent: Agent) -> None:
+    async with client(agent) as api:
+        assert (await api.get("/healthz")).json() == {"status": "ok"}
+        ready = await api.get("/readyz")
+        assert ready.status_code == 200 and ready.json() == {"ready": True, "reasons": []}
+        agent.draining = True
+        not_ready = await api.get("/readyz")
+        assert not_ready.status_code == 503 and not_ready.json()["reasons"] == ["draining"]
+
+
+async def test_register_list_and_deregister(agent: Agent) -> None:
+    async with client(agent) as api:
+        body = {"host": "127.0.0.1", "port": 9100, "weight": 20, "metadata": {"zone": "a"}}
+        created = await api.put("/v1/registrations/echo/app-1", json=body)
+        assert created.status_code == 201
+        assert created.json()["registry"] == "local"
+        assert (await api.put("/v1/registrations/echo/app-1", json=body)).status_code == 200
+
+        async def mine_listed() -> list[dict[str, Any]]:
+            instances = (await api.get("/v1/services/echo/instances")).json()
+            return [i for i in instances if i["id"] == "app-1"]
+
+        # Discovery is a stream: the cluster applies the registry's update asynchronously.
+        mine = await async_wait_until(mine_listed, what="registration in the cluster")
+        assert isinstance(mine, list)
+        assert mine and mine[0]["weight"] == 20 and mine[0]["metadata"]["zone"] == "a"
+        assert mine[0]["healthy"] and not mine[0]["ejected"]
+        listed = (await api.get("/v1/registrations")).json()
+        assert [r["instance_id"] for r in listed] == ["app-1"]
+        await async_wait_until(lambda: len(agent.clusters["echo"].hosts()) == 2)
+        services = (await api.get("/v1/services")).json()
+        assert services == [
+            {"name": "echo", "protocol": "tcp", "registry": "local", "endpoints": 2, "available": 2}
+        ]
+        assert (await api.delete("/v1/registrations/echo/app-1")).status_code == 204
+        gone = await api.delete("/v1/registrations/echo/app-1")
+        assert gone.status_code == 404
+        assert gone.headers["content-type"] == "application/problem+json"
+
+        async def only_static() -> bool:
+            ids = [i["id"] for i in (await api.get("/v1/services/echo/instances")).json()]
+            return ids == ["127.0.0.1:9"]
+
+        await async_wait_until(only_static, what="registration removed from the cluster")
+
+
+async def test_bad_input_gets_problem_details_and_loses_nothing(agent: Agent) -> None:
+    async with client(agent) as api:
+        body = {"host": "127.0.0.1", "port": 9100}
+        assert (await api.put("/v1/registrations/echo/keep", json=body)).status_code == 201
+
+        unknown = await api.put("/v1/registrations/nope/x", json=body)
+        assert unknown.status_code == 404
+        assert unknown.json()["detail"] == "unknown service 'nope'; configured: echo"
+
+        broken = await api.put(
+            "/v1/registrations/echo/x",
+            content=b'{"host": ',
+            headers={"content-type": "application/json"},
+        )
+        assert broken.status_code == 400
+        assert "JSON decode error" in broken.json()["detail"]
+
+        invalid = await api.put("/v1/registrations/echo/x", json={"host": "h", "port": 0})
+        assert invalid.status_code == 400
+        assert invalid.json()["errors"][0]["path"] == "body.port"
+
+        extra = await api.put("/v1/registrations/echo/x", json={**body, "color": "red"})
+        assert extra.status_code == 400
+
+        huge = await api.put(
+            "/v1/registrations/echo/x", json={**body, "metadata": {"k": "v" * 5000}}
+        )
+        assert huge.status_code == 413
+        assert huge.json()["title"] == "Content Too Large"
+
+        listed = (await api.get("/v1/registrations")).json()
+        assert [r["instance_id"] for r in listed] == ["keep"]
+
+
+async def test_streamed_body_over_the_limit_is_refused(agent: Agent) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 1000
+
+    async with client(agent) as api:
+        response = await api.put(
+            "/v1/registrations/echo/x",
+            content=chunks(),
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 413
+
+
+async def test_writes_from_the_network_need_configuration(agent: Agent) -> None:
+    body = {"host": "10.1.1.1", "port": 80}
+    async with client(agent, peer="192.0.2.10") as remote:
+        refused = await remote.put("/v1/registrations/echo/r", json=body)
+        assert refused.status_code == 403
+        assert (await remote.get("/v1/services")).status_code == 200
+    open_agent = Agent(parse_config(config(allow_remote_writes=True)))
+    async with client(open_agent, peer="192.0.2.10") as remote:
+        assert (await remote.put("/v1/registrations/echo/r", json=body)).status_code == 201
+
+
+async def test_clusters_and_registries_views(agent: Agent) -> None:
+    async with client(agent) as api:
+        (cluster,) = (await api.get("/v1/clusters")).json()
+        assert cluster["name"] == "echo" and cluster["lb_policy"] == "round_robin"
+        assert cluster["initialized"] and not cluster["panic"]
+        assert cluster["registry"]["connected"]
+        (endpoint,) = cluster["endpoints"]
+        assert endpoint["id"] == "127.0.0.1:9" and endpoint["connect_failures"] == 0
+        (registry,) = (await api.get("/v1/registries")).json()
+        assert registry["name"] == "local" and registry["connected"]
+        assert (await api.get("/v1/services/nope/instances")).status_code == 404
+
+
+async def test_metrics_are_prometheus_text(agent: Agent) -> None:
+    host = agent.clusters["echo"].hosts()[0]
+    host.stats.connect_failures = 3
+    async with client(agent) as api:
+        response = await api.get("/metrics")
+        assert response.headers["content-type"].startswith("text/plain")
+        text = response.text
+        line = (
+            'meshagent_upstream_connect_failures_total{cluster="echo",endpoint="127.0.0.1:9"} 3.0'
+        )
+        assert line in text
+        assert 'meshagent_registry_connected{registry="local"} 1.0' in text

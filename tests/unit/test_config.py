@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import AgentConfig, apply_env_overrides, load_config, parse_config
+from agent.errors import ConfigError
+
+VALID = """
+admin: {port: 15000}
+registries:
+  - name: local
+    type: local
+    config:
+      services:
+        echo: [{host: 127.0.0.1, port: 9000}]
+services:
+  - name: echo
+    lb: {policy: least_request}
+listeners:
+  - {port: 9001, service: echo}
+  - {port: 9002, service: echo}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(text)
+    return path
+
+
+def errors_of(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ or {})
+    return info.value.errors
+
+
+def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID), {})
+    assert config.admin.host == "127.0.0.1"
+    assert config.services[0].registry == "local"
+    assert config.services[0].lb.policy == "least_request"
+    assert [listener.port for listener in config.listeners] == [9001, 9002]
+
+
+def test_empty_file_is_the_default_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), {})
+    assert config == AgentConfig()
+    assert config.registries[0].type == "local"
+
+
+def test_port_out_of_range_names_its_path(tmp_path: Path) -> None:
+    text = VALID.replace("{port: 9002, service: echo}", "{port: 70000, service: echo}")
+    assert errors_of(tmp_path, text) == ["listeners[1].port: must be between 1 and 65535"]
+
+
+def test_unknown_field_is_rejected_with_its_path(tmp_path: Path) -> None:
+    text = VALID.replace("lb: {policy: least_request}", "lb: {policy: least_request, polcy: x}")
+    assert errors_of(tmp_path, text) == ["services[0].lb.polcy: Extra inputs are not permitted"]
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    text = VALID.replace("port: 9001", "port: 0").replace("port: 9002", "port: -1")
+    errors = errors_of(tmp_path, text)
+    assert "listeners[0].port: must be between 1 and 65535" in errors
+    assert "listeners[1].port: must be between 1 and 65535" in errors
+
+
+def test_references_must_resolve() -> None:
+    raw = {
+        "services": [{"name": "a", "registry": "zk"}],
+        "listeners": [{"port": 1, "service": "b"}, {"port": 1, "service": "a"}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert info.value.errors == [
+        "services[0].registry: unknown registry 'zk'; configured: local",
+        "listeners[0].service: unknown service 'b'; configured: a",
+        "listeners[1].port: 1 is used by another listener",
+    ]
+
+
+def test_unknown_plugin_lists_the_installed_ones(tmp_path: Path) -> None:
+    text = VALID.replace("policy: least_request", "policy: fastest")
+    (error,) = errors_of(tmp_path, text)
+    assert error.startswith("services[0].lb.policy: unknown meshagent.lb_policies plugin 'fastest'")
+    assert "installed: consistent_hash, least_request, round_robin, weighted_random" in error
+
+
+def test_plugin_config_is_validated_by_the_plugin_model(tmp_path: Path) -> None:
+    text = VALID.replace("port: 9000}", "port: 99999}")
+    (error,) = errors_of(tmp_path, text)
+    assert error.startswith("registries[0].config.services.echo[0].port:")
+
+
+def test_malformed_yaml_says_where(tmp_path: Path) -> None:
+    (error,) = errors_of(tmp_path, "services: [\n  - name: a\n   bad")
+    assert "invalid YAML at line" in error
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml", {})
+
+
+def test_environment_overrides_paths_and_list_items(tmp_path: Path) -> None:
+    environ = {
+        "MESHAGENT_ADMIN__PORT": "16000",
+        "MESHAGENT_LISTENERS__1__PORT": "9005",
+        "MESHAGENT_LOG_LEVEL": "debug",
+        "OTHER": "ignored",
+    }
+    config = load_config(write(tmp_path, VALID), environ)
+    assert config.admin.port == 16000
+    assert config.listeners[1].port == 9005
+    assert config.log_level == "debug"
+
+
+def test_environment_override_errors_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="MESHAGENT_LISTENERS__5__PORT"):
+        apply_env_overrides({"listeners": []}, {"MESHAGENT_LISTENERS__5__PORT": "1"})
+
+
+def test_invalid_environment_value_is_reported_with_its_path(tmp_path: Path) -> None:
+    errors = errors_of(tmp_path, VALID, {"MESHAGENT_ADMIN__PORT": "x"})
+    assert errors[0].startswith("admin.port:")
