@@ -61,7 +61,7 @@ def test_plugin_is_loaded_only_when_named(
     fake_entry_points.append(ep("broken", "no_such_module_anywhere:PLUGIN"))
     # Listing does not import; only load does, and it says what failed.
     assert "broken" in plugins.installed(PluginKind.HEALTH_CHECKER)
-    with pytest.raises(PluginError, match="'broken' .* failed to load: No module named"):
+    with pytest.raises(PluginError, match=r"'broken' .* failed to load: No module named"):
         load(PluginKind.HEALTH_CHECKER, "broken")
 
 
@@ -88,7 +88,9 @@ def test_duplicate_names_are_refused(
     fake_entry_points: list[importlib.metadata.EntryPoint],
 ) -> None:
     fake_entry_points.append(ep("tcp", "fake_plugins:GOOD"))
-    with pytest.raises(PluginError, match="two meshagent.health_checkers plugins are named 'tcp'"):
+    with pytest.raises(
+        PluginError, match=r"two meshagent\.health_checkers plugins are named 'tcp'"
+    ):
         plugins.installed(PluginKind.HEALTH_CHECKER)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from agent.cluster.host import Host
 from agent.cluster.lb import (
+    NO_CONTEXT,
     ConsistentHash,
     ConsistentHashConfig,
     LeastRequest,
@@ -22,7 +23,7 @@ def hosts(count: int, weights: list[int] | None = None) -> list[Host]:
     return [Host(Instance(f"10.0.0.{i}:80", f"10.0.0.{i}", 80, weights[i])) for i in range(count)]
 
 
-def picks(balancer: object, n: int, context: PickContext = PickContext()) -> Counter[str]:
+def picks(balancer: object, n: int, context: PickContext = NO_CONTEXT) -> Counter[str]:
     chosen = Counter[str]()
     for _ in range(n):
         host = balancer.choose(context)  # type: ignore[attr-defined]

@@ -50,4 +50,4 @@ async def test_close_ends_every_subscription() -> None:
     subscription = local.subscribe(ServiceKey("echo"))
     await local.close()
     assert subscription.closed
-    assert [u async for u in subscription][0].__class__ is Reset
+    assert [type(u) async for u in subscription] == [Reset]
