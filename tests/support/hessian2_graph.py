@@ -41,8 +41,9 @@ class _Walker:
             return None if same else f"{path}: expected {e!r}, got {a!r}"
         if isinstance(e, float) and isinstance(a, float) and math.isnan(e):
             return None if math.isnan(a) else f"{path}: expected NaN, got {a!r}"
-        if isinstance(e, _SCALARS) or not isinstance(e, (list, tuple, dict, JavaObject,
-                                                         TypedList, TypedMap)):
+        if isinstance(e, _SCALARS) or not isinstance(
+            e, (list, tuple, dict, JavaObject, TypedList, TypedMap)
+        ):
             if type(e) is not type(a) and not (isinstance(e, int) and type(a) is int):
                 return f"{path}: expected {type(e).__name__} {e!r}, got {type(a).__name__}"
             return None if e == a else f"{path}: expected {e!r}, got {a!r}"

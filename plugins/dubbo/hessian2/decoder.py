@@ -128,9 +128,7 @@ class Hessian2Decoder:
 
     def _need(self, count: int, what: str) -> None:
         if count > len(self._data) - self._pos:
-            raise self._fail(
-                f"truncated {what}: needs {count} bytes, {self._remaining()} remain"
-            )
+            raise self._fail(f"truncated {what}: needs {count} bytes, {self._remaining()} remain")
 
     def _byte(self, what: str) -> int:
         if self._pos >= len(self._data):
@@ -161,8 +159,7 @@ class Hessian2Decoder:
         self._elements += added
         if self._elements > self._limits.max_elements:
             raise self._fail(
-                f"stream holds more than Limits.max_elements={self._limits.max_elements} "
-                "elements"
+                f"stream holds more than Limits.max_elements={self._limits.max_elements} elements"
             )
 
     # -- dispatch ------------------------------------------------------------------------
@@ -475,8 +472,7 @@ class Hessian2Decoder:
     def _read_instance(self, class_index: int) -> object:
         if not 0 <= class_index < len(self._classes):
             raise self._fail(
-                f"object of undefined class definition {class_index} "
-                f"({len(self._classes)} known)"
+                f"object of undefined class definition {class_index} ({len(self._classes)} known)"
             )
         class_name, field_names = self._classes[class_index]
         self._enter()

@@ -361,7 +361,9 @@ class Hessian2Encoder:
     # -- compound values -----------------------------------------------------------------
 
     def _write_list(
-        self, items: list[object] | tuple[object, ...], type_name: str | None,
+        self,
+        items: list[object] | tuple[object, ...],
+        type_name: str | None,
         identity: object = None,
     ) -> None:
         if self._add_ref(items if identity is None else identity):
@@ -449,4 +451,3 @@ def encode(*values: object) -> bytes:
     for value in values:
         encoder.write_object(value)
     return encoder.getvalue()
-
