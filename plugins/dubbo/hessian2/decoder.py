@@ -244,7 +244,7 @@ class Hessian2Decoder:
                 return self._read_instance(self._read_int("class reference"))
             case 0x51:
                 return self._read_ref()
-            case _END:
+            case 0x5A:  # _END; a bare name here would be a capture pattern
                 raise self._fail("unexpected end marker 'Z' where a value was expected")
         raise HessianDecodeError(f"unknown Hessian 2.0 tag 0x{tag:02x} at offset {self._pos - 1}")
 
@@ -327,6 +327,10 @@ class Hessian2Decoder:
         while leads < units:
             missing = units - leads
             if stop + missing > len(data):
+                if _FOUR_BYTE_LEAD.search(data, start, stop):
+                    raise self._fail(
+                        "string holds a 4-byte UTF-8 sequence; Hessian sends surrogate pairs"
+                    )
                 raise self._fail(f"truncated string: {units} characters declared")
             added = data[stop : stop + missing]
             leads += len(added.translate(None, _CONTINUATION_BYTES))
@@ -336,6 +340,12 @@ class Hessian2Decoder:
         while last > start and 0x80 <= data[last] < 0xC0:
             last -= 1
         lead = data[last]
+        if 0xF0 <= lead <= 0xF7:
+            raise self._fail("string holds a 4-byte UTF-8 sequence; Hessian sends surrogate pairs")
+        if 0x80 <= lead < 0xC0 or lead > 0xF7:
+            raise self._fail(
+                f"string is not valid UTF-8: byte 0x{lead:02x} cannot start a character"
+            )
         end = last + (1 if lead < 0x80 else 2 if lead < 0xE0 else 3)
         if end > len(data):
             raise self._fail(f"truncated string: {units} characters declared")

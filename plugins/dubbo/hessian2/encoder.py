@@ -84,6 +84,7 @@ class Hessian2Encoder:
         # Identity references are only sound while the objects live: keep them alive.
         self._referenced: list[object] = []
         self._class_refs: dict[str, tuple[int, tuple[str, ...]]] = {}
+        self._class_count = 0
         self._type_refs: dict[str, int] = {}
 
     def getvalue(self) -> bytes:
@@ -345,7 +346,8 @@ class Hessian2Encoder:
             self._flush_unless_room(32, inclusive=False)
             self._out.append(0x43)
             self._write_string(class_name)
-            known = (len(self._class_refs), field_names)
+            known = (self._class_count, field_names)
+            self._class_count += 1
             self._class_refs[class_name] = known
             self._write_int(len(field_names))
             for name in field_names:
