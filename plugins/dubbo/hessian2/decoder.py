@@ -68,6 +68,11 @@ class Limits:
     #: Distinct type names of typed lists and maps.
     max_types: int = 4096
 
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive int, not {value!r}")
+
 
 class _Pending:
     """Holds a reference slot for a value built only after its fields are read."""
