@@ -24,7 +24,7 @@ from typing import Final
 from .errors import HessianDecodeError
 from .values import BIG_DECIMAL_CLASS, JavaEnum, JavaLong, JavaObject, TypedList, TypedMap
 
-__all__ = ["Hessian2Decoder", "Limits", "decode_all"]
+__all__ = ["DEFAULT_LIMITS", "Hessian2Decoder", "Limits", "decode_all"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
@@ -74,6 +74,9 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a positive int, not {value!r}")
 
 
+DEFAULT_LIMITS: Final = Limits()
+
+
 class _Pending:
     """Holds a reference slot for a value built only after its fields are read."""
 
@@ -86,10 +89,10 @@ _PENDING: Final = _Pending()
 class Hessian2Decoder:
     """Read values one at a time from one Hessian 2.0 stream held in ``data``."""
 
-    def __init__(self, data: bytes, limits: Limits | None = None) -> None:
+    def __init__(self, data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
         self._data = bytes(data)
         self._pos = 0
-        self._limits = limits if limits is not None else Limits()
+        self._limits = limits
         self._refs: list[object] = []
         self._classes: list[tuple[str, tuple[str, ...]]] = []
         self._types: list[str] = []
@@ -533,7 +536,7 @@ class Hessian2Decoder:
         return result
 
 
-def decode_all(data: bytes, limits: Limits | None = None) -> list[object]:
+def decode_all(data: bytes, limits: Limits = DEFAULT_LIMITS) -> list[object]:
     """Decode every value in ``data`` (one stream, shared references)."""
     decoder = Hessian2Decoder(data, limits)
     values: list[object] = []
