@@ -331,3 +331,156 @@ def test_java_check_rejects_wrong_values(java_classpath: str, tmp_path: Path) ->
     assert verdicts["ints"].startswith("FAIL ints")
     assert "sharing" in verdicts["shared_refs"] or verdicts["shared_refs"].startswith("FAIL")
     assert verdicts["strings"] == "PASS"
+
+
+# -- differential: Java re-writes random streams we wrote --------------------------------
+
+_INT_EDGES = [0, -16, 47, -17, 48, -2048, 2047, -2049, 2048, -262144, 262143, -262145, 262144]
+_ALPHABET = ["a", "z", " ", "\u00e9", "\u20ac", "\U0001f600", "\ud800", "\udc00", "\u07ff"]
+
+
+class _RandomStream:
+    """Random values of the types both sides map one to one (so Java re-writes them as is)."""
+
+    def __init__(self, seed: int) -> None:
+        import random
+
+        self.rng = random.Random(seed)
+        self.shared: list[object] = []
+
+    def text(self) -> str:
+        rng = self.rng
+        length = rng.choice([0, 1, 31, 32, 1023, 1024, rng.randrange(2000), 32767, 32769])
+        if rng.random() < 0.5:
+            return "x" * length
+        return "".join(rng.choice(_ALPHABET) for _ in range(min(length, 40_000)))
+
+    def scalar(self) -> object:
+        rng = self.rng
+        match rng.randrange(10):
+            case 0:
+                return rng.choice([None, True, False])
+            case 1:
+                edge = rng.choice(_INT_EDGES)
+                return rng.choice([edge, rng.randrange(-(2**31), 2**31)])
+            case 2:
+                edge = rng.choice([*_INT_EDGES, -8, 15, -9, 16, 2**31, -(2**31) - 1])
+                return JavaLong(rng.choice([edge, rng.randrange(-(2**63), 2**63)]))
+            case 3:
+                return rng.choice(
+                    [
+                        0.0,
+                        1.0,
+                        -0.0,
+                        rng.randrange(-40000, 40000) / 1.0,
+                        rng.randrange(-(2**31), 2**31) / 1000,
+                        rng.uniform(-1e6, 1e6),
+                        float("nan"),
+                        float("inf"),
+                        rng.choice([1e300, 5e-324, 2147483.647, 2147483.648]),
+                    ]
+                )
+            case 4 | 5:
+                return self.text()
+            case 6:
+                length = rng.choice([0, 1, 15, 16, 1023, 1024, 8189, 8190, rng.randrange(20_000)])
+                return rng.randbytes(length)
+            case 7:
+                millis = rng.randrange(-(2**40), 2**42)
+                return ms(millis - millis % 60_000 if rng.random() < 0.5 else millis)
+            case 8:
+                return Decimal(rng.randrange(-(10**20), 10**20)).scaleb(rng.randrange(-12, 6))
+            case _:
+                return JavaEnum(COLOR, rng.choice(["RED", "GREEN"]))
+
+    def value(self, depth: int = 0) -> object:
+        rng = self.rng
+        if self.shared and rng.random() < 0.1:
+            return rng.choice(self.shared)
+        if depth >= 3 or rng.random() < 0.55:
+            return self.scalar()
+        made: object
+        match rng.randrange(8):
+            case 0:
+                made = [self.value(depth + 1) for _ in range(rng.randrange(10))]
+            case 1:
+                made = TypedList(
+                    "java.util.LinkedList",
+                    [self.value(depth + 1) for _ in range(rng.randrange(10))],
+                )
+            case 2:
+                made = TypedList("[int", [rng.randrange(-(2**31), 2**31) for _ in range(9)])
+            case 3:
+                made = TypedList(
+                    "[object", [self.value(depth + 1) for _ in range(rng.randrange(4))]
+                )
+            case 4:
+                entries = {self.text()[:8] + str(i): self.value(depth + 1) for i in range(3)}
+                made = TypedMap("java.util.LinkedHashMap", entries)
+            case 5:
+                # A HashMap re-writes in hash order: one entry at most keeps order moot.
+                made = {} if rng.random() < 0.3 else {self.text()[:5]: self.value(depth + 1)}
+            case 6:
+                made = JavaObject(
+                    ADDRESS, {"zip": self.text()[:6], "city": rng.choice([None, "P"])}
+                )
+            case _:
+                index = rng.randrange(18)
+                made = JavaObject(f"{PKG}.Many$K{index}", {"v": rng.randrange(-(2**31), 2**31)})
+        self.shared.append(made)
+        return made
+
+
+def _buffer_edge_streams() -> dict[str, list[object]]:
+    """Each value kind written with Java's 8 KiB buffer filled to just below its end.
+
+    A padding ``byte[]`` of n bytes leaves the buffer at n+3; the value under test then
+    does (or does not) flush, and a trailing 9000-byte binary shows the difference in
+    its chunk sizes. This pins every `<` vs `<=` buffer check of Hessian2Output.
+    """
+    shared: list[object] = [1]
+    kinds: dict[str, list[object]] = {
+        "list": [[1]],
+        "empty_map": [{}],
+        "map": [{"a": 1}],
+        "typed_list": [TypedList("java.util.LinkedList", [1])],
+        "typed_map": [TypedMap("java.util.LinkedHashMap", {"a": 1})],
+        "object": [JavaObject(ADDRESS, {"zip": "1", "city": None})],
+        "enum": [JavaEnum(COLOR, "RED")],
+        "bool": [True],
+        "null": [None],
+        "int": [5],
+        "long": [JavaLong(5)],
+        "double": [1.5],
+        "date": [ms(60_000)],
+        "date_ms": [ms(1)],
+        "string": ["s"],
+        "text": ["\u00e9\U0001f600" * 12],
+        "decimal": [Decimal("1.5")],
+        "ref": [shared, shared],
+        "binary": [b"q" * 20],
+    }
+    streams: dict[str, list[object]] = {}
+    for fill in range(8140, 8193):
+        for kind, values in kinds.items():
+            streams[f"edge_{kind}_{fill}"] = [b"p" * (fill - 3), *values, pattern(9000)]
+    return streams
+
+
+def test_java_rewrites_random_streams_to_our_bytes(java_classpath: str, tmp_path: Path) -> None:
+    streams = _buffer_edge_streams()
+    for seed in range(300):
+        generator = _RandomStream(seed)
+        streams[f"random_{seed}"] = [
+            generator.value() for _ in range(generator.rng.randrange(1, 7))
+        ]
+    ours: dict[str, bytes] = {}
+    for name, stream in streams.items():
+        ours[name] = encode(*stream)
+        (tmp_path / f"{name}.in").write_bytes(len(stream).to_bytes(4, "big") + ours[name])
+    result = _run("java", "-cp", java_classpath, MAIN_CLASS, "echo", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    mismatched = sorted(
+        name for name, data in ours.items() if (tmp_path / f"{name}.out").read_bytes() != data
+    )
+    assert not mismatched, f"Java re-wrote {len(mismatched)} streams differently: {mismatched[:10]}"

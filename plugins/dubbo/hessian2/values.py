@@ -26,6 +26,7 @@ payload to fill, so it is fully immutable and hashable, and works as a map key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "BIG_DECIMAL_CLASS",
@@ -63,7 +64,8 @@ class JavaObject:
     """
 
     class_name: str
-    fields: dict[str, object] = field(default_factory=dict)
+    # Any, not object: dict is invariant, and callers hold dict[str, int] and the like.
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=True)
@@ -84,7 +86,7 @@ class TypedList:
     """A list with a Java type, e.g. ``java.util.LinkedList`` or the array type ``[int``."""
 
     type_name: str
-    items: list[object] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True, eq=True)
@@ -92,4 +94,4 @@ class TypedMap:
     """A map with a Java type, e.g. ``java.util.LinkedHashMap`` or ``java.util.TreeMap``."""
 
     type_name: str
-    entries: dict[object, object] = field(default_factory=dict)
+    entries: dict[Any, Any] = field(default_factory=dict)

@@ -34,6 +34,9 @@ import java.util.TreeMap;
  *   check DIR   read DIR/NAME.bin (written by Python) with Hessian2Input and compare with
  *               the expected objects, sharing of references included; one PASS/FAIL line
  *               per vector, exit status 1 on any failure.
+ *   echo DIR    for every DIR/NAME.in (a 4-byte value count, then a Hessian stream written
+ *               by Python) read the values and write them again with one Hessian2Output
+ *               into DIR/NAME.out: a differential test of our encoder on random streams.
  * </pre>
  *
  * The Python test (tests/interop/test_hessian2_java.py) holds the same vectors by name.
@@ -156,6 +159,15 @@ public final class HessianVectors {
         }
         Path dir = Paths.get(args[1]);
         Map<String, Object[]> vectors = vectors();
+        if (args[0].equals("echo")) {
+            try (var files = Files.newDirectoryStream(dir, "*.in")) {
+                for (Path file : files) {
+                    String name = file.getFileName().toString().replaceAll("\\.in$", "");
+                    Files.write(dir.resolve(name + ".out"), echo(Files.readAllBytes(file)));
+                }
+            }
+            return;
+        }
         if (args[0].equals("write")) {
             Files.createDirectories(dir);
             for (Map.Entry<String, Object[]> entry : vectors.entrySet()) {
@@ -190,6 +202,18 @@ public final class HessianVectors {
         }
         out.flush();
         return bytes.toByteArray();
+    }
+
+    static byte[] echo(byte[] framed) throws IOException {
+        int count = ((framed[0] & 0xff) << 24) | ((framed[1] & 0xff) << 16)
+            | ((framed[2] & 0xff) << 8) | (framed[3] & 0xff);
+        Hessian2Input in = new Hessian2Input(
+            new ByteArrayInputStream(framed, 4, framed.length - 4));
+        Object[] values = new Object[count];
+        for (int i = 0; i < count; i++) {
+            values[i] = in.readObject();
+        }
+        return write(values);
     }
 
     static String check(Object[] expected, byte[] data) throws IOException {
