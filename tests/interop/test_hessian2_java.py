@@ -36,10 +36,13 @@ PKG = "meshagent.interop"
 PERSON, ADDRESS, COLOR = f"{PKG}.Person", f"{PKG}.Address", f"{PKG}.Color"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("java") is None or shutil.which("mvn") is None,
-    reason="needs a JDK and Maven on PATH",
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("java") is None or shutil.which("mvn") is None,
+        reason="needs a JDK and Maven on PATH",
+    ),
+]
 
 
 def ms(millis: int) -> datetime:
