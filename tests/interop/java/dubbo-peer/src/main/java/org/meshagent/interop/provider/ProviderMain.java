@@ -27,6 +27,7 @@ import org.meshagent.interop.api.GreetingService;
  * --port N (0 = pick a free one)  --host 127.0.0.1  --register-mode interface|instance|all
  * --app NAME  --version V  --group G  --id ID (whoami(); default host:port)
  * --timeout MS (service default, 3000)  --slow-timeout MS (method slow, 500)
+ * --metadata-type local|remote (Dubbo default local)
  * --threads N (200)  --shutdown-wait MS (1000)  --serialize-check STRICT|WARN|DISABLE (Dubbo default)
  */
 public final class ProviderMain {
@@ -51,6 +52,12 @@ public final class ProviderMain {
         ApplicationConfig app = new ApplicationConfig(args.get("app", "meshagent-interop-provider"));
         app.setQosEnable(false); // the QoS server would fight over port 22222 between providers
         app.setRegisterMode(args.get("register-mode", "all"));
+        // local (default): consumers fetch app-level metadata over RPC (MetadataService on the
+        // dubbo port); remote: it is also written to ZooKeeper under /dubbo/metadata/APP/REVISION.
+        String metadataType = args.get("metadata-type", null);
+        if (metadataType != null) {
+            app.setMetadataType(metadataType);
+        }
         String check = args.get("serialize-check", null);
         if (check != null) {
             app.setSerializeCheckStatus(check);
