@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import struct
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -164,3 +168,82 @@ def test_bench(dubbo_provider: DubboProvider, generic: bool) -> None:
     assert summary["errors"] == 0
     assert summary["p50_us"] <= summary["p99_us"] <= summary["max_us"]
     assert summary["api"] == ("generic" if generic else "stub")
+
+
+class DubboTap:
+    """A TCP relay that records each Dubbo frame header passing through, in both directions."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.headers: list[tuple[str, int, int, int]] = []  # (direction, flag, status, length)
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = [self.listener]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self._sockets += [client, server]
+            for src, dst, direction in ((client, server, "req"), (server, client, "resp")):
+                t = threading.Thread(target=self._pump, args=(src, dst, direction), daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, direction: str) -> None:
+        buf = b""
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            dst.sendall(data)
+            buf += data
+            while len(buf) >= 16:
+                assert buf[:2] == b"\xda\xbb", f"not a Dubbo frame: {buf[:16].hex()}"
+                flag, status = buf[2], buf[3]
+                (length,) = struct.unpack(">I", buf[12:16])
+                if len(buf) < 16 + length:
+                    break
+                with self._lock:
+                    self.headers.append((direction, flag, status, length))
+                buf = buf[16 + length :]
+
+    def close(self) -> None:
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+def test_wire_is_dubbo_hessian2(dubbo_provider: DubboProvider) -> None:
+    """Through a tap: every frame, both ways, carries serialization id 2 (hessian2)."""
+    tap = DubboTap((dubbo_provider.host, dubbo_provider.port))
+    try:
+        outcomes = run_calls(
+            url=f"dubbo://127.0.0.1:{tap.port}",
+            calls=[
+                {"case": "echo", "method": "echo", "args": ["hi"]},
+                {"case": "fail", "method": "fail", "args": ["x"]},
+            ],
+        )
+    finally:
+        tap.close()
+    assert outcomes["echo"]["result"] == "hi"
+    assert outcomes["fail"]["exception"] == GREETING_EXCEPTION
+    requests = [h for h in tap.headers if h[0] == "req" and h[1] & 0x80 and h[1] & 0x40]  # two-way
+    responses = [h for h in tap.headers if h[0] == "resp" and not h[1] & 0x80]
+    assert len(requests) >= 2 and len(responses) >= 2, tap.headers
+    assert {flag & 0x1F for _, flag, _, _ in tap.headers} == {2}, tap.headers
+    assert all(status == 20 for _, _, status, _ in responses), responses  # 20 = OK
