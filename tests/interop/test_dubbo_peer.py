@@ -221,8 +221,10 @@ class DubboTap:
 
     def close(self) -> None:
         for s in self._sockets:
+            # shutdown wakes the threads blocked in accept/recv; close alone would not
             with contextlib.suppress(OSError):
-                s.close()
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
         for t in self._threads:
             t.join(timeout=5)
 
