@@ -151,11 +151,45 @@ def test_stdin_calls(dubbo_provider: DubboProvider) -> None:
     assert outcomes["typed"]["result"] == "int:5"
 
 
-def test_whoami_tells_providers_apart(
-    dubbo_provider_factory: Any, zookeeper: ZooKeeperServer
+def test_version_group_and_whoami(
+    dubbo_provider: DubboProvider,
+    dubbo_provider_factory: Any,
+    zookeeper: ZooKeeperServer,
+    kazoo: Any,
 ) -> None:
-    second = dubbo_provider_factory(provider_id="provider-2", registry=zookeeper.url)
-    direct = run_calls(url=second.url, calls=[{"case": "who", "method": "whoami", "args": []}])
+    second = dubbo_provider_factory(
+        provider_id="provider-2",
+        registry=zookeeper.url,
+        version="2.0.0",
+        group="blue",
+        register_mode="interface",
+    )
+    # Same /dubbo/<interface>/providers folder; version and group are URL parameters.
+    providers_path = f"/dubbo/{INTERFACE}/providers"
+
+    def second_node() -> str | None:
+        for child in kazoo.get_children(providers_path):
+            url = unquote(child)
+            if urlsplit(url).netloc == second.address:
+                return url
+        return None
+
+    url = wait_until(second_node, 15, what="the second provider's node")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert (query["version"], query["group"]) == ("2.0.0", "blue")
+
+    who = [{"case": "who", "method": "whoami", "args": []}]
+    blue = run_calls(
+        registry=zookeeper.url,
+        calls=who,
+        extra_args=["--discovery", "interface", "--version", "2.0.0", "--group", "blue"],
+    )
+    assert blue["who"]["result"] == "provider-2"
+    plain = run_calls(registry=zookeeper.url, calls=who, extra_args=["--discovery", "interface"])
+    assert plain["who"]["result"] == dubbo_provider.provider_id
+    direct = run_calls(
+        url=second.url, calls=who, extra_args=["--version", "2.0.0", "--group", "blue"]
+    )
     assert direct["who"]["result"] == "provider-2"
 
 
