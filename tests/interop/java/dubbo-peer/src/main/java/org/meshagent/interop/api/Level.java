@@ -1,0 +1,7 @@
+package org.meshagent.interop.api;
+
+public enum Level {
+    LOW,
+    MEDIUM,
+    HIGH
+}

@@ -1,0 +1,156 @@
+package org.meshagent.interop.provider;
+
+import java.math.BigDecimal;
+import java.util.ArrayList;
+import java.util.Date;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.meshagent.interop.api.Address;
+import org.meshagent.interop.api.GreetingException;
+import org.meshagent.interop.api.GreetingService;
+import org.meshagent.interop.api.Level;
+import org.meshagent.interop.api.Person;
+
+public final class GreetingServiceImpl implements GreetingService {
+    private final String id;
+    private final AtomicInteger recorded = new AtomicInteger();
+
+    public GreetingServiceImpl(String id) {
+        this.id = id;
+    }
+
+    @Override
+    public String echo(String message) {
+        return message;
+    }
+
+    @Override
+    public String whoami() {
+        return id;
+    }
+
+    @Override
+    public String greet(String name) {
+        return "Hello, " + name;
+    }
+
+    @Override
+    public int addInt(int a, int b) {
+        return a + b;
+    }
+
+    @Override
+    public long addLong(long a, long b) {
+        return a + b;
+    }
+
+    @Override
+    public double multiply(double a, double b) {
+        return a * b;
+    }
+
+    @Override
+    public boolean negate(boolean value) {
+        return !value;
+    }
+
+    @Override
+    public List<Person> listPeople(int count) {
+        List<Person> people = new ArrayList<>(count);
+        for (int i = 0; i < count; i++) {
+            Person p = new Person("person-" + i, 20 + i);
+            p.setAddress(new Address(i + " Main St", "Springfield", 10000 + i));
+            p.setTags(new ArrayList<>(List.of("t" + i)));
+            p.setLevel(Level.values()[i % Level.values().length]);
+            people.add(p);
+        }
+        return people;
+    }
+
+    @Override
+    public Map<String, Object> echoMap(Map<String, Object> map) {
+        Map<String, Object> out = new LinkedHashMap<>();
+        if (map != null) {
+            out.putAll(map);
+        }
+        out.put("echoed", Boolean.TRUE);
+        out.put("size", map == null ? 0 : map.size());
+        return out;
+    }
+
+    @Override
+    public Person echoPerson(Person person) {
+        if (person == null) {
+            return null;
+        }
+        person.setAge(person.getAge() + 1);
+        List<String> tags = person.getTags() == null ? new ArrayList<>() : new ArrayList<>(person.getTags());
+        tags.add("seen");
+        person.setTags(tags);
+        return person;
+    }
+
+    @Override
+    public Level nextLevel(Level level) {
+        Level[] all = Level.values();
+        return all[(level.ordinal() + 1) % all.length];
+    }
+
+    @Override
+    public Date addDays(Date date, int days) {
+        return new Date(date.getTime() + TimeUnit.DAYS.toMillis(days));
+    }
+
+    @Override
+    public BigDecimal addDecimal(BigDecimal a, BigDecimal b) {
+        return a.add(b);
+    }
+
+    @Override
+    public void record(String event) {
+        recorded.incrementAndGet();
+    }
+
+    @Override
+    public int recordedCount() {
+        return recorded.get();
+    }
+
+    @Override
+    public String describe(String value) {
+        return "string:" + value;
+    }
+
+    @Override
+    public String describe(int value) {
+        return "int:" + value;
+    }
+
+    @Override
+    public String describe(Person person) {
+        return "person:" + (person == null ? null : person.getName());
+    }
+
+    @Override
+    public String describe(String value, int times) {
+        return "string:" + value + "*" + times;
+    }
+
+    @Override
+    public String fail(String message) throws GreetingException {
+        throw new GreetingException(message);
+    }
+
+    @Override
+    public String slow(int millis) {
+        try {
+            Thread.sleep(millis);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        return "slept " + millis;
+    }
+}
