@@ -111,10 +111,9 @@ class ZkSession:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
+        # RuntimeError: the loop closed between the check and the call.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop closed between the check and the call
-            pass
 
     def watcher(self, fn: Callable[[WatchedEvent], None]) -> Watcher:
         """A kazoo watch callback that delivers real events to ``fn`` on the loop.
