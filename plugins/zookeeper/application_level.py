@@ -93,10 +93,12 @@ def parse_instance(data: bytes) -> AppInstance:
         raise MalformedInstance("name or address missing")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise MalformedInstance("port missing or out of range")
-    payload = body.get("payload") or {}
+    payload = body.get("payload")
+    payload = {} if payload is None else payload
     if not isinstance(payload, dict):
         raise MalformedInstance("payload is not an object")
-    raw_metadata = payload.get("metadata") or {}
+    raw_metadata = payload.get("metadata")
+    raw_metadata = {} if raw_metadata is None else raw_metadata
     if not isinstance(raw_metadata, dict):
         raise MalformedInstance("payload.metadata is not an object")
     metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw_metadata.items()}
