@@ -63,6 +63,8 @@ class ZooKeeperRegistry(Registry):
         self._registrations_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._status = RegistryStatus(False, time.time(), "not started")
+        # A write outlasting a session timeout is as good as lost; the reconnect redoes it.
+        self._op_timeout_s = max(config.session_timeout_s, 1.0)
         self._started = False
         self._closed = False
 
@@ -152,11 +154,19 @@ class ZooKeeperRegistry(Registry):
                 publication = Publication(previous.path, publication.data)
             self._published[key] = publication
             self._withdrawn.discard(publication.path)
-            try:
+            if not self.session.connected:
+                # kazoo would queue the writes until the connection is back: the caller must
+                # not wait that long; the reconnect handler publishes everything we hold.
                 if previous is not None and previous.path != publication.path:
-                    await self._withdraw(previous.path)
-                await self._publish(publication)
-            except TRANSIENT:
+                    self._withdrawn.add(previous.path)
+                log.info("%s: not connected; published once the session is back", publication.path)
+                return
+            try:
+                async with asyncio.timeout(self._op_timeout_s):
+                    if previous is not None and previous.path != publication.path:
+                        await self._withdraw(previous.path)
+                    await self._publish(publication)
+            except (*TRANSIENT, TimeoutError):
                 log.info("%s: not connected; published once the session is back", publication.path)
             except KazooException as exc:
                 del self._published[key]
@@ -167,9 +177,13 @@ class ZooKeeperRegistry(Registry):
             publication = self._published.pop((service, instance_id), None)
             if publication is None:
                 return
+            if not self.session.connected:
+                self._withdrawn.add(publication.path)
+                return
             try:
-                await self._withdraw(publication.path)
-            except TRANSIENT:
+                async with asyncio.timeout(self._op_timeout_s):
+                    await self._withdraw(publication.path)
+            except (*TRANSIENT, TimeoutError):
                 self._withdrawn.add(publication.path)
             except KazooException as exc:
                 raise RegistryError(f"{publication.path}: {exc!r}") from exc
@@ -228,16 +242,18 @@ class ZooKeeperRegistry(Registry):
         async with self._registrations_lock:
             for path in list(self._withdrawn):
                 try:
-                    await self._withdraw(path)
-                except TRANSIENT:
+                    async with asyncio.timeout(self._op_timeout_s):
+                        await self._withdraw(path)
+                except (*TRANSIENT, TimeoutError):
                     return
                 except KazooException as exc:
                     log.warning("%s: withdraw failed: %r", path, exc)
                 self._withdrawn.discard(path)
             for publication in list(self._published.values()):
                 try:
-                    await self._publish(publication)
-                except TRANSIENT:
+                    async with asyncio.timeout(self._op_timeout_s):
+                        await self._publish(publication)
+                except (*TRANSIENT, TimeoutError):
                     return  # the next reconnect tries again
                 except (KazooException, RegistryError) as exc:
                     log.warning("%s: re-publish failed: %r", publication.path, exc)

@@ -376,3 +376,55 @@ async def test_frozen_server_past_session_timeout(
         await eventually(registered, what="registration back")
     finally:
         await reg.close()
+
+
+async def test_subscription_survives_session_expiry(
+    zookeeper: ZooKeeperServer, registry: ZooKeeperRegistry, kz: KazooClient, root: str
+) -> None:
+    write_provider(kz, root, provider_url("10.0.0.1", 20880))
+    consumer = Consumer(registry.subscribe(key()))
+    await consumer.until(lambda c: c.resets == 1 and len(c.instances) == 1)
+    first_session = registry.session.session_id
+
+    session_id, password = registry.session.client.client_id
+    twin = KazooClient(hosts=zookeeper.hosts, client_id=(session_id, password))
+    twin.start(timeout=15)
+    twin.stop()
+    twin.close()
+    await eventually(
+        lambda: registry.status().connected and registry.session.session_id != first_session,
+        what="new session",
+    )
+    # the watches are armed again on the new session
+    write_provider(kz, root, provider_url("10.0.0.2", 20880))
+    await consumer.until(lambda c: len(c.instances) == 2)
+    assert consumer.resets == 1
+
+
+async def test_register_while_disconnected(
+    zookeeper: ZooKeeperServer, zookeeper_server: ZooKeeperServer, root: str
+) -> None:
+    reg = ZooKeeperRegistry(make_config(zookeeper, root, session_timeout_s=10.0))
+    await reg.start()
+    try:
+        zookeeper_server.stop()
+        await eventually(lambda: not reg.status().connected, what="disconnected status")
+        registration = Registration("orders", "o-1", "10.2.0.1", 8080, protocol="http")
+        # returns at once: published when the session is back
+        await asyncio.wait_for(reg.register(registration), 2.0)
+        zookeeper_server.start()
+        reader = KazooClient(hosts=zookeeper.hosts, timeout=4.0)
+        reader.start(timeout=15)
+        try:
+            path = f"{root}/meshagent/services/orders/o-1"
+
+            def published() -> bool:
+                stat = reader.exists(path)
+                return stat is not None and stat.ephemeralOwner == reg.session.session_id
+
+            await eventually(published, what="registration published after reconnect")
+        finally:
+            reader.stop()
+            reader.close()
+    finally:
+        await reg.close()
