@@ -52,6 +52,11 @@ class ZooKeeperConfig(BaseModel):
     default_mode: Mode = "interface"
     services: dict[str, Mode] = {}
     """Mode per subscribed service name, overriding ``default_mode``."""
+    consumer_host: str | None = None
+    """When set, each interface-level subscription is published as a Dubbo consumer URL under
+    ``/dubbo/{interface}/consumers`` (what dubbo-admin lists), with this address."""
+    application: str = "meshagent"
+    """The ``application`` parameter of URLs the agent writes when the caller gives none."""
     dubbo_protocol: str = "dubbo"
     """The protocol whose endpoint an application-level instance is reached on."""
 

@@ -72,7 +72,27 @@ def matching_instance(key: ServiceKey, node_name: str, czxid: int) -> Instance |
 _RESERVED = frozenset({"protocol"})
 
 
-def provider_url(registration: Registration, *, timestamp_ms: int | None = None) -> DubboURL:
+def consumer_url(
+    key: ServiceKey, host: str, application: str, *, timestamp_ms: int | None = None
+) -> DubboURL:
+    """The URL a Dubbo consumer of ``key`` registers under ``consumers/``."""
+    params = {k: v for k, v in key.attributes.items() if k in ("version", "group") and v}
+    params.update(
+        {
+            "application": application,
+            "category": "consumers",
+            "check": "false",
+            "interface": key.name,
+            "side": "consumer",
+            "timestamp": str(timestamp_ms or int(time.time() * 1000)),
+        }
+    )
+    return DubboURL("consumer", host, 0, key.name, frozen_mapping(params))
+
+
+def provider_url(
+    registration: Registration, *, application: str = "meshagent", timestamp_ms: int | None = None
+) -> DubboURL:
     """The URL a Dubbo provider would register for ``registration``.
 
     ``metadata`` becomes the URL parameters (version, group, methods, application, ...). The
@@ -83,7 +103,7 @@ def provider_url(registration: Registration, *, timestamp_ms: int | None = None)
     params.setdefault("interface", registration.service)
     params.setdefault("side", "provider")
     params.setdefault("dynamic", "true")
-    params.setdefault("application", "meshagent")
+    params.setdefault("application", application)
     params.setdefault("timestamp", str(timestamp_ms or int(time.time() * 1000)))
     if registration.weight != DEFAULT_WEIGHT:
         params["weight"] = str(registration.weight)
@@ -99,6 +119,7 @@ def provider_url(registration: Registration, *, timestamp_ms: int | None = None)
 __all__ = [
     "MalformedURL",
     "NotAProvider",
+    "consumer_url",
     "key_matches",
     "matching_instance",
     "provider_instance",

@@ -25,7 +25,7 @@ from agent.errors import RegistryError
 from plugins.zookeeper.application_level import MetadataResolver
 from plugins.zookeeper.config import Mode, ZooKeeperConfig
 from plugins.zookeeper.feeds import FEEDS, Feed, FeedContext
-from plugins.zookeeper.interface_level import provider_url
+from plugins.zookeeper.interface_level import consumer_url, provider_url
 from plugins.zookeeper.layout import Layout
 from plugins.zookeeper.logonce import LogOnce
 from plugins.zookeeper.plain import format_record
@@ -122,21 +122,47 @@ class ZooKeeperRegistry(Registry):
         if self._closed:
             raise RegistryError("registry is closed")
         subscription = Subscription(key, self._unsubscribe)
-        feed = FEEDS[self.mode_of(key)](self._ctx, subscription)
+        mode = self.mode_of(key)
+        feed = FEEDS[mode](self._ctx, subscription)
         self._feeds[subscription] = feed
         feed.start()
+        if mode == "interface" and self.config.consumer_host:
+            self._spawn(self._publish_consumer(subscription))
         return subscription
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         feed = self._feeds.pop(subscription, None)
         if feed is not None:
             feed.close()
+        consumer = self._consumer_key(subscription)
+        if consumer in self._published and not self._closed:
+            self._spawn(self._withdraw_consumer(consumer))
+
+    @staticmethod
+    def _consumer_key(subscription: Subscription) -> tuple[str, str]:
+        return ("consumer:" + subscription.key.name, f"subscription-{id(subscription):x}")
+
+    async def _publish_consumer(self, subscription: Subscription) -> None:
+        assert self.config.consumer_host is not None
+        url = consumer_url(subscription.key, self.config.consumer_host, self.config.application)
+        path = f"{self.layout.consumers(subscription.key.name)}/{url.to_node_name()}"
+        publication = Publication(path, self.config.consumer_host.encode())
+        try:
+            await self._hold(self._consumer_key(subscription), publication)
+        except RegistryError as exc:
+            log.warning("%s: consumer not published: %s", path, exc)
+
+    async def _withdraw_consumer(self, consumer: tuple[str, str]) -> None:
+        try:
+            await self.deregister(*consumer)
+        except RegistryError as exc:
+            log.warning("consumer %s not withdrawn: %s", consumer[0], exc)
 
     # registration
 
     def publication(self, registration: Registration) -> Publication:
         if registration.protocol == "dubbo":
-            url = provider_url(registration)
+            url = provider_url(registration, application=self.config.application)
             path = f"{self.layout.providers(registration.service)}/{url.to_node_name()}"
             # Curator writes the writer's address as data by default; Dubbo never reads it.
             return Publication(path, registration.host.encode())
@@ -146,8 +172,12 @@ class ZooKeeperRegistry(Registry):
     async def register(self, registration: Registration) -> None:
         if self._closed:
             raise RegistryError("registry is closed")
-        key = (registration.service, registration.instance_id)
-        publication = self.publication(registration)
+        await self._hold(
+            (registration.service, registration.instance_id), self.publication(registration)
+        )
+
+    async def _hold(self, key: tuple[str, str], publication: Publication) -> None:
+        """Publish ``publication`` now if connected, and again after every reconnect."""
         async with self._registrations_lock:
             previous = self._published.get(key)
             if previous is not None and previous.path == publication.path:

@@ -428,3 +428,23 @@ async def test_register_while_disconnected(
             reader.close()
     finally:
         await reg.close()
+
+
+async def test_consumer_published_while_subscribed(
+    zookeeper: ZooKeeperServer, kz: KazooClient, root: str
+) -> None:
+    reg = ZooKeeperRegistry(make_config(zookeeper, root, consumer_host="10.9.9.9"))
+    await reg.start()
+    try:
+        sub = reg.subscribe(key(group="g1"))
+        consumers = f"{root}/dubbo/{IFACE}/consumers"
+        await eventually(lambda: bool(kz.exists(consumers) and kz.get_children(consumers)))
+        [name] = kz.get_children(consumers)
+        url = parse_node_name(name)
+        assert (url.protocol, url.host, url.path) == ("consumer", "10.9.9.9", IFACE)
+        assert url.params["category"] == "consumers"
+        assert (url.version, url.group, url.params["side"]) == ("1.0.0", "g1", "consumer")
+        sub.close()
+        await eventually(lambda: kz.get_children(consumers) == [], what="consumer withdrawn")
+    finally:
+        await reg.close()

@@ -103,3 +103,14 @@ def test_plugin_builds_a_registry() -> None:
     assert isinstance(registry, Registry)
     assert registry.name == "zookeeper"
     assert not registry.status().connected
+
+
+def test_consumer_url() -> None:
+    from agent.discovery.types import ServiceKey
+    from plugins.zookeeper.interface_level import consumer_url
+
+    key = ServiceKey("a.B", frozen_mapping({"version": "1", "group": "", "provided_by": "x"}))
+    assert consumer_url(key, "10.0.0.5", "app", timestamp_ms=7).to_string() == (
+        "consumer://10.0.0.5/a.B?application=app&category=consumers&check=false"
+        "&interface=a.B&side=consumer&timestamp=7&version=1"
+    )
