@@ -190,6 +190,7 @@ class ApplicationFeed(Feed):
         if not self._ready():
             return
         candidates: list[Instance] = []
+        live: set[tuple[str, str]] = set()
         revision = self.mapping.zxid if self.mapping is not None else 0
         for watch in list(self.apps.values()):
             revision = max(revision, watch.zxid)
@@ -200,11 +201,14 @@ class ApplicationFeed(Feed):
                 except MalformedInstance as exc:
                     self.ctx.problems.warn(path, "skipped: %s", exc)
                     continue
+                live.add((app_instance.app, app_instance.revision))
                 instance = await self._instance(app_instance, node.czxid, path)
                 if instance is not None:
                     candidates.append(instance)
         if self._ready():  # the mapping may have changed while metadata was read
             self.publish(candidates, revision)
+            # Forget metadata of revisions no instance carries any more.
+            self._metadata = {k: v for k, v in self._metadata.items() if k in live}
 
     async def _instance(self, app_instance: AppInstance, czxid: int, path: str) -> Instance | None:
         info = await self._metadata_of(app_instance, path)
@@ -273,7 +277,10 @@ class Coalescer:
     async def _run(self) -> None:
         while self._dirty and not self._closed:
             self._dirty = False
-            await self._fn()
+            try:
+                await self._fn()
+            except Exception:  # a bug must not stop later recomputations
+                log.exception("recomputing a subscription failed")
 
     def close(self) -> None:
         self._closed = True

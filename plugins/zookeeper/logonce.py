@@ -22,7 +22,3 @@ class LogOnce:
             self._seen.clear()  # bounded memory beats perfect once-ness
         self._seen.add(key)
         self._logger.warning("%s: " + message, path, *args, extra={"zk_path": path})
-
-    def forget(self, path: str) -> None:
-        """The node went away: a new node at the same path gets its own warning."""
-        self._seen = {key for key in self._seen if key[0] != path}

@@ -129,7 +129,9 @@ class ZkSession:
         return on_event
 
     async def _bridge(self, async_result: Any) -> Any:
-        future: asyncio.Future[Any] = self.loop.create_future()
+        if self._loop is None:  # a read before start(): kazoo fails it, we must hear of it
+            self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = self._loop.create_future()
 
         def settle(result: Any) -> None:
             if future.done():

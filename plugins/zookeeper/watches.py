@@ -81,7 +81,10 @@ class _Watch:
                 self._problems.warn(self.path, "read failed: %r", exc)
                 return
             if changed and not self._closed:
-                self._on_change()
+                try:
+                    self._on_change()
+                except Exception:  # a bug turning data into updates must not stop the watch
+                    log.exception("%s: handling a change failed", self.path)
 
     def close(self) -> None:
         self._closed = True

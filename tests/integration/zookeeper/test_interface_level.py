@@ -448,3 +448,17 @@ async def test_consumer_published_while_subscribed(
         await eventually(lambda: kz.get_children(consumers) == [], what="consumer withdrawn")
     finally:
         await reg.close()
+
+
+async def test_subscribe_before_start(
+    zookeeper: ZooKeeperServer, kz: KazooClient, root: str
+) -> None:
+    write_provider(kz, root, provider_url("10.0.0.1", 20880))
+    reg = ZooKeeperRegistry(make_config(zookeeper, root))
+    try:
+        sub = reg.subscribe(key())
+        await reg.start()
+        reset = await next_update(sub)
+        assert isinstance(reset, Reset) and len(reset.instances) == 1
+    finally:
+        await reg.close()
