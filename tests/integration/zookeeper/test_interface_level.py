@@ -320,8 +320,10 @@ async def test_server_restart_keeps_instances(
 ) -> None:
     writer = KazooClient(hosts=zookeeper.hosts, timeout=15.0)
     writer.start(timeout=15)
-    # Long session for the writer so its provider node outlives the restart.
-    reg = ZooKeeperRegistry(make_config(zookeeper, root, session_timeout_s=15.0))
+    # Long session for the writer so its provider node outlives the restart. The registry's
+    # is short: kazoo waits a whole session timeout on a handshake the restarting server
+    # swallowed before it tries again.
+    reg = ZooKeeperRegistry(make_config(zookeeper, root, session_timeout_s=4.0))
     await reg.start()
     try:
         write_provider(writer, root, provider_url("10.0.0.1", 20880))
@@ -336,7 +338,7 @@ async def test_server_restart_keeps_instances(
         assert list(consumer.instances) == ["10.0.0.1:20880"]
 
         zookeeper_server.start()
-        await eventually(lambda: reg.status().connected, what="reconnected")
+        await eventually(lambda: reg.status().connected, within_s=30, what="reconnected")
         assert reg.status().since >= down_since
         write_provider(writer, root, provider_url("10.0.0.2", 20880))
         await consumer.until(lambda c: len(c.instances) == 2)
