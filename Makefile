@@ -24,7 +24,8 @@ system-deps:
 
 ## Build the Java (and later Go) peers the interop tests run against.
 peers: system-deps
-	@true
+	mvn -q -B -f tests/interop/java/hessian-vectors/pom.xml package
+	mvn -q -B -f tests/interop/java/dubbo-peer/pom.xml package
 
 lint: venv
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import kazoo.client as kazoo_client
 import pytest
 
 from tests.fixtures.java_dubbo import (
@@ -26,8 +27,6 @@ from tests.fixtures.processes import wait_until
 from tests.fixtures.zookeeper import ZooKeeperServer
 
 pytestmark = pytest.mark.integration
-
-kazoo_client = pytest.importorskip("kazoo.client")
 
 
 @pytest.fixture

@@ -5,13 +5,12 @@ Java writes each as one stream (``write``); we check that our encoder produces t
 bytes and our decoder the expected values; then Java reads what we wrote (``check``) and
 compares it with its own objects, reference sharing included.
 
-Needs ``java`` and ``mvn`` on PATH (skipped otherwise); the first run downloads
+Needs ``java`` and ``mvn`` on PATH (`make test` installs them); the first run downloads
 hessian-lite and the Maven plugins into ~/.m2.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -36,13 +35,7 @@ PKG = "meshagent.interop"
 PERSON, ADDRESS, COLOR = f"{PKG}.Person", f"{PKG}.Address", f"{PKG}.Color"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        shutil.which("java") is None or shutil.which("mvn") is None,
-        reason="needs a JDK and Maven on PATH",
-    ),
-]
+pytestmark = [pytest.mark.integration]
 
 
 def ms(millis: int) -> datetime:

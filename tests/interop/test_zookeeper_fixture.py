@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import kazoo.client as kazoo_client
 import pytest
 
 from tests.fixtures.zookeeper import ZooKeeperServer, four_letter_word
 
 pytestmark = pytest.mark.integration
-
-kazoo_client = pytest.importorskip("kazoo.client")
 
 
 def test_freeze_thaw_restart(zookeeper_factory: Callable[..., ZooKeeperServer]) -> None:

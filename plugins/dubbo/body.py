@@ -1,0 +1,256 @@
+"""Dubbo 2.0.2 request and response bodies in hessian2, as DubboCodec writes them.
+
+Request body, one hessian2 stream:
+    dubbo version, service path, service version, method name,
+    parameter descriptor (JVM form, e.g. ``Ljava/lang/String;I``), each argument,
+    attachments (a map: path, interface, version, group, timeout, ...)
+
+Response body (status OK), one stream: a flag (int), then the value or the exception,
+then attachments when the flag says so. Any other status: a string, the error message.
+Heartbeats (event frames) carry a serialized null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from agent.errors import RemoteProtocolError
+from plugins.dubbo.frame import HESSIAN2, Frame, Header, Status
+from plugins.dubbo.hessian2 import Hessian2Decoder, Hessian2Encoder, Limits
+
+DUBBO_VERSION = "2.0.2"
+HESSIAN_NULL = b"N"
+
+# JVM descriptors of the primitive types, and back.
+_PRIMITIVES = {
+    "boolean": "Z",
+    "byte": "B",
+    "char": "C",
+    "short": "S",
+    "int": "I",
+    "long": "J",
+    "float": "F",
+    "double": "D",
+    "void": "V",
+}
+_PRIMITIVE_NAMES = {v: k for k, v in _PRIMITIVES.items()}
+
+
+class ResponseFlag(IntEnum):
+    WITH_EXCEPTION = 0
+    VALUE = 1
+    NULL_VALUE = 2
+    WITH_EXCEPTION_WITH_ATTACHMENTS = 3
+    VALUE_WITH_ATTACHMENTS = 4
+    NULL_VALUE_WITH_ATTACHMENTS = 5
+
+
+def to_descriptor(type_names: list[str] | tuple[str, ...]) -> str:
+    """Java type names to a JVM descriptor.
+
+    ``["java.lang.String", "int", "long[]"]`` → ``Ljava/lang/String;I[J``
+    """
+    parts = []
+    for name in type_names:
+        dims = 0
+        while name.endswith("[]"):
+            name, dims = name[:-2], dims + 1
+        if name.startswith("["):  # already JVM array form: [I, [Ljava.lang.String;
+            parts.append(name.replace(".", "/"))
+            continue
+        primitive = _PRIMITIVES.get(name)
+        parts.append("[" * dims + (primitive or f"L{name.replace('.', '/')};"))
+    return "".join(parts)
+
+
+def from_descriptor(descriptor: str) -> list[str]:
+    """The inverse of :func:`to_descriptor`; raises RemoteProtocolError when malformed."""
+    names = []
+    i = 0
+    while i < len(descriptor):
+        dims = 0
+        while i < len(descriptor) and descriptor[i] == "[":
+            dims, i = dims + 1, i + 1
+        if i >= len(descriptor):
+            raise RemoteProtocolError(f"malformed parameter descriptor {descriptor!r}")
+        char = descriptor[i]
+        if char == "L":
+            end = descriptor.find(";", i)
+            if end < 0:
+                raise RemoteProtocolError(f"malformed parameter descriptor {descriptor!r}")
+            name = descriptor[i + 1 : end].replace("/", ".")
+            i = end + 1
+        elif char in _PRIMITIVE_NAMES:
+            name = _PRIMITIVE_NAMES[char]
+            i += 1
+        else:
+            raise RemoteProtocolError(f"malformed parameter descriptor {descriptor!r}")
+        names.append(name + "[]" * dims)
+    return names
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A decoded request body."""
+
+    path: str
+    version: str
+    method: str
+    parameter_types: tuple[str, ...]
+    arguments: tuple[Any, ...]
+    attachments: dict[str, Any] = field(default_factory=dict)
+    dubbo_version: str = DUBBO_VERSION
+
+    @property
+    def interface(self) -> str:
+        value = self.attachments.get("interface")
+        return value if isinstance(value, str) and value else self.path
+
+    @property
+    def group(self) -> str:
+        value = self.attachments.get("group")
+        return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True)
+class InvocationHead:
+    """What routing needs, read without decoding the arguments."""
+
+    dubbo_version: str
+    path: str
+    version: str
+    method: str
+    parameter_descriptor: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """A decoded response. ``status`` other than OK carries ``error_message`` only."""
+
+    status: int
+    flag: ResponseFlag | None = None
+    value: Any = None
+    exception: Any = None
+    attachments: dict[str, Any] = field(default_factory=dict)
+    error_message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.OK and self.exception is None
+
+
+def _string(decoder: Hessian2Decoder, what: str) -> str:
+    value = decoder.read_object()
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RemoteProtocolError(f"request {what} is {type(value).__name__}, not a string")
+    return value
+
+
+def decode_invocation_head(body: bytes, limits: Limits | None = None) -> InvocationHead:
+    decoder = Hessian2Decoder(body, limits or Limits())
+    return InvocationHead(
+        dubbo_version=_string(decoder, "dubbo version"),
+        path=_string(decoder, "service path"),
+        version=_string(decoder, "service version"),
+        method=_string(decoder, "method name"),
+        parameter_descriptor=_string(decoder, "parameter descriptor"),
+    )
+
+
+def decode_invocation(body: bytes, limits: Limits | None = None) -> Invocation:
+    decoder = Hessian2Decoder(body, limits or Limits())
+    dubbo_version = _string(decoder, "dubbo version")
+    path = _string(decoder, "service path")
+    version = _string(decoder, "service version")
+    method = _string(decoder, "method name")
+    types = from_descriptor(_string(decoder, "parameter descriptor"))
+    arguments = tuple(decoder.read_object() for _ in types)
+    attachments: dict[str, Any] = {}
+    if not decoder.at_end():
+        raw = decoder.read_object()
+        if raw is not None and not isinstance(raw, dict):
+            raise RemoteProtocolError(f"request attachments are {type(raw).__name__}, not a map")
+        attachments = dict(raw or {})
+    return Invocation(path, version, method, tuple(types), arguments, attachments, dubbo_version)
+
+
+def encode_invocation(invocation: Invocation) -> bytes:
+    encoder = Hessian2Encoder()
+    encoder.write_object(invocation.dubbo_version)
+    encoder.write_object(invocation.path)
+    encoder.write_object(invocation.version)
+    encoder.write_object(invocation.method)
+    encoder.write_object(to_descriptor(invocation.parameter_types))
+    for argument in invocation.arguments:
+        encoder.write_object(argument)
+    encoder.write_object(dict(invocation.attachments))
+    return encoder.getvalue()
+
+
+def decode_result(header: Header, body: bytes, limits: Limits | None = None) -> Result:
+    decoder = Hessian2Decoder(body, limits or Limits())
+    if header.status != Status.OK:
+        message = decoder.read_object() if body else ""
+        return Result(header.status, error_message=str(message) if message is not None else "")
+    raw_flag = decoder.read_object()
+    try:
+        flag = ResponseFlag(raw_flag)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise RemoteProtocolError(f"unknown response flag {raw_flag!r}") from None
+    value: Any = None
+    exception: Any = None
+    if flag in (ResponseFlag.VALUE, ResponseFlag.VALUE_WITH_ATTACHMENTS):
+        value = decoder.read_object()
+    elif flag in (ResponseFlag.WITH_EXCEPTION, ResponseFlag.WITH_EXCEPTION_WITH_ATTACHMENTS):
+        exception = decoder.read_object()
+    attachments: dict[str, Any] = {}
+    if flag >= ResponseFlag.WITH_EXCEPTION_WITH_ATTACHMENTS:
+        raw = decoder.read_object()
+        if raw is not None and not isinstance(raw, dict):
+            raise RemoteProtocolError(f"response attachments are {type(raw).__name__}")
+        attachments = dict(raw or {})
+    return Result(header.status, flag, value, exception, attachments)
+
+
+def request_frame(request_id: int, body: bytes, two_way: bool = True) -> bytes:
+    header = Header(True, two_way, False, HESSIAN2, 0, request_id, len(body))
+    return header.pack() + body
+
+
+def value_response_frame(
+    request_id: int, value: Any, attachments: dict[str, Any] | None = None
+) -> bytes:
+    encoder = Hessian2Encoder()
+    if value is None:
+        encoder.write_object(int(ResponseFlag.NULL_VALUE_WITH_ATTACHMENTS))
+    else:
+        encoder.write_object(int(ResponseFlag.VALUE_WITH_ATTACHMENTS))
+        encoder.write_object(value)
+    encoder.write_object(dict(attachments or {}))
+    body = encoder.getvalue()
+    return Header(False, False, False, HESSIAN2, Status.OK, request_id, len(body)).pack() + body
+
+
+def error_response_frame(request_id: int, status: Status, message: str) -> bytes:
+    """A response with a non-OK status: what a Java consumer turns into an RpcException."""
+    encoder = Hessian2Encoder()
+    encoder.write_object(message)
+    body = encoder.getvalue()
+    return Header(False, False, False, HESSIAN2, status, request_id, len(body)).pack() + body
+
+
+def heartbeat_request(request_id: int) -> bytes:
+    return Header(True, True, True, HESSIAN2, 0, request_id, 1).pack() + HESSIAN_NULL
+
+
+def heartbeat_response(request_id: int, serialization: int = HESSIAN2) -> bytes:
+    header = Header(False, False, True, serialization, Status.OK, request_id, 1)
+    return header.pack() + HESSIAN_NULL
+
+
+def is_heartbeat(frame: Frame) -> bool:
+    return frame.header.event
