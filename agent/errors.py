@@ -57,6 +57,22 @@ class UpstreamTimeout(UpstreamError):
     """The provider did not answer within the call's deadline."""
 
 
+class RemoteApplicationError(UpstreamError):
+    """The provider answered with an exception of its own (a Java exception, a gRPC status).
+
+    ``exception_type`` names it as the provider does (``com.example.NotFoundException``).
+    """
+
+    def __init__(self, message: str, exception_type: str, details: object = None) -> None:
+        super().__init__(message)
+        self.exception_type = exception_type
+        self.details = details
+
+
+class InvokeNotSupported(MeshAgentError):
+    """The protocol has no JSON invocation (or not for this service)."""
+
+
 class ConnectError(UpstreamError):
     """A connection to a provider could not be established (refused, unreachable, timed out)."""
 

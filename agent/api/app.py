@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, Body, FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from agent import __version__
@@ -15,6 +16,7 @@ from agent.api.models import (
     EndpointStats,
     Health,
     InstanceView,
+    InvokeResponse,
     Readiness,
     RegistrationRequest,
     RegistrationView,
@@ -202,6 +204,29 @@ def create_app(agent: Agent) -> FastAPI:
         if not await agent.deregister(service, instance_id):
             return problems.problem(404, f"no registration {instance_id!r} of service {service!r}")
         return Response(status_code=204)
+
+    @v1.post(
+        "/invoke/{protocol}/{service}/{method}",
+        response_model=InvokeResponse,
+        tags=["invoke"],
+        responses={
+            400: {"description": "Invalid request, or the protocol has no JSON invocation"},
+            404: {"description": "Unknown service"},
+            502: {"description": "The provider raised an exception, or the call failed"},
+            503: {"description": "No provider available"},
+            504: {"description": "The provider did not answer in time"},
+        },
+    )
+    async def invoke(
+        protocol: str,
+        service: str,
+        method: str,
+        body: Annotated[dict[str, Any] | None, Body()] = None,
+    ) -> InvokeResponse:
+        outcome = await agent.invoke(protocol, service, method, body or {})
+        return InvokeResponse(
+            result=outcome.result, attachments=outcome.attachments, endpoint=outcome.endpoint
+        )
 
     app.include_router(probes)
     app.include_router(v1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,3 +87,9 @@ class RegistrationView(Model):
     metadata: dict[str, str]
     registry: str
     ttl_s: float | None
+
+
+class InvokeResponse(Model):
+    result: Any = Field(description="The provider's answer as JSON")
+    attachments: dict[str, Any] = Field(default_factory=dict)
+    endpoint: str = Field(description="host:port of the provider that answered")

@@ -11,9 +11,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.errors import (
+    InvokeNotSupported,
     MeshAgentError,
     NoEndpointError,
     RegistryError,
+    RemoteApplicationError,
     UnknownServiceError,
     UpstreamError,
     UpstreamTimeout,
@@ -37,6 +39,8 @@ def status_for(exc: MeshAgentError) -> int:
     # Most specific first: UpstreamTimeout and NoEndpointError are UpstreamErrors.
     if isinstance(exc, UnknownServiceError):
         return 404
+    if isinstance(exc, InvokeNotSupported):
+        return 400
     if isinstance(exc, UpstreamTimeout):
         return 504
     if isinstance(exc, NoEndpointError):
@@ -64,4 +68,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(MeshAgentError)
     async def _ours(request: Request, exc: MeshAgentError) -> JSONResponse:
+        if isinstance(exc, RemoteApplicationError):
+            # The provider's own exception: its type and message, as the provider gave them.
+            exception: dict[str, Any] = {"type": exc.exception_type, "message": str(exc)}
+            if exc.details is not None:
+                exception["details"] = exc.details
+            return problem(502, str(exc), "Provider exception", exception=exception)
         return problem(status_for(exc), str(exc), type(exc).__name__)

@@ -19,10 +19,10 @@ from agent.cluster.outlier import OutlierPolicy
 from agent.config import AgentConfig, ListenerConfig, ServiceConfig
 from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import Registration, RegistryStatus, ServiceKey, frozen_mapping
-from agent.errors import MeshAgentError, UnknownServiceError
+from agent.errors import InvokeNotSupported, MeshAgentError, UnknownServiceError
 from agent.plugins import PluginKind, load
 from agent.runtime.health import HealthChecker, run_health_checks
-from agent.runtime.protocols import ListenerContext, ProtocolSupport
+from agent.runtime.protocols import InvokeRequest, InvokeResult, ListenerContext, ProtocolSupport
 from agent.runtime.registrations import Registrations
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,10 @@ class Agent:
                 protocol_config=protocol_config,
             )
             self.listeners.append(Listener(listener_config, context))
+        # One ProtocolSupport per listener (its own config) and one per protocol for JSON
+        # invocations (default config), all closed when the agent stops.
+        self._supports: list[ProtocolSupport] = []
+        self._invokers: dict[str, ProtocolSupport] = {}
         self.registrations = Registrations()
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -138,6 +142,7 @@ class Agent:
             config = listener.config
             plugin = load(PluginKind.PROTOCOL, config.protocol)
             support: ProtocolSupport = plugin.factory(listener.context.protocol_config)
+            self._supports.append(support)
             try:
                 listener.server = await loop.create_server(
                     support.outbound_listener(listener.context),
@@ -202,6 +207,11 @@ class Agent:
         self._tasks.clear()
         for subscription in self._subscriptions:
             subscription.close()
+        for support in [*self._supports, *self._invokers.values()]:
+            try:
+                await support.close()
+            except Exception:
+                log.exception("protocol close failed", extra={"protocol": support.name})
         for registry in self.registries.values():
             try:
                 await registry.close()
@@ -263,6 +273,21 @@ class Agent:
     async def deregister(self, service: str, instance_id: str) -> bool:
         self.service(service)
         return await self.registrations.delete(service, instance_id)
+
+    async def invoke(
+        self, protocol: str, service: str, method: str, body: dict[str, Any]
+    ) -> InvokeResult:
+        config = self.service(service)
+        if config.protocol != protocol:
+            raise InvokeNotSupported(
+                f"service {service!r} speaks {config.protocol!r}, not {protocol!r}"
+            )
+        support = self._invokers.get(protocol)
+        if support is None:
+            support = load(PluginKind.PROTOCOL, protocol).build({}, f"protocols.{protocol}")
+            self._invokers[protocol] = support
+        request = InvokeRequest(config, self.clusters[service], method, body)
+        return await support.invoke(request)
 
     def listener_addresses(self) -> list[tuple[Listener, str, int]]:
         return [(listener, *listener.address) for listener in self.listeners if listener.server]

@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.cluster.cluster import Cluster
 from agent.config import ListenerConfig, ServiceConfig
+from agent.errors import InvokeNotSupported
 
 
 @dataclass
@@ -55,9 +56,39 @@ class ListenerContext:
             self.idle.set()
 
 
+@dataclass(frozen=True)
+class InvokeRequest:
+    """A JSON invocation from the OpenAPI: ``POST /v1/invoke/{protocol}/{service}/{method}``.
+
+    ``body`` is the protocol's own JSON request shape (for Dubbo: types, args, version,
+    group, attachments, timeout_ms); the protocol validates it.
+    """
+
+    service: ServiceConfig
+    cluster: Cluster
+    method: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    result: Any
+    attachments: dict[str, Any] = field(default_factory=dict)
+    # Which endpoint answered, for the caller's logs.
+    endpoint: str = ""
+
+
 class ProtocolSupport(ABC):
     name: str
 
     @abstractmethod
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
         """The protocol factory for connections accepted on an outbound listener."""
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        """Call ``request.method`` of the service from JSON; errors are MeshAgentErrors."""
+        raise InvokeNotSupported(f"protocol {self.name!r} has no JSON invocation")
+
+    async def close(self) -> None:
+        """Release upstream connections and tasks; called once when the agent stops."""
+        return None

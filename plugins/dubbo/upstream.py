@@ -1,0 +1,208 @@
+"""Pooled, multiplexed connections to Dubbo providers.
+
+One TCP connection per provider (Dubbo's own default: ``connections=0`` shares one) carries
+many requests at once; each gets a fresh request id on that connection, and the response
+is matched back by id. A provider's heartbeat requests are answered; an idle connection
+sends its own, as Dubbo's HeaderExchangeClient does, so neither side drops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import cast
+
+from agent.cluster.host import Host
+from agent.codec import NEED_DATA
+from agent.errors import ConnectError, RemoteProtocolError, UpstreamError, UpstreamTimeout
+from plugins.dubbo.body import heartbeat_request, heartbeat_response
+from plugins.dubbo.frame import DEFAULT_MAX_BODY, Frame, FrameDecoder, with_request_id
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_S = 60.0
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, host: Host, max_body: int = DEFAULT_MAX_BODY) -> None:
+        self.host = host
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(max_body)
+        self.pending: dict[int, asyncio.Future[Frame]] = {}
+        self._ids = itertools.count(1)
+        self.closed = False
+        self.close_reason = ""
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.last_read = 0.0
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.last_read = asyncio.get_running_loop().time()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = asyncio.get_running_loop().time()
+        self.decoder.receive_data(data)
+        try:
+            while (frame := self.decoder.next_event()) is not NEED_DATA:
+                assert isinstance(frame, Frame)
+                self._frame_received(frame)
+        except RemoteProtocolError as exc:
+            log.warning(
+                "provider sent a malformed frame; closing: %s",
+                exc,
+                extra={"endpoint": self.host.id},
+            )
+            self._fail_all(f"malformed frame from provider: {exc}")
+            assert self.transport is not None
+            self.transport.abort()
+
+    def _frame_received(self, frame: Frame) -> None:
+        header = frame.header
+        if header.request:
+            if header.event and header.two_way and self.transport is not None:
+                self.transport.write(heartbeat_response(header.request_id, header.serialization))
+            return  # a provider sends no other requests on a consumer connection
+        future = self.pending.pop(header.request_id, None)
+        if future is not None and not future.done():
+            future.set_result(frame)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._writable.set()
+        self._fail_all(self.close_reason or f"connection to {self.host.id} lost: {exc or 'closed'}")
+
+    def _fail_all(self, reason: str) -> None:
+        self.close_reason = self.close_reason or reason
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(UpstreamError(reason))
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def request(self, frame: bytes, timeout_s: float) -> Frame:
+        """Send a two-way request frame (any request id: it is replaced) and await the answer."""
+        if self.closed or self.transport is None:
+            raise UpstreamError(self.close_reason or f"connection to {self.host.id} is closed")
+        request_id = next(self._ids)
+        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = future
+        try:
+            async with asyncio.timeout(timeout_s):
+                # Backpressure: wait while the provider's socket buffer is over high water.
+                await self._writable.wait()
+                self.transport.write(with_request_id(frame, request_id))
+                return await future
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"{self.host.id} did not answer within {timeout_s * 1000:.0f} ms"
+            ) from None
+        finally:
+            self.pending.pop(request_id, None)
+
+    def send_oneway(self, frame: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise UpstreamError(self.close_reason or f"connection to {self.host.id} is closed")
+        self.transport.write(with_request_id(frame, next(self._ids)))
+
+    def send_heartbeat(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(heartbeat_request(next(self._ids)))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.close_reason = "connection closed by the agent"
+            self.transport.close()
+
+
+class UpstreamPool:
+    """One live connection per provider, made on first use and replaced when it dies."""
+
+    def __init__(
+        self,
+        connect_timeout_s: float = 1.0,
+        max_body: int = DEFAULT_MAX_BODY,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    ) -> None:
+        self.connect_timeout_s = connect_timeout_s
+        self.max_body = max_body
+        self.heartbeat_s = heartbeat_s
+        self._connections: dict[tuple[str, int], UpstreamConnection] = {}
+        self._connecting: dict[tuple[str, int], asyncio.Future[UpstreamConnection]] = {}
+        self._heartbeats: asyncio.Task[None] | None = None
+
+    def connections(self) -> list[UpstreamConnection]:
+        return list(self._connections.values())
+
+    async def get(self, host: Host) -> UpstreamConnection:
+        key = (host.instance.host, host.instance.port)
+        connection = self._connections.get(key)
+        if connection is not None and not connection.closed:
+            return connection
+        # Concurrent callers share one connect attempt instead of opening several.
+        waiting = self._connecting.get(key)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        loop = asyncio.get_running_loop()
+        attempt: asyncio.Future[UpstreamConnection] = loop.create_future()
+        self._connecting[key] = attempt
+        try:
+            connection = await self._connect(host)
+        except BaseException as exc:
+            attempt.set_exception(exc)
+            attempt.exception()  # retrieved: no "never retrieved" warning when unshared
+            raise
+        finally:
+            self._connecting.pop(key, None)
+        attempt.set_result(connection)
+        self._connections[key] = connection
+        if self._heartbeats is None:
+            self._heartbeats = loop.create_task(self._keep_alive())
+        return connection
+
+    async def _connect(self, host: Host) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                _transport, connection = await loop.create_connection(
+                    lambda: UpstreamConnection(host, self.max_body),
+                    host.instance.host,
+                    host.instance.port,
+                )
+        except TimeoutError:
+            raise ConnectError(f"connect to {host.id} timed out") from None
+        except OSError as exc:
+            raise ConnectError(f"connect to {host.id} failed: {exc.strerror or exc}") from None
+        return connection
+
+    async def _keep_alive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.heartbeat_s / 2)
+            now = loop.time()
+            for key, connection in list(self._connections.items()):
+                if connection.closed:
+                    del self._connections[key]
+                elif now - connection.last_read >= self.heartbeat_s:
+                    connection.send_heartbeat()
+
+    async def close(self) -> None:
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeats
+            self._heartbeats = None
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
