@@ -1,0 +1,57 @@
+"""The ``dubbo`` protocol plugin: a Dubbo-aware outbound listener and generic invocation.
+
+The listener (plugins/dubbo/proxy.py) and the JSON invoker (plugins/dubbo/invoker.py) are
+imported when first used, so an agent without Dubbo services never loads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.plugins import Plugin, PluginKind
+from agent.runtime.protocols import InvokeRequest, InvokeResult, ListenerContext, ProtocolSupport
+from plugins.dubbo.frame import DEFAULT_MAX_BODY
+from plugins.dubbo.upstream import DEFAULT_HEARTBEAT_S, UpstreamPool
+
+
+class DubboConfig(BaseModel):
+    """Settings of a Dubbo listener (``listeners[].config``) and of generic invocation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Dubbo's own ``payload`` default: 8 MiB per frame body.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = DEFAULT_MAX_BODY
+    # Dubbo's consumer default ``timeout`` is 1000 ms; per-method settings override it.
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 1000
+    heartbeat_s: Annotated[float, Field(gt=0)] = DEFAULT_HEARTBEAT_S
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+
+
+class DubboProtocol(ProtocolSupport):
+    name = "dubbo"
+
+    def __init__(self, config: DubboConfig) -> None:
+        self.config = config
+        self.pool = UpstreamPool(
+            config.connect_timeout_s, config.max_body_bytes, config.heartbeat_s
+        )
+
+    def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
+        from plugins.dubbo.proxy import DubboProxyConnection
+
+        return lambda: DubboProxyConnection(context, self.config, self.pool)
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        from plugins.dubbo.invoker import invoke
+
+        return await invoke(request, self.config, self.pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+PLUGIN: Plugin[ProtocolSupport] = Plugin(PluginKind.PROTOCOL, "dubbo", DubboConfig, DubboProtocol)
