@@ -1,4 +1,4 @@
-"""``meshagent run | check-config | version``."""
+"""``meshagent run | check-config | version | iptables | wait-ready``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 
-from agent import __version__
+from agent import __version__, capture_cli
 from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError, MeshAgentError
 
@@ -96,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
     commands.add_parser("version", help="print the version")
+    capture_cli.add_parsers(commands)
     args = parser.parse_args(argv)
+    if args.command == "iptables":
+        return capture_cli.run_iptables(args)
+    if args.command == "wait-ready":
+        return capture_cli.run_wait_ready(args)
     if args.command == "run":
         return _run(args)
     if args.command == "check-config":

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agent.addresses import parse_address
 from agent.errors import ConfigError, PluginError
 from agent.plugins import PluginKind, format_validation_errors, load
 
@@ -120,6 +121,73 @@ class ListenerConfig(Strict):
         return self.name or f"{self.protocol}:{self.port}"
 
 
+class CaptureServiceConfig(Strict):
+    """Addresses an app dials that stand for a service: ``10.96.0.10`` (any port) or
+    ``10.96.0.10:20880`` / ``[fd00::10]:20880`` (that port only)."""
+
+    service: str
+    addresses: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _addresses_parse(self) -> CaptureServiceConfig:
+        for address in self.addresses:
+            parse_address(address)  # raises ValueError with the reason
+        return self
+
+
+class CaptureConfig(Strict):
+    """The transparent capture listener (iptables REDIRECT target, docs/capture.md)."""
+
+    enabled: bool = False
+    # REDIRECT from OUTPUT delivers to 127.0.0.1 (and ::1): loopback is enough.
+    host: str = "127.0.0.1"
+    port: BindPort = 15001
+    # Also listen on ::1 for ip6tables-redirected connections.
+    ipv6: bool = False
+    # How long to wait for a client's first bytes before treating it as raw TCP: short,
+    # because server-first protocols (MySQL, SMTP) send nothing until the server speaks.
+    sniff_timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.25
+    # Destination ports never sniffed (always raw TCP, no wait).
+    opaque_ports: list[Port] = Field(default_factory=list)
+    # Destinations that are neither a virtual address nor a known endpoint: relay them to
+    # the original address (true) or close them (false).
+    passthrough: bool = True
+    services: list[CaptureServiceConfig] = Field(default_factory=list)
+
+
+class AppHealthConfig(Strict):
+    """The local app's health check: a TCP connect to the app (or ``port``)."""
+
+    enabled: bool = True
+    checker: str = "tcp"
+    port: Port | None = None
+    interval_s: PositiveSeconds = 2.0
+    timeout_s: PositiveSeconds = 1.0
+    healthy_threshold: Annotated[int, Field(ge=1)] = 1
+    unhealthy_threshold: Annotated[int, Field(ge=1)] = 3
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class InboundConfig(Strict):
+    """The inbound listener in front of the local app."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    port: BindPort = 15006
+    app_host: str = "127.0.0.1"
+    app_port: Port | None = None
+    # Open connections at most; more are closed at once (and counted).
+    max_connections: Annotated[int, Field(ge=1)] = 1024
+    connect_timeout_s: PositiveSeconds = 1.0
+    health: AppHealthConfig = Field(default_factory=AppHealthConfig)
+
+    @model_validator(mode="after")
+    def _app_port_when_enabled(self) -> InboundConfig:
+        if self.enabled and self.app_port is None:
+            raise ValueError("app_port is required when inbound is enabled")
+        return self
+
+
 def _default_registries() -> list[RegistryConfig]:
     return [RegistryConfig(name="local", type="local")]
 
@@ -129,6 +197,8 @@ class AgentConfig(Strict):
     registries: list[RegistryConfig] = Field(default_factory=_default_registries)
     services: list[ServiceConfig] = Field(default_factory=list)
     listeners: list[ListenerConfig] = Field(default_factory=list)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    inbound: InboundConfig = Field(default_factory=InboundConfig)
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
     log_level: str = "INFO"
 
@@ -154,6 +224,12 @@ class AgentConfig(Strict):
                 )
             if ports.index((listener.host, listener.port)) != i:
                 errors.append(f"listeners[{i}].port: {listener.port} is used by another listener")
+        for i, captured in enumerate(self.capture.services):
+            if captured.service not in service_names:
+                errors.append(
+                    f"capture.services[{i}].service: unknown service {captured.service!r}; "
+                    f"configured: {', '.join(service_names) or 'none'}"
+                )
         if errors:
             # A ValueError inside a validator would be flattened into one message; the
             # caller unpacks this one into lines with their own paths.
@@ -260,6 +336,15 @@ def validate_plugins(config: AgentConfig) -> None:
             f"{at}.protocol",
             listener.config,
             f"{at}.config",
+        )
+    if config.inbound.enabled and config.inbound.health.enabled:
+        app_health = config.inbound.health
+        check(
+            PluginKind.HEALTH_CHECKER,
+            app_health.checker,
+            "inbound.health.checker",
+            app_health.config,
+            "inbound.health.config",
         )
     if errors:
         raise ConfigError(errors)

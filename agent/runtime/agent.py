@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,16 @@ from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import Registration, RegistryStatus, ServiceKey, frozen_mapping
 from agent.errors import InvokeNotSupported, MeshAgentError, UnknownServiceError
 from agent.plugins import PluginKind, load
+from agent.runtime.capture import CaptureListener
 from agent.runtime.health import HealthChecker, run_health_checks
-from agent.runtime.protocols import InvokeRequest, InvokeResult, ListenerContext, ProtocolSupport
+from agent.runtime.inbound import InboundListener
+from agent.runtime.protocols import (
+    InvokeRequest,
+    InvokeResult,
+    ListenerContext,
+    ListenerStats,
+    ProtocolSupport,
+)
 from agent.runtime.registrations import Registrations
 
 log = logging.getLogger(__name__)
@@ -100,6 +109,19 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
         self.listening = False
+        # Transparent capture and the inbound side (docs/capture.md); both off by default.
+        self.capture: CaptureListener | None = None
+        if config.capture.enabled:
+            self.capture = CaptureListener(config.capture, self.services, self.clusters)
+        self.inbound: InboundListener | None = None
+        if config.inbound.enabled:
+            health = config.inbound.health
+            checker: HealthChecker | None = None
+            if health.enabled:
+                checker = load(PluginKind.HEALTH_CHECKER, health.checker).build(
+                    health.config, "inbound.health.config"
+                )
+            self.inbound = InboundListener(config.inbound, checker)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -124,6 +146,8 @@ class Agent:
             if checker is not None:
                 self._spawn(run_health_checks(self.clusters[service.name], checker, service.health))
         self._spawn(self._expire_registrations())
+        if self.inbound is not None:
+            self._spawn(self.inbound.run_health_checks())
         self.listening = True
         for listener in self.listeners:
             host, port = listener.address
@@ -157,6 +181,24 @@ class Agent:
                     f"listener {config.display_name}: cannot listen on "
                     f"{config.host}:{config.port}: {exc.strerror or exc}"
                 ) from None
+        for name, start, where in self._side_listeners():
+            try:
+                await start()
+            except OSError as exc:
+                await self._close_servers()
+                raise StartupError(
+                    f"{name} listener: cannot listen on {where}: {exc.strerror or exc}"
+                ) from None
+
+    def _side_listeners(self) -> list[tuple[str, Callable[[], Awaitable[None]], str]]:
+        found: list[tuple[str, Callable[[], Awaitable[None]], str]] = []
+        if self.capture is not None:
+            capture = self.config.capture
+            found.append(("capture", self.capture.start, f"{capture.host}:{capture.port}"))
+        if self.inbound is not None:
+            inbound = self.config.inbound
+            found.append(("inbound", self.inbound.start, f"{inbound.host}:{inbound.port}"))
+        return found
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
@@ -181,11 +223,20 @@ class Agent:
         """Stop accepting, deregister, wait up to drain_timeout for open connections."""
         self.draining = True
         log.info("draining", extra={"timeout_s": self.config.drain_timeout_s})
+        # Inbound first: no new calls reach the app once the pod is going away.
+        if self.inbound is not None:
+            self.inbound.stop_accepting()
+        if self.capture is not None:
+            self.capture.stop_accepting()
         for listener in self.listeners:
             if listener.server is not None:
                 listener.server.close()
         await self.registrations.delete_all()
         idle = [listener.context.idle.wait() for listener in self.listeners]
+        if self.inbound is not None:
+            idle.append(self.inbound.context.idle.wait())
+        if self.capture is not None:
+            idle.append(self.capture.idle.wait())
         try:
             async with asyncio.timeout(self.config.drain_timeout_s):
                 await asyncio.gather(*idle)
@@ -196,6 +247,9 @@ class Agent:
         for listener in self.listeners:
             for transport in list(listener.context.connections):
                 transport.abort()
+        for side in (self.inbound, self.capture):
+            if side is not None:
+                side.abort_all()
         await self.stop()
 
     async def stop(self) -> None:
@@ -212,6 +266,8 @@ class Agent:
                 await support.close()
             except Exception:
                 log.exception("protocol close failed", extra={"protocol": support.name})
+        if self.capture is not None:
+            await self.capture.close()
         for registry in self.registries.values():
             try:
                 await registry.close()
@@ -225,9 +281,18 @@ class Agent:
                 listener.server.close()
                 # Server.wait_closed waits for every connection in 3.12+; drain handles that.
                 listener.server = None
+        if self.inbound is not None:
+            self.inbound.stop_accepting()
+        if self.capture is not None:
+            self.capture.stop_accepting()
 
     def open_connections(self) -> int:
-        return sum(len(listener.context.connections) for listener in self.listeners)
+        count = sum(len(listener.context.connections) for listener in self.listeners)
+        if self.inbound is not None:
+            count += len(self.inbound.context.connections)
+        if self.capture is not None:
+            count += len(self.capture.connections)
+        return count
 
     # -- what the API may ask ----------------------------------------------------------
 
@@ -242,6 +307,10 @@ class Agent:
             if not cluster.initialized:
                 registry = self.services[name].registry
                 reasons.append(f"service {name!r}: no snapshot yet from registry {registry!r}")
+        inbound = self.inbound
+        if inbound is not None and not inbound.app_healthy:
+            app = f"{self.config.inbound.app_host}:{self.config.inbound.app_port}"
+            reasons.append(f"local app {app} not healthy ({inbound.app_detail})")
         return (not reasons, reasons)
 
     def registry_statuses(self) -> dict[str, RegistryStatus]:
@@ -288,6 +357,16 @@ class Agent:
             self._invokers[protocol] = support
         request = InvokeRequest(config, self.clusters[service], method, body)
         return await support.invoke(request)
+
+    def side_listener_stats(self) -> list[tuple[str, str, ListenerStats]]:
+        """(listener, service, stats) of the capture and inbound relays."""
+        found: list[tuple[str, str, ListenerStats]] = []
+        if self.inbound is not None:
+            found.append(("inbound", "inbound", self.inbound.context.stats))
+        if self.capture is not None:
+            for service, stats in sorted(self.capture.relay_stats.items()):
+                found.append(("capture", service, stats))
+        return found
 
     def listener_addresses(self) -> list[tuple[Listener, str, int]]:
         return [(listener, *listener.address) for listener in self.listeners if listener.server]

@@ -34,6 +34,9 @@ class _Downstream(asyncio.Protocol):
         self.eof = False
         self.closed = False
         self.bytes_in = 0
+        # Bytes handed over with the connection before an upstream exists (the capture
+        # listener passes on what it read while sniffing); sent once connected.
+        self.pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -76,17 +79,33 @@ class _Downstream(asyncio.Protocol):
         self.upstream = upstream
         self.host = host
         host.active_requests += 1
+        if self.pending:
+            assert upstream.transport is not None
+            upstream.transport.writelines(self.pending)
+            self.pending.clear()
+        if self.eof:
+            # The client finished before the upstream existed (handed over with its EOF).
+            assert upstream.transport is not None
+            if upstream.transport.can_write_eof():
+                upstream.transport.write_eof()
+            return
         self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
-        assert self.upstream is not None and self.upstream.transport is not None
-        self.upstream.transport.write(data)
+        upstream = self.upstream
+        if upstream is None or upstream.transport is None:
+            self.pending.append(data)
+            return
+        upstream.transport.write(data)
 
     def eof_received(self) -> bool:
         self.eof = True
         upstream = self.upstream
-        if upstream is None or upstream.transport is None or upstream.eof:
+        if upstream is None:
+            # Still connecting: _connect relays the EOF once the upstream exists.
+            return True
+        if upstream.transport is None or upstream.eof:
             self._close_both()
             return False
         if upstream.transport.can_write_eof():

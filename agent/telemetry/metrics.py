@@ -51,7 +51,16 @@ class AgentCollector(Collector):
             rejected.add_metric(values, stats.rejected)
             bytes_in.add_metric(values, stats.bytes_in)
             bytes_out.add_metric(values, stats.bytes_out)
+        # The capture and inbound listeners' relays, under the same families.
+        for listener_name, service, stats in agent.side_listener_stats():
+            values = [listener_name, service]
+            accepted.add_metric(values, stats.accepted)
+            active.add_metric(values, stats.active)
+            rejected.add_metric(values, stats.rejected)
+            bytes_in.add_metric(values, stats.bytes_in)
+            bytes_out.add_metric(values, stats.bytes_out)
         yield from (accepted, active, rejected, bytes_in, bytes_out)
+        yield from _capture_metrics(agent)
 
         host_labels = ["cluster", "endpoint"]
         requests = CounterMetricFamily(
@@ -107,6 +116,41 @@ class AgentCollector(Collector):
         for name, status in agent.registry_statuses().items():
             connected.add_metric([name], 1 if status.connected else 0)
         yield connected
+
+
+def _capture_metrics(agent: Agent) -> Iterator[Metric]:
+    if agent.inbound is not None:
+        over_limit = CounterMetricFamily(
+            "meshagent_inbound_connections_over_limit",
+            "Inbound connections closed because max_connections were open",
+        )
+        over_limit.add_metric([], agent.inbound.over_limit)
+        app_healthy = GaugeMetricFamily(
+            "meshagent_inbound_app_healthy", "1 when the local app passes its health check"
+        )
+        app_healthy.add_metric([], 1 if agent.inbound.app_healthy else 0)
+        yield from (over_limit, app_healthy)
+    capture = agent.capture
+    if capture is None:
+        return
+    stats = capture.stats
+    outcomes = CounterMetricFamily(
+        "meshagent_capture_connections",
+        "Captured connections by outcome of the capture step",
+        labels=["outcome"],
+    )
+    outcomes.add_metric(["accepted"], stats.accepted)
+    outcomes.add_metric(["loop"], stats.loops)
+    outcomes.add_metric(["unroutable"], stats.unroutable)
+    outcomes.add_metric(["sniff_timeout"], stats.sniff_timeouts)
+    protocols = CounterMetricFamily(
+        "meshagent_capture_protocols",
+        "Captured connections by sniffed protocol (tcp: not sniffed or not recognised)",
+        labels=["protocol"],
+    )
+    for protocol, count in sorted(stats.protocols.items()):
+        protocols.add_metric([protocol], count)
+    yield from (outcomes, protocols)
 
 
 def metrics_registry(agent: Agent) -> CollectorRegistry:
