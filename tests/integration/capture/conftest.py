@@ -1,0 +1,213 @@
+"""A pod and two providers in network namespaces, with the agent capturing the pod's TCP.
+
+    client ns (the pod)                      provider ns p1 / p2
+    ------------------                       -------------------
+    app on 127.0.0.1:8080                    echo  10.200.{1,2}.2:7000
+    agent as uid nobody:                     banner (speaks first) 10.200.1.2:7001
+      capture 15001, inbound 15006,          direct 10.200.2.2:7100 (no service)
+      admin 127.0.0.1:15000
+    10.200.1.1 --veth-- 10.200.1.2 (p1)
+    10.200.2.1 --veth-- 10.200.2.2 (p2)
+    default route out of the first veth, so virtual addresses (10.200.100.x) route
+
+The agent runs as ``nobody`` (setpriv) because the rules exclude its uid: that is how its
+own upstream connections escape capture. Everything is torn down after the module,
+namespaces first checked for, then removed with their interfaces and rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fixtures.netns import Netns, ThreadedServer, Topology, echo_as, leftovers, unavailable
+from tests.fixtures.processes import ManagedProcess
+
+ROOT = Path(__file__).resolve().parents[3]
+AGENT_UID = 65534  # nobody
+ADMIN = "http://127.0.0.1:15000"
+SNIFF_TIMEOUT_S = 0.3
+
+VIP_ECHO = "10.200.100.10"
+VIP_BANNER = "10.200.100.11"
+P1 = "10.200.1.2"
+P2 = "10.200.2.2"
+CLIENT = "10.200.1.1"
+
+
+def meshagent(*args: str) -> list[str]:
+    return [sys.executable, "-m", "agent.cli", *args]
+
+
+@dataclass
+class Mesh:
+    topology: Topology
+    client: Netns
+    p1: Netns
+    p2: Netns
+    agent: ManagedProcess
+    servers: dict[str, ThreadedServer]
+    config_dir: Path
+
+    def cli(self, *args: str, check: bool = True) -> str:
+        done = self.client.run("env", f"PYTHONPATH={ROOT}", *meshagent(*args), check=check)
+        return done.stdout + done.stderr
+
+    def admin(self, path: str) -> str:
+        def fetch() -> str:
+            with urllib.request.urlopen(ADMIN + path, timeout=5) as reply:
+                return str(reply.read().decode())
+
+        return self.client.inside(fetch)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value from /metrics (0 when absent)."""
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in self.admin("/metrics").splitlines():
+            if line.startswith("#"):
+                continue
+            series, _, value = line.rpartition(" ")
+            metric_name, _, rest = series.partition("{")
+            label_text = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+            if metric_name == name and label_text == want:
+                return float(value)
+        return 0.0
+
+    def ask(self, host: str, port: int, line: bytes = b"hello\n", timeout: float = 5.0) -> bytes:
+        """One line to ``host:port`` from the pod; the whole answer."""
+        with self.client.connect(host, port, timeout=timeout) as sock:
+            sock.sendall(line)
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            return data
+
+
+def _config() -> dict[str, object]:
+    return {
+        "admin": {"host": "127.0.0.1", "port": 15000},
+        "registries": [
+            {
+                "name": "local",
+                "type": "local",
+                "config": {
+                    "services": {
+                        "echo": [{"host": P1, "port": 7000}, {"host": P2, "port": 7000}],
+                        "banner": [{"host": P1, "port": 7001}],
+                    }
+                },
+            }
+        ],
+        "services": [
+            {"name": "echo", "health": {"enabled": False}},
+            # A Dubbo service is sniffed (its plugin could take the bytes); a client that
+            # says nothing must still get the server's greeting after the sniff timeout.
+            {"name": "banner", "protocol": "dubbo", "health": {"enabled": False}},
+        ],
+        "capture": {
+            "enabled": True,
+            "port": 15001,
+            "sniff_timeout_s": SNIFF_TIMEOUT_S,
+            "services": [
+                {"service": "echo", "addresses": [f"{VIP_ECHO}:7000"]},
+                {"service": "banner", "addresses": [VIP_BANNER]},
+            ],
+        },
+        "inbound": {
+            "enabled": True,
+            "host": "0.0.0.0",
+            "port": 15006,
+            "app_port": 8080,
+            "max_connections": 2,
+            "health": {"interval_s": 0.2},
+        },
+        "drain_timeout_s": 1,
+        "log_level": "INFO",
+    }
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    topology = Topology()
+    servers: dict[str, ThreadedServer] = {}
+    agent: ManagedProcess | None = None
+    # The agent runs as nobody: its config must be readable by it (pytest's tmp is 0700).
+    config_dir = Path(tempfile.mkdtemp(prefix="meshagent-capture-"))
+    try:
+        client = topology.add("c")
+        p1 = topology.add("p1")
+        p2 = topology.add("p2")
+        c_p1, _ = topology.link(client, f"{CLIENT}/24", p1, f"{P1}/24")
+        topology.link(client, "10.200.2.1/24", p2, f"{P2}/24")
+        client.run("ip", "route", "add", "default", "dev", c_p1)
+        p1.run("ip", "route", "add", "default", "via", CLIENT)
+        p2.run("ip", "route", "add", "default", "via", "10.200.2.1")
+
+        servers["p1"] = ThreadedServer(p1.listen(P1, 7000), echo_as("p1"))
+        servers["p2"] = ThreadedServer(p2.listen(P2, 7000), echo_as("p2"))
+        servers["banner"] = ThreadedServer(
+            p1.listen(P1, 7001), echo_as("banner", banner=b"220 banner ready\r\n")
+        )
+        servers["direct"] = ThreadedServer(p2.listen(P2, 7100), echo_as("direct"))
+        servers["app"] = ThreadedServer(client.listen("127.0.0.1", 8080), echo_as("app"))
+
+        os.chmod(config_dir, 0o755)
+        config_path = config_dir / "agent.yaml"
+        config_path.write_text(yaml.safe_dump(_config()))
+        config_path.chmod(0o644)
+
+        mesh = Mesh(topology, client, p1, p2, None, servers, config_dir)  # type: ignore[arg-type]
+        out = mesh.cli("iptables", "install", f"--uid={AGENT_UID}", "--exclude-inbound-ports=15000")
+        assert "MESHAGENT_OUTPUT" in out, out
+
+        argv = client.exec_argv(
+            [
+                "setpriv",
+                f"--reuid={AGENT_UID}",
+                f"--regid={AGENT_UID}",
+                "--clear-groups",
+                "--",
+                *meshagent("run", "-c", str(config_path)),
+            ]
+        )
+        agent = ManagedProcess(
+            argv,
+            log_path=tmp_path_factory.mktemp("capture") / "agent.log",
+            name="meshagent",
+            env={"PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"},
+            cwd=ROOT,
+        )
+        agent.start()
+        mesh.agent = agent
+        agent.wait_for_line(r"meshagent ready", timeout=30)
+        yield mesh
+    finally:
+        if agent is not None:
+            agent.stop()
+        for server in servers.values():
+            server.close()
+        prefix = topology.prefix
+        topology.close()
+        for path in config_dir.iterdir():
+            path.unlink()
+        config_dir.rmdir()
+        assert leftovers(prefix) == [], "namespaces left behind"
+
+
+def readiness(mesh: Mesh) -> dict[str, object]:
+    value: dict[str, object] = json.loads(mesh.admin("/readyz"))
+    return value
