@@ -37,12 +37,16 @@ ROOT = Path(__file__).resolve().parents[3]
 AGENT_UID = 65534  # nobody
 ADMIN = "http://127.0.0.1:15000"
 SNIFF_TIMEOUT_S = 0.3
+INSTALL_ARGS = (f"--uid={AGENT_UID}", "--exclude-inbound-ports=15000", "--ipv6")
 
 VIP_ECHO = "10.200.100.10"
 VIP_BANNER = "10.200.100.11"
 P1 = "10.200.1.2"
 P2 = "10.200.2.2"
 CLIENT = "10.200.1.1"
+CLIENT6 = "fd00:200:1::1"
+P1_6 = "fd00:200:1::2"
+VIP6_ECHO = "fd00:200:100::10"
 
 
 def meshagent(*args: str) -> list[str]:
@@ -85,7 +89,8 @@ class Mesh:
 
     def ask(self, host: str, port: int, line: bytes = b"hello\n", timeout: float = 5.0) -> bytes:
         """One line to ``host:port`` from the pod; the whole answer."""
-        with self.client.connect(host, port, timeout=timeout) as sock:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with self.client.connect(host, port, timeout=timeout, family=family) as sock:
             sock.sendall(line)
             sock.shutdown(socket.SHUT_WR)
             data = b""
@@ -105,6 +110,7 @@ def _config() -> dict[str, object]:
                     "services": {
                         "echo": [{"host": P1, "port": 7000}, {"host": P2, "port": 7000}],
                         "banner": [{"host": P1, "port": 7001}],
+                        "echo6": [{"host": P1_6, "port": 7000}],
                     }
                 },
             }
@@ -114,12 +120,15 @@ def _config() -> dict[str, object]:
             # A Dubbo service is sniffed (its plugin could take the bytes); a client that
             # says nothing must still get the server's greeting after the sniff timeout.
             {"name": "banner", "protocol": "dubbo", "health": {"enabled": False}},
+            {"name": "echo6", "health": {"enabled": False}},
         ],
         "capture": {
             "enabled": True,
             "port": 15001,
             "sniff_timeout_s": SNIFF_TIMEOUT_S,
+            "ipv6": True,
             "services": [
+                {"service": "echo6", "addresses": [f"[{VIP6_ECHO}]:7000"]},
                 {"service": "echo", "addresses": [f"{VIP_ECHO}:7000"]},
                 {"service": "banner", "addresses": [VIP_BANNER]},
             ],
@@ -154,6 +163,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         c_p1, _ = topology.link(client, f"{CLIENT}/24", p1, f"{P1}/24")
         topology.link(client, "10.200.2.1/24", p2, f"{P2}/24")
         client.run("ip", "route", "add", "default", "dev", c_p1)
+        # IPv6 on the first link too; nodad: usable at once, not after duplicate detection.
+        p1_if = f"to-{client.short}"
+        client.run("ip", "-6", "addr", "add", f"{CLIENT6}/64", "dev", c_p1, "nodad")
+        p1.run("ip", "-6", "addr", "add", f"{P1_6}/64", "dev", p1_if, "nodad")
+        client.run("ip", "-6", "route", "add", "default", "dev", c_p1)
         p1.run("ip", "route", "add", "default", "via", CLIENT)
         p2.run("ip", "route", "add", "default", "via", "10.200.2.1")
 
@@ -161,6 +175,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         servers["p2"] = ThreadedServer(p2.listen(P2, 7000), echo_as("p2"))
         servers["banner"] = ThreadedServer(
             p1.listen(P1, 7001), echo_as("banner", banner=b"220 banner ready\r\n")
+        )
+        servers["p1v6"] = ThreadedServer(
+            p1.listen(P1_6, 7000, family=socket.AF_INET6), echo_as("p1v6")
         )
         servers["direct"] = ThreadedServer(p2.listen(P2, 7100), echo_as("direct"))
         servers["app"] = ThreadedServer(client.listen("127.0.0.1", 8080), echo_as("app"))
@@ -171,7 +188,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         config_path.chmod(0o644)
 
         mesh = Mesh(topology, client, p1, p2, None, servers, config_dir)  # type: ignore[arg-type]
-        out = mesh.cli("iptables", "install", f"--uid={AGENT_UID}", "--exclude-inbound-ports=15000")
+        out = mesh.cli("iptables", "install", *INSTALL_ARGS)
         assert "MESHAGENT_OUTPUT" in out, out
 
         argv = client.exec_argv(

@@ -10,7 +10,18 @@ import pytest
 
 from tests.fixtures.processes import wait_until
 
-from .conftest import CLIENT, P1, P2, SNIFF_TIMEOUT_S, VIP_BANNER, VIP_ECHO, Mesh
+from .conftest import (
+    CLIENT,
+    INSTALL_ARGS,
+    P1,
+    P1_6,
+    P2,
+    SNIFF_TIMEOUT_S,
+    VIP6_ECHO,
+    VIP_BANNER,
+    VIP_ECHO,
+    Mesh,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -156,22 +167,36 @@ def test_readiness_follows_the_local_app(mesh: Mesh) -> None:
 
 
 def test_install_is_idempotent_and_remove_restores_direct_traffic(mesh: Mesh) -> None:
-    shown = mesh.cli("iptables", "show")
+    shown = mesh.cli("iptables", "show", "--ipv6")
     rules = [line for line in shown.splitlines() if line.startswith("-A")]
-    mesh.cli("iptables", "install", "--uid=65534", "--exclude-inbound-ports=15000")
+    mesh.cli("iptables", "install", *INSTALL_ARGS)
     assert [
-        line for line in mesh.cli("iptables", "show").splitlines() if line.startswith("-A")
+        line
+        for line in mesh.cli("iptables", "show", "--ipv6").splitlines()
+        if line.startswith("-A")
     ] == (rules)
     accepted = mesh.metric("meshagent_capture_connections_total", outcome="accepted")
-    mesh.cli("iptables", "remove")
+    mesh.cli("iptables", "remove", "--ipv6")
     try:
-        assert "no meshagent rules" in mesh.cli("iptables", "show")
-        saved = mesh.client.run("iptables-save", "-t", "nat").stdout
-        assert "MESHAGENT" not in saved
+        assert mesh.cli("iptables", "show", "--ipv6").count("no meshagent rules") == 2
+        for save in ("iptables-save", "ip6tables-save"):
+            assert "MESHAGENT" not in mesh.client.run(save, "-t", "nat").stdout
         # Direct now: p1's address answers as p1 every time, and nothing was captured.
         assert {mesh.ask(P1, 7000, b"d\n") for _ in range(4)} == {b"p1:d\n"}
         assert mesh.metric("meshagent_capture_connections_total", outcome="accepted") == accepted
     finally:
-        mesh.cli("iptables", "install", "--uid=65534", "--exclude-inbound-ports=15000")
+        mesh.cli("iptables", "install", *INSTALL_ARGS)
+    # Captured again: p1's address is balanced over the service.
     assert {mesh.ask(P1, 7000, b"c\n") for _ in range(4)} == {b"p1:c\n", b"p2:c\n"}
-    assert P2  # the other provider answered through capture again
+
+
+def test_ipv6_connections_are_captured_with_their_original_destination(mesh: Mesh) -> None:
+    before = mesh.metric(
+        "meshagent_listener_connections_total", listener="capture", service="echo6"
+    )
+    # A virtual IPv6 address exists nowhere: only ip6tables + IP6T_SO_ORIGINAL_DST reach p1.
+    assert mesh.ask(VIP6_ECHO, 7000, b"six\n") == b"p1v6:six\n"
+    # The provider's own address maps to its service as well.
+    assert mesh.ask(P1_6, 7000, b"six\n") == b"p1v6:six\n"
+    after = mesh.metric("meshagent_listener_connections_total", listener="capture", service="echo6")
+    assert after == before + 2
