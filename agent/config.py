@@ -289,9 +289,10 @@ def parse_config(raw: object) -> AgentConfig:
     except ValidationError as exc:
         lines: list[str] = []
         for line in format_validation_errors(exc):
-            # Our model validator joins several path-bearing lines into one message.
+            # Our model validator joins path-bearing lines into one message (one line
+            # alone too: it carries its own path, so "<root>: " would only mislead).
             head, _, rest = line.partition(": ")
-            lines.extend(rest.split("\n") if head == "<root>" and "\n" in rest else [line])
+            lines.extend(rest.split("\n") if head == "<root>" and ": " in rest else [line])
         raise ConfigError(lines) from None
 
 
