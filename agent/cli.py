@@ -43,6 +43,13 @@ async def serve(config: AgentConfig) -> int:
     for listener, lhost, lport in agent.listener_addresses():
         name, service = listener.config.display_name, listener.config.service
         print(f"listener {name} on {lhost}:{lport} -> {service}", flush=True)
+    if agent.capture is not None:
+        for chost, cport in agent.capture.addresses:
+            print(f"capture on {chost}:{cport}", flush=True)
+    if agent.inbound is not None:
+        ihost, iport = agent.inbound.address
+        inbound = config.inbound
+        print(f"inbound on {ihost}:{iport} -> {inbound.app_host}:{inbound.app_port}", flush=True)
     print(f"meshagent ready: OpenAPI on http://{host}:{port}", flush=True)
 
     stop = asyncio.Event()
