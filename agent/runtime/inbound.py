@@ -50,7 +50,7 @@ class InboundListener:
         self.app_healthy = self.checker is None
         self.app_detail = "no check passed yet"
         self.server: asyncio.Server | None = None
-        self._relay: Callable[[], asyncio.Protocol] = TcpProtocol().outbound_listener(self.context)
+        self.relay: Callable[[], asyncio.Protocol] = TcpProtocol().outbound_listener(self.context)
         self._last_limit_log = 0.0
 
     async def start(self) -> None:
@@ -75,11 +75,7 @@ class InboundListener:
             transport.abort()
 
     def _accept(self) -> asyncio.Protocol:
-        # Connections still connecting to the app count: stats.active rises in
-        # connection_made, which runs right after this for the previous accept.
-        if self.context.stats.active >= self.config.max_connections:
-            return _OverLimit(self)
-        return self._relay()
+        return _Gate(self)
 
     def refused(self, peer: object) -> None:
         self.over_limit += 1
@@ -124,10 +120,24 @@ class InboundListener:
             await asyncio.sleep(health.interval_s)
 
 
-class _OverLimit(asyncio.Protocol):
+class _Gate(asyncio.Protocol):
+    """Admits a connection to the relay, or closes it when the limit is reached.
+
+    Decided in ``connection_made``, not in the protocol factory: the loop may accept a
+    burst of connections before running any of their ``connection_made``, so only here is
+    the count of open connections exact. Admitted connections are handed to the relay
+    protocol (``set_protocol``) before any byte arrives, so the gate costs nothing after.
+    """
+
     def __init__(self, inbound: InboundListener) -> None:
         self.inbound = inbound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inbound.refused(transport.get_extra_info("peername"))
-        cast(asyncio.Transport, transport).close()
+        inbound = self.inbound
+        if inbound.context.stats.active >= inbound.config.max_connections:
+            inbound.refused(transport.get_extra_info("peername"))
+            cast(asyncio.Transport, transport).close()
+            return
+        relay = inbound.relay()
+        transport.set_protocol(relay)
+        relay.connection_made(transport)

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 
+from agent import plugins
 from agent.config import parse_config
 from agent.discovery.types import Instance, Reset
+from agent.plugins import EmptyConfig, Plugin, PluginKind
 from agent.runtime import capture as capture_module
 from agent.runtime.agent import Agent
 from agent.runtime.capture import CaptureListener, Route
+from agent.runtime.protocols import ListenerContext, ProtocolSupport
 from tests.fixtures.net import async_wait_until
 from tests.unit.runtime.conftest import AgentFactory, EchoServer
 
@@ -209,3 +213,67 @@ async def test_no_original_destination_and_loops_are_closed(
     assert agent.capture.stats.unroutable == 1 and agent.capture.stats.loops == 1
     assert "connection to the capture port itself" in caplog.text
     await async_wait_until(lambda: agent.open_connections() == 0, within=2)
+
+
+class Recording(asyncio.Protocol):
+    """A protocol plugin's connection: records what the capture listener hands it."""
+
+    seen: list[Recording] = []
+
+    def __init__(self, context: ListenerContext) -> None:
+        self.context = context
+        self.events: list[tuple[str, object]] = []
+        Recording.seen.append(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.events.append(("connection_made", transport.get_extra_info("peername") is not None))
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(("data", data))
+        if data.endswith(b"\r\n\r\n"):  # the end of the request head: answer it
+            cast(asyncio.Transport, self.transport).write(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    def eof_received(self) -> bool:
+        self.events.append(("eof", None))
+        return False
+
+
+class RecordingSupport(ProtocolSupport):
+    name = "http"
+
+    def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
+        return lambda: Recording(context)
+
+
+async def test_sniffed_connections_go_to_the_services_protocol_plugin(
+    start_agent: AgentFactory, destination: list[Destination], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An "http" protocol plugin, as an installed one would be found by name.
+    plugin: Plugin[ProtocolSupport] = Plugin(
+        PluginKind.PROTOCOL, "http", EmptyConfig, lambda _config: RecordingSupport()
+    )
+    monkeypatch.setitem(plugins._loaded, (PluginKind.PROTOCOL, "http"), plugin)
+    Recording.seen.clear()
+    raw = config({"web": [9]})
+    raw["services"].append({"name": "web", "protocol": "http", "health": {"enabled": False}})
+    raw["capture"]["services"].append({"service": "web", "addresses": ["10.96.0.3:80"]})
+    agent = await start_agent(raw)
+    destination.append(("10.96.0.3", 80))
+    reader, writer = await dial(agent)
+    writer.write(b"GET /x HTTP/1.1\r\n")  # enough for the verdict...
+    await async_wait_until(lambda: Recording.seen, within=2)
+    writer.write(b"Host: a\r\n\r\n")  # ...the rest goes straight to the plugin
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 204 No Content\r\n\r\n"
+    writer.write_eof()
+    (connection,) = Recording.seen
+    await async_wait_until(lambda: ("eof", None) in connection.events, within=2)
+    assert connection.events == [
+        ("connection_made", True),
+        ("data", b"GET /x HTTP/1.1\r\n"),
+        ("data", b"Host: a\r\n\r\n"),
+        ("eof", None),
+    ]
+    assert connection.context.service.name == "web"
+    assert connection.context.listener.protocol == "http"
+    writer.close()

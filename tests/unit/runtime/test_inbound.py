@@ -72,6 +72,20 @@ async def test_connections_over_the_limit_are_closed_and_counted(
     await app.stop()
 
 
+async def test_the_limit_holds_for_a_burst_of_connections(start_agent: AgentFactory) -> None:
+    app = await EchoServer("app").start()
+    agent = await start_agent(config(app.port, max_connections=2))
+    assert agent.inbound is not None
+    inbound = agent.inbound
+    # Accepted in one go, before any connection_made has run: still only two get through.
+    burst = await asyncio.gather(*(dial(agent) for _ in range(6)))
+    await async_wait_until(lambda: inbound.over_limit == 4, what="four refused")
+    assert inbound.context.stats.accepted == 2
+    for _reader, writer in burst:
+        await close(writer)
+    await app.stop()
+
+
 async def test_readiness_follows_the_app_health_check(start_agent: AgentFactory) -> None:
     port = free_port()
     agent = await start_agent(config(port, health={"interval_s": 0.05, "unhealthy_threshold": 2}))
