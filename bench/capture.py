@@ -167,8 +167,11 @@ def drive(args: argparse.Namespace) -> int:
         cli = [python, "-m", "agent.cli"]
         subprocess.run(
             c.exec_argv(
-                [*cli, "iptables", "install", "--uid=65534", "--inbound-port=0"]
-                + ["--exclude-outbound-ports=7999"]
+                [
+                    *cli,
+                    *("iptables", "install", "--uid=65534", "--inbound-port=0"),
+                    "--exclude-outbound-ports=7999",
+                ]
             ),
             env={**os.environ, **env},
             cwd=ROOT,
@@ -177,8 +180,10 @@ def drive(args: argparse.Namespace) -> int:
         )
         agent = ManagedProcess(
             c.exec_argv(
-                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-                + [*cli, "run", "-c", str(workdir / "agent.yaml")]
+                [
+                    *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"),
+                    *(*cli, "run", "-c", str(workdir / "agent.yaml")),
+                ]
             ),
             log_path=workdir / "agent.log",
             env=env,
@@ -200,8 +205,10 @@ def drive(args: argparse.Namespace) -> int:
                 host, port = paths[name]
                 done = subprocess.run(
                     c.exec_argv(
-                        [python, __file__, "client", host, str(port)]
-                        + [str(args.connections), str(args.mib)]
+                        [
+                            *(python, __file__, "client", host, str(port)),
+                            *(str(args.connections), str(args.mib)),
+                        ]
                     ),
                     capture_output=True,
                     text=True,
