@@ -32,10 +32,6 @@ def _ports(text: str) -> tuple[int, ...]:
     return ports
 
 
-def _ids(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
 def _strings(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -48,9 +44,11 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     iptables.add_argument("--capture-port", type=int, default=15001)
     iptables.add_argument("--inbound-port", type=int, default=15006, help="0: no inbound capture")
     iptables.add_argument(
-        "--uid", type=_ids, default=(), help="the agent's uids or user names, comma-separated"
+        "--uid", type=_strings, default=(), help="the agent's uids or user names, comma-separated"
     )
-    iptables.add_argument("--gid", type=_ids, default=(), help="the agent's gids or group names")
+    iptables.add_argument(
+        "--gid", type=_strings, default=(), help="the agent's gids or group names"
+    )
     iptables.add_argument("--exclude-outbound-ports", type=_ports, default=())
     iptables.add_argument("--exclude-outbound-cidrs", type=_strings, default=())
     iptables.add_argument(
