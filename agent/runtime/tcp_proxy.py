@@ -34,6 +34,8 @@ class _Downstream(asyncio.Protocol):
         self.eof = False
         self.closed = False
         self.bytes_in = 0
+        # Bytes the client sent before the upstream was connected (see connection_made).
+        self._pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -42,8 +44,9 @@ class _Downstream(asyncio.Protocol):
         stats.accepted += 1
         stats.active += 1
         self.context.track(self.transport)
-        # Nothing is read until an upstream exists to take it.
-        self.transport.pause_reading()
+        # uvloop starts reading *after* connection_made returns, so pause_reading() here
+        # would be undone: data that arrives before the upstream exists is held in
+        # data_received instead, which pauses reading until the upstream is connected.
         # Held so the loop (which keeps only weak references) cannot drop it mid-connect.
         self._connecting = asyncio.get_running_loop().create_task(self._connect())
 
@@ -76,17 +79,32 @@ class _Downstream(asyncio.Protocol):
         self.upstream = upstream
         self.host = host
         host.active_requests += 1
+        if self._pending:
+            transport.write(b"".join(self._pending))
+            self._pending.clear()
+        if self.eof:
+            if transport.can_write_eof():
+                transport.write_eof()
+            return
         self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
-        assert self.upstream is not None and self.upstream.transport is not None
-        self.upstream.transport.write(data)
+        upstream = self.upstream
+        if upstream is None or upstream.transport is None:
+            assert self.transport is not None
+            self._pending.append(data)
+            self.transport.pause_reading()
+            return
+        upstream.transport.write(data)
 
     def eof_received(self) -> bool:
         self.eof = True
         upstream = self.upstream
-        if upstream is None or upstream.transport is None or upstream.eof:
+        if upstream is None:
+            # Still connecting: _connect relays the half-close once the upstream exists.
+            return True
+        if upstream.transport is None or upstream.eof:
             self._close_both()
             return False
         if upstream.transport.can_write_eof():
