@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,11 +92,12 @@ def wait_http(what: str, port: int, timeout: float = 10) -> None:
         time.sleep(0.1)
 
 
-def cpu_ticks(pid: int) -> int:
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(user, system) clock ticks of a process, all its threads."""
     text = Path(f"/proc/{pid}/stat").read_text()
     # The command name may hold spaces and parentheses: split after its closing one.
     fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return int(fields[11]), int(fields[12])  # utime, stime (fields 14 and 15)
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -216,9 +217,11 @@ backend nginx
     return port, proc.pid
 
 
-def start_agent(procs: Processes, tmp: Path, upstream: int) -> tuple[int, int, int]:
+def start_agent(
+    procs: Processes, tmp: Path, upstream: int, root: Path = ROOT, tag: str = "agent"
+) -> tuple[int, int, int]:
     port, admin = free_port(), free_port()
-    conf = tmp / "agent.yaml"
+    conf = tmp / f"{tag}.yaml"
     conf.write_text(
         f"""
 admin:
@@ -254,20 +257,20 @@ listeners:
 drain_timeout_s: 1
 """
     )
-    out = tmp / "agent.out"
+    out, err = tmp / f"{tag}.out", tmp / f"{tag}.err"
     proc = procs.start(
         "meshagent",
         [sys.executable, "-m", "agent.cli", "run", "-c", str(conf)],
-        cwd=ROOT,  # so that this checkout's ``agent`` package is the one imported
+        cwd=root,  # so that this checkout's ``agent`` package is the one imported
         stdout=open(out, "wb"),  # noqa: SIM115
-        stderr=open(tmp / "agent.err", "wb"),  # noqa: SIM115
+        stderr=open(err, "wb"),  # noqa: SIM115
     )
     deadline = time.monotonic() + 30
     while b"meshagent ready" not in out.read_bytes():
         if proc.poll() is not None:
             raise BenchError(
                 f"meshagent exited with {proc.returncode}:\n"
-                + (tmp / "agent.err").read_text(errors="replace")[-2000:]
+                + err.read_text(errors="replace")[-2000:]
             )
         if time.monotonic() > deadline:
             raise BenchError("meshagent did not report ready within 30s")
@@ -311,13 +314,13 @@ class WrkResult:
 
 
 def run_wrk(
-    procs: Processes, port: int, threads: int, connections: int, duration: float
+    procs: Processes, port: int, threads: int, connections: int, duration: int
 ) -> WrkResult:
     argv = [
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
-        f"-d{duration:g}s",
+        f"-d{duration}s",
         "--latency",
         f"http://127.0.0.1:{port}/",
     ]
@@ -361,6 +364,7 @@ class Target:
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)  # proxy CPU per request
+    user_us: list[float] = field(default_factory=list)  # its user-space part
     upstream_cpu_us: list[float] = field(default_factory=list)  # nginx CPU per request
     low_p50: list[float] = field(default_factory=list)
     low_p99: list[float] = field(default_factory=list)
@@ -373,21 +377,22 @@ def measure(
     nginx_pid: int,
     threads: int,
     connections: int,
-    duration: float,
+    duration: int,
 ) -> None:
     pids = [p for p in (target.proxy_pid, nginx_pid) if p is not None]
     before = {pid: cpu_ticks(pid) for pid in pids}
     result = run_wrk(procs, target.port, threads, connections, duration)
     after = {pid: cpu_ticks(pid) for pid in pids}
-    per_request = {
-        pid: (after[pid] - before[pid]) / CLK_TCK * 1e6 / max(1, result.requests) for pid in pids
-    }
+    scale = 1e6 / CLK_TCK / max(1, result.requests)
+    per_request = {pid: (sum(after[pid]) - sum(before[pid])) * scale for pid in pids}
     target.rps.append(result.rps)
     target.p50.append(result.p50_us)
     target.p99.append(result.p99_us)
     target.upstream_cpu_us.append(per_request[nginx_pid])
     if target.proxy_pid is not None:
         target.cpu_us.append(per_request[target.proxy_pid])
+        user = after[target.proxy_pid][0] - before[target.proxy_pid][0]
+        target.user_us.append(user * scale)
     target.errors += result.errors
 
 
@@ -400,22 +405,22 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def spread(values: list[float], fmt: Callable[[float], str]) -> str:
-    if len(values) < 2:
-        return ""
-    return f" [{fmt(min(values))}..{fmt(max(values))}]"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=50, help="wrk -c under load")
     parser.add_argument("--threads", type=int, default=1, help="wrk -t under load")
     parser.add_argument(
-        "--low-duration", type=float, default=None, help="seconds per -c1 run (default: --duration)"
+        "--low-duration", type=int, default=None, help="seconds per -c1 run (default: --duration)"
     )
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk per target first")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="root of another checkout (e.g. `git archive REV | tar -x -C DIR`), measured "
+        "as a fourth target 'agent@base' in the same rounds: before/after under the same noise",
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk per target first")
     args = parser.parse_args(argv)
     low_duration = args.low_duration or args.duration
     for tool in ("wrk", "nginx", "haproxy"):
@@ -449,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
             Target("meshagent", agent_port, agent_pid),
             Target("haproxy", haproxy_port, haproxy_pid),
         ]
+        if args.baseline is not None:
+            base_port, _, base_pid = start_agent(
+                procs, tmp, nginx_port, args.baseline.resolve(), "baseline"
+            )
+            targets.append(Target("agent@base", base_port, base_pid))
         for target in targets:
             wait_http(target.name, target.port)
         print(f"meshagent {agent_file} (pid {agent_pid}), admin :{admin_port}")
@@ -492,34 +502,66 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(targets: list[Target], rss_start_kb: int, rss_kb: int, hwm_kb: int) -> None:
-    direct, agent, haproxy = targets
+    direct, agent, haproxy = targets[:3]
 
-    def us(v: float) -> str:
-        return f"{v:.0f}"
+    def cell(values: list[float], fmt: str = "{:,.0f}") -> str:
+        if not values:
+            return "-"
+        text = fmt.format(med(values))
+        if len(values) > 1:
+            text += f" [{fmt.format(min(values))}..{fmt.format(max(values))}]"
+        return text
 
+    def ratios(a: list[float], b: list[float]) -> list[float]:
+        return [x / y for x, y in zip(a, b, strict=True)]
+
+    def added(t: Target) -> list[float]:
+        return [p - d for p, d in zip(t.low_p50, direct.low_p50, strict=True)]
+
+    rows = [
+        [
+            "target",
+            "req/s",
+            "p50 us",
+            "p99 us",
+            "proxy CPU us/req",
+            "(user part)",
+            "nginx CPU us/req",
+            "low-load p50 us",
+            "added p50 us/hop",
+        ]
+    ]
+    for t in targets:
+        rows.append(
+            [
+                t.name,
+                cell(t.rps),
+                cell(t.p50),
+                cell(t.p99),
+                cell(t.cpu_us, "{:.1f}"),
+                cell(t.user_us, "{:.1f}"),
+                cell(t.upstream_cpu_us, "{:.1f}"),
+                cell(t.low_p50),
+                "-" if t is direct else cell(added(t), "{:+.0f}"),
+            ]
+            + ([f"ERRORS {t.errors}"] if t.errors else [])
+        )
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]
     print()
     print("medians over rounds [min..max]")
-    header = (
-        f"{'target':<10} {'req/s':>24} {'p50 us':>16} {'p99 us':>16} "
-        f"{'proxy CPU us/req':>22} {'nginx CPU us/req':>17} {'low-load p50 us':>18} "
-        f"{'added p50 us/hop':>17}"
-    )
-    print(header)
-    print("-" * len(header))
-    for t in targets:
-        added = [p - d for p, d in zip(t.low_p50, direct.low_p50, strict=True)]
-        cpu = f"{med(t.cpu_us):.1f}{spread(t.cpu_us, lambda v: f'{v:.1f}')}" if t.cpu_us else "-"
+    for n, row in enumerate(rows):
         print(
-            f"{t.name:<10} {med(t.rps):>10,.0f}{spread(t.rps, lambda v: f'{v:,.0f}'):<14} "
-            f"{med(t.p50):>6.0f}{spread(t.p50, us):<10} {med(t.p99):>6.0f}{spread(t.p99, us):<10} "
-            f"{cpu:>22} {med(t.upstream_cpu_us):>17.1f} {med(t.low_p50):>18.0f} "
-            f"{'-' if t is direct else f'{med(added):+.0f}':>17}"
-            + (f"  ERRORS {t.errors}" if t.errors else "")
+            "  ".join(
+                text.ljust(widths[i]) if i == 0 or i >= len(widths) else text.rjust(widths[i])
+                for i, text in enumerate(row)
+            )
         )
-    rps_ratio = [a / h for a, h in zip(agent.rps, haproxy.rps, strict=True)]
-    cpu_ratio = [a / h for a, h in zip(agent.cpu_us, haproxy.cpu_us, strict=True)]
-    agent_added = [p - d for p, d in zip(agent.low_p50, direct.low_p50, strict=True)]
-    haproxy_added = [p - d for p, d in zip(haproxy.low_p50, direct.low_p50, strict=True)]
+        if n == 0:
+            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+
+    rps_ratio = ratios(agent.rps, haproxy.rps)
+    cpu_ratio = ratios(agent.cpu_us, haproxy.cpu_us)
+    agent_added, haproxy_added = added(agent), added(haproxy)
     rss_mb = rss_kb / 1024
 
     def verdict(ok: bool) -> str:
@@ -527,25 +569,36 @@ def report(targets: list[Target], rss_start_kb: int, rss_kb: int, hwm_kb: int) -
 
     print()
     print("meshagent vs HAProxy (median of per-round ratios [min..max])")
-    f2 = lambda v: f"{v:.2f}"  # noqa: E731
     print(
-        f"  requests/s      {med(rps_ratio):.2f}x{spread(rps_ratio, f2)}   "
+        f"  requests/s       {cell(rps_ratio, '{:.2f}')}x   "
         f"target >= {TARGET_RPS_RATIO}x: {verdict(med(rps_ratio) >= TARGET_RPS_RATIO)}"
     )
     print(
-        f"  CPU per request {med(cpu_ratio):.2f}x{spread(cpu_ratio, f2)}   "
+        f"  CPU per request  {cell(cpu_ratio, '{:.2f}')}x   "
         f"target <= {TARGET_CPU_RATIO}x: {verdict(med(cpu_ratio) <= TARGET_CPU_RATIO)}"
     )
     print(
-        f"  added p50/hop   {med(agent_added):+.0f} us{spread(agent_added, us)} "
-        f"(HAProxy {med(haproxy_added):+.0f} us)   target <= +{TARGET_ADDED_P50_US:.0f} us: "
+        f"  added p50/hop    {cell(agent_added, '{:+.0f}')} us (HAProxy "
+        f"{cell(haproxy_added, '{:+.0f}')} us)   target <= +{TARGET_ADDED_P50_US:.0f} us: "
         f"{verdict(med(agent_added) <= TARGET_ADDED_P50_US)}"
     )
     print(
-        f"  meshagent RSS   {rss_mb:.1f} MB after the runs (at start {rss_start_kb / 1024:.1f} MB, "
-        f"peak {hwm_kb / 1024:.1f} MB)   target <= {TARGET_RSS_MB:.0f} MB: "
+        f"  meshagent RSS    {rss_mb:.1f} MB after the runs (at start {rss_start_kb / 1024:.1f} MB,"
+        f" peak {hwm_kb / 1024:.1f} MB)   target <= {TARGET_RSS_MB:.0f} MB: "
         f"{verdict(rss_mb <= TARGET_RSS_MB)}"
     )
+    for base in targets[3:]:
+        print()
+        print(f"{base.name} (the --baseline checkout) in the same rounds")
+        print(
+            f"  vs HAProxy: requests/s {cell(ratios(base.rps, haproxy.rps), '{:.2f}')}x, "
+            f"CPU per request {cell(ratios(base.cpu_us, haproxy.cpu_us), '{:.2f}')}x, "
+            f"added p50/hop {cell(added(base), '{:+.0f}')} us"
+        )
+        print(
+            f"  meshagent/{base.name}: requests/s {cell(ratios(agent.rps, base.rps), '{:.3f}')}x,"
+            f" CPU per request {cell(ratios(agent.cpu_us, base.cpu_us), '{:.3f}')}x"
+        )
 
 
 if __name__ == "__main__":
