@@ -428,12 +428,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench/tcp.py: {tool} not found (apt-get install -y {tool})", file=sys.stderr)
             return 2
 
-    # SIGTERM/SIGHUP unwind like Ctrl-C, so the finally below always runs.
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so the finally below always runs. SIGINT is set
+    # too: a shell starting us in the background leaves it ignored, and Python then keeps it so.
     def _interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
 
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="meshagent-bench-"))
@@ -497,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench/tcp.py: {exc}", file=sys.stderr)
         return 1
     finally:
+        # A second Ctrl-C must not cut the cleanup short.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
