@@ -423,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk per target first")
     args = parser.parse_args(argv)
     low_duration = args.low_duration or args.duration
+    if args.rounds < 3:
+        print(
+            f"bench/tcp.py: {args.rounds} round(s): the figures are single runs, not medians; "
+            "use --rounds 5 or more to report them",
+            file=sys.stderr,
+        )
     for tool in ("wrk", "nginx", "haproxy"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
             print(f"bench/tcp.py: {tool} not found (apt-get install -y {tool})", file=sys.stderr)
