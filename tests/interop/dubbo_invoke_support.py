@@ -26,9 +26,12 @@ def agent_expectation(case: dict[str, Any]) -> dict[str, Any]:
     result = expect.get("result")
     if case["method"] == "addDays" and isinstance(result, int):
         expect["result"] = iso(result)
-    elif case["method"] == "echoPerson" and isinstance(result, dict):
-        if isinstance(result.get("birthday"), int):
-            result["birthday"] = iso(result["birthday"])
+    elif (
+        case["method"] == "echoPerson"
+        and isinstance(result, dict)
+        and isinstance(result.get("birthday"), int)
+    ):
+        result["birthday"] = iso(result["birthday"])
     return expect
 
 

@@ -23,7 +23,6 @@ from tests.fixtures.java_dubbo import (
     load_suite,
     mismatch,
 )
-from tests.fixtures.processes import wait_until
 from tests.fixtures.zookeeper import ZooKeeperServer
 from tests.interop.dubbo_invoke_support import (
     INVOKE,
