@@ -127,9 +127,30 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
         group="" if group == "*" else group,
         attachments=body.attachments,
     )
-    # Encode once up front: a bad argument is the caller's error, before any provider is hit.
+    # Encoded bodies by what varies between attempts (wire version, group, timeout), so a
+    # retry with the same settings does not encode a large argument again.
+    encoded: dict[tuple[str, str, int], bytes] = {}
+
+    def body_for(version_on_wire: str, group_on_wire: str, timeout_ms: int) -> bytes:
+        key = (version_on_wire, group_on_wire, timeout_ms)
+        cached = encoded.get(key)
+        if cached is None:
+            wire = GenericCall(
+                call.interface,
+                call.method,
+                call.types,
+                call.args,
+                version_on_wire,
+                group_on_wire,
+                call.attachments,
+            )
+            cached = encoded[key] = encode_invocation(generic_invocation(wire, timeout_ms))
+        return cached
+
+    # Encode up front: a bad argument is the caller's error (400 with its path), found
+    # before any provider is chosen or counted.
     try:
-        encode_invocation(generic_invocation(call, config.timeout_ms))
+        body_for(call.version, call.group, config.timeout_ms)
     except ArgumentError as exc:
         raise InvalidRequest([(f"body.{exc.path}", exc.message)]) from None
     except LocalProtocolError as exc:
@@ -147,19 +168,7 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
     async def send(host: Host, settings: Settings) -> Result:
         version_on_wire = call.version or host.instance.metadata.get("version", "")
         group_on_wire = call.group or host.instance.metadata.get("group", "")
-        invocation = generic_invocation(
-            GenericCall(
-                call.interface,
-                call.method,
-                call.types,
-                call.args,
-                version_on_wire,
-                group_on_wire,
-                call.attachments,
-            ),
-            settings.timeout_ms,
-        )
-        frame = request_frame(0, encode_invocation(invocation))
+        frame = request_frame(0, body_for(version_on_wire, group_on_wire, settings.timeout_ms))
         connection = await pool.get(host)
         response = await connection.request(frame, settings.timeout_ms / 1000)
         try:

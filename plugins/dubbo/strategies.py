@@ -43,9 +43,10 @@ from agent.errors import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 ClusterName = Literal["failover", "failfast", "failsafe", "forking"]
-CLUSTERS: tuple[str, ...] = ("failover", "failfast", "failsafe", "forking")
+CLUSTERS: tuple[ClusterName, ...] = ("failover", "failfast", "failsafe", "forking")
 
 # Dubbo's defaults (CommonConstants / ClusterConstants).
 DEFAULT_TIMEOUT_MS = 1000
@@ -108,32 +109,37 @@ def resolve(
     """The settings of one call of ``method`` on a provider with URL parameters ``provider``."""
     mine = options.methods.get(method)
 
-    def pick(option: str, key: str, parse: Callable[[str | None], object]) -> object:
+    def layered(option: str, key: str, parse: Callable[[str | None], V | None]) -> V | None:
+        # Method level (the agent's, then the provider's), then service level (likewise).
         if mine is not None and getattr(mine, option) is not None:
-            return getattr(mine, option)
+            value: V = getattr(mine, option)
+            return value
         from_provider = parse(provider.get(f"{method}.{key}"))
         if from_provider is not None:
             return from_provider
         if getattr(options, option) is not None:
-            return getattr(options, option)
+            service_value: V = getattr(options, option)
+            return service_value
         return parse(provider.get(key))
 
-    timeout = pick("timeout_ms", "timeout", lambda raw: _int(raw, 1))
-    retries = pick("retries", "retries", lambda raw: _int(raw, 0))
-    forks = pick("forks", "forks", lambda raw: _int(raw, 1))
-    cluster = pick("cluster", "cluster", lambda raw: raw if raw in CLUSTERS else None)
+    def cluster_name(raw: str | None) -> ClusterName | None:
+        for name in CLUSTERS:
+            if raw == name:
+                return name
+        return None
+
+    timeout = layered("timeout_ms", "timeout", lambda raw: _int(raw, 1))
+    retries = layered("retries", "retries", lambda raw: _int(raw, 0))
+    forks = layered("forks", "forks", lambda raw: _int(raw, 1))
+    cluster: ClusterName | None = layered("cluster", "cluster", cluster_name)
     # Only the agent's config can declare a method safe to repeat: no Dubbo URL says so.
-    on_timeout = next(
-        (o.retry_on_timeout for o in (mine, options) if o and o.retry_on_timeout is not None),
-        False,
-    )
+    on_timeout = layered("retry_on_timeout", "", lambda raw: None)
     return Settings(
-        cluster=cluster if isinstance(cluster, str) else DEFAULT_CLUSTER,  # type: ignore[arg-type]
-        timeout_ms=request_timeout_ms
-        or (timeout if isinstance(timeout, int) else default_timeout_ms),
-        retries=retries if isinstance(retries, int) else DEFAULT_RETRIES,
-        forks=forks if isinstance(forks, int) else DEFAULT_FORKS,
-        retry_on_timeout=on_timeout,
+        cluster=cluster or DEFAULT_CLUSTER,
+        timeout_ms=request_timeout_ms or timeout or default_timeout_ms,
+        retries=DEFAULT_RETRIES if retries is None else retries,
+        forks=forks or DEFAULT_FORKS,
+        retry_on_timeout=bool(on_timeout),
     )
 
 
