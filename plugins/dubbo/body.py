@@ -92,6 +92,9 @@ def from_descriptor(descriptor: str) -> list[str]:
     return names
 
 
+_RESPONSE_FLAGS = frozenset(int(flag) for flag in ResponseFlag)
+
+
 @dataclass(frozen=True)
 class Invocation:
     """A decoded request body."""
@@ -237,10 +240,10 @@ def decode_result(header: Header, body: bytes, limits: Limits | None = None) -> 
         message = decoder.read_object() if body else ""
         return Result(header.status, error_message=str(message) if message is not None else "")
     raw_flag = decoder.read_object()
-    try:
-        flag = ResponseFlag(raw_flag)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        raise RemoteProtocolError(f"unknown response flag {raw_flag!r}") from None
+    # type() not isinstance(): a hessian2 boolean would pass as 0 or 1.
+    if type(raw_flag) is not int or raw_flag not in _RESPONSE_FLAGS:
+        raise RemoteProtocolError(f"unknown response flag {raw_flag!r}")
+    flag = ResponseFlag(raw_flag)
     value: Any = None
     exception: Any = None
     if flag in (ResponseFlag.VALUE, ResponseFlag.VALUE_WITH_ATTACHMENTS):

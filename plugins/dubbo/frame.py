@@ -72,8 +72,11 @@ class Header:
         return HEADER.pack(MAGIC, flags, self.status, self.request_id, self.body_length)
 
     @classmethod
-    def unpack(cls, data: bytes | memoryview) -> Header:
-        magic, flags, status, request_id, body_length = HEADER.unpack(data)
+    def unpack(cls, data: bytes | bytearray | memoryview) -> Header:
+        """Read the header at the start of ``data`` (which may hold more than the header)."""
+        if len(data) < HEADER_SIZE:
+            raise RemoteProtocolError(f"a header is {HEADER_SIZE} bytes, got {len(data)}")
+        magic, flags, status, request_id, body_length = HEADER.unpack_from(data)
         if magic != MAGIC:
             raise RemoteProtocolError(f"bad magic 0x{magic:04x}, expected 0xdabb")
         if body_length < 0:
