@@ -52,6 +52,7 @@ class Cluster:
         self.panic = False
         # Earliest ejection end: until then the available set cannot change by time alone.
         self._next_return = float("inf")
+        self._ejected: set[str] = set()
         self.listeners: list[Callable[[Cluster], None]] = []
 
     # -- membership --------------------------------------------------------------------
@@ -122,7 +123,15 @@ class Cluster:
         if self.panic:
             log.warning("no available endpoint, balancing over all", extra={"cluster": self.name})
         self._balancer.set_hosts(hosts if self.panic else available)
-        ejection_ends = [h.ejected_until for h in hosts if h.ejected(now)]
+        ejected = {h.id for h in hosts if h.ejected(now)}
+        for returned in self._ejected - ejected:
+            if returned in self._hosts:
+                log.info(
+                    "endpoint back from ejection",
+                    extra={"cluster": self.name, "endpoint": returned},
+                )
+        self._ejected = ejected
+        ejection_ends = [h.ejected_until for h in hosts if h.id in ejected]
         self._next_return = min(ejection_ends, default=float("inf"))
         for listener in self.listeners:
             listener(self)

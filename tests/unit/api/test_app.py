@@ -169,3 +169,17 @@ async def test_metrics_are_prometheus_text(agent: Agent) -> None:
         )
         assert line in text
         assert 'meshagent_registry_connected{registry="local"} 1.0' in text
+
+
+async def test_invoke_needs_a_protocol_with_json_invocation(agent: Agent) -> None:
+    async with client(agent) as api:
+        raw = await api.post("/v1/invoke/tcp/echo/anything", json={})
+        assert raw.status_code == 400
+        assert raw.json()["detail"] == "protocol 'tcp' has no JSON invocation"
+        wrong = await api.post("/v1/invoke/dubbo/echo/sayHello", json={})
+        assert wrong.status_code == 400
+        assert wrong.json()["detail"] == "service 'echo' speaks 'tcp', not 'dubbo'"
+        missing = await api.post("/v1/invoke/dubbo/nope/sayHello", json={})
+        assert missing.status_code == 404
+        not_object = await api.post("/v1/invoke/tcp/echo/x", json=[1, 2])
+        assert not_object.status_code == 400

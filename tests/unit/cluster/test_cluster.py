@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from agent.cluster.cluster import Cluster, HealthPolicy
 from agent.cluster.lb import RoundRobin
 from agent.cluster.outlier import OutlierPolicy
@@ -76,7 +80,10 @@ def test_reset_keeps_the_state_of_unchanged_registrations() -> None:
     assert b is not None and b.instance.revision == 3
 
 
-def test_ejected_host_leaves_rotation_and_comes_back_by_itself() -> None:
+def test_ejected_host_leaves_rotation_and_comes_back_by_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "agent.cluster.cluster")
     clock = Clock()
     cluster = make(clock, consecutive_failures=2, base_ejection_s=30)
     cluster.apply(Reset(1, (inst("a", 1), inst("b", 2))))
@@ -89,8 +96,12 @@ def test_ejected_host_leaves_rotation_and_comes_back_by_itself() -> None:
     assert a.stats.connect_failures == 2 and a.stats.ejections == 1
     clock.now = 29.9
     assert chosen_ids(cluster) == {"b"}
+    assert cluster.available_count() == 1
     clock.now = 30.0
     assert chosen_ids(cluster) == {"a", "b"}
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("endpoint ejected") == 1
+    assert messages.count("endpoint back from ejection") == 1
 
 
 def test_panic_mode_balances_over_all_when_none_is_available() -> None:
