@@ -25,7 +25,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -207,7 +206,8 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
         f"{args.duration:g}s x {args.rounds} rounds (medians; calls/s = request frames/s)\n"
     )
     print(
-        f"{'target':<8} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8} {'errors':>6} {'CPU us/frame':>13}"
+        f"{'target':<8} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8} {'errors':>6} "
+        f"{'CPU us/frame':>13}"
     )
     for t in targets:
         cpu = f"{med(t.cpu_per_frame):.1f}" if t.cpu_per_frame else "-"

@@ -214,8 +214,9 @@ def timeout_attachment(body: bytes) -> int | None:
     if 0 < tag <= 10:  # a short string, Dubbo's own form ("3000"): no decoder needed
         digits = body[start + 1 : start + 1 + tag]
         if len(digits) == tag and digits.isdigit():
-            value = int(digits)
-            return value if 0 < value <= 2**31 - 1 else None
+            number = int(digits)
+            return number if 0 < number <= 2**31 - 1 else None
+    value: object
     try:
         value = Hessian2Decoder(body[start : start + _TIMEOUT_VALUE_MAX]).read_object()
     except RemoteProtocolError:

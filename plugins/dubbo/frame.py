@@ -173,10 +173,10 @@ class FrameDecoder:
             pos = self._chunk_pos
             end = pos + HEADER_SIZE
             if len(chunk) >= end and chunk[pos] == 0xDA and chunk[pos + 1] == 0xBB:
-                magic, flags, status, request_id, length = HEADER.unpack_from(chunk, pos)
+                _magic, flags, status, request_id, length = HEADER.unpack_from(chunk, pos)
                 if 0 <= length <= self.max_body and len(chunk) >= end + length:
                     request = bool(flags & FLAG_REQUEST)
-                    header = Header(
+                    fast = Header(
                         request,
                         request and bool(flags & FLAG_TWO_WAY),
                         bool(flags & FLAG_EVENT),
@@ -188,7 +188,7 @@ class FrameDecoder:
                     self._chunk_pos = end + length
                     if self._chunk_pos == len(chunk):
                         self._chunk = None
-                    return Frame(header, chunk[end : end + length])
+                    return Frame(fast, chunk[end : end + length])
             # A partial frame or anything to refuse: the general path below decides.
             self._spill()
         header = self._header
