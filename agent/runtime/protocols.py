@@ -29,6 +29,10 @@ class ListenerStats:
     rejected: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    # Request-aware listeners only (dubbo, ...): requests read from clients, and those
+    # the agent answered with an error of its own (no provider, timeout, bad input).
+    requests: int = 0
+    request_errors: int = 0
 
 
 @dataclass

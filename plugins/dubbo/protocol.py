@@ -31,6 +31,9 @@ class DubboConfig(BaseModel):
     timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 1000
     heartbeat_s: Annotated[float, Field(gt=0)] = DEFAULT_HEARTBEAT_S
     connect_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+    # Requests one client connection may have waiting for providers; past it the client
+    # gets SERVER_THREADPOOL_EXHAUSTED_ERROR, as from a Dubbo provider whose pool is full.
+    max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
 
 
 class DubboProtocol(ProtocolSupport):
