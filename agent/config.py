@@ -106,6 +106,9 @@ class ServiceConfig(Strict):
     connect_timeout_s: PositiveSeconds = 1.0
     # Connection attempts on distinct endpoints before the client sees an error.
     connect_attempts: Annotated[int, Field(ge=1, le=10)] = 2
+    # The protocol's per-service settings (Dubbo: cluster strategy, timeouts, retries, per
+    # method), validated by the protocol plugin's ``service_options_model``.
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class ListenerConfig(Strict):
@@ -300,17 +303,26 @@ def validate_plugins(config: AgentConfig) -> None:
     """Load every plugin the config names and validate its settings; all errors at once."""
     errors: list[str] = []
 
-    def check(kind: PluginKind, name: str, name_path: str, raw: object, path: str) -> None:
+    def check(
+        kind: PluginKind,
+        name: str,
+        name_path: str,
+        raw: object,
+        path: str,
+        options: tuple[dict[str, Any], str] | None = None,
+    ) -> None:
         try:
             plugin = load(kind, name)
         except PluginError as exc:
             errors.append(f"{name_path}: {exc}")
             return
-        if raw is not None:
-            try:
+        try:
+            if raw is not None:
                 plugin.validate_config(raw, path)
-            except ConfigError as exc:
-                errors.extend(exc.errors)
+            if options is not None:
+                plugin.validate_service_options(*options)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
 
     for i, registry in enumerate(config.registries):
         at = f"registries[{i}]"
@@ -328,7 +340,14 @@ def validate_plugins(config: AgentConfig) -> None:
                 health.config,
                 f"{at}.health.config",
             )
-        check(PluginKind.PROTOCOL, service.protocol, f"{at}.protocol", None, "")
+        check(
+            PluginKind.PROTOCOL,
+            service.protocol,
+            f"{at}.protocol",
+            None,
+            "",
+            (service.options, f"{at}.options"),
+        )
     for i, listener in enumerate(config.listeners):
         at = f"listeners[{i}]"
         check(

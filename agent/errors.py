@@ -69,6 +69,18 @@ class RemoteApplicationError(UpstreamError):
         self.details = details
 
 
+class InvalidRequest(MeshAgentError):
+    """A request body the protocol cannot use; ``errors`` holds (path, message) pairs.
+
+    Protocol plugins validate their own JSON shapes (the API layer does not know them), and
+    the caller deserves the same answer as for the API's own validation: each bad path.
+    """
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(f"{path}: {message}" for path, message in self.errors))
+
+
 class InvokeNotSupported(MeshAgentError):
     """The protocol has no JSON invocation (or not for this service)."""
 

@@ -50,11 +50,25 @@ class Plugin(Generic[T]):
     name: str
     config_model: type[BaseModel]
     factory: Callable[[Any], T]
+    # Protocol plugins: the model of ``services[].options`` for services speaking the
+    # protocol (timeouts, retries, cluster strategy...); None means it takes none.
+    service_options_model: type[BaseModel] | None = None
 
     def validate_config(self, raw: object, path: str) -> BaseModel:
         """Validate ``raw`` against the plugin's model; errors carry ``path`` as prefix."""
         try:
             return self.config_model.model_validate(raw if raw is not None else {})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_errors(exc, prefix=path)) from None
+
+    def validate_service_options(self, raw: dict[str, Any], path: str) -> BaseModel | None:
+        """Validate a service's ``options`` against ``service_options_model``."""
+        if self.service_options_model is None:
+            if raw:
+                raise ConfigError([f"{path}: {self.kind.value} plugin {self.name!r} takes none"])
+            return None
+        try:
+            return self.service_options_model.model_validate(raw)
         except ValidationError as exc:
             raise ConfigError(format_validation_errors(exc, prefix=path)) from None
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.errors import (
+    InvalidRequest,
     InvokeNotSupported,
     MeshAgentError,
     NoEndpointError,
@@ -74,4 +75,8 @@ def install(app: FastAPI) -> None:
             if exc.details is not None:
                 exception["details"] = exc.details
             return problem(502, str(exc), "Provider exception", exception=exception)
+        if isinstance(exc, InvalidRequest):
+            # The same shape as the API's own validation errors: one entry per bad path.
+            errors = [{"path": path, "message": message} for path, message in exc.errors]
+            return problem(400, str(exc), "Invalid request", errors=errors)
         return problem(status_for(exc), str(exc), type(exc).__name__)

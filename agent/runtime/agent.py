@@ -128,6 +128,10 @@ class Agent:
     async def start(self) -> None:
         # Bind first: a port in use is a startup error, before anything is published.
         await self._bind_listeners()
+        # Protocols may hook into discovery (Dubbo's MetadataService for ZooKeeper's
+        # application level), so their invokers exist before the first subscription.
+        for service in self.config.services:
+            self._invoker(service.protocol).attach_registry(self.registries[service.registry])
         for name, registry in self.registries.items():
             try:
                 await registry.start()
@@ -351,12 +355,15 @@ class Agent:
             raise InvokeNotSupported(
                 f"service {service!r} speaks {config.protocol!r}, not {protocol!r}"
             )
+        request = InvokeRequest(config, self.clusters[service], method, body)
+        return await self._invoker(protocol).invoke(request)
+
+    def _invoker(self, protocol: str) -> ProtocolSupport:
         support = self._invokers.get(protocol)
         if support is None:
             support = load(PluginKind.PROTOCOL, protocol).build({}, f"protocols.{protocol}")
             self._invokers[protocol] = support
-        request = InvokeRequest(config, self.clusters[service], method, body)
-        return await support.invoke(request)
+        return support
 
     def side_listener_stats(self) -> list[tuple[str, str, ListenerStats]]:
         """(listener, service, stats) of the capture and inbound relays."""

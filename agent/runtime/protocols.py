@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.cluster.cluster import Cluster
 from agent.config import ListenerConfig, ServiceConfig
+from agent.discovery.registry import Registry
 from agent.errors import InvokeNotSupported
 
 
@@ -28,6 +29,10 @@ class ListenerStats:
     rejected: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    # Request-aware listeners only (dubbo, ...): requests read from clients, and those
+    # the agent answered with an error of its own (no provider, timeout, bad input).
+    requests: int = 0
+    request_errors: int = 0
 
 
 @dataclass
@@ -88,6 +93,15 @@ class ProtocolSupport(ABC):
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         """Call ``request.method`` of the service from JSON; errors are MeshAgentErrors."""
         raise InvokeNotSupported(f"protocol {self.name!r} has no JSON invocation")
+
+    def attach_registry(self, registry: Registry) -> None:
+        """Offer discovery hooks to a registry that serves this protocol's services.
+
+        Called before the registry starts. Dubbo uses it to answer the ZooKeeper plugin's
+        question "which services does this instance have?" (MetadataService), which only a
+        plugin that speaks Dubbo can ask. Registries without such a hook are left alone.
+        """
+        return None
 
     async def close(self) -> None:
         """Release upstream connections and tasks; called once when the agent stops."""

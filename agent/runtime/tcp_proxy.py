@@ -26,6 +26,20 @@ log = logging.getLogger(__name__)
 class _Downstream(asyncio.Protocol):
     """The client's connection to our listener."""
 
+    # Slots: one of these lives per connection, and the data path reads them per chunk.
+    __slots__ = (
+        "_connecting",
+        "_pending",
+        "_send",
+        "bytes_in",
+        "closed",
+        "context",
+        "eof",
+        "host",
+        "transport",
+        "upstream",
+    )
+
     def __init__(self, context: ListenerContext) -> None:
         self.context = context
         self.transport: asyncio.Transport | None = None
@@ -34,9 +48,11 @@ class _Downstream(asyncio.Protocol):
         self.eof = False
         self.closed = False
         self.bytes_in = 0
-        # Bytes handed over with the connection before an upstream exists (the capture
-        # listener passes on what it read while sniffing); sent once connected.
-        self.pending: list[bytes] = []
+        # Where the client's bytes go: held here until the upstream is connected, then
+        # straight to the upstream transport's write, so the data path is one call.
+        self._send: Callable[[bytes], object] = self._hold
+        self._pending: list[bytes] = []
+        self._connecting: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -45,10 +61,16 @@ class _Downstream(asyncio.Protocol):
         stats.accepted += 1
         stats.active += 1
         self.context.track(self.transport)
-        # Nothing is read until an upstream exists to take it.
-        self.transport.pause_reading()
+        # uvloop starts reading *after* connection_made returns, so a pause_reading() here
+        # would be undone: bytes that arrive before the upstream exists go to _hold, which
+        # pauses reading until the upstream is connected.
         # Held so the loop (which keeps only weak references) cannot drop it mid-connect.
         self._connecting = asyncio.get_running_loop().create_task(self._connect())
+
+    def _hold(self, data: bytes) -> None:
+        assert self.transport is not None
+        self._pending.append(data)
+        self.transport.pause_reading()
 
     async def _connect(self) -> None:
         assert self.transport is not None
@@ -73,43 +95,40 @@ class _Downstream(asyncio.Protocol):
             )
             self.transport.abort()
             return
+        finally:
+            self._connecting = None
         if self.closed:
             transport.close()
             return
         self.upstream = upstream
         self.host = host
         host.active_requests += 1
-        if self.pending:
-            assert upstream.transport is not None
-            upstream.transport.writelines(self.pending)
-            self.pending.clear()
+        self._send = transport.write
+        if self._pending:
+            transport.write(b"".join(self._pending))
+            self._pending.clear()
         if self.eof:
-            # The client finished before the upstream existed (handed over with its EOF).
-            assert upstream.transport is not None
-            if upstream.transport.can_write_eof():
-                upstream.transport.write_eof()
-            return
-        self.transport.resume_reading()
+            transport.write_eof()
+        elif not upstream.paused:
+            # Unless flushing what was held already filled the upstream's buffer.
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        # Per chunk: one int add and one call. Stats are folded in per connection.
         self.bytes_in += len(data)
-        upstream = self.upstream
-        if upstream is None or upstream.transport is None:
-            self.pending.append(data)
-            return
-        upstream.transport.write(data)
+        self._send(data)
 
     def eof_received(self) -> bool:
         self.eof = True
         upstream = self.upstream
         if upstream is None:
-            # Still connecting: _connect relays the EOF once the upstream exists.
+            # Still connecting: _connect relays the half-close once the upstream exists.
             return True
-        if upstream.transport is None or upstream.eof:
+        if upstream.eof:
             self._close_both()
             return False
-        if upstream.transport.can_write_eof():
-            upstream.transport.write_eof()
+        assert upstream.transport is not None
+        upstream.transport.write_eof()
         return True
 
     def pause_writing(self) -> None:
@@ -152,11 +171,18 @@ class _Downstream(asyncio.Protocol):
 class _Upstream(asyncio.Protocol):
     """Our connection to the chosen endpoint."""
 
+    __slots__ = ("_send", "bytes_in", "downstream", "eof", "paused", "transport")
+
     def __init__(self, downstream: _Downstream) -> None:
         self.downstream = downstream
         self.transport: asyncio.Transport | None = None
         self.eof = False
+        # Whether our write buffer is over its high-water mark (reading downstream paused).
+        self.paused = False
         self.bytes_in = 0
+        # The client's transport exists before we are made: bind its write once.
+        assert downstream.transport is not None
+        self._send: Callable[[bytes], object] = downstream.transport.write
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -164,9 +190,7 @@ class _Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
-        downstream = self.downstream.transport
-        assert downstream is not None
-        downstream.write(data)
+        self._send(data)
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -174,15 +198,16 @@ class _Upstream(asyncio.Protocol):
         if downstream.eof or downstream.transport is None:
             downstream._close_both()
             return False
-        if downstream.transport.can_write_eof():
-            downstream.transport.write_eof()
+        downstream.transport.write_eof()
         return True
 
     def pause_writing(self) -> None:
+        self.paused = True
         if self.downstream.transport is not None:
             self.downstream.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.paused = False
         if self.downstream.transport is not None:
             self.downstream.transport.resume_reading()
 

@@ -19,6 +19,7 @@ from typing import Any
 from agent.errors import RemoteProtocolError
 from plugins.dubbo.frame import HESSIAN2, Frame, Header, Status
 from plugins.dubbo.hessian2 import Hessian2Decoder, Hessian2Encoder, Limits
+from plugins.dubbo.hessian2.decoder import DEFAULT_LIMITS
 
 DUBBO_VERSION = "2.0.2"
 HESSIAN_NULL = b"N"
@@ -91,6 +92,9 @@ def from_descriptor(descriptor: str) -> list[str]:
     return names
 
 
+_RESPONSE_FLAGS = frozenset(int(flag) for flag in ResponseFlag)
+
+
 @dataclass(frozen=True)
 class Invocation:
     """A decoded request body."""
@@ -151,18 +155,26 @@ def _string(decoder: Hessian2Decoder, what: str) -> str:
 
 
 def decode_invocation_head(body: bytes, limits: Limits | None = None) -> InvocationHead:
-    decoder = Hessian2Decoder(body, limits or Limits())
-    return InvocationHead(
+    return decode_invocation_head_sized(body, limits)[0]
+
+
+def decode_invocation_head_sized(
+    body: bytes, limits: Limits | None = None
+) -> tuple[InvocationHead, int]:
+    """The head and the number of body bytes it takes (``body[:n]`` alone determines it)."""
+    decoder = Hessian2Decoder(body, limits or DEFAULT_LIMITS)
+    head = InvocationHead(
         dubbo_version=_string(decoder, "dubbo version"),
         path=_string(decoder, "service path"),
         version=_string(decoder, "service version"),
         method=_string(decoder, "method name"),
         parameter_descriptor=_string(decoder, "parameter descriptor"),
     )
+    return head, decoder.position
 
 
 def decode_invocation(body: bytes, limits: Limits | None = None) -> Invocation:
-    decoder = Hessian2Decoder(body, limits or Limits())
+    decoder = Hessian2Decoder(body, limits or DEFAULT_LIMITS)
     dubbo_version = _string(decoder, "dubbo version")
     path = _string(decoder, "service path")
     version = _string(decoder, "service version")
@@ -176,6 +188,44 @@ def decode_invocation(body: bytes, limits: Limits | None = None) -> Invocation:
             raise RemoteProtocolError(f"request attachments are {type(raw).__name__}, not a map")
         attachments = dict(raw or {})
     return Invocation(path, version, method, tuple(types), arguments, attachments, dubbo_version)
+
+
+# The hessian2 form of the key "timeout" (a compact string: length byte, then UTF-8).
+_TIMEOUT_KEY = b"\x07timeout"
+# Longest hessian2 form of the value: a string of up to 10 digits, or a 5-byte int.
+_TIMEOUT_VALUE_MAX = 11
+
+
+def timeout_attachment(body: bytes) -> int | None:
+    """The request's ``timeout`` attachment in milliseconds, found without decoding the body.
+
+    Attachments are the last value of a request body, after every argument, so reading
+    them properly means decoding all arguments. Dubbo consumers always send ``timeout``;
+    this finds the last ``"timeout"`` key from the end of the body (a C-speed ``rfind``,
+    usually a few dozen bytes back) and decodes only the value after it. It may be fooled
+    only by a body without a ``timeout`` attachment whose arguments contain the string
+    ``"timeout"`` followed by a number, and then only picks another deadline.
+    """
+    at = body.rfind(_TIMEOUT_KEY)
+    if at < 0:
+        return None
+    start = at + len(_TIMEOUT_KEY)
+    tag = body[start] if start < len(body) else -1
+    if 0 < tag <= 10:  # a short string, Dubbo's own form ("3000"): no decoder needed
+        digits = body[start + 1 : start + 1 + tag]
+        if len(digits) == tag and digits.isdigit():
+            number = int(digits)
+            return number if 0 < number <= 2**31 - 1 else None
+    value: object
+    try:
+        value = Hessian2Decoder(body[start : start + _TIMEOUT_VALUE_MAX]).read_object()
+    except RemoteProtocolError:
+        return None
+    if isinstance(value, str) and value.isdigit() and len(value) <= 10:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 2**31 - 1:
+        return value
+    return None
 
 
 def encode_invocation(invocation: Invocation) -> bytes:
@@ -192,15 +242,15 @@ def encode_invocation(invocation: Invocation) -> bytes:
 
 
 def decode_result(header: Header, body: bytes, limits: Limits | None = None) -> Result:
-    decoder = Hessian2Decoder(body, limits or Limits())
+    decoder = Hessian2Decoder(body, limits or DEFAULT_LIMITS)
     if header.status != Status.OK:
         message = decoder.read_object() if body else ""
         return Result(header.status, error_message=str(message) if message is not None else "")
     raw_flag = decoder.read_object()
-    try:
-        flag = ResponseFlag(raw_flag)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        raise RemoteProtocolError(f"unknown response flag {raw_flag!r}") from None
+    # type() not isinstance(): a hessian2 boolean would pass as 0 or 1.
+    if type(raw_flag) is not int or raw_flag not in _RESPONSE_FLAGS:
+        raise RemoteProtocolError(f"unknown response flag {raw_flag!r}")
+    flag = ResponseFlag(raw_flag)
     value: Any = None
     exception: Any = None
     if flag in (ResponseFlag.VALUE, ResponseFlag.VALUE_WITH_ATTACHMENTS):

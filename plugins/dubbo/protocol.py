@@ -12,9 +12,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.discovery.registry import Registry
 from agent.plugins import Plugin, PluginKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult, ListenerContext, ProtocolSupport
 from plugins.dubbo.frame import DEFAULT_MAX_BODY
+from plugins.dubbo.strategies import DubboServiceOptions
 from plugins.dubbo.upstream import DEFAULT_HEARTBEAT_S, UpstreamPool
 
 
@@ -29,6 +31,9 @@ class DubboConfig(BaseModel):
     timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 1000
     heartbeat_s: Annotated[float, Field(gt=0)] = DEFAULT_HEARTBEAT_S
     connect_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+    # Requests one client connection may have waiting for providers; past it the client
+    # gets SERVER_THREADPOOL_EXHAUSTED_ERROR, as from a Dubbo provider whose pool is full.
+    max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
 
 
 class DubboProtocol(ProtocolSupport):
@@ -50,8 +55,23 @@ class DubboProtocol(ProtocolSupport):
 
         return await invoke(request, self.config, self.pool)
 
+    def attach_registry(self, registry: Registry) -> None:
+        # Duck-typed: a registry with Dubbo application-level discovery (ZooKeeper today)
+        # asks us for metadata that providers keep to themselves (MetadataService).
+        hook = getattr(registry, "set_local_metadata_resolver", None)
+        if callable(hook):
+            from plugins.dubbo.metadata import MetadataResolver
+
+            hook(MetadataResolver(self.pool))
+
     async def close(self) -> None:
         await self.pool.close()
 
 
-PLUGIN: Plugin[ProtocolSupport] = Plugin(PluginKind.PROTOCOL, "dubbo", DubboConfig, DubboProtocol)
+PLUGIN: Plugin[ProtocolSupport] = Plugin(
+    PluginKind.PROTOCOL,
+    "dubbo",
+    DubboConfig,
+    DubboProtocol,
+    service_options_model=DubboServiceOptions,
+)

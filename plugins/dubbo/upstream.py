@@ -12,17 +12,29 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from typing import cast
 
 from agent.cluster.host import Host
 from agent.codec import NEED_DATA
 from agent.errors import ConnectError, RemoteProtocolError, UpstreamError, UpstreamTimeout
-from plugins.dubbo.body import heartbeat_request, heartbeat_response
-from plugins.dubbo.frame import DEFAULT_MAX_BODY, Frame, FrameDecoder, with_request_id
+from plugins.dubbo.body import HESSIAN_NULL, heartbeat_request, heartbeat_response
+from plugins.dubbo.frame import (
+    DEFAULT_MAX_BODY,
+    Frame,
+    FrameDecoder,
+    frame_with_id,
+    with_request_id,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_S = 60.0
+
+# Called once per request with the provider's response frame, or the UpstreamError that
+# ended the wait (connection lost, malformed response). Timeouts are the caller's: it
+# stops waiting with ``cancel``.
+Waiter = Callable[[Frame | UpstreamError], None]
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -30,12 +42,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.host = host
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(max_body)
-        self.pending: dict[int, asyncio.Future[Frame]] = {}
+        self.pending: dict[int, Waiter] = {}
         self._ids = itertools.count(1)
         self.closed = False
+        # Set by the provider's READONLY event (sent on graceful shutdown): requests in
+        # flight still get their answers, new ones go to another connection.
+        self.readonly = False
         self.close_reason = ""
         self._writable = asyncio.Event()
         self._writable.set()
+        self._on_writable: list[Callable[[], None]] = []
         self.last_read = 0.0
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -64,32 +80,91 @@ class UpstreamConnection(asyncio.Protocol):
     def _frame_received(self, frame: Frame) -> None:
         header = frame.header
         if header.request:
-            if header.event and header.two_way and self.transport is not None:
-                self.transport.write(heartbeat_response(header.request_id, header.serialization))
+            if header.event:
+                if frame.body == HESSIAN_NULL:
+                    # A heartbeat (event data null); Dubbo answers only these events.
+                    if header.two_way and self.transport is not None:
+                        self.transport.write(
+                            heartbeat_response(header.request_id, header.serialization)
+                        )
+                else:
+                    # The only other event is READONLY ("R"): the provider is shutting down.
+                    self.readonly = True
+                    log.info("provider is going away (readonly)", extra={"endpoint": self.host.id})
             return  # a provider sends no other requests on a consumer connection
-        future = self.pending.pop(header.request_id, None)
-        if future is not None and not future.done():
-            future.set_result(frame)
+        waiter = self.pending.pop(header.request_id, None)
+        if waiter is not None:
+            waiter(frame)
+
+    @property
+    def writable(self) -> bool:
+        """False while the provider's socket buffer is over its high-water mark."""
+        return self._writable.is_set()
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the write buffer drains (or the connection is gone)."""
+        if self._writable.is_set():
+            callback()
+        else:
+            self._on_writable.append(callback)
 
     def pause_writing(self) -> None:
         self._writable.clear()
 
     def resume_writing(self) -> None:
         self._writable.set()
+        callbacks, self._on_writable = self._on_writable, []
+        for callback in callbacks:
+            callback()
+
+    def eof_received(self) -> bool | None:
+        # The provider closed its side: nothing new may be sent here from now on, even
+        # before connection_lost runs (a request written now would be lost for sure).
+        self.closed = True
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._writable.set()
         self._fail_all(self.close_reason or f"connection to {self.host.id} lost: {exc or 'closed'}")
+        self.resume_writing()  # wake writers and paused clients: they will see `closed`
 
     def _fail_all(self, reason: str) -> None:
         self.close_reason = self.close_reason or reason
         pending, self.pending = self.pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(UpstreamError(reason))
+        error = UpstreamError(reason)
+        for waiter in pending.values():
+            waiter(error)
 
     # -- requests ----------------------------------------------------------------------
+
+    def send_request(self, frame: bytes, waiter: Waiter) -> int:
+        """Send a two-way request frame under a fresh request id (returned); ``waiter`` gets
+        the answer. No coroutine and no future per request: this is the proxy's hot path.
+        The caller minds backpressure (``writable``) and its own deadline (``cancel``)."""
+        if self.closed or self.transport is None:
+            raise UpstreamError(self.close_reason or f"connection to {self.host.id} is closed")
+        request_id = next(self._ids)
+        self.pending[request_id] = waiter
+        self.transport.write(with_request_id(frame, request_id))
+        return request_id
+
+    def send_frame(self, frame: Frame, waiter: Waiter) -> int:
+        """:meth:`send_request` for a decoded frame: packs it once under the new id."""
+        if self.closed or self.transport is None:
+            raise UpstreamError(self.close_reason or f"connection to {self.host.id} is closed")
+        request_id = next(self._ids)
+        self.pending[request_id] = waiter
+        self.transport.write(frame_with_id(frame, request_id))
+        return request_id
+
+    def send_oneway_frame(self, frame: Frame) -> None:
+        if self.closed or self.transport is None:
+            raise UpstreamError(self.close_reason or f"connection to {self.host.id} is closed")
+        self.transport.write(frame_with_id(frame, next(self._ids)))
+
+    def cancel(self, request_id: int) -> None:
+        """Stop waiting for ``request_id`` (timed out): a late answer is dropped."""
+        self.pending.pop(request_id, None)
 
     async def request(self, frame: bytes, timeout_s: float) -> Frame:
         """Send a two-way request frame (any request id: it is replaced) and await the answer."""
@@ -97,11 +172,22 @@ class UpstreamConnection(asyncio.Protocol):
             raise UpstreamError(self.close_reason or f"connection to {self.host.id} is closed")
         request_id = next(self._ids)
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-        self.pending[request_id] = future
+
+        def settle(outcome: Frame | UpstreamError) -> None:
+            if future.done():
+                return
+            if isinstance(outcome, Frame):
+                future.set_result(outcome)
+            else:
+                future.set_exception(outcome)
+
+        self.pending[request_id] = settle
         try:
             async with asyncio.timeout(timeout_s):
                 # Backpressure: wait while the provider's socket buffer is over high water.
                 await self._writable.wait()
+                if self.closed:
+                    raise UpstreamError(self.close_reason or f"connection to {self.host.id} lost")
                 self.transport.write(with_request_id(frame, request_id))
                 return await future
         except TimeoutError:
@@ -145,10 +231,17 @@ class UpstreamPool:
     def connections(self) -> list[UpstreamConnection]:
         return list(self._connections.values())
 
+    def live(self, host: Host) -> UpstreamConnection | None:
+        """The usable connection to ``host`` if one is open: the synchronous fast path."""
+        connection = self._connections.get((host.instance.host, host.instance.port))
+        if connection is None or connection.closed or connection.readonly:
+            return None
+        return connection
+
     async def get(self, host: Host) -> UpstreamConnection:
         key = (host.instance.host, host.instance.port)
         connection = self._connections.get(key)
-        if connection is not None and not connection.closed:
+        if connection is not None and not connection.closed and not connection.readonly:
             return connection
         # Concurrent callers share one connect attempt instead of opening several.
         waiting = self._connecting.get(key)

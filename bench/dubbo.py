@@ -1,0 +1,246 @@
+"""Dubbo listener benchmark: Java consumer ``bench`` -> {provider direct, meshagent dubbo
+listener, HAProxy tcp} -> the Java provider.
+
+    /work/main/.venv/bin/python bench/dubbo.py [--rounds N --duration S --threads T]
+
+Everything runs on 127.0.0.1 and is started (and stopped) here: one Java Dubbo 3.3 provider
+(tests/interop/java/dubbo-peer, full JIT), one meshagent process from this checkout (a dubbo
+listener; the embedded ``local`` registry declares the provider; round_robin; health checks
+and outlier detection on), one HAProxy in TCP mode with ``nbthread 1``. Each round runs the
+consumer's ``bench`` mode (T threads calling echo(16 bytes) back to back over one shared
+connection, Dubbo's default) once per target, the order rotated every round; figures are
+medians over rounds, ratios medians of per-round ratios.
+
+CPU per frame: the proxy process's utime+stime (/proc/PID/stat) over the whole consumer
+run divided by the Dubbo frames it relayed in that time. For the agent the frames are
+counted by the agent itself (requests answered by the provider, from /v1/clusters, x2: a
+request and its response), warm-up included, like the CPU; for HAProxy, which cannot count
+frames, the consumer's calls (x2) are scaled by the same calls/requests proportion as the
+agent's run of that round (warm-up share), which is a close estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fixtures.agent_process import AgentProcess, start_agent  # noqa: E402
+from tests.fixtures.java_dubbo import (  # noqa: E402
+    BENCH_JVM_ARGS,
+    INTERFACE,
+    build_peer,
+    run_bench,
+    start_provider,
+)
+from tests.fixtures.processes import ManagedProcess, free_port  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# The targets of the issue (docs/benchmarks.md, "Dubbo listener").
+TARGET_RATE_RATIO = 1.0  # agent frames/s >= 1.0x HAProxy-TCP's
+TARGET_CPU_US_PER_FRAME = 6.0
+
+
+def cpu_us(pid: int) -> float:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) * 1e6 / CLK_TCK
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    pid: int | None = None
+    rate: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)
+    cpu_per_frame: list[float] = field(default_factory=list)
+
+
+def start_haproxy(tmp: Path, upstream: int) -> tuple[ManagedProcess, int]:
+    port = free_port()
+    conf = tmp / "haproxy.cfg"
+    conf.write_text(
+        f"""
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+frontend relay
+    bind 127.0.0.1:{port}
+    default_backend dubbo
+backend dubbo
+    balance roundrobin
+    server provider 127.0.0.1:{upstream} check inter 5s
+"""
+    )
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    process = ManagedProcess(
+        [haproxy, "-db", "-f", str(conf)], name="haproxy", log_path=tmp / "haproxy.log"
+    )
+    process.start()
+    process.wait_for_port(port, 10)
+    return process, port
+
+
+def agent_config(provider_port: int) -> dict[str, Any]:
+    return {
+        "registries": [
+            {
+                "name": "local",
+                "type": "local",
+                "config": {"services": {INTERFACE: [{"host": "127.0.0.1", "port": provider_port}]}},
+            }
+        ],
+        "services": [
+            {
+                "name": INTERFACE,
+                "registry": "local",
+                "protocol": "dubbo",
+                "lb": {"policy": "round_robin"},
+                "health": {"enabled": True, "checker": "tcp", "interval_s": 5},
+                "outlier": {"enabled": True},
+            }
+        ],
+        "listeners": [{"port": free_port(), "service": INTERFACE, "protocol": "dubbo"}],
+        "drain_timeout_s": 1,
+        "log_level": "WARNING",
+    }
+
+
+def agent_requests(agent: AgentProcess) -> int:
+    return sum(int(e["requests"]) for e in agent.endpoints(INTERFACE))
+
+
+def rotated(items: list[Target], by: int) -> Iterator[Target]:
+    by %= len(items)
+    yield from items[by:] + items[:by]
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--payload", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    build_peer()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-dubbo-"))
+    provider = start_provider(tmp, jvm_args=BENCH_JVM_ARGS, provider_id="bench")
+    haproxy: ManagedProcess | None = None
+    agent: AgentProcess | None = None
+    try:
+        haproxy, haproxy_port = start_haproxy(tmp, provider.port)
+        agent = start_agent(tmp, agent_config(provider.port))
+        agent.wait_endpoints(INTERFACE, 1)
+        targets = [
+            Target("direct", provider.port),
+            Target("agent", agent.listener_port(), agent.pid),
+            Target("haproxy", haproxy_port, haproxy.pid),
+        ]
+        warm_share: list[float] = []  # agent frames / consumer-counted frames, per round
+        for round_no in range(args.rounds):
+            for target in rotated(targets, round_no):
+                before_cpu = cpu_us(target.pid) if target.pid else 0.0
+                before_requests = agent_requests(agent) if target.name == "agent" else 0
+                summary = run_bench(
+                    url=f"dubbo://127.0.0.1:{target.port}",
+                    threads=args.threads,
+                    duration_s=args.duration,
+                    warmup_s=args.warmup,
+                    payload_bytes=args.payload,
+                )
+                target.rate.append(float(summary["calls_per_s"]))
+                target.p50.append(float(summary["p50_us"]))
+                target.p99.append(float(summary["p99_us"]))
+                target.errors.append(int(summary["errors"]))
+                calls = int(summary["calls"])
+                if target.pid is None:
+                    continue
+                spent = cpu_us(target.pid) - before_cpu
+                if target.name == "agent":
+                    frames = 2 * (agent_requests(agent) - before_requests)
+                    warm_share.append(frames / max(1, 2 * calls))
+                else:
+                    share = warm_share[-1] if warm_share else 1.0
+                    frames = round(2 * calls * share)
+                target.cpu_per_frame.append(spent / max(1, frames))
+            print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+        report(targets, args)
+    finally:
+        if agent is not None:
+            agent.stop()
+        if haproxy is not None:
+            haproxy.stop()
+        provider.stop()
+    return 0
+
+
+def report(targets: list[Target], args: argparse.Namespace) -> None:
+    direct, agent, haproxy = targets
+    print(
+        f"\nDubbo echo({args.payload} B), {args.threads} consumer threads, one connection, "
+        f"{args.duration:g}s x {args.rounds} rounds (medians; calls/s = request frames/s)\n"
+    )
+    print(
+        f"{'target':<8} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8} {'errors':>6} "
+        f"{'CPU us/frame':>13}"
+    )
+    for t in targets:
+        cpu = f"{med(t.cpu_per_frame):.1f}" if t.cpu_per_frame else "-"
+        print(
+            f"{t.name:<8} {med(t.rate):>9,.0f} {med(t.p50):>8,.0f} {med(t.p99):>8,.0f} "
+            f"{sum(t.errors):>6} {cpu:>13}"
+        )
+    rate_ratio = med([a / h for a, h in zip(agent.rate, haproxy.rate, strict=True)])
+    cpu_ratio = med(
+        [a / h for a, h in zip(agent.cpu_per_frame, haproxy.cpu_per_frame, strict=True)]
+    )
+    direct_ratio = med([a / d for a, d in zip(agent.rate, direct.rate, strict=True)])
+    agent_cpu = med(agent.cpu_per_frame)
+    print()
+    print(
+        f"agent/haproxy calls/s   {rate_ratio:.2f}x  (target >= {TARGET_RATE_RATIO:.1f}x: "
+        f"{'met' if rate_ratio >= TARGET_RATE_RATIO else 'NOT met'})"
+    )
+    print(f"agent/direct calls/s    {direct_ratio:.2f}x")
+    print(f"agent/haproxy CPU/frame {cpu_ratio:.2f}x")
+    print(
+        f"agent CPU per frame     {agent_cpu:.1f} us  (target <= {TARGET_CPU_US_PER_FRAME:.0f} us: "
+        f"{'met' if agent_cpu <= TARGET_CPU_US_PER_FRAME else 'NOT met'})"
+    )
+    print(
+        f"per-round agent calls/s {[round(x) for x in agent.rate]}, "
+        f"haproxy {[round(x) for x in haproxy.rate]}, direct {[round(x) for x in direct.rate]}"
+    )
+    print(
+        f"per-round agent CPU us/frame {[round(x, 1) for x in agent.cpu_per_frame]}, "
+        f"haproxy {[round(x, 1) for x in haproxy.cpu_per_frame]}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Generic invocation (``GenericService.$invoke``): JSON values ↔ Java values (pure).
+
+A generic call is an ordinary Dubbo request to the real interface whose method is
+``$invoke(String method, String[] types, Object[] args)``; the provider's GenericFilter
+finds the real method by name and types, *realizes* the arguments (PojoUtils: a map with
+an optional ``"class"`` key becomes the declared POJO, a string an enum constant, a number a
+``Date``...) and *generalizes* the result back (POJOs → maps with ``"class"``, enums → their
+name; dates, BigDecimals, primitives stay as they are). A Java exception comes back wrapped
+in ``org.apache.dubbo.rpc.service.GenericException`` (exceptionClass, exceptionMessage).
+
+So the JSON side needs little: arguments whose *declared* type we know (the top-level
+``types``) are coerced to what hessian must carry for them (a ``long`` as a long, a ``Date``
+as a date, a ``BigDecimal`` as one, ``byte[]`` from base64); everything nested travels as
+maps and lists and is realized by the provider, which knows the field types.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from agent.errors import RemoteApplicationError
+from plugins.dubbo.body import Invocation
+from plugins.dubbo.hessian2 import JavaEnum, JavaLong, JavaObject, TypedList, TypedMap
+
+INVOKE = "$invoke"
+GENERIC_PARAMETER_TYPES = ("java.lang.String", "java.lang.String[]", "java.lang.Object[]")
+# hessian-lite's type names for String[] and Object[] (Hessian2Output.writeListBegin).
+STRING_ARRAY = "[string"
+OBJECT_ARRAY = "[object"
+GENERIC_EXCEPTION_FIELDS = ("exceptionClass", "exceptionMessage")
+# Throwable's own fields: not "details" a caller wants to read.
+_THROWABLE_FIELDS = frozenset(
+    {"detailMessage", "cause", "stackTrace", "suppressedExceptions", "depth", "backtrace"}
+)
+
+_LONGS = frozenset({"long", "java.lang.Long"})
+_DOUBLES = frozenset({"double", "float", "java.lang.Double", "java.lang.Float"})
+_DATES = frozenset({"java.util.Date", "java.sql.Date", "java.sql.Timestamp"})
+_DECIMALS = frozenset({"java.math.BigDecimal"})
+_BYTES = frozenset({"byte[]", "[B"})
+
+
+class ArgumentError(ValueError):
+    """A JSON argument cannot become the declared Java type; ``path`` says which one."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True)
+class GenericCall:
+    """What a caller asks for, already validated: the real method and its arguments."""
+
+    interface: str
+    method: str
+    types: tuple[str, ...] | None  # None: the provider finds the method by name alone
+    args: tuple[Any, ...]
+    version: str = ""
+    group: str = ""
+    attachments: Mapping[str, Any] | None = None
+
+
+# -- JSON → Java --------------------------------------------------------------------------
+
+
+def to_java(value: Any, type_name: str | None = None, path: str = "args") -> Any:
+    """A JSON value as hessian should carry it for a parameter declared ``type_name``."""
+    if value is None:
+        return None
+    if type_name is not None:
+        coerced = _coerce(value, type_name, path)
+        if coerced is not _NOT_COERCED:
+            return coerced
+    if isinstance(value, dict):
+        return {str(k): to_java(v, None, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_java(v, None, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+_NOT_COERCED = object()
+
+
+def _coerce(value: Any, type_name: str, path: str) -> Any:
+    if isinstance(value, bool):
+        return _NOT_COERCED
+    if type_name in _LONGS and isinstance(value, int):
+        return JavaLong(value)
+    if type_name in _DOUBLES and isinstance(value, int):
+        return float(value)
+    if type_name in _DATES:
+        return parse_date(value, path)
+    if type_name in _DECIMALS and isinstance(value, int | float | str):
+        try:
+            decimal = Decimal(str(value))
+        except InvalidOperation:
+            raise ArgumentError(path, f"{value!r} is not a decimal number") from None
+        if not decimal.is_finite():
+            raise ArgumentError(path, f"{value!r} is not a finite decimal number")
+        return decimal
+    if type_name in _BYTES and isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ArgumentError(path, "byte[] is given as base64 text; this is not") from None
+    return _NOT_COERCED
+
+
+def parse_date(value: Any, path: str = "value") -> datetime:
+    """A ``java.util.Date`` from epoch milliseconds or ISO 8601 text (no zone means UTC)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ArgumentError(path, "a date cannot be infinite")
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ArgumentError(path, f"{value!r} ms is out of range for a date") from None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ArgumentError(
+                path, f"{value!r} is neither epoch milliseconds nor an ISO 8601 date"
+            ) from None
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    raise ArgumentError(path, "a date is epoch milliseconds or ISO 8601 text")
+
+
+def generic_invocation(
+    call: GenericCall, timeout_ms: int, dubbo_version: str = "2.0.2"
+) -> Invocation:
+    """The ``$invoke`` request as Dubbo's GenericImplFilter and DubboInvoker send it.
+
+    Attachments: ``generic=true`` (GenericImplFilter copies the reference's ``generic``),
+    ``path``/``interface``/``version`` and ``group`` when set (DubboInvoker and the
+    invoker's URL), ``timeout`` as a string (DubboInvoker, after calculateTimeout). The
+    caller's own attachments go first so that these cannot be overridden by accident.
+    """
+    args: list[Any] = []
+    for i, arg in enumerate(call.args):
+        declared = call.types[i] if call.types is not None else None
+        args.append(to_java(arg, declared, f"args[{i}]"))
+    attachments: dict[str, Any] = {
+        str(k): _attachment_value(v) for k, v in (call.attachments or {}).items()
+    }
+    attachments.update(
+        {
+            "generic": "true",
+            "path": call.interface,
+            "interface": call.interface,
+            "version": call.version or "0.0.0",
+            "timeout": str(timeout_ms),
+        }
+    )
+    if call.group:
+        attachments["group"] = call.group
+    types = None if call.types is None else TypedList(STRING_ARRAY, list(call.types))
+    return Invocation(
+        path=call.interface,
+        # Dubbo writes "0.0.0" when the reference has no version; providers treat both alike.
+        version=call.version or "0.0.0",
+        method=INVOKE,
+        parameter_types=GENERIC_PARAMETER_TYPES,
+        arguments=(call.method, types, TypedList(OBJECT_ARRAY, args)),
+        attachments=attachments,
+        dubbo_version=dubbo_version,
+    )
+
+
+def _attachment_value(value: Any) -> Any:
+    # Dubbo attachments are strings on the Java side (getAttachment returns String);
+    # numbers and booleans are sent as their text so no ClassCastException can happen.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+# -- Java → JSON --------------------------------------------------------------------------
+
+
+def to_json(value: Any) -> Any:
+    """A decoded hessian value as plain JSON.
+
+    POJOs (generalized maps, or objects) keep their ``"class"`` key so a result can be sent
+    back as an argument; dates become ISO 8601 UTC with milliseconds, BigDecimal a string
+    (exact), enums their name, bytes base64, longs plain numbers. Map keys become strings.
+    A value that contains itself (hessian back-references) is cut at the repeat with None.
+    """
+    return _to_json(value, set())
+
+
+def _to_json(value: Any, active: set[int]) -> Any:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, datetime):
+        return format_date(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, JavaEnum):
+        return value.name
+    marker = id(value)
+    if marker in active:
+        return None
+    active.add(marker)
+    try:
+        if isinstance(value, JavaObject):
+            fields = {k: _to_json(v, active) for k, v in value.fields.items()}
+            return {"class": value.class_name, **fields}
+        if isinstance(value, TypedMap):
+            return _map_to_json(value.entries, active)
+        if isinstance(value, dict):
+            return _map_to_json(value, active)
+        if isinstance(value, TypedList):
+            return [_to_json(v, active) for v in value.items]
+        if isinstance(value, list | tuple):
+            return [_to_json(v, active) for v in value]
+    finally:
+        active.discard(marker)
+    return str(value)
+
+
+def _map_to_json(entries: Mapping[Any, Any], active: set[int]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, item in entries.items():
+        json_key = _to_json(key, active)
+        result[json_key if isinstance(json_key, str) else _key_text(json_key)] = _to_json(
+            item, active
+        )
+    return result
+
+
+def _key_text(key: Any) -> str:
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
+
+
+def format_date(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- exceptions ----------------------------------------------------------------------------
+
+
+def remote_exception(exception: Any) -> RemoteApplicationError:
+    """The provider's exception (as decoded) as a RemoteApplicationError.
+
+    A generic call's exception is a GenericException naming the real one; a plain call's is
+    the Throwable itself, whose message is Throwable.detailMessage.
+    """
+    if isinstance(exception, JavaObject):
+        fields = exception.fields
+        if all(name in fields for name in GENERIC_EXCEPTION_FIELDS) and isinstance(
+            fields.get("exceptionClass"), str
+        ):
+            message = fields.get("exceptionMessage")
+            return RemoteApplicationError(
+                "" if message is None else str(message), str(fields["exceptionClass"])
+            )
+        message = fields.get("detailMessage")
+        extra = {
+            k: to_json(v)
+            for k, v in fields.items()
+            if k not in _THROWABLE_FIELDS and not k.startswith("_")
+        }
+        return RemoteApplicationError(
+            "" if message is None else str(message), exception.class_name, extra or None
+        )
+    if isinstance(exception, Mapping):
+        # Some serializations render the Throwable as a map: take what is recognisable.
+        kind = exception.get("class") or exception.get("exceptionClass") or "java.lang.Throwable"
+        message = exception.get("exceptionMessage") or exception.get("detailMessage") or ""
+        return RemoteApplicationError(str(message), str(kind))
+    return RemoteApplicationError(str(exception), "java.lang.Throwable")
+
+
+def check_types(types: Sequence[str] | None, args: Sequence[Any]) -> None:
+    """Types and args must pair up when types are given (Dubbo would fail the lookup)."""
+    if types is not None and len(types) != len(args):
+        raise ArgumentError(
+            "types", f"{len(types)} types for {len(args)} arguments: they must pair up"
+        )

@@ -1,0 +1,527 @@
+"""The Dubbo-aware outbound listener: one client connection, many requests, each routed.
+
+Per request frame the proxy reads the 16-byte header and the invocation head (dubbo
+version, service path, service version, method: the first five hessian2 strings of the
+body), never the arguments. It picks a provider through the cluster for *each* request
+(so one long-lived Dubbo client connection is balanced over all providers), sends the
+frame on the shared multiplexed connection to that provider (the pool rewrites the
+request id) and writes the answer back under the client's own id.
+
+What is read, and what it costs:
+
+- header + head: O(head), always.
+- ``timeout``: an attachment, i.e. at the *end* of the body after every argument. It is
+  found by a backwards byte search for the hessian2 key (see ``body.timeout_attachment``),
+  not by decoding the arguments.
+- ``group``: also an attachment. Only when the service config names a group is the whole
+  body decoded (arguments included, O(body)) to check it; without one, no group check.
+
+The agent answers itself, with a Dubbo error response the Java client turns into an
+RpcException: heartbeats (answered, never forwarded); no provider (SERVICE_NOT_FOUND);
+no connection within the deadline (CLIENT_TIMEOUT); no answer within it (SERVER_TIMEOUT);
+connection lost mid-call (SERVICE_ERROR); no provider reachable (SERVER_ERROR); too many
+requests in flight on this connection (SERVER_THREADPOOL_EXHAUSTED_ERROR); a body the
+agent cannot read (BAD_REQUEST). Broken framing (bad magic, negative or oversized length,
+a truncated frame at EOF) closes the connection, after an error response when the request
+id is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from agent.cluster.host import Host
+from agent.cluster.lb import NO_CONTEXT, PickContext
+from agent.codec import NEED_DATA
+from agent.errors import ConnectError, RemoteProtocolError, UpstreamError
+from agent.runtime.protocols import ListenerContext
+from plugins.dubbo.body import (
+    InvocationHead,
+    decode_invocation,
+    decode_invocation_head_sized,
+    error_response_frame,
+    heartbeat_response,
+    timeout_attachment,
+)
+from plugins.dubbo.frame import (
+    HESSIAN2,
+    BodyTooLarge,
+    Frame,
+    FrameDecoder,
+    Status,
+    frame_with_id,
+)
+from plugins.dubbo.protocol import DubboConfig
+from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool
+
+log = logging.getLogger(__name__)
+
+# Provider answers that say the provider itself is in trouble (passive outlier detection
+# counts them); any other answer, an application exception included, is a working provider.
+_FAILURE_STATUSES = frozenset(
+    {Status.SERVER_TIMEOUT, Status.SERVER_ERROR, Status.SERVER_THREADPOOL_EXHAUSTED_ERROR}
+)
+
+# Why reading from the client is paused (a bit each; reading resumes when none is left).
+_PAUSE_CLIENT_WRITE = 1  # the client does not read its responses fast enough
+_PAUSE_UPSTREAM = 2  # a provider connection's write buffer is over its high-water mark
+
+# Invocation heads by their leading body bytes: a client sends the same few
+# (service, version, method) heads over and over, so most requests skip the decode.
+# Bounded in entries and in key size, so a hostile client cannot grow it much.
+_HEAD_CACHE_MAX = 256
+_HEAD_CACHE_KEY_MAX = 512
+
+
+class _HeadCache:
+    """Heads keyed by the exact bytes they were decoded from.
+
+    The head's length is only known after decoding it, so the cache remembers which
+    lengths it has seen (a handful per service) and tries each as a prefix.
+    """
+
+    def __init__(self) -> None:
+        self.heads: dict[bytes, InvocationHead] = {}
+        self.lengths: list[int] = []
+
+    def get(self, body: bytes) -> InvocationHead:
+        heads = self.heads
+        for length in self.lengths:
+            head = heads.get(body[:length])
+            if head is not None:
+                return head
+        head, length = decode_invocation_head_sized(body)
+        if len(heads) < _HEAD_CACHE_MAX and length <= _HEAD_CACHE_KEY_MAX:
+            heads[body[:length]] = head
+            if length not in self.lengths:
+                self.lengths.append(length)
+        return head
+
+
+class _Call:
+    """One two-way request from the client, from dispatch to its answer."""
+
+    __slots__ = (
+        "client_id",
+        "connection",
+        "done",
+        "frame",
+        "host",
+        "method",
+        "proxy",
+        "timeout_ms",
+        "timer",
+        "upstream_id",
+    )
+
+    def __init__(
+        self, proxy: DubboProxyConnection, frame: Frame, method: str, timeout_ms: int
+    ) -> None:
+        self.proxy = proxy
+        self.frame = frame
+        self.client_id = frame.header.request_id
+        self.method = method
+        self.timeout_ms = timeout_ms
+        self.done = False
+        self.host: Host | None = None
+        self.connection: UpstreamConnection | None = None
+        self.upstream_id = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def settle(self, outcome: Frame | UpstreamError) -> None:
+        """The provider answered, or its connection failed under this call."""
+        if self.done:
+            return
+        proxy = self.proxy
+        host = self.host
+        assert host is not None
+        self._finish()
+        cluster = proxy.context.cluster
+        if isinstance(outcome, Frame):
+            if outcome.header.status in _FAILURE_STATUSES:
+                cluster.report_failure(host)
+            else:
+                cluster.report_success(host)
+            proxy.write(frame_with_id(outcome, self.client_id))
+        else:
+            cluster.report_failure(host)
+            proxy.answer_error(
+                self.client_id,
+                Status.SERVICE_ERROR,
+                f"meshagent: call {self.method} to {host.id} failed: {outcome}",
+            )
+
+    def expire(self) -> None:
+        """The deadline passed."""
+        if self.done:
+            return
+        proxy = self.proxy
+        host, connection = self.host, self.connection
+        self._finish()
+        if connection is not None and host is not None:
+            connection.cancel(self.upstream_id)
+            proxy.context.cluster.report_failure(host)
+            proxy.answer_error(
+                self.client_id,
+                Status.SERVER_TIMEOUT,
+                f"meshagent: provider {host.id} did not answer {self.method} "
+                f"within {self.timeout_ms} ms",
+            )
+        else:
+            proxy.answer_error(
+                self.client_id,
+                Status.CLIENT_TIMEOUT,
+                f"meshagent: no connection to a provider of {proxy.service_name} "
+                f"within {self.timeout_ms} ms",
+            )
+
+    def _finish(self) -> None:
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.connection is not None and self.host is not None:
+            self.host.active_requests -= 1
+        self.proxy.call_done(self)
+
+    def abandon(self) -> None:
+        """The client went away: stop waiting, say nothing."""
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.connection is not None:
+            self.connection.cancel(self.upstream_id)
+            if self.host is not None:
+                self.host.active_requests -= 1
+
+
+class DubboProxyConnection(asyncio.Protocol):
+    """A client's connection to a Dubbo listener."""
+
+    def __init__(self, context: ListenerContext, config: DubboConfig, pool: UpstreamPool) -> None:
+        self.context = context
+        self.config = config
+        self.pool = pool
+        self.service_name = context.service.name
+        attributes = context.service.attributes
+        version = attributes.get("version", "")
+        self.version = "" if version == "*" else version
+        group = attributes.get("group", "")
+        # Only a configured group makes the proxy read the attachments (the whole body).
+        self.groups: frozenset[str] | None = None
+        if group not in ("", "*"):
+            self.groups = frozenset(g.strip() for g in group.split(","))
+        self.decoder = FrameDecoder(config.max_body_bytes)
+        self.heads = _HeadCache()
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.calls: set[_Call] = set()
+        self.paused = 0
+        # closed: the stream is refused or gone, read nothing more; lost: connection_lost ran.
+        self.closed = False
+        self.lost = False
+        self.eof = False
+        self.peer = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        stats = self.context.stats
+        stats.accepted += 1
+        stats.active += 1
+        self.context.track(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.context.stats.bytes_in += len(data)
+        decoder = self.decoder
+        decoder.receive_data(data)
+        try:
+            while not self.closed:
+                frame = decoder.next_event()
+                if frame is NEED_DATA:
+                    return
+                assert isinstance(frame, Frame)
+                self._frame_received(frame)
+        except RemoteProtocolError as exc:
+            request_id = exc.header.request_id if isinstance(exc, BodyTooLarge) else None
+            self._refuse_stream(str(exc), request_id)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        pending = self.decoder.pending_header
+        if pending is not None or self.decoder.buffered:
+            self._refuse_stream(
+                f"connection ended inside a frame ({self.decoder.buffered} bytes buffered)",
+                pending.request_id if pending is not None and pending.request else None,
+            )
+            return False
+        # Half-closed by the client: answer what is in flight, then close.
+        return bool(self.calls)
+
+    def pause_writing(self) -> None:
+        self._pause(_PAUSE_CLIENT_WRITE)
+
+    def resume_writing(self) -> None:
+        self._resume(_PAUSE_CLIENT_WRITE)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        self.closed = True
+        stats = self.context.stats
+        stats.active -= 1
+        assert self.transport is not None
+        self.context.untrack(self.transport)
+        calls, self.calls = self.calls, set()
+        for call in calls:
+            call.abandon()
+        for task in self._tasks:
+            task.cancel()
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _frame_received(self, frame: Frame) -> None:
+        header = frame.header
+        if not header.request:
+            return  # a client answers only our heartbeats, and we send none
+        if header.event:
+            # Heartbeats are between the client and us; the pool keeps its own alive.
+            if header.two_way:
+                self.write(heartbeat_response(header.request_id, header.serialization))
+            return
+        self.context.stats.requests += 1
+        request_id = header.request_id
+        if header.serialization != HESSIAN2:
+            self._bad_request(
+                request_id,
+                f"serialization id {header.serialization} is not supported by the agent; "
+                f"use hessian2 ({HESSIAN2})",
+            )
+            return
+        try:
+            head = self.heads.get(frame.body)
+            if self.groups is not None:
+                group = decode_invocation(frame.body).group
+                if group not in self.groups:
+                    self.answer_error(
+                        request_id,
+                        Status.SERVICE_NOT_FOUND,
+                        f"meshagent: this listener serves {self.service_name} in group(s) "
+                        f"{','.join(sorted(self.groups))}, not group {group!r}",
+                    )
+                    return
+        except RemoteProtocolError as exc:
+            self._bad_request(request_id, f"malformed request body: {exc}")
+            return
+        if head.path != self.service_name or (self.version and head.version != self.version):
+            self.answer_error(
+                request_id,
+                Status.SERVICE_NOT_FOUND,
+                f"meshagent: this listener serves {self.service_name}"
+                f"{':' + self.version if self.version else ''}, not {head.path}:{head.version}",
+            )
+            return
+        if not header.two_way:
+            self._send_oneway(frame, head)
+            return
+        if len(self.calls) >= self.config.max_in_flight:
+            self.answer_error(
+                request_id,
+                Status.SERVER_THREADPOOL_EXHAUSTED_ERROR,
+                f"meshagent: {self.config.max_in_flight} requests already in flight on this "
+                "connection (dubbo listener max_in_flight)",
+            )
+            return
+        timeout_ms = timeout_attachment(frame.body) or self.config.timeout_ms
+        call = _Call(self, frame, head.method, timeout_ms)
+        self.calls.add(call)
+        call.timer = self.loop.call_later(timeout_ms / 1000, call.expire)
+        host = self.context.cluster.choose(NO_CONTEXT)
+        if host is None:
+            call.done = True
+            call.timer.cancel()
+            self.calls.discard(call)
+            self._no_provider(request_id)
+            return
+        connection = self.pool.live(host)
+        if connection is None:
+            self._spawn(self._connect_and_send(call, host))
+        else:
+            self._send(call, host, connection)
+
+    def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
+        call.upstream_id = connection.send_frame(call.frame, call.settle)
+        call.host = host
+        call.connection = connection
+        host.active_requests += 1
+        if not connection.writable and not self.paused & _PAUSE_UPSTREAM:
+            self._pause(_PAUSE_UPSTREAM)
+            connection.when_writable(self._upstream_drained)
+
+    async def _connect_and_send(self, call: _Call, host: Host) -> None:
+        """The slow path: no open connection to the chosen provider. Connect failures move
+        on to other providers (up to the service's connect_attempts) and are reported to
+        the cluster, whose outlier detection ejects a provider that keeps failing."""
+        cluster = self.context.cluster
+        tried: set[str] = set()
+        attempts = self.context.service.connect_attempts
+        last_error = ""
+        chosen: Host | None = host
+        while chosen is not None and not call.done:
+            try:
+                connection = await self.pool.get(chosen)
+                if not call.done:
+                    self._send(call, chosen, connection)
+                return
+            except ConnectError as exc:
+                cluster.report_failure(chosen, connect=True)
+                last_error = str(exc)
+                tried.add(chosen.id)
+                log.info(
+                    "connect to provider failed: %s",
+                    exc,
+                    extra={"listener": self.context.listener.display_name, "endpoint": chosen.id},
+                )
+            except UpstreamError as exc:  # closed between connect and send
+                last_error = str(exc)
+                tried.add(chosen.id)
+            if len(tried) >= attempts:
+                break
+            chosen = cluster.choose(PickContext(exclude=frozenset(tried)))
+        if call.done:
+            return
+        call.done = True
+        if call.timer is not None:
+            call.timer.cancel()
+        self.calls.discard(call)
+        if chosen is None and not tried:
+            self._no_provider(call.client_id)
+            return
+        self.answer_error(
+            call.client_id,
+            Status.SERVER_ERROR,
+            f"meshagent: no provider of {self.service_name} reachable "
+            f"({len(tried)} tried): {last_error}",
+        )
+        self._maybe_close()
+
+    def _send_oneway(self, frame: Frame, head: InvocationHead) -> None:
+        host = self.context.cluster.choose(NO_CONTEXT)
+        connection = self.pool.live(host) if host is not None else None
+        if connection is not None:
+            connection.send_oneway_frame(frame)
+            return
+        if host is None:
+            self.context.stats.request_errors += 1
+            log.warning(
+                "one-way request dropped: no provider",
+                extra={"listener": self.context.listener.display_name, "method": head.method},
+            )
+            return
+        self._spawn(self._connect_and_send_oneway(frame, host))
+
+    async def _connect_and_send_oneway(self, frame: Frame, host: Host) -> None:
+        try:
+            connection = await self.pool.get(host)
+            connection.send_oneway_frame(frame)
+        except UpstreamError as exc:
+            if isinstance(exc, ConnectError):
+                self.context.cluster.report_failure(host, connect=True)
+            self.context.stats.request_errors += 1
+            log.warning(
+                "one-way request dropped: %s",
+                exc,
+                extra={"listener": self.context.listener.display_name, "endpoint": host.id},
+            )
+
+    # -- answers and flow control ------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.lost or self.transport is None:
+            return
+        self.context.stats.bytes_out += len(data)
+        self.transport.write(data)
+
+    def answer_error(self, request_id: int, status: Status, message: str) -> None:
+        self.context.stats.request_errors += 1
+        self.write(error_response_frame(request_id, status, message))
+
+    def call_done(self, call: _Call) -> None:
+        self.calls.discard(call)
+        if self.eof and not self.calls:
+            self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self.eof and not self.calls and self.transport is not None:
+            self.transport.close()
+
+    def _no_provider(self, request_id: int) -> None:
+        log.warning(
+            "no provider available",
+            extra={"listener": self.context.listener.display_name, "service": self.service_name},
+        )
+        self.answer_error(
+            request_id,
+            Status.SERVICE_NOT_FOUND,
+            f"meshagent: no provider available for {self.service_name}",
+        )
+
+    def _bad_request(self, request_id: int, reason: str) -> None:
+        log.warning(
+            "bad request refused: %s",
+            reason,
+            extra={
+                "listener": self.context.listener.display_name,
+                "client": self.peer,
+                "request_id": request_id,
+            },
+        )
+        self.answer_error(request_id, Status.BAD_REQUEST, f"meshagent: {reason}")
+
+    def _refuse_stream(self, reason: str, request_id: int | None) -> None:
+        """The byte stream cannot be read on (Dubbo has no resynchronisation point)."""
+        self.context.stats.rejected += 1
+        log.warning(
+            "closing client connection: %s",
+            reason,
+            extra={
+                "listener": self.context.listener.display_name,
+                "client": self.peer,
+                "request_id": request_id,
+            },
+        )
+        if request_id is not None:
+            self.answer_error(request_id, Status.BAD_REQUEST, f"meshagent: {reason}")
+        self.closed = True  # read no further frames; connection_lost still runs
+        if self.transport is not None:
+            # close() lets the error response flush; calls in flight are abandoned.
+            self.transport.close()
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _upstream_drained(self) -> None:
+        self._resume(_PAUSE_UPSTREAM)
+
+    def _spawn(self, coroutine: object) -> None:
+        task: asyncio.Task[None] = self.loop.create_task(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,331 @@
+"""Dubbo's cluster strategies (failover, failfast, failsafe, forking) and their settings.
+
+Pure policy: which endpoint to try next, how long to wait, when to give up. The I/O is a
+``send(host, timeout_s)`` coroutine the caller supplies, so the policy is tested with a fake
+one. Outcomes are reported to the cluster (passive outlier detection) as they happen.
+
+Settings, lowest precedence first, each read method-first as Dubbo's
+``URL.getMethodParameter`` does on its merged URL:
+
+1. the provider's URL parameters (``timeout``, ``retries``, ``cluster``, ``forks``,
+   ``{method}.timeout``...), as registries put them into ``Instance.metadata``;
+2. the agent's ``services[].options`` (:class:`DubboServiceOptions`), service level and
+   ``methods.{method}``;
+3. the request's ``timeout_ms``.
+
+So ``{method}.timeout`` from the provider beats a service-level ``timeout_ms`` in the
+agent's config, as in Dubbo (the consumer's reference-level timeout does not hide a
+provider's method-level one), while the agent's method-level setting beats both. For a
+generic call the *real* method's settings are used, never ``$invoke``'s (dubbo-go #1336).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.cluster.host import Host
+from agent.cluster.lb import PickContext
+from agent.errors import (
+    ConnectError,
+    NoEndpointError,
+    RemoteApplicationError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+V = TypeVar("V")
+
+ClusterName = Literal["failover", "failfast", "failsafe", "forking"]
+CLUSTERS: tuple[ClusterName, ...] = ("failover", "failfast", "failsafe", "forking")
+
+# Dubbo's defaults (CommonConstants / ClusterConstants).
+DEFAULT_TIMEOUT_MS = 1000
+DEFAULT_RETRIES = 2
+DEFAULT_FORKS = 2
+DEFAULT_CLUSTER: ClusterName = "failover"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MethodOptions(_Strict):
+    """Per-method overrides in the agent's config (``options.methods.{name}``)."""
+
+    cluster: ClusterName | None = None
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
+    retries: Annotated[int, Field(ge=0, le=10)] | None = None
+    forks: Annotated[int, Field(ge=1, le=16)] | None = None
+    # Dubbo retries a timed-out call on failover; that runs a non-idempotent method twice.
+    # Here a timeout is retried only when the method (or service) says it is safe.
+    retry_on_timeout: bool | None = None
+
+
+class DubboServiceOptions(MethodOptions):
+    """``services[].options`` of a Dubbo service: service level, then ``methods``."""
+
+    methods: dict[str, MethodOptions] = Field(default_factory=dict)
+
+
+NO_OPTIONS = DubboServiceOptions()
+
+
+@dataclass(frozen=True)
+class Settings:
+    cluster: ClusterName
+    timeout_ms: int
+    retries: int
+    forks: int
+    retry_on_timeout: bool
+
+
+def _int(raw: str | None, minimum: int) -> int | None:
+    if raw is None:
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        return None  # a provider's garbage must not break calls: fall back to the default
+    return value if value >= minimum else None
+
+
+def resolve(
+    method: str,
+    provider: Mapping[str, str],
+    options: DubboServiceOptions = NO_OPTIONS,
+    request_timeout_ms: int | None = None,
+    default_timeout_ms: int = DEFAULT_TIMEOUT_MS,
+) -> Settings:
+    """The settings of one call of ``method`` on a provider with URL parameters ``provider``."""
+    mine = options.methods.get(method)
+
+    def layered(option: str, key: str, parse: Callable[[str | None], V | None]) -> V | None:
+        # Method level (the agent's, then the provider's), then service level (likewise).
+        if mine is not None and getattr(mine, option) is not None:
+            value: V = getattr(mine, option)
+            return value
+        from_provider = parse(provider.get(f"{method}.{key}"))
+        if from_provider is not None:
+            return from_provider
+        if getattr(options, option) is not None:
+            service_value: V = getattr(options, option)
+            return service_value
+        return parse(provider.get(key))
+
+    def cluster_name(raw: str | None) -> ClusterName | None:
+        for name in CLUSTERS:
+            if raw == name:
+                return name
+        return None
+
+    timeout = layered("timeout_ms", "timeout", lambda raw: _int(raw, 1))
+    retries = layered("retries", "retries", lambda raw: _int(raw, 0))
+    forks = layered("forks", "forks", lambda raw: _int(raw, 1))
+    cluster: ClusterName | None = layered("cluster", "cluster", cluster_name)
+    # Only the agent's config can declare a method safe to repeat: no Dubbo URL says so.
+    on_timeout = layered("retry_on_timeout", "", lambda raw: None)
+    return Settings(
+        cluster=cluster or DEFAULT_CLUSTER,
+        timeout_ms=request_timeout_ms or timeout or default_timeout_ms,
+        retries=DEFAULT_RETRIES if retries is None else retries,
+        forks=forks or DEFAULT_FORKS,
+        retry_on_timeout=bool(on_timeout),
+    )
+
+
+class ProviderStatusError(UpstreamError):
+    """The provider answered with an error status (service not found, server error...).
+
+    ``alive``: the answer says the provider is fine and only this request is not (no such
+    method, a request it cannot read), so it must not count toward ejecting the provider.
+    """
+
+    def __init__(self, message: str, status: int, alive: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.alive = alive
+
+
+class Balancer(Protocol):
+    """What the strategies need from a cluster (agent.cluster.Cluster is one)."""
+
+    def choose(self, context: PickContext = ...) -> Host | None: ...
+
+    def report_success(self, host: Host) -> None: ...
+
+    def report_failure(self, host: Host, connect: bool = False) -> None: ...
+
+
+Send = Callable[[Host, Settings], Awaitable[T]]
+"""One attempt on one host, within ``settings.timeout_ms``; raises a MeshAgentError."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One logical call: how to choose a host, and its settings once a host is known."""
+
+    method: str
+    settings_for: Callable[[Host], Settings]
+    # Hosts that may not serve this call at all (another version or group).
+    ineligible: frozenset[str] = frozenset()
+    hash_key: bytes | None = None
+
+
+def retryable(error: BaseException, settings: Settings) -> bool:
+    """May failover try another provider after ``error``?
+
+    Connect failures never reached a provider; a provider's error status (service not
+    found, thread pool exhausted...) or a dropped connection is what Dubbo's failover retries.
+    A provider's own exception is an answer, not a failure. A timeout may mean the call is
+    running: only when the method is declared safe to repeat.
+    """
+    if isinstance(error, RemoteApplicationError | NoEndpointError):
+        return False
+    if isinstance(error, UpstreamTimeout):
+        return settings.retry_on_timeout
+    return isinstance(error, UpstreamError)
+
+
+def _report(cluster: Balancer, host: Host, error: BaseException | None) -> None:
+    if (
+        error is None
+        or isinstance(error, RemoteApplicationError)
+        or (isinstance(error, ProviderStatusError) and error.alive)
+    ):
+        cluster.report_success(host)  # the provider answered: it is alive
+    elif isinstance(error, UpstreamError):
+        cluster.report_failure(host, connect=isinstance(error, ConnectError))
+
+
+def _choose(cluster: Balancer, call: Call, tried: frozenset[str]) -> Host | None:
+    host = cluster.choose(PickContext(call.hash_key, call.ineligible | tried))
+    if host is None and tried:
+        # Dubbo's reselect: every provider was tried once; go round again rather than fail.
+        host = cluster.choose(PickContext(call.hash_key, call.ineligible))
+    return host
+
+
+async def _attempt(cluster: Balancer, host: Host, settings: Settings, send: Send[T]) -> T:
+    host.active_requests += 1
+    try:
+        result = await send(host, settings)
+    except BaseException as exc:
+        if not isinstance(exc, asyncio.CancelledError):
+            _report(cluster, host, exc)
+        raise
+    finally:
+        host.active_requests -= 1
+    _report(cluster, host, None)
+    return result
+
+
+def _no_endpoint(call: Call) -> NoEndpointError:
+    return NoEndpointError(f"no provider available for {call.method!r}")
+
+
+async def invoke(cluster: Balancer, call: Call, send: Send[T]) -> tuple[T | None, Host]:
+    """Run ``call`` with the strategy its settings name; returns (result, host that answered).
+
+    For failsafe the result is None when the call failed (the host is the one tried).
+    """
+    first = _choose(cluster, call, frozenset())
+    if first is None:
+        raise _no_endpoint(call)
+    settings = call.settings_for(first)
+    if settings.cluster == "forking":
+        return await _forking(cluster, call, send, first, settings)
+    if settings.cluster == "failsafe":
+        try:
+            return await _attempt(cluster, first, settings, send), first
+        except RemoteApplicationError:
+            raise
+        except UpstreamError as exc:
+            log.warning(
+                "failsafe call failed; returning null: %s",
+                exc,
+                extra={"method": call.method, "endpoint": first.id},
+            )
+            return None, first
+    attempts = 1 if settings.cluster == "failfast" else settings.retries + 1
+    return await _failover(cluster, call, send, first, settings, attempts)
+
+
+async def _failover(
+    cluster: Balancer, call: Call, send: Send[T], host: Host, settings: Settings, attempts: int
+) -> tuple[T, Host]:
+    tried: set[str] = set()
+    for attempt in range(1, attempts + 1):
+        tried.add(host.id)
+        host_settings = settings if attempt == 1 else call.settings_for(host)
+        try:
+            return await _attempt(cluster, host, host_settings, send), host
+        except UpstreamError as exc:
+            if attempt == attempts or not retryable(exc, host_settings):
+                raise
+            log.info(
+                "failover: attempt %d/%d on %s failed, trying another provider: %s",
+                attempt,
+                attempts,
+                host.id,
+                exc,
+                extra={"method": call.method, "endpoint": host.id},
+            )
+            nxt = _choose(cluster, call, frozenset(tried))
+            if nxt is None:
+                raise
+            host = nxt
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _forking(
+    cluster: Balancer, call: Call, send: Send[T], first: Host, settings: Settings
+) -> tuple[T, Host]:
+    hosts = [first]
+    while len(hosts) < settings.forks:
+        more = cluster.choose(PickContext(call.hash_key, call.ineligible | {h.id for h in hosts}))
+        if more is None:
+            break
+        hosts.append(more)
+    tasks = {
+        asyncio.ensure_future(_attempt(cluster, host, call.settings_for(host), send)): host
+        for host in hosts
+    }
+    last_error: BaseException | None = None
+    try:
+        async with asyncio.timeout(settings.timeout_ms / 1000):
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    error = task.exception()
+                    # First answer wins, a provider's own exception included (as Dubbo's
+                    # ForkingClusterInvoker: a Result with an exception is a result).
+                    if error is None:
+                        return task.result(), tasks[task]
+                    if isinstance(error, RemoteApplicationError):
+                        raise error
+                    last_error = error
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"no provider of {call.method!r} answered within {settings.timeout_ms} ms "
+            f"(forking to {len(hosts)})"
+        ) from None
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+    assert last_error is not None
+    raise last_error

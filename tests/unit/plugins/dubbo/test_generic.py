@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from plugins.dubbo.body import decode_invocation, encode_invocation
+from plugins.dubbo.generic import (
+    ArgumentError,
+    GenericCall,
+    generic_invocation,
+    parse_date,
+    remote_exception,
+    to_java,
+    to_json,
+)
+from plugins.dubbo.hessian2 import JavaEnum, JavaLong, JavaObject, TypedList, TypedMap
+
+PERSON = "org.meshagent.interop.api.Person"
+
+
+def test_invoke_request_on_the_wire_is_what_generic_impl_filter_sends() -> None:
+    call = GenericCall(
+        interface="com.acme.Greeter",
+        method="greet",
+        types=("java.lang.String", "long"),
+        args=("ann", 7),
+        version="1.0.0",
+        group="blue",
+        attachments={"traceid": "t-1", "retry": 2},
+    )
+    decoded = decode_invocation(encode_invocation(generic_invocation(call, 1500)))
+    assert decoded.path == "com.acme.Greeter"
+    assert decoded.version == "1.0.0"
+    assert decoded.method == "$invoke"
+    assert decoded.parameter_types == (
+        "java.lang.String",
+        "java.lang.String[]",
+        "java.lang.Object[]",
+    )
+    name, types, args = decoded.arguments
+    assert name == "greet"
+    assert types == TypedList("[string", ["java.lang.String", "long"])
+    assert args == TypedList("[object", ["ann", 7])
+    assert isinstance(args.items[1], JavaLong)  # a declared long travels as a long
+    assert decoded.attachments == {
+        "traceid": "t-1",
+        "retry": "2",
+        "generic": "true",
+        "path": "com.acme.Greeter",
+        "interface": "com.acme.Greeter",
+        "version": "1.0.0",
+        "group": "blue",
+        "timeout": "1500",
+    }
+
+
+def test_no_version_no_group_no_types() -> None:
+    call = GenericCall("com.acme.Greeter", "whoami", None, ())
+    invocation = generic_invocation(call, 1000)
+    assert invocation.version == "0.0.0"
+    assert "group" not in invocation.attachments
+    assert invocation.arguments[1] is None  # the provider finds the method by name
+    assert invocation.arguments[2] == TypedList("[object", [])
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name", "expected"),
+    [
+        (5, "long", JavaLong(5)),
+        (5, "java.lang.Long", JavaLong(5)),
+        (2, "double", 2.0),
+        ("10.50", "java.math.BigDecimal", Decimal("10.50")),
+        (1.5, "java.math.BigDecimal", Decimal("1.5")),
+        (1700000000000, "java.util.Date", datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+        ("2023-11-14T22:13:20Z", "java.util.Date", datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+        ("2023-11-14T22:13:20", "java.util.Date", datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+        (base64.b64encode(b"\x00\xff").decode(), "byte[]", b"\x00\xff"),
+        (True, "long", True),  # JSON booleans are never numbers
+        ("HIGH", "com.acme.Level", "HIGH"),  # enums: realized by name on the provider
+        (None, "long", None),
+    ],
+)
+def test_declared_types_are_coerced(value: Any, type_name: str, expected: Any) -> None:
+    got = to_java(value, type_name)
+    assert got == expected
+    assert type(got) is type(expected)
+
+
+def test_pojos_and_maps_travel_as_maps_with_their_class_key() -> None:
+    person = {"class": PERSON, "name": "ann", "address": {"city": "x"}, "tags": ["a"]}
+    assert to_java(person, PERSON) == person
+    assert to_java({1: "a"}) == {"1": "a"}  # JSON keys are strings anyway
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name", "path"),
+    [
+        ("last tuesday", "java.util.Date", "args[0]"),
+        ({"x": 1}, "java.util.Date", "args[0]"),
+        ("ten", "java.math.BigDecimal", "args[0]"),
+        ("NaN", "java.math.BigDecimal", "args[0]"),
+        ("***", "byte[]", "args[0]"),
+    ],
+)
+def test_bad_arguments_name_their_path(value: Any, type_name: str, path: str) -> None:
+    with pytest.raises(ArgumentError) as caught:
+        to_java(value, type_name, "args[0]")
+    assert caught.value.path == path
+
+
+def test_bad_argument_path_inside_the_invocation() -> None:
+    call = GenericCall("I", "m", ("int", "java.util.Date"), (1, "never"))
+    with pytest.raises(ArgumentError) as caught:
+        generic_invocation(call, 1000)
+    assert caught.value.path == "args[1]"
+
+
+def test_results_become_plain_json() -> None:
+    value = {
+        "class": PERSON,
+        "name": "ann",
+        "age": JavaLong(31),
+        "birthday": datetime(2023, 11, 14, 22, 13, 20, 5000, tzinfo=UTC),
+        "balance": Decimal("10.50"),
+        "level": JavaEnum("com.acme.Level", "HIGH"),
+        "photo": b"\x01\x02",
+        "ratio": float("nan"),
+        "scores": TypedList("[int", [1, 2]),
+        "by_id": TypedMap("java.util.TreeMap", {1: "one", None: "none", False: "no"}),
+        "address": JavaObject("com.acme.Address", {"city": "x"}),
+    }
+    assert to_json(value) == {
+        "class": PERSON,
+        "name": "ann",
+        "age": 31,
+        "birthday": "2023-11-14T22:13:20.005Z",
+        "balance": "10.50",
+        "level": "HIGH",
+        "photo": "AQI=",
+        "ratio": "NaN",
+        "scores": [1, 2],
+        "by_id": {"1": "one", "null": "none", "false": "no"},
+        "address": {"class": "com.acme.Address", "city": "x"},
+    }
+    assert type(to_json(JavaLong(5))) is int
+
+
+def test_a_value_containing_itself_is_cut() -> None:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    assert to_json(loop) == [1, None]
+    shared = {"a": 1}
+    assert to_json([shared, shared]) == [{"a": 1}, {"a": 1}]  # shared is not a cycle
+
+
+def test_generic_exception_names_the_real_exception() -> None:
+    wrapped = JavaObject(
+        "org.apache.dubbo.rpc.service.GenericException",
+        {
+            "detailMessage": "com.acme.Boom: boom",
+            "exceptionClass": "com.acme.Boom",
+            "exceptionMessage": "boom",
+            "stackTrace": [],
+        },
+    )
+    error = remote_exception(wrapped)
+    assert (error.exception_type, str(error), error.details) == ("com.acme.Boom", "boom", None)
+
+
+def test_plain_throwable_uses_detail_message_and_keeps_its_own_fields() -> None:
+    thrown = JavaObject(
+        "com.acme.NotFound",
+        {"detailMessage": "no 7", "stackTrace": [], "cause": None, "id": JavaLong(7)},
+    )
+    error = remote_exception(thrown)
+    assert (error.exception_type, str(error), error.details) == (
+        "com.acme.NotFound",
+        "no 7",
+        {"id": 7},
+    )
+
+
+def test_parse_date_rejects_what_is_not_a_date() -> None:
+    with pytest.raises(ArgumentError):
+        parse_date(float("inf"))
+    with pytest.raises(ArgumentError):
+        parse_date(True)
