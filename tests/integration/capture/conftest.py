@@ -23,13 +23,16 @@ import socket
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from agent.codec import NEED_DATA
+from plugins.dubbo.body import decode_invocation, heartbeat_response, value_response_frame
+from plugins.dubbo.frame import Frame, FrameDecoder
 from tests.fixtures.netns import Netns, ThreadedServer, Topology, echo_as, leftovers, unavailable
 from tests.fixtures.processes import ManagedProcess
 
@@ -39,6 +42,8 @@ ADMIN = "http://127.0.0.1:15000"
 SNIFF_TIMEOUT_S = 0.3
 INSTALL_ARGS = (f"--uid={AGENT_UID}", "--exclude-inbound-ports=15000", "--ipv6")
 
+DUBBO_SERVICE = "org.example.Echo"
+VIP_DUBBO = "10.200.100.12"
 VIP_ECHO = "10.200.100.10"
 VIP_BANNER = "10.200.100.11"
 P1 = "10.200.1.2"
@@ -99,6 +104,27 @@ class Mesh:
             return data
 
 
+def dubbo_provider(name: str) -> Callable[[socket.socket], None]:
+    """A Dubbo provider from our own codec: answers every call with ``"{name}:{method}"``."""
+
+    def handle(conn: socket.socket) -> None:
+        decoder = FrameDecoder()
+        while data := conn.recv(65536):
+            decoder.receive_data(data)
+            while (frame := decoder.next_event()) is not NEED_DATA:
+                assert isinstance(frame, Frame)
+                header = frame.header
+                if not header.two_way:
+                    continue
+                if header.event:  # the agent's pool sends heartbeats
+                    conn.sendall(heartbeat_response(header.request_id))
+                    continue
+                method = decode_invocation(frame.body).method
+                conn.sendall(value_response_frame(header.request_id, f"{name}:{method}"))
+
+    return handle
+
+
 def _config() -> dict[str, object]:
     return {
         "admin": {"host": "127.0.0.1", "port": 15000},
@@ -111,6 +137,7 @@ def _config() -> dict[str, object]:
                         "echo": [{"host": P1, "port": 7000}, {"host": P2, "port": 7000}],
                         "banner": [{"host": P1, "port": 7001}],
                         "echo6": [{"host": P1_6, "port": 7000}],
+                        DUBBO_SERVICE: [{"host": P1, "port": 20880}, {"host": P2, "port": 20880}],
                     }
                 },
             }
@@ -121,6 +148,7 @@ def _config() -> dict[str, object]:
             # says nothing must still get the server's greeting after the sniff timeout.
             {"name": "banner", "protocol": "dubbo", "health": {"enabled": False}},
             {"name": "echo6", "health": {"enabled": False}},
+            {"name": DUBBO_SERVICE, "protocol": "dubbo", "health": {"enabled": False}},
         ],
         "capture": {
             "enabled": True,
@@ -129,6 +157,7 @@ def _config() -> dict[str, object]:
             "ipv6": True,
             "services": [
                 {"service": "echo6", "addresses": [f"[{VIP6_ECHO}]:7000"]},
+                {"service": DUBBO_SERVICE, "addresses": [f"{VIP_DUBBO}:20880"]},
                 {"service": "echo", "addresses": [f"{VIP_ECHO}:7000"]},
                 {"service": "banner", "addresses": [VIP_BANNER]},
             ],
@@ -179,6 +208,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         servers["p1v6"] = ThreadedServer(
             p1.listen(P1_6, 7000, family=socket.AF_INET6), echo_as("p1v6")
         )
+        servers["dubbo1"] = ThreadedServer(p1.listen(P1, 20880), dubbo_provider("p1"))
+        servers["dubbo2"] = ThreadedServer(p2.listen(P2, 20880), dubbo_provider("p2"))
         servers["direct"] = ThreadedServer(p2.listen(P2, 7100), echo_as("direct"))
         servers["app"] = ThreadedServer(client.listen("127.0.0.1", 8080), echo_as("app"))
 

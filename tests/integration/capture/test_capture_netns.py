@@ -8,10 +8,14 @@ import time
 
 import pytest
 
+from agent.codec import NEED_DATA
+from plugins.dubbo.body import Invocation, decode_result, encode_invocation, request_frame
+from plugins.dubbo.frame import Frame, FrameDecoder
 from tests.fixtures.processes import wait_until
 
 from .conftest import (
     CLIENT,
+    DUBBO_SERVICE,
     INSTALL_ARGS,
     P1,
     P1_6,
@@ -19,6 +23,7 @@ from .conftest import (
     SNIFF_TIMEOUT_S,
     VIP6_ECHO,
     VIP_BANNER,
+    VIP_DUBBO,
     VIP_ECHO,
     Mesh,
 )
@@ -66,6 +71,32 @@ def test_unknown_destination_passes_through_to_the_original_address(mesh: Mesh) 
         "meshagent_listener_connections_total", listener="capture", service="passthrough"
     )
     assert after == before + 1
+
+
+def test_a_dubbo_call_to_an_original_address_goes_through_the_dubbo_pipeline(
+    mesh: Mesh,
+) -> None:
+    before = mesh.metric("meshagent_capture_protocols_total", protocol="dubbo")
+    with mesh.client.connect(VIP_DUBBO, 20880, timeout=5) as sock:
+        decoder = FrameDecoder()
+        for request_id in range(4):
+            body = encode_invocation(Invocation(DUBBO_SERVICE, "", "hello", (), (), {}))
+            sock.sendall(request_frame(request_id, body))
+        answers: dict[int, object] = {}
+        while len(answers) < 4:
+            while (frame := decoder.next_event()) is NEED_DATA:
+                data = sock.recv(65536)
+                assert data, "closed"
+                decoder.receive_data(data)
+            assert isinstance(frame, Frame)
+            answers[frame.header.request_id] = decode_result(frame.header, frame.body).value
+    # One client connection, answers from both providers: balanced per request, which only
+    # the Dubbo codec's pipeline does (a TCP relay pins a connection to one provider).
+    assert sorted(answers) == [0, 1, 2, 3]
+    assert sorted(map(str, answers.values())) == ["p1:hello"] * 2 + ["p2:hello"] * 2
+    assert mesh.metric("meshagent_capture_protocols_total", protocol="dubbo") == before + 1
+    labels = {"listener": "capture", "service": DUBBO_SERVICE}
+    assert mesh.metric("meshagent_listener_connections_total", **labels) == 1
 
 
 def test_server_first_protocol_does_not_stall_past_the_sniff_timeout(mesh: Mesh) -> None:
