@@ -21,7 +21,8 @@ class LogOnce:
         self._seen: set[tuple[str, str]] = set()
 
     def warn(self, path: str, message: str, *args: Any) -> None:
-        key = (path, message)
+        # Keyed on the rendered text: a different problem with the same entry is news.
+        key = (path, message % args if args else message)
         if key in self._seen:
             self._logger.debug("%s: " + message, path, *args)
             return

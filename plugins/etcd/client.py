@@ -11,8 +11,10 @@ Only this module touches aetcd; everything it returns is plain dataclasses.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aetcd  # type: ignore[import-untyped]
 import grpc  # type: ignore[import-untyped]
@@ -41,6 +43,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 _PUT_ATTEMPTS = 5
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,22 @@ def _kv(message: Any) -> KeyValue:
     )
 
 
+async def _call(awaitable: Awaitable[T]) -> T:
+    """Await one gRPC call; a call cut short by the channel closing is a lost connection.
+
+    grpc.aio cancels the calls in flight when their channel closes (the session ended under
+    a concurrent register), and reports it as CancelledError: that must not look like the
+    caller's task being cancelled.
+    """
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise ConnectionLost("call cancelled: the connection closed") from None
+
+
 def _lease_not_found(exc: BaseException) -> bool:
     return "lease not found" in str(exc)
 
@@ -99,7 +119,7 @@ class WatchStream:
         await self._call.write(rpc.WatchRequest(cancel_request=request))
 
     async def read(self) -> WatchResponse:
-        message = await self._call.read()
+        message = await _call(self._call.read())
         if message is grpc.aio.EOF:
             raise ConnectionLost("watch stream closed by the server")
         events = []
@@ -158,25 +178,25 @@ class EtcdConnection:
     async def range_prefix(self, prefix: bytes, *, limit: int = 0) -> tuple[list[KeyValue], int]:
         """Every key under ``prefix`` and the revision the read was served at."""
         request = rpc.RangeRequest(key=prefix, range_end=range_end(prefix), limit=limit)
-        reply = await self._client.kvstub.Range(request, timeout=self._timeout)
+        reply = await _call(self._client.kvstub.Range(request, timeout=self._timeout))
         return [_kv(kv) for kv in reply.kvs], int(reply.header.revision)
 
     # leases
 
     async def grant(self, ttl: int) -> int:
-        lease = await self._client.lease(ttl)
+        lease = await _call(self._client.lease(ttl))
         return int(lease.id)
 
     async def keepalive(self, lease_id: int) -> int:
         """Refresh the lease; its new TTL, 0 if it expired or was revoked."""
-        reply = await self._client.refresh_lease(lease_id)
+        reply = await _call(self._client.refresh_lease(lease_id))
         if reply is None:
             raise ConnectionLost("lease keepalive stream ended without a reply")
         return int(reply.TTL)
 
     async def revoke(self, lease_id: int) -> None:
         try:
-            await self._client.revoke_lease(lease_id)
+            await _call(self._client.revoke_lease(lease_id))
         except aetcd.ClientError as exc:
             if not _lease_not_found(exc):
                 raise
@@ -219,7 +239,7 @@ class EtcdConnection:
     async def _txn(self, compare: list[Any], success: list[Any], failure: list[Any]) -> Any:
         request = rpc.TxnRequest(compare=compare, success=success, failure=failure)
         try:
-            return await self._client.kvstub.Txn(request, timeout=self._timeout)
+            return await _call(self._client.kvstub.Txn(request, timeout=self._timeout))
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND and _lease_not_found(exc):
                 raise LeaseLost(str(exc.details())) from exc
