@@ -68,8 +68,11 @@ class ServiceState:
         return self._view.update(fresh.values(), self.revision)
 
     def put(self, kv: KeyValue) -> list[Update]:
-        if kv.mod_revision <= self.revision:
-            return []  # replayed by a watch resumed from an earlier revision
+        if kv.mod_revision < self.revision:
+            # Already applied (a watch never replays, but a re-list may have been ahead).
+            # Equal is not older: one transaction (a lease revoke) is many events at one
+            # revision.
+            return []
         self.revision = kv.mod_revision
         instance_id = self._instance_id(kv.key)
         if instance_id is None:
@@ -84,7 +87,7 @@ class ServiceState:
 
     def delete(self, key: bytes, mod_revision: int, create_revision: int | None) -> list[Update]:
         """``create_revision``: of the deleted registration (the event's prev_kv), if known."""
-        if mod_revision <= self.revision:
+        if mod_revision < self.revision:
             return []
         self.revision = mod_revision
         instance_id = self._instance_id(key)
