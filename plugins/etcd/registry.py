@@ -96,6 +96,7 @@ class EtcdRegistry(Registry):
         self._registrations_lock = asyncio.Lock()
         self._lease_id: int | None = None
         self._session: _Session | None = None
+        self._sessions = 0  # how many sessions got connected, ever
         self._connected = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._status = RegistryStatus(False, time.time(), "not started")
@@ -205,7 +206,9 @@ class EtcdRegistry(Registry):
         del self._feeds[feed.service]
         session, watch_id = self._session, feed.watch_id
         if session is not None and watch_id is not None and not self._closed:
-            session.by_watch.pop(watch_id, None)
+            if session.by_watch.get(watch_id) is not feed:
+                return  # not this stream's watch: the created response cancels it
+            del session.by_watch[watch_id]
             session.spawn(self._cancel_watch(session, watch_id))
 
     async def _start_watch(self, session: _Session, feed: _Feed, *, relist: bool = False) -> None:
@@ -382,9 +385,9 @@ class EtcdRegistry(Registry):
         index = 0
         while not self._closed:
             endpoint = endpoints[index % len(endpoints)]
-            was_connected = False
+            sessions = self._sessions
             try:
-                was_connected = await self._run_session(endpoint)
+                await self._run_session(endpoint)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever ended the session: reconnect, never give up
@@ -396,23 +399,22 @@ class EtcdRegistry(Registry):
             if self._closed:
                 return
             self._disconnected(f"{endpoint}: {reason}")
-            if was_connected or self._status.connected:
-                attempt = 0
+            if self._sessions != sessions:
+                attempt = 0  # it was up: the outage starts now, retry soon
             index += 1
             delay = self.config.reconnect.delay(attempt, self._rng)
             attempt += 1
             await asyncio.sleep(delay)  # reconnect pacing
 
-    async def _run_session(self, endpoint: str) -> bool:
+    async def _run_session(self, endpoint: str) -> None:
         conn = EtcdConnection(endpoint, self.config)
         stream: WatchStream | None = None
-        connected = False
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
                 await conn.open()
             async with self._registrations_lock:
                 if self._closed:
-                    return False
+                    return
                 async with asyncio.timeout(self.config.request_timeout_s):
                     await self._check_lease(conn)
                     await self._flush(conn)
@@ -420,15 +422,17 @@ class EtcdRegistry(Registry):
             async with asyncio.TaskGroup() as tasks:
                 session = _Session(conn, stream, tasks)
                 self._session = session
-                connected = True
+                self._sessions += 1
                 self._connected_to(endpoint)
                 tasks.create_task(self._read_watch(session))
                 tasks.create_task(self._keep_lease(session))
                 for feed in list(self._feeds.values()):
                     tasks.create_task(self._start_watch(session, feed))
-            return connected
         finally:
             self._session = None
+            # Watch ids are per stream: the next stream hands out its own.
+            for feed in self._feeds.values():
+                feed.watch_id = None
             if stream is not None:
                 stream.close()
             with contextlib.suppress(Exception):

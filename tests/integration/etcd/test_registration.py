@@ -15,6 +15,7 @@ import pytest
 from agent.cluster.cluster import Cluster
 from agent.cluster.lb import RoundRobin
 from agent.discovery.types import Add, Registration, Remove, Reset, ServiceKey, frozen_mapping
+from agent.errors import RegistryError
 from plugins.etcd.layout import KeyLayout
 from plugins.etcd.registry import EtcdRegistry
 from tests.fixtures.etcd import EtcdServer
@@ -328,3 +329,34 @@ async def _eventually_async(check: object, what: str, within_s: float = 10.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)  # poll interval of a bounded wait
+
+
+async def test_start_before_the_server_answers(
+    make_registry: RegistryFactory, etcd: EtcdServer, kv: Kv, prefix: str
+) -> None:
+    forwarder = TcpForwarder(etcd.port)  # not listening yet: etcd "down"
+    try:
+        with pytest.raises(RegistryError, match="not reachable"):
+            await make_registry(forwarder.endpoint, connect_timeout_s=0.3)
+
+        registry = await make_registry(
+            forwarder.endpoint, connect_timeout_s=0.3, require_connection=False
+        )
+        status = registry.status()
+        assert not status.connected and status.detail
+        subscription = registry.subscribe(ServiceKey("orders"))
+        await registry.register(registration("early"))
+        await no_update(subscription, 0.3)  # no answer yet: no Reset, not even an empty one
+
+        await forwarder.start()
+        first = await next_update(subscription)
+        assert isinstance(first, Reset)
+        if not first.instances:  # the registration may land after the range read
+            added = await next_update(subscription)
+            assert isinstance(added, Add) and added.instance.id == "early"
+        else:
+            assert [i.id for i in first.instances] == ["early"]
+        assert registry.status().connected
+        assert [v.lease for v in (await kv.keys(prefix)).values()] == [registry.lease_id]
+    finally:
+        await forwarder.stop()
