@@ -138,9 +138,12 @@ async def test_subscribers_of_one_service_share_a_watch(
         assert await next_update(subscription) == Add(b, instance("b", "10.0.0.2", 80, b))
 
     # One connection, one watch stream, one watcher per service (not per subscription).
-    metrics = _metrics(private_etcd)
-    assert metrics["etcd_debugging_mvcc_watch_stream_total"] == 1
-    assert metrics["etcd_debugging_mvcc_watcher_total"] == 4
+    # (A Reset goes out after the range read, before the watch is created: wait for them.)
+    def watchers() -> float:
+        return _metrics(private_etcd)["etcd_debugging_mvcc_watcher_total"]
+
+    await eventually(lambda: watchers() == 4, what="4 watchers")
+    assert _metrics(private_etcd)["etcd_debugging_mvcc_watch_stream_total"] == 1
 
     first.close()
     c = await kv.put(layout.key("orders", "c"), record("10.0.0.3", 80))
