@@ -4,26 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent.discovery.backoff import Backoff
+
+__all__ = ["Backoff", "Mode", "ZooKeeperConfig"]
 
 Mode = Literal["interface", "application", "plain"]
 """How a subscribed service is laid out in ZooKeeper (see docs/registries.md)."""
-
-
-class Backoff(BaseModel):
-    """Reconnect pacing: exponential from ``base_s`` up to ``max_s``, each delay ±``jitter``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_s: float = Field(0.1, gt=0)
-    max_s: float = Field(10.0, gt=0)
-    jitter: float = Field(0.2, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Backoff:
-        if self.max_s < self.base_s:
-            raise ValueError("max_s must not be less than base_s")
-        return self
 
 
 def _check_path(value: str) -> str:

@@ -13,8 +13,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from agent.discovery.logonce import LogOnce
+from agent.discovery.records import MalformedRecord, parse_record
+from agent.discovery.records import to_instance as plain_instance
 from agent.discovery.registry import Subscription
 from agent.discovery.types import Instance
+from agent.discovery.view import InstanceView
 from plugins.zookeeper.application_level import (
     AppInstance,
     MalformedInstance,
@@ -30,11 +34,7 @@ from plugins.zookeeper.config import ZooKeeperConfig
 from plugins.zookeeper.dubbo_url import MalformedURL, decode_component
 from plugins.zookeeper.interface_level import NotAProvider, matching_instance
 from plugins.zookeeper.layout import Layout
-from plugins.zookeeper.logonce import LogOnce
-from plugins.zookeeper.plain import MalformedRecord, parse_record
-from plugins.zookeeper.plain import to_instance as plain_instance
 from plugins.zookeeper.session import TRANSIENT, ZkSession
-from plugins.zookeeper.view import InstanceView
 from plugins.zookeeper.watches import ChildrenWatch, DataWatch
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,8 @@ from typing import Any
 from kazoo.client import KazooState
 from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 
+from agent.discovery.logonce import LogOnce
+from agent.discovery.records import format_record
 from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import Registration, RegistryStatus, ServiceKey
 from agent.errors import RegistryError
@@ -27,8 +29,6 @@ from plugins.zookeeper.config import Mode, ZooKeeperConfig
 from plugins.zookeeper.feeds import FEEDS, Feed, FeedContext
 from plugins.zookeeper.interface_level import consumer_url, provider_url
 from plugins.zookeeper.layout import Layout
-from plugins.zookeeper.logonce import LogOnce
-from plugins.zookeeper.plain import format_record
 from plugins.zookeeper.session import TRANSIENT, ZkSession
 
 log = logging.getLogger(__name__)

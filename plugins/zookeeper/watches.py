@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
+from agent.discovery.logonce import LogOnce
 from plugins.zookeeper.layout import child_name
-from plugins.zookeeper.logonce import LogOnce
 from plugins.zookeeper.session import TRANSIENT, ZkSession
 
 log = logging.getLogger(__name__)

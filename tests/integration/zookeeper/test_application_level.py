@@ -11,8 +11,8 @@ from kazoo.client import KazooClient
 from agent.discovery.types import Add, Remove, Reset, ServiceKey, frozen_mapping
 from plugins.zookeeper.registry import ZooKeeperRegistry
 from tests.fixtures.zookeeper import ZooKeeperServer
-from tests.integration.zookeeper.helpers import Consumer, next_update
 from tests.integration.zookeeper.test_interface_level import make_config
+from tests.support.discovery import Consumer, next_update
 
 pytestmark = pytest.mark.integration
 

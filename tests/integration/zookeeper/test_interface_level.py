@@ -14,7 +14,7 @@ from plugins.zookeeper.config import Backoff, ZooKeeperConfig
 from plugins.zookeeper.dubbo_url import encode_component, parse_node_name
 from plugins.zookeeper.registry import ZooKeeperRegistry
 from tests.fixtures.zookeeper import ZooKeeperServer
-from tests.integration.zookeeper.helpers import Consumer, eventually, next_update, no_update
+from tests.support.discovery import Consumer, eventually, next_update, no_update
 
 pytestmark = pytest.mark.integration
 

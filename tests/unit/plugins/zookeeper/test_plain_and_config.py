@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.discovery.records import MalformedRecord, format_record, parse_record, to_instance
 from agent.discovery.registry import Registry
 from agent.discovery.types import Registration, frozen_mapping
 from agent.errors import ConfigError
@@ -11,7 +12,6 @@ from plugins.zookeeper import PLUGIN
 from plugins.zookeeper.config import ZooKeeperConfig
 from plugins.zookeeper.interface_level import provider_url
 from plugins.zookeeper.layout import Layout
-from plugins.zookeeper.plain import MalformedRecord, format_record, parse_record, to_instance
 
 
 def test_plain_record_round_trip() -> None:

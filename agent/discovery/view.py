@@ -1,9 +1,15 @@
 """From "the instances the registry holds now" to ordered updates (sans-IO).
 
-Every layout reduces a subscription to a set of candidate instances, each carrying the czxid
-of the znode it came from. A provider restarted on the same ip:port briefly has two nodes
-(Dubbo's timestamp parameter makes the names differ): of candidates sharing an id the newest
-registration (highest czxid) is the one shown, so the old node's deletion changes nothing.
+Shared by the registry plugins: each reduces a subscription to a set of candidate instances,
+each carrying the revision at which its registration was created (ZooKeeper czxid, etcd
+create_revision), and lets :class:`InstanceView` turn successive sets into Reset/Add/Remove.
+Diffing whole sets (rather than forwarding raw events) is what makes a re-list after a
+reconnect or a compaction flap-free: only what really changed is emitted.
+
+A provider restarted on the same ip:port may briefly have two registrations (Dubbo's
+timestamp parameter makes the ZooKeeper node names differ): of candidates sharing an id the
+newest registration (highest revision) is the one shown, so the old one's deletion changes
+nothing.
 """
 
 from __future__ import annotations

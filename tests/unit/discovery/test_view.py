@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.discovery.types import Add, Instance, Remove, Reset
-from plugins.zookeeper.view import InstanceView
+from agent.discovery.view import InstanceView
 
 
 def inst(id_: str, revision: int, weight: int = 100) -> Instance:

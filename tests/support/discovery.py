@@ -1,4 +1,4 @@
-"""Bounded waits and a model of the consumer side, for the ZooKeeper integration tests."""
+"""Bounded waits and a consumer-side model, for the registry integration and contract tests."""
 
 from __future__ import annotations
 

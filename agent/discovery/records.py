@@ -1,6 +1,7 @@
-"""meshagent's own layout for services that are not Dubbo's (sans-IO).
+"""meshagent's own instance record, shared by the registries that store plain services (sans-IO).
 
-``/meshagent/services/{service}/{instance_id}`` (ephemeral), data a JSON object:
+ZooKeeper keeps it as the data of ``/meshagent/services/{service}/{instance_id}`` (ephemeral),
+etcd as the value of ``{prefix}/{service}/{instance_id}`` (leased). A JSON object:
 ``{"host": "10.0.0.7", "port": 8080, "weight": 100, "protocol": "http", "metadata": {...}}``.
 """
 
@@ -59,7 +60,8 @@ def parse_record(data: bytes) -> PlainRecord:
     return PlainRecord(host, port, weight, protocol, {str(k): str(v) for k, v in metadata.items()})
 
 
-def to_instance(instance_id: str, record: PlainRecord, czxid: int) -> Instance:
+def to_instance(instance_id: str, record: PlainRecord, revision: int) -> Instance:
+    """``revision``: when the registration was created (czxid, create_revision)."""
     metadata = dict(record.metadata)
     metadata["protocol"] = record.protocol
     return Instance(
@@ -68,5 +70,5 @@ def to_instance(instance_id: str, record: PlainRecord, czxid: int) -> Instance:
         port=record.port,
         weight=record.weight,
         metadata=frozen_mapping(metadata),
-        revision=czxid,
+        revision=revision,
     )
