@@ -5,7 +5,7 @@
 set -euo pipefail
 
 case "${1:-test}" in
-  test)  packages=(zookeeper etcd-server openjdk-17-jdk-headless maven) ;;
+  test)  packages=(zookeeper etcd-server openjdk-17-jdk-headless maven iptables iproute2 util-linux) ;;
   bench) packages=(nginx haproxy wrk iperf3) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac
