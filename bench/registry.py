@@ -704,15 +704,20 @@ def report(latencies: dict[str, Latency], scales: dict[str, Scale]) -> None:
         print(
             f"{'registry':<10} {'services':>8} {'instances':>9} {'RSS before':>10} "
             f"{'RSS after':>9} {'growth':>7} {'CPU s':>6} {'written s':>9} {'reflected s':>11}"
-            f"  growth < {RSS_TARGET_MB:.0f} MB"
+            f" {'lag s':>5}  growth < {RSS_TARGET_MB:.0f} MB"
         )
         for name, s in scales.items():
             met = "met" if s.rss_growth_mb < RSS_TARGET_MB else "MISSED"
             print(
                 f"{name:<10} {s.services:>8} {s.instances:>9} {fmt(s.rss_before_mb, 1):>10} "
                 f"{fmt(s.rss_after_mb, 1):>9} {fmt(s.rss_growth_mb, 1):>7} {fmt(s.cpu_s):>6} "
-                f"{fmt(s.write_s):>9} {fmt(s.reflect_s):>11}  {met}"
+                f"{fmt(s.write_s):>9} {fmt(s.reflect_s):>11} {fmt(s.reflect_s - s.write_s):>5}"
+                f"  {met}"
             )
+        print(
+            "written s: until the writer's last write was acknowledged; reflected s: until "
+            "GET /v1/services showed all (polled every 0.2 s); lag = the difference"
+        )
         for name, s in scales.items():
             print(
                 f"{name}: {s.polls} polls of GET /v1/services during the run, "
