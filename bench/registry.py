@@ -47,7 +47,8 @@ import httpx
 import uvloop
 import yaml
 
-from agent.plugins import PluginKind, installed
+from agent.errors import PluginError
+from agent.plugins import PluginKind, installed, load
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -324,6 +325,10 @@ WRITERS: dict[str, Callable[[], Writer]] = {
 def skip_reason(writer: Writer) -> str | None:
     if writer.registry_type not in installed(PluginKind.REGISTRY):
         return f"the {writer.registry_type!r} registry plugin is not installed"
+    try:
+        load(PluginKind.REGISTRY, writer.registry_type)
+    except PluginError as exc:  # an entry point left by another checkout's install
+        return f"the {writer.registry_type!r} registry plugin does not load here: {exc}"
     if isinstance(writer, EtcdWriter):
         return "the etcd plugin is installed but bench/registry.py has no EtcdWriter yet"
     return None
