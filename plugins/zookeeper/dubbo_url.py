@@ -10,6 +10,7 @@ names Dubbo writes parse back to the same URL.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote_plus, unquote_plus
@@ -103,7 +104,9 @@ def parse(text: str) -> DubboURL:
                 continue
             key, eq, value = part.partition("=")
             # Dubbo stores a bare key as key=key; a bare flag stays truthy that way.
-            params[key] = value if eq else part
+            # Interned: thousands of providers repeat the same keys and most values
+            # (application, dubbo, release, methods, side, ...); one copy each is enough.
+            params[sys.intern(key)] = sys.intern(value if eq else part)
     scheme_end = url.find("://")
     if scheme_end <= 0:
         raise MalformedURL(f"no protocol in {text!r}")

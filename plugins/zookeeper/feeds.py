@@ -77,6 +77,11 @@ class InterfaceFeed(Feed):
         super().__init__(ctx, subscription)
         path = ctx.layout.providers(self.key.name)
         self.watch = ChildrenWatch(ctx.session, path, self._changed, ctx.problems, with_data=False)
+        # Each provider node parsed once: a node's name is its whole content, so (name,
+        # czxid) names one immutable answer. Re-parsing every child on every change cost
+        # O(children) URL parses per event, and left the view holding fresh copies of
+        # instances the cluster already held (twice the memory).
+        self._parsed: dict[str, tuple[int, Instance | None]] = {}
 
     def resync(self) -> None:
         self.watch.resync()
@@ -86,14 +91,21 @@ class InterfaceFeed(Feed):
 
     def _changed(self) -> None:
         candidates = []
+        parsed: dict[str, tuple[int, Instance | None]] = {}
         for node in self.watch.children.values():
-            try:
-                instance = matching_instance(self.key, node.name, node.czxid)
-            except (MalformedURL, NotAProvider) as exc:
-                self.ctx.problems.warn(f"{self.watch.path}/{node.name}", "skipped: %s", exc)
-                continue
+            known = self._parsed.get(node.name)
+            if known is not None and known[0] == node.czxid:
+                instance = known[1]
+            else:
+                try:
+                    instance = matching_instance(self.key, node.name, node.czxid)
+                except (MalformedURL, NotAProvider) as exc:
+                    self.ctx.problems.warn(f"{self.watch.path}/{node.name}", "skipped: %s", exc)
+                    continue
+            parsed[node.name] = (node.czxid, instance)
             if instance is not None:
                 candidates.append(instance)
+        self._parsed = parsed
         self.publish(candidates, self.watch.zxid)
 
 
