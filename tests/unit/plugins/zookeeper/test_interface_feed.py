@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from agent.discovery.logonce import LogOnce
 from agent.discovery.registry import Subscription
 from agent.discovery.types import Add, Instance, Remove, Reset, ServiceKey
 from plugins.zookeeper import feeds
@@ -13,7 +14,6 @@ from plugins.zookeeper.config import ZooKeeperConfig
 from plugins.zookeeper.dubbo_url import DubboURL, parse
 from plugins.zookeeper.feeds import FeedContext, InterfaceFeed
 from plugins.zookeeper.layout import Layout
-from plugins.zookeeper.logonce import LogOnce
 from plugins.zookeeper.watches import Node
 
 IFACE = "org.example.Demo"
