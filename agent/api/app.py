@@ -84,7 +84,8 @@ def create_app(agent: Agent) -> FastAPI:
     )
     async def readyz() -> Response:
         ready, reasons = agent.ready()
-        body = Readiness(ready=ready, reasons=reasons).model_dump()
+        states = [_registry_state(n, s) for n, s in agent.registry_statuses().items()]
+        body = Readiness(ready=ready, reasons=reasons, registries=states).model_dump()
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @probes.get(

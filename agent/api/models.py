@@ -15,16 +15,19 @@ class Health(Model):
     status: str
 
 
-class Readiness(Model):
-    ready: bool
-    reasons: list[str]
-
-
 class RegistryState(Model):
     name: str
     connected: bool
     since: float = Field(description="Seconds since the epoch of the last change of state")
     detail: str = ""
+
+
+class Readiness(Model):
+    ready: bool
+    reasons: list[str]
+    # A registry lost after the first snapshot does not make the agent unready (it serves
+    # from the last known endpoints), but the probe says so, and since when.
+    registries: list[RegistryState]
 
 
 class ServiceSummary(Model):
