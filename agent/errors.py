@@ -95,3 +95,8 @@ class RegistryError(MeshAgentError):
 
 class UnknownServiceError(RegistryError):
     """The service is not known to the agent's configuration or registry."""
+
+
+class DrainingError(MeshAgentError):
+    """The agent is draining (SIGTERM): it has withdrawn its registrations and takes no new
+    ones, or the app would be advertised again while its pod goes away."""

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.errors import (
+    DrainingError,
     InvalidRequest,
     InvokeNotSupported,
     MeshAgentError,
@@ -40,6 +41,8 @@ def status_for(exc: MeshAgentError) -> int:
     # Most specific first: UpstreamTimeout and NoEndpointError are UpstreamErrors.
     if isinstance(exc, UnknownServiceError):
         return 404
+    if isinstance(exc, DrainingError):
+        return 503
     if isinstance(exc, InvokeNotSupported):
         return 400
     if isinstance(exc, UpstreamTimeout):

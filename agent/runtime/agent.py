@@ -20,7 +20,7 @@ from agent.cluster.outlier import OutlierPolicy
 from agent.config import AgentConfig, ListenerConfig, ServiceConfig
 from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import Registration, RegistryStatus, ServiceKey, frozen_mapping
-from agent.errors import InvokeNotSupported, MeshAgentError, UnknownServiceError
+from agent.errors import DrainingError, InvokeNotSupported, MeshAgentError, UnknownServiceError
 from agent.plugins import PluginKind, load
 from agent.runtime.capture import CaptureListener
 from agent.runtime.health import HealthChecker, run_health_checks
@@ -338,6 +338,12 @@ class Agent:
         ttl_s: float | None,
     ) -> bool:
         config = self.service(service)
+        if self.draining:
+            # delete_all ran when the drain began: anything published now would stay
+            # advertised (and take traffic) until the process exits.
+            raise DrainingError(
+                f"the agent is draining: registration of {instance_id!r} of {service!r} refused"
+            )
         registration = Registration(
             service, instance_id, host, port, weight, frozen_mapping(metadata), config.protocol
         )

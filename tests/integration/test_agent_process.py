@@ -250,7 +250,12 @@ def test_sigterm_drains_open_connections_deregisters_and_exits_zero(
         assert agent.process.running
         with agent.client() as http:
             readiness = http.get("/readyz")
+            # Withdrawn for good: a registration now would advertise a pod going away.
+            late = http.put(
+                f"/v1/registrations/{SERVICE}/app-2", json={"host": LOOPBACK, "port": free_port()}
+            )
         assert readiness.status_code == 503 and "draining" in readiness.json()["reasons"]
+        assert late.status_code == 503, late.text
         assert agent.registrations() == set()
         agent.process.wait_for_line(
             rf"deregistered .*service={SERVICE} instance=app-1", 5, since=agent.process.run_offset

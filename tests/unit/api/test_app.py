@@ -88,6 +88,22 @@ async def test_register_list_and_deregister(agent: Agent) -> None:
         await async_wait_until(only_static, what="registration removed from the cluster")
 
 
+async def test_no_registration_while_draining(agent: Agent) -> None:
+    # The drain has withdrawn every registration; a PUT now (a new one or a TTL renewal)
+    # would advertise the app again until the process exits.
+    async with client(agent) as api:
+        body = {"host": "127.0.0.1", "port": 9100, "ttl_s": 30}
+        assert (await api.put("/v1/registrations/echo/app-1", json=body)).status_code == 201
+        agent.draining = True
+        await agent.registrations.delete_all()
+        refused = await api.put("/v1/registrations/echo/app-1", json=body)
+        assert refused.status_code == 503
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "draining" in refused.json()["detail"]
+        assert (await api.get("/v1/registrations")).json() == []
+        assert [h.id for h in agent.clusters["echo"].hosts()] == ["127.0.0.1:9"]
+
+
 async def test_bad_input_gets_problem_details_and_loses_nothing(agent: Agent) -> None:
     async with client(agent) as api:
         body = {"host": "127.0.0.1", "port": 9100}
