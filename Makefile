@@ -42,6 +42,12 @@ openapi: venv
 test: venv system-deps peers lint typecheck
 	$(BIN)/pytest -q
 
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: venv system-deps peers
+	$(BIN)/pytest -q tests/integration tests/interop tests/contract
+
 bench: venv
 	scripts/install-system-deps.sh bench
 	$(BIN)/python bench/tcp.py

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -183,7 +184,7 @@ class Agent:
                 await self._close_servers()
                 raise StartupError(
                     f"listener {config.display_name}: cannot listen on "
-                    f"{config.host}:{config.port}: {exc.strerror or exc}"
+                    f"{config.host}:{config.port}: {os.strerror(exc.errno) if exc.errno else exc}"
                 ) from None
         for name, start, where in self._side_listeners():
             try:
