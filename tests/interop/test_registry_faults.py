@@ -217,6 +217,8 @@ def test_restarted_provider_survives_its_old_node_expiring(
         assert set(revisions) <= {old_czxid, new_czxid}
         for _ in range(3):
             assert whoami(agent) == ("new", new.address)
+        # Between the polls too: the cluster replaced the host, it never removed it.
+        assert "endpoint removed" not in agent.process.output()
     finally:
         agent.stop()
 
@@ -242,8 +244,8 @@ def test_zookeeper_down_keeps_endpoints_and_calls(
         assert agent.cluster(INTERFACE)["registry"]["connected"] is True
         assert whoami(agent) == ("first", first.address)
 
+        stopping_at = time.time()
         zk.stop()
-        stopped_at = time.time()
         registry = agent.process.wait_for(
             lambda: (r := agent.cluster(INTERFACE)["registry"])["connected"] is False and r,
             10,
@@ -252,7 +254,7 @@ def test_zookeeper_down_keeps_endpoints_and_calls(
         assert registry["name"] == "zk"
         assert registry["since"] is not None
         # "since" is when the connection went, not when we looked (seconds, epoch).
-        assert stopped_at - 1 <= registry["since"] <= time.time()
+        assert stopping_at <= registry["since"] <= time.time()
 
         # Calls keep going to the last known endpoint, past the agent's session timeout.
         down_at = time.monotonic()
@@ -363,13 +365,15 @@ def test_killed_agent_registrations_vanish_within_the_session_timeout(
             assert status["connected"] and status["detail"] == f"session 0x{owner:x}"
             agent.process.kill()
             killed_at = time.monotonic()
+            # Nobody withdrew them: they are there until the server expires the session.
+            assert agent_nodes(observer, port) == nodes
             wait_until(
                 lambda: not agent_nodes(observer, port),
                 session_s + 5,
                 what="the killed agent's nodes to expire",
             )
-            # The server expires a session within its timeout plus a tick or two.
-            assert time.monotonic() - killed_at < session_s + 1.5
+            # The server expires a session within its timeout plus a tick (200 ms) or two.
+            assert time.monotonic() - killed_at < session_s + 2
         finally:
             agent.stop()
 
