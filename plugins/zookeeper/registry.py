@@ -191,16 +191,31 @@ class ZooKeeperRegistry(Registry):
                     self._withdrawn.add(previous.path)
                 log.info("%s: not connected; published once the session is back", publication.path)
                 return
+            replaced = previous.path if previous is not None else publication.path
             try:
+                # The new node first, then the old one away (a changed Dubbo URL is a new node
+                # name): consumers show the newest node of an id, so they never see it gone.
                 async with asyncio.timeout(self._op_timeout_s):
-                    if previous is not None and previous.path != publication.path:
-                        await self._withdraw(previous.path)
                     await self._publish(publication)
             except (*TRANSIENT, TimeoutError):
+                if replaced != publication.path:
+                    self._withdrawn.add(replaced)
                 log.info("%s: not connected; published once the session is back", publication.path)
+                return
             except KazooException as exc:
-                del self._published[key]
+                if previous is not None:
+                    self._published[key] = previous  # still there: the old node was kept
+                else:
+                    del self._published[key]
                 raise RegistryError(f"{publication.path}: {exc!r}") from exc
+            if replaced != publication.path:
+                try:
+                    async with asyncio.timeout(self._op_timeout_s):
+                        await self._withdraw(replaced)
+                except (*TRANSIENT, TimeoutError):
+                    self._withdrawn.add(replaced)
+                except KazooException as exc:
+                    log.warning("%s: withdraw failed: %r", replaced, exc)
 
     async def deregister(self, service: str, instance_id: str) -> None:
         async with self._registrations_lock:
@@ -270,6 +285,16 @@ class ZooKeeperRegistry(Registry):
         for feed in list(self._feeds.values()):
             feed.resync()
         async with self._registrations_lock:
+            # Publications before withdrawals: a registration changed during the outage gets
+            # its new node before the old one goes (the two paths never coincide).
+            for publication in list(self._published.values()):
+                try:
+                    async with asyncio.timeout(self._op_timeout_s):
+                        await self._publish(publication)
+                except (*TRANSIENT, TimeoutError):
+                    return  # the next reconnect tries again
+                except (KazooException, RegistryError) as exc:
+                    log.warning("%s: re-publish failed: %r", publication.path, exc)
             for path in list(self._withdrawn):
                 try:
                     async with asyncio.timeout(self._op_timeout_s):
@@ -279,14 +304,6 @@ class ZooKeeperRegistry(Registry):
                 except KazooException as exc:
                     log.warning("%s: withdraw failed: %r", path, exc)
                 self._withdrawn.discard(path)
-            for publication in list(self._published.values()):
-                try:
-                    async with asyncio.timeout(self._op_timeout_s):
-                        await self._publish(publication)
-                except (*TRANSIENT, TimeoutError):
-                    return  # the next reconnect tries again
-                except (KazooException, RegistryError) as exc:
-                    log.warning("%s: re-publish failed: %r", publication.path, exc)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -464,3 +464,34 @@ async def test_subscribe_before_start(
         assert isinstance(reset, Reset) and len(reset.instances) == 1
     finally:
         await reg.close()
+
+
+async def test_changed_dubbo_registration_never_leaves_the_id_unregistered(
+    zookeeper: ZooKeeperServer, registry: ZooKeeperRegistry, kz: KazooClient, root: str
+) -> None:
+    """A changed registration is a new node name (the URL is the name): the new node is
+    created before the old one is deleted, so a consumer always finds the provider."""
+    observer = ZooKeeperRegistry(make_config(zookeeper, root))
+    await observer.start()
+    try:
+        consumer = Consumer(observer.subscribe(key()))
+        await consumer.until(lambda c: c.resets == 1)
+        metadata = frozen_mapping({"version": "1.0.0"})
+        for round_, weight in enumerate((50, 60, 70, 80, 90)):
+            await registry.register(
+                Registration(IFACE, "local-1", "10.1.1.1", 20880, weight, metadata, "dubbo")
+            )
+            await consumer.until(
+                lambda c, w=weight: (
+                    "10.1.1.1:20880" in c.instances and c.instances["10.1.1.1:20880"].weight == w
+                )
+            )
+            [name] = kz.get_children(providers(root))
+            created = kz.exists(f"{providers(root)}/{name}").czxid
+            parent = kz.exists(providers(root))
+            if round_:
+                # The parent's last child change is the old node's deletion, after the create.
+                assert parent.pzxid > created
+        assert not [u for u in consumer.updates if isinstance(u, Remove)], consumer.updates
+    finally:
+        await observer.close()
