@@ -95,3 +95,7 @@ class RegistryError(MeshAgentError):
 
 class UnknownServiceError(RegistryError):
     """The service is not known to the agent's configuration or registry."""
+
+
+class UnknownMethodError(UnknownServiceError):
+    """The service is known but has no such method (an IDL's, a proto's); a 404 like it."""
