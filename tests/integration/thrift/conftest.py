@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.fixtures.thrift_server import FORMS, ThriftServer, start_server
+from tests.fixtures.agent_process import AgentProcess, start_agent
+from tests.fixtures.processes import LOOPBACK, free_port
+from tests.fixtures.thrift_server import DOWN, EMPTY, FORMS, IDL, ThriftServer, start_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,3 +53,54 @@ def thrift_servers(
         for group in servers.values():
             for server in group:
                 server.stop()
+
+
+def agent_config(servers: dict[str, list[ThriftServer]]) -> dict[str, Any]:
+    closed_port = free_port()
+    instances = {form: [s.instance() for s in group] for form, group in servers.items()}
+    instances[DOWN] = [{"host": LOOPBACK, "port": closed_port}]
+    names = [*FORMS, DOWN, EMPTY]
+    return {
+        "registries": [{"name": "local", "type": "local", "config": {"services": instances}}],
+        "services": [
+            {
+                "name": name,
+                "protocol": "thrift",
+                "health": {"enabled": False},
+                "options": options(name),
+            }
+            for name in names
+        ],
+        "listeners": [
+            {
+                "port": free_port(),
+                "service": name,
+                "protocol": "thrift",
+                "config": {"timeout_ms": 500, "max_message_bytes": 65536},
+            }
+            for name in names
+        ],
+        "drain_timeout_s": 2,
+    }
+
+
+@pytest.fixture(scope="session")
+def agent(
+    tmp_path_factory: pytest.TempPathFactory,
+    thrift_servers: dict[str, list[ThriftServer]],
+    thrift_entry_point: None,
+) -> Iterator[AgentProcess]:
+    workdir: Path = tmp_path_factory.mktemp("thrift-agent")
+    agent = start_agent(workdir, agent_config(thrift_servers))
+    try:
+        for form in FORMS:
+            agent.wait_endpoints(form, 2)
+        yield agent
+    finally:
+        agent.stop()
+
+
+def options(service: str) -> dict[str, Any]:
+    """JSON invocation settings: the IDL, and the wire form the service's providers speak."""
+    proto, transport = FORMS.get(service, ("binary", "framed"))
+    return {"idl": str(IDL), "protocol": proto, "transport": transport}

@@ -5,9 +5,6 @@ from __future__ import annotations
 import socket
 import struct
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from thriftpy2.thrift import TApplicationException
@@ -22,54 +19,13 @@ from plugins.thrift.codec import (
     Transport,
     encode_header,
 )
-from tests.fixtures.agent_process import AgentProcess, start_agent
-from tests.fixtures.processes import LOOPBACK, free_port
-from tests.fixtures.thrift_server import FORMS, ThriftServer, client, load_idl
+from tests.fixtures.agent_process import AgentProcess
+from tests.fixtures.processes import LOOPBACK
+from tests.fixtures.thrift_server import DOWN, EMPTY, FORMS, client, load_idl
 
 pytestmark = pytest.mark.integration
 
 echo_thrift = load_idl()
-DOWN = "nowhere"  # a service whose only instance is a closed port
-EMPTY = "empty"  # a service with no instance at all
-
-
-def agent_config(servers: dict[str, list[ThriftServer]]) -> dict[str, Any]:
-    closed_port = free_port()
-    instances = {form: [s.instance() for s in group] for form, group in servers.items()}
-    instances[DOWN] = [{"host": LOOPBACK, "port": closed_port}]
-    names = [*FORMS, DOWN, EMPTY]
-    return {
-        "registries": [{"name": "local", "type": "local", "config": {"services": instances}}],
-        "services": [
-            {"name": name, "protocol": "thrift", "health": {"enabled": False}} for name in names
-        ],
-        "listeners": [
-            {
-                "port": free_port(),
-                "service": name,
-                "protocol": "thrift",
-                "config": {"timeout_ms": 500, "max_message_bytes": 65536},
-            }
-            for name in names
-        ],
-        "drain_timeout_s": 2,
-    }
-
-
-@pytest.fixture(scope="module")
-def agent(
-    tmp_path_factory: pytest.TempPathFactory,
-    thrift_servers: dict[str, list[ThriftServer]],
-    thrift_entry_point: None,
-) -> Iterator[AgentProcess]:
-    workdir: Path = tmp_path_factory.mktemp("thrift-agent")
-    agent = start_agent(workdir, agent_config(thrift_servers))
-    try:
-        for form in FORMS:
-            agent.wait_endpoints(form, 2)
-        yield agent
-    finally:
-        agent.stop()
 
 
 def port(agent: AgentProcess, service: str) -> int:
