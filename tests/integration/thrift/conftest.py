@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,30 +10,20 @@ import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.processes import LOOPBACK, free_port
-from tests.fixtures.thrift_server import DOWN, EMPTY, FORMS, IDL, ThriftServer, start_server
+from tests.fixtures.thrift_server import (
+    DOWN,
+    EMPTY,
+    FORMS,
+    IDL,
+    ThriftServer,
+    plugin_on_pythonpath,
+    start_server,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def thrift_entry_point(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Make ``thrift`` a meshagent.protocols entry point for agent processes.
-
-    pyproject.toml declares it (``thrift = "plugins.thrift.protocol:PLUGIN"``); until the
-    venv is reinstalled from it, a dist-info on PYTHONPATH declares the same entry point.
-    Once installed, both are found with the same value, which the plugin loader accepts.
-    """
-    root = tmp_path_factory.mktemp("thrift-entry-point")
-    info = root / "meshagent_thrift_test-0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: meshagent-thrift-test\nVersion: 0\n", encoding="utf-8"
-    )
-    (info / "entry_points.txt").write_text(
-        "[meshagent.protocols]\nthrift = plugins.thrift.protocol:PLUGIN\n", encoding="utf-8"
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(
-            "PYTHONPATH", os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
-        )
+    with plugin_on_pythonpath(tmp_path_factory.mktemp("thrift-entry-point")):
         yield
 
 
