@@ -59,7 +59,22 @@ def agent(
             }
         ],
         "services": [
-            {"name": form, "protocol": "thrift", "health": {"enabled": False}} for form in FORMS
+            {
+                "name": form,
+                "protocol": "thrift",
+                # The thrift checker calls ping() on each server, in the server's form.
+                "health": {
+                    "checker": "thrift",
+                    "interval_s": 0.5,
+                    "healthy_threshold": 1,
+                    "config": {
+                        "method": "ping",
+                        "protocol": FORMS[form][0],
+                        "transport": FORMS[form][1],
+                    },
+                },
+            }
+            for form in FORMS
         ],
         "listeners": [
             {"port": free_port(), "service": form, "protocol": "thrift"} for form in FORMS
