@@ -144,6 +144,8 @@ class ThriftProxyConnection(asyncio.Protocol):
         self.peer = ""
         self._upstream_paused = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Replies that arrive in one loop iteration go out in one write (see upstream.py).
+        self._out: list[bytes] = []
 
     @property
     def wire(self) -> Transport:
@@ -330,7 +332,20 @@ class ThriftProxyConnection(asyncio.Protocol):
         if self.lost or self.transport is None:
             return
         self.context.stats.bytes_out += len(data)
-        self.transport.write(data)
+        if not self._out:
+            self.loop.call_soon(self.flush)
+        self._out.append(data)
+
+    def flush(self) -> None:
+        out, self._out = self._out, []
+        if out and not self.lost and self.transport is not None:
+            self.transport.write(b"".join(out))
+
+    def _close(self) -> None:
+        """Close after what is queued (close() lets written data flush, not queued data)."""
+        self.flush()
+        assert self.transport is not None
+        self.transport.close()
 
     def answer_error(
         self, header: Header, message: str, kind: AppError = AppError.INTERNAL_ERROR
@@ -345,7 +360,7 @@ class ThriftProxyConnection(asyncio.Protocol):
     def call_done(self, call: _Call) -> None:
         self.calls.discard(call)
         if self.eof and not self.calls and self.transport is not None:
-            self.transport.close()
+            self._close()
 
     def _no_provider(self, header: Header) -> None:
         log.warning(
@@ -372,8 +387,8 @@ class ThriftProxyConnection(asyncio.Protocol):
             self.answer_error(header, f"meshagent: {reason}", kind)
         self.closed = True  # read no further messages; connection_lost still runs
         if self.transport is not None:
-            # close() lets the exception flush; calls in flight are abandoned.
-            self.transport.close()
+            # The exception is flushed first; calls in flight are abandoned.
+            self._close()
 
     def _spawn(self, coroutine: object) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coroutine)  # type: ignore[arg-type]

@@ -38,6 +38,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.close_reason = ""
         self._on_writable: list[Callable[[], None]] = []
         self.writable = True
+        # Calls sent in one loop iteration (a client's read often holds many) go out in one
+        # write: a syscall per message cost more than everything else on the path.
+        self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -104,14 +107,21 @@ class UpstreamConnection(asyncio.Protocol):
         per call: this is the proxy's hot path. The caller minds its own deadline."""
         seqid = self._next_seqid()
         self.pending[seqid] = waiter
-        assert self.transport is not None
-        self.transport.write(with_seqid(message, seqid, self.wire))
+        self._queue(with_seqid(message, seqid, self.wire))
         return seqid
 
     def send_oneway(self, message: Message) -> None:
-        seqid = self._next_seqid()
-        assert self.transport is not None
-        self.transport.write(with_seqid(message, seqid, self.wire))
+        self._queue(with_seqid(message, self._next_seqid(), self.wire))
+
+    def _queue(self, data: bytes) -> None:
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._out.append(data)
+
+    def flush(self) -> None:
+        out, self._out = self._out, []
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     def cancel(self, seqid: int) -> None:
         """Stop waiting for ``seqid`` (timed out): a late reply is dropped."""
@@ -143,6 +153,7 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.closed:
             self.close_reason = "connection closed by the agent"
+            self.flush()
             self.transport.close()
 
 
