@@ -400,9 +400,11 @@ class MessageDecoder:
                 raise RemoteProtocolError(f"frame length {length}")
             if length > self.max_size:
                 raise FrameTooLarge(f"frame of {length} bytes, over the limit of {self.max_size}")
-            if self.pending is None and len(buffer) >= 4 + min(length, 64):
-                self.pending = self._peek_header(4, 4 + length)
             if len(buffer) < 4 + length:
+                # Read the header of an incomplete frame once, early: garbage is refused
+                # before its body is awaited, and a truncation can name the call.
+                if self.pending is None and len(buffer) >= 4 + min(length, 64):
+                    self.pending = self._peek_header(4, 4 + length)
                 return NEED_DATA
             data = bytes(buffer[4 : 4 + length])
             del buffer[: 4 + length]
