@@ -22,6 +22,8 @@ import base64
 import binascii
 import itertools
 import math
+import secrets
+import time
 from typing import Annotated, Any
 
 import thriftpy2
@@ -252,6 +254,35 @@ def struct_to_json(struct: Any) -> dict[str, Any]:
     return out
 
 
+# -- context: the Base struct at field 255 ---------------------------------------------
+
+BASE_FIELD_ID = 255
+
+
+def with_base(
+    args_cls: Any, args: dict[str, Any], caller: str, timeout_ms: int
+) -> tuple[dict[str, Any], str | None]:
+    """``args`` with a Base filled in, when the method takes the common Base struct at field
+    255 and the caller left it out; and the LogID given (the trace id), if any.
+
+    LogID is a fresh 128-bit hex id, Caller the service's ``caller`` option, and Extra holds
+    the deadline: ``timeout_ms`` (relative) and ``deadline_ms`` (absolute, Unix ms).
+    """
+    spec = args_cls.thrift_spec.get(BASE_FIELD_ID)
+    if spec is None or spec[0] != TType.STRUCT or len(spec) < 4:
+        return args, None
+    name, base_cls = spec[1], spec[2]
+    fields = {field[1] for field in base_cls.thrift_spec.values()}
+    if name in args or not {"LogID", "Caller"} <= fields:
+        return args, None
+    log_id = secrets.token_hex(16)
+    base: dict[str, Any] = {"LogID": log_id, "Caller": caller}
+    if "Extra" in fields:
+        deadline = int(time.time() * 1000) + timeout_ms
+        base["Extra"] = {"timeout_ms": str(timeout_ms), "deadline_ms": str(deadline)}
+    return {**args, name: base}, log_id
+
+
 # -- the call ---------------------------------------------------------------------------
 
 _options_cache: dict[str, tuple[ServiceConfig, ThriftServiceOptions]] = {}
@@ -337,14 +368,18 @@ async def invoke(request: InvokeRequest, config: ThriftConfig, pool: UpstreamPoo
             f"{service.__name__} has no method {method!r}; it has: "
             f"{', '.join(service.thrift_services)}"
         )
+    timeout_ms = body.timeout_ms or options.timeout_ms or config.timeout_ms
+    args_cls = getattr(service, f"{method}_args")
+    values, log_id = with_base(args_cls, body.args, options.caller, timeout_ms)
     try:
-        args = struct_from_json(getattr(service, f"{method}_args"), body.args, "body.args")
+        args = struct_from_json(args_cls, values, "body.args")
     except _Bad as exc:
         raise InvalidRequest([(exc.path, exc.message)]) from None
     oneway = bool(getattr(service, f"{method}_result").oneway)
     proto, transport = Proto(options.protocol), Transport(options.transport)
     message = encode_call(service, method, args, proto, oneway)
-    timeout_ms = body.timeout_ms or options.timeout_ms or config.timeout_ms
+    # The LogID goes back to the caller, so its logs and the provider's can be joined.
+    attachments = {"log_id": log_id} if log_id is not None else {}
 
     cluster = request.cluster
     tried: set[str] = set()
@@ -362,7 +397,7 @@ async def invoke(request: InvokeRequest, config: ThriftConfig, pool: UpstreamPoo
             continue
         if oneway:
             connection.send_oneway(message)
-            return InvokeResult(None, {}, host.id)
+            return InvokeResult(None, attachments, host.id)
         host.active_requests += 1
         try:
             reply = await connection.request(message, timeout_ms / 1000)
@@ -372,7 +407,7 @@ async def invoke(request: InvokeRequest, config: ThriftConfig, pool: UpstreamPoo
         finally:
             host.active_requests -= 1
         cluster.report_success(host)
-        return InvokeResult(decode_reply(service, method, reply), {}, host.id)
+        return InvokeResult(decode_reply(service, method, reply), attachments, host.id)
     if not errors:
         raise NoEndpointError(f"no provider available for {request.service.name!r}")
     raise ConnectError(f"no provider of {request.service.name!r} reachable: {'; '.join(errors)}")

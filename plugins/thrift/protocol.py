@@ -48,6 +48,9 @@ class ThriftServiceOptions(BaseModel):
     protocol: Literal["binary", "compact"] = "binary"
     transport: Literal["framed", "buffered"] = "framed"
     timeout_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
+    # Base.Caller of JSON invocations, for IDLs with the Base struct at field 255 (the
+    # calling app's name: the provider sees who called without code changes).
+    caller: str = ""
 
 
 class ThriftProtocol(ProtocolSupport):

@@ -92,4 +92,4 @@ def agent(
 def options(service: str) -> dict[str, Any]:
     """JSON invocation settings: the IDL, and the wire form the service's providers speak."""
     proto, transport = FORMS.get(service, ("binary", "framed"))
-    return {"idl": str(IDL), "protocol": proto, "transport": transport}
+    return {"idl": str(IDL), "protocol": proto, "transport": transport, "caller": "json-app"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import pytest
@@ -100,3 +101,19 @@ def test_timeout_and_no_provider(agent: AgentProcess) -> None:
         10,
     )
     assert invoke(agent, EMPTY, "ping", {}).status_code == 503
+
+
+def test_base_at_field_255_carries_the_context(agent: AgentProcess) -> None:
+    response = invoke(agent, "framed-binary", "context", {"args": {"note": "n"}, "timeout_ms": 700})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    seen = body["result"]
+    assert seen["Caller"] == "json-app"  # the service's ``caller`` option
+    assert seen["LogID"] == body["attachments"]["log_id"] and len(seen["LogID"]) == 32
+    assert seen["timeout_ms"] == "700"
+    assert abs(int(seen["deadline_ms"]) - time.time() * 1000) < 60_000
+    # A Base given by the caller is sent as given.
+    given = {"note": "n", "Base": {"LogID": "mine", "Caller": "me"}}
+    response = invoke(agent, "framed-binary", "context", {"args": given})
+    assert response.json()["result"] == {"LogID": "mine", "Caller": "me"}
+    assert response.json()["attachments"] == {}

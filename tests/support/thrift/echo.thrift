@@ -2,6 +2,8 @@
 namespace java meshagent.thrift
 namespace py echo
 
+include "base.thrift"
+
 enum Color {
     RED = 1,
     GREEN = 2,
@@ -37,4 +39,6 @@ service Echo {
     string whoami(),
     oneway void record(1: string note),
     i32 recorded(),
+    // What the caller's Base said (LogID, Caller and the Extra entries), for context tests.
+    map<string, string> context(1: string note, 255: base.Base Base),
 }

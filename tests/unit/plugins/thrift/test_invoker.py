@@ -23,6 +23,7 @@ from plugins.thrift.invoker import (
     load_service,
     struct_from_json,
     struct_to_json,
+    with_base,
 )
 from plugins.thrift.protocol import ThriftServiceOptions
 from tests.support.thrift_messages import IDL, big_item, echo_thrift
@@ -91,3 +92,15 @@ def test_idl_problems_are_config_errors(tmp_path: Any) -> None:
         load_service(ThriftServiceOptions(idl=str(tmp_path / "missing.thrift")), "svc")
     with pytest.raises(InvokeNotSupported, match="has services Echo"):
         load_service(ThriftServiceOptions(idl=str(IDL), idl_service="Other"), "svc")
+
+
+def test_base_is_filled_only_where_the_idl_has_it() -> None:
+    args, log_id = with_base(Echo.context_args, {"note": "n"}, "app", 250)
+    assert log_id is not None and args["Base"]["LogID"] == log_id
+    assert args["Base"]["Caller"] == "app"
+    assert args["Base"]["Extra"]["timeout_ms"] == "250"
+    # Filled Base encodes as the IDL's struct.
+    assert struct_from_json(Echo.context_args, args, "args").Base.Caller == "app"
+    assert with_base(Echo.add_args, {"a": 1, "b": 2}, "app", 250) == ({"a": 1, "b": 2}, None)
+    given = {"note": "n", "Base": {"LogID": "x"}}
+    assert with_base(Echo.context_args, given, "app", 250) == (given, None)
