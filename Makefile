@@ -10,7 +10,7 @@ CONFIG ?= examples/agent.yaml
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,zookeeper,etcd]'
+	$(BIN)/pip install -q -e '.[test,zookeeper,etcd,thrift]'
 	touch $@
 
 venv: $(STAMP)
@@ -26,6 +26,7 @@ system-deps:
 peers: system-deps
 	mvn -q -B -f tests/interop/java/hessian-vectors/pom.xml package
 	mvn -q -B -f tests/interop/java/dubbo-peer/pom.xml package
+	mvn -q -B -f tests/interop/java/thrift-peer/pom.xml package
 
 lint: venv
 	$(BIN)/ruff check .

@@ -100,3 +100,7 @@ class UnknownServiceError(RegistryError):
 class DrainingError(MeshAgentError):
     """The agent is draining (SIGTERM): it has withdrawn its registrations and takes no new
     ones, or the app would be advertised again while its pod goes away."""
+
+
+class UnknownMethodError(UnknownServiceError):
+    """The service is known but has no such method (an IDL's, a proto's); a 404 like it."""

@@ -1,0 +1,413 @@
+"""JSON invocation of a Thrift service by its IDL: ``POST /v1/invoke/thrift/{service}/{method}``.
+
+The body is ``{"args": {"name": value, ...}, "timeout_ms": n}``; arguments are named as in
+the IDL. JSON maps onto Thrift by the argument's declared type:
+
+- struct: an object by field name; list, set: an array; map: an object (keys in JSON are
+  strings, so ``"3"`` is read as an i32 key of 3);
+- enum: its name (``"GREEN"``) or number; binary: base64;
+- i64: a number, or a string of digits for values past 2**53 (JavaScript's safe range).
+  Results use the same forms; an i64 past 2**53 comes back as a string.
+
+A declared exception is an HTTP 502 naming its type with its fields as details, a
+TApplicationException from the provider likewise; a method the IDL does not have is a 404
+listing the ones it has. The IDL is loaded with thriftpy2 (which resolves includes), once
+per file; the call itself goes over the same pooled, multiplexed connections as the
+listener, with the agent's own codec doing every length check before thriftpy2 reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import math
+import secrets
+import time
+from typing import Annotated, Any
+
+import thriftpy2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from thriftpy2 import protocol as _protocols
+from thriftpy2 import transport as _transports
+from thriftpy2.thrift import TApplicationException, TMessageType, TType
+
+from agent.cluster.lb import PickContext
+from agent.config import ServiceConfig
+from agent.errors import (
+    ConnectError,
+    InvalidRequest,
+    InvokeNotSupported,
+    NoEndpointError,
+    RemoteApplicationError,
+    RemoteProtocolError,
+    UnknownMethodError,
+    UpstreamError,
+)
+from agent.runtime.protocols import InvokeRequest, InvokeResult
+from plugins.thrift.codec import (
+    Message,
+    MessageDecoder,
+    MessageType,
+    Proto,
+    Transport,
+    check_body,
+)
+from plugins.thrift.protocol import ThriftConfig, ThriftServiceOptions
+from plugins.thrift.upstream import UpstreamPool
+
+# thriftpy2's constructors are untyped; Any keeps mypy --strict quiet about each call.
+TBinaryProtocol: Any = _protocols.TBinaryProtocol
+TCompactProtocol: Any = _protocols.TCompactProtocol
+TMemoryBuffer: Any = _transports.TMemoryBuffer
+
+SAFE_INTEGER = 2**53 - 1
+_RANGES = {TType.BYTE: 7, TType.I16: 15, TType.I32: 31, TType.I64: 63}
+
+
+class InvokeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    args: dict[str, Any] = Field(default_factory=dict)
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
+
+
+# -- IDL --------------------------------------------------------------------------------
+
+_modules: dict[tuple[str, tuple[str, ...]], Any] = {}
+_names = itertools.count()
+
+
+def load_service(options: ThriftServiceOptions, service_name: str) -> Any:
+    """The thriftpy2 service class the options name (the IDL's only service by default)."""
+    if options.idl is None:
+        raise InvokeNotSupported(
+            f"service {service_name!r} names no Thrift IDL (services[].options.idl)"
+        )
+    key = (options.idl, tuple(options.include_dirs))
+    module = _modules.get(key)
+    if module is None:
+        try:
+            module = thriftpy2.load(
+                options.idl,
+                # thriftpy2 wants a unique name ending in _thrift per loaded IDL.
+                module_name=f"meshagent_{next(_names)}_thrift",
+                include_dirs=list(options.include_dirs) or None,
+            )
+        except Exception as exc:  # a missing file or a parse error: the config's fault
+            raise InvokeNotSupported(f"cannot load Thrift IDL {options.idl}: {exc}") from None
+        _modules[key] = module
+    services = {
+        name: value for name, value in vars(module).items() if hasattr(value, "thrift_services")
+    }
+    wanted = options.idl_service
+    if wanted is None and len(services) == 1:
+        return next(iter(services.values()))
+    if wanted is not None and wanted in services:
+        return services[wanted]
+    raise InvokeNotSupported(
+        f"IDL {options.idl} has services {', '.join(sorted(services)) or 'none'}; "
+        "name one in services[].options.idl_service"
+    )
+
+
+# -- JSON → thriftpy2 values ------------------------------------------------------------
+
+
+class _Bad(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+
+
+def _spec_parts(spec: tuple[Any, ...]) -> tuple[int, str, Any, bool]:
+    """(ttype, name, extra, required) of a thriftpy2 field spec (extra None for scalars)."""
+    if len(spec) == 3:
+        return spec[0], spec[1], None, bool(spec[2])
+    return spec[0], spec[1], spec[2], bool(spec[3])
+
+
+def _split(type_spec: Any) -> tuple[int, Any]:
+    return (type_spec[0], type_spec[1]) if isinstance(type_spec, tuple) else (type_spec, None)
+
+
+def from_json(value: Any, ttype: int, extra: Any, path: str) -> Any:
+    if value is None:
+        raise _Bad(path, "null is not a Thrift value (leave the field out)")
+    if ttype == TType.BOOL:
+        if not isinstance(value, bool):
+            raise _Bad(path, "expected a boolean")
+        return value
+    if ttype in _RANGES:
+        if extra is not None and isinstance(value, str) and hasattr(extra, value):
+            return getattr(extra, value)  # an enum by name
+        if isinstance(value, str) and ttype == TType.I64:
+            try:
+                value = int(value)
+            except ValueError:
+                raise _Bad(path, "expected an integer or a string of digits") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            names = getattr(extra, "_NAMES_TO_VALUES", None)
+            if names:
+                raise _Bad(path, f"expected one of {', '.join(names)} or an integer")
+            raise _Bad(path, "expected an integer")
+        bits = _RANGES[ttype]
+        if not -(2**bits) <= value < 2**bits:
+            raise _Bad(path, f"{value} is out of range for a {bits + 1}-bit integer")
+        return value
+    if ttype == TType.DOUBLE:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Bad(path, "expected a number")
+        return float(value)
+    if ttype == TType.STRING:
+        if not isinstance(value, str):
+            raise _Bad(path, "expected a string")
+        return value
+    if ttype == TType.BINARY:
+        if not isinstance(value, str):
+            raise _Bad(path, "expected base64 text")
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise _Bad(path, "expected base64 text") from None
+    if ttype == TType.STRUCT:
+        if not isinstance(value, dict):
+            raise _Bad(path, f"expected an object ({extra.__name__})")
+        return struct_from_json(extra, value, path)
+    if ttype in (TType.LIST, TType.SET):
+        if not isinstance(value, list):
+            raise _Bad(path, "expected an array")
+        element, element_extra = _split(extra)
+        return [from_json(v, element, element_extra, f"{path}[{i}]") for i, v in enumerate(value)]
+    if ttype == TType.MAP:
+        if not isinstance(value, dict):
+            raise _Bad(path, "expected an object")
+        (key_type, key_extra), (value_type, value_extra) = _split(extra[0]), _split(extra[1])
+        out = {}
+        for key, item in value.items():
+            if key_type in _RANGES and not hasattr(key_extra, key):
+                try:
+                    key = int(key)
+                except ValueError:
+                    raise _Bad(f"{path}.{key}", "expected an integer key") from None
+            out[from_json(key, key_type, key_extra, f"{path}.{key}")] = from_json(
+                item, value_type, value_extra, f"{path}.{key}"
+            )
+        return out
+    raise _Bad(path, f"Thrift type {ttype} is not supported")
+
+
+def struct_from_json(cls: Any, value: dict[str, Any], path: str) -> Any:
+    fields = {}
+    known = {}
+    for spec in cls.thrift_spec.values():
+        ttype, name, extra, required = _spec_parts(spec)
+        known[name] = (ttype, extra, required)
+    for name in value:
+        if name not in known:
+            raise _Bad(f"{path}.{name}", f"{cls.__name__} has no field {name!r}")
+    for name, (ttype, extra, required) in known.items():
+        if name in value:
+            fields[name] = from_json(value[name], ttype, extra, f"{path}.{name}")
+        elif required:
+            raise _Bad(f"{path}.{name}", "required")
+    return cls(**fields)
+
+
+# -- thriftpy2 values → JSON ------------------------------------------------------------
+
+
+def to_json(value: Any, ttype: int, extra: Any) -> Any:
+    if value is None:
+        return None
+    if ttype in _RANGES:
+        names = getattr(extra, "_VALUES_TO_NAMES", None)
+        if names and value in names:
+            return names[value]
+        return str(value) if abs(value) > SAFE_INTEGER else value
+    if ttype == TType.DOUBLE:
+        # JSON has no NaN or infinity: say them as strings rather than fail the answer.
+        return value if math.isfinite(value) else str(value)
+    if ttype == TType.BINARY:
+        return base64.b64encode(value).decode()
+    if ttype == TType.STRUCT:
+        return struct_to_json(value)
+    if ttype in (TType.LIST, TType.SET):
+        element, element_extra = _split(extra)
+        return [to_json(v, element, element_extra) for v in value]
+    if ttype == TType.MAP:
+        (key_type, key_extra), (value_type, value_extra) = _split(extra[0]), _split(extra[1])
+        return {
+            str(to_json(k, key_type, key_extra)): to_json(v, value_type, value_extra)
+            for k, v in value.items()
+        }
+    return value
+
+
+def struct_to_json(struct: Any) -> dict[str, Any]:
+    out = {}
+    for spec in struct.thrift_spec.values():
+        ttype, name, extra, _required = _spec_parts(spec)
+        field = getattr(struct, name, None)
+        if field is not None:
+            out[name] = to_json(field, ttype, extra)
+    return out
+
+
+# -- context: the Base struct at field 255 ---------------------------------------------
+
+BASE_FIELD_ID = 255
+
+
+def with_base(
+    args_cls: Any, args: dict[str, Any], caller: str, timeout_ms: int
+) -> tuple[dict[str, Any], str | None]:
+    """``args`` with a Base filled in, when the method takes the common Base struct at field
+    255 and the caller left it out; and the LogID given (the trace id), if any.
+
+    LogID is a fresh 128-bit hex id, Caller the service's ``caller`` option, and Extra holds
+    the deadline: ``timeout_ms`` (relative) and ``deadline_ms`` (absolute, Unix ms).
+    """
+    spec = args_cls.thrift_spec.get(BASE_FIELD_ID)
+    if spec is None or spec[0] != TType.STRUCT or len(spec) < 4:
+        return args, None
+    name, base_cls = spec[1], spec[2]
+    fields = {field[1] for field in base_cls.thrift_spec.values()}
+    if name in args or not {"LogID", "Caller"} <= fields:
+        return args, None
+    log_id = secrets.token_hex(16)
+    base: dict[str, Any] = {"LogID": log_id, "Caller": caller}
+    if "Extra" in fields:
+        deadline = int(time.time() * 1000) + timeout_ms
+        base["Extra"] = {"timeout_ms": str(timeout_ms), "deadline_ms": str(deadline)}
+    return {**args, name: base}, log_id
+
+
+# -- the call ---------------------------------------------------------------------------
+
+_options_cache: dict[str, tuple[ServiceConfig, ThriftServiceOptions]] = {}
+
+
+def service_options(service: ServiceConfig) -> ThriftServiceOptions:
+    # Validated when the config loaded; turned into the model once per ServiceConfig object.
+    cached = _options_cache.get(service.name)
+    if cached is not None and cached[0] is service:
+        return cached[1]
+    options = ThriftServiceOptions.model_validate(service.options)
+    _options_cache[service.name] = (service, options)
+    return options
+
+
+def _protocol(buffer: Any, proto: Proto) -> Any:
+    return TCompactProtocol(buffer) if proto is Proto.COMPACT else TBinaryProtocol(buffer)
+
+
+def encode_call(service: Any, method: str, args: Any, proto: Proto, oneway: bool) -> Message:
+    buffer = TMemoryBuffer()
+    writer = _protocol(buffer, proto)
+    writer.write_message_begin(method, TMessageType.ONEWAY if oneway else TMessageType.CALL, 1)
+    args.write(writer)
+    writer.write_message_end()
+    decoder = MessageDecoder(proto, Transport.BUFFERED)
+    decoder.receive_data(buffer.getvalue())
+    message = decoder.next_event()
+    assert isinstance(message, Message)
+    return message
+
+
+def decode_reply(service: Any, method: str, reply: Message) -> Any:
+    """The result value of ``reply``, or the error it stands for."""
+    try:
+        check_body(reply)
+    except RemoteProtocolError as exc:
+        raise UpstreamError(f"the provider's reply to {method} cannot be read: {exc}") from None
+    reader = _protocol(TMemoryBuffer(reply.data[reply.body_start :]), reply.header.proto)
+    if reply.header.type == MessageType.EXCEPTION:
+        error = TApplicationException()
+        error.read(reader)
+        raise RemoteApplicationError(
+            f"{method}: {error.message}", "TApplicationException", {"type": error.type}
+        )
+    if reply.header.type != MessageType.REPLY:
+        raise UpstreamError(f"the provider answered {method} with message type {reply.header.type}")
+    result = getattr(service, f"{method}_result")()
+    result.read(reader)
+    for spec_id, spec in result.thrift_spec.items():
+        if spec_id == 0:
+            continue
+        _ttype, name, _extra, _required = _spec_parts(spec)
+        raised = getattr(result, name, None)
+        if raised is not None:
+            details = struct_to_json(raised)
+            raise RemoteApplicationError(
+                f"{method} raised {type(raised).__name__}: {details}",
+                type(raised).__name__,
+                details,
+            )
+    success = result.thrift_spec.get(0)
+    if success is None:
+        return None  # a void method
+    ttype, _name, extra, _required = _spec_parts(success)
+    if result.success is None:
+        raise UpstreamError(f"the provider's reply to {method} has no result")
+    return to_json(result.success, ttype, extra)
+
+
+async def invoke(request: InvokeRequest, config: ThriftConfig, pool: UpstreamPool) -> InvokeResult:
+    try:
+        body = InvokeBody.model_validate(request.body)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            [(".".join(["body", *map(str, e["loc"])]), e["msg"]) for e in exc.errors()]
+        ) from None
+    options = service_options(request.service)
+    service = load_service(options, request.service.name)
+    method = request.method
+    if method not in service.thrift_services:
+        raise UnknownMethodError(
+            f"{service.__name__} has no method {method!r}; it has: "
+            f"{', '.join(service.thrift_services)}"
+        )
+    timeout_ms = body.timeout_ms or options.timeout_ms or config.timeout_ms
+    args_cls = getattr(service, f"{method}_args")
+    values, log_id = with_base(args_cls, body.args, options.caller, timeout_ms)
+    try:
+        args = struct_from_json(args_cls, values, "body.args")
+    except _Bad as exc:
+        raise InvalidRequest([(exc.path, exc.message)]) from None
+    oneway = bool(getattr(service, f"{method}_result").oneway)
+    proto, transport = Proto(options.protocol), Transport(options.transport)
+    message = encode_call(service, method, args, proto, oneway)
+    # The LogID goes back to the caller, so its logs and the provider's can be joined.
+    attachments = {"log_id": log_id} if log_id is not None else {}
+
+    cluster = request.cluster
+    tried: set[str] = set()
+    errors: list[str] = []
+    for _ in range(request.service.connect_attempts):
+        host = cluster.choose(PickContext(exclude=frozenset(tried)))
+        if host is None:
+            break
+        tried.add(host.id)
+        try:
+            connection = await pool.get(host, proto, transport)
+        except ConnectError as exc:
+            cluster.report_failure(host, connect=True)
+            errors.append(str(exc))
+            continue
+        if oneway:
+            connection.send_oneway(message)
+            return InvokeResult(None, attachments, host.id)
+        host.active_requests += 1
+        try:
+            reply = await connection.request(message, timeout_ms / 1000)
+        except UpstreamError:
+            cluster.report_failure(host)
+            raise
+        finally:
+            host.active_requests -= 1
+        cluster.report_success(host)
+        return InvokeResult(decode_reply(service, method, reply), attachments, host.id)
+    if not errors:
+        raise NoEndpointError(f"no provider available for {request.service.name!r}")
+    raise ConnectError(f"no provider of {request.service.name!r} reachable: {'; '.join(errors)}")

@@ -1,0 +1,83 @@
+"""The ``thrift`` protocol plugin: a Thrift-aware outbound listener and JSON invocation by IDL.
+
+The listener (plugins/thrift/proxy.py) and the invoker (plugins/thrift/invoker.py, which
+needs thriftpy2) are imported when first used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.plugins import Plugin, PluginKind
+from agent.runtime.protocols import InvokeRequest, InvokeResult, ListenerContext, ProtocolSupport
+from plugins.thrift.codec import DEFAULT_MAX_MESSAGE
+from plugins.thrift.upstream import UpstreamPool
+
+
+class ThriftConfig(BaseModel):
+    """Settings of a Thrift listener (``listeners[].config``) and of JSON invocation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # What clients speak; ``auto`` detects it from each connection's first bytes.
+    protocol: Literal["auto", "binary", "compact"] = "auto"
+    transport: Literal["auto", "framed", "buffered"] = "auto"
+    max_message_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = DEFAULT_MAX_MESSAGE
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 1000
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+    # Calls one client connection may have waiting for providers; past it the client gets
+    # a TApplicationException (INTERNAL_ERROR) for the call.
+    max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+
+
+class ThriftServiceOptions(BaseModel):
+    """``services[].options`` of a Thrift service: what JSON invocation needs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The IDL file defining the service (its includes are resolved relative to it) and
+    # the service's name in it; both needed for ``POST /v1/invoke/thrift/...``.
+    idl: str | None = None
+    idl_service: str | None = None
+    include_dirs: list[str] = Field(default_factory=list)
+    # What the providers speak (invocation only; a listener passes its clients' form on).
+    protocol: Literal["binary", "compact"] = "binary"
+    transport: Literal["framed", "buffered"] = "framed"
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
+    # Base.Caller of JSON invocations, for IDLs with the Base struct at field 255 (the
+    # calling app's name: the provider sees who called without code changes).
+    caller: str = ""
+
+
+class ThriftProtocol(ProtocolSupport):
+    name = "thrift"
+
+    def __init__(self, config: ThriftConfig) -> None:
+        self.config = config
+        self.pool = UpstreamPool(config.connect_timeout_s, config.max_message_bytes)
+
+    def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
+        from plugins.thrift.proxy import ThriftProxyConnection
+
+        return lambda: ThriftProxyConnection(context, self.config, self.pool)
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        from plugins.thrift.invoker import invoke
+
+        return await invoke(request, self.config, self.pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+PLUGIN: Plugin[ProtocolSupport] = Plugin(
+    PluginKind.PROTOCOL,
+    "thrift",
+    ThriftConfig,
+    ThriftProtocol,
+    service_options_model=ThriftServiceOptions,
+)

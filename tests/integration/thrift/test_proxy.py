@@ -1,0 +1,154 @@
+"""thriftpy2 clients → the agent's Thrift listener (a real process) → thriftpy2 servers."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import Counter
+
+import pytest
+from thriftpy2.thrift import TApplicationException
+
+from plugins.thrift.codec import (
+    AppError,
+    Header,
+    Message,
+    MessageDecoder,
+    MessageType,
+    Proto,
+    Transport,
+    encode_header,
+)
+from tests.fixtures.agent_process import AgentProcess
+from tests.fixtures.processes import LOOPBACK
+from tests.fixtures.thrift_server import DOWN, EMPTY, FORMS, client, load_idl
+
+pytestmark = pytest.mark.integration
+
+echo_thrift = load_idl()
+
+
+def port(agent: AgentProcess, service: str) -> int:
+    for listener in agent.config["listeners"]:
+        if listener["service"] == service:
+            return int(listener["port"])
+    raise KeyError(service)
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_calls_through_the_listener(agent: AgentProcess, form: str) -> None:
+    with client(port(agent, form), form) as echo:
+        assert echo.ping() == "pong"
+        item = echo_thrift.Item(
+            name="n",
+            id=2**62,
+            blob=bytes(range(256)),
+            numbers=[1, -2],
+            scores={"a": 0.5},
+            tags=["t"],
+            color=echo_thrift.Color.BLUE,
+            flag=False,
+            children=[echo_thrift.Item(name="child")],
+            flags={3: [True]},
+        )
+        assert echo.echo(item) == item
+        assert echo.add(2**62, 2**62 - 1) == 2**63 - 1
+        # A declared exception passes through as the provider wrote it.
+        with pytest.raises(echo_thrift.NotFound) as info:
+            echo.find("missing")
+        assert (info.value.message, info.value.code) == ("no missing", 404)
+        # One client connection, every call balanced on its own.
+        seen = Counter(echo.whoami() for _ in range(20))
+        assert set(seen) == {f"{form}-a", f"{form}-b"}
+        assert all(count >= 5 for count in seen.values())
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_oneway_calls_arrive(agent: AgentProcess, form: str) -> None:
+    with client(port(agent, form), form) as echo:
+        before = sum(_recorded(agent, form))
+        for i in range(10):
+            echo.record(f"note {i}")
+        # Oneway calls have no reply: wait until both servers together counted all ten.
+        agent.process.wait_for(lambda: sum(_recorded(agent, form)) == before + 10 or None, 10)
+
+
+def _recorded(agent: AgentProcess, form: str) -> list[int]:
+    # Straight to each server (not through the agent), so the count is per server.
+    counts = []
+    for listener in agent.config["registries"][0]["config"]["services"][form]:
+        with client(listener["port"], form) as echo:
+            counts.append(echo.recorded())
+    return counts
+
+
+def test_timeout_answers_with_an_application_exception(agent: AgentProcess) -> None:
+    form = "framed-binary"
+    with client(port(agent, form), form) as echo:
+        with pytest.raises(TApplicationException) as info:
+            echo.slow(1500)
+        assert info.value.type == AppError.INTERNAL_ERROR
+        assert "did not answer slow within 500 ms" in info.value.message
+        # The client's connection goes on; the late reply is dropped, not delivered.
+        assert echo.add(1, 2) == 3
+
+        # thriftpy2 answers a connection's calls one at a time, so calls multiplexed behind
+        # the slow one on that provider's pooled connection wait for it: let it finish.
+        def both_answer() -> bool:
+            try:
+                return {echo.whoami() for _ in range(4)} == {f"{form}-a", f"{form}-b"}
+            except TApplicationException:
+                return False
+
+        agent.process.wait_for(lambda: both_answer() or None, 10)
+
+
+@pytest.mark.parametrize(
+    ("service", "text"), [(EMPTY, "no provider available"), (DOWN, "reachable")]
+)
+def test_no_provider(agent: AgentProcess, service: str, text: str) -> None:
+    for form in FORMS:
+        with client(port(agent, service), form) as echo:
+            with pytest.raises(TApplicationException) as info:
+                echo.ping()
+            assert info.value.type == AppError.INTERNAL_ERROR
+            assert text in info.value.message
+
+
+def raw(agent: AgentProcess, data: bytes, service: str = "framed-binary") -> bytes:
+    """Send ``data``, return everything the agent sends before it closes (bounded wait)."""
+    with socket.create_connection((LOOPBACK, port(agent, service)), timeout=5) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def decode_one(data: bytes, transport: Transport) -> Message:
+    decoder = MessageDecoder(None, transport)
+    decoder.receive_data(data)
+    message = decoder.next_event()
+    assert isinstance(message, Message)
+    return message
+
+
+def test_bad_input_is_refused_and_others_go_on(agent: AgentProcess) -> None:
+    form = "framed-binary"
+    with client(port(agent, form), form) as bystander:
+        assert bystander.ping() == "pong"
+        # Garbage, and a frame over the listener's 64 KiB limit: closed without a word.
+        assert raw(agent, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+        assert raw(agent, struct.pack(">i", 65537) + b"\x80\x01\x00\x01") == b""
+        # A REPLY sent as if it were a call: the client hears why, then the close.
+        reply = encode_header(Header("ping", MessageType.REPLY, 9, Proto.BINARY)) + b"\x00"
+        answer = decode_one(raw(agent, struct.pack(">i", len(reply)) + reply), Transport.FRAMED)
+        assert answer.header[:3] == ("ping", MessageType.EXCEPTION, 9)
+        assert b"not CALL or ONEWAY" in answer.body
+        # A buffered call cut short by EOF: its header was read, so it is answered.
+        call = encode_header(Header("echo", MessageType.CALL, 5, Proto.COMPACT)) + b"\x1c"
+        answer = decode_one(raw(agent, call, "buffered-binary"), Transport.BUFFERED)
+        assert answer.header[:3] == ("echo", MessageType.EXCEPTION, 5)
+        assert answer.header.proto is Proto.COMPACT
+        assert bystander.ping() == "pong"

@@ -1,0 +1,44 @@
+// The test service of the Thrift plugin: every Thrift type in one round trip.
+namespace java meshagent.thrift
+namespace py echo
+
+include "base.thrift"
+
+enum Color {
+    RED = 1,
+    GREEN = 2,
+    BLUE = 3,
+}
+
+struct Item {
+    1: required string name,
+    2: optional i64 id,
+    3: optional binary blob,
+    4: optional list<i32> numbers,
+    5: optional map<string, double> scores,
+    6: optional set<string> tags,
+    7: optional Color color,
+    8: optional bool flag,
+    9: optional list<Item> children,
+    10: optional i16 small,
+    11: optional byte tiny,
+    12: optional map<i32, list<bool>> flags,
+}
+
+exception NotFound {
+    1: string message,
+    2: i32 code,
+}
+
+service Echo {
+    string ping(),
+    Item echo(1: Item item),
+    i64 add(1: i64 a, 2: i64 b),
+    string slow(1: i32 ms),
+    Item find(1: string name) throws (1: NotFound missing),
+    string whoami(),
+    oneway void record(1: string note),
+    i32 recorded(),
+    // What the caller's Base said (LogID, Caller and the Extra entries), for context tests.
+    map<string, string> context(1: string note, 255: base.Base Base),
+}

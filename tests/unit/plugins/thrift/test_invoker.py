@@ -1,0 +1,106 @@
+"""The IDL's JSON mapping and reply decoding, without a network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agent.errors import InvokeNotSupported, RemoteApplicationError, UpstreamError
+from plugins.thrift.codec import (
+    AppError,
+    Header,
+    MessageDecoder,
+    Proto,
+    Transport,
+    application_exception,
+    encode_header,
+)
+from plugins.thrift.invoker import (
+    _Bad,
+    decode_reply,
+    encode_call,
+    load_service,
+    struct_from_json,
+    struct_to_json,
+    with_base,
+)
+from plugins.thrift.protocol import ThriftServiceOptions
+from tests.support.thrift_messages import IDL, big_item, echo_thrift
+
+OPTIONS = ThriftServiceOptions(idl=str(IDL))
+Echo = load_service(OPTIONS, "echo")
+
+
+def test_struct_round_trip_through_json() -> None:
+    item = big_item()
+    as_json = struct_to_json(item)
+    assert as_json["id"] == str(2**62 + 2)  # past 2**53: a string
+    assert as_json["color"] == "GREEN"
+    assert as_json["flags"] == {"1": [True, False, True], "-5": []}
+    assert struct_from_json(echo_thrift.Item, as_json, "x") == item
+
+
+def test_call_bytes_are_what_thriftpy2_reads() -> None:
+    args = struct_from_json(Echo.add_args, {"a": "-9223372036854775808", "b": 1}, "args")
+    message = encode_call(Echo, "add", args, Proto.COMPACT, oneway=False)
+    assert message.header[:3] == ("add", 1, 1)
+    assert message.header.proto is Proto.COMPACT
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ({"a": 2**63, "b": 1}, "a"),
+        ({"a": "12x", "b": 1}, "a"),
+        ({"a": True, "b": 1}, "a"),
+        ({"a": None, "b": 1}, "a"),
+    ],
+)
+def test_bad_integers(value: dict[str, Any], path: str) -> None:
+    with pytest.raises(_Bad) as info:
+        struct_from_json(Echo.add_args, value, "args")
+    assert info.value.path == f"args.{path}"
+
+
+def reply(data: bytes) -> Any:
+    decoder = MessageDecoder(Proto.BINARY, Transport.BUFFERED)
+    decoder.receive_data(data)
+    return decoder.next_event()
+
+
+def test_application_exception_from_the_provider() -> None:
+    wire = application_exception(
+        "ping", 1, AppError.UNKNOWN_METHOD, "no ping", Proto.BINARY, Transport.BUFFERED
+    )
+    with pytest.raises(RemoteApplicationError) as info:
+        decode_reply(Echo, "ping", reply(wire))
+    assert info.value.exception_type == "TApplicationException"
+    assert info.value.details == {"type": AppError.UNKNOWN_METHOD}
+
+
+def test_a_reply_without_its_result_is_an_upstream_error() -> None:
+    empty = encode_header(Header("ping", 2, 1, Proto.BINARY)) + b"\x00"
+    with pytest.raises(UpstreamError, match="no result"):
+        decode_reply(Echo, "ping", reply(empty))
+
+
+def test_idl_problems_are_config_errors(tmp_path: Any) -> None:
+    with pytest.raises(InvokeNotSupported, match="names no Thrift IDL"):
+        load_service(ThriftServiceOptions(), "svc")
+    with pytest.raises(InvokeNotSupported, match="cannot load"):
+        load_service(ThriftServiceOptions(idl=str(tmp_path / "missing.thrift")), "svc")
+    with pytest.raises(InvokeNotSupported, match="has services Echo"):
+        load_service(ThriftServiceOptions(idl=str(IDL), idl_service="Other"), "svc")
+
+
+def test_base_is_filled_only_where_the_idl_has_it() -> None:
+    args, log_id = with_base(Echo.context_args, {"note": "n"}, "app", 250)
+    assert log_id is not None and args["Base"]["LogID"] == log_id
+    assert args["Base"]["Caller"] == "app"
+    assert args["Base"]["Extra"]["timeout_ms"] == "250"
+    # Filled Base encodes as the IDL's struct.
+    assert struct_from_json(Echo.context_args, args, "args").Base.Caller == "app"
+    assert with_base(Echo.add_args, {"a": 1, "b": 2}, "app", 250) == ({"a": 1, "b": 2}, None)
+    given = {"note": "n", "Base": {"LogID": "x"}}
+    assert with_base(Echo.context_args, given, "app", 250) == (given, None)
