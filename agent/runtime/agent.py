@@ -22,7 +22,13 @@ from agent.discovery.types import Registration, RegistryStatus, ServiceKey, froz
 from agent.errors import InvokeNotSupported, MeshAgentError, UnknownServiceError
 from agent.plugins import PluginKind, load
 from agent.runtime.health import HealthChecker, run_health_checks
-from agent.runtime.protocols import InvokeRequest, InvokeResult, ListenerContext, ProtocolSupport
+from agent.runtime.protocols import (
+    BoundListener,
+    InvokeRequest,
+    InvokeResult,
+    ListenerContext,
+    ProtocolSupport,
+)
 from agent.runtime.registrations import Registrations
 
 log = logging.getLogger(__name__)
@@ -37,9 +43,13 @@ class Listener:
     config: ListenerConfig
     context: ListenerContext
     server: asyncio.Server | None = None
+    # Instead of ``server``, for a protocol that binds with a server of its own (gRPC).
+    bound: BoundListener | None = None
 
     @property
     def address(self) -> tuple[str, int]:
+        if self.bound is not None:
+            return self.bound.address
         assert self.server is not None
         sockname = self.server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
@@ -148,13 +158,15 @@ class Agent:
             support: ProtocolSupport = plugin.factory(listener.context.protocol_config)
             self._supports.append(support)
             try:
-                listener.server = await loop.create_server(
-                    support.outbound_listener(listener.context),
-                    config.host,
-                    config.port,
-                    reuse_address=True,
-                    backlog=1024,
-                )
+                listener.bound = await support.bind(listener.context)
+                if listener.bound is None:
+                    listener.server = await loop.create_server(
+                        support.outbound_listener(listener.context),
+                        config.host,
+                        config.port,
+                        reuse_address=True,
+                        backlog=1024,
+                    )
             except OSError as exc:
                 await self._close_servers()
                 raise StartupError(
@@ -190,9 +202,15 @@ class Agent:
                 listener.server.close()
         await self.registrations.delete_all()
         idle = [listener.context.idle.wait() for listener in self.listeners]
+        # Servers of their own stop accepting and wait for their calls the same way.
+        own = [
+            listener.bound.close(self.config.drain_timeout_s)
+            for listener in self.listeners
+            if listener.bound is not None
+        ]
         try:
             async with asyncio.timeout(self.config.drain_timeout_s):
-                await asyncio.gather(*idle)
+                await asyncio.gather(*idle, *own)
         except TimeoutError:
             log.warning(
                 "drain timeout: closing open connections", extra={"open": self.open_connections()}
@@ -229,6 +247,9 @@ class Agent:
                 listener.server.close()
                 # Server.wait_closed waits for every connection in 3.12+; drain handles that.
                 listener.server = None
+            if listener.bound is not None:
+                bound, listener.bound = listener.bound, None
+                await bound.close(0)
 
     def open_connections(self) -> int:
         return sum(len(listener.context.connections) for listener in self.listeners)
@@ -297,4 +318,8 @@ class Agent:
         return support
 
     def listener_addresses(self) -> list[tuple[Listener, str, int]]:
-        return [(listener, *listener.address) for listener in self.listeners if listener.server]
+        return [
+            (listener, *listener.address)
+            for listener in self.listeners
+            if listener.server or listener.bound
+        ]
