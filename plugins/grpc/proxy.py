@@ -74,16 +74,27 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             )
         assert host is not None
         channel = self._pool.get(host, cluster)
-        call = channel.stream_stream(method)(
-            metadata=forwardable(server_context.invocation_metadata()),
+        options = {
+            "metadata": forwardable(server_context.invocation_metadata()),
             # The client's deadline goes upstream as grpc-timeout; past it the upstream
             # call ends with DEADLINE_EXCEEDED, so the agent never waits longer.
-            timeout=server_context.time_remaining(),
-        )
+            "timeout": server_context.time_remaining(),
+        }
         host.active_requests += 1
-        sender = asyncio.get_running_loop().create_task(_send(requests, call))
+        call: Any = None
+        sender: asyncio.Task[None] | None = None
         failed = False
         try:
+            shape = await _request_shape(requests)
+            if isinstance(shape, bytes):
+                # One message and the end of the stream: sent upstream in one batch with
+                # the headers. (Sent apart, as a stream call does, a provider that fails
+                # the call at once races the message, and grpc then reports INTERNAL
+                # instead of the provider's status.)
+                call = channel.unary_stream(method)(shape, **options)
+            else:
+                call = channel.stream_stream(method)(**options)
+                sender = asyncio.get_running_loop().create_task(_send(shape, requests, call))
             try:
                 headers = await call.initial_metadata()
                 if headers:
@@ -96,16 +107,19 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             except grpc.aio.AioRpcError as exc:
                 code, details, trailers = exc.code(), exc.details(), exc.trailing_metadata()
             failed = code == grpc.StatusCode.UNAVAILABLE
+            if sender is not None:
+                # The client's stream is no longer read once the status goes out.
+                await _stop(sender)
             server_context.set_trailing_metadata(forwardable(trailers))
             if code != grpc.StatusCode.OK:
                 await server_context.abort(code, details or "")
         finally:
             # A client that went away (cancelled, reset) cancels this task: the upstream
             # call is cancelled with it, so the provider stops working for nobody.
-            call.cancel()
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+            if call is not None:
+                call.cancel()
+            if sender is not None:
+                await _stop(sender)
             host.active_requests -= 1
             if failed:
                 cluster.report_failure(host)
@@ -113,14 +127,70 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 cluster.report_success(host)
 
 
-async def _send(requests: AsyncIterator[bytes], call: Any) -> None:
+# How long the start of a call waits for the client's first message and then for the end
+# of its stream. A unary or server-streaming client sends headers, message and end of
+# stream together, so both arrive within this; a streaming client that takes longer is
+# relayed as a stream, which is always correct.
+_SHAPE_WINDOW_S = 0.005
+
+
+async def _next(requests: AsyncIterator[bytes]) -> bytes | None:
     try:
+        return await anext(requests)
+    except StopAsyncIteration:
+        return None
+
+
+async def _request_shape(
+    requests: AsyncIterator[bytes],
+) -> bytes | list[asyncio.Task[bytes | None]]:
+    """The one request message of a client that sent exactly one, or the reads so far of
+    any other client's stream (done or pending, to be relayed in order)."""
+    loop = asyncio.get_running_loop()
+    reads = [loop.create_task(_next(requests))]
+    try:
+        await asyncio.wait(reads, timeout=_SHAPE_WINDOW_S)
+        first = reads[0]
+        if not first.done() or first.result() is None:
+            return reads
+        reads.append(loop.create_task(_next(requests)))
+        await asyncio.wait(reads[1:], timeout=_SHAPE_WINDOW_S)
+    except BaseException:  # cancelled: the client went away
+        for read in reads:
+            read.cancel()
+        raise
+    second = reads[1]
+    message = first.result()
+    if second.done() and second.result() is None and message is not None:
+        return message
+    return reads
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+async def _send(
+    started: list[asyncio.Task[bytes | None]], requests: AsyncIterator[bytes], call: Any
+) -> None:
+    try:
+        for read in started:
+            message = await read
+            if message is None:
+                await call.done_writing()
+                return
+            await call.write(message)
         async for message in requests:
             await call.write(message)
         await call.done_writing()
     except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
         # The upstream call already ended; its status is what the client gets.
         return
+    finally:
+        for read in started:
+            read.cancel()
 
 
 class GrpcListener(BoundListener):
