@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,9 +94,10 @@ class InvokeResult:
     attachments: dict[str, Any] = field(default_factory=dict)
     # Which endpoint answered, for the caller's logs.
     endpoint: str = ""
-    # Streamed replies (gRPC server streaming): the items after ``result``, the first one.
-    # The API writes them as NDJSON; an error while streaming ends the stream.
-    stream: AsyncIterator[Any] | None = None
+    # Streamed replies (gRPC server streaming), instead of ``result``: the API writes them
+    # as NDJSON, one line each. A MeshAgentError raised while streaming becomes a last
+    # ``{"error": problem}`` line; an error before the first item is raised by invoke.
+    stream: AsyncGenerator[Any, None] | None = None
 
 
 class ProtocolSupport(ABC):

@@ -16,6 +16,7 @@ import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.grpc_peer import (
+    BARE,
     ECHO,
     MAX_MESSAGE,
     NOBODY,
@@ -65,10 +66,22 @@ def echo_servers(
             server.stop()
 
 
+@pytest.fixture(scope="module")
+def bare_server(tmp_path_factory: pytest.TempPathFactory, grpc_stubs: Path) -> Iterator[EchoServer]:
+    """An echo server without server reflection."""
+    with EchoServer(tmp_path_factory.mktemp("bare"), grpc_stubs, "bare", "--no-reflection") as s:
+        yield s
+
+
 def grpc_agent_config(**listener_config: Any) -> dict[str, Any]:
     service = {"protocol": "grpc", "health": {"enabled": False}}
     return {
-        "services": [{"name": ECHO, **service}, {"name": NOBODY, **service}],
+        "services": [
+            {"name": ECHO, **service},
+            {"name": NOBODY, **service},
+            # A provider without server reflection, under a name of our own.
+            {"name": BARE, **service, "options": {"grpc_service": ECHO, "timeout_ms": 3000}},
+        ],
         "listeners": [
             {
                 "port": free_port(),
@@ -93,13 +106,17 @@ def register(agent: AgentProcess, service: str, server: EchoServer) -> None:
 
 @pytest.fixture(scope="module")
 def grpc_agent(
-    tmp_path_factory: pytest.TempPathFactory, echo_servers: list[EchoServer]
+    tmp_path_factory: pytest.TempPathFactory,
+    echo_servers: list[EchoServer],
+    bare_server: EchoServer,
 ) -> Iterator[AgentProcess]:
     agent = start_agent(tmp_path_factory.mktemp("agent"), grpc_agent_config())
     try:
         for server in echo_servers:
             register(agent, ECHO, server)
+        register(agent, BARE, bare_server)
         agent.wait_endpoints(ECHO, len(echo_servers))
+        agent.wait_endpoints(BARE, 1)
         yield agent
     finally:
         agent.stop()
