@@ -9,7 +9,14 @@ import httpx
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess
-from tests.fixtures.grpc_peer import BARE, ECHO, NOBODY
+from tests.fixtures.grpc_peer import (
+    BARE,
+    ECHO,
+    NOBODY,
+    EchoServer,
+    cancelled_calls,
+    wait_cancelled,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +125,19 @@ def test_provider_without_reflection_is_502(grpc_agent: AgentProcess) -> None:
     response = invoke(grpc_agent, "Unary", {"message": {"message": "x"}}, service=BARE)
     assert response.status_code == 502
     assert "reflection" in response.json()["detail"]
+
+
+async def test_client_hanging_up_mid_stream_cancels_the_provider_call(
+    grpc_agent: AgentProcess, echo_servers: list[EchoServer]
+) -> None:
+    before = await cancelled_calls(echo_servers)
+    body = {"message": {"message": "long", "count": 100_000, "delay_ms": 10}}
+    async with (
+        grpc_agent.async_client() as client,
+        client.stream("POST", f"/v1/invoke/grpc/{ECHO}/ServerStream", json=body) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        assert json.loads(await anext(lines))["index"] == 0
+        assert json.loads(await anext(lines))["index"] == 1
+    await wait_cancelled(echo_servers, before)
