@@ -79,8 +79,8 @@ def status_error(name: str, value: int, message: str, host: str) -> RemoteApplic
     )
 
 
-def _unimplemented(message: str) -> RemoteApplicationError:
-    return status_error("UNIMPLEMENTED", 12, message, "")
+def _unimplemented(message: str, address: str) -> RemoteApplicationError:
+    return status_error("UNIMPLEMENTED", 12, message, address)
 
 
 def parse_body(body: dict[str, Any]) -> InvokeBody:
@@ -125,11 +125,11 @@ async def resolve(
         try:
             methods = await cache.methods(cluster, address, grpc_service)
         except UnknownService as exc:
-            raise _unimplemented(f"{address}: {exc}") from None
+            raise _unimplemented(str(exc), address) from None
         info = methods.get(method)
         if info is not None:
             return info
-    raise _unimplemented(f"{address}: gRPC service {grpc_service!r} has no method {method!r}")
+    raise _unimplemented(f"gRPC service {grpc_service!r} has no method {method!r}", address)
 
 
 def encode(info: MethodInfo, body: InvokeBody) -> list[Any]:
