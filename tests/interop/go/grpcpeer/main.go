@@ -2,12 +2,15 @@
 //
 //	grpcpeer server -port P -name N   echo any method as raw bytes; health and reflection
 //	grpcpeer client -target HOST:PORT -method /pkg.Svc/M -hex HEX [-health]
+//	grpcpeer load -target HOST:PORT -duration S -concurrency C [-size B] [-stream]
 //
 // The server knows no protos: every unknown method echoes each request message back,
 // with header x-server and trailer x-trailer, so a unary, client-, server- or bidi
 // streaming call all work. It registers grpc.health.v1 (SERVING) and server reflection
 // (which then describes the health service). The client makes one call and prints the
-// replies (hex) and the status, for the test to read.
+// replies (hex) and the status, for the test to read. The load mode is bench/grpc.py's load
+// generator: unary calls back to back from C goroutines over one connection, or (-stream)
+// one bidirectional stream of -size messages; it prints one JSON line of results.
 package main
 
 import (
@@ -18,6 +21,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sort"
 	"time"
 
 	"google.golang.org/grpc"
@@ -65,6 +69,8 @@ func main() {
 		server(os.Args[2:])
 	case "client":
 		client(os.Args[2:])
+	case "load":
+		load(os.Args[2:])
 	default:
 		os.Exit(2)
 	}
@@ -162,4 +168,90 @@ func client(args []string) {
 		}
 		fmt.Printf("reply %s\n", hex.EncodeToString(reply))
 	}
+}
+
+func load(args []string) {
+	flags := flag.NewFlagSet("load", flag.ExitOnError)
+	target := flags.String("target", "", "host:port")
+	duration := flags.Float64("duration", 5, "seconds")
+	concurrency := flags.Int("concurrency", 16, "calls in flight")
+	size := flags.Int("size", 16, "request message bytes")
+	streaming := flags.Bool("stream", false, "one bidi stream: throughput instead of calls")
+	flags.Parse(args)
+	conn, err := grpc.NewClient(*target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close()
+	payload := make([]byte, *size)
+	end := time.Now().Add(time.Duration(*duration * float64(time.Second)))
+	started := time.Now()
+	if *streaming {
+		stream, err := conn.NewStream(context.Background(),
+			&grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/bench.Echo/Stream")
+		if err != nil {
+			panic(err)
+		}
+		received := make(chan int64)
+		go func() {
+			var total int64
+			for {
+				var reply []byte
+				if err := stream.RecvMsg(&reply); err != nil {
+					received <- total
+					return
+				}
+				total += int64(len(reply))
+			}
+		}()
+		for time.Now().Before(end) {
+			message := payload
+			if err := stream.SendMsg(&message); err != nil {
+				panic(err)
+			}
+		}
+		stream.CloseSend()
+		total := <-received
+		elapsed := time.Since(started).Seconds()
+		fmt.Printf("{\"bytes\": %d, \"seconds\": %.3f, \"mb_per_s\": %.1f}\n",
+			total, elapsed, float64(total)/elapsed/1e6)
+		return
+	}
+	results := make(chan []time.Duration, *concurrency)
+	errors := make(chan int, *concurrency)
+	for w := 0; w < *concurrency; w++ {
+		go func() {
+			var latencies []time.Duration
+			failed := 0
+			for time.Now().Before(end) {
+				request, reply := payload, []byte(nil)
+				t := time.Now()
+				err := conn.Invoke(context.Background(), "/bench.Echo/Unary", &request, &reply)
+				if err != nil {
+					failed++
+					continue
+				}
+				latencies = append(latencies, time.Since(t))
+			}
+			results <- latencies
+			errors <- failed
+		}()
+	}
+	var all []time.Duration
+	failed := 0
+	for w := 0; w < *concurrency; w++ {
+		all = append(all, <-results...)
+		failed += <-errors
+	}
+	elapsed := time.Since(started).Seconds()
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	pct := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return float64(all[int(p*float64(len(all)-1))].Microseconds())
+	}
+	fmt.Printf("{\"calls\": %d, \"errors\": %d, \"seconds\": %.3f, \"rate\": %.1f, \"p50_us\": %.0f, \"p99_us\": %.0f}\n",
+		len(all), failed, elapsed, float64(len(all))/elapsed, pct(0.50), pct(0.99))
 }
