@@ -82,34 +82,53 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         }
         host.active_requests += 1
         call: Any = None
-        sender: asyncio.Task[None] | None = None
+        sender: asyncio.Task[bytes | None] | None = None
         failed = False
         try:
             shape = await _request_shape(requests)
-            if isinstance(shape, bytes):
-                # One message and the end of the stream: sent upstream in one batch with
-                # the headers. (Sent apart, as a stream call does, a provider that fails
-                # the call at once races the message, and grpc then reports INTERNAL
-                # instead of the provider's status.)
-                call = channel.unary_stream(method)(shape, **options)
-            else:
-                call = channel.stream_stream(method)(**options)
-                sender = asyncio.get_running_loop().create_task(_send(shape, requests, call))
-            try:
-                headers = await call.initial_metadata()
-                if headers:
-                    await server_context.send_initial_metadata(forwardable(headers))
-                while (message := await call.read()) is not grpc.aio.EOF:
-                    await server_context.write(message)
-                code = await call.code()
-                details = await call.details()
-                trailers = await call.trailing_metadata()
-            except grpc.aio.AioRpcError as exc:
-                code, details, trailers = exc.code(), exc.details(), exc.trailing_metadata()
+            for attempt in range(_ATTEMPTS):
+                if isinstance(shape, bytes):
+                    # One message and the end of the stream: sent upstream in one batch
+                    # with the headers. (Sent apart, as a stream call does, a provider
+                    # that fails the call at once races the message, and grpc then
+                    # reports INTERNAL instead of the provider's status.)
+                    call = channel.unary_stream(method)(shape, **options)
+                else:
+                    call = channel.stream_stream(method)(**options)
+                    sender = asyncio.get_running_loop().create_task(_send(shape, requests, call))
+                relayed = False
+                try:
+                    headers = await call.initial_metadata()
+                    if headers:
+                        relayed = True
+                        await server_context.send_initial_metadata(forwardable(headers))
+                    while (message := await call.read()) is not grpc.aio.EOF:
+                        relayed = True
+                        await server_context.write(message)
+                    code = await call.code()
+                    details = await call.details()
+                    trailers = await call.trailing_metadata()
+                except grpc.aio.AioRpcError as exc:
+                    code, details, trailers = exc.code(), exc.details(), exc.trailing_metadata()
+                unsent = None
+                if sender is not None:
+                    # The client's stream is no longer read once the status goes out.
+                    unsent = sender.result() if sender.done() else None
+                    await _stop(sender)
+                    sender = None
+                if (
+                    code == grpc.StatusCode.INTERNAL
+                    and unsent is not None
+                    and not relayed
+                    and attempt + 1 < _ATTEMPTS
+                ):
+                    # That race, lost: the provider ended the call before our first
+                    # message left, so it never saw it. Ask again, in one batch if the
+                    # client's stream has ended meanwhile.
+                    shape = await _request_shape(requests, unsent)
+                    continue
+                break
             failed = code == grpc.StatusCode.UNAVAILABLE
-            if sender is not None:
-                # The client's stream is no longer read once the status goes out.
-                await _stop(sender)
             server_context.set_trailing_metadata(forwardable(trailers))
             if code != grpc.StatusCode.OK:
                 await server_context.abort(code, details or "")
@@ -127,6 +146,10 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 cluster.report_success(host)
 
 
+# Upstream calls for one client call when the provider answers before the first message
+# could be sent (see _relay): the first try and two more.
+_ATTEMPTS = 3
+
 # How long the start of a call waits for the client's first message and then for the end
 # of its stream. A unary or server-streaming client sends headers, message and end of
 # stream together, so both arrive within this; a streaming client that takes longer is
@@ -142,55 +165,66 @@ async def _next(requests: AsyncIterator[bytes]) -> bytes | None:
 
 
 async def _request_shape(
-    requests: AsyncIterator[bytes],
-) -> bytes | list[asyncio.Task[bytes | None]]:
+    requests: AsyncIterator[bytes], first: bytes | None = None
+) -> bytes | list[asyncio.Future[bytes | None]]:
     """The one request message of a client that sent exactly one, or the reads so far of
-    any other client's stream (done or pending, to be relayed in order)."""
+    any other client's stream (done or pending, to be relayed in order). ``first``: the
+    first message, already read."""
     loop = asyncio.get_running_loop()
-    reads = [loop.create_task(_next(requests))]
+    reads: list[asyncio.Future[bytes | None]] = []
     try:
-        await asyncio.wait(reads, timeout=_SHAPE_WINDOW_S)
-        first = reads[0]
-        if not first.done() or first.result() is None:
-            return reads
+        if first is None:
+            reads.append(loop.create_task(_next(requests)))
+            await asyncio.wait(reads, timeout=_SHAPE_WINDOW_S)
+            if not reads[0].done() or reads[0].result() is None:
+                return reads
+        else:
+            reads.append(loop.create_future())
+            reads[0].set_result(first)
         reads.append(loop.create_task(_next(requests)))
         await asyncio.wait(reads[1:], timeout=_SHAPE_WINDOW_S)
     except BaseException:  # cancelled: the client went away
         for read in reads:
             read.cancel()
         raise
-    second = reads[1]
-    message = first.result()
-    if second.done() and second.result() is None and message is not None:
+    message = reads[0].result()
+    if reads[1].done() and reads[1].result() is None and message is not None:
         return message
     return reads
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
+async def _stop(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
 
 
 async def _send(
-    started: list[asyncio.Task[bytes | None]], requests: AsyncIterator[bytes], call: Any
-) -> None:
+    started: list[asyncio.Future[bytes | None]], requests: AsyncIterator[bytes], call: Any
+) -> bytes | None:
+    """Relay the client's stream upstream. Returns the first message if the call ended
+    before it could be sent (nothing reached the provider), else None."""
+    sent = 0
+    message: bytes | None = None
     try:
         for read in started:
             message = await read
             if message is None:
                 await call.done_writing()
-                return
+                return None
             await call.write(message)
+            sent += 1
         async for message in requests:
             await call.write(message)
+            sent += 1
         await call.done_writing()
     except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
         # The upstream call already ended; its status is what the client gets.
-        return
+        return message if sent == 0 else None
     finally:
         for read in started:
             read.cancel()
+    return None
 
 
 class GrpcListener(BoundListener):
