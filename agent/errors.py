@@ -61,12 +61,21 @@ class RemoteApplicationError(UpstreamError):
     """The provider answered with an exception of its own (a Java exception, a gRPC status).
 
     ``exception_type`` names it as the provider does (``com.example.NotFoundException``).
+    ``http_status`` is for protocols whose errors say what kind they are (a gRPC status
+    code: NOT_FOUND is a 404); without it the API answers 502.
     """
 
-    def __init__(self, message: str, exception_type: str, details: object = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        exception_type: str,
+        details: object = None,
+        http_status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.exception_type = exception_type
         self.details = details
+        self.http_status = http_status
 
 
 class InvalidRequest(MeshAgentError):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent import __version__
 from agent.api import problems
@@ -25,10 +27,24 @@ from agent.api.models import (
 )
 from agent.cluster.host import Host
 from agent.discovery.types import RegistryStatus
+from agent.errors import MeshAgentError
 from agent.runtime.agent import Agent
 from agent.telemetry.metrics import metrics_registry, render
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+NDJSON = "application/x-ndjson"
+
+
+async def _ndjson(stream: AsyncGenerator[Any, None]) -> AsyncIterator[bytes]:
+    try:
+        async for item in stream:
+            yield json.dumps(item, separators=(",", ":")).encode() + b"\n"
+    except MeshAgentError as exc:
+        # The status line went out with the first item: the error can only be a line.
+        yield b'{"error":' + bytes(problems.for_error(exc).body) + b"}\n"
+    finally:
+        # A client that hung up: the provider's stream is cancelled now, not at GC.
+        await stream.aclose()
 
 
 def _registry_state(name: str, status: RegistryStatus) -> RegistryState:
@@ -211,6 +227,12 @@ def create_app(agent: Agent) -> FastAPI:
         response_model=InvokeResponse,
         tags=["invoke"],
         responses={
+            200: {
+                "content": {NDJSON: {}},
+                "description": "The result; streamed replies (gRPC server streaming) as "
+                "NDJSON, one JSON value a line, and an error while streaming as a last "
+                '{"error": problem details} line',
+            },
             400: {"description": "Invalid request, or the protocol has no JSON invocation"},
             404: {"description": "Unknown service"},
             502: {"description": "The provider raised an exception, or the call failed"},
@@ -223,11 +245,18 @@ def create_app(agent: Agent) -> FastAPI:
         service: str,
         method: str,
         body: Annotated[dict[str, Any] | None, Body()] = None,
-    ) -> InvokeResponse:
+    ) -> Response:
         outcome = await agent.invoke(protocol, service, method, body or {})
-        return InvokeResponse(
+        if outcome.stream is not None:
+            return StreamingResponse(
+                _ndjson(outcome.stream),
+                media_type=NDJSON,
+                headers={"x-meshagent-endpoint": outcome.endpoint},
+            )
+        reply = InvokeResponse(
             result=outcome.result, attachments=outcome.attachments, endpoint=outcome.endpoint
         )
+        return JSONResponse(reply.model_dump(mode="json"))
 
     app.include_router(probes)
     app.include_router(v1)

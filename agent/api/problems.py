@@ -72,14 +72,20 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(MeshAgentError)
     async def _ours(request: Request, exc: MeshAgentError) -> JSONResponse:
-        if isinstance(exc, RemoteApplicationError):
-            # The provider's own exception: its type and message, as the provider gave them.
-            exception: dict[str, Any] = {"type": exc.exception_type, "message": str(exc)}
-            if exc.details is not None:
-                exception["details"] = exc.details
-            return problem(502, str(exc), "Provider exception", exception=exception)
-        if isinstance(exc, InvalidRequest):
-            # The same shape as the API's own validation errors: one entry per bad path.
-            errors = [{"path": path, "message": message} for path, message in exc.errors]
-            return problem(400, str(exc), "Invalid request", errors=errors)
-        return problem(status_for(exc), str(exc), type(exc).__name__)
+        return for_error(exc)
+
+
+def for_error(exc: MeshAgentError) -> JSONResponse:
+    """The problem response for one of our errors (also written into NDJSON streams)."""
+    if isinstance(exc, RemoteApplicationError):
+        # The provider's own exception: its type and message, as the provider gave them.
+        exception: dict[str, Any] = {"type": exc.exception_type, "message": str(exc)}
+        if exc.details is not None:
+            exception["details"] = exc.details
+        status = exc.http_status or 502
+        return problem(status, str(exc), "Provider exception", exception=exception)
+    if isinstance(exc, InvalidRequest):
+        # The same shape as the API's own validation errors: one entry per bad path.
+        errors = [{"path": path, "message": message} for path, message in exc.errors]
+        return problem(400, str(exc), "Invalid request", errors=errors)
+    return problem(status_for(exc), str(exc), type(exc).__name__)

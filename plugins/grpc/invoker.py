@@ -1,0 +1,239 @@
+"""JSON invocation of a gRPC method: ``POST /v1/invoke/grpc/{service}/{method}``.
+
+The method's messages are found by server reflection (plugins/grpc/reflection.py) and
+converted with protobuf's JSON mapping. A server-streaming reply is handed to the API as a
+stream (NDJSON); a gRPC status becomes an HTTP status with the code in the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.cluster.cluster import Cluster
+from agent.cluster.host import Host
+from agent.config import ServiceConfig
+from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError
+from agent.runtime.protocols import InvokeRequest, InvokeResult
+from plugins.grpc.channels import ChannelPool, target
+from plugins.grpc.reflection import DescriptorCache, MethodInfo, UnknownService
+
+log = logging.getLogger(__name__)
+
+
+class GrpcServiceOptions(BaseModel):
+    """``services[].options`` of a gRPC service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The fully qualified gRPC service (``helloworld.Greeter``) that JSON invocations
+    # call; omitted: the service's name.
+    grpc_service: str | None = None
+    # Deadline of a JSON invocation unless the request sets timeout_ms.
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000
+
+
+class InvokeBody(BaseModel):
+    """The JSON body of a gRPC invocation. Every field is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The request message in protobuf's JSON mapping (unary and server-streaming methods).
+    message: dict[str, Any] = Field(default_factory=dict)
+    # The request messages of a client-streaming or bidirectional method.
+    messages: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
+
+
+# gRPC status → HTTP status, as grpc-gateway maps them.
+HTTP_STATUS = {
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "UNAUTHENTICATED": 401,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+}
+
+
+def status_error(name: str, value: int, message: str, host: str) -> RemoteApplicationError:
+    return RemoteApplicationError(
+        f"{host}: {name}: {message}" if host else f"{name}: {message}",
+        name,
+        {"grpc_code": value, "grpc_status": name, "grpc_message": message},
+        http_status=HTTP_STATUS.get(name, 500),
+    )
+
+
+def _unimplemented(message: str, address: str) -> RemoteApplicationError:
+    return status_error("UNIMPLEMENTED", 12, message, address)
+
+
+def parse_body(body: dict[str, Any]) -> InvokeBody:
+    try:
+        return InvokeBody.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            [
+                (".".join(["body", *(str(part) for part in error["loc"])]), error["msg"])
+                for error in exc.errors()
+            ]
+        ) from None
+
+
+_options_cache: dict[str, tuple[ServiceConfig, GrpcServiceOptions]] = {}
+
+
+def service_options(service: ServiceConfig) -> GrpcServiceOptions:
+    cached = _options_cache.get(service.name)
+    if cached is None or cached[0] is not service:
+        cached = (service, GrpcServiceOptions.model_validate(service.options))
+        _options_cache[service.name] = cached
+    return cached[1]
+
+
+def split_method(service: ServiceConfig, method: str) -> tuple[str, str]:
+    """(gRPC service, method) from ``Method`` or ``package.Service.Method``."""
+    if "." in method:
+        grpc_service, _, name = method.rpartition(".")
+        return grpc_service, name
+    return service_options(service).grpc_service or service.name, method
+
+
+async def resolve(
+    cache: DescriptorCache, cluster: str, host: Host, grpc_service: str, method: str
+) -> MethodInfo:
+    address = target(host.instance.host, host.instance.port)
+    for attempt in range(2):
+        if attempt:
+            # Not in what we had: the provider may have been upgraded since.
+            cache.forget(cluster, grpc_service)
+        try:
+            methods = await cache.methods(cluster, address, grpc_service)
+        except UnknownService as exc:
+            raise _unimplemented(str(exc), address) from None
+        info = methods.get(method)
+        if info is not None:
+            return info
+    raise _unimplemented(f"gRPC service {grpc_service!r} has no method {method!r}", address)
+
+
+def encode(info: MethodInfo, body: InvokeBody) -> list[Any]:
+    from google.protobuf import json_format  # type: ignore[import-untyped]
+
+    items: list[tuple[str, int | None, dict[str, Any]]]
+    if info.client_streaming:
+        items = [("body.messages", i, m) for i, m in enumerate(body.messages or [])]
+    elif body.messages is not None:
+        raise InvalidRequest([("body.messages", "the method takes one message: use message")])
+    else:
+        items = [("body.message", None, body.message)]
+    requests = []
+    for path, index, item in items:
+        try:
+            requests.append(json_format.ParseDict(item, info.input()))
+        except json_format.ParseError as exc:
+            where = path if index is None else f"{path}.{index}"
+            raise InvalidRequest([(where, str(exc))]) from None
+    return requests
+
+
+def to_json(message: Any) -> Any:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+async def invoke(request: InvokeRequest, pool: ChannelPool, cache: DescriptorCache) -> InvokeResult:
+    body = parse_body(request.body)
+    options = service_options(request.service)
+    grpc_service, method = split_method(request.service, request.method)
+    cluster = request.cluster
+    host = cluster.choose()
+    if host is None:
+        raise NoEndpointError(f"no provider of {request.service.name} is available")
+    info = await resolve(cache, cluster.name, host, grpc_service, method)
+    requests = encode(info, body)
+    timeout_ms = body.timeout_ms or options.timeout_ms
+    channel = pool.get(host, cluster)
+    kwargs = {
+        "request_serializer": info.input.SerializeToString,
+        "response_deserializer": info.output.FromString,
+    }
+    call_options = {"metadata": list(body.metadata.items()), "timeout": timeout_ms / 1000}
+    if info.client_streaming:
+        call = channel.stream_stream(info.path, **kwargs)(iter(requests), **call_options)
+    else:
+        call = channel.unary_stream(info.path, **kwargs)(requests[0], **call_options)
+    host.active_requests += 1
+    reply = _replies(call, host, cluster, cache, grpc_service)
+    try:
+        # The first reply (or the status) before the HTTP answer starts: an error here
+        # is still a problem response with its HTTP status.
+        first = await anext(reply, _END)
+    except BaseException:
+        await reply.aclose()
+        raise
+    if info.server_streaming:
+        return InvokeResult(None, {}, host.id, stream=_prepend(first, reply))
+    # Read on to the status: a reply followed by an error status is an error.
+    try:
+        extra = await anext(reply, _END)
+    finally:
+        await reply.aclose()
+    if first is _END or extra is not _END:
+        raise status_error("INTERNAL", 13, "not exactly one reply to a unary call", host.id)
+    return InvokeResult(first, {}, host.id)
+
+
+_END: Any = object()
+
+
+async def _prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+    try:
+        if first is not _END:
+            yield first
+            async for item in rest:
+                yield item
+    finally:
+        await rest.aclose()
+
+
+async def _replies(
+    call: Any, host: Host, cluster: Cluster, cache: DescriptorCache, grpc_service: str
+) -> AsyncGenerator[Any, None]:
+    import grpc  # type: ignore[import-untyped]
+
+    failed = False
+    try:
+        try:
+            while (message := await call.read()) is not grpc.aio.EOF:
+                yield to_json(message)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            failed = code == grpc.StatusCode.UNAVAILABLE
+            if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL):
+                # Possibly descriptors of another version: read them again next time.
+                cache.forget(cluster.name, grpc_service)
+            raise status_error(code.name, code.value[0], exc.details() or "", host.id) from None
+    finally:
+        call.cancel()
+        host.active_requests -= 1
+        if failed:
+            cluster.report_failure(host)
+        else:
+            cluster.report_success(host)

@@ -1,0 +1,69 @@
+"""The ``grpc`` protocol plugin: a gRPC-aware outbound listener that needs no protos.
+
+The listener is a grpc.aio server of its own (:meth:`GrpcProtocol.bind`), relaying every
+method as bytes over pooled per-endpoint channels (plugins/grpc/proxy.py). JSON invocation
+finds messages by server reflection (plugins/grpc/invoker.py, plugins/grpc/reflection.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.plugins import Plugin, PluginKind
+from agent.runtime.protocols import (
+    BoundListener,
+    InvokeRequest,
+    InvokeResult,
+    ListenerContext,
+    ProtocolSupport,
+)
+from plugins.grpc.channels import ChannelPool
+from plugins.grpc.invoker import GrpcServiceOptions
+from plugins.grpc.reflection import DescriptorCache
+
+# gRPC's own default receive limit.
+DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+
+
+class GrpcConfig(BaseModel):
+    """Settings of a gRPC listener (``listeners[].config``) and of JSON invocation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Larger messages, either way, end the call with RESOURCE_EXHAUSTED.
+    max_message_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = DEFAULT_MAX_MESSAGE
+    # A server reflection lookup (JSON invocation) that takes longer fails.
+    reflection_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+
+class GrpcProtocol(ProtocolSupport):
+    name = "grpc"
+
+    def __init__(self, config: GrpcConfig) -> None:
+        self.config = config
+        self.pool = ChannelPool(config.max_message_bytes)
+        self.descriptors = DescriptorCache(config.reflection_timeout_s)
+
+    async def bind(self, context: ListenerContext) -> BoundListener:
+        from plugins.grpc.proxy import serve
+
+        return await serve(context, self.pool, self.config.max_message_bytes)
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        from plugins.grpc.invoker import invoke
+
+        return await invoke(request, self.pool, self.descriptors)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+PLUGIN: Plugin[ProtocolSupport] = Plugin(
+    PluginKind.PROTOCOL,
+    "grpc",
+    GrpcConfig,
+    GrpcProtocol,
+    service_options_model=GrpcServiceOptions,
+)

@@ -1,0 +1,263 @@
+"""The gRPC outbound listener: a grpc.aio server that relays any method as opaque bytes.
+
+Every call, whatever its method and cardinality, is handled as a bidirectional stream of
+undecoded messages (unary and the one-sided streams are special cases on the wire), so no
+protos are needed. Per call: pick an endpoint (LB per call), open the same method on the
+endpoint's pooled channel with the client's metadata and remaining deadline, relay
+messages both ways, then hand back the endpoint's headers, trailers and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+
+from agent.runtime.protocols import BoundListener, ListenerContext
+from plugins.grpc.channels import ChannelPool
+
+log = logging.getLogger(__name__)
+
+# Set by HTTP/2 or by gRPC itself for each hop; the upstream call makes its own.
+_HOP_HEADERS = frozenset(
+    {
+        "content-type",
+        "te",
+        "user-agent",
+        "host",
+        "grpc-timeout",
+        "grpc-encoding",
+        "grpc-accept-encoding",
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+    }
+)
+
+
+def forwardable(metadata: Sequence[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
+    """The application's metadata: HTTP/2 pseudo-headers and per-hop gRPC headers left out."""
+    if not metadata:
+        return []
+    return [(k, v) for k, v in metadata if not k.startswith(":") and k not in _HOP_HEADERS]
+
+
+class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
+    def __init__(self, context: ListenerContext, pool: ChannelPool) -> None:
+        self._context = context
+        self._pool = pool
+
+    def service(self, details: Any) -> Any:
+        method: str = details.method
+
+        async def relay(requests: AsyncIterator[bytes], call_context: Any) -> None:
+            await self._relay(method, requests, call_context)
+
+        return grpc.stream_stream_rpc_method_handler(relay)
+
+    async def _relay(
+        self, method: str, requests: AsyncIterator[bytes], server_context: Any
+    ) -> None:
+        context = self._context
+        context.stats.requests += 1
+        cluster = context.cluster
+        host = cluster.choose()
+        if host is None:
+            context.stats.request_errors += 1
+            await server_context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"meshagent: no provider of {context.service.name} is available",
+            )
+        assert host is not None
+        channel = self._pool.get(host, cluster)
+        options = {
+            "metadata": forwardable(server_context.invocation_metadata()),
+            # The client's deadline goes upstream as grpc-timeout; past it the upstream
+            # call ends with DEADLINE_EXCEEDED, so the agent never waits longer.
+            "timeout": server_context.time_remaining(),
+        }
+        host.active_requests += 1
+        call: Any = None
+        sender: asyncio.Task[bytes | None] | None = None
+        failed = False
+        try:
+            shape = await _request_shape(requests)
+            for attempt in range(_ATTEMPTS):
+                if isinstance(shape, bytes):
+                    # One message and the end of the stream: sent upstream in one batch
+                    # with the headers. (Sent apart, as a stream call does, a provider
+                    # that fails the call at once races the message, and grpc then
+                    # reports INTERNAL instead of the provider's status.)
+                    call = channel.unary_stream(method)(shape, **options)
+                else:
+                    call = channel.stream_stream(method)(**options)
+                    sender = asyncio.get_running_loop().create_task(_send(shape, requests, call))
+                relayed = False
+                try:
+                    headers = await call.initial_metadata()
+                    if headers:
+                        relayed = True
+                        await server_context.send_initial_metadata(forwardable(headers))
+                    while (message := await call.read()) is not grpc.aio.EOF:
+                        relayed = True
+                        await server_context.write(message)
+                    code = await call.code()
+                    details = await call.details()
+                    trailers = await call.trailing_metadata()
+                except grpc.aio.AioRpcError as exc:
+                    code, details, trailers = exc.code(), exc.details(), exc.trailing_metadata()
+                unsent = None
+                if sender is not None:
+                    # The client's stream is no longer read once the status goes out.
+                    unsent = sender.result() if sender.done() else None
+                    await _stop(sender)
+                    sender = None
+                if (
+                    code == grpc.StatusCode.INTERNAL
+                    and unsent is not None
+                    and not relayed
+                    and attempt + 1 < _ATTEMPTS
+                ):
+                    # That race, lost: the provider ended the call before our first
+                    # message left, so it never saw it. Ask again, in one batch if the
+                    # client's stream has ended meanwhile.
+                    shape = await _request_shape(requests, unsent)
+                    continue
+                break
+            failed = code == grpc.StatusCode.UNAVAILABLE
+            server_context.set_trailing_metadata(forwardable(trailers))
+            if code != grpc.StatusCode.OK:
+                await server_context.abort(code, details or "")
+        finally:
+            # A client that went away (cancelled, reset) cancels this task: the upstream
+            # call is cancelled with it, so the provider stops working for nobody.
+            if call is not None:
+                call.cancel()
+            if sender is not None:
+                await _stop(sender)
+            host.active_requests -= 1
+            if failed:
+                cluster.report_failure(host)
+            else:
+                cluster.report_success(host)
+
+
+# Upstream calls for one client call when the provider answers before the first message
+# could be sent (see _relay): the first try and two more.
+_ATTEMPTS = 3
+
+# How long the start of a call waits for the client's first message and then for the end
+# of its stream. A unary or server-streaming client sends headers, message and end of
+# stream together, so both arrive within this; a streaming client that takes longer is
+# relayed as a stream, which is always correct.
+_SHAPE_WINDOW_S = 0.005
+
+
+async def _next(requests: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await anext(requests)
+    except StopAsyncIteration:
+        return None
+
+
+async def _request_shape(
+    requests: AsyncIterator[bytes], first: bytes | None = None
+) -> bytes | list[asyncio.Future[bytes | None]]:
+    """The one request message of a client that sent exactly one, or the reads so far of
+    any other client's stream (done or pending, to be relayed in order). ``first``: the
+    first message, already read."""
+    loop = asyncio.get_running_loop()
+    reads: list[asyncio.Future[bytes | None]] = []
+    try:
+        if first is None:
+            reads.append(loop.create_task(_next(requests)))
+            await asyncio.wait(reads, timeout=_SHAPE_WINDOW_S)
+            if not reads[0].done() or reads[0].result() is None:
+                return reads
+        else:
+            reads.append(loop.create_future())
+            reads[0].set_result(first)
+        reads.append(loop.create_task(_next(requests)))
+        await asyncio.wait(reads[1:], timeout=_SHAPE_WINDOW_S)
+    except BaseException:  # cancelled: the client went away
+        for read in reads:
+            read.cancel()
+        raise
+    message = reads[0].result()
+    if reads[1].done() and reads[1].result() is None and message is not None:
+        return message
+    return reads
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+async def _send(
+    started: list[asyncio.Future[bytes | None]], requests: AsyncIterator[bytes], call: Any
+) -> bytes | None:
+    """Relay the client's stream upstream. Returns the first message if the call ended
+    before it could be sent (nothing reached the provider), else None."""
+    sent = 0
+    message: bytes | None = None
+    try:
+        for read in started:
+            message = await read
+            if message is None:
+                await call.done_writing()
+                return None
+            await call.write(message)
+            sent += 1
+        async for message in requests:
+            await call.write(message)
+            sent += 1
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        # The upstream call already ended; its status is what the client gets.
+        return message if sent == 0 else None
+    finally:
+        for read in started:
+            read.cancel()
+    return None
+
+
+class GrpcListener(BoundListener):
+    def __init__(self, server: Any, address: tuple[str, int]) -> None:
+        self._server = server
+        self._address = address
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._address
+
+    async def close(self, grace_s: float) -> None:
+        await self._server.stop(grace_s)
+
+
+async def serve(
+    context: ListenerContext, pool: ChannelPool, max_message_bytes: int
+) -> GrpcListener:
+    config = context.listener
+    server = grpc.aio.server(
+        handlers=[_RelayHandler(context, pool)],
+        options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            # grpc sets SO_REUSEPORT by default, which would let a second agent bind the
+            # same port silently; a port in use must be a startup error.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    try:
+        port = server.add_insecure_port(f"{host}:{config.port}")
+    except RuntimeError as exc:
+        raise OSError(f"address in use or unavailable ({exc})") from None
+    await server.start()
+    return GrpcListener(server, (config.host, int(port)))

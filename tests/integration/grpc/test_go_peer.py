@@ -1,0 +1,130 @@
+"""grpc-go on both sides of the agent: a grpc-go client through the listener to grpcio and
+grpc-go servers, and the agent's health checks and JSON invocation against grpc-go."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.agent_process import AgentProcess, start_agent
+from tests.fixtures.grpc_peer import ECHO, EchoServer, GoPeer, build_go_peer
+from tests.fixtures.processes import free_port
+
+pytestmark = pytest.mark.integration
+
+GO = "go-peer"
+
+
+@pytest.fixture(scope="module")
+def go_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_go_peer(tmp_path_factory.mktemp("go-build"))
+
+
+@pytest.fixture(scope="module")
+def go_server(tmp_path_factory: pytest.TempPathFactory, go_binary: Path) -> Iterator[GoPeer]:
+    with GoPeer(tmp_path_factory.mktemp("go-peer"), go_binary, "go-a") as peer:
+        yield peer
+
+
+@pytest.fixture(scope="module")
+def agent(
+    tmp_path_factory: pytest.TempPathFactory, go_server: GoPeer, echo_servers: list[EchoServer]
+) -> Iterator[AgentProcess]:
+    health = {
+        "checker": "grpc",
+        "interval_s": 0.2,
+        "jitter_s": 0,
+        "healthy_threshold": 1,
+        "unhealthy_threshold": 1,
+    }
+    config = {
+        "services": [
+            {"name": GO, "protocol": "grpc", "health": health},
+            {"name": ECHO, "protocol": "grpc", "health": health},
+        ],
+        "listeners": [
+            {"port": free_port(), "service": GO, "protocol": "grpc"},
+            {"port": free_port(), "service": ECHO, "protocol": "grpc"},
+        ],
+        "drain_timeout_s": 1,
+    }
+    agent = start_agent(tmp_path_factory.mktemp("go-agent"), config)
+    try:
+        with agent.client() as client:
+            for service, name, port in [
+                (GO, go_server.name, go_server.port),
+                (ECHO, echo_servers[0].name, echo_servers[0].port),
+            ]:
+                body = {"host": "127.0.0.1", "port": port}
+                client.put(f"/v1/registrations/{service}/{name}", json=body).raise_for_status()
+        agent.wait_endpoints(GO, 1)
+        agent.wait_endpoints(ECHO, 1)
+        yield agent
+    finally:
+        agent.stop()
+
+
+def go_client(binary: Path, port: int, *args: str) -> list[str]:
+    done = subprocess.run(
+        [binary, "client", "-target", f"127.0.0.1:{port}", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def test_go_client_bidi_to_go_server(agent: AgentProcess, go_binary: Path) -> None:
+    lines = go_client(
+        go_binary,
+        agent.listener_port(0),
+        "-method",
+        "/any.Thing/Echo",
+        "-hex",
+        "0a026869",
+        "-count",
+        "3",
+    )
+    assert lines == [
+        "reply 0a026869",
+        "reply 0a026869",
+        "reply 0a026869",
+        "header x-server=[go-a]",
+        "trailer x-trailer=[go]",
+        "status OK",
+    ]
+
+
+def test_go_client_to_grpcio_server(agent: AgentProcess, go_binary: Path, grpc_stubs: Path) -> None:
+    import echo_pb2
+
+    request = echo_pb2.EchoRequest(message="hi").SerializeToString().hex()
+    port = agent.listener_port(1)
+    lines = go_client(go_binary, port, "-method", "/meshtest.Echo/Unary", "-hex", request)
+    assert lines[0].startswith("reply ")
+    reply = echo_pb2.EchoReply.FromString(bytes.fromhex(lines[0].removeprefix("reply ")))
+    assert (reply.message, reply.echoed, reply.server) == ("hi", "from-go", "echo-a")
+    assert lines[1:] == ["header x-server=[echo-a]", "trailer x-trailer=[unary]", "status OK"]
+    assert go_client(go_binary, port, "-health") == ["health SERVING", "status OK"]
+    unknown = go_client(go_binary, port, "-method", "/meshtest.Echo/Nope", "-hex", "")
+    assert unknown[0].startswith("status Unimplemented")
+
+
+def test_health_checks_of_go_server(agent: AgentProcess) -> None:
+    agent.process.wait_for(
+        lambda: [e["healthy"] for e in agent.endpoints(GO)] == [True], 10, what="go healthy"
+    )
+
+
+def test_json_invocation_by_go_server_reflection(agent: AgentProcess) -> None:
+    with agent.client() as client:
+        response = client.post(f"/v1/invoke/grpc/{GO}/grpc.health.v1.Health.Check", json={})
+    assert response.status_code == 200, response.text
+    outcome: dict[str, Any] = response.json()
+    assert outcome["result"] == {"status": "SERVING"}
+    assert outcome["endpoint"] == "go-a"
