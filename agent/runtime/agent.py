@@ -89,6 +89,8 @@ class Agent:
                 self.services[listener_config.service],
                 self.clusters[listener_config.service],
                 protocol_config=protocol_config,
+                services=self.services,
+                clusters=self.clusters,
             )
             self.listeners.append(Listener(listener_config, context))
         # One ProtocolSupport per listener (its own config) and one per protocol for JSON

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,10 @@ class ListenerContext:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     # The plugin's validated listener config (ListenerConfig.config through its model).
     protocol_config: Any = None
+    # Every configured service and its cluster, for listeners that route each request
+    # to a service of its own (HTTP by Host and path); others use ``service``/``cluster``.
+    services: Mapping[str, ServiceConfig] = field(default_factory=dict)
+    clusters: Mapping[str, Cluster] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.idle.set()
