@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from agent import __version__
-from agent.api import problems
+from agent.api import invoke_http, problems
 from agent.api.limits import ApiGuard
 from agent.api.models import (
     ClusterView,
@@ -229,5 +229,8 @@ def create_app(agent: Agent) -> FastAPI:
         )
 
     app.include_router(probes)
+    # Before v1: its POST /v1/invoke/{protocol}/{service}/{method} would take
+    # POST /v1/invoke/http/{service}/{one-segment path}.
+    app.include_router(invoke_http.router(agent))
     app.include_router(v1)
     return app

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,14 @@ from agent.discovery.types import Registration, RegistryStatus, ServiceKey, froz
 from agent.errors import InvokeNotSupported, MeshAgentError, UnknownServiceError
 from agent.plugins import PluginKind, load
 from agent.runtime.health import HealthChecker, run_health_checks
-from agent.runtime.protocols import InvokeRequest, InvokeResult, ListenerContext, ProtocolSupport
+from agent.runtime.protocols import (
+    HttpInvokeRequest,
+    HttpInvokeResult,
+    InvokeRequest,
+    InvokeResult,
+    ListenerContext,
+    ProtocolSupport,
+)
 from agent.runtime.registrations import Registrations
 
 log = logging.getLogger(__name__)
@@ -290,6 +298,25 @@ class Agent:
             )
         request = InvokeRequest(config, self.clusters[service], method, body)
         return await self._invoker(protocol).invoke(request)
+
+    async def invoke_http(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterator[bytes],
+    ) -> HttpInvokeResult:
+        """Forward an HTTP request to ``service`` through its protocol's HTTP invocation."""
+        config = self.service(service)
+        request = HttpInvokeRequest(
+            config, self.clusters[service], method, path, query, headers, body
+        )
+        try:
+            return await self._invoker(config.protocol).invoke_http(request)
+        except InvokeNotSupported as exc:
+            raise InvokeNotSupported(f"service {service!r}: {exc}") from None
 
     def _invoker(self, protocol: str) -> ProtocolSupport:
         support = self._invokers.get(protocol)

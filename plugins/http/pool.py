@@ -72,10 +72,16 @@ class UpstreamPool:
         self._idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
 
     async def acquire(
-        self, cluster: Cluster, service: ServiceConfig, *, fresh: bool = False
+        self,
+        cluster: Cluster,
+        service: ServiceConfig,
+        *,
+        fresh: bool = False,
+        exclude: frozenset[str] = frozenset(),
     ) -> UpstreamConnection:
-        """A connection to an endpoint the cluster picks; ``fresh`` skips idle ones."""
-        tried: set[str] = set()
+        """A connection to an endpoint the cluster picks (none of ``exclude``, unless no
+        other is left); ``fresh`` skips idle connections."""
+        tried: set[str] = set(exclude)
         errors: list[str] = []
         for _ in range(service.connect_attempts):
             host = cluster.choose(PickContext(None, frozenset(tried)))
@@ -101,6 +107,9 @@ class UpstreamPool:
                 cluster.report_failure(host, connect=True)
                 continue
             return UpstreamConnection(host, reader, writer)
+        if not errors and exclude:
+            # Every endpoint has been tried by earlier tries: one of them again beats none.
+            return await self.acquire(cluster, service, fresh=fresh)
         if not errors:
             raise NoEndpointError(f"no endpoint available for service {cluster.name!r}")
         raise ConnectError(f"could not connect to service {cluster.name!r}: " + "; ".join(errors))

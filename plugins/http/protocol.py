@@ -1,7 +1,7 @@
-"""The ``http`` protocol plugin: an HTTP/1.1-aware outbound listener.
+"""The ``http`` protocol plugin: an HTTP/1.1-aware outbound listener and HTTP invocation.
 
-The listener (plugins/http/proxy.py) is imported when first used, so an agent without
-HTTP services never loads h11.
+The listener (plugins/http/proxy.py) and the invoker (plugins/http/invoke.py) are imported
+when first used, so an agent without HTTP services never loads h11.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.errors import ConfigError
 from agent.plugins import Plugin, PluginKind
-from agent.runtime.protocols import ListenerContext, ProtocolSupport
+from agent.runtime.protocols import (
+    HttpInvokeRequest,
+    HttpInvokeResult,
+    ListenerContext,
+    ProtocolSupport,
+)
 
 
 class Strict(BaseModel):
@@ -66,6 +71,10 @@ class HttpServiceOptions(Strict):
 
     # From sending the request to the response head (bodies may stream for longer).
     timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 15_000
+    # Further tries on another endpoint when a try fails before a response head arrives
+    # (connection refused or reset; not a timeout). Only requests that can be sent again
+    # are retried: idempotent methods without a body (a streamed body is not kept).
+    retries: Annotated[int, Field(ge=0, le=5)] = 0
 
 
 class HttpProtocol(ProtocolSupport):
@@ -92,6 +101,11 @@ class HttpProtocol(ProtocolSupport):
             )
         router = Router(context, self.config.routes)
         return lambda: HttpProxyConnection(context, self.config, self.pool, router, self.sessions)
+
+    async def invoke_http(self, request: HttpInvokeRequest) -> HttpInvokeResult:
+        from plugins.http.invoke import invoke_http
+
+        return await invoke_http(request, self.config, self.pool)
 
     async def close(self) -> None:
         sessions = list(self.sessions)

@@ -32,7 +32,7 @@ import h11
 
 from agent.cluster.cluster import Cluster
 from agent.config import ServiceConfig
-from agent.errors import NoEndpointError, UpstreamError, UpstreamTimeout
+from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
 from agent.runtime.protocols import ListenerContext
 from plugins.http.headers import (
     Headers,
@@ -46,12 +46,22 @@ from plugins.http.protocol import HttpConfig, HttpRoute, HttpServiceOptions
 
 log = logging.getLogger(__name__)
 
+# Lingering close: how long, and how many bytes, to read and discard from a client that
+# is still sending after its connection's last response.
+_LINGER_S = 2.0
+_LINGER_BYTES = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Target:
     service: ServiceConfig
     cluster: Cluster
     timeout_s: float
+    retries: int
+
+
+# Methods a retry may send twice (RFC 9110 9.2.2).
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
 def service_target(service: ServiceConfig, cluster: Cluster) -> Target:
@@ -61,7 +71,7 @@ def service_target(service: ServiceConfig, cluster: Cluster) -> Target:
         if service.protocol == "http"
         else HttpServiceOptions()
     )
-    return Target(service, cluster, options.timeout_ms / 1000)
+    return Target(service, cluster, options.timeout_ms / 1000, options.retries)
 
 
 class Router:
@@ -206,30 +216,25 @@ class _Session:
         if self.conn.our_state is not h11.SEND_RESPONSE:
             return  # a response is already under way: nothing to say but closing
         body = problem_body(status, detail, service)
-        await self._send(h11.Response(status_code=status, headers=problem_headers(body)))
+        await self._send(
+            h11.Response(status_code=status, headers=problem_headers(body) + self._closing())
+        )
         await self._send(h11.Data(data=body))
         await self._send(h11.EndOfMessage())
+
+    def _closing(self) -> Headers:
+        """``Connection: close`` when answering before the request's end was read.
+
+        The rest of the request is never read, so the connection ends after this response,
+        and the client must know not to send another request on it.
+        """
+        return [] if self.conn.their_state is h11.DONE else [(b"Connection", b"close")]
 
     async def run(self) -> None:
         listener = self.context.listener.display_name
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.config.client_idle_timeout_s):
-                        event = await self._next()
-                except TimeoutError:
-                    return
-                except h11.RemoteProtocolError as exc:
-                    await self._refuse(exc.error_status_hint, str(exc))
-                    return
-                if not isinstance(event, h11.Request):
-                    return  # ConnectionClosed, or a client that sent nothing
-                if not await self._exchange(event):
-                    return
-                if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
-                    self.conn.start_next_cycle()
-                else:
-                    return
+            await self._serve()
+            await self._linger()
         except _ClientGone:
             pass
         except h11.RemoteProtocolError as exc:
@@ -239,6 +244,43 @@ class _Session:
             log.exception("http proxy connection failed", extra={"listener": listener})
         finally:
             self.writer.close()
+
+    async def _serve(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.config.client_idle_timeout_s):
+                    event = await self._next()
+            except TimeoutError:
+                return
+            except h11.RemoteProtocolError as exc:
+                await self._refuse(exc.error_status_hint, str(exc))
+                return
+            if not isinstance(event, h11.Request):
+                return  # ConnectionClosed, or a client that sent nothing
+            if not await self._exchange(event):
+                return
+            if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                self.conn.start_next_cycle()
+            else:
+                return
+
+    async def _linger(self) -> None:
+        """Close without losing our last response to a client still sending.
+
+        Closing a socket with unread input makes the kernel send RST, which may destroy
+        the response (a 502 or 400 sent while the request body was arriving) before the
+        client reads it. So: half-close, then read and discard for a short, bounded while
+        (nginx's lingering close).
+        """
+        if self.conn.their_state in (h11.IDLE, h11.DONE, h11.CLOSED, h11.SWITCHED_PROTOCOL):
+            return
+        with contextlib.suppress(OSError, TimeoutError, RuntimeError):
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            discarded = 0
+            async with asyncio.timeout(_LINGER_S):
+                while discarded < _LINGER_BYTES and (data := await self.reader.read(65536)):
+                    discarded += len(data)
 
     async def _refuse(self, status: int, reason: str) -> None:
         log.warning(
@@ -291,12 +333,19 @@ class _Session:
             end = await self._next()
             assert isinstance(end, h11.EndOfMessage)
         name = target.service.name
-        for attempt in range(2):
+        tries = 1 + (target.retries if request.method in IDEMPOTENT and not has_body else 0)
+        tried: set[str] = set()
+        stale_retried = False
+        attempt = 0
+        while True:
             try:
                 upstream = await self.owner.pool.acquire(
-                    target.cluster, target.service, fresh=attempt > 0
+                    target.cluster, target.service, fresh=stale_retried, exclude=frozenset(tried)
                 )
             except UpstreamError as exc:
+                attempt += 1
+                if isinstance(exc, ConnectError) and attempt < tries:
+                    continue
                 status = 503 if isinstance(exc, NoEndpointError) else 502
                 log.warning("http request not forwarded: %s", exc, extra={"service": name})
                 await self._answer(status, str(exc), name)
@@ -306,11 +355,16 @@ class _Session:
                 return await self._forward(upstream_request, upstream, target, has_body)
             except _UpstreamFailed as exc:
                 upstream.close()
-                if upstream.reused and not has_body and attempt == 0:
+                if upstream.reused and not has_body and not stale_retried:
                     # A kept-alive connection the provider closed as we reused it: the
                     # request never reached it, and without a body it can be sent again.
+                    stale_retried = True
                     continue
                 target.cluster.report_failure(upstream.host)
+                tried.add(upstream.host.id)
+                attempt += 1
+                if attempt < tries:
+                    continue
                 detail = f"service {name!r}: endpoint {upstream.host.id} failed: {exc}"
                 log.warning("http upstream failed: %s", exc, extra={"service": name})
                 await self._answer(502, detail, name)
@@ -326,7 +380,6 @@ class _Session:
                 raise
             finally:
                 upstream.host.active_requests -= 1
-        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def _forward(
         self,
@@ -372,7 +425,7 @@ class _Session:
             await self._send(
                 h11.Response(
                     status_code=response.status_code,
-                    headers=end_to_end(list(response.headers.raw_items())),
+                    headers=end_to_end(list(response.headers.raw_items())) + self._closing(),
                     reason=response.reason,
                 )
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import socketserver
+import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -131,14 +132,23 @@ class _UpgradeHandler(socketserver.BaseRequestHandler):
         sock.shutdown(socket.SHUT_WR)
 
 
+class _ResetHandler(socketserver.BaseRequestHandler):
+    """Reads a request head and resets the connection: a provider that crashes mid-call."""
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.recv(65536)
+        # SO_LINGER 0: close() sends RST, as a crashed process's kernel would.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
 
-@pytest.fixture(scope="session")
-def upgrade_server() -> Iterator[int]:
-    server = _Server(("127.0.0.1", 0), _UpgradeHandler)
+def _serve(handler: type[socketserver.BaseRequestHandler]) -> Iterator[int]:
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -149,8 +159,18 @@ def upgrade_server() -> Iterator[int]:
         thread.join(5)
 
 
+@pytest.fixture(scope="session")
+def upgrade_server() -> Iterator[int]:
+    yield from _serve(_UpgradeHandler)
+
+
+@pytest.fixture(scope="session")
+def reset_server() -> Iterator[int]:
+    yield from _serve(_ResetHandler)
+
+
 def http_agent_config(
-    providers: dict[str, int], nginx: int, upgrade: int, listener: dict[str, Any]
+    providers: dict[str, int], nginx: int, upgrade: int, reset: int, listener: dict[str, Any]
 ) -> dict[str, Any]:
     def local(*ports: int) -> list[dict[str, Any]]:
         return [{"host": "127.0.0.1", "port": p} for p in ports]
@@ -171,6 +191,8 @@ def http_agent_config(
                         "dead": local(free_port(), free_port()),
                         "web": local(nginx),
                         "ws": local(upgrade),
+                        "flaky": local(reset, providers["b"]),
+                        "checked": local(providers["a"], nginx),
                     }
                 },
             }
@@ -183,6 +205,22 @@ def http_agent_config(
             service("none"),
             service("web"),
             service("ws"),
+            # No ejection, so that the resetting endpoint keeps being picked.
+            service("flaky", options={"retries": 1}, outlier={"enabled": False}),
+            {"name": "raw", "health": {"enabled": False}},
+            {
+                # nginx answers /teapot with 418, uvicorn with 200: only nginx passes.
+                "name": "checked",
+                "protocol": "http",
+                "health": {
+                    "checker": "http",
+                    "interval_s": 0.2,
+                    "jitter_s": 0,
+                    "healthy_threshold": 1,
+                    "unhealthy_threshold": 1,
+                    "config": {"path": "/teapot", "expected_statuses": [418]},
+                },
+            },
         ],
         "listeners": [
             {
@@ -197,6 +235,8 @@ def http_agent_config(
                         {"host": "none.test", "service": "none"},
                         {"host": "nginx.test", "service": "web"},
                         {"host": "ws.test", "service": "ws"},
+                        {"host": "flaky.test", "service": "flaky"},
+                        {"host": "checked.test", "service": "checked"},
                     ],
                     **listener,
                 },
@@ -212,6 +252,7 @@ def http_agent(
     providers: dict[str, int],
     nginx: int,
     upgrade_server: int,
+    reset_server: int,
 ) -> Iterator[AgentProcess]:
     previous = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ENTRY_POINTS), previous]))
@@ -219,7 +260,11 @@ def http_agent(
         agent = start_agent(
             tmp_path_factory.mktemp("agent"),
             http_agent_config(
-                providers, nginx, upgrade_server, {"x_forwarded": True, "max_header_bytes": 4096}
+                providers,
+                nginx,
+                upgrade_server,
+                reset_server,
+                {"x_forwarded": True, "max_header_bytes": 4096},
             ),
             name="meshagent-http",
         )

@@ -215,3 +215,14 @@ def test_bad_input_is_refused_and_others_unaffected(
         # The same keep-alive connection carries on.
         assert client.get("/echo").status_code == 200
     assert "bad request from client" in http_agent.process.output()
+
+
+def test_idempotent_requests_retried_on_another_endpoint(http_agent: AgentProcess) -> None:
+    # flaky: one endpoint resets every connection, the other (b) answers; retries: 1.
+    with httpx.Client(base_url=base(http_agent), timeout=5, headers={"Host": "flaky.test"}) as c:
+        for _ in range(6):
+            response = c.get("/echo")
+            assert response.status_code == 200 and response.json()["name"] == "b"
+        # A body cannot be sent twice: some POSTs meet the resetting endpoint.
+        statuses = {c.post("/echo", content=b"body").status_code for _ in range(6)}
+    assert statuses == {200, 502}
