@@ -1,4 +1,5 @@
-"""HTTP invocation over the OpenAPI: ``ANY /v1/invoke/http/{service}/{path}``.
+"""HTTP invocation over the OpenAPI: ``ANY /v1/invoke/http/{service}/{path}``, and the
+forwarding it shares with HTTP/2 client streams (``forward``).
 
 After Dapr's service invocation: the caller's method, path, query, headers and body go to
 an endpoint the service's cluster picks, and the provider's status, headers and body come
@@ -18,10 +19,10 @@ import h11
 
 from agent.errors import ConnectError, UpstreamError, UpstreamTimeout
 from agent.runtime.protocols import HttpInvokeRequest, HttpInvokeResult
-from plugins.http.headers import end_to_end, header_value
+from plugins.http.headers import Headers, end_to_end, header_value
 from plugins.http.pool import UpstreamConnection, UpstreamPool
 from plugins.http.protocol import HttpConfig
-from plugins.http.proxy import IDEMPOTENT, service_target
+from plugins.http.routing import IDEMPOTENT, Target, service_target
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,40 @@ _REPLACED = frozenset({b"host", b"expect"})
 async def invoke_http(
     request: HttpInvokeRequest, config: HttpConfig, pool: UpstreamPool
 ) -> HttpInvokeResult:
-    target = service_target(request.service, request.cluster)
-    name = request.service.name
-    method = request.method.upper().encode("ascii")
     length = header_value(request.headers, b"content-length")
     chunked = length is None and header_value(request.headers, b"transfer-encoding") is not None
     headers = [(n, v) for n, v in end_to_end(request.headers) if n.lower() not in _REPLACED]
-    if chunked:
-        headers.append((b"Transfer-Encoding", b"chunked"))
-    has_body = chunked or (length is not None and length.strip() != b"0")
     url = request.path + ("?" + request.query if request.query else "")
+    return await forward(
+        pool,
+        service_target(request.service, request.cluster),
+        request.method.upper().encode("ascii"),
+        url.encode("latin-1"),
+        headers,
+        None,
+        chunked or (length is not None and length.strip() != b"0"),
+        request.body,
+    )
+
+
+async def forward(
+    pool: UpstreamPool,
+    target: Target,
+    method: bytes,
+    url: bytes,
+    headers: Headers,
+    host_header: bytes | None,
+    has_body: bool,
+    body: AsyncIterator[bytes],
+) -> HttpInvokeResult:
+    """Send one request to an endpoint of ``target`` and return the response head.
+
+    ``headers`` are end-to-end already; Host is ``host_header``, or the endpoint's address
+    when None. A body without Content-Length is sent chunked. Retries as configured.
+    """
+    name = target.service.name
+    if has_body and header_value(headers, b"content-length") is None:
+        headers = [*headers, (b"Transfer-Encoding", b"chunked")]
     tries = 1 + (target.retries if method in IDEMPOTENT and not has_body else 0)
     tried: set[str] = set()
     stale_retried = False
@@ -58,17 +83,14 @@ async def invoke_http(
             raise
         host = upstream.host
         instance = host.instance
-        outgoing = h11.Request(
-            method=method,
-            target=url.encode("latin-1"),
-            headers=[(b"Host", f"{instance.host}:{instance.port}".encode()), *headers],
-        )
+        authority = host_header or f"{instance.host}:{instance.port}".encode()
+        outgoing = h11.Request(method=method, target=url, headers=[(b"Host", authority), *headers])
         host.active_requests += 1
         pump: asyncio.Task[None] | None = None
         try:
             await upstream.send(outgoing)
             if has_body:
-                pump = asyncio.get_running_loop().create_task(_send_body(upstream, request.body))
+                pump = asyncio.get_running_loop().create_task(_send_body(upstream, body))
             else:
                 await upstream.send(h11.EndOfMessage())
             async with asyncio.timeout(target.timeout_s):
@@ -104,12 +126,12 @@ async def invoke_http(
             target.cluster.report_failure(host)
         else:
             target.cluster.report_success(host)
-        body = _ResponseBody(upstream, pool, pump)
+        response_body = _ResponseBody(upstream, pool, pump)
         return HttpInvokeResult(
             status=response.status_code,
             headers=end_to_end(list(response.headers.raw_items())),
-            body=body,
-            close=body.close,
+            body=response_body,
+            close=response_body.close,
             endpoint=host.id,
         )
 

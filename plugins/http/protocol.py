@@ -1,4 +1,5 @@
-"""The ``http`` protocol plugin: an HTTP/1.1-aware outbound listener and HTTP invocation.
+"""The ``http`` protocol plugin: an HTTP/1.1 and HTTP/2-aware outbound listener, and
+HTTP invocation.
 
 The listener (plugins/http/proxy.py) and the invoker (plugins/http/invoke.py) are imported
 when first used, so an agent without HTTP services never loads h11.
@@ -64,6 +65,14 @@ class HttpConfig(Strict):
     client_idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     # Chunks of body read from one side before waiting for the other to take them.
     read_chunk_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
+    # HTTP/2 from clients (prior knowledge and h2c upgrade); providers get HTTP/1.1.
+    http2: bool = True
+    # Streams open at once on one client connection (nginx and Envoy: 100 and 100).
+    h2_max_concurrent_streams: Annotated[int, Field(ge=1, le=10_000)] = 100
+    # Past these, per connection and second, the client gets GOAWAY: streams it resets
+    # (rapid reset), and SETTINGS and PING frames (control frame floods).
+    h2_max_resets_per_s: Annotated[int, Field(ge=1)] = 100
+    h2_max_control_frames_per_s: Annotated[int, Field(ge=1)] = 100
 
 
 class HttpServiceOptions(Strict):
@@ -89,7 +98,8 @@ class HttpProtocol(ProtocolSupport):
         self.sessions: set[asyncio.Task[None]] = set()
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
-        from plugins.http.proxy import HttpProxyConnection, Router
+        from plugins.http.proxy import HttpProxyConnection
+        from plugins.http.routing import Router
 
         unknown = [r.service for r in self.config.routes if r.service not in context.clusters]
         if unknown:

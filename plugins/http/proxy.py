@@ -8,6 +8,8 @@ keep-alive connection to it, and stream the body both ways in chunks with awaite
 is, minus hop-by-hop fields; only when the agent itself cannot get a response does it
 answer with problem details: no endpoint 503, connect failure 502, timeout 504.
 
+HTTP/2 clients (the preface, or an h2c upgrade) are handed to plugins/http/h2_server.py.
+
 Pipelined requests are answered in order: h11 hands over the next request only after the
 current exchange ends, and reading from the client stops meanwhile (bounded buffering).
 A WebSocket (any ``Connection: upgrade``) handshake is relayed; after a 101 both
@@ -22,27 +24,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from dataclasses import dataclass
-from http import HTTPStatus
 from typing import cast
 
 import h11
 
-from agent.cluster.cluster import Cluster
-from agent.config import ServiceConfig
 from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
 from agent.runtime.protocols import ListenerContext
+from plugins.http.h2_server import PREFACE, H2Session
 from plugins.http.headers import (
     Headers,
     add_forwarded,
+    comma_tokens,
     end_to_end,
     header_value,
     is_upgrade,
 )
 from plugins.http.pool import UpstreamConnection, UpstreamPool
-from plugins.http.protocol import HttpConfig, HttpRoute, HttpServiceOptions
+from plugins.http.protocol import HttpConfig
+from plugins.http.routing import (
+    IDEMPOTENT,
+    Router,
+    Target,
+    problem_body,
+    problem_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,80 +58,12 @@ _LINGER_S = 2.0
 _LINGER_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Target:
-    service: ServiceConfig
-    cluster: Cluster
-    timeout_s: float
-    retries: int
-
-
-# Methods a retry may send twice (RFC 9110 9.2.2).
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-
-
-def service_target(service: ServiceConfig, cluster: Cluster) -> Target:
-    # Services of another protocol (a tcp service routed by path) take HTTP's defaults.
-    options = (
-        HttpServiceOptions.model_validate(service.options)
-        if service.protocol == "http"
-        else HttpServiceOptions()
-    )
-    return Target(service, cluster, options.timeout_ms / 1000, options.retries)
-
-
-class Router:
-    """Routes in order; a request matching none goes to the listener's own service."""
-
-    def __init__(self, context: ListenerContext, routes: list[HttpRoute]) -> None:
-        self.routes = routes
-        self.default = service_target(context.service, context.cluster)
-        self.targets = {
-            route.service: service_target(
-                context.services[route.service], context.clusters[route.service]
-            )
-            for route in routes
-        }
-
-    def route(self, host: bytes | None, target: bytes) -> Target:
-        if not self.routes:
-            return self.default
-        name = (host or b"").decode("latin-1").lower()
-        # Host may carry a port; a bracketed IPv6 literal keeps its colons.
-        if name.rfind(":") > name.rfind("]"):
-            name = name[: name.rfind(":")]
-        path = target.split(b"?", 1)[0].decode("latin-1")
-        for route in self.routes:
-            if route.matches(name, path):
-                return self.targets[route.service]
-        return self.default
-
-
 class _ClientGone(Exception):
     """The client closed or broke its connection mid-request."""
 
 
 class _UpstreamFailed(Exception):
     """The provider's connection failed before its response head arrived."""
-
-
-def problem_body(status: int, detail: str, service: str) -> bytes:
-    return json.dumps(
-        {
-            "type": "about:blank",
-            "title": HTTPStatus(status).phrase,
-            "status": status,
-            "detail": detail,
-            "service": service,
-        }
-    ).encode()
-
-
-def problem_headers(body: bytes) -> Headers:
-    return [
-        (b"Content-Type", b"application/problem+json"),
-        (b"Content-Length", str(len(body)).encode()),
-    ]
 
 
 class HttpProxyConnection(asyncio.StreamReaderProtocol):
@@ -246,6 +184,16 @@ class _Session:
             self.writer.close()
 
     async def _serve(self) -> None:
+        if self.config.http2:
+            try:
+                async with asyncio.timeout(self.config.client_idle_timeout_s):
+                    first = await self._sniff()
+            except TimeoutError:
+                return
+            if first.startswith(PREFACE):
+                await H2Session(self).run(first)
+                return
+            self.conn.receive_data(first)
         while True:
             try:
                 async with asyncio.timeout(self.config.client_idle_timeout_s):
@@ -263,6 +211,19 @@ class _Session:
                 self.conn.start_next_cycle()
             else:
                 return
+
+    async def _sniff(self) -> bytes:
+        """The first bytes: enough to tell the HTTP/2 preface from an HTTP/1 request."""
+        received = b""
+        while len(received) < len(PREFACE) and PREFACE.startswith(received):
+            try:
+                data = await self.reader.read(self.config.read_chunk_bytes)
+            except ConnectionError as exc:
+                raise _ClientGone from exc
+            if not data:
+                break
+            received += data
+        return received
 
     async def _linger(self) -> None:
         """Close without losing our last response to a client still sending.
@@ -317,6 +278,17 @@ class _Session:
             await self._refuse(400, "both Content-Length and Transfer-Encoding")
             return False
         host = header_value(raw, b"host")
+        settings = header_value(raw, b"http2-settings")
+        if (
+            self.config.http2
+            and settings is not None
+            and length is None
+            and not chunked
+            and b"h2c" in comma_tokens(raw, b"upgrade")
+            and b"http2-settings" in comma_tokens(raw, b"connection")
+        ):
+            await self._upgrade_to_h2(request, raw, settings)
+            return False
         target = self.owner.router.route(host, request.target)
         upgrade = is_upgrade(raw)
         headers = end_to_end(raw, keep_upgrade=upgrade)
@@ -380,6 +352,33 @@ class _Session:
                 raise
             finally:
                 upstream.host.active_requests -= 1
+
+    async def _upgrade_to_h2(self, request: h11.Request, raw: Headers, settings: bytes) -> None:
+        """h2c (RFC 7540 3.2): 101, then HTTP/2, with this request as stream 1.
+
+        Only for requests without a body (as curl sends it); with a body the Upgrade is
+        ignored and the request served over HTTP/1.1, which the RFC allows.
+        """
+        end = await self._next()
+        assert isinstance(end, h11.EndOfMessage)
+        await self._send(
+            h11.InformationalResponse(
+                status_code=101, headers=[(b"Connection", b"Upgrade"), (b"Upgrade", b"h2c")]
+            )
+        )
+        authority = header_value(raw, b"host") or b""
+        headers = [
+            (b":method", request.method),
+            (b":scheme", b"http"),
+            (b":authority", authority),
+            (b":path", request.target),
+            *(
+                (name.lower(), value)
+                for name, value in end_to_end(raw)
+                if name.lower() not in (b"host", b"http2-settings")
+            ),
+        ]
+        await H2Session(self).run(self.conn.trailing_data[0], (settings, headers))
 
     async def _forward(
         self,

@@ -17,7 +17,7 @@ from agent.config import parse_config
 from agent.errors import ConfigError
 from agent.runtime.agent import Agent
 from plugins.http.protocol import HttpRoute
-from plugins.http.proxy import Router, service_target
+from plugins.http.routing import Router, service_target
 from tests.fixtures.net import async_wait_until, free_port
 
 
