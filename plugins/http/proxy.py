@@ -290,7 +290,9 @@ class _Session:
             await self._upgrade_to_h2(request, raw, settings)
             return False
         target = self.owner.router.route(host, request.target)
-        upgrade = is_upgrade(raw)
+        # An h2c upgrade not taken (a body, or HTTP/2 off) is ours to ignore, not the
+        # provider's to accept.
+        upgrade = is_upgrade(raw) and b"h2c" not in comma_tokens(raw, b"upgrade")
         headers = end_to_end(raw, keep_upgrade=upgrade)
         if chunked:
             headers.append((b"Transfer-Encoding", b"chunked"))

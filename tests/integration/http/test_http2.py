@@ -135,3 +135,18 @@ def test_floods_get_goaway_and_others_are_unaffected(
         assert flood(http_agent, rapid_reset) == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
         assert bystander.get("/echo").status_code == 200
     assert "http/2 connection refused" in http_agent.process.output()
+
+
+def test_h2c_upgrade_with_a_body_is_served_over_http1(http_agent: AgentProcess) -> None:
+    result = subprocess.run(
+        ["curl", "-sS", "-v", "--http2", "--data-binary", "hello", f"{base(http_agent)}/upload"],
+        capture_output=True,
+        timeout=20,
+        check=True,
+    )
+    assert b"> Upgrade: h2c" in result.stderr  # curl asked
+    body = json.loads(result.stdout)
+    assert body["size"] == 5
+    assert b"< HTTP/1.1 200" in result.stderr
+    names = {name for name, _ in body["headers"]}
+    assert "upgrade" not in names and "http2-settings" not in names
