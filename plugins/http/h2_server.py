@@ -62,12 +62,14 @@ class _RateLimit:
 
 
 class _Stream:
-    __slots__ = ("body", "task")
+    __slots__ = ("body", "ended", "task")
 
     def __init__(self) -> None:
         # (chunk, flow-controlled length); None ends the body.
         self.body: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        # The client's END_STREAM arrived: its half of the stream is done.
+        self.ended = False
 
 
 class H2Session:
@@ -159,11 +161,17 @@ class H2Session:
             self._start_stream(event.stream_id, headers, has_body=event.stream_ended is None)
         elif isinstance(event, h2.events.DataReceived):
             stream = self.streams.get(event.stream_id)
+            length = event.flow_controlled_length or 0
             if stream is not None and event.data is not None:
-                stream.body.put_nowait((event.data, event.flow_controlled_length or 0))
+                stream.body.put_nowait((event.data, length))
+            elif length and event.stream_id is not None:
+                # A stream already answered: nobody will read this, but the connection's
+                # window must be given back, or every other stream would stall.
+                self.h2.acknowledge_received_data(length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
+                stream.ended = True
                 stream.body.put_nowait(None)
         elif isinstance(event, h2.events.StreamReset):
             stream = self.streams.pop(event.stream_id, None)
@@ -183,6 +191,7 @@ class H2Session:
     def _start_stream(self, stream_id: int, headers: Headers, has_body: bool) -> None:
         stream = _Stream()
         if not has_body:
+            stream.ended = True
             stream.body.put_nowait(None)
         self.streams[stream_id] = stream
         stream.task = asyncio.get_running_loop().create_task(
@@ -190,6 +199,20 @@ class H2Session:
         )
 
     async def _serve_stream(
+        self, stream_id: int, stream: _Stream, headers: Headers, has_body: bool
+    ) -> None:
+        try:
+            await self._handle_stream(stream_id, stream, headers, has_body)
+        except asyncio.CancelledError:
+            # Reset by the client, or the connection is going: nothing more to send.
+            self.streams.pop(stream_id, None)
+            raise
+        self.streams.pop(stream_id, None)
+        self._return_unread(stream_id, stream)
+        with contextlib.suppress(ConnectionError):
+            await self.flush()
+
+    async def _handle_stream(
         self, stream_id: int, stream: _Stream, headers: Headers, has_body: bool
     ) -> None:
         session = self.session
@@ -257,8 +280,21 @@ class H2Session:
                 self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
             with contextlib.suppress(ConnectionError):
                 await self.flush()
-        finally:
-            self.streams.pop(stream_id, None)
+
+    def _return_unread(self, stream_id: int, stream: _Stream) -> None:
+        """Give back the connection window of body data the stream left unread, and ask a
+        client still sending to stop (RST_STREAM NO_ERROR after a complete response, RFC
+        9113 8.1)."""
+        if not stream.ended and not self.closing:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        unread = 0
+        while not stream.body.empty():
+            item = stream.body.get_nowait()
+            if item is not None:
+                unread += item[1]
+        if unread and not self.closing:
+            self.h2.acknowledge_received_data(unread, stream_id)
 
     async def _request_body(self, stream_id: int, stream: _Stream) -> AsyncIterator[bytes]:
         while (item := await stream.body.get()) is not None:

@@ -17,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 import httpx
 import pytest
@@ -150,3 +151,62 @@ def test_h2c_upgrade_with_a_body_is_served_over_http1(http_agent: AgentProcess) 
     assert b"< HTTP/1.1 200" in result.stderr
     names = {name for name, _ in body["headers"]}
     assert "upgrade" not in names and "http2-settings" not in names
+
+
+def test_answer_before_the_body_ends_keeps_the_connection_usable(
+    http_agent: AgentProcess,
+) -> None:
+    """503 to an upload still under way: the stream is reset with NO_ERROR, the unread
+    data's connection window is given back, and the next upload on the connection passes."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    chunk = b"u" * 16_000
+
+    def post(sock: socket.socket, host: str, chunks: int, end: bool) -> int:
+        stream_id = conn.get_next_available_stream_id()
+        conn.send_headers(
+            stream_id,
+            [(":method", "POST"), (":path", "/upload"), (":scheme", "http"), (":authority", host)],
+        )
+        for _ in range(chunks):
+            conn.send_data(stream_id, chunk)
+        if end:
+            conn.end_stream(stream_id)
+        sock.sendall(conn.data_to_send())
+        return stream_id
+
+    def until(sock: socket.socket, stream_id: int) -> tuple[int | None, list[h2.events.Event]]:
+        status, seen = None, []
+        while True:
+            data = sock.recv(65536)
+            assert data, "connection closed"
+            for event in conn.receive_data(data):
+                if getattr(event, "stream_id", None) != stream_id:
+                    continue
+                seen.append(event)
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                if isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+                if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    sock.sendall(conn.data_to_send())
+                    if isinstance(event, h2.events.StreamReset) or status is not None:
+                        return status, seen
+            sock.sendall(conn.data_to_send())
+
+    with socket.create_connection(("127.0.0.1", http_agent.listener_port()), timeout=10) as sock:
+        sock.sendall(conn.data_to_send())
+        # 48 KB of an unfinished body to a service without endpoints.
+        first = post(sock, "none.test", 3, end=False)
+        status, _ = until(sock, first)
+        assert status == 503
+        # Another 48 KB for the answered stream, as a client that missed the answer would.
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            for _ in range(3):
+                conn.send_data(first, chunk)
+            sock.sendall(conn.data_to_send())
+        # The connection window (64 KiB) would be gone without the agent giving it back.
+        for _ in range(2):
+            second = post(sock, "api", 3, end=True)
+            status, _ = until(sock, second)
+            assert status == 200
