@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, FastAPI, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent import __version__
-from agent.api import problems
+from agent.api import invoke_http, problems
 from agent.api.limits import ApiGuard
 from agent.api.models import (
     ClusterView,
@@ -259,5 +259,8 @@ def create_app(agent: Agent) -> FastAPI:
         return JSONResponse(reply.model_dump(mode="json"))
 
     app.include_router(probes)
+    # Before v1: its POST /v1/invoke/{protocol}/{service}/{method} would take
+    # POST /v1/invoke/http/{service}/{one-segment path}.
+    app.include_router(invoke_http.router(agent))
     app.include_router(v1)
     return app

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,8 @@ from agent.runtime.health import HealthChecker, run_health_checks
 from agent.runtime.inbound import InboundListener
 from agent.runtime.protocols import (
     BoundListener,
+    HttpInvokeRequest,
+    HttpInvokeResult,
     InvokeRequest,
     InvokeResult,
     ListenerContext,
@@ -104,6 +106,8 @@ class Agent:
                 self.services[listener_config.service],
                 self.clusters[listener_config.service],
                 protocol_config=protocol_config,
+                services=self.services,
+                clusters=self.clusters,
             )
             self.listeners.append(Listener(listener_config, context))
         # One ProtocolSupport per listener (its own config) and one per protocol for JSON
@@ -380,6 +384,25 @@ class Agent:
             )
         request = InvokeRequest(config, self.clusters[service], method, body)
         return await self._invoker(protocol).invoke(request)
+
+    async def invoke_http(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterator[bytes],
+    ) -> HttpInvokeResult:
+        """Forward an HTTP request to ``service`` through its protocol's HTTP invocation."""
+        config = self.service(service)
+        request = HttpInvokeRequest(
+            config, self.clusters[service], method, path, query, headers, body
+        )
+        try:
+            return await self._invoker(config.protocol).invoke_http(request)
+        except InvokeNotSupported as exc:
+            raise InvokeNotSupported(f"service {service!r}: {exc}") from None
 
     def _invoker(self, protocol: str) -> ProtocolSupport:
         support = self._invokers.get(protocol)

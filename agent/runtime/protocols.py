@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +54,10 @@ class ListenerContext:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     # The plugin's validated listener config (ListenerConfig.config through its model).
     protocol_config: Any = None
+    # Every configured service and its cluster, for listeners that route each request
+    # to a service of its own (HTTP by Host and path); others use ``service``/``cluster``.
+    services: Mapping[str, ServiceConfig] = field(default_factory=dict)
+    clusters: Mapping[str, Cluster] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -100,6 +111,39 @@ class InvokeResult:
     stream: AsyncGenerator[Any, None] | None = None
 
 
+@dataclass(frozen=True)
+class HttpInvokeRequest:
+    """An HTTP invocation from the OpenAPI: ``ANY /v1/invoke/http/{service}/{path}``.
+
+    Forwarded as it came (Dapr's service invocation): method, path, query, headers and a
+    body streamed from the caller. Hop-by-hop headers are the plugin's to drop.
+    """
+
+    service: ServiceConfig
+    cluster: Cluster
+    method: str
+    # Starts with '/'; percent-encoding kept as the caller sent it.
+    path: str
+    query: str
+    headers: list[tuple[bytes, bytes]]
+    body: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True)
+class HttpInvokeResult:
+    """The provider's response, passed through.
+
+    ``body`` releases the connection at its end; ``close`` (idempotent) releases it when
+    the caller stops before the end (the caller went away).
+    """
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: AsyncIterable[bytes]
+    close: Callable[[], Awaitable[None]]
+    endpoint: str = ""
+
+
 class ProtocolSupport(ABC):
     name: str
 
@@ -123,6 +167,10 @@ class ProtocolSupport(ABC):
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         """Call ``request.method`` of the service from JSON; errors are MeshAgentErrors."""
         raise InvokeNotSupported(f"protocol {self.name!r} has no JSON invocation")
+
+    async def invoke_http(self, request: HttpInvokeRequest) -> HttpInvokeResult:
+        """Forward an HTTP request to the service; errors are MeshAgentErrors."""
+        raise InvokeNotSupported(f"protocol {self.name!r} has no HTTP invocation")
 
     def attach_registry(self, registry: Registry) -> None:
         """Offer discovery hooks to a registry that serves this protocol's services.

@@ -1,0 +1,340 @@
+"""HTTP/2 from clients on the HTTP listener: prior knowledge and the h2c upgrade.
+
+h2 runs the connection (framing, HPACK, flow control); each stream is one request,
+routed and balanced on its own and forwarded to the provider over pooled HTTP/1.1
+connections (the same path as HTTP invocation), so one multiplexed client connection is
+spread over every endpoint. Bodies stream both ways under HTTP/2 flow control: a request
+chunk's window is given back only once the provider's connection took it, and a response
+chunk is sent only within the client's window.
+
+Defenses (the 2023 rapid-reset attack, CVE-2023-44487, and control-frame floods): at most
+``h2_max_concurrent_streams`` open streams (h2 refuses more); streams the client resets,
+and SETTINGS and PING frames, are counted per second, and past ``h2_max_resets_per_s`` /
+``h2_max_control_frames_per_s`` the connection gets GOAWAY (ENHANCE_YOUR_CALM) and is
+closed, with a log line. Replies h2 queues (SETTINGS and PING ACKs) are flushed with an
+awaited drain before more is read, so a client that does not read stops being read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from agent.errors import NoEndpointError, UpstreamError, UpstreamTimeout
+from plugins.http.headers import Headers, add_forwarded, end_to_end
+from plugins.http.invoke import forward
+from plugins.http.routing import problem_body
+
+if TYPE_CHECKING:
+    from plugins.http.proxy import _Session
+
+log = logging.getLogger(__name__)
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class _RateLimit:
+    """Counts events in the current one-second window."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.window = 0
+        self.count = 0
+
+    def exceeded(self) -> bool:
+        now = int(time.monotonic())
+        if now != self.window:
+            self.window = now
+            self.count = 0
+        self.count += 1
+        return self.count > self.limit
+
+
+class _Stream:
+    __slots__ = ("body", "ended", "task")
+
+    def __init__(self) -> None:
+        # (chunk, flow-controlled length); None ends the body.
+        self.body: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+        # The client's END_STREAM arrived: its half of the stream is done.
+        self.ended = False
+
+
+class H2Session:
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+        self.config = session.config
+        self.writer = session.writer
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        # Before initiate_connection, so that the first SETTINGS frame carries them.
+        self.h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: (
+                    self.config.h2_max_concurrent_streams
+                ),
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.config.max_header_bytes,
+            },
+        )
+        self.streams: dict[int, _Stream] = {}
+        # Set whenever the client opens flow-control windows; senders wait on it.
+        self.window_opened = asyncio.Event()
+        self.resets = _RateLimit(self.config.h2_max_resets_per_s)
+        self.control = _RateLimit(self.config.h2_max_control_frames_per_s)
+        self.closing = False
+
+    async def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def run(
+        self, received: bytes, upgrade: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
+    ) -> None:
+        """Serve until the connection ends. ``upgrade``: the HTTP2-Settings value and the
+        HTTP/1.1 request (as HTTP/2 headers) that asked for h2c, answered on stream 1."""
+        if upgrade is None:
+            self.h2.initiate_connection()
+        else:
+            self.h2.initiate_upgrade_connection(upgrade[0])
+            self._start_stream(1, upgrade[1], has_body=False)
+        await self.flush()
+        reader = self.session.reader
+        try:
+            while not self.closing:
+                if not received:
+                    received = await reader.read(self.config.read_chunk_bytes)
+                    if not received:
+                        return
+                try:
+                    events = self.h2.receive_data(received)
+                except h2.exceptions.ProtocolError as exc:
+                    self._refuse(f"HTTP/2 protocol error: {exc}", _error_code(exc))
+                    await self.flush()
+                    return
+                received = b""
+                for event in events:
+                    self._on_event(event)
+                await self.flush()
+        finally:
+            for stream in self.streams.values():
+                if stream.task is not None:
+                    stream.task.cancel()
+            tasks = [s.task for s in self.streams.values() if s.task is not None]
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _refuse(self, reason: str, code: int = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM) -> None:
+        log.warning(
+            "http/2 connection refused: %s",
+            reason,
+            extra={
+                "listener": self.session.context.listener.display_name,
+                "client": self.session.client_ip,
+            },
+        )
+        self.session.context.stats.rejected += 1
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection(error_code=code)
+        self.closing = True
+
+    def _on_event(self, event: h2.events.Event) -> None:
+        if self.closing:
+            return
+        if isinstance(event, h2.events.RequestReceived):
+            headers = [(bytes(n), bytes(v)) for n, v in event.headers or []]
+            self._start_stream(event.stream_id, headers, has_body=event.stream_ended is None)
+        elif isinstance(event, h2.events.DataReceived):
+            stream = self.streams.get(event.stream_id)
+            length = event.flow_controlled_length or 0
+            if stream is not None and event.data is not None:
+                stream.body.put_nowait((event.data, length))
+            elif length and event.stream_id is not None:
+                # A stream already answered: nobody will read this, but the connection's
+                # window must be given back, or every other stream would stall.
+                self.h2.acknowledge_received_data(length, event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.ended = True
+                stream.body.put_nowait(None)
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self.streams.pop(event.stream_id, None)
+            if stream is not None and stream.task is not None:
+                stream.task.cancel()
+            if event.remote_reset and self.resets.exceeded():
+                self._refuse(f"over {self.resets.limit} stream resets per second (rapid reset)")
+        elif isinstance(event, h2.events.RemoteSettingsChanged | h2.events.PingReceived):
+            if self.control.exceeded():
+                self._refuse(f"over {self.control.limit} SETTINGS/PING frames per second")
+            self.window_opened.set()  # a new initial window size may open streams
+        elif isinstance(event, h2.events.WindowUpdated):
+            self.window_opened.set()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.closing = True
+
+    def _start_stream(self, stream_id: int, headers: Headers, has_body: bool) -> None:
+        stream = _Stream()
+        if not has_body:
+            stream.ended = True
+            stream.body.put_nowait(None)
+        self.streams[stream_id] = stream
+        stream.task = asyncio.get_running_loop().create_task(
+            self._serve_stream(stream_id, stream, headers, has_body)
+        )
+
+    async def _serve_stream(
+        self, stream_id: int, stream: _Stream, headers: Headers, has_body: bool
+    ) -> None:
+        try:
+            await self._handle_stream(stream_id, stream, headers, has_body)
+        except asyncio.CancelledError:
+            # Reset by the client, or the connection is going: nothing more to send.
+            self.streams.pop(stream_id, None)
+            raise
+        self.streams.pop(stream_id, None)
+        self._return_unread(stream_id, stream)
+        with contextlib.suppress(ConnectionError):
+            await self.flush()
+
+    async def _handle_stream(
+        self, stream_id: int, stream: _Stream, headers: Headers, has_body: bool
+    ) -> None:
+        session = self.session
+        context = session.context
+        context.stats.requests += 1
+        pseudo = {name: value for name, value in headers if name.startswith(b":")}
+        regular = [(name, value) for name, value in headers if not name.startswith(b":")]
+        method = pseudo.get(b":method", b"GET")
+        path = pseudo.get(b":path", b"")
+        authority = pseudo.get(b":authority") or next((v for n, v in regular if n == b"host"), None)
+        target = session.owner.router.route(authority, path)
+        name = target.service.name
+        try:
+            if method == b"CONNECT" or not path:
+                await self._answer(stream_id, 501, "CONNECT is not supported", name)
+                return
+            size = sum(len(n) + len(v) + 32 for n, v in headers)
+            if size > self.config.max_header_bytes:
+                await self._answer(stream_id, 431, f"header list of {size} bytes", name)
+                return
+            outgoing = [(n, v) for n, v in end_to_end(regular) if n != b"host"]
+            if self.config.x_forwarded:
+                outgoing = add_forwarded(outgoing, session.client_ip, authority)
+            try:
+                result = await forward(
+                    session.owner.pool,
+                    target,
+                    method,
+                    path,
+                    outgoing,
+                    authority,
+                    has_body,
+                    self._request_body(stream_id, stream),
+                )
+            except UpstreamError as exc:
+                status = 502
+                if isinstance(exc, UpstreamTimeout):
+                    status = 504
+                elif isinstance(exc, NoEndpointError):
+                    status = 503
+                log.warning("http/2 request not forwarded: %s", exc, extra={"service": name})
+                await self._answer(stream_id, status, str(exc), name)
+                return
+            try:
+                response = [(b":status", str(result.status).encode())]
+                response += [(n.lower(), v) for n, v in result.headers]
+                self.h2.send_headers(stream_id, response)
+                await self.flush()
+                async for chunk in result.body:
+                    await self._send_data(stream_id, chunk)
+                self.h2.end_stream(stream_id)
+                await self.flush()
+            finally:
+                await result.close()
+        except (h2.exceptions.StreamClosedError, ConnectionError):
+            pass  # the client reset the stream or went away: nothing to tell it
+        except h2.exceptions.ProtocolError as exc:
+            log.warning("http/2 stream failed: %s", exc, extra={"service": name})
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        except Exception as exc:
+            # Mid-response failures (the provider cut the body): reset this stream only.
+            log.warning("http/2 stream failed: %s", exc, extra={"service": name})
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            with contextlib.suppress(ConnectionError):
+                await self.flush()
+
+    def _return_unread(self, stream_id: int, stream: _Stream) -> None:
+        """Give back the connection window of body data the stream left unread, and ask a
+        client still sending to stop (RST_STREAM NO_ERROR after a complete response, RFC
+        9113 8.1)."""
+        if not stream.ended and not self.closing:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        unread = 0
+        while not stream.body.empty():
+            item = stream.body.get_nowait()
+            if item is not None:
+                unread += item[1]
+        if unread and not self.closing:
+            self.h2.acknowledge_received_data(unread, stream_id)
+
+    async def _request_body(self, stream_id: int, stream: _Stream) -> AsyncIterator[bytes]:
+        while (item := await stream.body.get()) is not None:
+            chunk, flow_length = item
+            yield chunk
+            # The provider's connection took it: the client may send that much more.
+            if flow_length and stream_id in self.streams:
+                with contextlib.suppress(h2.exceptions.StreamClosedError):
+                    self.h2.acknowledge_received_data(flow_length, stream_id)
+                await self.flush()
+
+    async def _send_data(self, stream_id: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            window = self.h2.local_flow_control_window(stream_id)
+            if window <= 0:
+                self.window_opened.clear()
+                await self.window_opened.wait()
+                continue
+            size = min(window, len(view), self.h2.max_outbound_frame_size)
+            self.h2.send_data(stream_id, view[:size].tobytes())
+            view = view[size:]
+            await self.flush()
+
+    async def _answer(self, stream_id: int, status: int, detail: str, service: str) -> None:
+        self.session.context.stats.request_errors += 1
+        body = problem_body(status, detail, service)
+        self.h2.send_headers(
+            stream_id,
+            [
+                (b":status", str(status).encode()),
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        )
+        await self._send_data(stream_id, body)
+        self.h2.end_stream(stream_id)
+        await self.flush()
+
+
+def _error_code(exc: h2.exceptions.ProtocolError) -> int:
+    code = getattr(exc, "error_code", None)
+    return int(code) if code is not None else int(h2.errors.ErrorCodes.PROTOCOL_ERROR)

@@ -1,0 +1,82 @@
+"""Header rewriting between the client's and the provider's connections (RFC 9110 7.6.1).
+
+Hop-by-hop fields describe one connection, so a proxy drops them and sets its own; the
+framing fields (Content-Length, Transfer-Encoding) are set again by h11 from the body it
+actually sends. Everything else passes through untouched, in order and in its own case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Headers = list[tuple[bytes, bytes]]
+
+# RFC 9110 7.6.1 plus the fields every proxy treats the same way (Proxy-Connection from
+# old clients, Keep-Alive from RFC 2068).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+
+def comma_tokens(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    """The lower-cased, comma-separated tokens of every ``name`` field."""
+    tokens: list[bytes] = []
+    for field_name, value in headers:
+        if field_name.lower() == name:
+            tokens.extend(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for field_name, value in headers:
+        if field_name.lower() == name:
+            return value
+    return None
+
+
+def is_upgrade(headers: Headers) -> bool:
+    """A request asking to switch protocols (WebSocket): Upgrade named in Connection."""
+    return b"upgrade" in comma_tokens(headers, b"connection") and (
+        header_value(headers, b"upgrade") is not None
+    )
+
+
+def end_to_end(headers: Headers, *, keep_upgrade: bool = False) -> Headers:
+    """``headers`` without hop-by-hop fields and those the Connection field names.
+
+    ``keep_upgrade`` keeps an upgrade handshake (``Connection: upgrade`` + ``Upgrade``),
+    which a proxy relays so that the provider can accept it.
+    """
+    drop = HOP_BY_HOP.union(comma_tokens(headers, b"connection"))
+    kept = [(name, value) for name, value in headers if name.lower() not in drop]
+    if keep_upgrade:
+        upgrade = header_value(headers, b"upgrade")
+        if upgrade is not None:
+            kept += [(b"Connection", b"upgrade"), (b"Upgrade", upgrade)]
+    return kept
+
+
+def add_forwarded(headers: Headers, client_ip: str, host: bytes | None) -> Headers:
+    """Append the client to X-Forwarded-For and say how it reached us (de facto fields)."""
+    previous = header_value(headers, b"x-forwarded-for")
+    chain = previous + b", " + client_ip.encode() if previous else client_ip.encode()
+    kept = [
+        (name, value)
+        for name, value in headers
+        if name.lower() not in (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+    ]
+    kept.append((b"X-Forwarded-For", chain))
+    kept.append((b"X-Forwarded-Proto", b"http"))
+    if host is not None:
+        kept.append((b"X-Forwarded-Host", host))
+    return kept

@@ -1,0 +1,84 @@
+"""Which service a request goes to, and the agent's own error bodies.
+
+Shared by the HTTP/1.1 listener, HTTP/2 client streams and HTTP invocation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from agent.cluster.cluster import Cluster
+from agent.config import ServiceConfig
+from agent.runtime.protocols import ListenerContext
+from plugins.http.headers import Headers
+from plugins.http.protocol import HttpRoute, HttpServiceOptions
+
+
+@dataclass(frozen=True)
+class Target:
+    service: ServiceConfig
+    cluster: Cluster
+    timeout_s: float
+    retries: int
+
+
+# Methods a retry may send twice (RFC 9110 9.2.2).
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+def service_target(service: ServiceConfig, cluster: Cluster) -> Target:
+    # Services of another protocol (a tcp service routed by path) take HTTP's defaults.
+    options = (
+        HttpServiceOptions.model_validate(service.options)
+        if service.protocol == "http"
+        else HttpServiceOptions()
+    )
+    return Target(service, cluster, options.timeout_ms / 1000, options.retries)
+
+
+class Router:
+    """Routes in order; a request matching none goes to the listener's own service."""
+
+    def __init__(self, context: ListenerContext, routes: list[HttpRoute]) -> None:
+        self.routes = routes
+        self.default = service_target(context.service, context.cluster)
+        self.targets = {
+            route.service: service_target(
+                context.services[route.service], context.clusters[route.service]
+            )
+            for route in routes
+        }
+
+    def route(self, host: bytes | None, target: bytes) -> Target:
+        if not self.routes:
+            return self.default
+        name = (host or b"").decode("latin-1").lower()
+        # Host may carry a port; a bracketed IPv6 literal keeps its colons.
+        if name.rfind(":") > name.rfind("]"):
+            name = name[: name.rfind(":")]
+        path = target.split(b"?", 1)[0].decode("latin-1")
+        for route in self.routes:
+            if route.matches(name, path):
+                return self.targets[route.service]
+        return self.default
+
+
+def problem_body(status: int, detail: str, service: str) -> bytes:
+    return json.dumps(
+        {
+            "type": "about:blank",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": detail,
+            "service": service,
+        }
+    ).encode()
+
+
+def problem_headers(body: bytes) -> Headers:
+    return [
+        (b"Content-Type", b"application/problem+json"),
+        (b"Content-Length", str(len(body)).encode()),
+    ]

@@ -1,0 +1,246 @@
+"""The HTTP listener in-process, against small h11 providers: what is awkward to provoke
+with uvicorn or nginx (connections closed at odd moments, pool reuse, stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import h11
+import httpx
+import pytest
+
+from agent.config import parse_config
+from agent.errors import ConfigError
+from agent.runtime.agent import Agent
+from plugins.http.protocol import HttpRoute
+from plugins.http.routing import Router, service_target
+from tests.fixtures.net import async_wait_until, free_port
+
+
+class Provider:
+    """An h11 server answering ``{"name": ..., "path": ...}``; ``mode`` breaks it on purpose.
+
+    ``close_after``: closes each connection after one response, without saying so.
+    ``short_body``: promises 100 bytes, sends 10 and closes.
+    """
+
+    def __init__(self, name: str, mode: str = "ok") -> None:
+        self.name = name
+        self.mode = mode
+        self.connections = 0
+        self.open = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> Provider:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                    continue
+                if isinstance(event, h11.Request):
+                    target = event.target
+                    while not isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                        event = conn.next_event()
+                        if event is h11.NEED_DATA:
+                            conn.receive_data(await reader.read(65536))
+                    if isinstance(event, h11.ConnectionClosed):
+                        return
+                    await self._answer(conn, writer, target)
+                    if self.mode != "ok":
+                        return
+                    conn.start_next_cycle()
+                    continue
+                return
+        except (ConnectionError, h11.RemoteProtocolError):
+            return
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def _answer(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, target: bytes
+    ) -> None:
+        body = json.dumps({"name": self.name, "path": target.decode()}).encode()
+        length = b"100" if self.mode == "short_body" else str(len(body)).encode()
+        if self.mode == "short_body":
+            body = body[:10]
+        writer.write(
+            conn.send(h11.Response(status_code=200, headers=[(b"content-length", length)]))
+        )
+        writer.write(conn.send(h11.Data(data=body)))
+        if self.mode != "short_body":
+            writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def config(ports: list[int], **listener: Any) -> dict[str, Any]:
+    return {
+        "admin": {"port": 0},
+        "registries": [
+            {
+                "name": "local",
+                "type": "local",
+                "config": {
+                    "services": {
+                        "api": [{"host": "127.0.0.1", "port": p} for p in ports],
+                        "empty": [],
+                    }
+                },
+            }
+        ],
+        "services": [
+            {"name": "api", "protocol": "http", "health": {"enabled": False}},
+            {"name": "empty", "protocol": "http", "health": {"enabled": False}},
+        ],
+        "listeners": [
+            {"port": free_port(), "service": "api", "protocol": "http", "config": listener}
+        ],
+        "drain_timeout_s": 1,
+    }
+
+
+@pytest.fixture
+async def providers() -> AsyncIterator[Callable[..., Any]]:
+    started: list[Provider] = []
+
+    async def start(name: str, mode: str = "ok") -> Provider:
+        provider = await Provider(name, mode).start()
+        started.append(provider)
+        return provider
+
+    yield start
+    for provider in started:
+        await provider.stop()
+
+
+@pytest.fixture
+async def agents() -> AsyncIterator[Callable[..., Any]]:
+    started: list[Agent] = []
+
+    async def start(raw: dict[str, Any]) -> Agent:
+        agent = Agent(parse_config(raw))
+        await agent.start()
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        await agent.stop()
+
+
+def url(agent: Agent) -> str:
+    host, port = agent.listeners[0].address
+    return f"http://{host}:{port}"
+
+
+async def test_upstream_connections_are_pooled(providers: Any, agents: Any) -> None:
+    provider = await providers("a")
+    agent = await agents(config([provider.port]))
+    async with httpx.AsyncClient(base_url=url(agent)) as client:
+        for i in range(5):
+            response = await client.get(f"/n/{i}")
+            assert response.json() == {"name": "a", "path": f"/n/{i}"}
+    assert provider.connections == 1
+    stats = agent.listeners[0].context.stats
+    assert stats.requests == 5 and stats.request_errors == 0
+
+
+async def test_provider_closing_kept_alive_connections(providers: Any, agents: Any) -> None:
+    provider = await providers("a", mode="close_after")
+    agent = await agents(config([provider.port]))
+    async with httpx.AsyncClient(base_url=url(agent)) as client:
+        for i in range(5):
+            assert (await client.get(f"/{i}")).status_code == 200
+    assert provider.connections == 5
+
+
+async def test_short_body_from_provider_cuts_the_client(providers: Any, agents: Any) -> None:
+    provider = await providers("a", mode="short_body")
+    agent = await agents(config([provider.port]))
+    async with httpx.AsyncClient(base_url=url(agent)) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get("/x")
+
+
+async def test_client_gone_mid_upload_closes_the_provider_side(providers: Any, agents: Any) -> None:
+    provider = await providers("a")
+    agent = await agents(config([provider.port]))
+    host, port = agent.listeners[0].address
+    _reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+    await writer.drain()
+    await async_wait_until(lambda: provider.open == 1, what="the upload to reach the provider")
+    writer.close()
+    await writer.wait_closed()
+    await async_wait_until(lambda: provider.open == 0, what="the provider side to close")
+    await async_wait_until(lambda: agent.open_connections() == 0, what="the client side to go")
+    async with httpx.AsyncClient(base_url=url(agent)) as client:
+        assert (await client.get("/after")).status_code == 200
+
+
+async def test_no_endpoint_counts_as_an_agent_error(agents: Any) -> None:
+    agent = await agents(config([], routes=[{"path_prefix": "/e/", "service": "empty"}]))
+    async with httpx.AsyncClient(base_url=url(agent)) as client:
+        response = await client.get("/e/x")
+    assert response.status_code == 503
+    assert response.json()["service"] == "empty"
+    assert agent.listeners[0].context.stats.request_errors == 1
+
+
+async def test_stop_ends_idle_keep_alive_clients(providers: Any) -> None:
+    provider = await providers("a")
+    agent = Agent(parse_config(config([provider.port])))
+    await agent.start()
+    client = httpx.AsyncClient(base_url=url(agent))
+    try:
+        assert (await client.get("/x")).status_code == 200
+        assert agent.open_connections() == 1
+        await agent.drain_and_stop()
+        assert agent.open_connections() == 0
+    finally:
+        await client.aclose()
+
+
+async def test_routes_naming_unknown_services_fail_startup() -> None:
+    agent = Agent(parse_config(config([1], routes=[{"service": "nope"}])))
+    with pytest.raises(ConfigError, match="nope"):
+        await agent.start()
+    await agent.stop()
+
+
+async def test_router_matches_host_without_port_and_path_prefix() -> None:
+    agent = Agent(parse_config(config([1])))
+    context = agent.listeners[0].context
+    routes = [
+        HttpRoute(host="Svc.Example", path_prefix="/v2/", service="empty"),
+        HttpRoute(host="[::1]", service="empty"),
+    ]
+    router = Router(context, routes)
+    empty = router.targets["empty"]
+    assert router.route(b"svc.example:8080", b"/v2/items?x=1") is empty
+    assert router.route(b"SVC.EXAMPLE", b"/v2/") is empty
+    assert router.route(b"svc.example", b"/v1/items") is router.default
+    assert router.route(b"[::1]:80", b"/") is empty
+    assert router.route(None, b"/v2/") is router.default
+    assert service_target(context.service, context.cluster).timeout_s == 15.0
+    with contextlib.suppress(Exception):
+        await agent.stop()
