@@ -24,8 +24,11 @@ round) at one caller is what the issue's target means (<= +300 us over a direct 
 Agent CPU per invocation: utime+stime of the agent (/proc/PID/stat) over the measured wrk run
 divided by the requests wrk completed in it.
 
-``--profile S`` afterwards samples the agent with py-spy for S seconds under wrk -c1 and
-prints where its time goes (inclusive share per function, the top frames).
+``--profile S`` afterwards measures the HTTP floor (GET /healthz, /readyz: agent CPU per
+request) and samples the agent with py-spy for S seconds under wrk -c1, printing where its
+time goes (inclusive and self shares per function, and grouped by layer). uvicorn uses
+httptools when it is importable (h11 otherwise): a directory holding httptools on the
+PYTHONPATH of this script reaches the agent too (tests/fixtures/agent_process.py passes it on).
 """
 
 from __future__ import annotations
@@ -368,7 +371,9 @@ def layers(raw: Path) -> collections.Counter[str]:
         leaf = stack.rsplit(";", 1)[-1]
         if "upstream.py:191" in leaf:
             layer = "transport.write of the Dubbo request (syscall; preempted by the woken JVM)"
-        elif "h11_impl.py:490" in leaf or "h11_impl.py:503" in leaf:
+        elif leaf.startswith("RequestResponseCycle.send") and any(
+            f"_impl.py:{n})" in leaf for n in (490, 503, 524, 551)
+        ):  # uvicorn's transport.write lines (h11 0.54: 490, 503; httptools: 524, 551)
             layer = "transport.write of the HTTP response (syscall)"
         elif leaf.startswith("Runner.run"):
             layer = "event loop, native (uvloop: epoll, read, callback dispatch)"
@@ -381,8 +386,8 @@ def layers(raw: Path) -> collections.Counter[str]:
                 layer = "invoke: the rest of the Dubbo plugin (strategies, invoker, upstream)"
         elif "run_asgi" in stack:
             layer = "FastAPI/Starlette: routing, middlewares, body parse, response model"
-        elif "h11" in stack:
-            layer = "uvicorn + h11: HTTP/1.1 parsing, protocol"
+        elif "h11" in stack or "httptools_impl" in stack:
+            layer = "uvicorn: HTTP/1.1 parsing, protocol (h11 or httptools)"
         elif "upstream.py" in stack or "frame.py" in stack:
             layer = "Dubbo response: frame decode, settle the waiter"
         else:
