@@ -49,9 +49,17 @@ unit: venv
 integration: venv system-deps peers
 	$(BIN)/pytest -q tests/integration tests/interop tests/contract
 
-bench: venv
+## Benchmarks (not tests): each prints medians and ratios against peers run in the same rounds.
+bench: venv peers
 	scripts/install-system-deps.sh bench
 	$(BIN)/python bench/tcp.py
+	PYTHONPATH=. $(BIN)/python -m bench.registry
+	$(BIN)/python bench/dubbo.py
+	$(BIN)/python bench/dubbo_invoke.py
+	$(BIN)/python bench/hessian2.py
+	$(BIN)/python bench/thrift.py
+	$(BIN)/python bench/grpc.py
+	$(BIN)/python bench/http.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
