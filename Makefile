@@ -52,6 +52,7 @@ integration: venv system-deps peers
 ## Benchmarks (not tests): each prints medians and ratios against peers run in the same rounds.
 bench: venv peers
 	scripts/install-system-deps.sh bench
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/tcp.py
 	PYTHONPATH=. $(BIN)/python -m bench.registry
 	$(BIN)/python bench/dubbo.py
