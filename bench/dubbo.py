@@ -11,22 +11,32 @@ consumer's ``bench`` mode (T threads calling echo(16 bytes) back to back over on
 connection, Dubbo's default) once per target, the order rotated every round; figures are
 medians over rounds, ratios medians of per-round ratios.
 
-CPU per frame: the proxy process's utime+stime (/proc/PID/stat) over the whole consumer
-run divided by the Dubbo frames it relayed in that time. For the agent the frames are
+CPU per frame: the proxy process's on-CPU time (all threads' /proc/PID/task/*/schedstat,
+nanoseconds; /proc/PID/stat's utime+stime count 10 ms ticks) over the whole consumer run
+divided by the Dubbo frames it relayed in that time. For the agent the frames are
 counted by the agent itself (requests answered by the provider, from /v1/clusters, x2: a
 request and its response), warm-up included, like the CPU; for HAProxy, which cannot count
 frames, the consumer's calls (x2) are scaled by the same calls/requests proportion as the
 agent's run of that round (warm-up share), which is a close estimate.
+
+The window is the whole consumer run, JVM start and exit included (seconds on a loaded
+machine), during which each proxy also spends its idle CPU (the agent's admin server,
+health checks, timers). That idle rate is measured before the rounds and reported, with
+the CPU per frame net of it ("net" = (CPU - idle rate x window) / frames).
+
+``--baseline DIR`` runs another checkout's agent (``git archive REV | tar -x -C DIR``) as a
+fourth target, "agent@base", in the same rotated rounds: before/after under the same noise.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,17 +55,24 @@ from tests.fixtures.java_dubbo import (  # noqa: E402
 )
 from tests.fixtures.processes import ManagedProcess, free_port  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
 # The targets of the issue (docs/benchmarks.md, "Dubbo listener").
 TARGET_RATE_RATIO = 1.0  # agent frames/s >= 1.0x HAProxy-TCP's
 TARGET_CPU_US_PER_FRAME = 6.0
 
 
 def cpu_us(pid: int) -> float:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * 1e6 / CLK_TCK
+    """On-CPU time of all the process's threads, in microseconds (ns resolution)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # thread exited
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1000
+
+
+def idle_us_per_s(pid: int, seconds: float) -> float:
+    before, start = cpu_us(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_us(pid) - before) / (time.monotonic() - start)
 
 
 @dataclass
@@ -68,6 +85,9 @@ class Target:
     p99: list[float] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)
     cpu_per_frame: list[float] = field(default_factory=list)
+    net_per_frame: list[float] = field(default_factory=list)
+    agent: AgentProcess | None = None
+    idle: float = 0.0  # us of CPU per second with no traffic
 
 
 def start_haproxy(tmp: Path, upstream: int) -> tuple[ManagedProcess, int]:
@@ -145,27 +165,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--payload", type=int, default=16)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="root of another checkout (`git archive REV | tar -x -C DIR`), measured as "
+        "'agent@base' in the same rounds",
+    )
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds to measure idle CPU")
     args = parser.parse_args(argv)
 
     build_peer()
     tmp = Path(tempfile.mkdtemp(prefix="bench-dubbo-"))
     provider = start_provider(tmp, jvm_args=BENCH_JVM_ARGS, provider_id="bench")
     haproxy: ManagedProcess | None = None
-    agent: AgentProcess | None = None
+    agents: list[AgentProcess] = []
     try:
         haproxy, haproxy_port = start_haproxy(tmp, provider.port)
         agent = start_agent(tmp, agent_config(provider.port))
+        agents.append(agent)
         agent.wait_endpoints(INTERFACE, 1)
         targets = [
             Target("direct", provider.port),
-            Target("agent", agent.listener_port(), agent.pid),
+            Target("agent", agent.listener_port(), agent.pid, agent=agent),
             Target("haproxy", haproxy_port, haproxy.pid),
         ]
+        if args.baseline is not None:
+            base = start_agent(
+                tmp / "base", agent_config(provider.port), root=args.baseline.resolve()
+            )
+            agents.append(base)
+            base.wait_endpoints(INTERFACE, 1)
+            targets.append(Target("agent@base", base.listener_port(), base.pid, agent=base))
+        for target in targets:
+            if target.pid is not None:
+                target.idle = idle_us_per_s(target.pid, args.idle)
         warm_share: list[float] = []  # agent frames / consumer-counted frames, per round
         for round_no in range(args.rounds):
             for target in rotated(targets, round_no):
                 before_cpu = cpu_us(target.pid) if target.pid else 0.0
-                before_requests = agent_requests(agent) if target.name == "agent" else 0
+                before_requests = agent_requests(target.agent) if target.agent else 0
+                started = time.monotonic()
                 summary = run_bench(
                     url=f"dubbo://127.0.0.1:{target.port}",
                     threads=args.threads,
@@ -181,17 +220,19 @@ def main(argv: list[str] | None = None) -> int:
                 if target.pid is None:
                     continue
                 spent = cpu_us(target.pid) - before_cpu
-                if target.name == "agent":
-                    frames = 2 * (agent_requests(agent) - before_requests)
+                window = time.monotonic() - started
+                if target.agent is not None:
+                    frames = 2 * (agent_requests(target.agent) - before_requests)
                     warm_share.append(frames / max(1, 2 * calls))
                 else:
                     share = warm_share[-1] if warm_share else 1.0
                     frames = round(2 * calls * share)
                 target.cpu_per_frame.append(spent / max(1, frames))
+                target.net_per_frame.append((spent - target.idle * window) / max(1, frames))
             print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         report(targets, args)
     finally:
-        if agent is not None:
+        for agent in agents:
             agent.stop()
         if haproxy is not None:
             haproxy.stop()
@@ -200,20 +241,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(targets: list[Target], args: argparse.Namespace) -> None:
-    direct, agent, haproxy = targets
+    direct, agent, haproxy = targets[:3]
+    base = targets[3] if len(targets) > 3 else None
     print(
         f"\nDubbo echo({args.payload} B), {args.threads} consumer threads, one connection, "
         f"{args.duration:g}s x {args.rounds} rounds (medians; calls/s = request frames/s)\n"
     )
     print(
-        f"{'target':<8} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8} {'errors':>6} "
-        f"{'CPU us/frame':>13}"
+        f"{'target':<10} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8} {'errors':>6} "
+        f"{'CPU us/frame':>13} {'net of idle':>11} {'idle us/s':>9}"
     )
     for t in targets:
         cpu = f"{med(t.cpu_per_frame):.1f}" if t.cpu_per_frame else "-"
+        net = f"{med(t.net_per_frame):.1f}" if t.net_per_frame else "-"
+        idle = f"{t.idle:,.0f}" if t.pid else "-"
         print(
-            f"{t.name:<8} {med(t.rate):>9,.0f} {med(t.p50):>8,.0f} {med(t.p99):>8,.0f} "
-            f"{sum(t.errors):>6} {cpu:>13}"
+            f"{t.name:<10} {med(t.rate):>9,.0f} {med(t.p50):>8,.0f} {med(t.p99):>8,.0f} "
+            f"{sum(t.errors):>6} {cpu:>13} {net:>11} {idle:>9}"
         )
     rate_ratio = med([a / h for a, h in zip(agent.rate, haproxy.rate, strict=True)])
     cpu_ratio = med(
@@ -240,6 +284,16 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
         f"per-round agent CPU us/frame {[round(x, 1) for x in agent.cpu_per_frame]}, "
         f"haproxy {[round(x, 1) for x in haproxy.cpu_per_frame]}"
     )
+    if base is not None:
+        cpu_vs_base = med(
+            [a / b for a, b in zip(agent.cpu_per_frame, base.cpu_per_frame, strict=True)]
+        )
+        rate_vs_base = med([a / b for a, b in zip(agent.rate, base.rate, strict=True)])
+        print(
+            f"agent/agent@base CPU/frame {cpu_vs_base:.2f}x, calls/s {rate_vs_base:.2f}x; "
+            f"per-round agent@base calls/s {[round(x) for x in base.rate]}, "
+            f"CPU us/frame {[round(x, 1) for x in base.cpu_per_frame]}"
+        )
 
 
 if __name__ == "__main__":

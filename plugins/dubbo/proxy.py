@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import cast
 
 from agent.cluster.host import Host
@@ -54,7 +55,7 @@ from plugins.dubbo.frame import (
     frame_with_id,
 )
 from plugins.dubbo.protocol import DubboConfig
-from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool
+from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool, write_all
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ _PAUSE_UPSTREAM = 2  # a provider connection's write buffer is over its high-wat
 # Bounded in entries and in key size, so a hostile client cannot grow it much.
 _HEAD_CACHE_MAX = 256
 _HEAD_CACHE_KEY_MAX = 512
+
+_NEVER = float("inf")
+# A deadline timer may fire up to a millisecond early (the loop's timer resolution).
+_TIMER_SLACK_S = 0.001
 
 
 class _HeadCache:
@@ -106,18 +111,23 @@ class _Call:
     __slots__ = (
         "client_id",
         "connection",
+        "deadline",
         "done",
         "frame",
         "host",
         "method",
         "proxy",
         "timeout_ms",
-        "timer",
         "upstream_id",
     )
 
     def __init__(
-        self, proxy: DubboProxyConnection, frame: Frame, method: str, timeout_ms: int
+        self,
+        proxy: DubboProxyConnection,
+        frame: Frame,
+        method: str,
+        timeout_ms: int,
+        deadline: float,
     ) -> None:
         self.proxy = proxy
         self.frame = frame
@@ -128,7 +138,7 @@ class _Call:
         self.host: Host | None = None
         self.connection: UpstreamConnection | None = None
         self.upstream_id = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = deadline  # loop time; the connection's deadline sweep expires it
 
     def settle(self, outcome: Frame | UpstreamError) -> None:
         """The provider answered, or its connection failed under this call."""
@@ -179,8 +189,6 @@ class _Call:
 
     def _finish(self) -> None:
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
         if self.connection is not None and self.host is not None:
             self.host.active_requests -= 1
         self.proxy.call_done(self)
@@ -190,8 +198,6 @@ class _Call:
         if self.done:
             return
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
         if self.connection is not None:
             self.connection.cancel(self.upstream_id)
             if self.host is not None:
@@ -226,6 +232,15 @@ class DubboProxyConnection(asyncio.Protocol):
         self.eof = False
         self.peer = ""
         self._tasks: set[asyncio.Task[None]] = set()
+        # Write coalescing (see upstream.WriteBatch): answers queued during one read.
+        self.batch = pool.batch
+        self._out: list[bytes] = []
+        self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
+        # Deadlines without a timer per request: calls queued by their timeout (so each
+        # queue is in deadline order) and one timer for the earliest deadline.
+        self._deadlines: dict[int, deque[_Call]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = _NEVER
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -243,16 +258,35 @@ class DubboProxyConnection(asyncio.Protocol):
         self.context.stats.bytes_in += len(data)
         decoder = self.decoder
         decoder.receive_data(data)
+        batch = self.batch
+        outer = not batch.active
+        batch.active = True
         try:
             while not self.closed:
                 frame = decoder.next_event()
                 if frame is NEED_DATA:
-                    return
+                    break
                 assert isinstance(frame, Frame)
                 self._frame_received(frame)
         except RemoteProtocolError as exc:
             request_id = exc.header.request_id if isinstance(exc, BodyTooLarge) else None
             self._refuse_stream(str(exc), request_id)
+        finally:
+            if outer:
+                batch.finish()
+                if self._sent_to:
+                    self._check_upstreams()
+
+    def _check_upstreams(self) -> None:
+        """After the read's frames went out: pause reading while a provider is over high water."""
+        sent_to = self._sent_to
+        if not self.paused & _PAUSE_UPSTREAM:
+            for connection in sent_to:
+                if not connection.writable:
+                    self._pause(_PAUSE_UPSTREAM)
+                    connection.when_writable(self._upstream_drained)
+                    break
+        sent_to.clear()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -284,6 +318,10 @@ class DubboProxyConnection(asyncio.Protocol):
         calls, self.calls = self.calls, set()
         for call in calls:
             call.abandon()
+        self._deadlines.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for task in self._tasks:
             task.cancel()
 
@@ -341,17 +379,23 @@ class DubboProxyConnection(asyncio.Protocol):
                 "connection (dubbo listener max_in_flight)",
             )
             return
-        timeout_ms = timeout_attachment(frame.body) or self.config.timeout_ms
-        call = _Call(self, frame, head.method, timeout_ms)
-        self.calls.add(call)
-        call.timer = self.loop.call_later(timeout_ms / 1000, call.expire)
         host = self.context.cluster.choose(NO_CONTEXT)
         if host is None:
-            call.done = True
-            call.timer.cancel()
-            self.calls.discard(call)
             self._no_provider(request_id)
             return
+        timeout_ms = timeout_attachment(frame.body) or self.config.timeout_ms
+        deadline = self.loop.time() + timeout_ms / 1000
+        call = _Call(self, frame, head.method, timeout_ms, deadline)
+        self.calls.add(call)
+        queue = self._deadlines.get(timeout_ms)
+        if queue is None:
+            queue = self._deadlines[timeout_ms] = deque()
+        else:
+            while queue and queue[0].done:  # answered calls leave from the front
+                queue.popleft()
+        queue.append(call)
+        if deadline < self._timer_at:
+            self._arm(deadline)
         connection = self.pool.live(host)
         if connection is None:
             self._spawn(self._connect_and_send(call, host))
@@ -363,9 +407,50 @@ class DubboProxyConnection(asyncio.Protocol):
         call.host = host
         call.connection = connection
         host.active_requests += 1
-        if not connection.writable and not self.paused & _PAUSE_UPSTREAM:
+        if self.batch.active:
+            self._sent_to.add(connection)  # written when the read is handled; checked then
+        elif not connection.writable and not self.paused & _PAUSE_UPSTREAM:
             self._pause(_PAUSE_UPSTREAM)
             connection.when_writable(self._upstream_drained)
+
+    # -- deadlines ---------------------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        """Expire the calls whose deadline passed; re-arm for the next one."""
+        self._timer = None
+        self._timer_at = _NEVER
+        if self.lost:
+            return
+        now = self.loop.time() + _TIMER_SLACK_S
+        next_at = _NEVER
+        batch = self.batch
+        outer = not batch.active
+        batch.active = True
+        try:
+            for timeout_ms, queue in list(self._deadlines.items()):
+                while queue:
+                    call = queue[0]
+                    if call.done:
+                        queue.popleft()
+                    elif call.deadline <= now:
+                        queue.popleft()
+                        call.expire()
+                    else:
+                        next_at = min(next_at, call.deadline)
+                        break
+                if not queue:
+                    del self._deadlines[timeout_ms]
+        finally:
+            if outer:
+                batch.finish()
+        if next_at != _NEVER and not self.lost:
+            self._arm(next_at)
 
     async def _connect_and_send(self, call: _Call, host: Host) -> None:
         """The slow path: no open connection to the chosen provider. Connect failures move
@@ -400,8 +485,6 @@ class DubboProxyConnection(asyncio.Protocol):
         if call.done:
             return
         call.done = True
-        if call.timer is not None:
-            call.timer.cancel()
         self.calls.discard(call)
         if chosen is None and not tried:
             self._no_provider(call.client_id)
@@ -449,7 +532,23 @@ class DubboProxyConnection(asyncio.Protocol):
         if self.lost or self.transport is None:
             return
         self.context.stats.bytes_out += len(data)
-        self.transport.write(data)
+        batch = self.batch
+        if batch.active:
+            out = self._out
+            if not out:
+                batch.dirty.append(self)
+            out.append(data)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        """Write what the current batch queued for this client (in one send)."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        if not self.lost and self.transport is not None and not self.transport.is_closing():
+            write_all(self.transport, out)
 
     def answer_error(self, request_id: int, status: Status, message: str) -> None:
         self.context.stats.request_errors += 1
@@ -462,6 +561,7 @@ class DubboProxyConnection(asyncio.Protocol):
 
     def _maybe_close(self) -> None:
         if self.eof and not self.calls and self.transport is not None:
+            self.flush()
             self.transport.close()
 
     def _no_provider(self, request_id: int) -> None:
@@ -504,6 +604,7 @@ class DubboProxyConnection(asyncio.Protocol):
         self.closed = True  # read no further frames; connection_lost still runs
         if self.transport is not None:
             # close() lets the error response flush; calls in flight are abandoned.
+            self.flush()
             self.transport.close()
 
     def _pause(self, reason: int) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 from agent.cluster.host import Host
 from agent.codec import NEED_DATA
@@ -37,9 +37,54 @@ DEFAULT_HEARTBEAT_S = 60.0
 Waiter = Callable[[Frame | UpstreamError], None]
 
 
+class WriteBatch:
+    """Write coalescing across the connections of one pool (one event loop).
+
+    While one ``data_received`` runs (a client's read of several requests, or a provider's
+    read of several answers), the frames it produces are queued on the connection they go
+    to instead of written one by one; when the read is handled, each connection that got
+    frames writes them with one ``write``/``writelines``, i.e. one send syscall instead of
+    one per frame. Order on each connection is the order the frames were produced.
+    Outside a read (timers, connect tasks) writes go straight to the transport.
+    """
+
+    __slots__ = ("active", "dirty")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.dirty: list[Flushable] = []
+
+    def finish(self) -> None:
+        """End the batch: every connection written to flushes its queue, in that order."""
+        self.active = False
+        dirty = self.dirty
+        if dirty:
+            self.dirty = []
+            for writer in dirty:
+                writer.flush()
+
+
+class Flushable(Protocol):
+    """A connection that queues its frames while a :class:`WriteBatch` is active."""
+
+    def flush(self) -> None: ...
+
+
+def write_all(transport: asyncio.Transport, out: list[bytes]) -> None:
+    if len(out) == 1:
+        transport.write(out[0])
+    else:
+        transport.writelines(out)
+
+
 class UpstreamConnection(asyncio.Protocol):
-    def __init__(self, host: Host, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self, host: Host, max_body: int = DEFAULT_MAX_BODY, batch: WriteBatch | None = None
+    ) -> None:
         self.host = host
+        # Shared with the pool's other connections and its proxies (see WriteBatch).
+        self.batch = batch if batch is not None else WriteBatch()
+        self._out: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(max_body)
         self.pending: dict[int, Waiter] = {}
@@ -58,11 +103,16 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.last_read = asyncio.get_running_loop().time()
+        # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on Linux.
+        self._loop = asyncio.get_running_loop()
+        self.last_read = self._loop.time()
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = asyncio.get_running_loop().time()
+        self.last_read = self._loop.time()
         self.decoder.receive_data(data)
+        batch = self.batch
+        outer = not batch.active
+        batch.active = True
         try:
             while (frame := self.decoder.next_event()) is not NEED_DATA:
                 assert isinstance(frame, Frame)
@@ -75,7 +125,11 @@ class UpstreamConnection(asyncio.Protocol):
             )
             self._fail_all(f"malformed frame from provider: {exc}")
             assert self.transport is not None
+            self._out.clear()
             self.transport.abort()
+        finally:
+            if outer:
+                batch.finish()
 
     def _frame_received(self, frame: Frame) -> None:
         header = frame.header
@@ -84,9 +138,7 @@ class UpstreamConnection(asyncio.Protocol):
                 if frame.body == HESSIAN_NULL:
                     # A heartbeat (event data null); Dubbo answers only these events.
                     if header.two_way and self.transport is not None:
-                        self.transport.write(
-                            heartbeat_response(header.request_id, header.serialization)
-                        )
+                        self._write(heartbeat_response(header.request_id, header.serialization))
                 else:
                     # The only other event is READONLY ("R"): the provider is shutting down.
                     self.readonly = True
@@ -135,6 +187,29 @@ class UpstreamConnection(asyncio.Protocol):
         for waiter in pending.values():
             waiter(error)
 
+    # -- writes ------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        batch = self.batch
+        if batch.active:
+            out = self._out
+            if not out:
+                batch.dirty.append(self)
+            out.append(data)
+        else:
+            assert self.transport is not None
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            write_all(transport, out)
+        # else: lost while queued; connection_lost fails the waiters of these requests.
+
     # -- requests ----------------------------------------------------------------------
 
     def send_request(self, frame: bytes, waiter: Waiter) -> int:
@@ -145,7 +220,7 @@ class UpstreamConnection(asyncio.Protocol):
             raise UpstreamError(self.close_reason or f"connection to {self.host.id} is closed")
         request_id = next(self._ids)
         self.pending[request_id] = waiter
-        self.transport.write(with_request_id(frame, request_id))
+        self._write(with_request_id(frame, request_id))
         return request_id
 
     def send_frame(self, frame: Frame, waiter: Waiter) -> int:
@@ -154,13 +229,13 @@ class UpstreamConnection(asyncio.Protocol):
             raise UpstreamError(self.close_reason or f"connection to {self.host.id} is closed")
         request_id = next(self._ids)
         self.pending[request_id] = waiter
-        self.transport.write(frame_with_id(frame, request_id))
+        self._write(frame_with_id(frame, request_id))
         return request_id
 
     def send_oneway_frame(self, frame: Frame) -> None:
         if self.closed or self.transport is None:
             raise UpstreamError(self.close_reason or f"connection to {self.host.id} is closed")
-        self.transport.write(frame_with_id(frame, next(self._ids)))
+        self._write(frame_with_id(frame, next(self._ids)))
 
     def cancel(self, request_id: int) -> None:
         """Stop waiting for ``request_id`` (timed out): a late answer is dropped."""
@@ -227,6 +302,7 @@ class UpstreamPool:
         self._connections: dict[tuple[str, int], UpstreamConnection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[UpstreamConnection]] = {}
         self._heartbeats: asyncio.Task[None] | None = None
+        self.batch = WriteBatch()
 
     def connections(self) -> list[UpstreamConnection]:
         return list(self._connections.values())
@@ -269,7 +345,7 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 _transport, connection = await loop.create_connection(
-                    lambda: UpstreamConnection(host, self.max_body),
+                    lambda: UpstreamConnection(host, self.max_body, self.batch),
                     host.instance.host,
                     host.instance.port,
                 )
