@@ -54,8 +54,12 @@ class ApiGuard:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        remote = not _is_loopback(scope.get("client"))
-        if method not in SAFE_METHODS and remote and not self.allow_remote_writes:
+        # The address is parsed only for writes: reads (probes, metrics) are the hot path.
+        if (
+            method not in SAFE_METHODS
+            and not self.allow_remote_writes
+            and not _is_loopback(scope.get("client"))
+        ):
             await _send_problem(
                 send,
                 403,
