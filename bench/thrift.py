@@ -50,7 +50,6 @@ from plugins.thrift.codec import (  # noqa: E402
 from tests.fixtures import java_thrift  # noqa: E402
 from tests.fixtures.agent_process import AgentProcess, start_agent  # noqa: E402
 from tests.fixtures.processes import ManagedProcess, free_port  # noqa: E402
-from tests.fixtures.thrift_server import plugin_on_pythonpath  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FORMS = ["framed-binary", "framed-compact"]
@@ -227,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             server = java_thrift.start_server(tmp, f"bench-{form}", form)
             servers.append(server)
             ports[form] = server.port
-        with plugin_on_pythonpath(tmp / "entry-point"):
-            agent = start_agent(tmp, agent_config(ports))
+        agent = start_agent(tmp, agent_config(ports))
         targets: dict[str, list[Target]] = {}
         for i, form in enumerate(FORMS):
             agent.wait_endpoints(form, 1)
