@@ -59,8 +59,8 @@ bench: venv peers
 	$(BIN)/python bench/dubbo_invoke.py
 	$(BIN)/python bench/hessian2.py
 	$(BIN)/python bench/thrift.py
-	$(BIN)/python bench/grpc.py
-	$(BIN)/python bench/http.py
+	$(BIN)/python bench/grpc_proxy.py
+	$(BIN)/python bench/http_proxy.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -8,7 +8,7 @@
 // with header x-server and trailer x-trailer, so a unary, client-, server- or bidi
 // streaming call all work. It registers grpc.health.v1 (SERVING) and server reflection
 // (which then describes the health service). The client makes one call and prints the
-// replies (hex) and the status, for the test to read. The load mode is bench/grpc.py's load
+// replies (hex) and the status, for the test to read. The load mode is bench/grpc_proxy.py's load
 // generator: unary calls back to back from C goroutines over one connection, or (-stream)
 // one bidirectional stream of -size messages; it prints one JSON line of results.
 package main

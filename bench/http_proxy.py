@@ -1,7 +1,7 @@
 """HTTP listener benchmark: wrk (HTTP/1.1) and h2load (HTTP/2) -> {nginx direct, meshagent
 http listener, HAProxy in HTTP mode} -> two nginx endpoints.
 
-    /work/main/.venv/bin/python bench/http.py [--rounds N --duration S --connections C]
+    /work/main/.venv/bin/python bench/http_proxy.py [--rounds N --duration S --connections C]
 
 Everything runs on 127.0.0.1 and is started (and stopped) here: one nginx (one worker)
 listening on two ports, the two endpoints, each answering ``GET /`` with 2 bytes, plus one

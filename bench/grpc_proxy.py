@@ -1,7 +1,7 @@
 """gRPC listener benchmark: grpc-go load generator -> {grpc-go server direct, meshagent grpc
 listener, HAProxy tcp} -> the grpc-go server.
 
-    /work/main/.venv/bin/python bench/grpc.py [--rounds N --duration S --concurrency C]
+    /work/main/.venv/bin/python bench/grpc_proxy.py [--rounds N --duration S --concurrency C]
 
 Everything runs on 127.0.0.1 and is started (and stopped) here: the grpc-go peer
 (tests/interop/go/grpcpeer) as the server (it echoes any method) and as the load generator
