@@ -31,8 +31,6 @@ fourth target, "agent@base", in the same rotated rounds: before/after under the 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import shutil
 import statistics
 import sys
 import tempfile
@@ -45,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_us, start_haproxy_tcp  # noqa: E402
 from tests.fixtures.agent_process import AgentProcess, start_agent  # noqa: E402
 from tests.fixtures.java_dubbo import (  # noqa: E402
     BENCH_JVM_ARGS,
@@ -58,15 +57,6 @@ from tests.fixtures.processes import ManagedProcess, free_port  # noqa: E402
 # The targets of the issue (docs/benchmarks.md, "Dubbo listener").
 TARGET_RATE_RATIO = 1.0  # agent frames/s >= 1.0x HAProxy-TCP's
 TARGET_CPU_US_PER_FRAME = 6.0
-
-
-def cpu_us(pid: int) -> float:
-    """On-CPU time of all the process's threads, in microseconds (ns resolution)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # thread exited
-            total += int((task / "schedstat").read_text().split()[0])
-    return total / 1000
 
 
 def idle_us_per_s(pid: int, seconds: float) -> float:
@@ -88,36 +78,6 @@ class Target:
     net_per_frame: list[float] = field(default_factory=list)
     agent: AgentProcess | None = None
     idle: float = 0.0  # us of CPU per second with no traffic
-
-
-def start_haproxy(tmp: Path, upstream: int) -> tuple[ManagedProcess, int]:
-    port = free_port()
-    conf = tmp / "haproxy.cfg"
-    conf.write_text(
-        f"""
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-frontend relay
-    bind 127.0.0.1:{port}
-    default_backend dubbo
-backend dubbo
-    balance roundrobin
-    server provider 127.0.0.1:{upstream} check inter 5s
-"""
-    )
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    process = ManagedProcess(
-        [haproxy, "-db", "-f", str(conf)], name="haproxy", log_path=tmp / "haproxy.log"
-    )
-    process.start()
-    process.wait_for_port(port, 10)
-    return process, port
 
 
 def agent_config(provider_port: int) -> dict[str, Any]:
@@ -180,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     haproxy: ManagedProcess | None = None
     agents: list[AgentProcess] = []
     try:
-        haproxy, haproxy_port = start_haproxy(tmp, provider.port)
+        haproxy, haproxy_port = start_haproxy_tcp(tmp, provider.port)
         agent = start_agent(tmp, agent_config(provider.port))
         agents.append(agent)
         agent.wait_endpoints(INTERFACE, 1)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import re
 import shutil
 import statistics
@@ -53,6 +52,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_us  # noqa: E402
 from tests.fixtures.agent_process import AgentProcess, start_agent  # noqa: E402
 from tests.fixtures.java_dubbo import (  # noqa: E402
     BENCH_JVM_ARGS,
@@ -62,7 +62,6 @@ from tests.fixtures.java_dubbo import (  # noqa: E402
     start_provider,
 )
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_ADDED_P50_US = 300.0  # generic invoke through the OpenAPI: <= +300 us p50 over direct
 
 _UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6}
@@ -70,12 +69,6 @@ _UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6}
 
 class BenchError(RuntimeError):
     pass
-
-
-def cpu_us(pid: int) -> float:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * 1e6 / CLK_TCK
 
 
 def med(values: list[float]) -> float:

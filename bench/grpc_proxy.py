@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,18 +31,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_us, start_haproxy_tcp  # noqa: E402
 from tests.fixtures.agent_process import start_agent  # noqa: E402
 from tests.fixtures.grpc_peer import GoPeer, build_go_peer  # noqa: E402
 from tests.fixtures.processes import ManagedProcess, free_port  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVICE = "bench.Echo"
-
-
-def cpu_us(pid: int) -> float:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * 1e6 / CLK_TCK
 
 
 @dataclass
@@ -58,35 +50,6 @@ class Target:
     errors: list[int] = field(default_factory=list)
     cpu_per_call: list[float] = field(default_factory=list)
     mb_per_s: list[float] = field(default_factory=list)
-
-
-def start_haproxy(tmp: Path, upstream: int) -> tuple[ManagedProcess, int]:
-    port = free_port()
-    conf = tmp / "haproxy.cfg"
-    conf.write_text(
-        f"""
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-frontend relay
-    bind 127.0.0.1:{port}
-    default_backend grpc
-backend grpc
-    server provider 127.0.0.1:{upstream} check inter 5s
-"""
-    )
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    process = ManagedProcess(
-        [haproxy, "-db", "-f", str(conf)], name="haproxy", log_path=tmp / "haproxy.log"
-    )
-    process.start()
-    process.wait_for_port(port, 10)
-    return process, port
 
 
 def agent_config(server_port: int) -> dict[str, Any]:
@@ -142,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         agent = start_agent(tmp / "agent", agent_config(server.port))
         try:
             agent.wait_endpoints(SERVICE, 1)
-            haproxy, haproxy_port = start_haproxy(tmp, server.port)
+            haproxy, haproxy_port = start_haproxy_tcp(tmp, server.port)
             targets = [
                 Target("direct", server.port),
                 Target("agent", agent.listener_port(), agent.pid),

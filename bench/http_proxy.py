@@ -38,17 +38,11 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 else:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_us  # noqa: E402
 from tests.fixtures.agent_process import start_agent  # noqa: E402
 from tests.fixtures.processes import ManagedProcess, free_port  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_RATE_RATIO = 0.9  # agent requests/s >= 0.9x HAProxy-HTTP's (the issue)
-
-
-def cpu_us(pid: int) -> float:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * 1e6 / CLK_TCK
 
 
 @dataclass

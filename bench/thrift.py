@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -38,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.codec import NEED_DATA  # noqa: E402
+from bench.common import cpu_us, start_haproxy_tcp  # noqa: E402
 from plugins.thrift.codec import (  # noqa: E402
     Header,
     MessageDecoder,
@@ -51,18 +50,11 @@ from tests.fixtures import java_thrift  # noqa: E402
 from tests.fixtures.agent_process import AgentProcess, start_agent  # noqa: E402
 from tests.fixtures.processes import ManagedProcess, free_port  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 FORMS = ["framed-binary", "framed-compact"]
 
 # The targets of the issue, as for Dubbo (docs/benchmarks.md, "Thrift listener").
 TARGET_RATE_RATIO = 1.0
 TARGET_CPU_US_PER_CALL = 6.0
-
-
-def cpu_us(pid: int) -> float:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * 1e6 / CLK_TCK
 
 
 @dataclass
@@ -135,36 +127,6 @@ async def ping_pong(
     return len(protocol.latencies), protocol.latencies
 
 
-def start_haproxy(tmp: Path, name: str, upstream: int) -> tuple[ManagedProcess, int]:
-    port = free_port()
-    conf = tmp / f"haproxy-{name}.cfg"
-    conf.write_text(
-        f"""
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-frontend relay
-    bind 127.0.0.1:{port}
-    default_backend thrift
-backend thrift
-    balance roundrobin
-    server provider 127.0.0.1:{upstream} check inter 5s
-"""
-    )
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    process = ManagedProcess(
-        [haproxy, "-db", "-f", str(conf)], name=f"haproxy-{name}", log_path=tmp / f"{name}.log"
-    )
-    process.start()
-    process.wait_for_port(port, 10)
-    return process, port
-
-
 def agent_config(servers: dict[str, int]) -> dict[str, Any]:
     return {
         "registries": [
@@ -230,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         targets: dict[str, list[Target]] = {}
         for i, form in enumerate(FORMS):
             agent.wait_endpoints(form, 1)
-            haproxy, haproxy_port = start_haproxy(tmp, form, ports[form])
+            haproxy, haproxy_port = start_haproxy_tcp(tmp, ports[form], f"haproxy-{form}")
             processes.append(haproxy)
             targets[form] = [
                 Target("direct", form, ports[form]),
