@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[3] / "bench"
-SCRIPTS = sorted(p for p in BENCH.glob("*.py") if p.name != "__init__.py")
+# common.py is a library for the scripts, not one itself.
+SCRIPTS = sorted(p for p in BENCH.glob("*.py") if p.name not in {"__init__.py", "common.py"})
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
