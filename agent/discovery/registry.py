@@ -6,6 +6,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 
+from agent.discovery.config_source import ConfigSource
 from agent.discovery.types import Registration, RegistryStatus, ServiceKey, Update
 
 
@@ -84,3 +85,11 @@ class Registry(ABC):
     def known_services(self) -> list[str]:
         """Services this registry can name without a subscription (may be empty)."""
         return []
+
+    def config_source(self) -> ConfigSource | None:
+        """The configuration this registry's server also stores, or None (the default).
+
+        Valid after ``start``; it shares the registry's connection (one session, lease or
+        gRPC channel per server, not two).
+        """
+        return None

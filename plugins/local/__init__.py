@@ -10,6 +10,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.discovery.config_source import ConfigSource, MemoryConfigSource
 from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import (
     Add,
@@ -48,6 +49,7 @@ class LocalRegistry(Registry):
         self._instances: dict[str, dict[str, Instance]] = defaultdict(dict)
         self._subscriptions: dict[str, list[Subscription]] = defaultdict(list)
         self._since = time.time()
+        self._config = MemoryConfigSource("local")
         for service, statics in config.services.items():
             for static in statics:
                 instance = self._instance(
@@ -111,6 +113,9 @@ class LocalRegistry(Registry):
 
     def known_services(self) -> list[str]:
         return sorted(name for name, instances in self._instances.items() if instances)
+
+    def config_source(self) -> ConfigSource:
+        return self._config
 
 
 PLUGIN: Plugin[LocalRegistry] = Plugin(
