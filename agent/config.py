@@ -195,7 +195,16 @@ def _default_registries() -> list[RegistryConfig]:
     return [RegistryConfig(name="local", type="local")]
 
 
+class AppConfig(Strict):
+    """The local app's identity: the ``from``/``from_cluster`` of its outbound calls (the
+    five-tuple that metrics and governance rules address) and the ``to`` of inbound ones."""
+
+    name: str = ""
+    cluster: str = ""
+
+
 class AgentConfig(Strict):
+    app: AppConfig = Field(default_factory=AppConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     registries: list[RegistryConfig] = Field(default_factory=_default_registries)
     services: list[ServiceConfig] = Field(default_factory=list)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.calls import Calls
 from agent.cluster.cluster import Cluster, HealthPolicy
 from agent.cluster.lb import LoadBalancerFactory
 from agent.cluster.outlier import OutlierPolicy
@@ -66,6 +67,7 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.started_at = time.time()
+        self.calls = Calls(config.app.name, config.app.cluster)
         self.registries: dict[str, Registry] = {
             r.name: load(PluginKind.REGISTRY, r.type).build(r.config, f"registries[{i}].config")
             for i, r in enumerate(config.registries)
@@ -108,6 +110,7 @@ class Agent:
                 protocol_config=protocol_config,
                 services=self.services,
                 clusters=self.clusters,
+                calls=self.calls,
             )
             self.listeners.append(Listener(listener_config, context))
         # One ProtocolSupport per listener (its own config) and one per protocol for JSON
@@ -382,7 +385,7 @@ class Agent:
             raise InvokeNotSupported(
                 f"service {service!r} speaks {config.protocol!r}, not {protocol!r}"
             )
-        request = InvokeRequest(config, self.clusters[service], method, body)
+        request = InvokeRequest(config, self.clusters[service], method, body, self.calls)
         return await self._invoker(protocol).invoke(request)
 
     async def invoke_http(
@@ -397,7 +400,7 @@ class Agent:
         """Forward an HTTP request to ``service`` through its protocol's HTTP invocation."""
         config = self.service(service)
         request = HttpInvokeRequest(
-            config, self.clusters[service], method, path, query, headers, body
+            config, self.clusters[service], method, path, query, headers, body, self.calls
         )
         try:
             return await self._invoker(config.protocol).invoke_http(request)

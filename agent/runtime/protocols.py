@@ -21,6 +21,7 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.calls import Calls
 from agent.cluster.cluster import Cluster
 from agent.config import ListenerConfig, ServiceConfig
 from agent.discovery.registry import Registry
@@ -58,6 +59,8 @@ class ListenerContext:
     # to a service of its own (HTTP by Host and path); others use ``service``/``cluster``.
     services: Mapping[str, ServiceConfig] = field(default_factory=dict)
     clusters: Mapping[str, Cluster] = field(default_factory=dict)
+    # The agent's call hub: every request read on the listener opens a Call on it.
+    calls: Calls = field(default_factory=Calls)
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -97,6 +100,11 @@ class InvokeRequest:
     cluster: Cluster
     method: str
     body: dict[str, Any]
+    # The agent's call hub (tracing, metrics, governance); the invocation opens a Call on it.
+    calls: Calls = field(default_factory=Calls)
+    # Propagation headers that came with the OpenAPI request (traceparent, deadline, ...),
+    # lower-case names.
+    incoming: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ class HttpInvokeRequest:
     query: str
     headers: list[tuple[bytes, bytes]]
     body: AsyncIterator[bytes]
+    calls: Calls = field(default_factory=Calls)
 
 
 @dataclass(frozen=True)

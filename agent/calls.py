@@ -1,0 +1,300 @@
+"""The call: what every protocol path records about one request, and who gets told.
+
+Each protocol plugin opens a :class:`Call` where a request enters the agent (an OpenAPI
+invocation, a request read on an outbound listener, an inbound request for the local
+app), opens an :class:`Attempt` for each try on an endpoint, and finishes the call with its
+outcome. Everything that is not the protocol's own business hangs off these few points:
+
+- observers (:class:`CallObserver`): tracing, metrics, the access log;
+- policies (:class:`CallPolicy`): governance rules that may refuse a call before it is
+  sent (rate limits, circuit breaking, fault injection, degradation) or bound it.
+
+Protocols stay ignorant of what is plugged in; observers and policies stay ignorant of the
+protocols' wire formats. What crosses a hop (trace context, remaining deadline, hop count)
+travels as text headers in the protocol's own metadata (HTTP headers, gRPC metadata, Dubbo
+attachments, Thrift Base.Extra): :attr:`Call.incoming` holds what arrived and
+:meth:`Call.outgoing` what to send on an attempt.
+
+The hot path pays for this only when something is plugged in: with no observer and no
+policy, a call is one small object and a few attribute writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from abc import ABC
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.errors import (
+    ConnectError,
+    InvalidRequest,
+    MeshAgentError,
+    NoEndpointError,
+    RemoteApplicationError,
+    UpstreamTimeout,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The call's five-tuple: who calls whom, which method.
+
+    ``source``/``source_cluster`` name the calling app and its cluster (the agent's own
+    ``app`` config for outbound calls; the caller's, as far as it says, for inbound ones);
+    ``target``/``target_cluster`` the service called and the cluster it is asked of.
+    Rules (governance) and metrics (observability) are both addressed by it.
+    """
+
+    source: str
+    source_cluster: str
+    target: str
+    target_cluster: str
+    method: str
+
+
+class Direction(enum.StrEnum):
+    INVOKE = "invoke"  # a JSON/HTTP invocation through the OpenAPI
+    OUTBOUND = "outbound"  # a request read on an outbound or capture listener
+    INBOUND = "inbound"  # a request for the local app, read on the inbound port
+
+
+class Outcome(enum.StrEnum):
+    """How a call or attempt ended, protocol-independently (a metrics label)."""
+
+    OK = "ok"
+    # The provider answered with an error of its own (an exception, a non-OK status).
+    APP_ERROR = "app_error"
+    TIMEOUT = "timeout"
+    NO_ENDPOINT = "no_endpoint"
+    CONNECT_ERROR = "connect_error"
+    # Sent, then the connection broke or the reply could not be read.
+    UPSTREAM_ERROR = "upstream_error"
+    # Refused by the agent before anything was sent: a policy (rate limit, circuit open,
+    # loop), or a request the agent could not read.
+    REJECTED = "rejected"
+    INVALID = "invalid"
+    # Answered by the agent instead of the provider (a fallback value).
+    DEGRADED = "degraded"
+    CANCELLED = "cancelled"
+
+
+def outcome_of(error: BaseException) -> Outcome:
+    """The outcome a failed attempt or call records for ``error``."""
+    if isinstance(error, CallRejected):
+        return Outcome.REJECTED
+    if isinstance(error, UpstreamTimeout | TimeoutError):
+        return Outcome.TIMEOUT
+    if isinstance(error, NoEndpointError):
+        return Outcome.NO_ENDPOINT
+    if isinstance(error, ConnectError):
+        return Outcome.CONNECT_ERROR
+    if isinstance(error, RemoteApplicationError):
+        return Outcome.APP_ERROR
+    if isinstance(error, InvalidRequest):
+        return Outcome.INVALID
+    if isinstance(error, asyncio.CancelledError):
+        return Outcome.CANCELLED
+    return Outcome.UPSTREAM_ERROR
+
+
+class CallRejected(MeshAgentError):
+    """A policy refused the call before it was sent; protocols answer with their own error.
+
+    ``reason`` is a short word for counters and the protocol's mapping: ``rate_limited``
+    (HTTP 429, gRPC RESOURCE_EXHAUSTED, Dubbo SERVER_THREADPOOL_EXHAUSTED_ERROR),
+    ``overloaded`` (circuit breaking), ``fault`` (an injected abort), ``loop`` (too many
+    hops). ``status`` optionally pins the protocol status to answer with (an injected
+    abort names one).
+    """
+
+    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of a call on one endpoint."""
+
+    endpoint: str  # the host id, "host:port"
+    started: float
+    ended: float | None = None
+    outcome: Outcome | None = None
+    # The protocol's own status as text (HTTP "503", gRPC "UNAVAILABLE", Dubbo "70").
+    status: str = ""
+    # What the attempt sends in the protocol's metadata (see Call.outgoing).
+    headers: dict[str, str] = field(default_factory=dict)
+    # Observers' per-attempt state (a client span), keyed by the observer's name.
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    protocol: str
+    direction: Direction
+    route: Route
+    started: float
+    # Absolute time (on the Calls clock) past which nobody waits; None: no deadline.
+    deadline: float | None = None
+    # The propagation headers that arrived with the request, lower-case names.
+    incoming: Mapping[str, str] = field(default_factory=dict)
+    attempts: list[Attempt] = field(default_factory=list)
+    outcome: Outcome | None = None
+    status: str = ""
+    error: BaseException | None = None
+    # Observers' and policies' per-call state (a server span, a rule), by their name.
+    state: dict[str, Any] = field(default_factory=dict)
+    hub: Calls | None = None
+
+    def remaining_s(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - self._now())
+
+    def _now(self) -> float:
+        return self.hub.clock() if self.hub is not None else time.monotonic()
+
+    def begin_attempt(self, endpoint: str) -> Attempt:
+        attempt = Attempt(endpoint, self._now())
+        self.attempts.append(attempt)
+        hub = self.hub
+        if hub is not None:
+            for observer in hub.observers:
+                observer.attempt_started(self, attempt)
+        return attempt
+
+    def end_attempt(
+        self,
+        attempt: Attempt,
+        outcome: Outcome,
+        status: str = "",
+    ) -> None:
+        if attempt.ended is not None:
+            return
+        attempt.ended = self._now()
+        attempt.outcome = outcome
+        attempt.status = status
+        hub = self.hub
+        if hub is not None:
+            for observer in hub.observers:
+                observer.attempt_finished(self, attempt)
+
+    def outgoing(self, attempt: Attempt) -> dict[str, str]:
+        """Headers to send with ``attempt`` in the protocol's metadata.
+
+        Filled by observers and policies when the attempt began (``traceparent``, the
+        remaining deadline, the hop count); the protocol only copies them onto the wire.
+        """
+        return attempt.headers
+
+    def finish(
+        self, outcome: Outcome, status: str = "", error: BaseException | None = None
+    ) -> None:
+        """End the call; idempotent (the first outcome stands)."""
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        self.status = status
+        self.error = error
+        hub = self.hub
+        if hub is not None:
+            for observer in hub.observers:
+                observer.call_finished(self)
+
+    def fail(self, error: BaseException, status: str = "") -> None:
+        self.finish(outcome_of(error), status, error)
+
+    @property
+    def retries(self) -> int:
+        return max(0, len(self.attempts) - 1)
+
+
+class CallObserver(ABC):  # noqa: B024 - every hook is optional
+    """Told about every call; must not raise and must not block (it runs on the hot path)."""
+
+    name = "observer"
+
+    def call_started(self, call: Call) -> None:
+        return None
+
+    def attempt_started(self, call: Call, attempt: Attempt) -> None:
+        return None
+
+    def attempt_finished(self, call: Call, attempt: Attempt) -> None:
+        return None
+
+    def call_finished(self, call: Call) -> None:
+        return None
+
+
+class CallPolicy(ABC):  # noqa: B024 - every hook is optional
+    """Consulted when a call starts, before anything is sent.
+
+    ``admit`` may raise :class:`CallRejected` (the protocol answers with its own overload
+    or fault error), shorten ``call.deadline``, or leave state on the call for the
+    protocol path to read (the rule in force: retries, subsets).
+    """
+
+    name = "policy"
+
+    def admit(self, call: Call) -> None:
+        return None
+
+
+class Calls:
+    """The agent's call hub: opens calls and tells the observers and policies plugged in.
+
+    ``app``/``app_cluster`` are the local app's identity (the ``app`` config): the source
+    of outbound calls and the target of inbound ones.
+    """
+
+    def __init__(
+        self,
+        app: str = "",
+        app_cluster: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.app_cluster = app_cluster
+        self.clock = clock
+        self.observers: list[CallObserver] = []
+        self.policies: list[CallPolicy] = []
+
+    def outbound_route(self, target: str, method: str, target_cluster: str = "") -> Route:
+        return Route(self.app, self.app_cluster, target, target_cluster, method)
+
+    def start(
+        self,
+        protocol: str,
+        direction: Direction,
+        route: Route,
+        incoming: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Call:
+        """Open a call; raises CallRejected when a policy refuses it (the call is then
+        already finished as rejected, so observers count it)."""
+        now = self.clock()
+        call = Call(
+            protocol,
+            direction,
+            route,
+            now,
+            None if timeout_s is None else now + timeout_s,
+            incoming if incoming is not None else {},
+            hub=self,
+        )
+        for observer in self.observers:
+            observer.call_started(call)
+        try:
+            for policy in self.policies:
+                policy.admit(call)
+        except CallRejected as exc:
+            call.fail(exc)
+            raise
+        return call
