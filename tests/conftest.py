@@ -32,15 +32,19 @@ def nacos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NacosServ
 
 
 @pytest.fixture
-def nacos_factory(tmp_path: Path) -> Iterator[Callable[[], NacosServer]]:
-    """Start private Nacos servers for one test (free to restart and kill); stopped after it."""
+def nacos_factory(tmp_path: Path) -> Iterator[Callable[..., NacosServer]]:
+    """Private Nacos servers for one test (free to restart and kill), stopped after it.
+
+    ``make(port=None, start=True)``: with ``start=False`` the server is only prepared (its
+    ports chosen), so a test can start clients before the server is there.
+    """
     _require_java_and_maven()
     started: list[NacosServer] = []
 
-    def make() -> NacosServer:
-        server = NacosServer(tmp_path / f"nacos{len(started)}")
+    def make(port: int | None = None, start: bool = True) -> NacosServer:
+        server = NacosServer(tmp_path / f"nacos{len(started)}", port=port)
         started.append(server)
-        return server.start()
+        return server.start() if start else server
 
     yield make
     for server in started:

@@ -12,7 +12,10 @@ SDK objects never leave this module: instances become :class:`NacosInstance`, fa
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,6 +51,36 @@ ContentCallback = Callable[[str], Awaitable[None]]
 
 class NacosCallError(RegistryError):
     """Nacos refused a call or could not be reached."""
+
+
+_MAX_ADMIN_REPLY = 1 << 20
+
+
+def _namespace_ids(url: str, timeout_s: float) -> set[str] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+            body: Any = json.loads(reply.read(_MAX_ADMIN_REPLY))
+    except (OSError, ValueError) as exc:  # refused, 401/403 with auth on, not JSON
+        log.info("Nacos namespace list %s not readable: %r", url, exc)
+        return None
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return None
+    return {str(item.get("namespace")) for item in data if isinstance(item, dict)}
+
+
+async def namespace_exists(config: NacosConfig) -> bool | None:
+    """Whether ``config.namespace`` exists; None when Nacos would not say.
+
+    Nacos 3 accepts registrations in a namespace nobody created (they are then invisible in
+    its console and to consumers of the intended one), so the agent asks its HTTP API first.
+    """
+    if not config.namespace:
+        return True
+    host = config.server_addresses[0]
+    url = f"http://{host}{config.context_path}/v3/admin/core/namespace/list"
+    ids = await asyncio.to_thread(_namespace_ids, url, config.request_timeout_s)
+    return None if ids is None else config.namespace in ids
 
 
 def _instance(raw: Any) -> NacosInstance:

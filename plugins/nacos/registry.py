@@ -28,7 +28,7 @@ from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import Instance, Registration, RegistryStatus, ServiceKey
 from agent.discovery.view import InstanceView
 from agent.errors import RegistryError
-from plugins.nacos.client import NacosCallError, NacosClient
+from plugins.nacos.client import NacosCallError, NacosClient, namespace_exists
 from plugins.nacos.config import Mode, NacosConfig
 from plugins.nacos.naming import (
     MAPPING_GROUP,
@@ -246,6 +246,7 @@ class NacosRegistry(Registry):
         self._grace_until = 0.0
         self._sessions = 0
         self._last_error = ""
+        self._namespace_error = ""
         self._connected_event = asyncio.Event()  # connected once, ever (start() waits on it)
         self._up = asyncio.Event()  # connected now
         self._reconnect_hooks: set[Callable[[NacosClient], None]] = set()
@@ -365,6 +366,7 @@ class NacosRegistry(Registry):
                     self.spawn(self._grace_ended(self.config.restart_grace_s))
                 self._sessions += 1
                 self._last_error = ""
+                await self._check_namespace()
                 self._set_status(True, f"connected to {self.addresses}")
                 log.info("Nacos %s connected", self.addresses)
                 self._up.set()
@@ -380,6 +382,17 @@ class NacosRegistry(Registry):
             elif not healthy and self._status.detail.startswith("connecting"):
                 self._set_status(False, f"connecting to {self.addresses}: no answer yet")
             await asyncio.sleep(self.config.health_interval_s)  # health poll interval
+
+    async def _check_namespace(self) -> None:
+        exists = await namespace_exists(self.config)
+        if exists is False:
+            self._namespace_error = (
+                f"namespace {self.config.namespace!r} does not exist on Nacos {self.addresses}"
+            )
+            self._last_error = self._namespace_error
+            log.error("%s: registrations refused until it is created", self._namespace_error)
+        elif exists:
+            self._namespace_error = ""
 
     def _set_status(self, connected: bool, detail: str) -> None:
         since = self._status.since if connected == self._status.connected else time.time()
@@ -536,6 +549,10 @@ class NacosRegistry(Registry):
             reg = registration_of(registration, self.config)
         except ValueError as exc:
             raise RegistryError(f"{registration.service}: {exc}") from exc
+        if self._namespace_error and self.connected:
+            await self._check_namespace()  # it may have been created since
+            if self._namespace_error:
+                raise RegistryError(self._namespace_error)
         key = (registration.service, registration.instance_id)
         async with self._registrations_lock:
             previous = self._held.get(key)

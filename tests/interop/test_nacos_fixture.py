@@ -11,7 +11,7 @@ from tests.fixtures.nacos import NacosServer
 pytestmark = pytest.mark.integration
 
 
-def test_serves_and_restarts_with_its_data(nacos_factory: Callable[[], NacosServer]) -> None:
+def test_serves_and_restarts_with_its_data(nacos_factory: Callable[..., NacosServer]) -> None:
     nacos = nacos_factory()
     state = nacos.http("GET", "/v3/admin/core/state")
     assert state["startup_mode"] == "standalone"
