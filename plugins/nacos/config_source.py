@@ -3,6 +3,10 @@
 Key (group, data_id) is Nacos' own pair, in the registry's namespace. The version is the
 content's MD5, which is what Nacos itself uses to tell versions apart. Nacos stores no empty
 content: an empty document reads as absent, and ``put`` of one is refused.
+
+Nacos answers a publish before the new content is readable (its config cache is refreshed
+asynchronously, ~0.1 s here): ``put`` and ``delete`` return once a read shows the change, so a
+``get`` right after them never sees the old value.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -57,8 +62,10 @@ class NacosConfigSource(ConfigSource):
         item = item_of(key, content)
         if item is None or not content.strip():
             raise ConfigSourceError("Nacos stores no empty or blank content (delete instead)")
+        client = self._client()
         try:
-            await self._client().publish_config(key.data_id, key.group, content)
+            await client.publish_config(key.data_id, key.group, content)
+            await self._until_readable(client, key, content)
         except NacosCallError as exc:
             raise ConfigSourceError(str(exc)) from exc
         return item
@@ -69,9 +76,20 @@ class NacosConfigSource(ConfigSource):
             if await client.get_config(key.data_id, key.group) is None:
                 return False
             await client.remove_config(key.data_id, key.group)
+            await self._until_readable(client, key, None)
         except NacosCallError as exc:
             raise ConfigSourceError(str(exc)) from exc
         return True
+
+    async def _until_readable(
+        self, client: NacosClient, key: ConfigKey, content: str | None
+    ) -> None:
+        deadline = time.monotonic() + self._registry.config.request_timeout_s
+        while await client.get_config(key.data_id, key.group) != content:
+            if time.monotonic() > deadline:
+                log.warning("%s: written, but not readable yet after the request timeout", key)
+                return
+            await asyncio.sleep(0.02)  # poll of a bounded wait: Nacos has no "visible" event
 
     async def watch(self, key: ConfigKey) -> AsyncIterator[ConfigItem | None]:
         slot = LatestValue()

@@ -31,6 +31,9 @@ class ZooKeeperConfig(BaseModel):
     """Dubbo 3 application-level root (ZookeeperServiceDiscovery's ``rootPath``)."""
     plain_root: str = "/meshagent/services"
     """Where services that are not Dubbo's are published and found."""
+    config_root: str = "/dubbo/config"
+    """Config source: key (group, data_id) is the node ``{config_root}/{group}/{data_id}``
+    (Dubbo's ZooKeeper config center layout)."""
     session_timeout_s: float = Field(30.0, gt=0)
     connect_timeout_s: float = Field(10.0, ge=0)
     """How long ``start()`` waits for the first session; past it the agent runs disconnected."""
@@ -48,7 +51,7 @@ class ZooKeeperConfig(BaseModel):
     dubbo_protocol: str = "dubbo"
     """The protocol whose endpoint an application-level instance is reached on."""
 
-    @field_validator("root", "services_root", "plain_root")
+    @field_validator("root", "services_root", "plain_root", "config_root")
     @classmethod
     def _paths(cls, value: str) -> str:
         return _check_path(value)

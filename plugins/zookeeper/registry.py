@@ -19,6 +19,7 @@ from typing import Any
 from kazoo.client import KazooState
 from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 
+from agent.discovery.config_source import ConfigSource
 from agent.discovery.logonce import LogOnce
 from agent.discovery.records import format_record
 from agent.discovery.registry import Registry, Subscription
@@ -30,6 +31,7 @@ from plugins.zookeeper.feeds import FEEDS, Feed, FeedContext
 from plugins.zookeeper.interface_level import consumer_url, provider_url
 from plugins.zookeeper.layout import Layout
 from plugins.zookeeper.session import TRANSIENT, ZkSession
+from plugins.zookeeper.watches import DataWatch
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,16 @@ class ZooKeeperRegistry(Registry):
         self._op_timeout_s = max(config.session_timeout_s, 1.0)
         self._started = False
         self._closed = False
+        # The config source's watches: re-read on every reconnect, like the feeds.
+        self.config_watches: set[DataWatch] = set()
+        self._config_source: ConfigSource | None = None
+
+    def config_source(self) -> ConfigSource | None:
+        if self._config_source is None:
+            from plugins.zookeeper.config_source import ZooKeeperConfigSource
+
+            self._config_source = ZooKeeperConfigSource(self)
+        return self._config_source
 
     def set_local_metadata_resolver(self, resolver: MetadataResolver | None) -> None:
         """The Dubbo plugin's hook for metadata a provider keeps to itself (MetadataService)."""
@@ -284,6 +296,8 @@ class ZooKeeperRegistry(Registry):
     async def _after_connect(self) -> None:
         for feed in list(self._feeds.values()):
             feed.resync()
+        for watch in list(self.config_watches):
+            watch.resync()
         async with self._registrations_lock:
             # Publications before withdrawals: a registration changed during the outage gets
             # its new node before the old one goes (the two paths never coincide).
