@@ -203,6 +203,16 @@ class AppConfig(Strict):
     cluster: str = ""
 
 
+class ConfigApiConfig(Strict):
+    """``/v1/config``: the local app's view of the config source."""
+
+    allow_writes: bool = False
+    """PUT and DELETE are refused (403) unless set; like every state-changing route they
+    are also accepted from loopback only unless ``admin.allow_remote_writes``."""
+    watch_max_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    """A watch stream ends after this long (the client reconnects): nothing is held forever."""
+
+
 class AgentConfig(Strict):
     app: AppConfig = Field(default_factory=AppConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
@@ -213,12 +223,21 @@ class AgentConfig(Strict):
     inbound: InboundConfig = Field(default_factory=InboundConfig)
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
     log_level: str = "INFO"
+    config_source: str | None = None
+    """The registry whose config source serves ``/v1/config`` and dynamic settings; by
+    default the first registry that has one."""
+    config_api: ConfigApiConfig = Field(default_factory=ConfigApiConfig)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> AgentConfig:
         errors: list[str] = []
         registry_names = [r.name for r in self.registries]
         _duplicates("registries", "name", registry_names, errors)
+        if self.config_source is not None and self.config_source not in registry_names:
+            errors.append(
+                f"config_source: unknown registry {self.config_source!r}; "
+                f"configured: {', '.join(registry_names) or 'none'}"
+            )
         service_names = [s.name for s in self.services]
         _duplicates("services", "name", service_names, errors)
         for i, service in enumerate(self.services):

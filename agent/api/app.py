@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, FastAPI, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent import __version__
-from agent.api import invoke_http, problems
+from agent.api import config_api, invoke_http, problems
 from agent.api.limits import ApiGuard
 from agent.api.models import (
     ClusterView,
@@ -262,5 +262,6 @@ def create_app(agent: Agent) -> FastAPI:
     # Before v1: its POST /v1/invoke/{protocol}/{service}/{method} would take
     # POST /v1/invoke/http/{service}/{one-segment path}.
     app.include_router(invoke_http.router(agent))
+    app.include_router(config_api.router(agent))
     app.include_router(v1)
     return app

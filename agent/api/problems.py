@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agent.discovery.config_source import ConfigSourceError
 from agent.errors import (
     DrainingError,
     InvalidRequest,
@@ -51,7 +52,7 @@ def status_for(exc: MeshAgentError) -> int:
         return 503
     if isinstance(exc, UpstreamError):
         return 502
-    if isinstance(exc, RegistryError):
+    if isinstance(exc, RegistryError | ConfigSourceError):
         return 503
     return 400
 

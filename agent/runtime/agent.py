@@ -20,6 +20,7 @@ from agent.cluster.cluster import Cluster, HealthPolicy
 from agent.cluster.lb import LoadBalancerFactory
 from agent.cluster.outlier import OutlierPolicy
 from agent.config import AgentConfig, ListenerConfig, ServiceConfig
+from agent.discovery.config_source import ConfigSource
 from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import Registration, RegistryStatus, ServiceKey, frozen_mapping
 from agent.errors import DrainingError, InvokeNotSupported, MeshAgentError, UnknownServiceError
@@ -340,6 +341,16 @@ class Agent:
             app = f"{self.config.inbound.app_host}:{self.config.inbound.app_port}"
             reasons.append(f"local app {app} not healthy ({inbound.app_detail})")
         return (not reasons, reasons)
+
+    def config_source(self) -> tuple[str, ConfigSource] | None:
+        """The registry serving configuration and its source: ``config_source`` if set, else
+        the first registry that offers one; None when none does."""
+        names = [self.config.config_source] if self.config.config_source else list(self.registries)
+        for name in names:
+            source = self.registries[name].config_source()
+            if source is not None:
+                return name, source
+        return None
 
     def registry_statuses(self) -> dict[str, RegistryStatus]:
         return {name: registry.status() for name, registry in self.registries.items()}
