@@ -54,6 +54,9 @@ class NacosCallError(RegistryError):
 
 
 _MAX_ADMIN_REPLY = 1 << 20
+# ConfigQueryResponse codes: 300 no such config, 400 being modified (a transient lock).
+_CONFIG_NOT_FOUND = 300
+_CONFIG_BEING_MODIFIED = 400
 
 
 def _namespace_ids(url: str, timeout_s: float) -> set[str] | None:
@@ -259,15 +262,25 @@ class NacosClient:
 
     async def get_config(self, data_id: str, group: str) -> str | None:
         """The content, or None when there is none (Nacos stores no empty content)."""
-        param = ConfigParam(data_id=data_id, group=group)
         try:
             async with asyncio.timeout(self._timeout_s):
-                content = await self._config.get_config(param)
+                while True:
+                    try:
+                        content = await self._config.get_config(
+                            ConfigParam(data_id=data_id, group=group)
+                        )
+                        break
+                    except NacosException as exc:
+                        code = getattr(exc, "error_code", None)
+                        if code == _CONFIG_NOT_FOUND:
+                            return None
+                        if code != _CONFIG_BEING_MODIFIED:
+                            raise
+                    # Nacos locks a config while it dumps a new version: ask again shortly.
+                    await asyncio.sleep(0.02)
         except TimeoutError as exc:
             raise NacosCallError(f"get {group}/{data_id}: no answer") from exc
         except NacosException as exc:
-            if getattr(exc, "error_code", None) in (300, 400, 404):  # absent
-                return None
             raise NacosCallError(f"get {group}/{data_id}: {exc}") from exc
         return str(content) if content else None
 

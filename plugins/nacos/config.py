@@ -74,6 +74,8 @@ class NacosConfig(BaseModel):
     """After a reconnect, instances missing from Nacos' answers are kept this long: a restarted
     Nacos server knows no instances until their owners re-register, and consumers must not
     see an empty set meanwhile."""
+    config_poll_s: float = Field(5.0, gt=0)
+    """Config watches also re-read this often (see docs/nacos.md: the SDK can drop a change)."""
     reconnect: Backoff = Backoff(base_s=0.5, max_s=30.0)
     """Pacing of retries when the client cannot even be created (bad address, refused)."""
     work_dir: str | None = None

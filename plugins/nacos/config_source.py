@@ -81,6 +81,25 @@ class NacosConfigSource(ConfigSource):
             raise ConfigSourceError(str(exc)) from exc
         return True
 
+    async def _poll(self, key: ConfigKey, slot: LatestValue) -> None:
+        """Re-read every ``config_poll_s``: nacos-sdk-python 3.2 drops a change for minutes
+        when its refresh read hits Nacos' "being modified" lock (it marks the key in sync
+        anyway), so the listener alone can miss an update."""
+        interval = self._registry.config.config_poll_s
+        last: str | None = None
+        while True:
+            await asyncio.sleep(interval)  # poll period, not synchronisation
+            client = self._registry.client
+            if client is None or not self._registry.connected:
+                continue
+            try:
+                content = await client.get_config(key.data_id, key.group)
+            except NacosCallError:
+                continue
+            if content != last:
+                last = content
+                slot.set(item_of(key, content))
+
     async def _until_readable(
         self, client: NacosClient, key: ConfigKey, content: str | None
     ) -> None:
@@ -110,6 +129,7 @@ class NacosConfigSource(ConfigSource):
             self._registry.spawn(reread(client))
 
         client: NacosClient | None = None
+        poller: asyncio.Future[None] | None = None
         try:
             while client is None:
                 candidate = await self._registry.wait_connected()
@@ -123,6 +143,7 @@ class NacosConfigSource(ConfigSource):
                     if client is None:
                         await asyncio.sleep(self._registry.config.health_interval_s)
             self._registry.add_reconnect_hook(reconnected)
+            poller = asyncio.ensure_future(self._poll(key, slot))
             while True:
                 value = await slot.next()
                 # The SDK re-reads after its listen loop and may report the same content twice.
@@ -131,6 +152,8 @@ class NacosConfigSource(ConfigSource):
                 last[:] = [value]
                 yield value
         finally:
+            if poller is not None:
+                poller.cancel()
             self._registry.remove_reconnect_hook(reconnected)
             if client is not None:
                 try:
