@@ -213,6 +213,13 @@ class ConfigApiConfig(Strict):
     """A watch stream ends after this long (the client reconnects): nothing is held forever."""
 
 
+class DynamicSettingsConfig(Strict):
+    """Where the agent's own run-time settings live in the config source."""
+
+    group: str = "meshagent"
+    data_id: str = "settings"
+
+
 class AgentConfig(Strict):
     app: AppConfig = Field(default_factory=AppConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
@@ -227,6 +234,9 @@ class AgentConfig(Strict):
     """The registry whose config source serves ``/v1/config`` and dynamic settings; by
     default the first registry that has one."""
     config_api: ConfigApiConfig = Field(default_factory=ConfigApiConfig)
+    dynamic_settings: DynamicSettingsConfig | None = None
+    """Watch this document and apply it (LB policy, endpoint weights per service); off when
+    unset. See agent/runtime/settings.py for its shape."""
 
     @model_validator(mode="after")
     def _references_resolve(self) -> AgentConfig:

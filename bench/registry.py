@@ -17,7 +17,7 @@ registry (the only registry-specific code here):
 
 Run from the repository root::
 
-    PYTHONPATH=. .venv/bin/python -m bench.registry            # zookeeper, local (and etcd)
+    PYTHONPATH=. .venv/bin/python -m bench.registry            # zookeeper, local, etcd, nacos
     PYTHONPATH=. .venv/bin/python -m bench.registry --registries zookeeper --changes 100
 
 Adding a registry = one ``Writer`` subclass + one line in ``WRITERS``: see ``EtcdWriter``.
@@ -344,10 +344,68 @@ class EtcdWriter(Writer):
         await self._client.delete(self._key(service, index))
 
 
+class NacosWriter(Writer):
+    """Nacos 3 (tests/interop/nacos, built with Maven): instances registered and deregistered
+    by a second ``nacos`` registry (another agent), as ephemeral plain instances over gRPC."""
+
+    name = "nacos"
+    registry_type = "nacos"
+
+    def __init__(self) -> None:
+        self._server: Any = None
+        self._registry: Any = None
+
+    def start(self, workdir: Path) -> None:
+        from tests.fixtures.nacos import NacosServer
+
+        self._server = NacosServer(workdir / "nacos").start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def registry_config(self) -> dict[str, Any]:
+        return {
+            "server_addresses": [self._server.server_addr],
+            "group": "bench",
+            "default_mode": "plain",
+            "require_connection": True,
+            "connect_timeout_s": 30,
+        }
+
+    async def open(self, api: httpx.AsyncClient) -> None:
+        from plugins.nacos.config import NacosConfig
+        from plugins.nacos.registry import NacosRegistry
+
+        self._registry = NacosRegistry(NacosConfig.model_validate(self.registry_config()))
+        await self._registry.start()
+
+    async def close(self) -> None:
+        if self._registry is not None:
+            await self._registry.close()
+            self._registry = None
+
+    def instance_id(self, service: str, index: int) -> str:
+        return f"{LOOPBACK}:{instance_port(index)}"
+
+    async def add(self, service: str, index: int) -> None:
+        from agent.discovery.types import Registration
+
+        instance_id = self.instance_id(service, index)
+        await self._registry.register(
+            Registration(service, instance_id, LOOPBACK, instance_port(index))
+        )
+
+    async def remove(self, service: str, index: int) -> None:
+        await self._registry.deregister(service, self.instance_id(service, index))
+
+
 WRITERS: dict[str, Callable[[], Writer]] = {
     "zookeeper": ZooKeeperWriter,
     "local": LocalWriter,
     "etcd": EtcdWriter,
+    "nacos": NacosWriter,
 }
 
 

@@ -43,17 +43,44 @@ class ConfigWrite(BaseModel):
     content: Annotated[str, Field(max_length=MAX_CONTENT_BYTES)]
 
 
+class SettingsStatus(BaseModel):
+    key: str
+    version: str | None = Field(description="The version in force; null: the static config")
+    applied_at: float | None
+    rejected_version: str | None = Field(description="The last rejected version, if any")
+    errors: list[str] = Field(description="Why it was rejected: one line per error path")
+    watch_error: str
+
+
 class ConfigStatus(BaseModel):
     source: str | None = Field(description="The registry serving configuration; null: none")
     connected: bool
     detail: str
     writes_enabled: bool
     watch_max_s: float
+    settings: SettingsStatus | None = Field(
+        default=None, description="The agent's dynamic settings document (dynamic_settings)"
+    )
 
 
 def _document(item: ConfigItem) -> ConfigDocument:
     return ConfigDocument(
         group=item.key.group, data_id=item.key.data_id, content=item.content, version=item.version
+    )
+
+
+def _settings_status(agent: Agent) -> SettingsStatus | None:
+    document = agent.settings_document
+    if document is None:
+        return None
+    state = document.status
+    return SettingsStatus(
+        key=state.key,
+        version=state.version,
+        applied_at=state.applied_at,
+        rejected_version=state.rejected_version,
+        errors=list(state.errors),
+        watch_error=state.watch_error,
     )
 
 
@@ -89,6 +116,7 @@ def router(agent: Agent) -> APIRouter:
             detail=state.detail if state is not None else "no config source",
             writes_enabled=settings.allow_writes,
             watch_max_s=settings.watch_max_s,
+            settings=_settings_status(agent),
         )
 
     @api.get(

@@ -54,6 +54,8 @@ class Cluster:
         self._next_return = float("inf")
         self._ejected: set[str] = set()
         self.listeners: list[Callable[[Cluster], None]] = []
+        # Endpoint id -> weight, from the agent's dynamic settings (survives re-registration).
+        self.weight_overrides: dict[str, int] = {}
 
     # -- membership --------------------------------------------------------------------
 
@@ -115,9 +117,21 @@ class Cluster:
             self._rebalance()
         return self._balancer.choose(context)
 
+    def set_balancer(self, balancer: LoadBalancer, policy: str) -> None:
+        """Switch the LB policy at run time (dynamic settings); hosts keep their state."""
+        self._balancer = balancer
+        self.lb_policy = policy
+        self._rebalance()
+
+    def set_weight_overrides(self, overrides: dict[str, int]) -> None:
+        self.weight_overrides = dict(overrides)
+        self._rebalance()
+
     def _rebalance(self) -> None:
         now = self._clock()
         hosts = list(self._hosts.values())
+        for host in hosts:
+            host.weight_override = self.weight_overrides.get(host.id)
         available = [h for h in hosts if h.available(now)]
         self.panic = bool(hosts) and not available
         if self.panic:

@@ -32,6 +32,8 @@ class Host:
     health_streak: int = 0
     active_requests: int = 0
     stats: HostStats = field(default_factory=HostStats)
+    # An operator's weight from the dynamic settings; it wins over the registry's.
+    weight_override: int | None = None
 
     @property
     def id(self) -> str:
@@ -39,6 +41,8 @@ class Host:
 
     @property
     def weight(self) -> int:
+        if self.weight_override is not None:
+            return self.weight_override
         return self.instance.weight
 
     def ejected(self, now: float) -> bool:

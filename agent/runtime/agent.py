@@ -26,6 +26,7 @@ from agent.discovery.types import Registration, RegistryStatus, ServiceKey, froz
 from agent.errors import DrainingError, InvokeNotSupported, MeshAgentError, UnknownServiceError
 from agent.plugins import PluginKind, load
 from agent.runtime.capture import CaptureListener
+from agent.runtime.dynamic import WatchedDocument
 from agent.runtime.health import HealthChecker, run_health_checks
 from agent.runtime.inbound import InboundListener
 from agent.runtime.protocols import (
@@ -39,6 +40,7 @@ from agent.runtime.protocols import (
     ProtocolSupport,
 )
 from agent.runtime.registrations import Registrations
+from agent.runtime.settings import DynamicSettings
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,7 @@ class Agent:
         self.registrations = Registrations()
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.settings_document: WatchedDocument[DynamicSettings] | None = None
         self.draining = False
         self.listening = False
         # Transparent capture and the inbound side (docs/capture.md); both off by default.
@@ -164,6 +167,7 @@ class Agent:
             if checker is not None:
                 self._spawn(run_health_checks(self.clusters[service.name], checker, service.health))
         self._spawn(self._expire_registrations())
+        self._start_dynamic_settings()
         if self.inbound is not None:
             self._spawn(self.inbound.run_health_checks())
         self.listening = True
@@ -279,6 +283,8 @@ class Agent:
         await self.stop()
 
     async def stop(self) -> None:
+        if self.settings_document is not None:
+            await self.settings_document.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -341,6 +347,25 @@ class Agent:
             app = f"{self.config.inbound.app_host}:{self.config.inbound.app_port}"
             reasons.append(f"local app {app} not healthy ({inbound.app_detail})")
         return (not reasons, reasons)
+
+    def _start_dynamic_settings(self) -> None:
+        wanted = self.config.dynamic_settings
+        found = self.config_source()
+        if wanted is None:
+            return
+        if found is None:
+            log.error("dynamic_settings: no registry offers a config source; not watched")
+            return
+        from agent.discovery.config_source import ConfigKey
+        from agent.runtime.settings import SettingsApplier
+
+        self.settings_document = WatchedDocument(
+            found[1],
+            ConfigKey(wanted.group, wanted.data_id),
+            DynamicSettings,
+            SettingsApplier(self),
+        )
+        self.settings_document.start()
 
     def config_source(self) -> tuple[str, ConfigSource] | None:
         """The registry serving configuration and its source: ``config_source`` if set, else
