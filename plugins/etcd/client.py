@@ -101,10 +101,11 @@ class WatchStream:
     def __init__(self, call: Any) -> None:
         self._call = call
 
-    async def create(self, prefix: bytes, start_revision: int) -> None:
+    async def create(self, prefix: bytes, start_revision: int, *, exact: bool = False) -> None:
+        """Watch every key under ``prefix`` (or, ``exact``, that one key) from a revision."""
         request = rpc.WatchCreateRequest(
             key=prefix,
-            range_end=range_end(prefix),
+            range_end=b"" if exact else range_end(prefix),
             start_revision=start_revision,
             # A delete event then carries the deleted registration's create_revision.
             prev_kv=True,
@@ -180,6 +181,27 @@ class EtcdConnection:
         request = rpc.RangeRequest(key=prefix, range_end=range_end(prefix), limit=limit)
         reply = await _call(self._client.kvstub.Range(request, timeout=self._timeout))
         return [_kv(kv) for kv in reply.kvs], int(reply.header.revision)
+
+    # plain keys (the config source): no lease, last writer wins
+
+    async def get(self, key: bytes) -> tuple[KeyValue | None, int]:
+        """The key's value, or None, and the revision the read was served at."""
+        reply = await _call(
+            self._client.kvstub.Range(rpc.RangeRequest(key=key), timeout=self._timeout)
+        )
+        kvs = [_kv(kv) for kv in reply.kvs]
+        return (kvs[0] if kvs else None), int(reply.header.revision)
+
+    async def put(self, key: bytes, value: bytes) -> int:
+        """Write ``key``; the revision of the write (the key's new mod_revision)."""
+        request = rpc.PutRequest(key=key, value=value)
+        reply = await _call(self._client.kvstub.Put(request, timeout=self._timeout))
+        return int(reply.header.revision)
+
+    async def delete(self, key: bytes) -> bool:
+        request = rpc.DeleteRangeRequest(key=key)
+        reply = await _call(self._client.kvstub.DeleteRange(request, timeout=self._timeout))
+        return int(reply.deleted) > 0
 
     # leases
 

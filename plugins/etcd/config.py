@@ -21,6 +21,9 @@ class EtcdConfig(BaseModel):
     """``host:port`` of the etcd members' client URLs (plain gRPC, no TLS); tried in turn."""
     prefix: str = "/meshagent/services"
     """Keys are ``{prefix}/{service}/{instance_id}`` (see docs/registries.md)."""
+    config_prefix: str = "/dubbo/config"
+    """Config source: key (group, data_id) is ``{config_prefix}/{group}/{data_id}`` (Dubbo's
+    etcd config center layout)."""
     lease_ttl_s: int = Field(10, ge=2, le=3600)
     """TTL of the lease every registration of this agent is attached to. A partitioned agent's
     instances vanish this long after its last keepalive. etcd rounds up to its own minimum."""
@@ -45,7 +48,7 @@ class EtcdConfig(BaseModel):
     def _endpoints(cls, value: list[str]) -> list[str]:
         return [_check_endpoint(entry.strip()) for entry in value]
 
-    @field_validator("prefix")
+    @field_validator("prefix", "config_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
         if not value.startswith("/") or value.endswith("/") or "//" in value:

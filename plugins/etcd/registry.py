@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
+from agent.discovery.config_source import ConfigSource
 from agent.discovery.logonce import LogOnce
 from agent.discovery.records import format_record
 from agent.discovery.registry import Registry, Subscription
@@ -103,6 +104,27 @@ class EtcdRegistry(Registry):
         self._rng = random.Random()
         self._started = False
         self._closed = False
+        self._config_source: ConfigSource | None = None
+
+    @property
+    def connection(self) -> EtcdConnection | None:
+        """The current session's connection (None while disconnected)."""
+        return self._session.conn if self._session is not None else None
+
+    async def wait_connection(self) -> EtcdConnection:
+        while True:
+            await self._connected.wait()
+            conn = self.connection
+            if conn is not None:
+                return conn
+            await asyncio.sleep(0.05)  # between the session's end and its event being cleared
+
+    def config_source(self) -> ConfigSource | None:
+        if self._config_source is None:
+            from plugins.etcd.config_source import EtcdConfigSource
+
+            self._config_source = EtcdConfigSource(self)
+        return self._config_source
 
     @property
     def lease_id(self) -> int | None:

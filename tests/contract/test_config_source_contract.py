@@ -1,8 +1,6 @@
-"""One contract, every config source: local (in memory), zookeeper (real ZooKeeper) and nacos
-(real Nacos). Each source comes from its registry plugin, built from the configuration a user
-would write, through ``Registry.config_source()``.
-
-etcd has no config source yet (see docs/registries.md).
+"""One contract, every config source: local (in memory), zookeeper (real ZooKeeper), etcd
+(real etcd) and nacos (real Nacos). Each source comes from its registry plugin, built from the
+configuration a user would write, through ``Registry.config_source()``.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ import pytest
 from agent.discovery.config_source import ConfigItem, ConfigKey, ConfigSource
 from agent.discovery.registry import Registry
 from agent.plugins import Plugin
+from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.nacos import NacosServer
 from tests.fixtures.zookeeper import ZooKeeperServer
 from tests.support.discovery import eventually
@@ -41,6 +40,13 @@ def _config(kind: str, address: str) -> dict[str, Any]:
             "hosts": address,
             "config_root": f"/contract-config{next(_groups)}",
             "session_timeout_s": 4,
+            "connect_timeout_s": 15,
+            "require_connection": True,
+        }
+    if kind == "etcd":
+        return {
+            "endpoints": [address],
+            "config_prefix": f"/contract-config{next(_groups)}",
             "connect_timeout_s": 15,
             "require_connection": True,
         }
@@ -70,12 +76,20 @@ async def _build(kind: str, address: str) -> Source:
     return Source(kind, registry, source)
 
 
-@pytest.fixture(params=["local", "zookeeper", "nacos"])
+@pytest.fixture(scope="module")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    with EtcdServer(tmp_path_factory.mktemp("config-etcd")) as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "zookeeper", "etcd", "nacos"])
 async def src(request: pytest.FixtureRequest) -> AsyncIterator[Source]:
     kind: str = request.param
     address = ""
     if kind == "zookeeper":
         address = request.getfixturevalue("zookeeper_server").hosts
+    elif kind == "etcd":
+        address = request.getfixturevalue("etcd_server").endpoint
     elif kind == "nacos":
         address = request.getfixturevalue("nacos_server").server_addr
     built = await _build(kind, address)
@@ -144,16 +158,19 @@ async def test_slow_reader_gets_the_latest_never_an_older_one(src: Source) -> No
         await watch.aclose()  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("kind", ["zookeeper", "nacos"])
+@pytest.mark.parametrize("kind", ["zookeeper", "etcd", "nacos"])
 async def test_watch_survives_a_server_restart(
     kind: str,
     tmp_path_factory: pytest.TempPathFactory,
     nacos_factory: Callable[..., NacosServer],
 ) -> None:
-    server: ZooKeeperServer | NacosServer
+    server: ZooKeeperServer | EtcdServer | NacosServer
     if kind == "zookeeper":
         server = ZooKeeperServer(tmp_path_factory.mktemp("config-restart")).start()
         address = server.hosts
+    elif kind == "etcd":
+        server = EtcdServer(tmp_path_factory.mktemp("config-restart-etcd")).start()
+        address = server.endpoint
     else:
         server = nacos_factory()
         address = server.server_addr
