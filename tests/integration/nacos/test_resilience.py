@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from agent.discovery.types import Registration, Remove, ServiceKey
 from plugins.nacos.config import NacosConfig
 from plugins.nacos.registry import NacosRegistry
-from tests.fixtures.nacos import NacosServer
+from tests.fixtures.agent_process import start_agent
+from tests.fixtures.nacos import NacosServer, free_port_pair
 from tests.support.discovery import Consumer, eventually
 
 pytestmark = pytest.mark.integration
@@ -82,3 +84,30 @@ def _quiet(check: Callable[[], bool]) -> bool:
         return check()
     except Exception:
         return False
+
+
+def test_agent_process_starts_without_nacos_and_readyz_says_why(tmp_path: Path) -> None:
+    port = free_port_pair()  # nothing listens there
+    config = {
+        "registries": [
+            {
+                "name": "nacos",
+                "type": "nacos",
+                "config": {"server_addresses": [f"127.0.0.1:{port}"], "connect_timeout_s": 1},
+            }
+        ],
+        "services": [{"name": "orders", "registry": "nacos", "health": {"enabled": False}}],
+    }
+    agent = start_agent(tmp_path / "agent", config, name="agent-no-nacos")
+    try:
+        with agent.client() as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            body = ready.json()
+            assert any("orders" in reason for reason in body["reasons"])
+            (state,) = body["registries"]
+            assert state["name"] == "nacos" and state["connected"] is False
+            assert f"127.0.0.1:{port}" in state["detail"]
+            assert client.get("/healthz").status_code == 200  # serving all the same
+    finally:
+        agent.stop()
