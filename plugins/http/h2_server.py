@@ -37,7 +37,7 @@ from plugins.http.invoke import forward
 from plugins.http.routing import problem_body
 
 if TYPE_CHECKING:
-    from plugins.http.proxy import _Session
+    from plugins.http.h11_session import _Session
 
 log = logging.getLogger(__name__)
 

@@ -66,6 +66,44 @@ def end_to_end(headers: Headers, *, keep_upgrade: bool = False) -> Headers:
     return kept
 
 
+def split_fields(headers: Headers) -> tuple[Headers, bytes | None, bool, bytes | None]:
+    """One pass over a head: its end-to-end fields (``end_to_end``), and what framing and
+    routing need: Content-Length, whether the body is chunked, Host.
+
+    Content-Length and Host stay among the fields (passed on as they are); a chunked
+    body's Transfer-Encoding is the caller's to set again.
+    """
+    kept: Headers = []
+    length: bytes | None = None
+    chunked = False
+    host: bytes | None = None
+    named: set[bytes] | None = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                for token in value.split(b","):
+                    token = token.strip().lower()
+                    if token and token not in (b"close", b"keep-alive"):
+                        named = named or set()
+                        named.add(token)
+            elif lower == b"transfer-encoding":
+                chunked = True
+            continue
+        if lower == b"content-length":
+            length = value
+        elif lower == b"host":
+            host = value
+        kept.append((name, value))
+    if named:
+        kept = [(name, value) for name, value in kept if name.lower() not in named]
+        if b"content-length" in named:
+            length = None
+        if b"host" in named:
+            host = None
+    return kept, length, chunked, host
+
+
 def add_forwarded(headers: Headers, client_ip: str, host: bytes | None) -> Headers:
     """Append the client to X-Forwarded-For and say how it reached us (de facto fields)."""
     previous = header_value(headers, b"x-forwarded-for")

@@ -2,7 +2,7 @@
 HTTP invocation.
 
 The listener (plugins/http/proxy.py) and the invoker (plugins/http/invoke.py) are imported
-when first used, so an agent without HTTP services never loads h11.
+when first used, so an agent without HTTP services never loads httptools, h11 or h2.
 """
 
 from __future__ import annotations
@@ -91,9 +91,13 @@ class HttpProtocol(ProtocolSupport):
 
     def __init__(self, config: HttpConfig) -> None:
         from plugins.http.pool import UpstreamPool
+        from plugins.http.upstream import FastPool
 
         self.config = config
+        # h11 stream connections (invocation, HTTP/2 streams, upgrades) ...
         self.pool = UpstreamPool(config.max_idle_per_endpoint, config.idle_timeout_s)
+        # ... and the listener's HTTP/1.1 fast path's protocol connections.
+        self.fast_pool = FastPool(config.max_idle_per_endpoint, config.idle_timeout_s)
         # Client connections' tasks, so that close() ends those a drain left open.
         self.sessions: set[asyncio.Task[None]] = set()
 
@@ -110,7 +114,9 @@ class HttpProtocol(ProtocolSupport):
                 ]
             )
         router = Router(context, self.config.routes)
-        return lambda: HttpProxyConnection(context, self.config, self.pool, router, self.sessions)
+        return lambda: HttpProxyConnection(
+            context, self.config, self.fast_pool, self.pool, router, self.sessions
+        )
 
     async def invoke_http(self, request: HttpInvokeRequest) -> HttpInvokeResult:
         from plugins.http.invoke import invoke_http
@@ -123,6 +129,7 @@ class HttpProtocol(ProtocolSupport):
             task.cancel()
         if sessions:
             await asyncio.gather(*sessions, return_exceptions=True)
+        self.fast_pool.close()
         await self.pool.close()
 
 
