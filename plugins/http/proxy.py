@@ -62,6 +62,7 @@ _UPSTREAM_FULL = 2
 _PENDING = 4
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+_NONE: frozenset[str] = frozenset()
 
 
 class _HeadTooLarge(Exception):
@@ -152,6 +153,8 @@ class HttpProxyConnection(asyncio.Protocol):
         self.idle_mark = -1
         self.idle_timer: asyncio.TimerHandle | None = None
         self._client_ip: str | None = None
+        # Writes held while a provider read is handled (see cork).
+        self.corked: list[bytes] | None = None
 
     # -- asyncio.Protocol (client side) --------------------------------------------------
 
@@ -330,14 +333,29 @@ class HttpProxyConnection(asyncio.Protocol):
         exchange.attempt()
 
     def write(self, data: bytes) -> None:
-        assert self.transport is not None
         self.stats.bytes_out += len(data)
-        self.transport.write(data)
+        if self.corked is not None:
+            self.corked.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
 
     def writelines(self, data: list[bytes]) -> None:
-        assert self.transport is not None
         self.stats.bytes_out += sum(map(len, data))
-        self.transport.writelines(data)
+        if self.corked is not None:
+            self.corked += data
+        elif self.transport is not None:
+            self.transport.writelines(data)
+
+    def cork(self) -> None:
+        """Hold writes (a response head and its body chunks read together): a send per
+        provider read instead of one per piece, which on loopback is most of the cost."""
+        if self.corked is None:
+            self.corked = []
+
+    def uncork(self) -> None:
+        held, self.corked = self.corked, None
+        if held and self.transport is not None and not self.closed:
+            self.transport.writelines(held)
 
     def answer(self, request: _Request, status: int, detail: str, service: str) -> None:
         """The agent's own error for ``request`` (problem details); ends its exchange."""
@@ -407,6 +425,7 @@ class HttpProxyConnection(asyncio.Protocol):
             self._close()
             return
         assert self.transport is not None and self.loop is not None
+        self.uncork()
         self.discarding = 0
         self.paused = 0
         self.transport.resume_reading()
@@ -415,6 +434,7 @@ class HttpProxyConnection(asyncio.Protocol):
         self.loop.call_later(_LINGER_S, self._close)
 
     def _close(self) -> None:
+        self.uncork()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
@@ -472,6 +492,7 @@ class HttpProxyConnection(asyncio.Protocol):
 
     def _hand_over(self, data: bytes, sniff: bool) -> None:
         assert self.transport is not None
+        self.uncork()
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
@@ -582,7 +603,9 @@ class _Exchange:
     def attempt(self) -> None:
         try:
             got = self.conn.pool.choose(
-                self.target.cluster, frozenset(self.tried), fresh=self.stale_retried
+                self.target.cluster,
+                frozenset(self.tried) if self.tried else _NONE,
+                fresh=self.stale_retried,
             )
         except NoEndpointError as exc:
             self._fail_before_response(503, str(exc))
@@ -742,6 +765,12 @@ class _Exchange:
 
     def upstream_writable(self, writable: bool) -> None:
         self.conn.upstream_writable(writable)
+
+    def cork(self) -> None:
+        self.conn.cork()
+
+    def uncork(self) -> None:
+        self.conn.uncork()
 
     # -- ends ------------------------------------------------------------------------------
 

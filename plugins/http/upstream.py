@@ -48,6 +48,11 @@ class ResponseSink(Protocol):
     def upstream_writable(self, writable: bool) -> None:
         """Flow control of the request body: the provider's socket buffer filled/drained."""
 
+    def cork(self) -> None:
+        """Hold writes to the client until ``uncork``: one send per provider read."""
+
+    def uncork(self) -> None: ...
+
 
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to a provider; serves one exchange at a time."""
@@ -87,21 +92,24 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes on an idle connection: nothing was asked, so it cannot be reused.
             self.close()
             return
+        # The response head and the body chunks of one read go to the client in one send.
+        sink.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail("unexpected 101 from the provider")
-            return
         except httptools.HttpParserError as exc:
             self._fail(f"bad response: {exc}")
-            return
-        if self.ended:
-            self.ended = False
-            self.sink = None
-            if self.head_only:
-                # llhttp still expects the body a HEAD response announced: start afresh.
-                self.parser = httptools.HttpResponseParser(self)
-            sink.response_end()
+        else:
+            if self.ended:
+                self.ended = False
+                self.sink = None
+                if self.head_only:
+                    # llhttp still expects the body a HEAD response announced: start afresh.
+                    self.parser = httptools.HttpResponseParser(self)
+                sink.response_end()
+        finally:
+            sink.uncork()
 
     def eof_received(self) -> bool:
         sink = self.sink
@@ -239,10 +247,10 @@ class FastPool:
     ) -> UpstreamConnection | Host:
         """An idle connection to the endpoint the cluster picks, or that endpoint to
         connect to. Raises NoEndpointError."""
-        host = cluster.choose(PickContext(None, exclude) if exclude else PickContext())
+        host = cluster.choose(PickContext(None, exclude)) if exclude else cluster.choose()
         if host is None and exclude:
             # Every endpoint was tried by earlier tries: one of them again beats none.
-            host = cluster.choose(PickContext())
+            host = cluster.choose()
         if host is None:
             raise NoEndpointError(f"no endpoint available for service {cluster.name!r}")
         if not fresh:
