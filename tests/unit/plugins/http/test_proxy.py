@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -244,3 +245,167 @@ async def test_router_matches_host_without_port_and_path_prefix() -> None:
     assert service_target(context.service, context.cluster).timeout_s == 15.0
     with contextlib.suppress(Exception):
         await agent.stop()
+
+
+class RawProvider:
+    """Answers each request with the bytes ``answers`` holds for its path (wire-level
+    cases h11 would not write: close-delimited bodies, trailers); counts connections."""
+
+    def __init__(self, answers: dict[bytes, bytes]) -> None:
+        self.answers = answers
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> RawProvider:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                self.requests.append(head)
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                path = head.split(b" ", 2)[1]
+                answer = self.answers[path]
+                writer.write(answer)
+                await writer.drain()
+                if b"Connection: close" in answer:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def exchange_raw(agent: Agent, data: bytes, responses: int) -> bytes:
+    """Send ``data`` on one connection and read until ``responses`` complete responses
+    (each ending its body, by Content-Length or the last chunk) have come back."""
+    host, port = agent.listeners[0].address
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(data)
+    received = b""
+    try:
+        async with asyncio.timeout(10):
+            while received.count(b"HTTP/1.1 ") < responses or not _complete(received):
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                received += chunk
+    finally:
+        writer.close()
+    return received
+
+
+def _complete(received: bytes) -> bool:
+    last = received[received.rfind(b"HTTP/1.1 ") :]
+    if b"\r\n\r\n" not in last:
+        return False
+    head, body = last.split(b"\r\n\r\n", 1)
+    length = re.search(rb"(?i)content-length: *(\d+)", head)
+    if length:
+        return len(body) >= int(length.group(1))
+    return body.endswith(b"\r\n\r\n")  # the last chunk (and trailers) ends so
+
+
+@pytest.fixture
+async def raw_provider() -> AsyncIterator[Callable[..., Any]]:
+    started: list[RawProvider] = []
+
+    async def start(answers: dict[bytes, bytes]) -> RawProvider:
+        provider = await RawProvider(answers).start()
+        started.append(provider)
+        return provider
+
+    yield start
+    for provider in started:
+        await provider.stop()
+
+
+async def test_head_response_does_not_wait_for_a_body(raw_provider: Any, agents: Any) -> None:
+    # llhttp cannot be told a response answers HEAD: the connection must still serve the
+    # next request (the provider's one connection), not take its response for a body.
+    provider = await raw_provider(
+        {
+            b"/h": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            b"/g": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        }
+    )
+    agent = await agents(config([provider.port]))
+    async with httpx.AsyncClient(base_url=url(agent)) as client:
+        head = await client.head("/h")
+        assert head.headers["content-length"] == "5" and head.content == b""
+        assert (await client.get("/g")).content == b"hello"
+    assert provider.connections == 1
+
+
+async def test_close_delimited_body_is_chunked_for_the_client(
+    raw_provider: Any, agents: Any
+) -> None:
+    provider = await raw_provider(
+        {
+            b"/c": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+            b"until close",
+            b"/n": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext",
+        }
+    )
+    agent = await agents(config([provider.port]))
+    answer = await exchange_raw(
+        agent, b"GET /c HTTP/1.1\r\nHost: x\r\n\r\nGET /n HTTP/1.1\r\nHost: x\r\n\r\n", 2
+    )
+    first, second = answer.split(b"HTTP/1.1 ")[1:]
+    assert b"transfer-encoding: chunked" in first.lower()
+    assert b"connection: close" not in first.lower()
+    assert first.endswith(b"b\r\nuntil close\r\n0\r\n\r\n")
+    assert second.endswith(b"\r\n\r\nnext")
+    assert provider.connections == 2
+
+
+async def test_chunked_trailers_pass_both_ways(raw_provider: Any, agents: Any) -> None:
+    provider = await raw_provider(
+        {
+            b"/t": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nX-Sum: 42\r\n\r\n",
+        }
+    )
+    agent = await agents(config([provider.port]))
+    answer = await exchange_raw(agent, b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+    assert answer.endswith(b"3\r\nabc\r\n0\r\nX-Sum: 42\r\n\r\n")
+    assert b"trailer:" not in answer.lower()  # hop-by-hop, dropped
+
+
+async def test_http10_client_gets_its_answer_and_the_close(raw_provider: Any, agents: Any) -> None:
+    provider = await raw_provider({b"/a": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"})
+    agent = await agents(config([provider.port]))
+    host, port = agent.listeners[0].address
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /a HTTP/1.0\r\n\r\n")
+    async with asyncio.timeout(10):
+        answer = await reader.read(-1)  # to the agent's close
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close\r\n" in answer and answer.endswith(b"\r\n\r\nok")
+
+
+async def test_pipelined_uploads_are_answered_in_order(raw_provider: Any, agents: Any) -> None:
+    provider = await raw_provider(
+        {b"/%d" % i: b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % i for i in range(4)}
+    )
+    agent = await agents(config([provider.port]))
+    requests = b"".join(
+        b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nb%02d" % (i, i) for i in range(4)
+    )
+    answer = await exchange_raw(agent, requests, 4)
+    assert [part[-1:] for part in answer.split(b"HTTP/1.1 ")[1:]] == [b"0", b"1", b"2", b"3"]
+    assert [r.split(b" ")[1] for r in provider.requests] == [b"/0", b"/1", b"/2", b"/3"]
+    assert agent.listeners[0].context.stats.requests == 4
