@@ -28,9 +28,9 @@ from agent.runtime.protocols import ListenerContext
 from plugins.http.h2_server import PREFACE, H2Session
 from plugins.http.headers import (
     Headers,
-    add_forwarded,
     comma_tokens,
     end_to_end,
+    forwarding,
     header_value,
     is_upgrade,
 )
@@ -292,8 +292,11 @@ class _Session:
         headers = end_to_end(raw, keep_upgrade=upgrade)
         if chunked:
             headers.append((b"Transfer-Encoding", b"chunked"))
-        if self.config.x_forwarded:
-            headers = add_forwarded(headers, self.client_ip, host)
+        if self.config.x_forwarded or self.config.forwarded:
+            config = self.config
+            headers = forwarding(
+                headers, config.x_forwarded, config.forwarded, self.client_ip, host
+            )
         upstream_request = h11.Request(
             method=request.method, target=request.target, headers=headers
         )

@@ -32,7 +32,7 @@ import h2.exceptions
 import h2.settings
 
 from agent.errors import NoEndpointError, UpstreamError, UpstreamTimeout
-from plugins.http.headers import Headers, add_forwarded, end_to_end
+from plugins.http.headers import Headers, end_to_end, forwarding
 from plugins.http.invoke import forward
 from plugins.http.routing import problem_body
 
@@ -234,8 +234,11 @@ class H2Session:
                 await self._answer(stream_id, 431, f"header list of {size} bytes", name)
                 return
             outgoing = [(n, v) for n, v in end_to_end(regular) if n != b"host"]
-            if self.config.x_forwarded:
-                outgoing = add_forwarded(outgoing, session.client_ip, authority)
+            config = self.config
+            if config.x_forwarded or config.forwarded:
+                outgoing = forwarding(
+                    outgoing, config.x_forwarded, config.forwarded, session.client_ip, authority
+                )
             try:
                 result = await forward(
                     session.owner.pool,

@@ -118,3 +118,37 @@ def add_forwarded(headers: Headers, client_ip: str, host: bytes | None) -> Heade
     if host is not None:
         kept.append((b"X-Forwarded-Host", host))
     return kept
+
+
+def add_rfc7239(headers: Headers, client_ip: str, host: bytes | None) -> Headers:
+    """Append this hop to ``Forwarded`` (RFC 7239): ``for`` (the client's address, an
+    IPv6 one bracketed and quoted), ``host`` (the Host it asked for, quoted) and
+    ``proto``. Earlier elements, from proxies before us, are kept in order; several
+    Forwarded fields are joined into one list (RFC 7239 4)."""
+    previous = [value for name, value in headers if name.lower() == b"forwarded"]
+    node = client_ip.encode() if client_ip and client_ip != "unknown" else b"unknown"
+    if b":" in node:
+        node = b'"[' + node + b']"'
+    element = b"for=" + node
+    if host is not None:
+        element += b";host=" + _quoted(host)
+    element += b";proto=http"
+    kept = [(name, value) for name, value in headers if name.lower() != b"forwarded"]
+    kept.append((b"Forwarded", b", ".join([*previous, element])))
+    return kept
+
+
+def _quoted(value: bytes) -> bytes:
+    """An RFC 9110 quoted-string (a Host with a port is not a token)."""
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def forwarding(
+    headers: Headers, x_forwarded: bool, rfc7239: bool, client_ip: str, host: bytes | None
+) -> Headers:
+    """The forwarding fields the listener's config asks for, added to ``headers``."""
+    if x_forwarded:
+        headers = add_forwarded(headers, client_ip, host)
+    if rfc7239:
+        headers = add_rfc7239(headers, client_ip, host)
+    return headers

@@ -58,6 +58,8 @@ class HttpConfig(Strict):
     # Set X-Forwarded-For/-Proto/-Host from the client's connection (off by default: a
     # sidecar that adds them to every localhost call would tell the provider nothing).
     x_forwarded: bool = False
+    # Append this hop to Forwarded (RFC 7239: for, host, proto); off by default, likewise.
+    forwarded: bool = False
     # Idle keep-alive connections per endpoint kept for reuse, and for how long.
     max_idle_per_endpoint: Annotated[int, Field(ge=0, le=10_000)] = 64
     idle_timeout_s: Annotated[float, Field(gt=0)] = 30.0

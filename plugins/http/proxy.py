@@ -40,7 +40,7 @@ from agent.errors import ConnectError, NoEndpointError, UpstreamError
 from agent.runtime.protocols import ListenerContext
 from plugins.http.h2_server import PREFACE
 from plugins.http.h11_session import H11Connection
-from plugins.http.headers import Headers, add_forwarded, end_to_end, split_fields
+from plugins.http.headers import Headers, end_to_end, forwarding, split_fields
 from plugins.http.protocol import HttpConfig
 from plugins.http.routing import IDEMPOTENT, Router, Target, problem_body
 from plugins.http.upstream import FastPool, UpstreamConnection
@@ -272,8 +272,11 @@ class HttpProxyConnection(asyncio.Protocol):
         request.has_body = chunked or (length is not None and length.strip() not in (b"", b"0"))
         if chunked:
             fields.append((b"Transfer-Encoding", b"chunked"))
-        if self.config.x_forwarded:
-            fields = add_forwarded(fields, self.client_ip, request.host)
+        if self.config.x_forwarded or self.config.forwarded:
+            config = self.config
+            fields = forwarding(
+                fields, config.x_forwarded, config.forwarded, self.client_ip, request.host
+            )
         request.head = _serialise(method + b" " + request.url + b" HTTP/1.1\r\n", fields)
         self.queue.append(request)
         if request.has_body and len(self.queue) == 1:
