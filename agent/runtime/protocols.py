@@ -29,6 +29,16 @@ from agent.errors import InvokeNotSupported
 
 
 @dataclass
+class RouteStats:
+    """Per service a request-routing listener (http) sent requests to."""
+
+    requests: int = 0
+    # The requests as forwarded to providers, and the responses as written to clients.
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
 class ListenerStats:
     """Counters read at scrape time: the hot path only adds to plain ints."""
 
@@ -41,6 +51,14 @@ class ListenerStats:
     # the agent answered with an error of its own (no provider, timeout, bad input).
     requests: int = 0
     request_errors: int = 0
+    # Listeners that route each request to a service of its own (http), by service.
+    routes: dict[str, RouteStats] = field(default_factory=dict)
+
+    def route(self, service: str) -> RouteStats:
+        stats = self.routes.get(service)
+        if stats is None:
+            stats = self.routes[service] = RouteStats()
+        return stats
 
 
 @dataclass

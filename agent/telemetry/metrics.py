@@ -60,6 +60,7 @@ class AgentCollector(Collector):
             bytes_in.add_metric(values, stats.bytes_in)
             bytes_out.add_metric(values, stats.bytes_out)
         yield from (accepted, active, rejected, bytes_in, bytes_out)
+        yield from _route_metrics(agent)
         yield from _capture_metrics(agent)
 
         host_labels = ["cluster", "endpoint"]
@@ -161,3 +162,29 @@ def metrics_registry(agent: Agent) -> CollectorRegistry:
 
 def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
+
+
+def _route_metrics(agent: Agent) -> Iterator[Metric]:
+    """Per listener and the service each request was routed to (http listeners)."""
+    labels = ["listener", "route"]
+    requests = CounterMetricFamily(
+        "meshagent_listener_route_requests", "Requests routed to a service", labels=labels
+    )
+    bytes_in = CounterMetricFamily(
+        "meshagent_listener_route_received_bytes",
+        "Request bytes forwarded to a service's providers",
+        labels=labels,
+    )
+    bytes_out = CounterMetricFamily(
+        "meshagent_listener_route_sent_bytes",
+        "Response bytes written to clients for a service",
+        labels=labels,
+    )
+    listeners = [(item.config.display_name, item.context.stats) for item in agent.listeners]
+    listeners += [(name, stats) for name, _service, stats in agent.side_listener_stats()]
+    for name, stats in listeners:
+        for route, counters in list(stats.routes.items()):
+            requests.add_metric([name, route], counters.requests)
+            bytes_in.add_metric([name, route], counters.bytes_in)
+            bytes_out.add_metric([name, route], counters.bytes_out)
+    yield from (requests, bytes_in, bytes_out)

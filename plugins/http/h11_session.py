@@ -24,7 +24,7 @@ from typing import cast
 import h11
 
 from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
-from agent.runtime.protocols import ListenerContext
+from agent.runtime.protocols import ListenerContext, ListenerStats
 from plugins.http.h2_server import PREFACE, H2Session
 from plugins.http.headers import (
     Headers,
@@ -99,6 +99,10 @@ class H11Connection(asyncio.StreamReaderProtocol):
         self.sessions.add(self.task)
         self.task.add_done_callback(self.sessions.discard)
 
+    def data_received(self, data: bytes) -> None:
+        self.context.stats.bytes_in += len(data)
+        super().data_received(data)
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self.transport is not None:
@@ -139,6 +143,7 @@ class _Session:
     async def _send(self, event: h11.Event) -> None:
         data = self.conn.send(event)
         if data:
+            self.context.stats.bytes_out += len(data)
             self.writer.write(data)
             try:
                 await self.writer.drain()
@@ -286,6 +291,7 @@ class _Session:
             await self._upgrade_to_h2(request, raw, settings)
             return False
         target = self.owner.router.route(host, request.target)
+        self.context.stats.route(target.service.name).requests += 1
         # An h2c upgrade not taken (a body, or HTTP/2 off) is ours to ignore, not the
         # provider's to accept.
         upgrade = is_upgrade(raw) and b"h2c" not in comma_tokens(raw, b"upgrade")
@@ -518,19 +524,29 @@ class _Session:
         if client_rest:
             upstream.writer.write(client_rest)
         if upstream_rest:
+            self.context.stats.bytes_out += len(upstream_rest)
             self.writer.write(upstream_rest)
         try:
             await asyncio.gather(
                 _copy(self.reader, upstream.writer, self.config.read_chunk_bytes),
-                _copy(upstream.reader, self.writer, self.config.read_chunk_bytes),
+                _copy(
+                    upstream.reader, self.writer, self.config.read_chunk_bytes, self.context.stats
+                ),
             )
         finally:
             upstream.close()
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunk: int) -> None:
+async def _copy(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    chunk: int,
+    to_client: ListenerStats | None = None,
+) -> None:
     try:
         while data := await reader.read(chunk):
+            if to_client is not None:
+                to_client.bytes_out += len(data)
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():

@@ -100,6 +100,7 @@ class H2Session:
     async def flush(self) -> None:
         data = self.h2.data_to_send()
         if data:
+            self.session.context.stats.bytes_out += len(data)
             self.writer.write(data)
             await self.writer.drain()
 
@@ -225,6 +226,7 @@ class H2Session:
         authority = pseudo.get(b":authority") or next((v for n, v in regular if n == b"host"), None)
         target = session.owner.router.route(authority, path)
         name = target.service.name
+        context.stats.route(name).requests += 1
         try:
             if method == b"CONNECT" or not path:
                 await self._answer(stream_id, 501, "CONNECT is not supported", name)

@@ -37,7 +37,7 @@ import httptools
 
 from agent.cluster.host import Host
 from agent.errors import ConnectError, NoEndpointError, UpstreamError
-from agent.runtime.protocols import ListenerContext
+from agent.runtime.protocols import ListenerContext, RouteStats
 from plugins.http.h2_server import PREFACE
 from plugins.http.h11_session import H11Connection
 from plugins.http.headers import Headers, end_to_end, forwarding, split_fields
@@ -330,7 +330,7 @@ class HttpProxyConnection(asyncio.Protocol):
     def _begin(self, request: _Request) -> None:
         self.stats.requests += 1
         target = self.router.route(request.host, request.url)
-        exchange = _Exchange(self, request, target)
+        exchange = _Exchange(self, request, target, self.stats.route(target.service.name))
         self.exchange = exchange
         request.exchange = exchange
         exchange.attempt()
@@ -360,8 +360,10 @@ class HttpProxyConnection(asyncio.Protocol):
         if held and self.transport is not None and not self.closed:
             self.transport.writelines(held)
 
-    def answer(self, request: _Request, status: int, detail: str, service: str) -> None:
-        """The agent's own error for ``request`` (problem details); ends its exchange."""
+    def answer(self, exchange: _Exchange, status: int, detail: str) -> None:
+        """The agent's own error for the exchange's request (problem details); ends it."""
+        request = exchange.request
+        service = exchange.target.service.name
         self.stats.request_errors += 1
         keep = request.keep_alive and request.complete
         body = problem_body(status, detail, service)
@@ -375,6 +377,7 @@ class HttpProxyConnection(asyncio.Protocol):
         )
         if not self.closed:
             self.writelines([head, body])
+            exchange.route.bytes_out += len(head) + len(body)
         self.exchange_done(keep)
 
     def exchange_done(self, keep: bool) -> None:
@@ -508,6 +511,8 @@ class HttpProxyConnection(asyncio.Protocol):
         self.closed = True
         transport.set_protocol(session)
         session.connection_made(transport)
+        # Counted once already, as this connection read them.
+        self.stats.bytes_in -= len(data)
         session.data_received(data)
         if self.client_eof:
             session.eof_received()
@@ -571,6 +576,7 @@ class _Exchange:
         "keep",
         "request",
         "responded",
+        "route",
         "sending",
         "stale_retried",
         "target",
@@ -580,10 +586,14 @@ class _Exchange:
         "upstream",
     )
 
-    def __init__(self, conn: HttpProxyConnection, request: _Request, target: Target) -> None:
+    def __init__(
+        self, conn: HttpProxyConnection, request: _Request, target: Target, route: RouteStats
+    ) -> None:
         self.conn = conn
         self.request = request
         self.target = target
+        self.route = route
+        route.requests += 1
         self.tries = 1 + (
             target.retries if request.method in IDEMPOTENT and not request.has_body else 0
         )
@@ -650,6 +660,7 @@ class _Exchange:
         upstream.start(self, head_only=request.method == b"HEAD")
         if self.conn.write_paused:
             upstream.pause_reading()
+        self.route.bytes_in += len(request.head) + sum(map(len, request.pending))
         if request.pending:
             upstream.writelines([request.head, *request.pending])
             request.pending = []
@@ -664,6 +675,7 @@ class _Exchange:
     def send_body(self, framed: list[bytes]) -> None:
         upstream = self.upstream
         if upstream is not None:
+            self.route.bytes_in += sum(map(len, framed))
             upstream.writelines(framed)
 
     # -- ResponseSink (called by the provider connection) ----------------------------------
@@ -674,7 +686,9 @@ class _Exchange:
         fields, length, chunked, _ = split_fields(headers)
         if status < 200:
             # 100 Continue (the client's Expect was forwarded) and 103 Early Hints.
-            conn.write(_serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields))
+            head = _serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields)
+            self.route.bytes_out += len(head)
+            conn.write(head)
             return False
         self.responded = True
         if self.timer is not None:
@@ -697,22 +711,30 @@ class _Exchange:
             fields.append((b"Transfer-Encoding", b"chunked"))
         if not self.keep:
             fields.append((b"Connection", b"close"))
-        conn.write(_serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields))
+        head = _serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields)
+        self.route.bytes_out += len(head)
+        conn.write(head)
         return until_close
 
     def response_body(self, data: bytes) -> None:
         if self.chunked_out:
-            self.conn.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
+            size = b"%x\r\n" % len(data)
+            self.route.bytes_out += len(size) + len(data) + 2
+            self.conn.writelines([size, data, b"\r\n"])
         else:
+            self.route.bytes_out += len(data)
             self.conn.write(data)
 
     def response_trailers(self, trailers: Headers) -> None:
         if self.chunked_out:
-            self.conn.write(_serialise(b"0\r\n", end_to_end(trailers)))
+            last = _serialise(b"0\r\n", end_to_end(trailers))
+            self.route.bytes_out += len(last)
+            self.conn.write(last)
             self.chunked_out = False  # the last chunk is written
 
     def response_end(self) -> None:
         if self.chunked_out:
+            self.route.bytes_out += 5
             self.conn.write(b"0\r\n\r\n")
         self.done = True
         upstream = self.upstream
@@ -802,7 +824,7 @@ class _Exchange:
                 detail,
                 extra={"service": self.target.service.name},
             )
-        self.conn.answer(self.request, status, detail, self.target.service.name)
+        self.conn.answer(self, status, detail)
 
     def cancel(self) -> None:
         """The client went away: drop the provider side (never reused)."""

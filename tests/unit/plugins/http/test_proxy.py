@@ -409,3 +409,23 @@ async def test_pipelined_uploads_are_answered_in_order(raw_provider: Any, agents
     assert [part[-1:] for part in answer.split(b"HTTP/1.1 ")[1:]] == [b"0", b"1", b"2", b"3"]
     assert [r.split(b" ")[1] for r in provider.requests] == [b"/0", b"/1", b"/2", b"/3"]
     assert agent.listeners[0].context.stats.requests == 4
+
+
+async def test_bytes_are_counted_per_listener_and_route(raw_provider: Any, agents: Any) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    provider = await raw_provider({b"/a": answer, b"/e/x": answer})
+    agent = await agents(
+        config([provider.port], routes=[{"path_prefix": "/e/", "service": "empty"}])
+    )
+    first = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    second = b"GET /e/x HTTP/1.1\r\nHost: x\r\n\r\n"  # "empty" has no endpoint: 503
+    received = await exchange_raw(agent, first + second, 2)
+    await async_wait_until(lambda: agent.open_connections() == 0, what="the client to go")
+    stats = agent.listeners[0].context.stats
+    assert stats.bytes_in == len(first + second)
+    assert stats.bytes_out == len(received)
+    api, empty = stats.routes["api"], stats.routes["empty"]
+    assert (api.requests, empty.requests) == (1, 1)
+    assert api.bytes_in == len(provider.requests[0]) + 3  # the head as forwarded, the body
+    assert api.bytes_out == len(answer)
+    assert empty.bytes_in == 0 and empty.bytes_out == len(received) - len(answer)
