@@ -250,6 +250,15 @@ class Agent:
         for listener in self.listeners:
             if listener.server is not None:
                 listener.server.close()
+        # Protocols that can end their connections between requests do so now.
+        supports = [*self._supports]
+        if self.capture is not None:
+            supports += self.capture.protocol_supports()
+        for support in supports:
+            try:
+                support.drain()
+            except Exception:
+                log.exception("protocol drain failed", extra={"protocol": support.name})
         await self.registrations.delete_all()
         idle = [listener.context.idle.wait() for listener in self.listeners]
         if self.inbound is not None:

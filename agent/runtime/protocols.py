@@ -208,6 +208,12 @@ class ProtocolSupport(ABC):
         """
         return None
 
+    def drain(self) -> None:
+        """The agent is draining (its listeners no longer accept): end client connections
+        between requests, e.g. close idle keep-alive ones now and let busy ones finish
+        their response. The default does nothing; the drain timeout cuts what is left."""
+        return None
+
     async def close(self) -> None:
         """Release upstream connections and tasks; called once when the agent stops."""
         return None

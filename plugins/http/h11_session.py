@@ -83,6 +83,7 @@ class H11Connection(asyncio.StreamReaderProtocol):
         self.sessions = sessions
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
+        self.session: _Session | None = None
         # Look for the HTTP/2 preface first (False: an HTTP/1.1 request is what comes).
         self.sniff = sniff and config.http2
 
@@ -93,7 +94,7 @@ class H11Connection(asyncio.StreamReaderProtocol):
         self.transport = cast(asyncio.Transport, transport)
         loop = asyncio.get_running_loop()
         writer = asyncio.StreamWriter(self.transport, self, self.reader, loop)
-        session = _Session(self, writer)
+        session = self.session = _Session(self, writer)
         # Held in the set (the loop keeps only weak references to tasks) until done.
         self.task = loop.create_task(session.run())
         self.sessions.add(self.task)
@@ -102,6 +103,18 @@ class H11Connection(asyncio.StreamReaderProtocol):
     def data_received(self, data: bytes) -> None:
         self.context.stats.bytes_in += len(data)
         super().data_received(data)
+
+    def drain(self) -> None:
+        """The agent is draining: an idle connection closes now; a busy one after its
+        response (``Connection: close``); HTTP/2 gets GOAWAY and ends with its streams."""
+        session = self.session
+        if session is None:
+            return
+        session.draining = True
+        if session.h2 is not None:
+            session.h2.drain()
+        elif not session.busy and self.task is not None:
+            self.task.cancel()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -122,6 +135,10 @@ class _Session:
         )
         peer = writer.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else "unknown"
+        # A request is being served (not waiting for the next one).
+        self.busy = False
+        self.draining = False
+        self.h2: H2Session | None = None
 
     # -- client side -------------------------------------------------------------------
 
@@ -167,7 +184,9 @@ class _Session:
         The rest of the request is never read, so the connection ends after this response,
         and the client must know not to send another request on it.
         """
-        return [] if self.conn.their_state is h11.DONE else [(b"Connection", b"close")]
+        if self.conn.their_state is h11.DONE and not self.draining:
+            return []
+        return [(b"Connection", b"close")]
 
     async def run(self) -> None:
         listener = self.context.listener.display_name
@@ -192,7 +211,8 @@ class _Session:
             except TimeoutError:
                 return
             if first.startswith(PREFACE):
-                await H2Session(self).run(first)
+                self.h2 = H2Session(self)
+                await self.h2.run(first)
                 return
             self.conn.receive_data(first)
         while True:
@@ -206,7 +226,13 @@ class _Session:
                 return
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed, or a client that sent nothing
-            if not await self._exchange(event):
+            self.busy = True
+            try:
+                if not await self._exchange(event):
+                    return
+            finally:
+                self.busy = False
+            if self.draining:
                 return
             if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
                 self.conn.start_next_cycle()
@@ -385,7 +411,8 @@ class _Session:
                 if name.lower() not in (b"host", b"http2-settings")
             ),
         ]
-        await H2Session(self).run(self.conn.trailing_data[0], (settings, headers))
+        self.h2 = H2Session(self)
+        await self.h2.run(self.conn.trailing_data[0], (settings, headers))
 
     async def _forward(
         self,

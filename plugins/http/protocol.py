@@ -102,6 +102,8 @@ class HttpProtocol(ProtocolSupport):
         self.fast_pool = FastPool(config.max_idle_per_endpoint, config.idle_timeout_s)
         # Client connections' tasks, so that close() ends those a drain left open.
         self.sessions: set[asyncio.Task[None]] = set()
+        # The listeners (and capture pipelines) served, whose connections a drain ends.
+        self.contexts: list[ListenerContext] = []
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
         from plugins.http.proxy import HttpProxyConnection
@@ -116,6 +118,7 @@ class HttpProtocol(ProtocolSupport):
                 ]
             )
         router = Router(context, self.config.routes)
+        self.contexts.append(context)
         return lambda: HttpProxyConnection(
             context, self.config, self.fast_pool, self.pool, router, self.sessions
         )
@@ -124,6 +127,17 @@ class HttpProtocol(ProtocolSupport):
         from plugins.http.invoke import invoke_http
 
         return await invoke_http(request, self.config, self.pool)
+
+    def drain(self) -> None:
+        from plugins.http.h11_session import H11Connection
+        from plugins.http.proxy import HttpProxyConnection
+
+        for context in self.contexts:
+            for transport in list(context.connections):
+                # Capture contexts share their connection set with other protocols.
+                connection = transport.get_protocol()
+                if isinstance(connection, HttpProxyConnection | H11Connection):
+                    connection.drain()
 
     async def close(self) -> None:
         sessions = list(self.sessions)

@@ -150,6 +150,8 @@ class HttpProxyConnection(asyncio.Protocol):
         self.refusal: tuple[int, str] | None = None
         self.discarding = -1
         self.served = 0
+        # The agent is draining: the response under way is the last (Connection: close).
+        self.draining = False
         self.idle_mark = -1
         self.idle_timer: asyncio.TimerHandle | None = None
         self._client_ip: str | None = None
@@ -365,7 +367,7 @@ class HttpProxyConnection(asyncio.Protocol):
         request = exchange.request
         service = exchange.target.service.name
         self.stats.request_errors += 1
-        keep = request.keep_alive and request.complete
+        keep = request.keep_alive and request.complete and not self.draining
         body = problem_body(status, detail, service)
         head = _serialise(
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
@@ -388,7 +390,7 @@ class HttpProxyConnection(asyncio.Protocol):
         self.served += 1
         if self.closed:
             return
-        if not keep:
+        if not keep or self.draining:
             self._finish()
             return
         if self.queue:
@@ -462,12 +464,13 @@ class HttpProxyConnection(asyncio.Protocol):
         self.idle_mark = self.served
         self.idle_timer = self.loop.call_later(self.config.client_idle_timeout_s, self._idle)
 
-    def close_if_idle(self) -> bool:
-        """Drain: close now unless a request is under way (True: closed)."""
+    def drain(self) -> None:
+        """The agent is draining: an idle keep-alive connection closes now; a busy one
+        after the response under way, which says ``Connection: close`` if its head is
+        not sent yet."""
+        self.draining = True
         if self.exchange is None and not self.queue and not self.in_head:
             self._close()
-            return True
-        return False
 
     def _pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:
@@ -705,7 +708,10 @@ class _Exchange:
         # for an HTTP/1.0 client, which reads it to the close.
         self.chunked_out = chunked or (until_close and request.version == "1.1")
         self.keep = (
-            request.keep_alive and request.complete and not (until_close and not self.chunked_out)
+            request.keep_alive
+            and request.complete
+            and not (until_close and not self.chunked_out)
+            and not conn.draining
         )
         if self.chunked_out:
             fields.append((b"Transfer-Encoding", b"chunked"))

@@ -253,6 +253,9 @@ class RawProvider:
 
     def __init__(self, answers: dict[bytes, bytes]) -> None:
         self.answers = answers
+        # Paths answered only once ``gate`` is set (a response under way at a drain).
+        self.gated: set[bytes] = set()
+        self.gate = asyncio.Event()
         self.connections = 0
         self.requests: list[bytes] = []
         self.server: asyncio.Server | None = None
@@ -272,6 +275,8 @@ class RawProvider:
                 if length:
                     await reader.readexactly(int(length.group(1)))
                 path = head.split(b" ", 2)[1]
+                if path in self.gated:
+                    await self.gate.wait()
                 answer = self.answers[path]
                 writer.write(answer)
                 await writer.drain()
@@ -429,3 +434,98 @@ async def test_bytes_are_counted_per_listener_and_route(raw_provider: Any, agent
     assert api.bytes_in == len(provider.requests[0]) + 3  # the head as forwarded, the body
     assert api.bytes_out == len(answer)
     assert empty.bytes_in == 0 and empty.bytes_out == len(received) - len(answer)
+
+
+def drain_config(port: int) -> dict[str, Any]:
+    raw = config([port])
+    raw["drain_timeout_s"] = 30  # a drain that waited for idle clients would fail the test
+    return raw
+
+
+async def test_drain_closes_idle_keep_alive_clients_at_once(raw_provider: Any) -> None:
+    provider = await raw_provider({b"/a": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"})
+    agent = Agent(parse_config(drain_config(provider.port)))
+    await agent.start()
+    host, port = agent.listeners[0].address
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200 OK")
+    async with asyncio.timeout(5):
+        await agent.drain_and_stop()
+        assert await reader.read() == b""  # closed by the agent, not by the drain timeout
+    writer.close()
+
+
+async def test_drain_lets_a_busy_response_finish_with_connection_close(
+    raw_provider: Any,
+) -> None:
+    provider = await raw_provider({b"/slow": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"})
+    provider.gated.add(b"/slow")
+    agent = Agent(parse_config(drain_config(provider.port)))
+    await agent.start()
+    host, port = agent.listeners[0].address
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await async_wait_until(lambda: provider.requests, what="the request to reach the provider")
+    drain = asyncio.create_task(agent.drain_and_stop())
+    await async_wait_until(lambda: agent.draining, what="the drain to start")
+    assert not drain.done()
+    provider.gate.set()
+    async with asyncio.timeout(5):
+        answer = await reader.read()  # to the agent's close, after the response
+        await drain
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\ndone")
+    assert b"Connection: close\r\n" in answer
+
+
+async def test_drain_sends_http2_clients_goaway_and_finishes_their_streams(
+    raw_provider: Any,
+) -> None:
+    import h2.config
+    import h2.connection
+    import hyperframe.frame
+
+    provider = await raw_provider({b"/slow": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone"})
+    provider.gated.add(b"/slow")
+    agent = Agent(parse_config(drain_config(provider.port)))
+    await agent.start()
+    host, port = agent.listeners[0].address
+    reader, writer = await asyncio.open_connection(host, port)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    headers = [(":method", "GET"), (":path", "/slow"), (":scheme", "http"), (":authority", "x")]
+    client.send_headers(1, headers, end_stream=True)
+    writer.write(client.data_to_send())
+    await async_wait_until(lambda: provider.requests, what="the stream to reach the provider")
+    drain = asyncio.create_task(agent.drain_and_stop())
+    # Frames read with hyperframe: h2's own state machine closes on GOAWAY, refusing the
+    # stream's frames that still follow it.
+    buffer = b""
+
+    async def next_frame() -> hyperframe.frame.Frame | None:
+        nonlocal buffer
+        while True:
+            if len(buffer) >= 9:
+                frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(buffer[:9]))
+                if len(buffer) >= 9 + length:
+                    frame.parse_body(memoryview(buffer[9 : 9 + length]))
+                    buffer = buffer[9 + length :]
+                    return frame
+            data = await reader.read(65536)
+            if not data:
+                return None
+            buffer += data
+
+    body = b""
+    async with asyncio.timeout(5):
+        while not isinstance(frame := await next_frame(), hyperframe.frame.GoAwayFrame):
+            assert frame is not None
+        assert frame.error_code == 0 and frame.last_stream_id == 1
+        provider.gate.set()
+        while (frame := await next_frame()) is not None:
+            if isinstance(frame, hyperframe.frame.DataFrame) and frame.stream_id == 1:
+                body += frame.data
+        await drain
+    writer.close()
+    assert body == b"done"
