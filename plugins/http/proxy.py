@@ -154,6 +154,11 @@ class HttpProxyConnection(asyncio.Protocol):
         self.draining = False
         self.idle_mark = -1
         self.idle_timer: asyncio.TimerHandle | None = None
+        # The response head of the exchange under way is due by then (loop time; 0: none),
+        # checked by one timer per connection that is re-armed, not made per request.
+        self.deadline = 0.0
+        self.deadline_timer: asyncio.TimerHandle | None = None
+        self.deadline_timer_at = 0.0
         self._client_ip: str | None = None
         # Writes held while a provider read is handled (see cork).
         self.corked: list[bytes] | None = None
@@ -214,6 +219,9 @@ class HttpProxyConnection(asyncio.Protocol):
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
         self._abort_exchange()
         if self.transport is not None:
             self.stats.active -= 1
@@ -452,6 +460,37 @@ class HttpProxyConnection(asyncio.Protocol):
         if exchange is not None:
             exchange.cancel()
 
+    def arm(self, timeout_s: float) -> None:
+        """The exchange under way must have its response head within ``timeout_s``.
+
+        A uvloop timer made and cancelled per request costs more than the rest of the
+        request's Python work; the connection's one timer, armed for an earlier deadline,
+        re-arms itself when it fires instead.
+        """
+        loop = self.loop
+        assert loop is not None
+        self.deadline = deadline = loop.time() + timeout_s
+        if self.deadline_timer is not None:
+            if self.deadline_timer_at <= deadline:
+                return
+            self.deadline_timer.cancel()
+        self.deadline_timer = loop.call_at(deadline, self._check_deadline)
+        self.deadline_timer_at = deadline
+
+    def _check_deadline(self) -> None:
+        self.deadline_timer = None
+        deadline = self.deadline
+        exchange = self.exchange
+        if not deadline or exchange is None or self.closed:
+            return
+        assert self.loop is not None
+        if self.loop.time() >= deadline:
+            self.deadline = 0.0
+            exchange.timeout()
+            return
+        self.deadline_timer = self.loop.call_at(deadline, self._check_deadline)
+        self.deadline_timer_at = deadline
+
     def _idle(self) -> None:
         """Close a connection with no request answered for a whole idle period (checked
         once per period: closed between one and two periods after its last request)."""
@@ -583,7 +622,6 @@ class _Exchange:
         "sending",
         "stale_retried",
         "target",
-        "timer",
         "tried",
         "tries",
         "upstream",
@@ -606,7 +644,6 @@ class _Exchange:
         self.upstream: UpstreamConnection | None = None
         self.host: Host | None = None
         self.connecting: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         # The request head went out: body chunks are written as they arrive.
         self.sending = False
         self.responded = False
@@ -673,7 +710,7 @@ class _Exchange:
             upstream.write(request.head)
         self.sending = True
         assert self.conn.loop is not None
-        self.timer = self.conn.loop.call_later(self.target.timeout_s, self._timeout)
+        self.conn.arm(self.target.timeout_s)
 
     def send_body(self, framed: list[bytes]) -> None:
         upstream = self.upstream
@@ -694,9 +731,7 @@ class _Exchange:
             conn.write(head)
             return False
         self.responded = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.conn.deadline = 0.0
         assert self.host is not None
         if status >= 500:
             self.target.cluster.report_failure(self.host)
@@ -772,9 +807,7 @@ class _Exchange:
             self.conn.exchange = None
             self.conn._close()
             return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.conn.deadline = 0.0
         request = self.request
         if upstream.reused and not request.has_body and not self.stale_retried:
             # A kept-alive connection the provider closed as we reused it: the request
@@ -805,8 +838,7 @@ class _Exchange:
 
     # -- ends ------------------------------------------------------------------------------
 
-    def _timeout(self) -> None:
-        self.timer = None
+    def timeout(self) -> None:
         upstream = self.upstream
         assert upstream is not None and self.host is not None
         self.upstream = None
@@ -835,9 +867,7 @@ class _Exchange:
     def cancel(self) -> None:
         """The client went away: drop the provider side (never reused)."""
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.conn.deadline = 0.0
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None

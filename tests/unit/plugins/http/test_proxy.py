@@ -289,6 +289,7 @@ class RawProvider:
 
     async def stop(self) -> None:
         assert self.server is not None
+        self.gate.set()  # gated handlers finish instead of being cancelled mid-wait
         self.server.close()
         await self.server.wait_closed()
 
@@ -529,3 +530,24 @@ async def test_drain_sends_http2_clients_goaway_and_finishes_their_streams(
         await drain
     writer.close()
     assert body == b"done"
+
+
+async def test_response_deadline_per_request_on_one_connection(
+    raw_provider: Any, agents: Any
+) -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    provider = await raw_provider({b"/slow": ok, b"/fast": ok})
+    provider.gated.add(b"/slow")  # never answered: the gate stays shut
+    raw = config([provider.port])
+    raw["services"][0]["options"] = {"timeout_ms": 300}
+    agent = await agents(raw)
+    async with httpx.AsyncClient(base_url=url(agent), timeout=10) as client:
+        for _ in range(2):
+            started = asyncio.get_running_loop().time()
+            slow = await client.get("/slow")
+            elapsed = asyncio.get_running_loop().time() - started
+            assert slow.status_code == 504 and slow.json()["service"] == "api"
+            assert 0.25 <= elapsed < 5
+            # Each request has its own deadline: quick ones after a timeout are not cut.
+            for _ in range(3):
+                assert (await client.get("/fast")).status_code == 200
