@@ -257,13 +257,14 @@ class HttpProxyConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.current
         assert request is not None
-        if not self.in_head:
-            request.trailers.append((name, value))
-            return
-        request.headers.append((name, value))
+        # Trailers count against the same limit as the head they follow.
         self.head_size += len(name) + len(value) + 4
         if self.head_size > self.config.max_header_bytes:
             raise _HeadTooLarge
+        if self.in_head:
+            request.headers.append((name, value))
+        else:
+            request.trailers.append((name, value))
 
     def on_headers_complete(self) -> None:
         request = self.current
@@ -561,8 +562,9 @@ class HttpProxyConnection(asyncio.Protocol):
         transport.resume_reading()
 
     def _bad_input(self, exc: Exception) -> None:
-        if self.in_head and self.head_size > self.config.max_header_bytes:
-            refusal = (431, f"request head over {self.config.max_header_bytes} bytes")
+        if self.head_size > self.config.max_header_bytes:
+            limit = self.config.max_header_bytes
+            refusal = (431, f"request head (or trailers) over {limit} bytes")
         else:
             refusal = (400, str(exc) or type(exc).__name__)
         request = self.current

@@ -27,6 +27,14 @@ from agent.errors import ConnectError, NoEndpointError
 
 log = logging.getLogger(__name__)
 
+# A provider's response head (status line, headers, trailers) larger than this fails the
+# request (502) instead of growing without bound (Envoy's default is 60 KiB).
+MAX_RESPONSE_HEAD = 64 * 1024
+
+
+class _HeadTooLarge(Exception):
+    pass
+
 
 class ResponseSink(Protocol):
     """What an upstream connection reports to the exchange using it (the listener's)."""
@@ -79,6 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.keep_alive = True
         self.until_close = False
+        self.head_size = 0
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -99,7 +108,10 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail("unexpected 101 from the provider")
         except httptools.HttpParserError as exc:
-            self._fail(f"bad response: {exc}")
+            if self.head_size > MAX_RESPONSE_HEAD:
+                self._fail(f"response head over {MAX_RESPONSE_HEAD} bytes")
+            else:
+                self._fail(f"bad response: {exc}")
         else:
             if self.ended:
                 self.ended = False
@@ -141,14 +153,21 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.in_head = True
         self.headers = []
+        self.head_size = 0
         self.reason = b""
         self.status = 0
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
+        self.head_size += len(reason)
+        if self.head_size > MAX_RESPONSE_HEAD:
+            raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_RESPONSE_HEAD:
+            raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
         self.in_head = False

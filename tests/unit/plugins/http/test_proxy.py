@@ -551,3 +551,32 @@ async def test_response_deadline_per_request_on_one_connection(
             # Each request has its own deadline: quick ones after a timeout are not cut.
             for _ in range(3):
                 assert (await client.get("/fast")).status_code == 200
+
+
+async def test_sizes_read_are_bounded_both_ways(raw_provider: Any, agents: Any) -> None:
+    huge = b"X-Filler: " + b"f" * 1000 + b"\r\n"
+    provider = await raw_provider(
+        {
+            b"/big-head": b"HTTP/1.1 200 OK\r\n" + huge * 70 + b"Content-Length: 0\r\n\r\n",
+            b"/ok": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"/held": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        }
+    )
+    provider.gated.add(b"/held")  # no answer while the request is still coming
+    agent = await agents(config([provider.port]))
+    async with httpx.AsyncClient(base_url=url(agent), timeout=10) as client:
+        # A provider's response head over 64 KiB: the agent's 502, not unbounded memory.
+        response = await client.get("/big-head")
+        assert response.status_code == 502 and "over 65536 bytes" in response.json()["detail"]
+        assert (await client.get("/ok")).status_code == 200
+    # Trailers count against the client's head limit (16 KiB by default): cut.
+    host, port = agent.listeners[0].address
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n"
+    )
+    writer.write(huge * 20)
+    async with asyncio.timeout(10):
+        assert await reader.read() == b""  # closed, nothing answered mid-body
+    writer.close()
+    assert agent.listeners[0].context.stats.requests == 3
