@@ -580,3 +580,23 @@ async def test_sizes_read_are_bounded_both_ways(raw_provider: Any, agents: Any) 
         assert await reader.read() == b""  # closed, nothing answered mid-body
     writer.close()
     assert agent.listeners[0].context.stats.requests == 3
+
+
+async def test_bad_input_pipelined_behind_a_request_is_refused_after_its_answer(
+    raw_provider: Any, agents: Any
+) -> None:
+    provider = await raw_provider({b"/a": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"})
+    provider.gated.add(b"/a")  # the answer comes after the bad bytes were read
+    agent = await agents(config([provider.port]))
+    host, port = agent.listeners[0].address
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nNOT A REQUEST\r\n\r\n")
+    await async_wait_until(lambda: provider.requests, what="the request to reach the provider")
+    provider.gate.set()
+    async with asyncio.timeout(10):
+        answer = await reader.read()  # to the agent's close
+    writer.close()
+    first, second = answer.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 OK") and first.endswith(b"ok")
+    assert second.startswith(b"400 Bad Request") and b"Connection: close" in second
+    assert agent.listeners[0].context.stats.rejected == 1
