@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from cryptography import x509
@@ -27,6 +28,7 @@ from tests.fixtures.helm import (
     helm_binary,
     validator_binary,
 )
+from tests.fixtures.injector import start_injector
 
 pytestmark = pytest.mark.integration
 
@@ -416,3 +418,46 @@ def test_values_schema_rejects_bad_values(helm: Helm, case: str) -> None:
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert where in result.stderr, result.stderr
+
+
+def test_the_injector_serves_with_what_the_chart_generates(helm: Helm, tmp_path: Path) -> None:
+    """The chart's Secret, caBundle, injector config and webhook path, put together the way
+    the API server uses them: TLS checked against the caBundle for the Service's DNS name."""
+    _, documents = helm.render(CASES["sidecar-registries"], namespace="mesh", release="t")
+    secret = find(documents, "Secret")["data"]
+    hook = next(
+        h
+        for h in find(documents, "MutatingWebhookConfiguration")["webhooks"]
+        if h["name"] == "namespace.inject.meshagent.io"
+    )
+    service = hook["clientConfig"]["service"]
+    tls = (
+        base64.b64decode(secret["tls.crt"]),
+        base64.b64decode(secret["tls.key"]),
+        base64.b64decode(hook["clientConfig"]["caBundle"]),
+        f"{service['name']}.{service['namespace']}.svc",
+    )
+    injector = start_injector(tmp_path, _injector_config(documents), tls=tls)
+    try:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 80}]}]
+            },
+        }
+        patched = injector.inject(pod, path=service["path"])
+        kubernetes_validate.validate(patched, KUBE_VERSIONS[0], strict=True)
+        agent = next(c for c in patched["spec"]["containers"] if c["name"] == "meshagent")
+        assert agent["image"] == "registry.example/meshagent:0.1.0"
+        env = {e["name"]: e for e in agent["env"]}
+        assert (
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"]
+            == "http://otel-collector.observability:4317"
+        )
+        assert (
+            env["MESHAGENT_SECRET_2_1"]["valueFrom"]["secretKeyRef"]["name"] == "nacos-credentials"
+        )
+    finally:
+        assert injector.process.stop() == 0
