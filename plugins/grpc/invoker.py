@@ -20,6 +20,7 @@ from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from plugins.grpc.channels import ChannelPool, target
 from plugins.grpc.reflection import DescriptorCache, MethodInfo, UnknownService
+from plugins.grpc.triple import triple_headers
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,9 @@ async def invoke(request: InvokeRequest, pool: ChannelPool, cache: DescriptorCac
         "request_serializer": info.input.SerializeToString,
         "response_deserializer": info.output.FromString,
     }
-    call_options = {"metadata": list(body.metadata.items()), "timeout": timeout_ms / 1000}
+    metadata = list(body.metadata.items())
+    metadata += triple_headers(host.instance.metadata, metadata)
+    call_options = {"metadata": metadata, "timeout": timeout_ms / 1000}
     if info.client_streaming:
         call = channel.stream_stream(info.path, **kwargs)(iter(requests), **call_options)
     else:

@@ -19,6 +19,7 @@ import grpc  # type: ignore[import-untyped]
 
 from agent.runtime.protocols import BoundListener, ListenerContext
 from plugins.grpc.channels import ChannelPool
+from plugins.grpc.triple import triple_headers
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,10 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             )
         assert host is not None
         channel = self._pool.get(host, cluster)
+        metadata = forwardable(server_context.invocation_metadata())
+        metadata += triple_headers(host.instance.metadata, metadata)
         options = {
-            "metadata": forwardable(server_context.invocation_metadata()),
+            "metadata": metadata,
             # The client's deadline goes upstream as grpc-timeout; past it the upstream
             # call ends with DEADLINE_EXCEEDED, so the agent never waits longer.
             "timeout": server_context.time_remaining(),
