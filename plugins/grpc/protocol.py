@@ -36,6 +36,9 @@ class GrpcConfig(BaseModel):
     max_message_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = DEFAULT_MAX_MESSAGE
     # A server reflection lookup (JSON invocation) that takes longer fails.
     reflection_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # HTTP/1.1 requests on the listener's port are transcoded to gRPC calls by the
+    # service's google.api.http rules; gRPC (HTTP/2) shares the port (plugins/grpc/front.py).
+    http_transcoding: bool = False
 
 
 class GrpcProtocol(ProtocolSupport):
@@ -47,9 +50,14 @@ class GrpcProtocol(ProtocolSupport):
         self.descriptors = DescriptorCache(config.reflection_timeout_s)
 
     async def bind(self, context: ListenerContext) -> BoundListener:
+        config = self.config
+        if config.http_transcoding:
+            from plugins.grpc.front import serve_mixed
+
+            return await serve_mixed(context, self.pool, self.descriptors, config.max_message_bytes)
         from plugins.grpc.proxy import serve
 
-        return await serve(context, self.pool, self.config.max_message_bytes)
+        return await serve(context, self.pool, config.max_message_bytes)
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         from plugins.grpc.invoker import invoke

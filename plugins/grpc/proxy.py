@@ -244,9 +244,13 @@ class GrpcListener(BoundListener):
 
 
 async def serve(
-    context: ListenerContext, pool: ChannelPool, max_message_bytes: int
+    context: ListenerContext,
+    pool: ChannelPool,
+    max_message_bytes: int,
+    bind: tuple[str, int] | None = None,
 ) -> GrpcListener:
-    config = context.listener
+    """The relay on the listener's address, or on ``bind`` (behind plugins/grpc/front.py)."""
+    address = bind or (context.listener.host, context.listener.port)
     server = grpc.aio.server(
         handlers=[_RelayHandler(context, pool)],
         options=[
@@ -257,10 +261,10 @@ async def serve(
             ("grpc.so_reuseport", 0),
         ],
     )
-    host = f"[{config.host}]" if ":" in config.host else config.host
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
     try:
-        port = server.add_insecure_port(f"{host}:{config.port}")
+        port = server.add_insecure_port(f"{host}:{address[1]}")
     except RuntimeError as exc:
         raise OSError(f"address in use or unavailable ({exc})") from None
     await server.start()
-    return GrpcListener(server, (config.host, int(port)))
+    return GrpcListener(server, (address[0], int(port)))
