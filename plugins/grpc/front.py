@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
+from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
@@ -188,7 +189,7 @@ class _Front:
             await _respond(conn, writer, 500, _problem(500, "internal error while transcoding"))
             return
         if result.stream is None:
-            payload = json.dumps(reply_json(route, result.result)).encode()
+            payload = _json(reply_json(route, result.result))
             await _respond(
                 conn,
                 writer,
@@ -263,18 +264,23 @@ class _Front:
             ("x-meshagent-endpoint", endpoint),
         ]
         try:
-            await _send(conn, writer, h11.Response(status_code=200, headers=headers))
+            await _send(conn, writer, h11.Response(status_code=200, headers=headers, reason="OK"))
             try:
                 async for item in replies:
-                    line = json.dumps(reply_json(route, item)).encode() + b"\n"
+                    line = _json(reply_json(route, item)) + b"\n"
                     await _send(conn, writer, h11.Data(data=line))
             except MeshAgentError as exc:
                 _, payload = _error(exc)
-                line = json.dumps({"error": json.loads(payload)}).encode() + b"\n"
+                line = _json({"error": json.loads(payload)}) + b"\n"
                 await _send(conn, writer, h11.Data(data=line))
             await _send(conn, writer, h11.EndOfMessage())
         finally:
             await replies.aclose()
+
+
+def _json(value: Any) -> bytes:
+    # Compact, as the API writes JSON.
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 class _BodyTooLarge(Exception):
@@ -333,7 +339,8 @@ async def _respond(
         kind = "application/problem+json" if status >= 400 else "application/json"
         headers = [("content-type", kind), *(headers or [])]
     headers = [*headers, ("content-length", str(len(payload)))]
-    await _send(conn, writer, h11.Response(status_code=status, headers=headers))
+    response = h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase)
+    await _send(conn, writer, response)
     await _send(conn, writer, h11.Data(data=payload))
     await _send(conn, writer, h11.EndOfMessage())
 
