@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 _STREAM_WINDOW = 4 * 1024 * 1024
 _CONNECTION_WINDOW = 16 * 1024 * 1024
 _DEFAULT_WINDOW = 65535
-_MAX_FRAME = 1024 * 1024
+_MAX_FRAME = 16384
 
 # Request headers that do not go upstream: per-hop, or set by the relay itself.
 _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade", b"host"})
@@ -87,6 +88,38 @@ def _open(conn: h2.connection.H2Connection) -> None:
     conn.increment_flow_control_window(_CONNECTION_WINDOW - _DEFAULT_WINDOW)
 
 
+class _Buffer:
+    """Bytes waiting for the other side's flow-control window, as the chunks they came in
+    (a bytearray would move its whole tail on every frame taken from its head)."""
+
+    __slots__ = ("_chunks", "size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self.size = 0
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._chunks.append(data)
+            self.size += len(data)
+
+    def take(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes from the head (one chunk, or a slice of it)."""
+        chunk = self._chunks.popleft()
+        if len(chunk) > limit:
+            self._chunks.appendleft(chunk[limit:])
+            chunk = chunk[:limit]
+        self.size -= len(chunk)
+        return chunk
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self.size = 0
+
+
 class _Call:
     """One relayed gRPC call: a client stream and its upstream stream."""
 
@@ -114,9 +147,9 @@ class _Call:
         self.host = host
         self.up: _Upstream | None = None
         self.up_id = 0
-        self.to_up = bytearray()
+        self.to_up = _Buffer()
         self.request_ended = False
-        self.to_client = bytearray()
+        self.to_client = _Buffer()
         # Trailers to send once to_client is out (None: not yet received).
         self.to_client_end: list[tuple[bytes, bytes]] | None = None
         self.headers_sent = False
@@ -139,7 +172,7 @@ class _Call:
         except MessageTooLarge as exc:
             self.fail(RESOURCE_EXHAUSTED, f"meshagent: request {exc}")
             return
-        self.to_up += data
+        self.to_up.append(data)
         self.flush_up()
 
     def request_end(self) -> None:
@@ -159,12 +192,12 @@ class _Call:
         try:
             while self.to_up:
                 window = conn.local_flow_control_window(self.up_id)
-                size = min(window, len(self.to_up), conn.max_outbound_frame_size)
+                size = min(window, conn.max_outbound_frame_size)
                 if size <= 0:
                     return
-                conn.send_data(self.up_id, bytes(self.to_up[:size]))
-                del self.to_up[:size]
-                self.client.ack(self.client_id, size)
+                chunk = self.to_up.take(size)
+                conn.send_data(self.up_id, chunk)
+                self.client.ack(self.client_id, len(chunk))
             if self.request_ended:
                 conn.end_stream(self.up_id)
                 self.request_ended = False
@@ -199,7 +232,7 @@ class _Call:
         except MessageTooLarge as exc:
             self.fail(RESOURCE_EXHAUSTED, f"meshagent: response {exc}")
             return
-        self.to_client += data
+        self.to_client.append(data)
         self.flush_client()
 
     def response_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
@@ -214,13 +247,13 @@ class _Call:
         try:
             while self.to_client:
                 window = conn.local_flow_control_window(self.client_id)
-                size = min(window, len(self.to_client), conn.max_outbound_frame_size)
+                size = min(window, conn.max_outbound_frame_size)
                 if size <= 0:
                     return
-                conn.send_data(self.client_id, bytes(self.to_client[:size]))
-                del self.to_client[:size]
+                chunk = self.to_client.take(size)
+                conn.send_data(self.client_id, chunk)
                 if self.up is not None:
-                    self.up.ack(self.up_id, size)
+                    self.up.ack(self.up_id, len(chunk))
             if self.to_client_end is not None:
                 trailers = self.to_client_end
                 conn.send_headers(self.client_id, trailers, end_stream=True)
@@ -286,9 +319,9 @@ class _Call:
             cluster.report_success(self.host)
         # What was read and never relayed: its window goes back all the same.
         if self.up is not None and self.to_client:
-            self.up.ack(self.up_id, len(self.to_client))
+            self.up.ack(self.up_id, self.to_client.size)
         if self.to_up:
-            self.client.ack(self.client_id, len(self.to_up))
+            self.client.ack(self.client_id, self.to_up.size)
         self.to_up.clear()
         self.to_client.clear()
 
@@ -369,6 +402,8 @@ class _Upstream(asyncio.Protocol):
                 calls = [call] if call is not None else list(self.calls.values())
                 for each in calls:
                     each.flush_up()
+                    # What was sent is acknowledged to its client: that one needs a flush.
+                    touched.add(each.client)
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.flush()
                 self._lost("the provider closed the connection (GOAWAY)")
@@ -423,6 +458,14 @@ class UpstreamPool:
             _, upstream = await loop.create_connection(lambda: _Upstream(self, address), host, port)
         self._connections[address] = upstream
         return upstream
+
+    def retire_gone(self, live: set[str]) -> None:
+        """Close idle connections to endpoints no longer in the cluster."""
+        for address, upstream in list(self._connections.items()):
+            if address not in live and not upstream.calls:
+                del self._connections[address]
+                if upstream.transport is not None:
+                    upstream.transport.close()
 
     def forget(self, upstream: _Upstream) -> None:
         if self._connections.get(upstream.address) is upstream:
@@ -511,6 +554,8 @@ class _Client(asyncio.Protocol):
                 calls = [call] if call is not None else list(self.calls.values())
                 for each in calls:
                     each.flush_client()
+                    if each.up is not None:
+                        upstreams.add(each.up)
             elif isinstance(event, h2.events.ConnectionTerminated) and self.transport is not None:
                 self.transport.close()
             if call is not None and call.up is not None:
@@ -556,6 +601,11 @@ class _Client(asyncio.Protocol):
 
     async def _connect(self, call: _Call, headers: list[tuple[bytes, bytes]]) -> None:
         host = call.host
+        # Checked only when a connection is made: endpoints come and go far less often
+        # than calls, and a stale idle connection costs a socket, not correctness.
+        self.pool.retire_gone(
+            {target(h.instance.host, h.instance.port) for h in self.context.cluster.hosts()}
+        )
         try:
             upstream = await self.pool.connect(host.instance.host, host.instance.port)
         except (OSError, TimeoutError) as exc:
