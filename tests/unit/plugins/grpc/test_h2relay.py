@@ -28,3 +28,19 @@ def test_status_from_trailers() -> None:
 def test_grpc_message_is_percent_encoded() -> None:
     assert _encode("50% done\n") == b"50%25 done%0A"
     assert _encode("é") == b"%C3%A9"
+
+
+def test_buffer_hands_out_frames_in_order_without_losing_bytes() -> None:
+    from plugins.grpc.h2relay import _Buffer
+
+    buffer = _Buffer()
+    buffer.append(b"abcdef")
+    buffer.append(b"")
+    buffer.append(b"gh")
+    assert (bool(buffer), buffer.size) == (True, 8)
+    taken = [buffer.take(4), buffer.take(4), buffer.take(4)]
+    assert taken == [b"abcd", b"ef", b"gh"]  # never more than one chunk at a time
+    assert (bool(buffer), buffer.size) == (False, 0)
+    buffer.append(b"x")
+    buffer.clear()
+    assert not buffer
