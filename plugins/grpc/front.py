@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # A connection that has not said which protocol it speaks within this long is closed.
 _SNIFF_TIMEOUT_S = 10.0
+_IDLE_TIMEOUT_S = 60.0
 _CHUNK = 65536
 # gRPC metadata from HTTP headers, as grpc-gateway passes them.
 _METADATA_PREFIX = "grpc-metadata-"
@@ -153,7 +154,9 @@ class _Front:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(_CHUNK))
+                # A keep-alive connection idle (or a request stalled) this long is closed.
+                async with asyncio.timeout(_IDLE_TIMEOUT_S):
+                    conn.receive_data(await reader.read(_CHUNK))
             elif isinstance(event, h11.Request):
                 request = event
             elif isinstance(event, h11.Data):
