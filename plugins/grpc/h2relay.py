@@ -585,7 +585,7 @@ class _Client(asyncio.Protocol):
             if key == b"grpc-timeout":
                 timeout = parse_timeout(value)
         sent = [(k.decode("latin-1"), v) for k, v in headers]
-        for name, text in triple_headers(host.instance.metadata, sent):
+        for name, text in triple_headers(host.instance.metadata, sent, context.service.attributes):
             headers.append((name.encode(), text.encode()))
         if timeout is not None:
             call.timer = asyncio.get_running_loop().call_later(timeout, self._expire, call)

@@ -184,7 +184,7 @@ async def invoke(request: InvokeRequest, pool: ChannelPool, cache: DescriptorCac
         "response_deserializer": info.output.FromString,
     }
     metadata = list(body.metadata.items())
-    metadata += triple_headers(host.instance.metadata, metadata)
+    metadata += triple_headers(host.instance.metadata, metadata, request.service.attributes)
     call_options = {"metadata": metadata, "timeout": timeout_ms / 1000}
     if info.client_streaming:
         call = channel.stream_stream(info.path, **kwargs)(iter(requests), **call_options)

@@ -76,7 +76,7 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         assert host is not None
         channel = self._pool.get(host, cluster)
         metadata = forwardable(server_context.invocation_metadata())
-        metadata += triple_headers(host.instance.metadata, metadata)
+        metadata += triple_headers(host.instance.metadata, metadata, context.service.attributes)
         options = {
             "metadata": metadata,
             # The client's deadline goes upstream as grpc-timeout; past it the upstream

@@ -6,7 +6,10 @@ provider like any other. One thing differs: a Triple provider exported with a ve
 group serves it only to calls whose ``tri-service-version`` / ``tri-service-group``
 headers name it, and a gRPC client does not know them. The agent does: the provider's
 registration (a ``tri://`` URL in ZooKeeper, Nacos metadata) carries ``version`` and
-``group``, so calls to it get those headers unless the client sent its own.
+``group``, so calls to it get those headers unless the client sent its own. An
+application-level registration (ZooKeeper ``/services/<app>``) does not say them per
+interface; there the service's own selectors (``services[].attributes``: the version and
+group the agent was told to call) are sent.
 """
 
 from __future__ import annotations
@@ -25,15 +28,20 @@ def is_triple(metadata: Mapping[str, str]) -> bool:
 
 
 def triple_headers(
-    metadata: Mapping[str, str], sent: Sequence[tuple[str, Any]]
+    metadata: Mapping[str, str],
+    sent: Sequence[tuple[str, Any]],
+    attributes: Mapping[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     """The Triple selector headers a call to the endpoint with ``metadata`` needs, beyond
-    the ``sent`` ones (an application's own header wins)."""
+    the ``sent`` ones (an application's own header wins); ``attributes``: the service's
+    selectors, for registrations that do not carry them."""
     if not is_triple(metadata):
         return []
     have = {key for key, _ in sent}
+    # A selector that matches several ("*", "a,b") names no one version or group to send.
+    fallback = {k: v for k, v in (attributes or {}).items() if "*" not in v and "," not in v}
     return [
         (header, value)
         for param, header in _SELECTORS
-        if (value := metadata.get(param)) and header not in have
+        if (value := metadata.get(param) or fallback.get(param)) and header not in have
     ]

@@ -231,3 +231,54 @@ def test_json_invoke_status_maps_to_http(triple_agent: AgentProcess) -> None:
 def test_json_invoke_unknown_method_is_501(triple_agent: AgentProcess) -> None:
     response = invoke(triple_agent, "nope", {"message": {}})
     assert response.status_code == 501, response.text
+
+
+async def test_application_level_discovery_sends_the_configured_version(
+    tmp_path: Path, zookeeper: ZooKeeperServer, dubbo_peer_jar: Path, triple_stubs: Path
+) -> None:
+    # Dubbo 3 application-level registration (/services/<app>): the instance names its
+    # tri port but not the interface's version, so the agent sends the version it was
+    # configured to call; without it this provider answers 2.0.0.
+    import triple_echo_pb2_grpc
+
+    provider = start_provider(
+        tmp_path,
+        command="triple-provider",
+        registry=zookeeper.url,
+        register_mode="instance",
+        app="meshagent-triple-app",
+        provider_id="app-1",
+        version=VERSION,
+        group=GROUP,
+        extra_args=("--also-version", OTHER_VERSION),
+        jar=dubbo_peer_jar,
+    )
+    zk = {"hosts": zookeeper.hosts, "services": {TRIPLE_INTERFACE: "application"}}
+    config = {
+        "registries": [{"name": "zk", "type": "zookeeper", "config": zk}],
+        "services": [
+            {
+                "name": TRIPLE_INTERFACE,
+                "registry": "zk",
+                "protocol": "grpc",
+                # protocol: which of the instance's dubbo.endpoints to call.
+                "attributes": {"version": VERSION, "group": GROUP, "protocol": "tri"},
+                "health": {"enabled": False},
+            }
+        ],
+        "listeners": [{"port": free_port(), "service": TRIPLE_INTERFACE, "protocol": "grpc"}],
+        "drain_timeout_s": 1,
+    }
+    agent = start_agent(tmp_path / "agent", config)
+    try:
+        agent.wait_endpoints(TRIPLE_INTERFACE, 1)
+        [endpoint] = agent.endpoints(TRIPLE_INTERFACE)
+        assert (endpoint["port"], endpoint["metadata"]["protocol"]) == (provider.port, "tri")
+        assert "version" not in endpoint["metadata"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{agent.listener_port()}") as channel:
+            stub = triple_echo_pb2_grpc.TripleEchoStub(channel)
+            reply = await stub.unary(pb().EchoRequest(message="app"), timeout=10)
+        assert reply.server == "app-1"
+    finally:
+        agent.stop()
+        provider.stop()
