@@ -98,10 +98,16 @@ async def run(calls: int, batch: int, repeat: int) -> None:
     pool = UpstreamPool()
     host = cluster.hosts()[0]
     shared = getattr(pool, "batch", None)  # absent before write coalescing
-    upstream = UpstreamConnection(host, **({"batch": shared} if shared is not None else {}))
+    if hasattr(pool, "codec"):  # the shared multiplexing pool
+        upstream = UpstreamConnection(host, pool.codec(), shared)
+    else:
+        upstream = UpstreamConnection(host, **({"batch": shared} if shared is not None else {}))
     up_transport = FakeTransport()
     upstream.connection_made(up_transport)  # type: ignore[arg-type]
-    pool._connections[("127.0.0.1", 1)] = upstream
+    if hasattr(pool, "add"):  # the shared multiplexing pool
+        pool.add(upstream)
+    else:
+        pool._connections[("127.0.0.1", 1)] = upstream
     proxy = DubboProxyConnection(context, DubboConfig(), pool)
     client_transport = FakeTransport()
     proxy.connection_made(client_transport)  # type: ignore[arg-type]

@@ -390,7 +390,7 @@ async def invoke(request: InvokeRequest, config: ThriftConfig, pool: UpstreamPoo
             break
         tried.add(host.id)
         try:
-            connection = await pool.get(host, proto, transport)
+            connection = await pool.get(host, (proto, transport))
         except ConnectError as exc:
             cluster.report_failure(host, connect=True)
             errors.append(str(exc))

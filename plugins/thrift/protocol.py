@@ -32,6 +32,12 @@ class ThriftConfig(BaseModel):
     # Calls one client connection may have waiting for providers; past it the client gets
     # a TApplicationException (INTERNAL_ERROR) for the call.
     max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    # Connections per provider and wire form. Thrift servers answer a connection's calls
+    # one at a time, so with one connection a slow call holds up every call behind it;
+    # the pool opens more (up to this) as calls find every connection busy, and spreads
+    # calls over them by ``connection_pick``.
+    connections_per_endpoint: Annotated[int, Field(ge=1, le=64)] = 1
+    connection_pick: Literal["least_pending", "round_robin"] = "least_pending"
 
 
 class ThriftServiceOptions(BaseModel):
@@ -58,7 +64,12 @@ class ThriftProtocol(ProtocolSupport):
 
     def __init__(self, config: ThriftConfig) -> None:
         self.config = config
-        self.pool = UpstreamPool(config.connect_timeout_s, config.max_message_bytes)
+        self.pool = UpstreamPool(
+            config.connect_timeout_s,
+            config.max_message_bytes,
+            config.connections_per_endpoint,
+            config.connection_pick,
+        )
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
         from plugins.thrift.proxy import ThriftProxyConnection

@@ -25,7 +25,9 @@ from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
 from agent.errors import ConnectError, RemoteProtocolError, UpstreamError
+from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
+from agent.runtime.writebatch import write_all
 from plugins.thrift.codec import (
     AppError,
     Header,
@@ -38,7 +40,7 @@ from plugins.thrift.codec import (
     with_seqid,
 )
 from plugins.thrift.protocol import ThriftConfig
-from plugins.thrift.upstream import UpstreamConnection, UpstreamPool
+from plugins.thrift.upstream import UpstreamConnection, UpstreamPool, WireForm
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,9 @@ _TRANSPORTS: dict[str, Transport | None] = {
 class _Call:
     """One two-way call from the client, from dispatch to its answer."""
 
-    __slots__ = ("connection", "done", "header", "host", "message", "proxy", "seqid", "timer")
+    __slots__ = ("connection", "deadline", "done", "header", "host", "message", "proxy", "seqid")
 
-    def __init__(self, proxy: ThriftProxyConnection, message: Message) -> None:
+    def __init__(self, proxy: ThriftProxyConnection, message: Message, deadline: float) -> None:
         self.proxy = proxy
         self.message = message
         self.header = message.header
@@ -63,7 +65,7 @@ class _Call:
         self.host: Host | None = None
         self.connection: UpstreamConnection | None = None
         self.seqid = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = deadline  # loop time; the client connection's Deadlines expire it
 
     def settle(self, outcome: Message | UpstreamError) -> None:
         if self.done:
@@ -105,8 +107,6 @@ class _Call:
 
     def _finish(self) -> None:
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
         if self.connection is not None and self.host is not None:
             self.host.active_requests -= 1
         self.proxy.call_done(self)
@@ -116,8 +116,6 @@ class _Call:
         if self.done:
             return
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
         if self.connection is not None:
             self.connection.cancel(self.seqid)
             if self.host is not None:
@@ -144,8 +142,22 @@ class ThriftProxyConnection(asyncio.Protocol):
         self.peer = ""
         self._upstream_paused = False
         self._tasks: set[asyncio.Task[None]] = set()
-        # Replies that arrive in one loop iteration go out in one write (see upstream.py).
+        # Write coalescing (agent/runtime/writebatch.py): replies queued during one read.
+        self.batch = pool.batch
         self._out: list[bytes] = []
+        self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
+        # Deadlines without a timer per call (one timer for the earliest deadline).
+        self.deadlines = Deadlines(self.loop, self.batch)
+        self._kind: WireForm | None = None  # the pool's endpoint kind: this client's form
+
+    @property
+    def kind(self) -> WireForm:
+        """The pool's endpoint kind for this client: providers get calls in its wire form."""
+        kind = self._kind
+        if kind is None:
+            assert self.decoder.proto is not None
+            kind = self._kind = (self.decoder.proto, self.wire)
+        return kind
 
     @property
     def wire(self) -> Transport:
@@ -169,15 +181,36 @@ class ThriftProxyConnection(asyncio.Protocol):
         self.context.stats.bytes_in += len(data)
         decoder = self.decoder
         decoder.receive_data(data)
+        batch = self.batch
+        outer = not batch.active
+        batch.active = True
         try:
             while not self.closed:
                 message = decoder.next_event()
                 if message is NEED_DATA:
-                    return
+                    break
                 assert isinstance(message, Message)
                 self._message_received(message)
         except RemoteProtocolError as exc:
             self._refuse_stream(str(exc), AppError.PROTOCOL_ERROR)
+        finally:
+            if outer:
+                batch.finish()
+                if self._sent_to:
+                    self._check_upstreams()
+
+    def _check_upstreams(self) -> None:
+        """After the read's calls went out: pause reading while a provider is over high water."""
+        sent_to = self._sent_to
+        if not self._upstream_paused:
+            for connection in sent_to:
+                if not connection.writable:
+                    self._upstream_paused = True
+                    assert self.transport is not None
+                    self.transport.pause_reading()
+                    connection.when_writable(self._upstream_drained)
+                    break
+        sent_to.clear()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -201,6 +234,7 @@ class ThriftProxyConnection(asyncio.Protocol):
         calls, self.calls = self.calls, set()
         for call in calls:
             call.abandon()
+        self.deadlines.clear()
         for task in self._tasks:
             task.cancel()
 
@@ -228,14 +262,15 @@ class ThriftProxyConnection(asyncio.Protocol):
                 "connection (thrift listener max_in_flight)",
             )
             return
-        call = _Call(self, message)
         host = self.context.cluster.choose(NO_CONTEXT)
         if host is None:
             self._no_provider(header)
             return
+        timeout_ms = self.config.timeout_ms
+        call = _Call(self, message, self.loop.time() + timeout_ms / 1000)
         self.calls.add(call)
-        call.timer = self.loop.call_later(self.config.timeout_ms / 1000, call.expire)
-        connection = self.pool.live(host, header.proto, self.wire)
+        self.deadlines.add(call, timeout_ms)
+        connection = self.pool.live(host, self.kind)
         if connection is None:
             self._spawn(self._connect_and_send(call, host))
         else:
@@ -246,7 +281,9 @@ class ThriftProxyConnection(asyncio.Protocol):
         call.host = host
         call.connection = connection
         host.active_requests += 1
-        if not connection.writable and not self._upstream_paused:
+        if self.batch.active:
+            self._sent_to.add(connection)  # written when the read is handled; checked then
+        elif not connection.writable and not self._upstream_paused:
             # Backpressure: stop reading this client until the provider's socket drains.
             self._upstream_paused = True
             assert self.transport is not None
@@ -267,7 +304,7 @@ class ThriftProxyConnection(asyncio.Protocol):
         chosen: Host | None = host
         while chosen is not None and not call.done:
             try:
-                connection = await self.pool.get(chosen, call.header.proto, self.wire)
+                connection = await self.pool.get(chosen, self.kind)
                 if not call.done:
                     self._send(call, chosen, connection)
                 return
@@ -288,8 +325,6 @@ class ThriftProxyConnection(asyncio.Protocol):
         if call.done:
             return
         call.done = True
-        if call.timer is not None:
-            call.timer.cancel()
         self.call_done(call)
         self.answer_error(
             call.header,
@@ -302,7 +337,7 @@ class ThriftProxyConnection(asyncio.Protocol):
         if host is None:
             self._dropped(message, "no provider")
             return
-        connection = self.pool.live(host, message.header.proto, self.wire)
+        connection = self.pool.live(host, self.kind)
         if connection is not None:
             connection.send_oneway(message)
         else:
@@ -310,7 +345,7 @@ class ThriftProxyConnection(asyncio.Protocol):
 
     async def _connect_and_send_oneway(self, message: Message, host: Host) -> None:
         try:
-            connection = await self.pool.get(host, message.header.proto, self.wire)
+            connection = await self.pool.get(host, self.kind)
             connection.send_oneway(message)
         except UpstreamError as exc:
             if isinstance(exc, ConnectError):
@@ -332,14 +367,23 @@ class ThriftProxyConnection(asyncio.Protocol):
         if self.lost or self.transport is None:
             return
         self.context.stats.bytes_out += len(data)
-        if not self._out:
-            self.loop.call_soon(self.flush)
-        self._out.append(data)
+        batch = self.batch
+        if batch.active:
+            out = self._out
+            if not out:
+                batch.dirty.append(self)
+            out.append(data)
+        else:
+            self.transport.write(data)
 
     def flush(self) -> None:
-        out, self._out = self._out, []
-        if out and not self.lost and self.transport is not None:
-            self.transport.write(b"".join(out))
+        """Write what the current batch queued for this client (in one send)."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        if not self.lost and self.transport is not None and not self.transport.is_closing():
+            write_all(self.transport, out)
 
     def _close(self) -> None:
         """Close after what is queued (close() lets written data flush, not queued data)."""
