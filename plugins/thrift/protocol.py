@@ -38,6 +38,16 @@ class ThriftConfig(BaseModel):
     # calls over them by ``connection_pick``.
     connections_per_endpoint: Annotated[int, Field(ge=1, le=64)] = 1
     connection_pick: Literal["least_pending", "round_robin"] = "least_pending"
+    # Per-method routing: a method (the message name the client sends, "Service:method"
+    # under TMultiplexedProtocol) -> the service (services[].name) whose providers get it.
+    # Methods not named here go to the listener's service.
+    routes: dict[str, str] = Field(default_factory=dict)
+    # The Base struct at field 255 (plugins/thrift/base.py): "auto" fills it in for the
+    # methods whose service's IDL (services[].options.idl) ends their arguments with it;
+    # "off" passes every body unread.
+    base: Literal["auto", "off"] = "auto"
+    # Base.Caller where the app leaves it empty; default: the agent's app.name.
+    caller: str = ""
 
 
 class ThriftServiceOptions(BaseModel):
@@ -72,9 +82,12 @@ class ThriftProtocol(ProtocolSupport):
         )
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
-        from plugins.thrift.proxy import ThriftProxyConnection
+        from plugins.thrift.proxy import Routes, ThriftProxyConnection
 
-        return lambda: ThriftProxyConnection(context, self.config, self.pool)
+        # Checked and built once per listener (an unknown service in ``routes`` is a
+        # config error); IDLs are loaded here only for services that name one.
+        routes = Routes.build(context, self.config)
+        return lambda: ThriftProxyConnection(context, self.config, self.pool, routes)
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         from plugins.thrift.invoker import invoke
