@@ -97,7 +97,7 @@ class _Call:
         proxy = self.proxy
         if isinstance(outcome, Message):
             self.cluster.report_success(host)
-            proxy.write(with_seqid(outcome, self.header.seqid, proxy.wire))
+            proxy.write(with_seqid(outcome, self.header.seqid, proxy.kind[1]))
         else:
             self.cluster.report_failure(host)
             proxy.answer_error(
@@ -176,16 +176,11 @@ class ThriftProxyConnection(asyncio.Protocol):
         self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
         # Deadlines without a timer per call (one timer for the earliest deadline).
         self.deadlines = Deadlines(self.loop, self.batch)
-        self._kind: WireForm | None = None  # the pool's endpoint kind: this client's form
-
-    @property
-    def kind(self) -> WireForm:
-        """The pool's endpoint kind for this client: providers get calls in its wire form."""
-        kind = self._kind
-        if kind is None:
-            assert self.decoder.proto is not None
-            kind = self._kind = (self.decoder.proto, self.wire)
-        return kind
+        # The pool's endpoint kind: this client's wire form, which its calls keep on the
+        # way to providers. Known from the first message on (set there; a placeholder till
+        # then, which nothing reads).
+        self.kind: WireForm = (Proto.BINARY, Transport.FRAMED)
+        self._kind_known = False
 
     @property
     def wire(self) -> Transport:
@@ -271,6 +266,9 @@ class ThriftProxyConnection(asyncio.Protocol):
     def _message_received(self, message: Message) -> None:
         header = message.header
         self.context.stats.requests += 1
+        if not self._kind_known:
+            self.kind = (header.proto, self.wire)
+            self._kind_known = True
         routes = self.routes
         target = routes.by_method.get(header.name, routes.default)
         if target.base_methods:
