@@ -130,7 +130,10 @@ def encode_header(header: Header, seqid: int | None = None) -> bytes:
 def read_header(data: bytes | bytearray, pos: int, end: int, proto: Proto) -> tuple[Header, int]:
     """The header at ``data[pos:end]`` and where the body starts; raises _Short."""
     if proto is Proto.COMPACT:
-        first, second = _need(data, pos, end, 2)
+        if end - pos < 2:
+            raise _Short
+        first = data[pos]
+        second = data[pos + 1]
         if first != _COMPACT_ID:
             raise RemoteProtocolError(f"bad compact protocol id 0x{first:02x}")
         if second & 0x1F != _COMPACT_VERSION:
@@ -182,6 +185,7 @@ def _read_name(data: bytes | bytearray, pos: int, end: int, size: int) -> tuple[
 
 
 _MAX_NAME = 4096
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 
 
 def _need(data: bytes | bytearray, pos: int, end: int, size: int) -> bytes | bytearray:
@@ -191,6 +195,11 @@ def _need(data: bytes | bytearray, pos: int, end: int, size: int) -> bytes | byt
 
 
 def _varint(value: int) -> bytes:
+    # One and two bytes without a loop: seqids and lengths are mostly that short.
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
