@@ -30,14 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import cast
 
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
 from agent.errors import ConnectError, RemoteProtocolError, UpstreamError
+from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
+from agent.runtime.writebatch import write_all
 from plugins.dubbo.body import (
     InvocationHead,
     decode_invocation,
@@ -55,7 +56,7 @@ from plugins.dubbo.frame import (
     frame_with_id,
 )
 from plugins.dubbo.protocol import DubboConfig
-from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool, write_all
+from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,6 @@ _PAUSE_UPSTREAM = 2  # a provider connection's write buffer is over its high-wat
 # Bounded in entries and in key size, so a hostile client cannot grow it much.
 _HEAD_CACHE_MAX = 256
 _HEAD_CACHE_KEY_MAX = 512
-
-_NEVER = float("inf")
-# A deadline timer may fire up to a millisecond early (the loop's timer resolution).
-_TIMER_SLACK_S = 0.001
 
 
 class _HeadCache:
@@ -138,7 +135,7 @@ class _Call:
         self.host: Host | None = None
         self.connection: UpstreamConnection | None = None
         self.upstream_id = 0
-        self.deadline = deadline  # loop time; the connection's deadline sweep expires it
+        self.deadline = deadline  # loop time; the connection's Deadlines expire it
 
     def settle(self, outcome: Frame | UpstreamError) -> None:
         """The provider answered, or its connection failed under this call."""
@@ -236,11 +233,8 @@ class DubboProxyConnection(asyncio.Protocol):
         self.batch = pool.batch
         self._out: list[bytes] = []
         self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
-        # Deadlines without a timer per request: calls queued by their timeout (so each
-        # queue is in deadline order) and one timer for the earliest deadline.
-        self._deadlines: dict[int, deque[_Call]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = _NEVER
+        # Deadlines without a timer per request (one timer for the earliest deadline).
+        self.deadlines = Deadlines(self.loop, self.batch)
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -318,10 +312,7 @@ class DubboProxyConnection(asyncio.Protocol):
         calls, self.calls = self.calls, set()
         for call in calls:
             call.abandon()
-        self._deadlines.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadlines.clear()
         for task in self._tasks:
             task.cancel()
 
@@ -387,15 +378,7 @@ class DubboProxyConnection(asyncio.Protocol):
         deadline = self.loop.time() + timeout_ms / 1000
         call = _Call(self, frame, head.method, timeout_ms, deadline)
         self.calls.add(call)
-        queue = self._deadlines.get(timeout_ms)
-        if queue is None:
-            queue = self._deadlines[timeout_ms] = deque()
-        else:
-            while queue and queue[0].done:  # answered calls leave from the front
-                queue.popleft()
-        queue.append(call)
-        if deadline < self._timer_at:
-            self._arm(deadline)
+        self.deadlines.add(call, timeout_ms)
         connection = self.pool.live(host)
         if connection is None:
             self._spawn(self._connect_and_send(call, host))
@@ -403,7 +386,7 @@ class DubboProxyConnection(asyncio.Protocol):
             self._send(call, host, connection)
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
-        call.upstream_id = connection.send_frame(call.frame, call.settle)
+        call.upstream_id = connection.send(call.frame, call.settle)
         call.host = host
         call.connection = connection
         host.active_requests += 1
@@ -412,45 +395,6 @@ class DubboProxyConnection(asyncio.Protocol):
         elif not connection.writable and not self.paused & _PAUSE_UPSTREAM:
             self._pause(_PAUSE_UPSTREAM)
             connection.when_writable(self._upstream_drained)
-
-    # -- deadlines ---------------------------------------------------------------------
-
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = self.loop.call_at(when, self._sweep)
-
-    def _sweep(self) -> None:
-        """Expire the calls whose deadline passed; re-arm for the next one."""
-        self._timer = None
-        self._timer_at = _NEVER
-        if self.lost:
-            return
-        now = self.loop.time() + _TIMER_SLACK_S
-        next_at = _NEVER
-        batch = self.batch
-        outer = not batch.active
-        batch.active = True
-        try:
-            for timeout_ms, queue in list(self._deadlines.items()):
-                while queue:
-                    call = queue[0]
-                    if call.done:
-                        queue.popleft()
-                    elif call.deadline <= now:
-                        queue.popleft()
-                        call.expire()
-                    else:
-                        next_at = min(next_at, call.deadline)
-                        break
-                if not queue:
-                    del self._deadlines[timeout_ms]
-        finally:
-            if outer:
-                batch.finish()
-        if next_at != _NEVER and not self.lost:
-            self._arm(next_at)
 
     async def _connect_and_send(self, call: _Call, host: Host) -> None:
         """The slow path: no open connection to the chosen provider. Connect failures move
@@ -501,7 +445,7 @@ class DubboProxyConnection(asyncio.Protocol):
         host = self.context.cluster.choose(NO_CONTEXT)
         connection = self.pool.live(host) if host is not None else None
         if connection is not None:
-            connection.send_oneway_frame(frame)
+            connection.send_oneway(frame)
             return
         if host is None:
             self.context.stats.request_errors += 1
@@ -515,7 +459,7 @@ class DubboProxyConnection(asyncio.Protocol):
     async def _connect_and_send_oneway(self, frame: Frame, host: Host) -> None:
         try:
             connection = await self.pool.get(host)
-            connection.send_oneway_frame(frame)
+            connection.send_oneway(frame)
         except UpstreamError as exc:
             if isinstance(exc, ConnectError):
                 self.context.cluster.report_failure(host, connect=True)
