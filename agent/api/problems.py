@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agent.calls import CallRejected
 from agent.errors import (
     DrainingError,
     InvalidRequest,
@@ -75,8 +76,20 @@ def install(app: FastAPI) -> None:
         return for_error(exc)
 
 
+def rejection_status(exc: CallRejected) -> int:
+    """HTTP status of a call a policy refused: 429 for a rate limit, the status a fault
+    or degrade rule names when it is an HTTP error status, else 503."""
+    if exc.reason == "rate_limited":
+        return 429
+    if exc.status is not None and 400 <= exc.status <= 599:
+        return exc.status
+    return 503
+
+
 def for_error(exc: MeshAgentError) -> JSONResponse:
     """The problem response for one of our errors (also written into NDJSON streams)."""
+    if isinstance(exc, CallRejected):
+        return problem(rejection_status(exc), str(exc), "Call refused", reason=exc.reason)
     if isinstance(exc, RemoteApplicationError):
         # The provider's own exception: its type and message, as the provider gave them.
         exception: dict[str, Any] = {"type": exc.exception_type, "message": str(exc)}

@@ -28,7 +28,7 @@ from agent.calls import Attempt, Call, CallObserver, CallPolicy, CallRejected
 from agent.governance.breaker import ClusterLoad, connection_allowed, over_limit
 from agent.governance.retry import Failure
 from agent.governance.rules import Degrade, RuleSet
-from agent.governance.split import Endpoint, Metadata
+from agent.governance.split import E
 from agent.governance.table import CompiledRule, RuleTable
 
 STATE_KEY = "governance"
@@ -97,8 +97,8 @@ class Decision:
 
     def excluded(
         self,
-        endpoints: Iterable[Endpoint],
-        metadata: Metadata,
+        endpoints: Iterable[E],
+        metadata: Callable[[E], Mapping[str, str]],
         header: Callable[[str], str | None] = lambda name: None,
     ) -> frozenset[str]:
         """Endpoint ids this call must not go to (traffic splitting); empty without a rule.

@@ -8,7 +8,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from agent.governance.rules import HeaderMatch, Traffic
 
@@ -22,7 +22,7 @@ class Endpoint(Protocol):
     def available(self, now: float) -> bool: ...
 
 
-Metadata = Callable[[Endpoint], Mapping[str, str]]
+E = TypeVar("E", bound=Endpoint)
 
 
 def _header_test(match: HeaderMatch) -> Callable[[str | None], bool]:
@@ -84,8 +84,8 @@ class Splitter:
 
     def excluded(
         self,
-        endpoints: Iterable[Endpoint],
-        metadata: Metadata,
+        endpoints: Iterable[E],
+        metadata: Callable[[E], Mapping[str, str]],
         subset: _Subset | None,
         now: float,
     ) -> frozenset[str]:

@@ -7,12 +7,15 @@ strategy (plugins/dubbo/strategies.py) over the pooled, multiplexed upstream con
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.calls import Call, Direction, Outcome, outcome_of
 from agent.cluster.host import Host
 from agent.config import ServiceConfig
 from agent.errors import (
@@ -22,6 +25,7 @@ from agent.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from agent.governance.policy import Degraded, decision_of
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from plugins.dubbo import strategies
 from plugins.dubbo.body import Result, decode_result, encode_invocation, request_frame
@@ -34,6 +38,7 @@ from plugins.dubbo.generic import (
     remote_exception,
     to_json,
 )
+from plugins.dubbo.governance import failure_of
 from plugins.dubbo.protocol import DubboConfig
 from plugins.dubbo.strategies import DubboServiceOptions, ProviderStatusError, Settings
 from plugins.dubbo.upstream import UpstreamPool
@@ -113,6 +118,31 @@ def _selected(host: Host, version: str, group: str) -> bool:
 
 async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool) -> InvokeResult:
     body = parse_body(request.body)
+    calls = request.calls
+    route = calls.outbound_route(request.service.name, request.method)
+    timeout_s = body.timeout_ms / 1000 if body.timeout_ms is not None else None
+    try:
+        record = calls.start("dubbo", Direction.INVOKE, route, request.incoming, timeout_s)
+    except Degraded as degraded:
+        if degraded.has_value:  # the rule's fallback value stands in for the provider's
+            return InvokeResult(degraded.value, {}, "")
+        raise
+    try:
+        result = await _invoke(request, body, record, config, pool)
+    except BaseException as exc:
+        record.fail(exc)
+        raise
+    record.finish(Outcome.OK)
+    return result
+
+
+async def _invoke(
+    request: InvokeRequest,
+    body: InvokeBody,
+    record: Call,
+    config: DubboConfig,
+    pool: UpstreamPool,
+) -> InvokeResult:
     service = request.service
     options = service_options(service)
     version = body.version if body.version is not None else service.attributes.get("version", "")
@@ -159,13 +189,45 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
     ineligible = frozenset(
         h.id for h in request.cluster.hosts() if not _selected(h, version, group)
     )
+    decision = decision_of(record)
+    retry_after = None
+    max_attempts = None
+    if decision is not None:
+        if decision.delay_s > 0:  # an injected delay
+            await asyncio.sleep(decision.delay_s)
+        attachments = body.attachments
+        ineligible |= decision.excluded(
+            request.cluster.hosts(),
+            lambda host: host.instance.metadata,
+            lambda name: _attachment(attachments, name),
+        )
+        if decision.retry_attempts is not None:
+            max_attempts = decision.retry_attempts + 1
+
+            def retry_after(error: BaseException) -> float | None:
+                return decision.retry_after(failure_of(error))
 
     def settings_for(host: Host) -> Settings:
-        return strategies.resolve(
+        settings = strategies.resolve(
             request.method, host.instance.metadata, options, body.timeout_ms, config.timeout_ms
         )
+        remaining = record.remaining_s()
+        if remaining is not None and remaining * 1000 < settings.timeout_ms:
+            # A rule's timeout (the call's deadline) bounds each attempt.
+            return replace(settings, timeout_ms=max(1, int(remaining * 1000)))
+        return settings
 
     async def send(host: Host, settings: Settings) -> Result:
+        attempt = record.begin_attempt(host.id)
+        try:
+            result = await _send(host, settings)
+        except BaseException as exc:
+            record.end_attempt(attempt, outcome_of(exc))
+            raise
+        record.end_attempt(attempt, Outcome.OK)
+        return result
+
+    async def _send(host: Host, settings: Settings) -> Result:
         version_on_wire = call.version or host.instance.metadata.get("version", "")
         group_on_wire = call.group or host.instance.metadata.get("group", "")
         frame = request_frame(0, body_for(version_on_wire, group_on_wire, settings.timeout_ms))
@@ -180,7 +242,13 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
     started = time.monotonic()
     result, host = await strategies.invoke(
         request.cluster,
-        strategies.Call(request.method, settings_for, ineligible),
+        strategies.Call(
+            request.method,
+            settings_for,
+            ineligible,
+            retry_after=retry_after,
+            max_attempts=max_attempts,
+        ),
         send,
     )
     log.debug(
@@ -195,6 +263,14 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
     if result is None:  # failsafe swallowed a failure
         return InvokeResult(None, {}, host.id)
     return InvokeResult(to_json(result.value), to_json(result.attachments), host.id)
+
+
+def _attachment(attachments: dict[str, AttachmentValue], name: str) -> str | None:
+    value = attachments.get(name)
+    if value is None:
+        # Headers are matched lower-case; attachments keep the caller's case.
+        value = next((v for k, v in attachments.items() if k.lower() == name), None)
+    return None if value is None else str(value)
 
 
 def check_status(result: Result, host: Host, method: str, settings: Settings) -> Result:

@@ -33,10 +33,13 @@ import logging
 from collections import deque
 from typing import cast
 
+from agent.calls import Call, CallRejected, Direction, Outcome
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
 from agent.errors import ConnectError, RemoteProtocolError, UpstreamError
+from agent.governance.policy import Decision, Degraded, decision_of
+from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import ListenerContext
 from plugins.dubbo.body import (
     InvocationHead,
@@ -45,6 +48,7 @@ from plugins.dubbo.body import (
     error_response_frame,
     heartbeat_response,
     timeout_attachment,
+    value_response_frame,
 )
 from plugins.dubbo.frame import (
     HESSIAN2,
@@ -54,6 +58,7 @@ from plugins.dubbo.frame import (
     Status,
     frame_with_id,
 )
+from plugins.dubbo.governance import rejection_status, status_failure
 from plugins.dubbo.protocol import DubboConfig
 from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool, write_all
 
@@ -117,7 +122,9 @@ class _Call:
         "host",
         "method",
         "proxy",
+        "record",
         "timeout_ms",
+        "tried",
         "upstream_id",
     )
 
@@ -139,6 +146,9 @@ class _Call:
         self.connection: UpstreamConnection | None = None
         self.upstream_id = 0
         self.deadline = deadline  # loop time; the connection's deadline sweep expires it
+        # The call record (agent/calls.py) and, under a governance rule, its decision.
+        self.record: Call | None = None
+        self.tried: frozenset[str] = frozenset()
 
     def settle(self, outcome: Frame | UpstreamError) -> None:
         """The provider answered, or its connection failed under this call."""
@@ -147,8 +157,27 @@ class _Call:
         proxy = self.proxy
         host = self.host
         assert host is not None
-        self._finish()
         cluster = proxy.context.cluster
+        failure: Failure | None
+        if isinstance(outcome, Frame):
+            status = outcome.header.status
+            failure = status_failure(status) if status != Status.OK else None
+        else:
+            status = Status.SERVICE_ERROR
+            failure = Failure(FailureKind.RESET, sent=True)
+        record = self.record
+        if record is not None:
+            attempt = record.attempts[-1]
+            record.end_attempt(
+                attempt,
+                Outcome.OK if status == Status.OK else Outcome.UPSTREAM_ERROR,
+                str(int(status)),
+            )
+            if failure is not None and self._retry(failure, host):
+                if status in _FAILURE_STATUSES or not isinstance(outcome, Frame):
+                    cluster.report_failure(host)
+                return
+        self._finish()
         if isinstance(outcome, Frame):
             if outcome.header.status in _FAILURE_STATUSES:
                 cluster.report_failure(host)
@@ -162,6 +191,30 @@ class _Call:
                 Status.SERVICE_ERROR,
                 f"meshagent: call {self.method} to {host.id} failed: {outcome}",
             )
+        if record is not None:
+            record.finish(
+                Outcome.OK if status == Status.OK else Outcome.UPSTREAM_ERROR, str(int(status))
+            )
+
+    def _retry(self, failure: Failure, host: Host) -> bool:
+        """Under a retry rule: send again (to another provider when there is one) after
+        the rule's backoff. True when a retry is under way."""
+        record = self.record
+        decision = decision_of(record) if record is not None else None
+        if decision is None or decision.retry_attempts is None:
+            return False
+        delay = decision.retry_after(failure)
+        if delay is None:
+            return False
+        if self.proxy.loop.time() + delay >= self.deadline:
+            return False  # no time left for another attempt
+        # Off the provider that failed: the call waits for its retry, holding no upstream.
+        host.active_requests -= 1
+        self.tried = self.tried | {host.id}
+        self.connection = None
+        self.host = None
+        self.proxy.retry_later(self, delay)
+        return True
 
     def expire(self) -> None:
         """The deadline passed."""
@@ -170,6 +223,8 @@ class _Call:
         proxy = self.proxy
         host, connection = self.host, self.connection
         self._finish()
+        if self.record is not None:
+            self.record.finish(Outcome.TIMEOUT)
         if connection is not None and host is not None:
             connection.cancel(self.upstream_id)
             proxy.context.cluster.report_failure(host)
@@ -198,6 +253,8 @@ class _Call:
         if self.done:
             return
         self.done = True
+        if self.record is not None:
+            self.record.finish(Outcome.CANCELLED)
         if self.connection is not None:
             self.connection.cancel(self.upstream_id)
             if self.host is not None:
@@ -379,13 +436,97 @@ class DubboProxyConnection(asyncio.Protocol):
                 "connection (dubbo listener max_in_flight)",
             )
             return
-        host = self.context.cluster.choose(NO_CONTEXT)
-        if host is None:
-            self._no_provider(request_id)
-            return
         timeout_ms = timeout_attachment(frame.body) or self.config.timeout_ms
+        calls = self.context.calls
+        record: Call | None = None
+        decision: Decision | None = None
+        if calls.policies or calls.observers:
+            route = calls.outbound_route(self.service_name, head.method)
+            try:
+                record = calls.start(
+                    "dubbo", Direction.OUTBOUND, route, None, timeout_s=timeout_ms / 1000
+                )
+            except CallRejected as exc:
+                self._refused(request_id, exc)
+                return
+            decision = decision_of(record)
+            if decision is not None:
+                remaining = record.remaining_s()
+                if remaining is not None:  # a rule's timeout may have shortened it
+                    timeout_ms = min(timeout_ms, max(1, int(remaining * 1000)))
         deadline = self.loop.time() + timeout_ms / 1000
         call = _Call(self, frame, head.method, timeout_ms, deadline)
+        call.record = record
+        if decision is not None and decision.delay_s > 0:
+            self._track_deadline(call, timeout_ms, deadline)
+            self.loop.call_later(decision.delay_s, self._dispatch, call, decision)
+            return
+        host = self._choose(call, decision)
+        if host is None:
+            if record is not None:
+                record.finish(Outcome.NO_ENDPOINT)
+            self._no_provider(request_id)
+            return
+        self._track_deadline(call, timeout_ms, deadline)
+        self._send_or_connect(call, host)
+
+    def _choose(self, call: _Call, decision: Decision | None) -> Host | None:
+        cluster = self.context.cluster
+        if decision is None:
+            return cluster.choose(NO_CONTEXT if not call.tried else PickContext(exclude=call.tried))
+        header = None
+        if decision.uses_headers:
+            # Canary matches read attachments: the whole body is decoded (O(body)), only
+            # for rules that match on them.
+            try:
+                attachments = decode_invocation(call.frame.body).attachments
+            except RemoteProtocolError:
+                attachments = {}
+            lowered = {str(k).lower(): str(v) for k, v in attachments.items()}
+            header = lowered.get
+        excluded = decision.excluded(
+            cluster.hosts(), lambda h: h.instance.metadata, header or (lambda name: None)
+        )
+        host = cluster.choose(PickContext(exclude=excluded | call.tried))
+        if host is None and call.tried:
+            host = cluster.choose(PickContext(exclude=excluded))  # round again, as failover
+        return host
+
+    def _dispatch(self, call: _Call, decision: Decision | None) -> None:
+        """Send a call that waited (an injected delay, a retry's backoff)."""
+        if call.done or self.lost:
+            return
+        host = self._choose(call, decision)
+        if host is None:
+            call.done = True
+            self.calls.discard(call)
+            if call.record is not None:
+                call.record.finish(Outcome.NO_ENDPOINT)
+            self._no_provider(call.client_id)
+            self._maybe_close()
+            return
+        self._send_or_connect(call, host)
+
+    def retry_later(self, call: _Call, delay_s: float) -> None:
+        decision = decision_of(call.record) if call.record is not None else None
+        if delay_s > 0:
+            self.loop.call_later(delay_s, self._dispatch, call, decision)
+        else:
+            self._dispatch(call, decision)
+
+    def _refused(self, request_id: int, rejected: CallRejected) -> None:
+        """A governance rule answered instead of a provider."""
+        if isinstance(rejected, Degraded) and rejected.has_value:
+            try:
+                self.write(value_response_frame(request_id, rejected.value))
+                return
+            except Exception as exc:  # a value hessian2 cannot carry: say so, as an error
+                rejected = CallRejected("degraded", f"fallback value not encodable: {exc}")
+        self.answer_error(
+            request_id, rejection_status(rejected), f"meshagent: {rejected.reason}: {rejected}"
+        )
+
+    def _track_deadline(self, call: _Call, timeout_ms: int, deadline: float) -> None:
         self.calls.add(call)
         queue = self._deadlines.get(timeout_ms)
         if queue is None:
@@ -396,6 +537,8 @@ class DubboProxyConnection(asyncio.Protocol):
         queue.append(call)
         if deadline < self._timer_at:
             self._arm(deadline)
+
+    def _send_or_connect(self, call: _Call, host: Host) -> None:
         connection = self.pool.live(host)
         if connection is None:
             self._spawn(self._connect_and_send(call, host))
@@ -403,6 +546,8 @@ class DubboProxyConnection(asyncio.Protocol):
             self._send(call, host, connection)
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
+        if call.record is not None:
+            call.record.begin_attempt(host.id)
         call.upstream_id = connection.send_frame(call.frame, call.settle)
         call.host = host
         call.connection = connection
@@ -486,6 +631,8 @@ class DubboProxyConnection(asyncio.Protocol):
             return
         call.done = True
         self.calls.discard(call)
+        if call.record is not None:
+            call.record.finish(Outcome.CONNECT_ERROR)
         if chosen is None and not tried:
             self._no_provider(call.client_id)
             return
