@@ -120,9 +120,10 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
     body = parse_body(request.body)
     calls = request.calls
     route = calls.outbound_route(request.service.name, request.method)
-    timeout_s = body.timeout_ms / 1000 if body.timeout_ms is not None else None
     try:
-        record = calls.start("dubbo", Direction.INVOKE, route, request.incoming, timeout_s)
+        # No deadline from timeout_ms: in Dubbo it bounds each attempt, not the call. A
+        # rule's timeout_ms sets the call's deadline, which then bounds the attempts too.
+        record = calls.start("dubbo", Direction.INVOKE, route, request.incoming)
     except Degraded as degraded:
         if degraded.has_value:  # the rule's fallback value stands in for the provider's
             return InvokeResult(degraded.value, {}, "")
