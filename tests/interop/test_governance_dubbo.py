@@ -23,7 +23,8 @@ from agent.calls import Attempt, Call, CallObserver
 from agent.config import parse_config
 from agent.discovery.config_source import ConfigKey
 from agent.runtime.agent import Agent
-from tests.fixtures.java_dubbo import INTERFACE, DubboProvider, start_provider
+from tests.fixtures.java_dubbo import INTERFACE, DubboProvider, run_calls, start_provider
+from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -341,3 +342,48 @@ async def test_a_rule_change_under_load_applies_within_a_second_and_fails_nothin
     late = [who for t, _, who in answers if t > first_new + 0.1]
     assert late and set(late) == {"p2"}
     assert len(answers) > 20
+
+
+async def test_the_java_consumer_through_the_listener_sees_each_rule(
+    providers: list[DubboProvider], dubbo_peer_jar: Path
+) -> None:
+    config = agent_config(providers)
+    port = free_port()
+    config["listeners"] = [{"port": port, "service": INTERFACE, "protocol": "dubbo"}]
+    config["governance"] = {
+        "rules": {
+            "rules": [
+                {
+                    "match": {"to": INTERFACE, "method": "greet"},
+                    "rate_limit": {"per_s": 0.001, "burst": 2},
+                },
+                {"match": {"to": INTERFACE, "method": "whoami"}, "degrade": {"value": "nobody"}},
+                {
+                    "match": {"to": INTERFACE, "method": "echo"},
+                    "fault": {"abort": {"percent": 100, "status": 80, "message": "chaos"}},
+                },
+            ]
+        }
+    }
+    agent = Agent(parse_config(config))
+    await agent.start()
+    try:
+        calls = [
+            *({"case": f"greet{i}", "method": "greet", "args": ["x"]} for i in range(5)),
+            {"case": "who", "method": "whoami", "args": []},
+            {"case": "echo", "method": "echo", "args": ["hi"]},
+            {"case": "add", "method": "addInt", "args": [1, 2]},
+        ]
+        outcomes = await asyncio.to_thread(run_calls, url=f"dubbo://127.0.0.1:{port}", calls=calls)
+    finally:
+        await agent.stop()
+    greets = [outcomes[f"greet{i}"] for i in range(5)]
+    assert [g["ok"] for g in greets].count(True) == 2, greets
+    refused = [g for g in greets if not g["ok"]]
+    assert all("rate_limited" in g["message"] for g in refused), refused
+    assert outcomes["who"]["ok"] and outcomes["who"]["result"] == "nobody", outcomes["who"]
+    echo = outcomes["echo"]
+    assert not echo["ok"] and "chaos" in echo["message"], echo
+    assert outcomes["add"]["ok"] and outcomes["add"]["result"] == 3
+    counters = agent.governance.counters
+    assert (counters.rate_limited, counters.degraded, counters.fault_aborts) == (3, 1, 1)
