@@ -62,7 +62,7 @@ class RuleIndex(Generic[T]):
             tables.setdefault(shape_of(key), {}).setdefault(key, rule)
         ordered = sorted(tables, key=_precedence, reverse=True)
         self._probes = tuple((_BITS_OF[shape], tables[shape]) for shape in ordered)
-        self._cache: dict[Route, T | None] = {}
+        self._cache: dict[Key, T | None] = {}
         self.size = len(rules)
 
     @property
@@ -70,18 +70,22 @@ class RuleIndex(Generic[T]):
         return len(self._probes)
 
     def lookup(self, route: Route) -> T | None:
+        # Keyed by the fields' tuple, not the Route: a tuple hashes and compares in C,
+        # the dataclass' generated __hash__/__eq__ in Python (several times slower).
+        key = (route.target, route.method, route.target_cluster, route.source, route.source_cluster)
         cache = self._cache
         try:
-            return cache[route]
+            return cache[key]
         except KeyError:
             pass
-        found = self._find(route_key(route))
+        found = self.find(key)
         if len(cache) >= CACHE_MAX:
             cache.clear()
-        cache[route] = found
+        cache[key] = found
         return found
 
-    def _find(self, key: Key) -> T | None:
+    def find(self, key: Key) -> T | None:
+        """The rule for ``key`` without the cache: at most one probe per shape."""
         for exact, table in self._probes:
             probe = (
                 key[0] if exact[0] else WILDCARD,
