@@ -21,11 +21,13 @@ import asyncio
 import logging
 from typing import cast
 
+from agent.calls import Call, CallRejected, Outcome
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
 from agent.errors import ConnectError, RemoteProtocolError, UpstreamError
 from agent.runtime.protocols import ListenerContext
+from plugins.thrift import governance
 from plugins.thrift.codec import (
     AppError,
     Header,
@@ -53,7 +55,17 @@ _TRANSPORTS: dict[str, Transport | None] = {
 class _Call:
     """One two-way call from the client, from dispatch to its answer."""
 
-    __slots__ = ("connection", "done", "header", "host", "message", "proxy", "seqid", "timer")
+    __slots__ = (
+        "connection",
+        "done",
+        "header",
+        "host",
+        "message",
+        "proxy",
+        "record",
+        "seqid",
+        "timer",
+    )
 
     def __init__(self, proxy: ThriftProxyConnection, message: Message) -> None:
         self.proxy = proxy
@@ -64,6 +76,7 @@ class _Call:
         self.connection: UpstreamConnection | None = None
         self.seqid = 0
         self.timer: asyncio.TimerHandle | None = None
+        self.record: Call | None = None  # the call record (agent/calls.py)
 
     def settle(self, outcome: Message | UpstreamError) -> None:
         if self.done:
@@ -72,6 +85,10 @@ class _Call:
         assert host is not None
         self._finish()
         proxy = self.proxy
+        if self.record is not None:
+            self.record.finish(
+                Outcome.OK if isinstance(outcome, Message) else Outcome.UPSTREAM_ERROR
+            )
         if isinstance(outcome, Message):
             proxy.context.cluster.report_success(host)
             proxy.write(with_seqid(outcome, self.header.seqid, proxy.wire))
@@ -86,6 +103,8 @@ class _Call:
             return
         host, connection = self.host, self.connection
         self._finish()
+        if self.record is not None:
+            self.record.finish(Outcome.TIMEOUT)
         proxy = self.proxy
         timeout_ms = proxy.config.timeout_ms
         if connection is not None and host is not None:
@@ -116,6 +135,8 @@ class _Call:
         if self.done:
             return
         self.done = True
+        if self.record is not None:
+            self.record.finish(Outcome.CANCELLED)
         if self.timer is not None:
             self.timer.cancel()
         if self.connection is not None:
@@ -228,9 +249,16 @@ class ThriftProxyConnection(asyncio.Protocol):
                 "connection (thrift listener max_in_flight)",
             )
             return
+        record = governance.start(self.context, header.name, self.config.timeout_ms)
+        if isinstance(record, CallRejected):
+            self.answer_error(header, f"meshagent: {record.reason}: {record}")
+            return
         call = _Call(self, message)
-        host = self.context.cluster.choose(NO_CONTEXT)
+        call.record = record
+        host = self.context.cluster.choose(governance.pick_context(self.context, record))
         if host is None:
+            if record is not None:
+                record.finish(Outcome.NO_ENDPOINT)
             self._no_provider(header)
             return
         self.calls.add(call)
@@ -242,6 +270,8 @@ class ThriftProxyConnection(asyncio.Protocol):
             self._send(call, host, connection)
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
+        if call.record is not None:
+            call.record.begin_attempt(host.id)
         call.seqid = connection.send(call.message, call.settle)
         call.host = host
         call.connection = connection
@@ -290,6 +320,8 @@ class ThriftProxyConnection(asyncio.Protocol):
         call.done = True
         if call.timer is not None:
             call.timer.cancel()
+        if call.record is not None:
+            call.record.finish(Outcome.CONNECT_ERROR)
         self.call_done(call)
         self.answer_error(
             call.header,
