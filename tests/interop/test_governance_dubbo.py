@@ -9,6 +9,7 @@ source (the key ``meshagent/shop.rules``), as they would through Nacos, ZooKeepe
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,7 @@ from agent.calls import Attempt, Call, CallObserver
 from agent.config import parse_config
 from agent.discovery.config_source import ConfigKey
 from agent.runtime.agent import Agent
+from plugins.dubbo.body import Invocation, encode_invocation, request_frame
 from tests.fixtures.java_dubbo import INTERFACE, DubboProvider, run_calls, start_provider
 from tests.fixtures.processes import free_port
 
@@ -387,3 +389,72 @@ async def test_the_java_consumer_through_the_listener_sees_each_rule(
     assert outcomes["add"]["ok"] and outcomes["add"]["result"] == 3
     counters = agent.governance.counters
     assert (counters.rate_limited, counters.degraded, counters.fault_aborts) == (3, 1, 1)
+
+
+async def test_the_listener_retries_a_retryable_status_on_another_provider(
+    providers: list[DubboProvider], interop_workdir: Path, dubbo_peer_jar: Path
+) -> None:
+    # A third provider with one thread, kept busy: Dubbo answers every other request with
+    # SERVER_THREADPOOL_EXHAUSTED_ERROR (100), before running it (so a retry is safe even
+    # for a method not marked idempotent).
+    busy = await asyncio.to_thread(
+        start_provider,
+        interop_workdir / "governance-busy",
+        provider_id="p3",
+        extra_args=["--threads", "1"],
+        jar=dubbo_peer_jar,
+    )
+    hold = socket.create_connection((busy.host, busy.port))
+    try:
+        hold.sendall(request_frame(1, slow_body(30_000)))  # holds p3's one thread
+        config = agent_config(providers)
+        config["registries"][0]["config"]["services"][INTERFACE] = [
+            {"host": providers[0].host, "port": providers[0].port},
+            {"host": busy.host, "port": busy.port},
+        ]
+        port = free_port()
+        config["listeners"] = [{"port": port, "service": INTERFACE, "protocol": "dubbo"}]
+        retry = {
+            "attempts": 2,
+            "retry_on": ["retryable_status"],
+            "backoff_base_ms": 0,
+            "budget": {"ratio": 1, "min_per_s": 100},
+        }
+        config["governance"] = {
+            "rules": {"rules": [{"match": {"to": INTERFACE, "method": "whoami"}, "retry": retry}]}
+        }
+        agent = Agent(parse_config(config))
+        await agent.start()
+        seen = counter(agent)
+        try:
+            calls = [
+                *({"case": f"who{i}", "method": "whoami", "args": []} for i in range(10)),
+                *({"case": f"greet{i}", "method": "greet", "args": ["x"]} for i in range(10)),
+            ]
+            outcomes = await asyncio.to_thread(
+                run_calls, url=f"dubbo://127.0.0.1:{port}", calls=calls
+            )
+        finally:
+            await agent.stop()
+    finally:
+        hold.close()
+        await asyncio.to_thread(busy.kill)
+    whos = [outcomes[f"who{i}"] for i in range(10)]
+    assert all(w["ok"] and w["result"] == "p1" for w in whos), [w.get("message") for w in whos]
+    # Round robin sends every other call to p3; greet has no retry rule: those fail.
+    greets = [outcomes[f"greet{i}"] for i in range(10)]
+    failed = [g for g in greets if not g["ok"]]
+    assert 3 <= len(failed) <= 7, greets
+    assert all("thread pool" in g["message"].lower() for g in failed), failed[:1]
+    retries = agent.governance.counters.retries
+    assert retries >= 3
+    assert seen.attempts == 20 + retries
+
+
+def slow_body(millis: int) -> bytes:
+    return encode_invocation(
+        Invocation(
+            INTERFACE, "0.0.0", "slow", ("int",), (millis,),
+            {"path": INTERFACE, "interface": INTERFACE, "version": "0.0.0", "timeout": "60000"},
+        )
+    )  # fmt: skip
