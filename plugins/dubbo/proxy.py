@@ -33,18 +33,28 @@ import logging
 from collections import deque
 from typing import cast
 
+from agent.calls import Attempt, Call, CallRejected, Direction, Outcome
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
-from agent.errors import ConnectError, RemoteProtocolError, UpstreamError
+from agent.errors import (
+    ConnectError,
+    NoEndpointError,
+    RemoteProtocolError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from agent.runtime.protocols import ListenerContext
+from agent.telemetry.propagation import HOPS, PATH, TIMEOUT_MS, TRACEPARENT, TRACESTATE
 from plugins.dubbo.body import (
     InvocationHead,
     decode_invocation,
     decode_invocation_head_sized,
     error_response_frame,
     heartbeat_response,
+    string_attachments,
     timeout_attachment,
+    with_attachments,
 )
 from plugins.dubbo.frame import (
     HESSIAN2,
@@ -74,6 +84,28 @@ _PAUSE_UPSTREAM = 2  # a provider connection's write buffer is over its high-wat
 # Bounded in entries and in key size, so a hostile client cannot grow it much.
 _HEAD_CACHE_MAX = 256
 _HEAD_CACHE_KEY_MAX = 512
+
+# The propagation attachments read from a client's request (agent/telemetry/propagation.py).
+_PROPAGATED = (TRACEPARENT, TRACESTATE, HOPS, PATH)
+# How a provider's response status counts (metrics, spans): OK may still carry an
+# exception (an answer, counted ok: the proxy does not decode the result).
+_OUTCOMES: dict[int, Outcome] = {
+    Status.OK: Outcome.OK,
+    Status.CLIENT_TIMEOUT: Outcome.TIMEOUT,
+    Status.SERVER_TIMEOUT: Outcome.TIMEOUT,
+    Status.SERVICE_NOT_FOUND: Outcome.APP_ERROR,
+    Status.SERVICE_ERROR: Outcome.APP_ERROR,
+    Status.BAD_REQUEST: Outcome.APP_ERROR,
+    Status.BAD_RESPONSE: Outcome.UPSTREAM_ERROR,
+    Status.SERVER_ERROR: Outcome.UPSTREAM_ERROR,
+    Status.CLIENT_ERROR: Outcome.APP_ERROR,
+    Status.SERVER_THREADPOOL_EXHAUSTED_ERROR: Outcome.UPSTREAM_ERROR,
+}
+# Policy refusals as Dubbo statuses (see agent.calls.CallRejected).
+_REJECTED = {
+    "rate_limited": Status.SERVER_THREADPOOL_EXHAUSTED_ERROR,
+    "overloaded": Status.SERVER_THREADPOOL_EXHAUSTED_ERROR,
+}
 
 _NEVER = float("inf")
 # A deadline timer may fire up to a millisecond early (the loop's timer resolution).
@@ -109,6 +141,7 @@ class _Call:
     """One two-way request from the client, from dispatch to its answer."""
 
     __slots__ = (
+        "attempt",
         "client_id",
         "connection",
         "deadline",
@@ -117,6 +150,7 @@ class _Call:
         "host",
         "method",
         "proxy",
+        "record",
         "timeout_ms",
         "upstream_id",
     )
@@ -128,8 +162,12 @@ class _Call:
         method: str,
         timeout_ms: int,
         deadline: float,
+        record: Call,
     ) -> None:
         self.proxy = proxy
+        # The call as the Calls hub sees it (metrics, tracing), and its current attempt.
+        self.record = record
+        self.attempt: Attempt | None = None
         self.frame = frame
         self.client_id = frame.header.request_id
         self.method = method
@@ -150,13 +188,16 @@ class _Call:
         self._finish()
         cluster = proxy.context.cluster
         if isinstance(outcome, Frame):
-            if outcome.header.status in _FAILURE_STATUSES:
+            status = outcome.header.status
+            if status in _FAILURE_STATUSES:
                 cluster.report_failure(host)
             else:
                 cluster.report_success(host)
+            self._record(_OUTCOMES.get(status, Outcome.UPSTREAM_ERROR), str(status))
             proxy.write(frame_with_id(outcome, self.client_id))
         else:
             cluster.report_failure(host)
+            self._record(Outcome.UPSTREAM_ERROR, "", outcome)
             proxy.answer_error(
                 self.client_id,
                 Status.SERVICE_ERROR,
@@ -173,6 +214,7 @@ class _Call:
         if connection is not None and host is not None:
             connection.cancel(self.upstream_id)
             proxy.context.cluster.report_failure(host)
+            self._record(Outcome.TIMEOUT, str(Status.SERVER_TIMEOUT))
             proxy.answer_error(
                 self.client_id,
                 Status.SERVER_TIMEOUT,
@@ -180,12 +222,21 @@ class _Call:
                 f"within {self.timeout_ms} ms",
             )
         else:
+            self._record(Outcome.TIMEOUT, str(Status.CLIENT_TIMEOUT))
             proxy.answer_error(
                 self.client_id,
                 Status.CLIENT_TIMEOUT,
                 f"meshagent: no connection to a provider of {proxy.service_name} "
                 f"within {self.timeout_ms} ms",
             )
+
+    def _record(self, outcome: Outcome, status: str, error: BaseException | None = None) -> None:
+        record = self.record
+        if self.attempt is not None:
+            record.end_attempt(self.attempt, outcome, status)
+        if error is None and outcome is Outcome.TIMEOUT:
+            error = UpstreamTimeout(f"{self.method}: no answer within {self.timeout_ms} ms")
+        record.finish(outcome, status, error)
 
     def _finish(self) -> None:
         self.done = True
@@ -198,6 +249,7 @@ class _Call:
         if self.done:
             return
         self.done = True
+        self._record(Outcome.CANCELLED, "")
         if self.connection is not None:
             self.connection.cancel(self.upstream_id)
             if self.host is not None:
@@ -379,13 +431,33 @@ class DubboProxyConnection(asyncio.Protocol):
                 "connection (dubbo listener max_in_flight)",
             )
             return
+        calls = self.context.calls
+        timeout_ms = timeout_attachment(frame.body) or self.config.timeout_ms
+        try:
+            record = calls.start(
+                "dubbo",
+                Direction.OUTBOUND,
+                calls.outbound_route(self.service_name, head.method),
+                string_attachments(frame.body, _PROPAGATED),
+                timeout_ms / 1000,
+            )
+        except CallRejected as exc:
+            self.answer_error(
+                request_id, _REJECTED.get(exc.reason, Status.SERVER_ERROR), f"meshagent: {exc}"
+            )
+            return
         host = self.context.cluster.choose(NO_CONTEXT)
         if host is None:
+            record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
             self._no_provider(request_id)
             return
-        timeout_ms = timeout_attachment(frame.body) or self.config.timeout_ms
+        remaining = record.remaining_s()
+        if remaining is not None and remaining * 1000 < timeout_ms:
+            # A shorter budget came with the call. Whole 10 ms steps, rounded down: the
+            # deadline queues are per distinct timeout, and the agent never waits past it.
+            timeout_ms = max(1, int(remaining * 100) * 10)
         deadline = self.loop.time() + timeout_ms / 1000
-        call = _Call(self, frame, head.method, timeout_ms, deadline)
+        call = _Call(self, frame, head.method, timeout_ms, deadline, record)
         self.calls.add(call)
         queue = self._deadlines.get(timeout_ms)
         if queue is None:
@@ -403,7 +475,25 @@ class DubboProxyConnection(asyncio.Protocol):
             self._send(call, host, connection)
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
-        call.upstream_id = connection.send_frame(call.frame, call.settle)
+        record = call.record
+        attempt = call.attempt = record.begin_attempt(host.id)
+        frame = call.frame
+        outgoing = record.outgoing(attempt)
+        if outgoing:
+            # What observers want sent (trace context, hop count) as attachments, and the
+            # budget left as Dubbo's own ``timeout``.
+            extra = {k: v for k, v in outgoing.items() if k != TIMEOUT_MS}
+            if TIMEOUT_MS in outgoing:
+                extra["timeout"] = outgoing[TIMEOUT_MS]
+            body = with_attachments(frame.body, extra)
+            if body is not None:
+                frame = Frame(frame.header, body)
+        try:
+            call.upstream_id = connection.send_frame(frame, call.settle)
+        except UpstreamError as exc:
+            record.end_attempt(attempt, Outcome.UPSTREAM_ERROR)
+            call.attempt = None
+            raise exc from None
         call.host = host
         call.connection = connection
         host.active_requests += 1
@@ -468,6 +558,8 @@ class DubboProxyConnection(asyncio.Protocol):
                     self._send(call, chosen, connection)
                 return
             except ConnectError as exc:
+                record = call.record
+                record.end_attempt(record.begin_attempt(chosen.id), Outcome.CONNECT_ERROR)
                 cluster.report_failure(chosen, connect=True)
                 last_error = str(exc)
                 tried.add(chosen.id)
@@ -487,8 +579,10 @@ class DubboProxyConnection(asyncio.Protocol):
         call.done = True
         self.calls.discard(call)
         if chosen is None and not tried:
+            call.record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
             self._no_provider(call.client_id)
             return
+        call.record.fail(ConnectError(f"no provider reachable: {last_error}"))
         self.answer_error(
             call.client_id,
             Status.SERVER_ERROR,
