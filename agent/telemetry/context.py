@@ -109,7 +109,7 @@ class CallContext(CallPolicy, CallObserver):
         headers[p.PATH] = p.format_path((*hop.path, here[: p.PATH_ENTRY_MAX]))
         remaining = call.remaining_s()
         if remaining is not None:
-            headers[p.TIMEOUT_MS] = str(max(1, int(remaining * 1000)))
+            headers[p.TIMEOUT_MS] = str(max(1, int(remaining * 1000 + 1e-6)))  # float noise
 
     def call_finished(self, call: Call) -> None:
         error = call.error

@@ -59,6 +59,7 @@ class TracingStats:
     """Read at scrape time; written from the loop and the export thread (plain ints)."""
 
     started: int = 0  # spans ended and handed to the processor
+    handed: int = 0  # spans taken from the queue by the export thread
     exported: int = 0
     export_failed: int = 0  # spans in batches the collector did not take
     dropped: int = 0  # spans that found the queue full
@@ -71,6 +72,7 @@ class _CountingExporter(SpanExporter):
         self.stats = stats
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.stats.handed += len(spans)  # out of the queue now
         try:
             result = self.inner.export(spans)
         except Exception:  # an exporter bug must not kill the export thread
@@ -91,7 +93,9 @@ class _CountingExporter(SpanExporter):
 
 class _CountingProcessor(SpanProcessor):
     """The batch processor, counting what its full queue drops (the SDK only logs it):
-    spans ended minus spans handed to the exporter is what waits in the queue."""
+    spans ended, less those taken for export and those dropped, is what waits in the
+    queue. Read without a lock across two threads, so the count may be off by a span or
+    two under a race; it is a health signal, not an audit."""
 
     def __init__(self, inner: BatchSpanProcessor, stats: TracingStats, max_queue: int) -> None:
         self.inner = inner
@@ -103,7 +107,7 @@ class _CountingProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         stats = self.stats
-        queued = stats.started - stats.exported - stats.export_failed - stats.dropped
+        queued = stats.started - stats.handed - stats.dropped
         if queued >= self.max_queue:
             stats.dropped += 1  # the SDK's deque drops one to make room
         stats.started += 1
