@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -231,6 +231,55 @@ class GovernanceConfig(Strict):
     source: GovernanceSourceConfig | None = None
 
 
+class MetricsConfig(Strict):
+    """Per-call metrics (agent/telemetry/call_metrics.py); on by default, cheap."""
+
+    enabled: bool = True
+    # Method labels per service; later methods are counted as method="_other".
+    max_methods: Annotated[int, Field(ge=1, le=10_000)] = 50
+
+
+class TracingConfig(Strict):
+    """OpenTelemetry spans exported over OTLP (agent/telemetry/tracing.py); needs the
+    ``tracing`` extra. Off by default."""
+
+    enabled: bool = False
+    exporter: Literal["otlp_grpc", "otlp_http"] = "otlp_grpc"
+    # Default: the collector on this host (4317 for gRPC, 4318/v1/traces for HTTP).
+    endpoint: str = ""
+    # For traces that start here; a caller's sampled flag is kept (parent-based).
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # Spans waiting for export; past it new spans are dropped and counted.
+    max_queue: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 512
+    schedule_delay_s: PositiveSeconds = 1.0
+    export_timeout_s: PositiveSeconds = 5.0
+
+
+class AccessLogConfig(Strict):
+    """One JSON line per call (agent/telemetry/access_log.py). Off by default."""
+
+    enabled: bool = False
+    path: str = "-"  # "-": stdout
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+
+class CallContextConfig(Strict):
+    """Deadlines and loop protection (agent/telemetry/context.py)."""
+
+    # A call that already went through this many agents is refused (a loop).
+    max_hops: Annotated[int, Field(ge=1, le=1000)] = 16
+    # Longer budgets (from a header, a Dubbo timeout attachment) are clamped to this.
+    max_timeout_s: PositiveSeconds = 300.0
+
+
+class TelemetryConfig(Strict):
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    access_log: AccessLogConfig = Field(default_factory=AccessLogConfig)
+    context: CallContextConfig = Field(default_factory=CallContextConfig)
+
+
 class AgentConfig(Strict):
     app: AppConfig = Field(default_factory=AppConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
@@ -240,6 +289,8 @@ class AgentConfig(Strict):
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     inbound: InboundConfig = Field(default_factory=InboundConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
     log_level: str = "INFO"
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, FastAPI, Query, Response
+from fastapi import APIRouter, Body, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent import __version__
@@ -35,6 +35,7 @@ from agent.discovery.types import RegistryStatus
 from agent.errors import MeshAgentError
 from agent.runtime.agent import Agent
 from agent.telemetry.metrics import metrics_registry, render
+from agent.telemetry.propagation import propagation_headers
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 NDJSON = "application/x-ndjson"
@@ -249,9 +250,12 @@ def create_app(agent: Agent) -> FastAPI:
         protocol: str,
         service: str,
         method: str,
+        request: Request,
         body: Annotated[dict[str, Any] | None, Body()] = None,
     ) -> Response:
-        outcome = await agent.invoke(protocol, service, method, body or {})
+        outcome = await agent.invoke(
+            protocol, service, method, body or {}, propagation_headers(request.headers)
+        )
         if outcome.stream is not None:
             return StreamingResponse(
                 _ndjson(outcome.stream),

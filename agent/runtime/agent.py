@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ from agent.runtime.protocols import (
     ProtocolSupport,
 )
 from agent.runtime.registrations import Registrations
+from agent.telemetry import setup as telemetry
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,11 @@ class Agent:
         self.config = config
         self.started_at = time.time()
         self.calls = Calls(config.app.name, config.app.cluster)
+        self.telemetry = telemetry.install(self.calls, config.telemetry)
+        # Wall-clock time of each service's last discovery update (metrics: its age).
+        self.last_update: dict[str, float] = {}
+        # Identifies the config in force (metrics), so a rollout can be followed.
+        self.config_version = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
         # Governance: the static rules now; a config-source key's, once started.
         governance = config.governance
         self.governance = GovernancePolicy(governance.rules, governance.zone, self.calls.clock)
@@ -272,6 +279,7 @@ class Agent:
     async def _follow(self, cluster: Cluster, subscription: Subscription) -> None:
         async for update in subscription:
             cluster.apply(update)
+            self.last_update[cluster.name] = time.time()
 
     async def _expire_registrations(self) -> None:
         while True:
@@ -341,6 +349,8 @@ class Agent:
             except Exception:
                 log.exception("registry close failed")
         await self._close_servers()
+        # Off the loop: the span exporter flushes what is queued, bounded by its timeout.
+        await asyncio.to_thread(self.telemetry.close)
 
     async def _close_servers(self) -> None:
         for listener in self.listeners:
@@ -427,14 +437,22 @@ class Agent:
         return await self.registrations.delete(service, instance_id)
 
     async def invoke(
-        self, protocol: str, service: str, method: str, body: dict[str, Any]
+        self,
+        protocol: str,
+        service: str,
+        method: str,
+        body: dict[str, Any],
+        incoming: Mapping[str, str] | None = None,
     ) -> InvokeResult:
+        """``incoming``: the propagation headers of the API request (lower-case names)."""
         config = self.service(service)
         if config.protocol != protocol:
             raise InvokeNotSupported(
                 f"service {service!r} speaks {config.protocol!r}, not {protocol!r}"
             )
-        request = InvokeRequest(config, self.clusters[service], method, body, self.calls)
+        request = InvokeRequest(
+            config, self.clusters[service], method, body, self.calls, incoming or {}
+        )
         return await self._invoker(protocol).invoke(request)
 
     async def invoke_http(

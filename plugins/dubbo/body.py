@@ -12,6 +12,7 @@ Heartbeats (event frames) carry a serialized null.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -226,6 +227,58 @@ def timeout_attachment(body: bytes) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 2**31 - 1:
         return value
     return None
+
+
+# Attachments are the body's last value; text attachments are looked for only this far
+# from the end, so a large argument is never scanned (a missing key would scan it all).
+_ATTACHMENT_WINDOW = 8192
+_STRING_VALUE_MAX = 1024
+
+
+def string_attachments(body: bytes, keys: Iterable[str]) -> dict[str, str]:
+    """Text attachments among the last bytes of a request body, found like ``timeout``
+    (:func:`timeout_attachment`): by the key's hessian2 form, the value decoded alone.
+
+    For propagation fields (trace context, hop count) read by the proxy without decoding
+    the arguments. A value that is not a string, or longer than 1 KiB, is left out; as
+    with ``timeout``, an argument containing the key's bytes could be mistaken for it,
+    which at worst propagates a wrong trace id or hop count (both bounded by the reader).
+    """
+    found: dict[str, str] = {}
+    start = max(0, len(body) - _ATTACHMENT_WINDOW)
+    for key in keys:
+        encoded = key.encode()
+        if len(encoded) > 31:
+            continue
+        at = body.rfind(bytes((len(encoded),)) + encoded, start)
+        if at < 0:
+            continue
+        value_at = at + 1 + len(encoded)
+        try:
+            value = Hessian2Decoder(body[value_at : value_at + _STRING_VALUE_MAX + 3]).read_object()
+        except RemoteProtocolError:
+            continue
+        if isinstance(value, str):
+            found[key] = value
+    return found
+
+
+def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
+    """The request body with ``extra`` text attachments added, or None when the body does
+    not end with a map (then it is forwarded as it came).
+
+    The attachments map is the body's last value and every hessian2 map ends with ``Z``:
+    the pairs go in before it, and nothing else is decoded or re-encoded. A key already
+    there is sent twice; Java's decoder puts entries in order, so the later one (ours)
+    wins. Strings hold no back-references, so adding them shifts no reference numbers.
+    """
+    if not body or body[-1] != 0x5A:  # 'Z'
+        return None
+    encoder = Hessian2Encoder()
+    for key, value in extra.items():
+        encoder.write_object(key)
+        encoder.write_object(value)
+    return body[:-1] + encoder.getvalue() + b"Z"
 
 
 def encode_invocation(invocation: Invocation) -> bytes:

@@ -33,22 +33,31 @@ import logging
 from collections import deque
 from typing import cast
 
-from agent.calls import Call, CallRejected, Direction, Outcome
+from agent.calls import Attempt, Call, CallRejected, Direction, Outcome
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
-from agent.errors import ConnectError, RemoteProtocolError, UpstreamError
+from agent.errors import (
+    ConnectError,
+    NoEndpointError,
+    RemoteProtocolError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from agent.governance.policy import Decision, Degraded, decision_of
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import ListenerContext
+from agent.telemetry.propagation import HOPS, PATH, TIMEOUT_MS, TRACEPARENT, TRACESTATE
 from plugins.dubbo.body import (
     InvocationHead,
     decode_invocation,
     decode_invocation_head_sized,
     error_response_frame,
     heartbeat_response,
+    string_attachments,
     timeout_attachment,
     value_response_frame,
+    with_attachments,
 )
 from plugins.dubbo.frame import (
     HESSIAN2,
@@ -79,6 +88,23 @@ _PAUSE_UPSTREAM = 2  # a provider connection's write buffer is over its high-wat
 # Bounded in entries and in key size, so a hostile client cannot grow it much.
 _HEAD_CACHE_MAX = 256
 _HEAD_CACHE_KEY_MAX = 512
+
+# The propagation attachments read from a client's request (agent/telemetry/propagation.py).
+_PROPAGATED = (TRACEPARENT, TRACESTATE, HOPS, PATH)
+# How a provider's response status counts (metrics, spans): OK may still carry an
+# exception (an answer, counted ok: the proxy does not decode the result).
+_OUTCOMES: dict[int, Outcome] = {
+    Status.OK: Outcome.OK,
+    Status.CLIENT_TIMEOUT: Outcome.TIMEOUT,
+    Status.SERVER_TIMEOUT: Outcome.TIMEOUT,
+    Status.SERVICE_NOT_FOUND: Outcome.APP_ERROR,
+    Status.SERVICE_ERROR: Outcome.APP_ERROR,
+    Status.BAD_REQUEST: Outcome.APP_ERROR,
+    Status.BAD_RESPONSE: Outcome.UPSTREAM_ERROR,
+    Status.SERVER_ERROR: Outcome.UPSTREAM_ERROR,
+    Status.CLIENT_ERROR: Outcome.APP_ERROR,
+    Status.SERVER_THREADPOOL_EXHAUSTED_ERROR: Outcome.UPSTREAM_ERROR,
+}
 
 _NEVER = float("inf")
 # A deadline timer may fire up to a millisecond early (the loop's timer resolution).
@@ -114,6 +140,7 @@ class _Call:
     """One two-way request from the client, from dispatch to its answer."""
 
     __slots__ = (
+        "attempt",
         "client_id",
         "connection",
         "deadline",
@@ -135,8 +162,14 @@ class _Call:
         method: str,
         timeout_ms: int,
         deadline: float,
+        record: Call,
     ) -> None:
         self.proxy = proxy
+        # The call as the Calls hub sees it (metrics, tracing), and its current attempt.
+        self.record = record
+        self.attempt: Attempt | None = None
+        # Providers a governance retry moves away from.
+        self.tried: frozenset[str] = frozenset()
         self.frame = frame
         self.client_id = frame.header.request_id
         self.method = method
@@ -146,9 +179,6 @@ class _Call:
         self.connection: UpstreamConnection | None = None
         self.upstream_id = 0
         self.deadline = deadline  # loop time; the connection's deadline sweep expires it
-        # The call record (agent/calls.py) and, under a governance rule, its decision.
-        self.record: Call | None = None
-        self.tried: frozenset[str] = frozenset()
 
     def settle(self, outcome: Frame | UpstreamError) -> None:
         """The provider answered, or its connection failed under this call."""
@@ -158,63 +188,25 @@ class _Call:
         host = self.host
         assert host is not None
         cluster = proxy.context.cluster
-        failure: Failure | None
-        if isinstance(outcome, Frame):
-            status = outcome.header.status
-            failure = status_failure(status) if status != Status.OK else None
-        else:
-            status = Status.SERVICE_ERROR
-            failure = Failure(FailureKind.RESET, sent=True)
-        record = self.record
-        if record is not None:
-            attempt = record.attempts[-1]
-            record.end_attempt(
-                attempt,
-                Outcome.OK if status == Status.OK else Outcome.UPSTREAM_ERROR,
-                str(int(status)),
-            )
-            if failure is not None and self._retry(failure, host):
-                if status in _FAILURE_STATUSES or not isinstance(outcome, Frame):
-                    cluster.report_failure(host)
-                return
+        if self._retry(outcome, host):
+            return
         self._finish()
         if isinstance(outcome, Frame):
-            if outcome.header.status in _FAILURE_STATUSES:
+            status = outcome.header.status
+            if status in _FAILURE_STATUSES:
                 cluster.report_failure(host)
             else:
                 cluster.report_success(host)
+            self._record(_OUTCOMES.get(status, Outcome.UPSTREAM_ERROR), str(status))
             proxy.write(frame_with_id(outcome, self.client_id))
         else:
             cluster.report_failure(host)
+            self._record(Outcome.UPSTREAM_ERROR, "", outcome)
             proxy.answer_error(
                 self.client_id,
                 Status.SERVICE_ERROR,
                 f"meshagent: call {self.method} to {host.id} failed: {outcome}",
             )
-        if record is not None:
-            record.finish(
-                Outcome.OK if status == Status.OK else Outcome.UPSTREAM_ERROR, str(int(status))
-            )
-
-    def _retry(self, failure: Failure, host: Host) -> bool:
-        """Under a retry rule: send again (to another provider when there is one) after
-        the rule's backoff. True when a retry is under way."""
-        record = self.record
-        decision = decision_of(record) if record is not None else None
-        if decision is None or decision.retry_attempts is None:
-            return False
-        delay = decision.retry_after(failure)
-        if delay is None:
-            return False
-        if self.proxy.loop.time() + delay >= self.deadline:
-            return False  # no time left for another attempt
-        # Off the provider that failed: the call waits for its retry, holding no upstream.
-        host.active_requests -= 1
-        self.tried = self.tried | {host.id}
-        self.connection = None
-        self.host = None
-        self.proxy.retry_later(self, delay)
-        return True
 
     def expire(self) -> None:
         """The deadline passed."""
@@ -223,11 +215,10 @@ class _Call:
         proxy = self.proxy
         host, connection = self.host, self.connection
         self._finish()
-        if self.record is not None:
-            self.record.finish(Outcome.TIMEOUT)
         if connection is not None and host is not None:
             connection.cancel(self.upstream_id)
             proxy.context.cluster.report_failure(host)
+            self._record(Outcome.TIMEOUT, str(Status.SERVER_TIMEOUT))
             proxy.answer_error(
                 self.client_id,
                 Status.SERVER_TIMEOUT,
@@ -235,12 +226,55 @@ class _Call:
                 f"within {self.timeout_ms} ms",
             )
         else:
+            self._record(Outcome.TIMEOUT, str(Status.CLIENT_TIMEOUT))
             proxy.answer_error(
                 self.client_id,
                 Status.CLIENT_TIMEOUT,
                 f"meshagent: no connection to a provider of {proxy.service_name} "
                 f"within {self.timeout_ms} ms",
             )
+
+    def _retry(self, outcome: Frame | UpstreamError, host: Host) -> bool:
+        """Under a governance retry rule: after a retryable status or a lost connection,
+        send again (to another provider when there is one) after the rule's backoff,
+        within the call's deadline. True when a retry is under way."""
+        decision = decision_of(self.record)
+        if decision is None or decision.retry_attempts is None:
+            return False
+        failure: Failure | None
+        if isinstance(outcome, Frame):
+            status = outcome.header.status
+            failure = status_failure(status) if status != Status.OK else None
+        else:
+            status, failure = Status.SERVICE_ERROR, Failure(FailureKind.RESET, sent=True)
+        if failure is None:
+            return False
+        delay = decision.retry_after(failure)
+        proxy = self.proxy
+        if delay is None or proxy.loop.time() + delay >= self.deadline:
+            return False
+        if self.attempt is not None:
+            self.record.end_attempt(
+                self.attempt, _OUTCOMES.get(status, Outcome.UPSTREAM_ERROR), str(int(status))
+            )
+            self.attempt = None
+        if status in _FAILURE_STATUSES or not isinstance(outcome, Frame):
+            proxy.context.cluster.report_failure(host)
+        # Off the provider that failed: the call waits for its retry holding no upstream.
+        host.active_requests -= 1
+        self.tried = self.tried | {host.id}
+        self.connection = None
+        self.host = None
+        proxy.retry_later(self, delay)
+        return True
+
+    def _record(self, outcome: Outcome, status: str, error: BaseException | None = None) -> None:
+        record = self.record
+        if self.attempt is not None:
+            record.end_attempt(self.attempt, outcome, status)
+        if error is None and outcome is Outcome.TIMEOUT:
+            error = UpstreamTimeout(f"{self.method}: no answer within {self.timeout_ms} ms")
+        record.finish(outcome, status, error)
 
     def _finish(self) -> None:
         self.done = True
@@ -253,8 +287,7 @@ class _Call:
         if self.done:
             return
         self.done = True
-        if self.record is not None:
-            self.record.finish(Outcome.CANCELLED)
+        self._record(Outcome.CANCELLED, "")
         if self.connection is not None:
             self.connection.cancel(self.upstream_id)
             if self.host is not None:
@@ -436,35 +469,35 @@ class DubboProxyConnection(asyncio.Protocol):
                 "connection (dubbo listener max_in_flight)",
             )
             return
-        timeout_ms = timeout_attachment(frame.body) or self.config.timeout_ms
         calls = self.context.calls
-        record: Call | None = None
-        decision: Decision | None = None
-        if calls.policies or calls.observers:
-            route = calls.outbound_route(self.service_name, head.method)
-            try:
-                record = calls.start(
-                    "dubbo", Direction.OUTBOUND, route, None, timeout_s=timeout_ms / 1000
-                )
-            except CallRejected as exc:
-                self._refused(request_id, exc)
-                return
-            decision = decision_of(record)
-            if decision is not None:
-                remaining = record.remaining_s()
-                if remaining is not None:  # a rule's timeout may have shortened it
-                    timeout_ms = min(timeout_ms, max(1, int(remaining * 1000)))
+        timeout_ms = timeout_attachment(frame.body) or self.config.timeout_ms
+        try:
+            record = calls.start(
+                "dubbo",
+                Direction.OUTBOUND,
+                calls.outbound_route(self.service_name, head.method),
+                string_attachments(frame.body, _PROPAGATED),
+                timeout_ms / 1000,
+            )
+        except CallRejected as exc:
+            self._refused(request_id, exc)
+            return
+        decision = decision_of(record)
+        remaining = record.remaining_s()
+        if remaining is not None and remaining * 1000 < timeout_ms:
+            # A shorter budget came with the call (or a rule's timeout). Whole 10 ms steps,
+            # rounded down: the deadline queues are per distinct timeout, and the agent
+            # never waits past it.
+            timeout_ms = max(1, int(remaining * 100) * 10)
         deadline = self.loop.time() + timeout_ms / 1000
-        call = _Call(self, frame, head.method, timeout_ms, deadline)
-        call.record = record
-        if decision is not None and decision.delay_s > 0:
+        call = _Call(self, frame, head.method, timeout_ms, deadline, record)
+        if decision is not None and decision.delay_s > 0:  # an injected delay
             self._track_deadline(call, timeout_ms, deadline)
             self.loop.call_later(decision.delay_s, self._dispatch, call, decision)
             return
         host = self._choose(call, decision)
         if host is None:
-            if record is not None:
-                record.finish(Outcome.NO_ENDPOINT)
+            record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
             self._no_provider(request_id)
             return
         self._track_deadline(call, timeout_ms, deadline)
@@ -500,22 +533,21 @@ class DubboProxyConnection(asyncio.Protocol):
         if host is None:
             call.done = True
             self.calls.discard(call)
-            if call.record is not None:
-                call.record.finish(Outcome.NO_ENDPOINT)
+            call.record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
             self._no_provider(call.client_id)
             self._maybe_close()
             return
         self._send_or_connect(call, host)
 
     def retry_later(self, call: _Call, delay_s: float) -> None:
-        decision = decision_of(call.record) if call.record is not None else None
+        decision = decision_of(call.record)
         if delay_s > 0:
             self.loop.call_later(delay_s, self._dispatch, call, decision)
         else:
             self._dispatch(call, decision)
 
     def _refused(self, request_id: int, rejected: CallRejected) -> None:
-        """A governance rule answered instead of a provider."""
+        """A policy answered instead of a provider (governance, loop protection)."""
         if isinstance(rejected, Degraded) and rejected.has_value:
             try:
                 self.write(value_response_frame(request_id, rejected.value))
@@ -546,9 +578,25 @@ class DubboProxyConnection(asyncio.Protocol):
             self._send(call, host, connection)
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
-        if call.record is not None:
-            call.record.begin_attempt(host.id)
-        call.upstream_id = connection.send_frame(call.frame, call.settle)
+        record = call.record
+        attempt = call.attempt = record.begin_attempt(host.id)
+        frame = call.frame
+        outgoing = record.outgoing(attempt)
+        if outgoing:
+            # What observers want sent (trace context, hop count) as attachments, and the
+            # budget left as Dubbo's own ``timeout``.
+            extra = {k: v for k, v in outgoing.items() if k != TIMEOUT_MS}
+            if TIMEOUT_MS in outgoing:
+                extra["timeout"] = outgoing[TIMEOUT_MS]
+            body = with_attachments(frame.body, extra)
+            if body is not None:
+                frame = Frame(frame.header, body)
+        try:
+            call.upstream_id = connection.send_frame(frame, call.settle)
+        except UpstreamError as exc:
+            record.end_attempt(attempt, Outcome.UPSTREAM_ERROR)
+            call.attempt = None
+            raise exc from None
         call.host = host
         call.connection = connection
         host.active_requests += 1
@@ -613,6 +661,8 @@ class DubboProxyConnection(asyncio.Protocol):
                     self._send(call, chosen, connection)
                 return
             except ConnectError as exc:
+                record = call.record
+                record.end_attempt(record.begin_attempt(chosen.id), Outcome.CONNECT_ERROR)
                 cluster.report_failure(chosen, connect=True)
                 last_error = str(exc)
                 tried.add(chosen.id)
@@ -631,11 +681,11 @@ class DubboProxyConnection(asyncio.Protocol):
             return
         call.done = True
         self.calls.discard(call)
-        if call.record is not None:
-            call.record.finish(Outcome.CONNECT_ERROR)
         if chosen is None and not tried:
+            call.record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
             self._no_provider(call.client_id)
             return
+        call.record.fail(ConnectError(f"no provider reachable: {last_error}"))
         self.answer_error(
             call.client_id,
             Status.SERVER_ERROR,

@@ -98,6 +98,8 @@ def agent_config(providers: list[DubboProvider]) -> dict[str, Any]:
                 "health": {"enabled": False},
                 # Ejection would hide what the rules do with a failing provider.
                 "outlier": {"enabled": False},
+                # Each attempt of slow waits 100 ms (the call itself has no deadline).
+                "options": {"methods": {"slow": {"timeout_ms": 100}}},
             }
         ],
         "governance": {"zone": "b", "source": {"registry": "local"}},
@@ -160,7 +162,7 @@ async def test_retry_budget_keeps_attempts_within_its_ratio(
         """,
     )
     seen = counter(agent)
-    body = {"types": ["int"], "args": [300], "timeout_ms": 100}
+    body = {"types": ["int"], "args": [300]}
 
     async def one() -> int:
         return (await api.post(f"{INVOKE}/slow", json=body)).status_code
@@ -195,7 +197,7 @@ async def test_without_a_budget_the_same_rule_multiplies_the_attempts(
         """,
     )
     seen = counter(agent)
-    body = {"types": ["int"], "args": [300], "timeout_ms": 100}
+    body = {"types": ["int"], "args": [300]}
     results = await asyncio.gather(*(api.post(f"{INVOKE}/slow", json=body) for _ in range(10)))
     assert [r.status_code for r in results] == [504] * 10
     assert seen.attempts == 30
@@ -213,7 +215,7 @@ async def test_timeouts_are_not_retried_for_a_method_not_marked_idempotent(
         """,
     )
     seen = counter(agent)
-    body = {"types": ["int"], "args": [300], "timeout_ms": 100}
+    body = {"types": ["int"], "args": [300]}
     response = await api.post(f"{INVOKE}/slow", json=body)
     assert response.status_code == 504 and seen.attempts == 1
 
@@ -222,7 +224,7 @@ async def test_circuit_breaker_fails_fast_past_max_in_flight(
     agent: Agent, api: httpx.AsyncClient
 ) -> None:
     await publish(agent, f"circuit_breakers: {{{INTERFACE}: {{max_in_flight: 2}}}}")
-    body = {"types": ["int"], "args": [400]}
+    body = {"types": ["int"], "args": [400], "timeout_ms": 2000}
 
     async def one() -> tuple[int, float]:
         started = time.monotonic()
