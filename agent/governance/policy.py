@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.calls import Attempt, Call, CallObserver, CallPolicy, CallRejected
+from agent.calls import Attempt, Call, CallObserver, CallPolicy, CallRejected, Route
 from agent.governance.breaker import ClusterLoad, connection_allowed, over_limit
 from agent.governance.retry import Failure
 from agent.governance.rules import Degrade, RuleSet
@@ -130,6 +130,8 @@ class RulesState:
 
     rules: RuleSet
     source: str  # "static" or the config key
+    # The source's version when the caller knows it (the API reads the watched
+    # document's status, which is set once the version is in force).
     version: str | None
     applied_at: float
 
@@ -160,7 +162,7 @@ class GovernancePolicy(CallPolicy, CallObserver):
         self.table = RuleTable(rules, self.local_zone, self.clock, previous=self.table)
         self.state = RulesState(rules, source, version, time.time())
 
-    def effective(self, route: Any) -> CompiledRule | None:
+    def effective(self, route: Route) -> CompiledRule | None:
         return self.table.lookup(route)
 
     def load(self, cluster: str) -> ClusterLoad:
@@ -253,6 +255,3 @@ class GovernancePolicy(CallPolicy, CallObserver):
             if decision.pending:
                 decision.pending = False
                 load.pending -= 1
-
-    def loads_view(self) -> Mapping[str, ClusterLoad]:
-        return self.loads
