@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.telemetry.governance_metrics import governance_metrics
+
 if TYPE_CHECKING:
     from agent.runtime.agent import Agent
 
@@ -118,6 +120,7 @@ class AgentCollector(Collector):
             connected.add_metric([name], 1 if status.connected else 0)
         yield connected
         yield from _call_metrics(agent)
+        yield from governance_metrics(agent)
 
 
 def _call_metrics(agent: Agent) -> Iterator[Metric]:
