@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.calls import Attempt, Call, Direction, Outcome, outcome_of
+from agent.calls import Attempt, Call, CallRejected, Direction, Outcome, outcome_of
 from agent.cluster.host import Host
 from agent.config import ServiceConfig
 from agent.errors import (
@@ -40,7 +40,7 @@ from plugins.dubbo.generic import (
     remote_exception,
     to_json,
 )
-from plugins.dubbo.governance import failure_of
+from plugins.dubbo.governance import failure_of, over_connection_limit
 from plugins.dubbo.protocol import DubboConfig
 from plugins.dubbo.strategies import DubboServiceOptions, ProviderStatusError, Settings
 from plugins.dubbo.upstream import UpstreamPool
@@ -267,6 +267,10 @@ async def _invoke(
         group_on_wire = generic.group or host.instance.metadata.get("group", "")
         extra = _propagated(call.outgoing(attempt))
         frame = request_frame(0, body_for(version_on_wire, group_on_wire, timeout_ms, extra))
+        if pool.live(host) is None:
+            refused = over_connection_limit(call, request.cluster, pool)
+            if refused is not None:
+                raise CallRejected("overloaded", refused)
         connection = await pool.get(host)
         response = await connection.request(frame, timeout_ms / 1000)
         try:

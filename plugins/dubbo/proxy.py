@@ -67,7 +67,7 @@ from plugins.dubbo.frame import (
     Status,
     frame_with_id,
 )
-from plugins.dubbo.governance import rejection_status, status_failure
+from plugins.dubbo.governance import over_connection_limit, rejection_status, status_failure
 from plugins.dubbo.protocol import DubboConfig
 from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool, write_all
 
@@ -573,6 +573,15 @@ class DubboProxyConnection(asyncio.Protocol):
     def _send_or_connect(self, call: _Call, host: Host) -> None:
         connection = self.pool.live(host)
         if connection is None:
+            refused = over_connection_limit(call.record, self.context.cluster, self.pool)
+            if refused is not None:
+                call.done = True
+                self.calls.discard(call)
+                rejection = CallRejected("overloaded", refused)
+                call.record.fail(rejection)
+                self._refused(call.client_id, rejection)
+                self._maybe_close()
+                return
             self._spawn(self._connect_and_send(call, host))
         else:
             self._send(call, host, connection)

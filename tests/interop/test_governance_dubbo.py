@@ -243,6 +243,20 @@ async def test_circuit_breaker_fails_fast_past_max_in_flight(
     assert agent.governance.load(INTERFACE).in_flight == 0  # every call released
 
 
+async def test_max_connections_refuses_a_new_provider_connection(
+    agent: Agent, api: httpx.AsyncClient
+) -> None:
+    await publish(agent, f"circuit_breakers: {{{INTERFACE}: {{max_connections: 1}}}}")
+    responses = [await api.post(f"{INVOKE}/whoami", json={}) for _ in range(6)]
+    served = [r.json()["result"] for r in responses if r.status_code == 200]
+    refused = [r.json() for r in responses if r.status_code == 503]
+    # Round robin alternates: the first provider gets the one connection, the other none.
+    assert len(served) == 3 and len(set(served)) == 1, served
+    assert len(refused) == 3 and all(p["reason"] == "overloaded" for p in refused), refused
+    assert "max_connections 1" in refused[0]["detail"]
+    assert agent.governance.load(INTERFACE).overflows == 3
+
+
 async def test_weights_header_matches_and_zone_preference(
     agent: Agent, api: httpx.AsyncClient
 ) -> None:
