@@ -114,6 +114,12 @@ class Decision:
         return splitter.excluded(endpoints, metadata, subset, self.policy.clock())
 
     @property
+    def splits(self) -> bool:
+        """Does the rule split traffic (is :meth:`excluded` worth calling)?"""
+        rule = self.rule
+        return rule is not None and rule.splitter is not None
+
+    @property
     def uses_headers(self) -> bool:
         rule = self.rule
         return rule is not None and rule.splitter is not None and rule.splitter.uses_headers

@@ -223,11 +223,12 @@ async def _invoke(
         if decision.delay_s > 0:
             await asyncio.sleep(decision.delay_s)
         attachments = body.attachments
-        ineligible |= decision.excluded(
-            request.cluster.hosts(),
-            lambda host: host.instance.metadata,
-            lambda name: _attachment(attachments, name),
-        )
+        if decision.splits:
+            ineligible |= decision.excluded(
+                request.cluster.hosts(),
+                lambda host: host.instance.metadata,
+                lambda name: _attachment(attachments, name),
+            )
         if decision.retry_attempts is not None:
             max_attempts = decision.retry_attempts + 1
 

@@ -505,7 +505,7 @@ class DubboProxyConnection(asyncio.Protocol):
 
     def _choose(self, call: _Call, decision: Decision | None) -> Host | None:
         cluster = self.context.cluster
-        if decision is None:
+        if decision is None or not decision.splits:
             return cluster.choose(NO_CONTEXT if not call.tried else PickContext(exclude=call.tried))
         header = None
         if decision.uses_headers:

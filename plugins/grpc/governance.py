@@ -49,7 +49,7 @@ async def admit(context: ListenerContext, method: str, server_context: Any) -> C
 def pick_context(context: ListenerContext, record: Call | None, server_context: Any) -> PickContext:
     """The endpoints a rule's traffic split leaves to this call (metadata as headers)."""
     decision = decision_of(record) if record is not None else None
-    if decision is None:
+    if decision is None or not decision.splits:
         return NO_CONTEXT
     metadata = {
         str(key).lower(): value

@@ -29,7 +29,7 @@ def start(context: ListenerContext, method: str, timeout_ms: int) -> Call | Call
 
 def pick_context(context: ListenerContext, record: Call | None) -> PickContext:
     decision = decision_of(record) if record is not None else None
-    if decision is None:
+    if decision is None or not decision.splits:
         return NO_CONTEXT
     cluster = context.cluster
     excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata)
