@@ -20,6 +20,7 @@ from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from plugins.grpc.channels import ChannelPool, target
 from plugins.grpc.reflection import DescriptorCache, MethodInfo, UnknownService
+from plugins.grpc.triple import triple_headers
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ class GrpcServiceOptions(BaseModel):
     grpc_service: str | None = None
     # Deadline of a JSON invocation unless the request sets timeout_ms.
     timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000
+    # A FileDescriptorSet (protoc --descriptor_set_out --include_imports) describing the
+    # service: used instead of the provider's server reflection.
+    descriptor_set: str | None = None
 
 
 class InvokeBody(BaseModel):
@@ -115,7 +119,12 @@ def split_method(service: ServiceConfig, method: str) -> tuple[str, str]:
 
 
 async def resolve(
-    cache: DescriptorCache, cluster: str, host: Host, grpc_service: str, method: str
+    cache: DescriptorCache,
+    cluster: str,
+    host: Host,
+    grpc_service: str,
+    method: str,
+    descriptor_set: str | None = None,
 ) -> MethodInfo:
     address = target(host.instance.host, host.instance.port)
     for attempt in range(2):
@@ -123,7 +132,7 @@ async def resolve(
             # Not in what we had: the provider may have been upgraded since.
             cache.forget(cluster, grpc_service)
         try:
-            methods = await cache.methods(cluster, address, grpc_service)
+            methods = await cache.methods(cluster, address, grpc_service, descriptor_set)
         except UnknownService as exc:
             raise _unimplemented(str(exc), address) from None
         info = methods.get(method)
@@ -166,7 +175,7 @@ async def invoke(request: InvokeRequest, pool: ChannelPool, cache: DescriptorCac
     host = cluster.choose()
     if host is None:
         raise NoEndpointError(f"no provider of {request.service.name} is available")
-    info = await resolve(cache, cluster.name, host, grpc_service, method)
+    info = await resolve(cache, cluster.name, host, grpc_service, method, options.descriptor_set)
     requests = encode(info, body)
     timeout_ms = body.timeout_ms or options.timeout_ms
     channel = pool.get(host, cluster)
@@ -174,7 +183,9 @@ async def invoke(request: InvokeRequest, pool: ChannelPool, cache: DescriptorCac
         "request_serializer": info.input.SerializeToString,
         "response_deserializer": info.output.FromString,
     }
-    call_options = {"metadata": list(body.metadata.items()), "timeout": timeout_ms / 1000}
+    metadata = list(body.metadata.items())
+    metadata += triple_headers(host.instance.metadata, metadata, request.service.attributes)
+    call_options = {"metadata": metadata, "timeout": timeout_ms / 1000}
     if info.client_streaming:
         call = channel.stream_stream(info.path, **kwargs)(iter(requests), **call_options)
     else:
