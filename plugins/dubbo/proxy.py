@@ -105,6 +105,8 @@ _OUTCOMES: dict[int, Outcome] = {
 _REJECTED = {
     "rate_limited": Status.SERVER_THREADPOOL_EXHAUSTED_ERROR,
     "overloaded": Status.SERVER_THREADPOOL_EXHAUSTED_ERROR,
+    # About the request, not the provider: does not count toward ejecting this agent.
+    "loop": Status.BAD_REQUEST,
 }
 
 _NEVER = float("inf")
@@ -451,11 +453,12 @@ class DubboProxyConnection(asyncio.Protocol):
             record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
             self._no_provider(request_id)
             return
-        remaining = record.remaining_s()
-        if remaining is not None and remaining * 1000 < timeout_ms:
-            # A shorter budget came with the call. Whole 10 ms steps, rounded down: the
-            # deadline queues are per distinct timeout, and the agent never waits past it.
-            timeout_ms = max(1, int(remaining * 100) * 10)
+        if record.deadline is not None:
+            budget_ms = (record.deadline - record.started) * 1000
+            if budget_ms < timeout_ms - 0.5:
+                # A shorter budget came with the call. Whole 10 ms steps, rounded down:
+                # deadline queues are per distinct timeout; the agent never waits past it.
+                timeout_ms = max(1, int(budget_ms / 10) * 10)
         deadline = self.loop.time() + timeout_ms / 1000
         call = _Call(self, frame, head.method, timeout_ms, deadline, record)
         self.calls.add(call)
