@@ -174,6 +174,25 @@ def decode_invocation_head_sized(
     return head, decoder.position
 
 
+GENERIC_METHODS = frozenset({"$invoke", "$invokeAsync"})
+
+
+def generic_method(body: bytes) -> str | None:
+    """The real method of a generic call (``$invoke``'s first argument), or None.
+
+    Only the head and that one string are decoded, so metrics and spans name the method
+    called rather than ``$invoke`` without reading the arguments.
+    """
+    try:
+        head, length = decode_invocation_head_sized(body)
+        if head.method not in GENERIC_METHODS:
+            return None
+        value = Hessian2Decoder(body[length : length + 1024]).read_object()
+    except RemoteProtocolError:
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 def decode_invocation(body: bytes, limits: Limits | None = None) -> Invocation:
     decoder = Hessian2Decoder(body, limits or DEFAULT_LIMITS)
     dubbo_version = _string(decoder, "dubbo version")

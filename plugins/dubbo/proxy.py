@@ -47,10 +47,12 @@ from agent.errors import (
 from agent.runtime.protocols import ListenerContext
 from agent.telemetry.propagation import HOPS, PATH, TIMEOUT_MS, TRACEPARENT, TRACESTATE
 from plugins.dubbo.body import (
+    GENERIC_METHODS,
     InvocationHead,
     decode_invocation,
     decode_invocation_head_sized,
     error_response_frame,
+    generic_method,
     heartbeat_response,
     string_attachments,
     timeout_attachment,
@@ -137,6 +139,13 @@ class _HeadCache:
             if length not in self.lengths:
                 self.lengths.append(length)
         return head
+
+
+def _method_of(head: InvocationHead, body: bytes) -> str:
+    # A generic call ($invoke) is counted and traced under the method it calls.
+    if head.method in GENERIC_METHODS:
+        return generic_method(body) or head.method
+    return head.method
 
 
 class _Call:
@@ -439,7 +448,7 @@ class DubboProxyConnection(asyncio.Protocol):
             record = calls.start(
                 "dubbo",
                 Direction.OUTBOUND,
-                calls.outbound_route(self.service_name, head.method),
+                calls.outbound_route(self.service_name, _method_of(head, frame.body)),
                 string_attachments(frame.body, _PROPAGATED),
                 timeout_ms / 1000,
             )

@@ -19,6 +19,7 @@ from plugins.dubbo.body import (
     encode_invocation,
     error_response_frame,
     from_descriptor,
+    generic_method,
     heartbeat_request,
     heartbeat_response,
     is_heartbeat,
@@ -238,6 +239,22 @@ def test_string_attachments_found_from_the_tail() -> None:
     assert string_attachments(far, ["traceparent"]) == {}
     # A non-string value is left out.
     assert string_attachments(_invocation_with({"x-meshagent-hops": 3}), ["x-meshagent-hops"]) == {}
+
+
+def test_generic_method_names_the_real_method() -> None:
+    generic = encode_invocation(
+        Invocation(
+            "a.B",
+            "",
+            "$invoke",
+            ("java.lang.String", "[Ljava.lang.String;", "[Ljava.lang.Object;"),
+            ("sayHello", ["java.lang.String"], ["x"]),
+            {},
+        )
+    )
+    assert generic_method(generic) == "sayHello"
+    assert generic_method(_invocation_with({})) is None  # not generic
+    assert generic_method(b"\x00garbage") is None
 
 
 def test_with_attachments_adds_and_overrides_without_touching_arguments() -> None:
