@@ -266,13 +266,15 @@ def string_attachments(body: bytes, keys: Iterable[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     start = max(0, len(body) - _ATTACHMENT_WINDOW)
     for key in keys:
-        encoded = key.encode()
-        if len(encoded) > 31:
-            continue
-        at = body.rfind(bytes((len(encoded),)) + encoded, start)
+        needle = _NEEDLES.get(key)
+        if needle is None:
+            needle = _hessian_string(key)
+            if len(_NEEDLES) < 64:
+                _NEEDLES[key] = needle
+        at = body.rfind(needle, start)
         if at < 0:
             continue
-        value_at = at + 1 + len(encoded)
+        value_at = at + len(needle)
         try:
             value = Hessian2Decoder(body[value_at : value_at + _STRING_VALUE_MAX + 3]).read_object()
         except RemoteProtocolError:
@@ -280,6 +282,23 @@ def string_attachments(body: bytes, keys: Iterable[str]) -> dict[str, str]:
         if isinstance(value, str):
             found[key] = value
     return found
+
+
+_NEEDLES: dict[str, bytes] = {}
+
+
+def _hessian_string(value: str) -> bytes:
+    """A string's hessian2 bytes; ASCII up to 1023 characters without the encoder (the
+    proxy writes a few per request: the general encoder costs ~10x more)."""
+    if value.isascii():
+        n = len(value)
+        if n < 32:
+            return bytes((n,)) + value.encode()
+        if n < 1024:
+            return bytes((0x30 + (n >> 8), n & 0xFF)) + value.encode()
+    encoder = Hessian2Encoder()
+    encoder.write_object(value)
+    return encoder.getvalue()
 
 
 def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
@@ -293,11 +312,12 @@ def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
     """
     if not body or body[-1] != 0x5A:  # 'Z'
         return None
-    encoder = Hessian2Encoder()
+    parts = [body[:-1]]
     for key, value in extra.items():
-        encoder.write_object(key)
-        encoder.write_object(value)
-    return body[:-1] + encoder.getvalue() + b"Z"
+        parts.append(_NEEDLES.get(key) or _hessian_string(key))
+        parts.append(_hessian_string(value))
+    parts.append(b"Z")
+    return b"".join(parts)
 
 
 def encode_invocation(invocation: Invocation) -> bytes:

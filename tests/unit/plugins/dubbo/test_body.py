@@ -267,3 +267,12 @@ def test_with_attachments_adds_and_overrides_without_touching_arguments() -> Non
     assert decoded.attachments["traceparent"] == "new"
     assert decoded.attachments["timeout"] == "250"
     assert with_attachments(body[:-1], {"a": "b"}) is None  # not ending in a map: left alone
+
+
+@given(st.text(max_size=1100))
+def test_fast_string_form_is_the_encoders(value: str) -> None:
+    from plugins.dubbo.body import _hessian_string
+
+    encoder = Hessian2Encoder()
+    encoder.write_object(value)
+    assert _hessian_string(value) == encoder.getvalue()
