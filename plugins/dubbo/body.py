@@ -285,6 +285,10 @@ def string_attachments(body: bytes, keys: Iterable[str]) -> dict[str, str]:
 
 
 _NEEDLES: dict[str, bytes] = {}
+# Encoded (key, value) pairs: hop counts, paths and timeouts repeat from one request to the
+# next, so most pairs are found here rather than encoded again.
+_PAIRS: dict[tuple[str, str], bytes] = {}
+_PAIRS_MAX = 4096
 
 
 def _hessian_string(value: str) -> bytes:
@@ -313,9 +317,15 @@ def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
     if not body or body[-1] != 0x5A:  # 'Z'
         return None
     parts = [body[:-1]]
-    for key, value in extra.items():
-        parts.append(_NEEDLES.get(key) or _hessian_string(key))
-        parts.append(_hessian_string(value))
+    pairs = _PAIRS
+    for item in extra.items():
+        encoded = pairs.get(item)
+        if encoded is None:
+            encoded = _hessian_string(item[0]) + _hessian_string(item[1])
+            if len(pairs) >= _PAIRS_MAX:
+                pairs.clear()  # crude, but bounded; the values that repeat come back
+            pairs[item] = encoded
+        parts.append(encoded)
     parts.append(b"Z")
     return b"".join(parts)
 
