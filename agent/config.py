@@ -267,6 +267,9 @@ class AccessLogConfig(Strict):
 class CallContextConfig(Strict):
     """Deadlines and loop protection (agent/telemetry/context.py)."""
 
+    # Off: no hop count, path or budget is read or sent (a Dubbo listener then forwards
+    # request bodies untouched unless tracing adds a traceparent).
+    enabled: bool = True
     # A call that already went through this many agents is refused (a loop).
     max_hops: Annotated[int, Field(ge=1, le=1000)] = 16
     # Longer budgets (from a header, a Dubbo timeout attachment) are clamped to this.

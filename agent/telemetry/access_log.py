@@ -89,6 +89,9 @@ def entry(call: Call) -> dict[str, Any]:
             for a in call.attempts
         ],
     }
+    if call.deadline is not None:
+        # The budget the call had when it arrived (what the caller sent, bounded).
+        line["budget_ms"] = round((call.deadline - call.started) * 1000, 3)
     if call.attempts:
         line["endpoint"] = call.attempts[-1].endpoint
     if call.error is not None:

@@ -18,6 +18,7 @@ from agent.telemetry.governance_metrics import governance_metrics
 
 if TYPE_CHECKING:
     from agent.runtime.agent import Agent
+    from agent.telemetry.context import ContextStats
 
 
 class AgentCollector(Collector):
@@ -139,19 +140,8 @@ def _call_metrics(agent: Agent) -> Iterator[Metric]:
     config.add_metric([agent.config_version], 1)
     yield from (age, config)
     telemetry = agent.telemetry
-    context = telemetry.context.stats
-    invalid = CounterMetricFamily(
-        "meshagent_call_context_ignored",
-        "Propagation values from callers that were ignored or clamped, by kind",
-        labels=["kind"],
-    )
-    for kind, count in list(context.invalid.items()):
-        invalid.add_metric([kind], count)
-    loops = CounterMetricFamily(
-        "meshagent_call_loops", "Calls refused by loop protection (too many hops)"
-    )
-    loops.add_metric([], context.loops)
-    yield from (invalid, loops)
+    if telemetry.context is not None:
+        yield from _context_metrics(telemetry.context.stats)
     if telemetry.metrics is not None:
         yield from telemetry.metrics.collect()
     tracing = telemetry.tracing
@@ -170,6 +160,21 @@ def _call_metrics(agent: Agent) -> Iterator[Metric]:
         )
         bad.add_metric([], stats.invalid_context)
         yield from (spans, bad)
+
+
+def _context_metrics(context: ContextStats) -> Iterator[Metric]:
+    invalid = CounterMetricFamily(
+        "meshagent_call_context_ignored",
+        "Propagation values from callers that were ignored or clamped, by kind",
+        labels=["kind"],
+    )
+    for kind, count in list(context.invalid.items()):
+        invalid.add_metric([kind], count)
+    loops = CounterMetricFamily(
+        "meshagent_call_loops", "Calls refused by loop protection (too many hops)"
+    )
+    loops.add_metric([], context.loops)
+    yield from (invalid, loops)
 
 
 def _capture_metrics(agent: Agent) -> Iterator[Metric]:

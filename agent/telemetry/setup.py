@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Telemetry:
-    context: CallContext
+    context: CallContext | None = None
     metrics: CallMetrics | None = None
     tracing: Tracing | None = None
     access_log: AccessLog | None = None
@@ -43,10 +43,13 @@ def install(calls: Calls, config: TelemetryConfig) -> Telemetry:
     The context policy goes first among policies (a loop is refused before governance
     spends a token on it) and first among observers (its headers are the base that
     tracing adds to)."""
-    context = CallContext(config.context.max_hops, config.context.max_timeout_s)
-    telemetry = Telemetry(context)
-    calls.policies.insert(0, context)
-    calls.observers.append(context)
+    telemetry = Telemetry()
+    if config.context.enabled:
+        context = telemetry.context = CallContext(
+            config.context.max_hops, config.context.max_timeout_s
+        )
+        calls.policies.insert(0, context)
+        calls.observers.append(context)
     if config.tracing.enabled:
         try:
             from agent.telemetry.tracing import Tracing

@@ -16,7 +16,8 @@ The SDK is imported only when tracing is enabled (the ``tracing`` extra).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import (
     NonRecordingSpan,
     Span,
@@ -52,6 +53,18 @@ TRACE_ID = "trace_id"
 
 # rpc.system by protocol (OpenTelemetry semantic conventions' registered values).
 _RPC_SYSTEM = {"dubbo": "apache_dubbo", "grpc": "grpc", "thrift": "apache_thrift"}
+
+
+# Ids need to be unique, not secret (the SDK uses the same generator).
+_span_bits = random.getrandbits
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsampled:
+    """An unsampled call's trace: ids are passed on, nothing is recorded."""
+
+    trace_id: str
+    tracestate: str
 
 
 @dataclass
@@ -142,11 +155,8 @@ def build_exporter(config: TracingConfig) -> SpanExporter:
     )
 
 
-def _parent(call: Call, stats: TracingStats) -> Any:
+def _parent(parent: p.TraceParent | None, stats: TracingStats) -> Any:
     """The OpenTelemetry context of the caller's span, or None for a new trace."""
-    parent, invalid = p.incoming_trace(call.incoming)
-    if invalid:
-        stats.invalid_context += 1
     if parent is None:
         return None
     state = TraceState()
@@ -181,12 +191,15 @@ class Tracing(CallObserver):
         config: TracingConfig,
         app: str,
         exporter: SpanExporter | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.stats = TracingStats()
+        self.sample_ratio = config.sample_ratio
+        self.rand = rand
         resource = Resource.create({"service.name": app or "meshagent"})
-        self.provider = TracerProvider(
-            resource=resource, sampler=ParentBased(TraceIdRatioBased(config.sample_ratio))
-        )
+        # Calls reach the SDK only once sampled (call_started decides: parent-based, else
+        # the ratio), so the SDK records everything it is given.
+        self.provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
         batch = BatchSpanProcessor(
             _CountingExporter(exporter or build_exporter(config), self.stats),
             max_queue_size=config.max_queue,
@@ -199,11 +212,22 @@ class Tracing(CallObserver):
 
     def call_started(self, call: Call) -> None:
         route = call.route
+        parent, invalid = p.incoming_trace(call.incoming)
+        if invalid:
+            self.stats.invalid_context += 1
+        # The sampling decision is made here, before the SDK: an unsampled call (most of
+        # them at 1%) only passes ids on, which costs a fraction of a non-recording span.
+        sampled = parent.sampled if parent is not None else self.rand() < self.sample_ratio
+        if not sampled:
+            trace_id = parent.trace_id if parent is not None else f"{_span_bits(128):032x}"
+            call.state[NAME] = _Unsampled(trace_id, parent.tracestate if parent else "")
+            call.state[TRACE_ID] = trace_id
+            return
         # The agent serves the request it read (an invocation, a listener's request) and is
         # the client of each attempt: SERVER here, CLIENT per attempt.
         span = self.tracer.start_span(
             f"{route.target}/{route.method}",
-            context=_parent(call, self.stats),
+            context=_parent(parent, self.stats),
             kind=SpanKind.SERVER,
             attributes={
                 "rpc.system": _RPC_SYSTEM.get(call.protocol, call.protocol),
@@ -221,6 +245,12 @@ class Tracing(CallObserver):
     def attempt_started(self, call: Call, attempt: Attempt) -> None:
         parent = call.state.get(NAME)
         if parent is None:
+            return
+        if isinstance(parent, _Unsampled):
+            span_id = _span_bits(64) or 1
+            attempt.headers[p.TRACEPARENT] = f"00-{parent.trace_id}-{span_id:016x}-00"
+            if parent.tracestate:
+                attempt.headers[p.TRACESTATE] = parent.tracestate
             return
         host, _, port = attempt.endpoint.rpartition(":")
         attributes: dict[str, Any] = {
@@ -245,6 +275,8 @@ class Tracing(CallObserver):
             attempt.headers[p.TRACESTATE] = state
 
     def attempt_finished(self, call: Call, attempt: Attempt) -> None:
+        if not attempt.state:
+            return  # unsampled
         span = attempt.state.pop(NAME, None)
         if span is None:
             return
@@ -259,7 +291,7 @@ class Tracing(CallObserver):
 
     def call_finished(self, call: Call) -> None:
         span = call.state.pop(NAME, None)
-        if span is None:
+        if span is None or isinstance(span, _Unsampled):
             return
         # Attempts a protocol left open (a cancelled call) end with it.
         for attempt in call.attempts:

@@ -174,6 +174,25 @@ def decode_invocation_head_sized(
     return head, decoder.position
 
 
+GENERIC_METHODS = frozenset({"$invoke", "$invokeAsync"})
+
+
+def generic_method(body: bytes) -> str | None:
+    """The real method of a generic call (``$invoke``'s first argument), or None.
+
+    Only the head and that one string are decoded, so metrics and spans name the method
+    called rather than ``$invoke`` without reading the arguments.
+    """
+    try:
+        head, length = decode_invocation_head_sized(body)
+        if head.method not in GENERIC_METHODS:
+            return None
+        value = Hessian2Decoder(body[length : length + 1024]).read_object()
+    except RemoteProtocolError:
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 def decode_invocation(body: bytes, limits: Limits | None = None) -> Invocation:
     decoder = Hessian2Decoder(body, limits or DEFAULT_LIMITS)
     dubbo_version = _string(decoder, "dubbo version")
@@ -247,13 +266,15 @@ def string_attachments(body: bytes, keys: Iterable[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     start = max(0, len(body) - _ATTACHMENT_WINDOW)
     for key in keys:
-        encoded = key.encode()
-        if len(encoded) > 31:
-            continue
-        at = body.rfind(bytes((len(encoded),)) + encoded, start)
+        needle = _NEEDLES.get(key)
+        if needle is None:
+            needle = _hessian_string(key)
+            if len(_NEEDLES) < 64:
+                _NEEDLES[key] = needle
+        at = body.rfind(needle, start)
         if at < 0:
             continue
-        value_at = at + 1 + len(encoded)
+        value_at = at + len(needle)
         try:
             value = Hessian2Decoder(body[value_at : value_at + _STRING_VALUE_MAX + 3]).read_object()
         except RemoteProtocolError:
@@ -261,6 +282,27 @@ def string_attachments(body: bytes, keys: Iterable[str]) -> dict[str, str]:
         if isinstance(value, str):
             found[key] = value
     return found
+
+
+_NEEDLES: dict[str, bytes] = {}
+# Encoded (key, value) pairs: hop counts, paths and timeouts repeat from one request to the
+# next, so most pairs are found here rather than encoded again.
+_PAIRS: dict[tuple[str, str], bytes] = {}
+_PAIRS_MAX = 4096
+
+
+def _hessian_string(value: str) -> bytes:
+    """A string's hessian2 bytes; ASCII up to 1023 characters without the encoder (the
+    proxy writes a few per request: the general encoder costs ~10x more)."""
+    if value.isascii():
+        n = len(value)
+        if n < 32:
+            return bytes((n,)) + value.encode()
+        if n < 1024:
+            return bytes((0x30 + (n >> 8), n & 0xFF)) + value.encode()
+    encoder = Hessian2Encoder()
+    encoder.write_object(value)
+    return encoder.getvalue()
 
 
 def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
@@ -274,11 +316,18 @@ def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
     """
     if not body or body[-1] != 0x5A:  # 'Z'
         return None
-    encoder = Hessian2Encoder()
-    for key, value in extra.items():
-        encoder.write_object(key)
-        encoder.write_object(value)
-    return body[:-1] + encoder.getvalue() + b"Z"
+    parts = [body[:-1]]
+    pairs = _PAIRS
+    for item in extra.items():
+        encoded = pairs.get(item)
+        if encoded is None:
+            encoded = _hessian_string(item[0]) + _hessian_string(item[1])
+            if len(pairs) >= _PAIRS_MAX:
+                pairs.clear()  # crude, but bounded; the values that repeat come back
+            pairs[item] = encoded
+        parts.append(encoded)
+    parts.append(b"Z")
+    return b"".join(parts)
 
 
 def encode_invocation(invocation: Invocation) -> bytes:

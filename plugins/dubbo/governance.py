@@ -5,7 +5,7 @@ A Java consumer turns a non-OK response status into an RpcException; the status 
 Rate limiting and circuit breaking answer SERVER_THREADPOOL_EXHAUSTED_ERROR (100), what a
 Dubbo provider answers when its thread pool is full, so Dubbo clients already treat it as
 overload. An injected abort answers the status the rule names when it is a Dubbo status,
-else SERVICE_ERROR.
+else SERVICE_ERROR. A request refused as a loop (observability's hop limit) is BAD_REQUEST.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ _RETRYABLE = _NOT_RUN | {Status.SERVER_ERROR, Status.SERVICE_ERROR}
 def rejection_status(rejected: CallRejected) -> Status:
     if rejected.reason in _OVERLOAD:
         return Status.SERVER_THREADPOOL_EXHAUSTED_ERROR
+    if rejected.reason == "loop":
+        # About the request, not the provider: must not count toward ejecting this agent.
+        return Status.BAD_REQUEST
     if rejected.status is not None and rejected.status in _DUBBO_STATUSES:
         return Status(rejected.status)
     return Status.SERVICE_ERROR

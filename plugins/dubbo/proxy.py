@@ -49,10 +49,12 @@ from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import ListenerContext
 from agent.telemetry.propagation import HOPS, PATH, TIMEOUT_MS, TRACEPARENT, TRACESTATE
 from plugins.dubbo.body import (
+    GENERIC_METHODS,
     InvocationHead,
     decode_invocation,
     decode_invocation_head_sized,
     error_response_frame,
+    generic_method,
     heartbeat_response,
     string_attachments,
     timeout_attachment,
@@ -134,6 +136,13 @@ class _HeadCache:
             if length not in self.lengths:
                 self.lengths.append(length)
         return head
+
+
+def _method_of(head: InvocationHead, body: bytes) -> str:
+    # A generic call ($invoke) is counted and traced under the method it calls.
+    if head.method in GENERIC_METHODS:
+        return generic_method(body) or head.method
+    return head.method
 
 
 class _Call:
@@ -475,7 +484,7 @@ class DubboProxyConnection(asyncio.Protocol):
             record = calls.start(
                 "dubbo",
                 Direction.OUTBOUND,
-                calls.outbound_route(self.service_name, head.method),
+                calls.outbound_route(self.service_name, _method_of(head, frame.body)),
                 string_attachments(frame.body, _PROPAGATED),
                 timeout_ms / 1000,
             )
@@ -483,12 +492,13 @@ class DubboProxyConnection(asyncio.Protocol):
             self._refused(request_id, exc)
             return
         decision = decision_of(record)
-        remaining = record.remaining_s()
-        if remaining is not None and remaining * 1000 < timeout_ms:
-            # A shorter budget came with the call (or a rule's timeout). Whole 10 ms steps,
-            # rounded down: the deadline queues are per distinct timeout, and the agent
-            # never waits past it.
-            timeout_ms = max(1, int(remaining * 100) * 10)
+        if record.deadline is not None:
+            budget_ms = (record.deadline - record.started) * 1000
+            if budget_ms < timeout_ms - 0.5:
+                # A shorter budget came with the call (or a rule's timeout). Whole 10 ms
+                # steps, rounded down: deadline queues are per distinct timeout; the agent
+                # never waits past it.
+                timeout_ms = max(1, int(budget_ms / 10) * 10)
         deadline = self.loop.time() + timeout_ms / 1000
         call = _Call(self, frame, head.method, timeout_ms, deadline, record)
         if decision is not None and decision.delay_s > 0:  # an injected delay

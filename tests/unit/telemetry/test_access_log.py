@@ -24,7 +24,7 @@ def test_one_json_line_per_call(tmp_path: Path) -> None:
     )
     call.end_attempt(call.begin_attempt("10.0.0.1:20880"), Outcome.CONNECT_ERROR)
     call.fail(ConnectError("refused"))
-    calls.start("http", Direction.INVOKE, calls.outbound_route("web", "GET")).finish(
+    calls.start("http", Direction.INVOKE, calls.outbound_route("web", "GET"), None, 0.25).finish(
         Outcome.OK, "200"
     )
     log.close()
@@ -40,6 +40,7 @@ def test_one_json_line_per_call(tmp_path: Path) -> None:
     assert first["endpoint"] == "10.0.0.1:20880"
     assert first["attempts"][0]["outcome"] == "connect_error"
     assert second["status"] == "200" and second["duration_ms"] >= 0
+    assert second["budget_ms"] == 250.0 and "budget_ms" not in first
 
 
 def test_sampled(tmp_path: Path) -> None:

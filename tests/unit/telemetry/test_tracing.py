@@ -140,3 +140,33 @@ def test_full_queue_drops_and_counts_without_blocking_calls() -> None:
     stuck.release.set()
     tracing.shutdown()
     assert stats.export_failed + stats.exported + stats.dropped == 200
+
+
+def test_no_collector_calls_go_on_and_failures_are_counted() -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    calls = Calls("app-a")
+    tracing = Tracing(
+        TracingConfig(
+            enabled=True,
+            exporter="otlp_http",
+            endpoint=f"http://127.0.0.1:{port}/v1/traces",
+            export_timeout_s=0.5,
+            schedule_delay_s=0.05,
+        ),
+        "app-a",
+    )
+    calls.observers.append(tracing)
+    started = time.monotonic()
+    for _ in range(50):
+        call = calls.start("dubbo", Direction.INVOKE, calls.outbound_route("svc", "m"), {})
+        call.end_attempt(call.begin_attempt("h:1"), Outcome.OK)
+        call.finish(Outcome.OK)
+    assert time.monotonic() - started < 0.5  # export is off the caller's path
+    tracing.shutdown()
+    assert tracing.stats.exported == 0
+    assert tracing.stats.export_failed + tracing.stats.dropped == 100

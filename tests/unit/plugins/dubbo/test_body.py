@@ -19,6 +19,7 @@ from plugins.dubbo.body import (
     encode_invocation,
     error_response_frame,
     from_descriptor,
+    generic_method,
     heartbeat_request,
     heartbeat_response,
     is_heartbeat,
@@ -240,6 +241,22 @@ def test_string_attachments_found_from_the_tail() -> None:
     assert string_attachments(_invocation_with({"x-meshagent-hops": 3}), ["x-meshagent-hops"]) == {}
 
 
+def test_generic_method_names_the_real_method() -> None:
+    generic = encode_invocation(
+        Invocation(
+            "a.B",
+            "",
+            "$invoke",
+            ("java.lang.String", "[Ljava.lang.String;", "[Ljava.lang.Object;"),
+            ("sayHello", ["java.lang.String"], ["x"]),
+            {},
+        )
+    )
+    assert generic_method(generic) == "sayHello"
+    assert generic_method(_invocation_with({})) is None  # not generic
+    assert generic_method(b"\x00garbage") is None
+
+
 def test_with_attachments_adds_and_overrides_without_touching_arguments() -> None:
     person = {"name": "cy", "tags": ["a", "a"]}
     body = _invocation_with({"timeout": "1000", "traceparent": "old"}, person)
@@ -250,3 +267,12 @@ def test_with_attachments_adds_and_overrides_without_touching_arguments() -> Non
     assert decoded.attachments["traceparent"] == "new"
     assert decoded.attachments["timeout"] == "250"
     assert with_attachments(body[:-1], {"a": "b"}) is None  # not ending in a map: left alone
+
+
+@given(st.text(max_size=1100))
+def test_fast_string_form_is_the_encoders(value: str) -> None:
+    from plugins.dubbo.body import _hessian_string
+
+    encoder = Hessian2Encoder()
+    encoder.write_object(value)
+    assert _hessian_string(value) == encoder.getvalue()

@@ -15,6 +15,8 @@ def test_overload_is_thread_pool_exhausted_and_aborts_keep_a_dubbo_status() -> N
     # 503 is an HTTP status, not a Dubbo one; 20 would be "OK"
     assert rejection_status(CallRejected("fault", "x", 503)) == Status.SERVICE_ERROR
     assert rejection_status(CallRejected("fault", "x", 20)) == Status.SERVICE_ERROR
+    # A loop is the request's fault, not the provider's (observability's hop limit).
+    assert rejection_status(CallRejected("loop", "x")) == Status.BAD_REQUEST
 
 
 def test_failures_say_whether_the_provider_may_have_run_the_call() -> None:
