@@ -10,7 +10,7 @@ CONFIG ?= examples/agent.yaml
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,zookeeper,etcd,thrift,grpc,http]'
+	$(BIN)/pip install -q -e '.[test,zookeeper,etcd,nacos,thrift,grpc,http]'
 	touch $@
 
 venv: $(STAMP)

@@ -18,6 +18,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 
 from agent.runtime.protocols import BoundListener, ListenerContext
+from plugins.grpc import governance
 from plugins.grpc.channels import ChannelPool
 from plugins.grpc.triple import triple_headers
 
@@ -66,9 +67,11 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         context = self._context
         context.stats.requests += 1
         cluster = context.cluster
-        host = cluster.choose()
+        record = await governance.admit(context, method, server_context)
+        host = cluster.choose(governance.pick_context(context, record, server_context))
         if host is None:
             context.stats.request_errors += 1
+            governance.finish(record, grpc.StatusCode.UNAVAILABLE)
             await server_context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"meshagent: no provider of {context.service.name} is available",
@@ -87,6 +90,9 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         call: Any = None
         sender: asyncio.Task[bytes | None] | None = None
         failed = False
+        code = None
+        if record is not None:
+            record.begin_attempt(host.id)
         try:
             shape = await _request_shape(requests)
             for attempt in range(_ATTEMPTS):
@@ -142,6 +148,7 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 call.cancel()
             if sender is not None:
                 await _stop(sender)
+            governance.finish(record, code)
             host.active_requests -= 1
             if failed:
                 cluster.report_failure(host)

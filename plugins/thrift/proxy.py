@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import cast
 
+from agent.calls import Call, CallRejected, Outcome
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
@@ -33,6 +34,7 @@ from agent.errors import ConfigError, ConnectError, RemoteProtocolError, Upstrea
 from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
 from agent.runtime.writebatch import write_all
+from plugins.thrift import governance
 from plugins.thrift.base import BaseValues, with_base
 from plugins.thrift.codec import (
     AppError,
@@ -70,6 +72,7 @@ class _Call:
         "host",
         "message",
         "proxy",
+        "record",
         "seqid",
         "target",
     )
@@ -87,6 +90,7 @@ class _Call:
         self.connection: UpstreamConnection | None = None
         self.seqid = 0
         self.deadline = deadline  # loop time; the client connection's Deadlines expire it
+        self.record: Call | None = None  # the call record (agent/calls.py)
 
     def settle(self, outcome: Message | UpstreamError) -> None:
         if self.done:
@@ -95,6 +99,10 @@ class _Call:
         assert host is not None
         self._finish()
         proxy = self.proxy
+        if self.record is not None:
+            self.record.finish(
+                Outcome.OK if isinstance(outcome, Message) else Outcome.UPSTREAM_ERROR
+            )
         if isinstance(outcome, Message):
             self.cluster.report_success(host)
             proxy.write(with_seqid(outcome, self.header.seqid, proxy.kind[1]))
@@ -109,6 +117,8 @@ class _Call:
             return
         host, connection = self.host, self.connection
         self._finish()
+        if self.record is not None:
+            self.record.finish(Outcome.TIMEOUT)
         proxy = self.proxy
         timeout_ms = self.target.timeout_ms
         if connection is not None and host is not None:
@@ -137,6 +147,8 @@ class _Call:
         if self.done:
             return
         self.done = True
+        if self.record is not None:
+            self.record.finish(Outcome.CANCELLED)
         if self.connection is not None:
             self.connection.cancel(self.seqid)
             if self.host is not None:
@@ -292,12 +304,19 @@ class ThriftProxyConnection(asyncio.Protocol):
                 "connection (thrift listener max_in_flight)",
             )
             return
-        host = target.cluster.choose(NO_CONTEXT)
+        timeout_ms = target.timeout_ms
+        record = governance.start(self.context, target.name, header.name, timeout_ms)
+        if isinstance(record, CallRejected):
+            self.answer_error(header, f"meshagent: {record.reason}: {record}")
+            return
+        host = target.cluster.choose(governance.pick_context(target.cluster, record))
         if host is None:
+            if record is not None:
+                record.finish(Outcome.NO_ENDPOINT)
             self._no_provider(header, target)
             return
-        timeout_ms = target.timeout_ms
         call = _Call(self, message, target, self.loop.time() + timeout_ms / 1000)
+        call.record = record
         self.calls.add(call)
         self.deadlines.add(call, timeout_ms)
         connection = self.pool.live(host, self.kind)
@@ -307,6 +326,8 @@ class ThriftProxyConnection(asyncio.Protocol):
             self._send(call, host, connection)
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
+        if call.record is not None:
+            call.record.begin_attempt(host.id)
         call.seqid = connection.send(call.message, call.settle)
         call.host = host
         call.connection = connection
@@ -355,6 +376,8 @@ class ThriftProxyConnection(asyncio.Protocol):
         if call.done:
             return
         call.done = True
+        if call.record is not None:
+            call.record.finish(Outcome.CONNECT_ERROR)
         self.call_done(call)
         self.answer_error(
             call.header,
