@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.addresses import parse_address
+from agent.discovery.config_source import check_part
 from agent.errors import ConfigError, PluginError
+from agent.governance.rules import RuleSet
 from agent.plugins import PluginKind, format_validation_errors, load
 
 ENV_PREFIX = "MESHAGENT_"
@@ -220,6 +222,84 @@ class DynamicSettingsConfig(Strict):
     data_id: str = "settings"
 
 
+class GovernanceSourceConfig(Strict):
+    """Where run-time rules live: a key of a registry's config source (docs/governance.md)."""
+
+    registry: str = Field(min_length=1)
+    group: str = "meshagent"
+    # Default: "{app.name}.rules".
+    data_id: str | None = None
+
+    @model_validator(mode="after")
+    def _key_parts(self) -> GovernanceSourceConfig:
+        check_part("group", self.group)  # ValueError with the rule
+        if self.data_id is not None:
+            check_part("data_id", self.data_id)
+        return self
+
+
+class GovernanceConfig(Strict):
+    """Traffic governance: the static rules, and optionally a config-source key whose
+    rule set, while present and valid, replaces them."""
+
+    # The agent's own zone, for rules that prefer endpoints in the same zone.
+    zone: str = ""
+    rules: RuleSet = Field(default_factory=RuleSet)
+    source: GovernanceSourceConfig | None = None
+
+
+class MetricsConfig(Strict):
+    """Per-call metrics (agent/telemetry/call_metrics.py); on by default, cheap."""
+
+    enabled: bool = True
+    # Method labels per service; later methods are counted as method="_other".
+    max_methods: Annotated[int, Field(ge=1, le=10_000)] = 50
+
+
+class TracingConfig(Strict):
+    """OpenTelemetry spans exported over OTLP (agent/telemetry/tracing.py); needs the
+    ``tracing`` extra. Off by default."""
+
+    enabled: bool = False
+    exporter: Literal["otlp_grpc", "otlp_http"] = "otlp_grpc"
+    # Default: the collector on this host (4317 for gRPC, 4318/v1/traces for HTTP).
+    endpoint: str = ""
+    # For traces that start here; a caller's sampled flag is kept (parent-based).
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # Spans waiting for export; past it new spans are dropped and counted.
+    max_queue: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 512
+    schedule_delay_s: PositiveSeconds = 1.0
+    export_timeout_s: PositiveSeconds = 5.0
+
+
+class AccessLogConfig(Strict):
+    """One JSON line per call (agent/telemetry/access_log.py). Off by default."""
+
+    enabled: bool = False
+    path: str = "-"  # "-": stdout
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+
+class CallContextConfig(Strict):
+    """Deadlines and loop protection (agent/telemetry/context.py)."""
+
+    # Off: no hop count, path or budget is read or sent (a Dubbo listener then forwards
+    # request bodies untouched unless tracing adds a traceparent).
+    enabled: bool = True
+    # A call that already went through this many agents is refused (a loop).
+    max_hops: Annotated[int, Field(ge=1, le=1000)] = 16
+    # Longer budgets (from a header, a Dubbo timeout attachment) are clamped to this.
+    max_timeout_s: PositiveSeconds = 300.0
+
+
+class TelemetryConfig(Strict):
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    access_log: AccessLogConfig = Field(default_factory=AccessLogConfig)
+    context: CallContextConfig = Field(default_factory=CallContextConfig)
+
+
 class AgentConfig(Strict):
     app: AppConfig = Field(default_factory=AppConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
@@ -228,6 +308,9 @@ class AgentConfig(Strict):
     listeners: list[ListenerConfig] = Field(default_factory=list)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     inbound: InboundConfig = Field(default_factory=InboundConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
     log_level: str = "INFO"
     config_source: str | None = None
@@ -271,6 +354,15 @@ class AgentConfig(Strict):
                     f"capture.services[{i}].service: unknown service {captured.service!r}; "
                     f"configured: {', '.join(service_names) or 'none'}"
                 )
+        source = self.governance.source
+        if source is not None:
+            if source.registry not in registry_names:
+                errors.append(
+                    f"governance.source.registry: unknown registry {source.registry!r}; "
+                    f"configured: {', '.join(registry_names) or 'none'}"
+                )
+            if source.data_id is None and not self.app.name:
+                errors.append("governance.source.data_id: required when app.name is not set")
         if errors:
             # A ValueError inside a validator would be flattened into one message; the
             # caller unpacks this one into lines with their own paths.

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 
 class MeshAgentError(Exception):
-    """Base of every deliberate meshagent error."""
+    """Base of every deliberate meshagent error.
+
+    ``chain`` is set on a failed call's error (agent.telemetry.context): the apps the call
+    came through and the hop that failed, oldest first, for problem details and spans.
+    """
+
+    chain: tuple[dict[str, str], ...] = ()
 
 
 class ConfigError(MeshAgentError):

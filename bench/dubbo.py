@@ -24,6 +24,12 @@ machine), during which each proxy also spends its idle CPU (the agent's admin se
 health checks, timers). That idle rate is measured before the rounds and reported, with
 the CPU per frame net of it ("net" = (CPU - idle rate x window) / frames).
 
+``--telemetry`` adds agents from this checkout with other telemetry settings, in the same
+rotated rounds: "obs-off" (no call context, no metrics), "trace-100%" and "trace-1%"
+(tracing on, exporting over OTLP/gRPC to a real OpenTelemetry Collector, see
+tests/fixtures/otel_collector.py). "agent" is the default config (call context and
+metrics on); each is compared with "obs-off".
+
 ``--baseline DIR`` runs another checkout's agent (``git archive REV | tar -x -C DIR``) as a
 fourth target, "agent@base", in the same rotated rounds: before/after under the same noise.
 """
@@ -35,7 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +58,7 @@ from tests.fixtures.java_dubbo import (  # noqa: E402
     run_bench,
     start_provider,
 )
+from tests.fixtures.otel_collector import start_collector  # noqa: E402
 from tests.fixtures.processes import ManagedProcess, free_port  # noqa: E402
 
 # The targets of the issue (docs/benchmarks.md, "Dubbo listener").
@@ -80,8 +87,9 @@ class Target:
     idle: float = 0.0  # us of CPU per second with no traffic
 
 
-def agent_config(provider_port: int) -> dict[str, Any]:
+def agent_config(provider_port: int, telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
+        "telemetry": telemetry or {},
         "registries": [
             {
                 "name": "local",
@@ -132,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         "'agent@base' in the same rounds",
     )
     parser.add_argument("--idle", type=float, default=5.0, help="seconds to measure idle CPU")
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="also measure agents with telemetry off, tracing at 100%% and at 1%%",
+    )
     args = parser.parse_args(argv)
 
     build_peer()
@@ -139,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     provider = start_provider(tmp, jvm_args=BENCH_JVM_ARGS, provider_id="bench")
     haproxy: ManagedProcess | None = None
     agents: list[AgentProcess] = []
+    stoppers: list[Callable[[], None]] = []
     try:
         haproxy, haproxy_port = start_haproxy_tcp(tmp, provider.port)
         agent = start_agent(tmp, agent_config(provider.port))
@@ -156,6 +170,24 @@ def main(argv: list[str] | None = None) -> int:
             agents.append(base)
             base.wait_endpoints(INTERFACE, 1)
             targets.append(Target("agent@base", base.listener_port(), base.pid, agent=base))
+        if args.telemetry:
+            collector = start_collector(tmp / "otelcol")
+            stoppers.append(collector.stop)
+            tracing = {"exporter": "otlp_grpc", "endpoint": collector.grpc_endpoint}
+            variants = {
+                "obs-off": {"metrics": {"enabled": False}, "context": {"enabled": False}},
+                "trace-100%": {"tracing": {"enabled": True, "sample_ratio": 1.0, **tracing}},
+                "trace-1%": {"tracing": {"enabled": True, "sample_ratio": 0.01, **tracing}},
+            }
+            for name, telemetry in variants.items():
+                extra = start_agent(
+                    tmp / name.replace("%", "pct"),
+                    agent_config(provider.port, telemetry),
+                    name=f"agent-{name.replace('%', 'pct')}",
+                )
+                agents.append(extra)
+                extra.wait_endpoints(INTERFACE, 1)
+                targets.append(Target(name, extra.listener_port(), extra.pid, agent=extra))
         for target in targets:
             if target.pid is not None:
                 target.idle = idle_us_per_s(target.pid, args.idle)
@@ -196,13 +228,16 @@ def main(argv: list[str] | None = None) -> int:
             agent.stop()
         if haproxy is not None:
             haproxy.stop()
+        for stop in stoppers:
+            stop()
         provider.stop()
     return 0
 
 
 def report(targets: list[Target], args: argparse.Namespace) -> None:
     direct, agent, haproxy = targets[:3]
-    base = targets[3] if len(targets) > 3 else None
+    base = next((t for t in targets if t.name == "agent@base"), None)
+    off = next((t for t in targets if t.name == "obs-off"), None)
     print(
         f"\nDubbo echo({args.payload} B), {args.threads} consumer threads, one connection, "
         f"{args.duration:g}s x {args.rounds} rounds (medians; calls/s = request frames/s)\n"
@@ -254,6 +289,15 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
             f"per-round agent@base calls/s {[round(x) for x in base.rate]}, "
             f"CPU us/frame {[round(x, 1) for x in base.cpu_per_frame]}"
         )
+
+    if off is not None:
+        print("\ntelemetry cost (median of per-round ratios to obs-off; calls/s and CPU/frame):")
+        for t in targets:
+            if t.agent is None or t is off or t is base:
+                continue
+            rate = med([a / b for a, b in zip(t.rate, off.rate, strict=True)])
+            cpu = med([a / b for a, b in zip(t.cpu_per_frame, off.cpu_per_frame, strict=True)])
+            print(f"  {t.name:<10} calls/s {rate:.3f}x   CPU/frame {cpu:.3f}x")
 
 
 if __name__ == "__main__":

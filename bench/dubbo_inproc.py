@@ -10,8 +10,16 @@ B requests to the proxy in one ``data_received`` (and their B answers to the ups
 one), as a loaded client's reads do; B=1 is the one-frame-per-read case. Real uvloop
 timers (the per-request deadline) are armed and cancelled, as in production.
 
-Prints the best of R repeats in microseconds per call and per frame, plus transport
+Prints the best of R repeats in CPU microseconds (process time: on a shared machine wall
+time is not the proxy's) per call and per frame, plus transport
 write calls per frame (one ``write``/``writelines`` is one send syscall on uvloop).
+
+``--telemetry`` measures the same loop with the agent's call hub as configured (see
+docs/observability.md), variants interleaved repeat by repeat: "off" (nothing plugged in),
+"metrics" (metrics only, no call context), "default" (call context + metrics),
+"trace-100%", "trace-1%" (tracing; spans exported over OTLP/gRPC to ``--otlp URL``
+when given, else to an exporter that discards them, which leaves out the export
+thread's serialization).
 """
 
 from __future__ import annotations
@@ -87,7 +95,105 @@ def request_ids(data: bytes) -> list[int]:
     return ids
 
 
-async def run(calls: int, batch: int, repeat: int) -> None:
+def _hub(variant: str, otlp: str | None) -> Any:
+    """The call hub for a --telemetry variant (None: the context's default, nothing on)."""
+    if variant == "off":
+        return None
+    from agent.calls import Calls
+    from agent.config import TelemetryConfig
+    from agent.telemetry.setup import install
+
+    calls = Calls("bench")
+    tracing: dict[str, Any] = {}
+    if variant.startswith("trace"):
+        ratio = 1.0 if variant == "trace-100%" else 0.01
+        tracing = {"enabled": True, "sample_ratio": ratio, "endpoint": otlp or ""}
+    config = TelemetryConfig.model_validate(
+        {"context": {"enabled": variant != "metrics"}, "tracing": {"enabled": False}}
+    )
+    telemetry = install(calls, config)
+    if tracing:
+        from agent.telemetry.tracing import Tracing
+
+        exporter = None
+        if otlp is None:
+            from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+            class Discard(SpanExporter):
+                def export(self, spans: Any) -> SpanExportResult:
+                    return SpanExportResult.SUCCESS
+
+            exporter = Discard()
+        tracing_config = TelemetryConfig.model_validate({"tracing": tracing}).tracing
+        telemetry.tracing = Tracing(tracing_config, "bench", exporter)
+        calls.observers.append(telemetry.tracing)
+    return calls
+
+
+async def run(
+    calls: int, batch: int, repeat: int, variants: list[str] | None = None, otlp: str | None = None
+) -> None:
+    if variants is None:
+        return await _run_one(calls, batch, repeat)
+    rounds_by: dict[str, Any] = {}
+    for variant in variants:
+        rounds_by[variant] = await _setup(batch, _hub(variant, otlp))
+    rounds = max(1, calls // batch)
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(repeat):
+        for variant in variants:
+            one_round = rounds_by[variant]
+            start = time.perf_counter()
+            for _ in range(rounds):
+                one_round()
+            best[variant] = min(best[variant], time.perf_counter() - start)
+    base = best[variants[0]]
+    for variant in variants:
+        per_call = best[variant] / (rounds * batch) * 1e6
+        print(
+            f"batch {batch:>3} {variant:<11}: {per_call:6.2f} us/call "
+            f"({best[variant] / base:.3f}x of {variants[0]})"
+        )
+    return None
+
+
+async def _setup(batch: int, hub: Any) -> Any:
+    cluster = Cluster(INTERFACE, RoundRobin())
+    cluster.apply(Reset(1, (Instance("a", "127.0.0.1", 1),)))
+    context = ListenerContext(
+        ListenerConfig(port=1, service=INTERFACE, protocol="dubbo"),
+        ServiceConfig(name=INTERFACE, protocol="dubbo"),
+        cluster,
+        **({"calls": hub} if hub is not None else {}),
+    )
+    pool = UpstreamPool()
+    host = cluster.hosts()[0]
+    shared = getattr(pool, "batch", None)
+    upstream = UpstreamConnection(host, **({"batch": shared} if shared is not None else {}))
+    up_transport = FakeTransport()
+    upstream.connection_made(up_transport)  # type: ignore[arg-type]
+    pool._connections[("127.0.0.1", 1)] = upstream
+    proxy = DubboProxyConnection(context, DubboConfig(), pool)
+    client_transport = FakeTransport()
+    proxy.connection_made(client_transport)  # type: ignore[arg-type]
+    chunk = b"".join(request_frame(i, ECHO_BODY) for i in range(batch))
+    answer = HEADER.pack(MAGIC, 2, 20, 0, len(ECHO_RESULT)) + ECHO_RESULT
+
+    def one_round() -> None:
+        proxy.data_received(chunk)
+        sent = b"".join(up_transport.out)
+        up_transport.out.clear()
+        upstream.data_received(
+            b"".join(answer[:4] + rid.to_bytes(8, "big") + answer[12:] for rid in request_ids(sent))
+        )
+        client_transport.out.clear()
+
+    for _ in range(1000):  # warm caches
+        one_round()
+    return one_round
+
+
+async def _run_one(calls: int, batch: int, repeat: int) -> None:
     cluster = Cluster(INTERFACE, RoundRobin())
     cluster.apply(Reset(1, (Instance("a", "127.0.0.1", 1),)))
     context = ListenerContext(
@@ -98,10 +204,16 @@ async def run(calls: int, batch: int, repeat: int) -> None:
     pool = UpstreamPool()
     host = cluster.hosts()[0]
     shared = getattr(pool, "batch", None)  # absent before write coalescing
-    upstream = UpstreamConnection(host, **({"batch": shared} if shared is not None else {}))
+    if hasattr(pool, "codec"):  # the shared multiplexing pool
+        upstream = UpstreamConnection(host, pool.codec(), shared)
+    else:
+        upstream = UpstreamConnection(host, **({"batch": shared} if shared is not None else {}))
     up_transport = FakeTransport()
     upstream.connection_made(up_transport)  # type: ignore[arg-type]
-    pool._connections[("127.0.0.1", 1)] = upstream
+    if hasattr(pool, "add"):  # the shared multiplexing pool
+        pool.add(upstream)
+    else:
+        pool._connections[("127.0.0.1", 1)] = upstream
     proxy = DubboProxyConnection(context, DubboConfig(), pool)
     client_transport = FakeTransport()
     proxy.connection_made(client_transport)  # type: ignore[arg-type]
@@ -124,10 +236,10 @@ async def run(calls: int, batch: int, repeat: int) -> None:
     writes = 0
     for _ in range(repeat):
         up_transport.writes = client_transport.writes = 0
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(rounds):
             one_round()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
         writes = up_transport.writes + client_transport.writes
     per_call = best / (rounds * batch) * 1e6
     print(
@@ -142,9 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, action="append", help="requests per read (repeatable)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--root", type=Path, help="checkout whose proxy to measure")
+    parser.add_argument(
+        "--telemetry", action="store_true", help="compare telemetry settings (see above)"
+    )
+    parser.add_argument("--otlp", help="OTLP/gRPC endpoint for the tracing variants")
     args = parser.parse_args(argv)
+    variants = ["off", "metrics", "default", "trace-100%", "trace-1%"] if args.telemetry else None
     for batch in args.batch or [1, 8]:
-        uvloop.run(run(args.calls, batch, args.repeat))
+        uvloop.run(run(args.calls, batch, args.repeat, variants, args.otlp))
     print(f"(proxy code from {ROOT})")
     return 0
 

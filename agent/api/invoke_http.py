@@ -47,7 +47,8 @@ def router(agent: Agent) -> APIRouter:
                 request.stream(),
             )
         except UpstreamError as exc:
-            return problems.problem(problems.status_for(exc), str(exc), service=service)
+            chain: dict[str, Any] = {"chain": list(exc.chain)} if exc.chain else {}
+            return problems.problem(problems.status_for(exc), str(exc), service=service, **chain)
         response = StreamingResponse(
             result.body, status_code=result.status, background=BackgroundTask(result.close)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 from typing import Any
 
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agent.calls import CallRejected
 from agent.discovery.config_source import ConfigSourceError
 from agent.errors import (
     DrainingError,
@@ -77,7 +79,28 @@ def install(app: FastAPI) -> None:
 
 
 def for_error(exc: MeshAgentError) -> JSONResponse:
-    """The problem response for one of our errors (also written into NDJSON streams)."""
+    """The problem response for one of our errors (also written into NDJSON streams).
+
+    A failed call's error carries its chain (the apps it came through and the hop that
+    failed, agent/telemetry/context.py): it goes out as the ``chain`` extension."""
+    response = _for_error(exc)
+    if exc.chain:
+        body = json.loads(bytes(response.body))
+        body["chain"] = list(exc.chain)
+        return JSONResponse(body, status_code=response.status_code, media_type=PROBLEM_JSON)
+    return response
+
+
+# Policy refusals (agent.calls.CallRejected) by reason, unless the policy names an HTTP
+# error status (a fault or degrade rule's status may be another protocol's: Dubbo's 80).
+_REJECTED_STATUS = {"rate_limited": 429, "loop": 508, "overloaded": 503, "fault": 503}
+
+
+def _for_error(exc: MeshAgentError) -> JSONResponse:
+    if isinstance(exc, CallRejected):
+        status = exc.status if exc.status is not None and 400 <= exc.status <= 599 else None
+        status = status or _REJECTED_STATUS.get(exc.reason, 503)
+        return problem(status, str(exc), "Call refused", reason=exc.reason)
     if isinstance(exc, RemoteApplicationError):
         # The provider's own exception: its type and message, as the provider gave them.
         exception: dict[str, Any] = {"type": exc.exception_type, "message": str(exc)}

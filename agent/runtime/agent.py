@@ -8,25 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.calls import Calls
+from agent.calls import Calls, Route
 from agent.cluster.cluster import Cluster, HealthPolicy
 from agent.cluster.lb import LoadBalancerFactory
 from agent.cluster.outlier import OutlierPolicy
 from agent.config import AgentConfig, ListenerConfig, ServiceConfig
-from agent.discovery.config_source import ConfigSource
+from agent.discovery.config_source import ConfigKey, ConfigSource
 from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import Registration, RegistryStatus, ServiceKey, frozen_mapping
 from agent.errors import DrainingError, InvokeNotSupported, MeshAgentError, UnknownServiceError
+from agent.governance.policy import GovernancePolicy
+from agent.governance.rules import RuleSet
+from agent.governance.table import CompiledRule
 from agent.plugins import PluginKind, load
 from agent.runtime.capture import CaptureListener
-from agent.runtime.dynamic import WatchedDocument
+from agent.runtime.dynamic import DocumentStatus, WatchedDocument
 from agent.runtime.health import HealthChecker, run_health_checks
 from agent.runtime.inbound import InboundListener
 from agent.runtime.protocols import (
@@ -41,6 +45,7 @@ from agent.runtime.protocols import (
 )
 from agent.runtime.registrations import Registrations
 from agent.runtime.settings import DynamicSettings
+from agent.telemetry import setup as telemetry
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,17 @@ class Agent:
         self.config = config
         self.started_at = time.time()
         self.calls = Calls(config.app.name, config.app.cluster)
+        self.telemetry = telemetry.install(self.calls, config.telemetry)
+        # Wall-clock time of each service's last discovery update (metrics: its age).
+        self.last_update: dict[str, float] = {}
+        # Identifies the config in force (metrics), so a rollout can be followed.
+        self.config_version = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+        # Governance: the static rules now; a config-source key's, once started.
+        governance = config.governance
+        self.governance = GovernancePolicy(governance.rules, governance.zone, self.calls.clock)
+        self.calls.policies.append(self.governance)
+        self.calls.observers.append(self.governance)
+        self.rules_document: WatchedDocument[RuleSet] | None = None
         self.registries: dict[str, Registry] = {
             r.name: load(PluginKind.REGISTRY, r.type).build(r.config, f"registries[{i}].config")
             for i, r in enumerate(config.registries)
@@ -156,6 +172,7 @@ class Agent:
                 # An unreachable registry must not stop the agent: the plugin reconnects,
                 # readiness waits for its first snapshot, and status() says why.
                 log.error("registry start failed: %s", exc, extra={"registry": name})
+        self._watch_rules()
         for service in self.config.services:
             registry = self.registries[service.registry]
             subscription = registry.subscribe(
@@ -181,6 +198,34 @@ class Agent:
                 listener.config.protocol,
                 extra={"listener": listener.config.display_name},
             )
+
+    def _watch_rules(self) -> None:
+        """Follow the rules key of the configured config source (after registries start:
+        a source shares its registry's connection)."""
+        source_config = self.config.governance.source
+        if source_config is None:
+            return
+        source = self.registries[source_config.registry].config_source()
+        if source is None:
+            log.error(
+                "governance rules not watched: registry %r offers no config source",
+                source_config.registry,
+            )
+            return
+        data_id = source_config.data_id or f"{self.config.app.name}.rules"
+        key = ConfigKey(source_config.group, data_id)
+        static = self.config.governance.rules
+
+        def apply(rules: RuleSet | None) -> None:
+            # None: the key is absent or was deleted; the static rules apply again. The
+            # version in force is the document's status (set once this returns).
+            if rules is None:
+                self.governance.set_rules(static, "static", None)
+            else:
+                self.governance.set_rules(rules, str(key), None)
+
+        self.rules_document = WatchedDocument(source, key, RuleSet, apply)
+        self.rules_document.start()
 
     async def _bind_listeners(self) -> None:
         loop = asyncio.get_running_loop()
@@ -237,6 +282,7 @@ class Agent:
     async def _follow(self, cluster: Cluster, subscription: Subscription) -> None:
         async for update in subscription:
             cluster.apply(update)
+            self.last_update[cluster.name] = time.time()
 
     async def _expire_registrations(self) -> None:
         while True:
@@ -255,6 +301,15 @@ class Agent:
         for listener in self.listeners:
             if listener.server is not None:
                 listener.server.close()
+        # Protocols that can end their connections between requests do so now.
+        supports = [*self._supports]
+        if self.capture is not None:
+            supports += self.capture.protocol_supports()
+        for support in supports:
+            try:
+                support.drain()
+            except Exception:
+                log.exception("protocol drain failed", extra={"protocol": support.name})
         await self.registrations.delete_all()
         idle = [listener.context.idle.wait() for listener in self.listeners]
         if self.inbound is not None:
@@ -285,6 +340,8 @@ class Agent:
     async def stop(self) -> None:
         if self.settings_document is not None:
             await self.settings_document.close()
+        if self.rules_document is not None:
+            await self.rules_document.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -306,6 +363,8 @@ class Agent:
             except Exception:
                 log.exception("registry close failed")
         await self._close_servers()
+        # Off the loop: the span exporter flushes what is queued, bounded by its timeout.
+        await asyncio.to_thread(self.telemetry.close)
 
     async def _close_servers(self) -> None:
         for listener in self.listeners:
@@ -356,7 +415,6 @@ class Agent:
         if found is None:
             log.error("dynamic_settings: no registry offers a config source; not watched")
             return
-        from agent.discovery.config_source import ConfigKey
         from agent.runtime.settings import SettingsApplier
 
         self.settings_document = WatchedDocument(
@@ -376,6 +434,13 @@ class Agent:
             if source is not None:
                 return name, source
         return None
+
+    def rules_status(self) -> DocumentStatus | None:
+        """The rules document's status (version, last rejection), None without a source."""
+        return self.rules_document.status if self.rules_document is not None else None
+
+    def effective_rule(self, route: Route) -> CompiledRule | None:
+        return self.governance.effective(route)
 
     def registry_statuses(self) -> dict[str, RegistryStatus]:
         return {name: registry.status() for name, registry in self.registries.items()}
@@ -414,14 +479,22 @@ class Agent:
         return await self.registrations.delete(service, instance_id)
 
     async def invoke(
-        self, protocol: str, service: str, method: str, body: dict[str, Any]
+        self,
+        protocol: str,
+        service: str,
+        method: str,
+        body: dict[str, Any],
+        incoming: Mapping[str, str] | None = None,
     ) -> InvokeResult:
+        """``incoming``: the propagation headers of the API request (lower-case names)."""
         config = self.service(service)
         if config.protocol != protocol:
             raise InvokeNotSupported(
                 f"service {service!r} speaks {config.protocol!r}, not {protocol!r}"
             )
-        request = InvokeRequest(config, self.clusters[service], method, body, self.calls)
+        request = InvokeRequest(
+            config, self.clusters[service], method, body, self.calls, incoming or {}
+        )
         return await self._invoker(protocol).invoke(request)
 
     async def invoke_http(

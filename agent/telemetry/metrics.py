@@ -6,6 +6,7 @@ into metric families when /metrics is scraped, so metrics cost nothing per byte 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -13,8 +14,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.telemetry.governance_metrics import governance_metrics
+
 if TYPE_CHECKING:
     from agent.runtime.agent import Agent
+    from agent.telemetry.context import ContextStats
 
 
 class AgentCollector(Collector):
@@ -60,6 +64,7 @@ class AgentCollector(Collector):
             bytes_in.add_metric(values, stats.bytes_in)
             bytes_out.add_metric(values, stats.bytes_out)
         yield from (accepted, active, rejected, bytes_in, bytes_out)
+        yield from _route_metrics(agent)
         yield from _capture_metrics(agent)
 
         host_labels = ["cluster", "endpoint"]
@@ -116,6 +121,61 @@ class AgentCollector(Collector):
         for name, status in agent.registry_statuses().items():
             connected.add_metric([name], 1 if status.connected else 0)
         yield connected
+        yield from _call_metrics(agent)
+        yield from governance_metrics(agent)
+
+
+def _call_metrics(agent: Agent) -> Iterator[Metric]:
+    """The per-call observers' counters (agent/telemetry), and what the agent runs on."""
+    now = time.time()
+    age = GaugeMetricFamily(
+        "meshagent_discovery_last_update_age_seconds",
+        "Seconds since the service's last update from its registry",
+        labels=["service", "registry"],
+    )
+    for service, at in agent.last_update.items():
+        age.add_metric([service, agent.services[service].registry], max(0.0, now - at))
+    config = GaugeMetricFamily(
+        "meshagent_config_info", "The config in force (version: a hash of it)", labels=["version"]
+    )
+    config.add_metric([agent.config_version], 1)
+    yield from (age, config)
+    telemetry = agent.telemetry
+    if telemetry.context is not None:
+        yield from _context_metrics(telemetry.context.stats)
+    if telemetry.metrics is not None:
+        yield from telemetry.metrics.collect()
+    tracing = telemetry.tracing
+    if tracing is not None:
+        spans = CounterMetricFamily(
+            "meshagent_tracing_spans", "Spans by what became of them", labels=["state"]
+        )
+        stats = tracing.stats
+        spans.add_metric(["ended"], stats.started)
+        spans.add_metric(["exported"], stats.exported)
+        spans.add_metric(["export_failed"], stats.export_failed)
+        spans.add_metric(["dropped"], stats.dropped)
+        bad = CounterMetricFamily(
+            "meshagent_tracing_invalid_context",
+            "Trace headers that arrived unreadable (the call started a new trace)",
+        )
+        bad.add_metric([], stats.invalid_context)
+        yield from (spans, bad)
+
+
+def _context_metrics(context: ContextStats) -> Iterator[Metric]:
+    invalid = CounterMetricFamily(
+        "meshagent_call_context_ignored",
+        "Propagation values from callers that were ignored or clamped, by kind",
+        labels=["kind"],
+    )
+    for kind, count in list(context.invalid.items()):
+        invalid.add_metric([kind], count)
+    loops = CounterMetricFamily(
+        "meshagent_call_loops", "Calls refused by loop protection (too many hops)"
+    )
+    loops.add_metric([], context.loops)
+    yield from (invalid, loops)
 
 
 def _capture_metrics(agent: Agent) -> Iterator[Metric]:
@@ -161,3 +221,29 @@ def metrics_registry(agent: Agent) -> CollectorRegistry:
 
 def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
+
+
+def _route_metrics(agent: Agent) -> Iterator[Metric]:
+    """Per listener and the service each request was routed to (http listeners)."""
+    labels = ["listener", "route"]
+    requests = CounterMetricFamily(
+        "meshagent_listener_route_requests", "Requests routed to a service", labels=labels
+    )
+    bytes_in = CounterMetricFamily(
+        "meshagent_listener_route_received_bytes",
+        "Request bytes forwarded to a service's providers",
+        labels=labels,
+    )
+    bytes_out = CounterMetricFamily(
+        "meshagent_listener_route_sent_bytes",
+        "Response bytes written to clients for a service",
+        labels=labels,
+    )
+    listeners = [(item.config.display_name, item.context.stats) for item in agent.listeners]
+    listeners += [(name, stats) for name, _service, stats in agent.side_listener_stats()]
+    for name, stats in listeners:
+        for route, counters in list(stats.routes.items()):
+            requests.add_metric([name, route], counters.requests)
+            bytes_in.add_metric([name, route], counters.bytes_in)
+            bytes_out.add_metric([name, route], counters.bytes_out)
+    yield from (requests, bytes_in, bytes_out)

@@ -12,6 +12,7 @@ Heartbeats (event frames) carry a serialized null.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -173,6 +174,25 @@ def decode_invocation_head_sized(
     return head, decoder.position
 
 
+GENERIC_METHODS = frozenset({"$invoke", "$invokeAsync"})
+
+
+def generic_method(body: bytes) -> str | None:
+    """The real method of a generic call (``$invoke``'s first argument), or None.
+
+    Only the head and that one string are decoded, so metrics and spans name the method
+    called rather than ``$invoke`` without reading the arguments.
+    """
+    try:
+        head, length = decode_invocation_head_sized(body)
+        if head.method not in GENERIC_METHODS:
+            return None
+        value = Hessian2Decoder(body[length : length + 1024]).read_object()
+    except RemoteProtocolError:
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 def decode_invocation(body: bytes, limits: Limits | None = None) -> Invocation:
     decoder = Hessian2Decoder(body, limits or DEFAULT_LIMITS)
     dubbo_version = _string(decoder, "dubbo version")
@@ -226,6 +246,88 @@ def timeout_attachment(body: bytes) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 2**31 - 1:
         return value
     return None
+
+
+# Attachments are the body's last value; text attachments are looked for only this far
+# from the end, so a large argument is never scanned (a missing key would scan it all).
+_ATTACHMENT_WINDOW = 8192
+_STRING_VALUE_MAX = 1024
+
+
+def string_attachments(body: bytes, keys: Iterable[str]) -> dict[str, str]:
+    """Text attachments among the last bytes of a request body, found like ``timeout``
+    (:func:`timeout_attachment`): by the key's hessian2 form, the value decoded alone.
+
+    For propagation fields (trace context, hop count) read by the proxy without decoding
+    the arguments. A value that is not a string, or longer than 1 KiB, is left out; as
+    with ``timeout``, an argument containing the key's bytes could be mistaken for it,
+    which at worst propagates a wrong trace id or hop count (both bounded by the reader).
+    """
+    found: dict[str, str] = {}
+    start = max(0, len(body) - _ATTACHMENT_WINDOW)
+    for key in keys:
+        needle = _NEEDLES.get(key)
+        if needle is None:
+            needle = _hessian_string(key)
+            if len(_NEEDLES) < 64:
+                _NEEDLES[key] = needle
+        at = body.rfind(needle, start)
+        if at < 0:
+            continue
+        value_at = at + len(needle)
+        try:
+            value = Hessian2Decoder(body[value_at : value_at + _STRING_VALUE_MAX + 3]).read_object()
+        except RemoteProtocolError:
+            continue
+        if isinstance(value, str):
+            found[key] = value
+    return found
+
+
+_NEEDLES: dict[str, bytes] = {}
+# Encoded (key, value) pairs: hop counts, paths and timeouts repeat from one request to the
+# next, so most pairs are found here rather than encoded again.
+_PAIRS: dict[tuple[str, str], bytes] = {}
+_PAIRS_MAX = 4096
+
+
+def _hessian_string(value: str) -> bytes:
+    """A string's hessian2 bytes; ASCII up to 1023 characters without the encoder (the
+    proxy writes a few per request: the general encoder costs ~10x more)."""
+    if value.isascii():
+        n = len(value)
+        if n < 32:
+            return bytes((n,)) + value.encode()
+        if n < 1024:
+            return bytes((0x30 + (n >> 8), n & 0xFF)) + value.encode()
+    encoder = Hessian2Encoder()
+    encoder.write_object(value)
+    return encoder.getvalue()
+
+
+def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
+    """The request body with ``extra`` text attachments added, or None when the body does
+    not end with a map (then it is forwarded as it came).
+
+    The attachments map is the body's last value and every hessian2 map ends with ``Z``:
+    the pairs go in before it, and nothing else is decoded or re-encoded. A key already
+    there is sent twice; Java's decoder puts entries in order, so the later one (ours)
+    wins. Strings hold no back-references, so adding them shifts no reference numbers.
+    """
+    if not body or body[-1] != 0x5A:  # 'Z'
+        return None
+    parts = [body[:-1]]
+    pairs = _PAIRS
+    for item in extra.items():
+        encoded = pairs.get(item)
+        if encoded is None:
+            encoded = _hessian_string(item[0]) + _hessian_string(item[1])
+            if len(pairs) >= _PAIRS_MAX:
+                pairs.clear()  # crude, but bounded; the values that repeat come back
+            pairs[item] = encoded
+        parts.append(encoded)
+    parts.append(b"Z")
+    return b"".join(parts)
 
 
 def encode_invocation(invocation: Invocation) -> bytes:

@@ -7,22 +7,28 @@ strategy (plugins/dubbo/strategies.py) over the pooled, multiplexed upstream con
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.calls import Attempt, Call, CallRejected, Direction, Outcome, outcome_of
 from agent.cluster.host import Host
 from agent.config import ServiceConfig
 from agent.errors import (
     InvalidRequest,
     LocalProtocolError,
+    RemoteApplicationError,
     RemoteProtocolError,
     UpstreamError,
     UpstreamTimeout,
 )
+from agent.governance.policy import Degraded, decision_of
 from agent.runtime.protocols import InvokeRequest, InvokeResult
+from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.dubbo import strategies
 from plugins.dubbo.body import Result, decode_result, encode_invocation, request_frame
 from plugins.dubbo.frame import Status
@@ -34,6 +40,7 @@ from plugins.dubbo.generic import (
     remote_exception,
     to_json,
 )
+from plugins.dubbo.governance import failure_of, over_connection_limit
 from plugins.dubbo.protocol import DubboConfig
 from plugins.dubbo.strategies import DubboServiceOptions, ProviderStatusError, Settings
 from plugins.dubbo.upstream import UpstreamPool
@@ -114,10 +121,54 @@ def _selected(host: Host, version: str, group: str) -> bool:
 async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool) -> InvokeResult:
     body = parse_body(request.body)
     service = request.service
+    # The call opens once the body is readable: a bad body is the caller's 400, not a call.
+    calls = request.calls
+    try:
+        call = calls.start(
+            "dubbo",
+            Direction.INVOKE,
+            calls.outbound_route(service.name, request.method),
+            request.incoming,
+            None if body.timeout_ms is None else body.timeout_ms / 1000,
+        )
+    except Degraded as fallback:
+        if fallback.has_value:  # a governance rule's fallback value stands in (DEGRADED)
+            return InvokeResult(fallback.value, {}, "")
+        raise
+    try:
+        result, degraded = await _invoke(request, body, config, pool, call)
+    except BaseException as exc:
+        call.fail(exc, _status_of(exc))
+        raise
+    call.finish(Outcome.DEGRADED if degraded else Outcome.OK, "20")
+    return result
+
+
+def _status_of(error: BaseException) -> str:
+    """The Dubbo response status a failure stands for (a metrics and span label)."""
+    if isinstance(error, ProviderStatusError):
+        return str(error.status)
+    if isinstance(error, RemoteApplicationError):
+        return str(Status.OK)  # an exception is a value in an OK response
+    if isinstance(error, UpstreamTimeout):
+        return str(Status.CLIENT_TIMEOUT)
+    return ""
+
+
+def _propagated(headers: dict[str, str]) -> dict[str, AttachmentValue]:
+    # Dubbo carries the budget in its own ``timeout`` attachment (set per attempt).
+    return {k: v for k, v in headers.items() if k != TIMEOUT_MS}
+
+
+async def _invoke(
+    request: InvokeRequest, body: InvokeBody, config: DubboConfig, pool: UpstreamPool, call: Call
+) -> tuple[InvokeResult, bool]:
+    """The result, and whether the agent answered instead of a provider (failsafe)."""
+    service = request.service
     options = service_options(service)
     version = body.version if body.version is not None else service.attributes.get("version", "")
     group = body.group if body.group is not None else service.attributes.get("group", "")
-    call = GenericCall(
+    generic = GenericCall(
         interface=service.name,
         method=request.method,
         types=tuple(body.types) if body.types is not None else None,
@@ -129,20 +180,25 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
     )
     # Encoded bodies by what varies between attempts (wire version, group, timeout), so a
     # retry with the same settings does not encode a large argument again.
-    encoded: dict[tuple[str, str, int], bytes] = {}
+    encoded: dict[tuple[str, str, int, tuple[tuple[str, AttachmentValue], ...]], bytes] = {}
 
-    def body_for(version_on_wire: str, group_on_wire: str, timeout_ms: int) -> bytes:
-        key = (version_on_wire, group_on_wire, timeout_ms)
+    def body_for(
+        version_on_wire: str,
+        group_on_wire: str,
+        timeout_ms: int,
+        extra: dict[str, AttachmentValue] | None = None,
+    ) -> bytes:
+        key = (version_on_wire, group_on_wire, timeout_ms, tuple(extra.items()) if extra else ())
         cached = encoded.get(key)
         if cached is None:
             wire = GenericCall(
-                call.interface,
-                call.method,
-                call.types,
-                call.args,
+                generic.interface,
+                generic.method,
+                generic.types,
+                generic.args,
                 version_on_wire,
                 group_on_wire,
-                call.attachments,
+                {**(generic.attachments or {}), **extra} if extra else generic.attachments,
             )
             cached = encoded[key] = encode_invocation(generic_invocation(wire, timeout_ms))
         return cached
@@ -150,7 +206,7 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
     # Encode up front: a bad argument is the caller's error (400 with its path), found
     # before any provider is chosen or counted.
     try:
-        body_for(call.version, call.group, config.timeout_ms)
+        body_for(generic.version, generic.group, config.timeout_ms)
     except ArgumentError as exc:
         raise InvalidRequest([(f"body.{exc.path}", exc.message)]) from None
     except LocalProtocolError as exc:
@@ -159,6 +215,29 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
     ineligible = frozenset(
         h.id for h in request.cluster.hosts() if not _selected(h, version, group)
     )
+    # Governance (docs/governance.md): an injected delay, the rule's subset, its retries.
+    decision = decision_of(call)
+    retry_after = None
+    max_attempts = None
+    if decision is not None:
+        if decision.delay_s > 0:
+            await asyncio.sleep(decision.delay_s)
+        attachments = body.attachments
+        if decision.splits:
+            ineligible |= decision.excluded(
+                request.cluster.hosts(),
+                lambda host: host.instance.metadata,
+                lambda name: _attachment(attachments, name),
+            )
+        if decision.retry_attempts is not None:
+            max_attempts = decision.retry_attempts + 1
+
+            def retry_after(error: BaseException) -> float | None:
+                wait = decision.retry_after(failure_of(error))
+                left = call.remaining_s()
+                if wait is not None and left is not None and left <= wait:
+                    return None  # no time left for another attempt
+                return wait
 
     def settings_for(host: Host) -> Settings:
         return strategies.resolve(
@@ -166,23 +245,62 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
         )
 
     async def send(host: Host, settings: Settings) -> Result:
-        version_on_wire = call.version or host.instance.metadata.get("version", "")
-        group_on_wire = call.group or host.instance.metadata.get("group", "")
-        frame = request_frame(0, body_for(version_on_wire, group_on_wire, settings.timeout_ms))
+        attempt = call.begin_attempt(host.id)
+        try:
+            result = await send_attempt(host, settings, attempt)
+        except BaseException as exc:
+            call.end_attempt(attempt, outcome_of(exc), _status_of(exc))
+            raise
+        call.end_attempt(attempt, Outcome.OK, str(result.status))
+        return result
+
+    async def send_attempt(host: Host, settings: Settings, attempt: Attempt) -> Result:
+        # Never wait past the call's deadline: each attempt gets what is left of it, and
+        # sends that as its timeout so the provider (or the next agent) stops in time too.
+        timeout_ms = settings.timeout_ms
+        remaining = call.remaining_s()
+        if remaining is not None:
+            if remaining <= 0:
+                raise UpstreamTimeout(f"{request.method}: the call's deadline passed")
+            timeout_ms = max(1, min(timeout_ms, int(remaining * 1000)))
+            settings = dataclasses.replace(settings, timeout_ms=timeout_ms)
+        version_on_wire = generic.version or host.instance.metadata.get("version", "")
+        group_on_wire = generic.group or host.instance.metadata.get("group", "")
+        extra = _propagated(call.outgoing(attempt))
+        frame = request_frame(0, body_for(version_on_wire, group_on_wire, timeout_ms, extra))
+        if pool.live(host) is None:
+            refused = over_connection_limit(call, request.cluster, pool)
+            if refused is not None:
+                raise CallRejected("overloaded", refused)
         connection = await pool.get(host)
-        response = await connection.request(frame, settings.timeout_ms / 1000)
+        response = await connection.request(frame, timeout_ms / 1000)
         try:
             result = decode_result(response.header, response.body)
         except RemoteProtocolError as exc:
             raise UpstreamError(f"{host.id} sent a response that cannot be read: {exc}") from None
-        return check_status(result, host, call.method, settings)
+        return check_status(result, host, generic.method, settings)
 
     started = time.monotonic()
-    result, host = await strategies.invoke(
-        request.cluster,
-        strategies.Call(request.method, settings_for, ineligible),
-        send,
-    )
+    remaining = call.remaining_s()
+    try:
+        # The attempts bound themselves; this bounds what they do not (connecting, forking).
+        async with asyncio.timeout(remaining):
+            result, host = await strategies.invoke(
+                request.cluster,
+                strategies.Call(
+                    request.method,
+                    settings_for,
+                    ineligible,
+                    retry_after=retry_after,
+                    max_attempts=max_attempts,
+                ),
+                send,
+            )
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"{service.name}.{request.method}: no answer within the call's deadline "
+            f"({round((remaining or 0) * 1000)} ms)"
+        ) from None
     log.debug(
         "invoked",
         extra={
@@ -193,8 +311,16 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
         },
     )
     if result is None:  # failsafe swallowed a failure
-        return InvokeResult(None, {}, host.id)
-    return InvokeResult(to_json(result.value), to_json(result.attachments), host.id)
+        return InvokeResult(None, {}, host.id), True
+    return InvokeResult(to_json(result.value), to_json(result.attachments), host.id), False
+
+
+def _attachment(attachments: dict[str, AttachmentValue], name: str) -> str | None:
+    value = attachments.get(name)
+    if value is None:
+        # Headers are matched lower-case; attachments keep the caller's case.
+        value = next((v for k, v in attachments.items() if k.lower() == name), None)
+    return None if value is None else str(value)
 
 
 def check_status(result: Result, host: Host, method: str, settings: Settings) -> Result:

@@ -30,21 +30,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import cast
 
+from agent.calls import Attempt, Call, CallRejected, Direction, Outcome
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
-from agent.errors import ConnectError, RemoteProtocolError, UpstreamError
+from agent.errors import (
+    ConnectError,
+    NoEndpointError,
+    RemoteProtocolError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from agent.governance.policy import Decision, Degraded, decision_of
+from agent.governance.retry import Failure, FailureKind
+from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
+from agent.runtime.writebatch import write_all
+from agent.telemetry.propagation import HOPS, PATH, TIMEOUT_MS, TRACEPARENT, TRACESTATE
 from plugins.dubbo.body import (
+    GENERIC_METHODS,
     InvocationHead,
     decode_invocation,
     decode_invocation_head_sized,
     error_response_frame,
+    generic_method,
     heartbeat_response,
+    string_attachments,
     timeout_attachment,
+    value_response_frame,
+    with_attachments,
 )
 from plugins.dubbo.frame import (
     HESSIAN2,
@@ -54,8 +70,9 @@ from plugins.dubbo.frame import (
     Status,
     frame_with_id,
 )
+from plugins.dubbo.governance import over_connection_limit, rejection_status, status_failure
 from plugins.dubbo.protocol import DubboConfig
-from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool, write_all
+from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +92,22 @@ _PAUSE_UPSTREAM = 2  # a provider connection's write buffer is over its high-wat
 _HEAD_CACHE_MAX = 256
 _HEAD_CACHE_KEY_MAX = 512
 
-_NEVER = float("inf")
-# A deadline timer may fire up to a millisecond early (the loop's timer resolution).
-_TIMER_SLACK_S = 0.001
+# The propagation attachments read from a client's request (agent/telemetry/propagation.py).
+_PROPAGATED = (TRACEPARENT, TRACESTATE, HOPS, PATH)
+# How a provider's response status counts (metrics, spans): OK may still carry an
+# exception (an answer, counted ok: the proxy does not decode the result).
+_OUTCOMES: dict[int, Outcome] = {
+    Status.OK: Outcome.OK,
+    Status.CLIENT_TIMEOUT: Outcome.TIMEOUT,
+    Status.SERVER_TIMEOUT: Outcome.TIMEOUT,
+    Status.SERVICE_NOT_FOUND: Outcome.APP_ERROR,
+    Status.SERVICE_ERROR: Outcome.APP_ERROR,
+    Status.BAD_REQUEST: Outcome.APP_ERROR,
+    Status.BAD_RESPONSE: Outcome.UPSTREAM_ERROR,
+    Status.SERVER_ERROR: Outcome.UPSTREAM_ERROR,
+    Status.CLIENT_ERROR: Outcome.APP_ERROR,
+    Status.SERVER_THREADPOOL_EXHAUSTED_ERROR: Outcome.UPSTREAM_ERROR,
+}
 
 
 class _HeadCache:
@@ -105,10 +135,18 @@ class _HeadCache:
         return head
 
 
+def _method_of(head: InvocationHead, body: bytes) -> str:
+    # A generic call ($invoke) is counted and traced under the method it calls.
+    if head.method in GENERIC_METHODS:
+        return generic_method(body) or head.method
+    return head.method
+
+
 class _Call:
     """One two-way request from the client, from dispatch to its answer."""
 
     __slots__ = (
+        "attempt",
         "client_id",
         "connection",
         "deadline",
@@ -117,7 +155,9 @@ class _Call:
         "host",
         "method",
         "proxy",
+        "record",
         "timeout_ms",
+        "tried",
         "upstream_id",
     )
 
@@ -128,8 +168,14 @@ class _Call:
         method: str,
         timeout_ms: int,
         deadline: float,
+        record: Call,
     ) -> None:
         self.proxy = proxy
+        # The call as the Calls hub sees it (metrics, tracing), and its current attempt.
+        self.record = record
+        self.attempt: Attempt | None = None
+        # Providers a governance retry moves away from.
+        self.tried: frozenset[str] = frozenset()
         self.frame = frame
         self.client_id = frame.header.request_id
         self.method = method
@@ -138,7 +184,7 @@ class _Call:
         self.host: Host | None = None
         self.connection: UpstreamConnection | None = None
         self.upstream_id = 0
-        self.deadline = deadline  # loop time; the connection's deadline sweep expires it
+        self.deadline = deadline  # loop time; the connection's Deadlines expire it
 
     def settle(self, outcome: Frame | UpstreamError) -> None:
         """The provider answered, or its connection failed under this call."""
@@ -147,16 +193,21 @@ class _Call:
         proxy = self.proxy
         host = self.host
         assert host is not None
-        self._finish()
         cluster = proxy.context.cluster
+        if self._retry(outcome, host):
+            return
+        self._finish()
         if isinstance(outcome, Frame):
-            if outcome.header.status in _FAILURE_STATUSES:
+            status = outcome.header.status
+            if status in _FAILURE_STATUSES:
                 cluster.report_failure(host)
             else:
                 cluster.report_success(host)
+            self._record(_OUTCOMES.get(status, Outcome.UPSTREAM_ERROR), str(status))
             proxy.write(frame_with_id(outcome, self.client_id))
         else:
             cluster.report_failure(host)
+            self._record(Outcome.UPSTREAM_ERROR, "", outcome)
             proxy.answer_error(
                 self.client_id,
                 Status.SERVICE_ERROR,
@@ -173,6 +224,7 @@ class _Call:
         if connection is not None and host is not None:
             connection.cancel(self.upstream_id)
             proxy.context.cluster.report_failure(host)
+            self._record(Outcome.TIMEOUT, str(Status.SERVER_TIMEOUT))
             proxy.answer_error(
                 self.client_id,
                 Status.SERVER_TIMEOUT,
@@ -180,12 +232,55 @@ class _Call:
                 f"within {self.timeout_ms} ms",
             )
         else:
+            self._record(Outcome.TIMEOUT, str(Status.CLIENT_TIMEOUT))
             proxy.answer_error(
                 self.client_id,
                 Status.CLIENT_TIMEOUT,
                 f"meshagent: no connection to a provider of {proxy.service_name} "
                 f"within {self.timeout_ms} ms",
             )
+
+    def _retry(self, outcome: Frame | UpstreamError, host: Host) -> bool:
+        """Under a governance retry rule: after a retryable status or a lost connection,
+        send again (to another provider when there is one) after the rule's backoff,
+        within the call's deadline. True when a retry is under way."""
+        decision = decision_of(self.record)
+        if decision is None or decision.retry_attempts is None:
+            return False
+        failure: Failure | None
+        if isinstance(outcome, Frame):
+            status = outcome.header.status
+            failure = status_failure(status) if status != Status.OK else None
+        else:
+            status, failure = Status.SERVICE_ERROR, Failure(FailureKind.RESET, sent=True)
+        if failure is None:
+            return False
+        delay = decision.retry_after(failure)
+        proxy = self.proxy
+        if delay is None or proxy.loop.time() + delay >= self.deadline:
+            return False
+        if self.attempt is not None:
+            self.record.end_attempt(
+                self.attempt, _OUTCOMES.get(status, Outcome.UPSTREAM_ERROR), str(int(status))
+            )
+            self.attempt = None
+        if status in _FAILURE_STATUSES or not isinstance(outcome, Frame):
+            proxy.context.cluster.report_failure(host)
+        # Off the provider that failed: the call waits for its retry holding no upstream.
+        host.active_requests -= 1
+        self.tried = self.tried | {host.id}
+        self.connection = None
+        self.host = None
+        proxy.retry_later(self, delay)
+        return True
+
+    def _record(self, outcome: Outcome, status: str, error: BaseException | None = None) -> None:
+        record = self.record
+        if self.attempt is not None:
+            record.end_attempt(self.attempt, outcome, status)
+        if error is None and outcome is Outcome.TIMEOUT:
+            error = UpstreamTimeout(f"{self.method}: no answer within {self.timeout_ms} ms")
+        record.finish(outcome, status, error)
 
     def _finish(self) -> None:
         self.done = True
@@ -198,6 +293,7 @@ class _Call:
         if self.done:
             return
         self.done = True
+        self._record(Outcome.CANCELLED, "")
         if self.connection is not None:
             self.connection.cancel(self.upstream_id)
             if self.host is not None:
@@ -236,11 +332,8 @@ class DubboProxyConnection(asyncio.Protocol):
         self.batch = pool.batch
         self._out: list[bytes] = []
         self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
-        # Deadlines without a timer per request: calls queued by their timeout (so each
-        # queue is in deadline order) and one timer for the earliest deadline.
-        self._deadlines: dict[int, deque[_Call]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = _NEVER
+        # Deadlines without a timer per request (one timer for the earliest deadline).
+        self.deadlines = Deadlines(self.loop, self.batch)
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -318,10 +411,7 @@ class DubboProxyConnection(asyncio.Protocol):
         calls, self.calls = self.calls, set()
         for call in calls:
             call.abandon()
-        self._deadlines.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadlines.clear()
         for task in self._tasks:
             task.cancel()
 
@@ -379,31 +469,136 @@ class DubboProxyConnection(asyncio.Protocol):
                 "connection (dubbo listener max_in_flight)",
             )
             return
-        host = self.context.cluster.choose(NO_CONTEXT)
+        calls = self.context.calls
+        timeout_ms = timeout_attachment(frame.body) or self.config.timeout_ms
+        try:
+            record = calls.start(
+                "dubbo",
+                Direction.OUTBOUND,
+                calls.outbound_route(self.service_name, _method_of(head, frame.body)),
+                string_attachments(frame.body, _PROPAGATED),
+                timeout_ms / 1000,
+            )
+        except CallRejected as exc:
+            self._refused(request_id, exc)
+            return
+        decision = decision_of(record)
+        if record.deadline is not None:
+            budget_ms = (record.deadline - record.started) * 1000
+            if budget_ms < timeout_ms - 0.5:
+                # A shorter budget came with the call (or a rule's timeout). Whole 10 ms
+                # steps, rounded down: deadline queues are per distinct timeout; the agent
+                # never waits past it.
+                timeout_ms = max(1, int(budget_ms / 10) * 10)
+        deadline = self.loop.time() + timeout_ms / 1000
+        call = _Call(self, frame, head.method, timeout_ms, deadline, record)
+        if decision is not None and decision.delay_s > 0:  # an injected delay
+            self._track_deadline(call, timeout_ms, deadline)
+            self.loop.call_later(decision.delay_s, self._dispatch, call, decision)
+            return
+        host = self._choose(call, decision)
         if host is None:
+            record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
             self._no_provider(request_id)
             return
-        timeout_ms = timeout_attachment(frame.body) or self.config.timeout_ms
-        deadline = self.loop.time() + timeout_ms / 1000
-        call = _Call(self, frame, head.method, timeout_ms, deadline)
-        self.calls.add(call)
-        queue = self._deadlines.get(timeout_ms)
-        if queue is None:
-            queue = self._deadlines[timeout_ms] = deque()
+        self._track_deadline(call, timeout_ms, deadline)
+        self._send_or_connect(call, host)
+
+    def _choose(self, call: _Call, decision: Decision | None) -> Host | None:
+        cluster = self.context.cluster
+        if decision is None or not decision.splits:
+            return cluster.choose(NO_CONTEXT if not call.tried else PickContext(exclude=call.tried))
+        header = None
+        if decision.uses_headers:
+            # Canary matches read attachments: the whole body is decoded (O(body)), only
+            # for rules that match on them.
+            try:
+                attachments = decode_invocation(call.frame.body).attachments
+            except RemoteProtocolError:
+                attachments = {}
+            lowered = {str(k).lower(): str(v) for k, v in attachments.items()}
+            header = lowered.get
+        excluded = decision.excluded(
+            cluster.hosts(), lambda h: h.instance.metadata, header or (lambda name: None)
+        )
+        host = cluster.choose(PickContext(exclude=excluded | call.tried))
+        if host is None and call.tried:
+            host = cluster.choose(PickContext(exclude=excluded))  # round again, as failover
+        return host
+
+    def _dispatch(self, call: _Call, decision: Decision | None) -> None:
+        """Send a call that waited (an injected delay, a retry's backoff)."""
+        if call.done or self.lost:
+            return
+        host = self._choose(call, decision)
+        if host is None:
+            call.done = True
+            self.calls.discard(call)
+            call.record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
+            self._no_provider(call.client_id)
+            self._maybe_close()
+            return
+        self._send_or_connect(call, host)
+
+    def retry_later(self, call: _Call, delay_s: float) -> None:
+        decision = decision_of(call.record)
+        if delay_s > 0:
+            self.loop.call_later(delay_s, self._dispatch, call, decision)
         else:
-            while queue and queue[0].done:  # answered calls leave from the front
-                queue.popleft()
-        queue.append(call)
-        if deadline < self._timer_at:
-            self._arm(deadline)
+            self._dispatch(call, decision)
+
+    def _refused(self, request_id: int, rejected: CallRejected) -> None:
+        """A policy answered instead of a provider (governance, loop protection)."""
+        if isinstance(rejected, Degraded) and rejected.has_value:
+            try:
+                self.write(value_response_frame(request_id, rejected.value))
+                return
+            except Exception as exc:  # a value hessian2 cannot carry: say so, as an error
+                rejected = CallRejected("degraded", f"fallback value not encodable: {exc}")
+        self.answer_error(
+            request_id, rejection_status(rejected), f"meshagent: {rejected.reason}: {rejected}"
+        )
+
+    def _track_deadline(self, call: _Call, timeout_ms: int, deadline: float) -> None:
+        self.calls.add(call)
+        self.deadlines.add(call, timeout_ms)
+
+    def _send_or_connect(self, call: _Call, host: Host) -> None:
         connection = self.pool.live(host)
         if connection is None:
+            refused = over_connection_limit(call.record, self.context.cluster, self.pool)
+            if refused is not None:
+                call.done = True
+                self.calls.discard(call)
+                rejection = CallRejected("overloaded", refused)
+                call.record.fail(rejection)
+                self._refused(call.client_id, rejection)
+                self._maybe_close()
+                return
             self._spawn(self._connect_and_send(call, host))
         else:
             self._send(call, host, connection)
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
-        call.upstream_id = connection.send_frame(call.frame, call.settle)
+        record = call.record
+        attempt = call.attempt = record.begin_attempt(host.id)
+        frame = call.frame
+        outgoing = record.outgoing(attempt)
+        if outgoing:
+            # What observers want sent (trace context, hop count) as attachments, and the
+            # budget left as Dubbo's own ``timeout``.
+            extra = {k: v for k, v in outgoing.items() if k != TIMEOUT_MS}
+            if TIMEOUT_MS in outgoing:
+                extra["timeout"] = outgoing[TIMEOUT_MS]
+            body = with_attachments(frame.body, extra)
+            if body is not None:
+                frame = Frame(frame.header, body)
+        try:
+            call.upstream_id = connection.send(frame, call.settle)
+        except UpstreamError as exc:
+            record.end_attempt(attempt, Outcome.UPSTREAM_ERROR)
+            call.attempt = None
+            raise exc from None
         call.host = host
         call.connection = connection
         host.active_requests += 1
@@ -412,45 +607,6 @@ class DubboProxyConnection(asyncio.Protocol):
         elif not connection.writable and not self.paused & _PAUSE_UPSTREAM:
             self._pause(_PAUSE_UPSTREAM)
             connection.when_writable(self._upstream_drained)
-
-    # -- deadlines ---------------------------------------------------------------------
-
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = self.loop.call_at(when, self._sweep)
-
-    def _sweep(self) -> None:
-        """Expire the calls whose deadline passed; re-arm for the next one."""
-        self._timer = None
-        self._timer_at = _NEVER
-        if self.lost:
-            return
-        now = self.loop.time() + _TIMER_SLACK_S
-        next_at = _NEVER
-        batch = self.batch
-        outer = not batch.active
-        batch.active = True
-        try:
-            for timeout_ms, queue in list(self._deadlines.items()):
-                while queue:
-                    call = queue[0]
-                    if call.done:
-                        queue.popleft()
-                    elif call.deadline <= now:
-                        queue.popleft()
-                        call.expire()
-                    else:
-                        next_at = min(next_at, call.deadline)
-                        break
-                if not queue:
-                    del self._deadlines[timeout_ms]
-        finally:
-            if outer:
-                batch.finish()
-        if next_at != _NEVER and not self.lost:
-            self._arm(next_at)
 
     async def _connect_and_send(self, call: _Call, host: Host) -> None:
         """The slow path: no open connection to the chosen provider. Connect failures move
@@ -468,6 +624,8 @@ class DubboProxyConnection(asyncio.Protocol):
                     self._send(call, chosen, connection)
                 return
             except ConnectError as exc:
+                record = call.record
+                record.end_attempt(record.begin_attempt(chosen.id), Outcome.CONNECT_ERROR)
                 cluster.report_failure(chosen, connect=True)
                 last_error = str(exc)
                 tried.add(chosen.id)
@@ -487,8 +645,10 @@ class DubboProxyConnection(asyncio.Protocol):
         call.done = True
         self.calls.discard(call)
         if chosen is None and not tried:
+            call.record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
             self._no_provider(call.client_id)
             return
+        call.record.fail(ConnectError(f"no provider reachable: {last_error}"))
         self.answer_error(
             call.client_id,
             Status.SERVER_ERROR,
@@ -501,7 +661,7 @@ class DubboProxyConnection(asyncio.Protocol):
         host = self.context.cluster.choose(NO_CONTEXT)
         connection = self.pool.live(host) if host is not None else None
         if connection is not None:
-            connection.send_oneway_frame(frame)
+            connection.send_oneway(frame)
             return
         if host is None:
             self.context.stats.request_errors += 1
@@ -515,7 +675,7 @@ class DubboProxyConnection(asyncio.Protocol):
     async def _connect_and_send_oneway(self, frame: Frame, host: Host) -> None:
         try:
             connection = await self.pool.get(host)
-            connection.send_oneway_frame(frame)
+            connection.send_oneway(frame)
         except UpstreamError as exc:
             if isinstance(exc, ConnectError):
                 self.context.cluster.report_failure(host, connect=True)

@@ -7,19 +7,23 @@ stream (NDJSON); a gRPC status becomes an HTTP status with the code in the probl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent.calls import Call, Direction, Outcome, outcome_of
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.config import ServiceConfig
 from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError
 from agent.runtime.protocols import InvokeRequest, InvokeResult
+from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc.channels import ChannelPool, target
 from plugins.grpc.reflection import DescriptorCache, MethodInfo, UnknownService
+from plugins.grpc.triple import triple_headers
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,9 @@ class GrpcServiceOptions(BaseModel):
     grpc_service: str | None = None
     # Deadline of a JSON invocation unless the request sets timeout_ms.
     timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000
+    # A FileDescriptorSet (protoc --descriptor_set_out --include_imports) describing the
+    # service: used instead of the provider's server reflection.
+    descriptor_set: str | None = None
 
 
 class InvokeBody(BaseModel):
@@ -115,7 +122,12 @@ def split_method(service: ServiceConfig, method: str) -> tuple[str, str]:
 
 
 async def resolve(
-    cache: DescriptorCache, cluster: str, host: Host, grpc_service: str, method: str
+    cache: DescriptorCache,
+    cluster: str,
+    host: Host,
+    grpc_service: str,
+    method: str,
+    descriptor_set: str | None = None,
 ) -> MethodInfo:
     address = target(host.instance.host, host.instance.port)
     for attempt in range(2):
@@ -123,7 +135,7 @@ async def resolve(
             # Not in what we had: the provider may have been upgraded since.
             cache.forget(cluster, grpc_service)
         try:
-            methods = await cache.methods(cluster, address, grpc_service)
+            methods = await cache.methods(cluster, address, grpc_service, descriptor_set)
         except UnknownService as exc:
             raise _unimplemented(str(exc), address) from None
         info = methods.get(method)
@@ -161,26 +173,97 @@ def to_json(message: Any) -> Any:
 async def invoke(request: InvokeRequest, pool: ChannelPool, cache: DescriptorCache) -> InvokeResult:
     body = parse_body(request.body)
     options = service_options(request.service)
+    calls = request.calls
+    call = calls.start(
+        "grpc",
+        Direction.INVOKE,
+        calls.outbound_route(request.service.name, request.method),
+        request.incoming,
+        (body.timeout_ms or options.timeout_ms) / 1000,
+    )
+    try:
+        result = await _invoke(request, body, options, pool, cache, call)
+    except BaseException as exc:
+        _fail(call, exc)
+        raise
+    if result.stream is None:
+        _succeed(call)
+        return result
+    return dataclasses.replace(result, stream=_recorded(result.stream, call))
+
+
+def _status_name(error: BaseException) -> str:
+    return error.exception_type if isinstance(error, RemoteApplicationError) else ""
+
+
+def _fail(call: Call, error: BaseException) -> None:
+    status = _status_name(error)
+    # A transport status is not the provider's answer: count it as what it is.
+    outcome = _TRANSPORT_OUTCOMES.get(status) or outcome_of(error)
+    for attempt in call.attempts:
+        call.end_attempt(attempt, outcome, status)
+    call.finish(outcome, status, error)
+
+
+def _succeed(call: Call) -> None:
+    for attempt in call.attempts:
+        call.end_attempt(attempt, Outcome.OK, "OK")
+    call.finish(Outcome.OK, "OK")
+
+
+_TRANSPORT_OUTCOMES = {"DEADLINE_EXCEEDED": Outcome.TIMEOUT, "UNAVAILABLE": Outcome.UPSTREAM_ERROR}
+
+
+async def _recorded(stream: AsyncGenerator[Any, None], call: Call) -> AsyncGenerator[Any, None]:
+    """A server stream whose end (or failure, or the caller leaving) ends the call."""
+    try:
+        async for item in stream:
+            yield item
+    except BaseException as exc:
+        _fail(call, exc)
+        raise
+    finally:
+        await stream.aclose()
+        _succeed(call)  # no-op when _fail ran (a call's first outcome stands)
+
+
+async def _invoke(
+    request: InvokeRequest,
+    body: InvokeBody,
+    options: GrpcServiceOptions,
+    pool: ChannelPool,
+    cache: DescriptorCache,
+    call: Call,
+) -> InvokeResult:
     grpc_service, method = split_method(request.service, request.method)
     cluster = request.cluster
     host = cluster.choose()
     if host is None:
         raise NoEndpointError(f"no provider of {request.service.name} is available")
-    info = await resolve(cache, cluster.name, host, grpc_service, method)
+    info = await resolve(cache, cluster.name, host, grpc_service, method, options.descriptor_set)
     requests = encode(info, body)
-    timeout_ms = body.timeout_ms or options.timeout_ms
+    attempt = call.begin_attempt(host.id)
+    # What is left of the call's deadline (grpc sends it as grpc-timeout), and what
+    # observers add (trace context, hop count) as metadata.
+    remaining = call.remaining_s()
+    timeout_s = (
+        remaining if remaining is not None else (body.timeout_ms or options.timeout_ms) / 1000
+    )
+    propagated = [(k, v) for k, v in call.outgoing(attempt).items() if k != TIMEOUT_MS]
     channel = pool.get(host, cluster)
     kwargs = {
         "request_serializer": info.input.SerializeToString,
         "response_deserializer": info.output.FromString,
     }
-    call_options = {"metadata": list(body.metadata.items()), "timeout": timeout_ms / 1000}
+    metadata = [*body.metadata.items(), *propagated]
+    metadata += triple_headers(host.instance.metadata, metadata, request.service.attributes)
+    call_options = {"metadata": metadata, "timeout": timeout_s}
     if info.client_streaming:
-        call = channel.stream_stream(info.path, **kwargs)(iter(requests), **call_options)
+        rpc = channel.stream_stream(info.path, **kwargs)(iter(requests), **call_options)
     else:
-        call = channel.unary_stream(info.path, **kwargs)(requests[0], **call_options)
+        rpc = channel.unary_stream(info.path, **kwargs)(requests[0], **call_options)
     host.active_requests += 1
-    reply = _replies(call, host, cluster, cache, grpc_service)
+    reply = _replies(rpc, host, cluster, cache, grpc_service)
     try:
         # The first reply (or the status) before the HTTP answer starts: an error here
         # is still a problem response with its HTTP status.

@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator
 
 import h11
 
+from agent.calls import Call, Direction, Outcome, outcome_of
 from agent.errors import ConnectError, UpstreamError, UpstreamTimeout
 from agent.runtime.protocols import HttpInvokeRequest, HttpInvokeResult
+from agent.telemetry.propagation import propagation_headers
 from plugins.http.headers import Headers, end_to_end, header_value
 from plugins.http.pool import UpstreamConnection, UpstreamPool
 from plugins.http.protocol import HttpConfig
@@ -37,16 +39,32 @@ async def invoke_http(
     chunked = length is None and header_value(request.headers, b"transfer-encoding") is not None
     headers = [(n, v) for n, v in end_to_end(request.headers) if n.lower() not in _REPLACED]
     url = request.path + ("?" + request.query if request.query else "")
-    return await forward(
-        pool,
-        service_target(request.service, request.cluster),
-        request.method.upper().encode("ascii"),
-        url.encode("latin-1"),
-        headers,
-        None,
-        chunked or (length is not None and length.strip() != b"0"),
-        request.body,
+    calls = request.calls
+    incoming = propagation_headers({n.decode("latin-1"): v.decode("latin-1") for n, v in headers})
+    call = calls.start(
+        "http",
+        Direction.INVOKE,
+        calls.outbound_route(request.service.name, request.method.upper()),
+        incoming,
     )
+    try:
+        result = await forward(
+            pool,
+            service_target(request.service, request.cluster),
+            request.method.upper().encode("ascii"),
+            url.encode("latin-1"),
+            headers,
+            None,
+            chunked or (length is not None and length.strip() != b"0"),
+            request.body,
+            call,
+        )
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    # Ends at the response head: the body streams to the caller afterwards.
+    call.finish(Outcome.OK if result.status < 500 else Outcome.APP_ERROR, str(result.status))
+    return result
 
 
 async def forward(
@@ -58,6 +76,7 @@ async def forward(
     host_header: bytes | None,
     has_body: bool,
     body: AsyncIterator[bytes],
+    call: Call | None = None,
 ) -> HttpInvokeResult:
     """Send one request to an endpoint of ``target`` and return the response head.
 
@@ -68,6 +87,11 @@ async def forward(
     if has_body and header_value(headers, b"content-length") is None:
         headers = [*headers, (b"Transfer-Encoding", b"chunked")]
     tries = 1 + (target.retries if method in IDEMPOTENT and not has_body else 0)
+    timeout_s = target.timeout_s
+    if call is not None:
+        remaining = call.remaining_s()
+        if remaining is not None:
+            timeout_s = min(timeout_s, remaining)  # never wait past the call's deadline
     tried: set[str] = set()
     stale_retried = False
     attempt = 0
@@ -84,7 +108,15 @@ async def forward(
         host = upstream.host
         instance = host.instance
         authority = host_header or f"{instance.host}:{instance.port}".encode()
-        outgoing = h11.Request(method=method, target=url, headers=[(b"Host", authority), *headers])
+        sent = headers
+        record = call.begin_attempt(host.id) if call is not None else None
+        if record is not None and call is not None:
+            # What observers set replaces the caller's field of that name (Call.outgoing).
+            mine = call.outgoing(record)
+            if mine:
+                sent = [(n, v) for n, v in headers if n.lower().decode("latin-1") not in mine]
+                sent += [(k.encode(), v.encode()) for k, v in mine.items()]
+        outgoing = h11.Request(method=method, target=url, headers=[(b"Host", authority), *sent])
         host.active_requests += 1
         pump: asyncio.Task[None] | None = None
         try:
@@ -93,19 +125,22 @@ async def forward(
                 pump = asyncio.get_running_loop().create_task(_send_body(upstream, body))
             else:
                 await upstream.send(h11.EndOfMessage())
-            async with asyncio.timeout(target.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 response = await _response_head(upstream)
         except TimeoutError:
             _abandon(upstream, pump)
             target.cluster.report_failure(host)
             host.active_requests -= 1
+            if call is not None and record is not None:
+                call.end_attempt(record, Outcome.TIMEOUT)
             raise UpstreamTimeout(
-                f"service {name!r}: endpoint {host.id} sent no response within "
-                f"{target.timeout_s:g}s"
+                f"service {name!r}: endpoint {host.id} sent no response within {timeout_s:g}s"
             ) from None
         except (ConnectionError, OSError, h11.RemoteProtocolError) as exc:
             _abandon(upstream, pump)
             host.active_requests -= 1
+            if call is not None and record is not None:
+                call.end_attempt(record, Outcome.UPSTREAM_ERROR)
             if upstream.reused and not has_body and not stale_retried:
                 # A kept-alive connection the provider closed as we reused it.
                 stale_retried = True
@@ -118,10 +153,16 @@ async def forward(
             raise UpstreamError(
                 f"service {name!r}: endpoint {host.id} failed: {exc or type(exc).__name__}"
             ) from None
-        except BaseException:
+        except BaseException as exc:
             _abandon(upstream, pump)
             host.active_requests -= 1
+            if call is not None and record is not None:
+                call.end_attempt(record, outcome_of(exc))
             raise
+        if call is not None and record is not None:
+            status = response.status_code
+            ok = Outcome.OK if status < 500 else Outcome.APP_ERROR
+            call.end_attempt(record, ok, str(status))
         if response.status_code >= 500:
             target.cluster.report_failure(host)
         else:

@@ -125,3 +125,20 @@ def test_environment_override_errors_are_config_errors() -> None:
 def test_invalid_environment_value_is_reported_with_its_path(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, VALID, {"MESHAGENT_ADMIN__PORT": "x"})
     assert errors[0].startswith("admin.port:")
+
+
+def test_telemetry_defaults_metrics_and_context_on_tracing_and_access_log_off() -> None:
+    telemetry = AgentConfig().telemetry
+    assert telemetry.metrics.enabled and telemetry.context.enabled
+    assert not telemetry.tracing.enabled and not telemetry.access_log.enabled
+
+
+def test_telemetry_settings_are_checked_with_their_paths(tmp_path: Path) -> None:
+    errors = errors_of(
+        tmp_path,
+        "telemetry:\n  tracing: {exporter: zipkin, sample_ratio: 2}\n  context: {max_hops: 0}\n",
+    )
+    text = "\n".join(errors)
+    assert "telemetry.tracing.exporter" in text
+    assert "telemetry.tracing.sample_ratio" in text
+    assert "telemetry.context.max_hops" in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,13 +19,16 @@ from plugins.dubbo.body import (
     encode_invocation,
     error_response_frame,
     from_descriptor,
+    generic_method,
     heartbeat_request,
     heartbeat_response,
     is_heartbeat,
     request_frame,
+    string_attachments,
     timeout_attachment,
     to_descriptor,
     value_response_frame,
+    with_attachments,
 )
 from plugins.dubbo.frame import HEADER_SIZE, Frame, FrameDecoder, Header, Status
 from plugins.dubbo.hessian2 import Hessian2Encoder
@@ -212,3 +217,62 @@ def test_malformed_bodies() -> None:
     with pytest.raises(RemoteProtocolError, match="attachments are str"):
         body = encode_invocation(Invocation("p", "", "m", (), ()))[:-1]
         decode_invocation(body[: body.rindex(b"H")] + b"\x01x")
+
+
+# -- propagation attachments (read and added by the proxy without decoding arguments) --------
+
+
+def _invocation_with(attachments: dict[str, Any], argument: Any = "x") -> bytes:
+    return encode_invocation(
+        Invocation("a.B", "", "m", ("java.lang.String",), (argument,), attachments)
+    )
+
+
+def test_string_attachments_found_from_the_tail() -> None:
+    body = _invocation_with({"timeout": "100", "traceparent": "tp", "x-meshagent-hops": "2"})
+    assert string_attachments(body, ["traceparent", "x-meshagent-hops", "absent"]) == {
+        "traceparent": "tp",
+        "x-meshagent-hops": "2",
+    }
+    # Beyond the window at the end (a huge attachment value pushes the key out): not read.
+    far = _invocation_with({"traceparent": "tp", "zz": "v" * 20_000})
+    assert string_attachments(far, ["traceparent"]) == {}
+    # A non-string value is left out.
+    assert string_attachments(_invocation_with({"x-meshagent-hops": 3}), ["x-meshagent-hops"]) == {}
+
+
+def test_generic_method_names_the_real_method() -> None:
+    generic = encode_invocation(
+        Invocation(
+            "a.B",
+            "",
+            "$invoke",
+            ("java.lang.String", "[Ljava.lang.String;", "[Ljava.lang.Object;"),
+            ("sayHello", ["java.lang.String"], ["x"]),
+            {},
+        )
+    )
+    assert generic_method(generic) == "sayHello"
+    assert generic_method(_invocation_with({})) is None  # not generic
+    assert generic_method(b"\x00garbage") is None
+
+
+def test_with_attachments_adds_and_overrides_without_touching_arguments() -> None:
+    person = {"name": "cy", "tags": ["a", "a"]}
+    body = _invocation_with({"timeout": "1000", "traceparent": "old"}, person)
+    added = with_attachments(body, {"traceparent": "new", "timeout": "250"})
+    assert added is not None
+    decoded = decode_invocation(added)
+    assert decoded.arguments == (person,)
+    assert decoded.attachments["traceparent"] == "new"
+    assert decoded.attachments["timeout"] == "250"
+    assert with_attachments(body[:-1], {"a": "b"}) is None  # not ending in a map: left alone
+
+
+@given(st.text(max_size=1100))
+def test_fast_string_form_is_the_encoders(value: str) -> None:
+    from plugins.dubbo.body import _hessian_string
+
+    encoder = Hessian2Encoder()
+    encoder.write_object(value)
+    assert _hessian_string(value) == encoder.getvalue()

@@ -18,6 +18,13 @@ public interface GreetingService {
     /** Which provider answered: the id given on the provider's command line, or "host:port". */
     String whoami();
 
+    /**
+     * The attachments this call arrived with (what a consumer or an agent propagated: trace
+     * context, hop count, timeout); they are also returned as the response's attachments,
+     * prefixed "seen.".
+     */
+    Map<String, String> attachments();
+
     String greet(String name);
 
     int addInt(int a, int b);

@@ -8,6 +8,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import org.apache.dubbo.rpc.RpcContext;
 import org.meshagent.interop.api.Address;
 import org.meshagent.interop.api.GreetingException;
 import org.meshagent.interop.api.GreetingService;
@@ -30,6 +31,15 @@ public final class GreetingServiceImpl implements GreetingService {
     @Override
     public String whoami() {
         return id;
+    }
+
+    @Override
+    public Map<String, String> attachments() {
+        Map<String, String> seen = new LinkedHashMap<>(RpcContext.getServerAttachment().getAttachments());
+        for (Map.Entry<String, String> entry : seen.entrySet()) {
+            RpcContext.getServerContext().setAttachment("seen." + entry.getKey(), entry.getValue());
+        }
+        return seen;
     }
 
     @Override
