@@ -4,17 +4,22 @@ A call a rule refuses ends with the status gRPC clients treat as overload:
 RESOURCE_EXHAUSTED for a rate limit (Envoy's local rate limit answers the same), else
 UNAVAILABLE (circuit breaking, an injected abort, a degradation: the listener relays bytes
 without protos, so a fallback value cannot be encoded and is answered as UNAVAILABLE).
-Rules see the method as ``package.Service/Method`` (the path without its leading slash).
+Rules see the method as ``package.Service/Method`` (the path without its leading slash)
+on the listener, and as written in the URL on the JSON invocation
+(``/v1/invoke/grpc/{service}/{method}``: ``Method`` or ``package.Service.Method``), where a
+degradation's fallback value is the JSON result.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
 from agent.calls import Call, CallRejected, Direction, Outcome
+from agent.cluster.cluster import Cluster
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.governance.policy import decision_of
 from agent.runtime.protocols import ListenerContext
@@ -58,6 +63,21 @@ def pick_context(context: ListenerContext, record: Call | None, server_context: 
     }
     cluster = context.cluster
     excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata, metadata.get)
+    return PickContext(exclude=excluded) if excluded else NO_CONTEXT
+
+
+async def governed_pick(record: Call, cluster: Cluster, metadata: Mapping[str, str]) -> PickContext:
+    """For the JSON invocation: wait an injected delay, then the endpoints the rule's
+    traffic split leaves to the call (the request's ``metadata`` as headers)."""
+    decision = decision_of(record)
+    if decision is None:
+        return NO_CONTEXT
+    if decision.delay_s > 0:
+        await asyncio.sleep(decision.delay_s)
+    if not decision.splits:
+        return NO_CONTEXT
+    lowered = {key.lower(): value for key, value in metadata.items()}
+    excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata, lowered.get)
     return PickContext(exclude=excluded) if excluded else NO_CONTEXT
 
 

@@ -19,9 +19,11 @@ from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.config import ServiceConfig
 from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError
+from agent.governance.policy import Degraded
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc.channels import ChannelPool, target
+from plugins.grpc.governance import governed_pick
 from plugins.grpc.reflection import DescriptorCache, MethodInfo, UnknownService
 from plugins.grpc.triple import triple_headers
 
@@ -174,13 +176,18 @@ async def invoke(request: InvokeRequest, pool: ChannelPool, cache: DescriptorCac
     body = parse_body(request.body)
     options = service_options(request.service)
     calls = request.calls
-    call = calls.start(
-        "grpc",
-        Direction.INVOKE,
-        calls.outbound_route(request.service.name, request.method),
-        request.incoming,
-        (body.timeout_ms or options.timeout_ms) / 1000,
-    )
+    try:
+        call = calls.start(
+            "grpc",
+            Direction.INVOKE,
+            calls.outbound_route(request.service.name, request.method),
+            request.incoming,
+            (body.timeout_ms or options.timeout_ms) / 1000,
+        )
+    except Degraded as fallback:
+        if fallback.has_value:  # a governance rule's fallback value stands in
+            return InvokeResult(fallback.value, {}, "")
+        raise
     try:
         result = await _invoke(request, body, options, pool, cache, call)
     except BaseException as exc:
@@ -237,7 +244,7 @@ async def _invoke(
 ) -> InvokeResult:
     grpc_service, method = split_method(request.service, request.method)
     cluster = request.cluster
-    host = cluster.choose()
+    host = cluster.choose(await governed_pick(call, cluster, body.metadata))
     if host is None:
         raise NoEndpointError(f"no provider of {request.service.name} is available")
     info = await resolve(cache, cluster.name, host, grpc_service, method, options.descriptor_set)

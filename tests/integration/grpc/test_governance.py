@@ -38,6 +38,18 @@ def rules() -> dict[str, Any]:
                     "matches": [{"headers": {"x-canary": {"exact": "yes"}}, "subset": "b"}],
                 },
             },
+            {
+                # The JSON invocation names methods as in its URL.
+                "match": {"to": ECHO, "method": "Unary"},
+                "traffic": {
+                    "subsets": [
+                        {"name": "a", "labels": {"tag": "echo-a"}, "weight": 100},
+                        {"name": "b", "labels": {"tag": "echo-b"}, "weight": 0},
+                    ],
+                    "matches": [{"headers": {"x-canary": {"exact": "yes"}}, "subset": "b"}],
+                },
+            },
+            {"match": {"to": ECHO, "method": "Fallback"}, "degrade": {"value": {"message": "f"}}},
         ],
         "circuit_breakers": {ECHO: {"max_in_flight": 2}},
     }
@@ -142,3 +154,22 @@ async def test_circuit_breaker_is_unavailable_at_once(echo: Any, agent: AgentPro
     assert load()["overflows"] >= 3
     # Every call is released once it ends (the agent's side ends just after the client's).
     wait_until(lambda: load()["in_flight"] == 0, 5, "calls released")
+
+
+def test_json_invocation_splits_by_metadata_and_degrades(agent: AgentProcess) -> None:
+    url = f"/v1/invoke/grpc/{ECHO}"
+    with agent.client() as client:
+        plain = Counter(
+            client.post(f"{url}/Unary", json={"message": {"message": "x"}}).json()["result"][
+                "server"
+            ]
+            for _ in range(6)
+        )
+        canary_body = {"message": {"message": "x"}, "metadata": {"x-canary": "yes"}}
+        canary = Counter(
+            client.post(f"{url}/Unary", json=canary_body).json()["result"]["server"]
+            for _ in range(6)
+        )
+        fallback = client.post(f"{url}/Fallback", json={})
+    assert plain == {"echo-a": 6} and canary == {"echo-b": 6}
+    assert fallback.status_code == 200 and fallback.json()["result"] == {"message": "f"}

@@ -33,6 +33,7 @@ def config() -> dict[str, Any]:
                     "services": {
                         "echo": [{"host": "127.0.0.1", "port": 9}],
                         GREETER: [{"host": "127.0.0.1", "port": 9}],
+                        "web": [{"host": "127.0.0.1", "port": 9}],
                     }
                 },
             }
@@ -40,6 +41,7 @@ def config() -> dict[str, Any]:
         "services": [
             {"name": "echo", "health": {"enabled": False}},
             {"name": GREETER, "protocol": "dubbo", "health": {"enabled": False}},
+            {"name": "web", "protocol": "http", "health": {"enabled": False}},
         ],
         "governance": {
             "source": {"registry": "local"},
@@ -157,3 +159,15 @@ async def test_invocations_are_limited_degraded_and_aborted(
     counters = (await api.get("/v1/rules")).json()["counters"]
     assert counters["rate_limited"] == 1 and counters["degraded"] == 1
     assert counters["fault_aborts"] == 1
+
+
+async def test_http_invocations_are_rate_limited_by_http_method(
+    agent: Agent, api: httpx.AsyncClient
+) -> None:
+    # The HTTP invocation's calls are named by the HTTP method (agent/telemetry wiring).
+    await publish(agent, "rules: [{match: {to: web, method: GET}, rate_limit: {per_s: 0.001}}]")
+    first = await api.get("/v1/invoke/http/web/orders")
+    assert first.status_code == 502  # admitted, and nothing listens on port 9
+    second = await api.get("/v1/invoke/http/web/orders")
+    assert second.status_code == 429 and second.json()["reason"] == "rate_limited"
+    assert (await api.post("/v1/invoke/http/web/orders")).status_code == 502  # POST: no rule
