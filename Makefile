@@ -27,6 +27,7 @@ peers: system-deps
 	mvn -q -B -f tests/interop/java/hessian-vectors/pom.xml package
 	mvn -q -B -f tests/interop/java/dubbo-peer/pom.xml package
 	mvn -q -B -f tests/interop/java/thrift-peer/pom.xml package
+	mvn -q -B -f tests/interop/nacos/pom.xml package
 
 ## The pinned helm CLI the chart tests run (built with go install; instant when present).
 helm: venv
