@@ -9,6 +9,7 @@ source (the key ``meshagent/shop.rules``), as they would through Nacos, ZooKeepe
 from __future__ import annotations
 
 import asyncio
+import importlib
 import socket
 import time
 from collections import Counter
@@ -23,13 +24,17 @@ from agent.api.app import create_app
 from agent.calls import Attempt, Call, CallObserver
 from agent.config import parse_config
 from agent.discovery.config_source import ConfigKey, ConfigSource
+from agent.discovery.registry import Registry
+from agent.plugins import Plugin
 from agent.runtime.agent import Agent
 from plugins.dubbo.body import Invocation, encode_invocation, request_frame
 from plugins.nacos.config import NacosConfig
 from plugins.nacos.registry import NacosRegistry
+from tests.fixtures.etcd import EtcdServer
 from tests.fixtures.java_dubbo import INTERFACE, DubboProvider, run_calls, start_provider
 from tests.fixtures.nacos import NacosServer
 from tests.fixtures.processes import free_port
+from tests.fixtures.zookeeper import ZooKeeperServer
 
 pytestmark = pytest.mark.integration
 
@@ -502,6 +507,61 @@ async def test_rules_changed_in_nacos_apply_within_a_second_under_load(
         assert rules["source"] == "meshagent/shop-it.rules"
         who = (await api.post(f"{INVOKE}/whoami", json={})).json()["result"]
         assert who == "p2"
+    finally:
+        await api.aclose()
+        await agent.stop()
+        await source.delete(key)
+        await operator.close()
+
+
+@pytest.fixture(scope="module")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    with EtcdServer(tmp_path_factory.mktemp("governance-etcd")) as server:
+        yield server
+
+
+@pytest.mark.parametrize("kind", ["zookeeper", "etcd"])
+async def test_rules_changed_in_zookeeper_or_etcd_apply_within_a_second_under_load(
+    providers: list[DubboProvider], kind: str, request: pytest.FixtureRequest
+) -> None:
+    # The agent follows its rules in a real ZooKeeper node / etcd key; an operator's
+    # client (another registry connection) publishes the change. Measured end to end:
+    # from the write to the first call served by the new rule.
+    registry_config: dict[str, Any]
+    if kind == "zookeeper":
+        zookeeper: ZooKeeperServer = request.getfixturevalue("zookeeper")  # the session's
+        registry_config = {"hosts": zookeeper.hosts, "require_connection": True}
+    else:
+        etcd: EtcdServer = request.getfixturevalue("etcd_server")
+        registry_config = {"endpoints": [etcd.endpoint], "require_connection": True}
+    config = agent_config(providers)
+    config["registries"].append({"name": kind, "type": kind, "config": registry_config})
+    config["governance"] = {"source": {"registry": kind, "data_id": "shop-zk-etcd.rules"}}
+    plugin: Plugin[Registry] = importlib.import_module(f"plugins.{kind}").PLUGIN
+    operator = plugin.build(registry_config, "operator")
+    await operator.start()
+    source = operator.config_source()
+    assert source is not None
+    key = ConfigKey("meshagent", "shop-zk-etcd.rules")
+    await source.put(key, split_to("stable"))
+    agent = Agent(parse_config(config))
+    await agent.start()
+    document = agent.rules_document
+    assert document is not None
+    transport = httpx.ASGITransport(app=create_app(agent), client=("127.0.0.1", 40000))
+    api = httpx.AsyncClient(transport=transport, base_url="http://agent", timeout=30)
+    try:
+        while document.status.version is None:  # the first version, read at start
+            document.changed.clear()
+            await asyncio.wait_for(document.changed.wait(), 30)
+        answers, changed_at = await change_under_load(api, source, key, split_to("canary"))
+        failed = [a for a in answers if a[1] != 200]
+        assert not failed, failed[:5]
+        first_new = min(t for t, _, who in answers if who == "p2")
+        assert first_new - changed_at < 1.0, first_new - changed_at
+        late = [who for t, _, who in answers if t > first_new + 0.1]
+        assert late and set(late) == {"p2"}
+        assert (await api.get("/v1/rules")).json()["source"] == "meshagent/shop-zk-etcd.rules"
     finally:
         await api.aclose()
         await agent.stop()
