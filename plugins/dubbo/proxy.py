@@ -33,7 +33,7 @@ import logging
 from collections import deque
 from typing import cast
 
-from agent.calls import Attempt, Call, CallRejected, Direction, Outcome
+from agent.calls import Attempt, Call, CallRejected, Direction, Outcome, Route
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
@@ -110,6 +110,8 @@ _REJECTED = {
     # About the request, not the provider: does not count toward ejecting this agent.
     "loop": Status.BAD_REQUEST,
 }
+
+_ROUTES_MAX = 256
 
 _NEVER = float("inf")
 # A deadline timer may fire up to a millisecond early (the loop's timer resolution).
@@ -303,6 +305,7 @@ class DubboProxyConnection(asyncio.Protocol):
         # queue is in deadline order) and one timer for the earliest deadline.
         self._deadlines: dict[int, deque[_Call]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._routes: dict[str, Route] = {}
         self._timer_at = _NEVER
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -448,7 +451,7 @@ class DubboProxyConnection(asyncio.Protocol):
             record = calls.start(
                 "dubbo",
                 Direction.OUTBOUND,
-                calls.outbound_route(self.service_name, _method_of(head, frame.body)),
+                self._route(_method_of(head, frame.body)),
                 string_attachments(frame.body, _PROPAGATED),
                 timeout_ms / 1000,
             )
@@ -485,6 +488,15 @@ class DubboProxyConnection(asyncio.Protocol):
             self._spawn(self._connect_and_send(call, host))
         else:
             self._send(call, host, connection)
+
+    def _route(self, method: str) -> Route:
+        # A client calls the same few methods over and over: one Route each (bounded).
+        route = self._routes.get(method)
+        if route is None:
+            route = self.context.calls.outbound_route(self.service_name, method)
+            if len(self._routes) < _ROUTES_MAX:
+                self._routes[method] = route
+        return route
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
         record = call.record

@@ -136,9 +136,7 @@ def test_telemetry_defaults_metrics_and_context_on_tracing_and_access_log_off() 
 def test_telemetry_settings_are_checked_with_their_paths(tmp_path: Path) -> None:
     errors = errors_of(
         tmp_path,
-        "telemetry:\n"
-        "  tracing: {exporter: zipkin, sample_ratio: 2}\n"
-        "  context: {max_hops: 0}\n",
+        "telemetry:\n  tracing: {exporter: zipkin, sample_ratio: 2}\n  context: {max_hops: 0}\n",
     )
     text = "\n".join(errors)
     assert "telemetry.tracing.exporter" in text
