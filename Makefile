@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/agent.yaml
 
-.PHONY: run test venv system-deps peers lint typecheck unit integration openapi bench clean
+.PHONY: run test venv system-deps peers helm lint typecheck unit integration openapi bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,zookeeper,etcd,thrift,grpc,http]'
+	$(BIN)/pip install -q -e '.[test,zookeeper,etcd,nacos,thrift,grpc,http]'
 	touch $@
 
 venv: $(STAMP)
@@ -28,6 +28,10 @@ peers: system-deps
 	mvn -q -B -f tests/interop/java/dubbo-peer/pom.xml package
 	mvn -q -B -f tests/interop/java/thrift-peer/pom.xml package
 
+## The pinned helm CLI the chart tests run (built with go install; instant when present).
+helm: venv
+	scripts/install-helm.sh
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -40,13 +44,13 @@ openapi: venv
 	$(BIN)/python -m openapi.generate
 
 ## The whole suite: lint, types, unit, contract, integration, interop.
-test: venv system-deps peers lint typecheck
+test: venv system-deps peers helm lint typecheck
 	$(BIN)/pytest -q
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-integration: venv system-deps peers
+integration: venv system-deps peers helm
 	$(BIN)/pytest -q tests/integration tests/interop tests/contract
 
 ## Benchmarks (not tests): each prints medians and ratios against peers run in the same rounds.

@@ -85,7 +85,8 @@ class Outcome(enum.StrEnum):
 def outcome_of(error: BaseException) -> Outcome:
     """The outcome a failed attempt or call records for ``error``."""
     if isinstance(error, CallRejected):
-        return Outcome.REJECTED
+        # A degraded call (governance) is answered by the agent, not refused.
+        return Outcome.DEGRADED if error.reason == "degraded" else Outcome.REJECTED
     if isinstance(error, UpstreamTimeout | TimeoutError):
         return Outcome.TIMEOUT
     if isinstance(error, NoEndpointError):

@@ -1,4 +1,4 @@
-"""``meshagent run | check-config | version | iptables | wait-ready``."""
+"""``meshagent run | check-config | version | iptables | wait-ready | injector``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from agent import __version__, capture_cli
 from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError, MeshAgentError
+from agent.injector import cli as injector_cli
 
 log = logging.getLogger("meshagent")
 
@@ -104,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("config")
     commands.add_parser("version", help="print the version")
     capture_cli.add_parsers(commands)
+    injector_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "iptables":
         return capture_cli.run_iptables(args)
     if args.command == "wait-ready":
         return capture_cli.run_wait_ready(args)
+    if args.command == "injector":
+        return injector_cli.run(args)
     if args.command == "run":
         return _run(args)
     if args.command == "check-config":

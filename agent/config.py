@@ -20,7 +20,9 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.addresses import parse_address
+from agent.discovery.config_source import check_part
 from agent.errors import ConfigError, PluginError
+from agent.governance.rules import RuleSet
 from agent.plugins import PluginKind, format_validation_errors, load
 
 ENV_PREFIX = "MESHAGENT_"
@@ -203,6 +205,32 @@ class AppConfig(Strict):
     cluster: str = ""
 
 
+class GovernanceSourceConfig(Strict):
+    """Where run-time rules live: a key of a registry's config source (docs/governance.md)."""
+
+    registry: str = Field(min_length=1)
+    group: str = "meshagent"
+    # Default: "{app.name}.rules".
+    data_id: str | None = None
+
+    @model_validator(mode="after")
+    def _key_parts(self) -> GovernanceSourceConfig:
+        check_part("group", self.group)  # ValueError with the rule
+        if self.data_id is not None:
+            check_part("data_id", self.data_id)
+        return self
+
+
+class GovernanceConfig(Strict):
+    """Traffic governance: the static rules, and optionally a config-source key whose
+    rule set, while present and valid, replaces them."""
+
+    # The agent's own zone, for rules that prefer endpoints in the same zone.
+    zone: str = ""
+    rules: RuleSet = Field(default_factory=RuleSet)
+    source: GovernanceSourceConfig | None = None
+
+
 class MetricsConfig(Strict):
     """Per-call metrics (agent/telemetry/call_metrics.py); on by default, cheap."""
 
@@ -263,6 +291,8 @@ class AgentConfig(Strict):
     listeners: list[ListenerConfig] = Field(default_factory=list)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     inbound: InboundConfig = Field(default_factory=InboundConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
     log_level: str = "INFO"
@@ -295,6 +325,15 @@ class AgentConfig(Strict):
                     f"capture.services[{i}].service: unknown service {captured.service!r}; "
                     f"configured: {', '.join(service_names) or 'none'}"
                 )
+        source = self.governance.source
+        if source is not None:
+            if source.registry not in registry_names:
+                errors.append(
+                    f"governance.source.registry: unknown registry {source.registry!r}; "
+                    f"configured: {', '.join(registry_names) or 'none'}"
+                )
+            if source.data_id is None and not self.app.name:
+                errors.append("governance.source.data_id: required when app.name is not set")
         if errors:
             # A ValueError inside a validator would be flattened into one message; the
             # caller unpacks this one into lines with their own paths.

@@ -14,6 +14,10 @@ rotated every round; figures are medians over rounds, ratios medians of per-roun
 
 CPU per request: the proxy process's utime+stime (/proc/PID/stat) over the client's run
 divided by the requests the client completed.
+
+``--baseline DIR`` adds another checkout's agent (``git archive REV | tar -x -C DIR``) as the
+target "agent@base", in the same rounds, for before/after under the same noise;
+``--clients wrk`` leaves h2load out.
 """
 
 from __future__ import annotations
@@ -246,15 +250,26 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             f"[{min(run.rate):,.0f}..{max(run.rate):,.0f}] | {med(run.p50_ms):.2f} ms "
             f"| {med(run.p99_ms):.2f} ms | {sum(run.errors)} | {cpu} |"
         )
-    for client in ("wrk", "h2load"):
-        agent = next(r for r in runs if r.client == client and r.target == "agent")
-        haproxy = next(r for r in runs if r.client == client and r.target == "haproxy")
+    for client in args.clients.split(","):
+        by_target = {r.target: r for r in runs if r.client == client}
+        agent, haproxy = by_target["agent"], by_target["haproxy"]
         ratios = [a / h for a, h in zip(agent.rate, haproxy.rate, strict=True)]
         verdict = "met" if med(ratios) >= TARGET_RATE_RATIO else "NOT met"
         print(
             f"\n{client}: agent/HAProxy requests/s {med(ratios):.2f}x "
             f"(target >= {TARGET_RATE_RATIO}x: {verdict})"
         )
+        for other in ("direct", "agent@base"):
+            if other in by_target:
+                rates = [a / o for a, o in zip(agent.rate, by_target[other].rate, strict=True)]
+                print(f"{client}: agent/{other} requests/s {med(rates):.2f}x")
+        base = by_target.get("agent@base")
+        if base is not None:
+            cpu = [
+                a / b
+                for a, b in zip(agent.cpu_us_per_request, base.cpu_us_per_request, strict=True)
+            ]
+            print(f"{client}: agent/agent@base CPU per request {med(cpu):.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument("--clients", default="wrk,h2load")
     args = parser.parse_args(argv)
     for tool in ("wrk", "h2load", "nginx"):
         if shutil.which(tool) is None:
@@ -277,14 +294,27 @@ def main(argv: list[str] | None = None) -> int:
         stop.append(agent.process)
         agent.wait_endpoints("web", 2)
         port = agent.listener_port()
-        runs = [
-            Run("wrk", "direct", upstreams[0]),
-            Run("wrk", "agent", port, agent.pid),
-            Run("wrk", "haproxy", haproxy_port, haproxy.pid),
-            Run("h2load", "direct", nginx_h2),
-            Run("h2load", "agent", port, agent.pid),
-            Run("h2load", "haproxy", haproxy_h2, haproxy.pid),
-        ]
+        clients = args.clients.split(",")
+        runs = []
+        if "wrk" in clients:
+            runs += [
+                Run("wrk", "direct", upstreams[0]),
+                Run("wrk", "agent", port, agent.pid),
+                Run("wrk", "haproxy", haproxy_port, haproxy.pid),
+            ]
+        if "h2load" in clients:
+            runs += [
+                Run("h2load", "direct", nginx_h2),
+                Run("h2load", "agent", port, agent.pid),
+                Run("h2load", "haproxy", haproxy_h2, haproxy.pid),
+            ]
+        if args.baseline is not None:
+            base = start_agent(tmp / "base", agent_config(upstreams), root=args.baseline.resolve())
+            stop.append(base.process)
+            base.wait_endpoints("web", 2)
+            runs += [
+                Run(client, "agent@base", base.listener_port(), base.pid) for client in clients
+            ]
         for round_no in range(args.rounds):
             shift = round_no % len(runs)
             for run in runs[shift:] + runs[:shift]:

@@ -15,6 +15,9 @@ medians of per-round ratios.
 CPU per call: the proxy process's utime+stime (/proc/PID/stat) over the run divided by the
 calls answered in it. The load generator is Python too, so absolute calls/s may be bounded
 by it; the ratios to HAProxy and the agent's CPU per call are the figures that matter.
+
+``--baseline DIR`` runs another checkout's agent (``git archive REV | tar -x -C DIR``) as a
+fourth target, "agent@base", in the same rotated rounds: before/after under the same noise.
 """
 
 from __future__ import annotations
@@ -175,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--depth", type=int, default=32)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="root of another checkout (`git archive REV | tar -x -C DIR`), measured as "
+        "'agent@base' in the same rounds",
+    )
     args = parser.parse_args(argv)
 
     java_thrift.build_peer()
@@ -182,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     processes: list[ManagedProcess] = []
     servers = []
     agent: AgentProcess | None = None
+    base: AgentProcess | None = None
     try:
         ports = {}
         for form in FORMS:
@@ -189,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(server)
             ports[form] = server.port
         agent = start_agent(tmp, agent_config(ports))
+        if args.baseline is not None:
+            base = start_agent(tmp / "base", agent_config(ports), root=args.baseline.resolve())
         targets: dict[str, list[Target]] = {}
         for i, form in enumerate(FORMS):
             agent.wait_endpoints(form, 1)
@@ -199,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                 Target("agent", form, agent.listener_port(i), agent.pid),
                 Target("haproxy", form, haproxy_port, haproxy.pid),
             ]
+            if base is not None:
+                base.wait_endpoints(form, 1)
+                targets[form].append(Target("agent@base", form, base.listener_port(i), base.pid))
         for round_no in range(args.rounds):
             for form in FORMS:
                 proto = Proto.COMPACT if "compact" in form else Proto.BINARY
@@ -218,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if agent is not None:
             agent.stop()
+        if base is not None:
+            base.stop()
         for process in processes:
             process.stop()
         for server in servers:
@@ -226,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(targets: list[Target], args: argparse.Namespace) -> None:
-    direct, agent, haproxy = targets
+    direct, agent, haproxy = targets[:3]
     print(
         f"\nThrift {direct.form} ping(), {args.depth} calls in flight on one connection, "
         f"{args.duration:g}s x {args.rounds} rounds (medians)\n"
@@ -245,6 +262,14 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
         f"(target <= {TARGET_CPU_US_PER_CALL:.0f} us: "
         f"{'met' if agent_cpu <= TARGET_CPU_US_PER_CALL else 'NOT met'})"
     )
+    if len(targets) > 3:
+        base = targets[3]
+        base_ratio = med([b / h for b, h in zip(base.rate, haproxy.rate, strict=True)])
+        print(
+            f"agent@base/haproxy calls/s {base_ratio:.2f}x; agent/agent@base calls/s "
+            f"{med([a / b for a, b in zip(agent.rate, base.rate, strict=True)]):.2f}x; "
+            f"CPU per call {agent_cpu:.1f} vs {med(base.cpu_per_call):.1f} us"
+        )
 
 
 if __name__ == "__main__":

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, FastAPI, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent import __version__
 from agent.api import invoke_http, problems
 from agent.api.limits import ApiGuard
 from agent.api.models import (
+    ClusterLoadView,
     ClusterView,
+    EffectiveRule,
     EndpointStats,
     Health,
     InstanceView,
@@ -23,8 +26,10 @@ from agent.api.models import (
     RegistrationRequest,
     RegistrationView,
     RegistryState,
+    RulesView,
     ServiceSummary,
 )
+from agent.calls import Route
 from agent.cluster.host import Host
 from agent.discovery.types import RegistryStatus
 from agent.errors import MeshAgentError
@@ -261,6 +266,67 @@ def create_app(agent: Agent) -> FastAPI:
             result=outcome.result, attachments=outcome.attachments, endpoint=outcome.endpoint
         )
         return JSONResponse(reply.model_dump(mode="json"))
+
+    @v1.get("/rules", response_model=RulesView, tags=["governance"])
+    async def rules() -> RulesView:
+        policy = agent.governance
+        state = policy.state
+        document = agent.rules_status()
+        return RulesView(
+            source=state.source,
+            version=document.version if document is not None else None,
+            applied_at=state.applied_at,
+            rejected_version=document.rejected_version if document is not None else None,
+            errors=document.errors if document is not None else [],
+            watch_error=document.watch_error if document is not None else "",
+            rules=state.rules.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+            counters=dataclasses.asdict(policy.counters),
+            clusters=[
+                ClusterLoadView(
+                    cluster=name,
+                    in_flight=load.in_flight,
+                    pending=load.pending,
+                    overflows=load.overflows,
+                )
+                for name, load in sorted(policy.loads.items())
+            ],
+        )
+
+    @v1.get("/rules/effective", response_model=EffectiveRule, tags=["governance"])
+    async def effective_rule(
+        to: str,
+        method: str = "",
+        source: Annotated[str | None, Query(alias="from")] = None,
+        from_cluster: str | None = None,
+        to_cluster: str = "",
+    ) -> EffectiveRule:
+        """The rule a call with this five-tuple gets (``from``/``from_cluster`` default to
+        the agent's own app, as for its outbound calls)."""
+        route = Route(
+            agent.calls.app if source is None else source,
+            agent.calls.app_cluster if from_cluster is None else from_cluster,
+            to,
+            to_cluster,
+            method,
+        )
+        found = agent.effective_rule(route)
+        limits = agent.governance.table.breaker(to)
+        return EffectiveRule(
+            route={
+                "from": route.source,
+                "from_cluster": route.source_cluster,
+                "to": route.target,
+                "to_cluster": route.target_cluster,
+                "method": route.method,
+            },
+            rule_index=found.position if found is not None else None,
+            rule=found.rule.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            if found is not None
+            else None,
+            circuit_breaker=limits.model_dump(mode="json", exclude_none=True)
+            if limits is not None
+            else None,
+        )
 
     app.include_router(probes)
     # Before v1: its POST /v1/invoke/{protocol}/{service}/{method} would take

@@ -96,3 +96,33 @@ class InvokeResponse(Model):
     result: Any = Field(description="The provider's answer as JSON")
     attachments: dict[str, Any] = Field(default_factory=dict)
     endpoint: str = Field(description="host:port of the provider that answered")
+
+
+class ClusterLoadView(Model):
+    cluster: str
+    in_flight: int
+    pending: int
+    overflows: int = Field(description="Calls refused by the cluster's circuit-breaker limits")
+
+
+class RulesView(Model):
+    """The governance rules in force (docs/governance.md)."""
+
+    source: str = Field(description='"static" (the config file) or the config-source key')
+    version: str | None = Field(description="The config source's version in force, if any")
+    applied_at: float = Field(description="Seconds since the epoch when it was put in force")
+    rejected_version: str | None = Field(
+        None, description="The last version refused (the previous rules stayed in force)"
+    )
+    errors: list[str] = Field(default_factory=list, description="Why, one path: message each")
+    watch_error: str = ""
+    rules: dict[str, Any] = Field(description="The rule set in force, as written")
+    counters: dict[str, int]
+    clusters: list[ClusterLoadView]
+
+
+class EffectiveRule(Model):
+    route: dict[str, str] = Field(description="The five-tuple asked about (omitted: empty)")
+    rule_index: int | None = Field(description="Position in ``rules``; null: no rule applies")
+    rule: dict[str, Any] | None
+    circuit_breaker: dict[str, Any] | None

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Generator
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from agent.runtime.agent import StartupError
 
@@ -40,7 +41,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class AdminServer:
-    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+    def __init__(
+        self, app: ASGIApp, sock: socket.socket, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.socket = sock
         config = uvicorn.Config(
             app,
@@ -50,6 +53,12 @@ class AdminServer:
             access_log=False,
             timeout_graceful_shutdown=2,
         )
+        if ssl_context is not None:
+            # uvicorn builds its SSL context from file names in load(); loading first and
+            # replacing it lets a caller bring a context it keeps control of (the injector
+            # swaps certificates on rotation). serve() does not load a loaded config again.
+            config.load()
+            config.ssl = ssl_context
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -16,16 +16,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.calls import Calls
+from agent.calls import Calls, Route
 from agent.cluster.cluster import Cluster, HealthPolicy
 from agent.cluster.lb import LoadBalancerFactory
 from agent.cluster.outlier import OutlierPolicy
 from agent.config import AgentConfig, ListenerConfig, ServiceConfig
+from agent.discovery.config_source import ConfigKey
 from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import Registration, RegistryStatus, ServiceKey, frozen_mapping
 from agent.errors import DrainingError, InvokeNotSupported, MeshAgentError, UnknownServiceError
+from agent.governance.policy import GovernancePolicy
+from agent.governance.rules import RuleSet
+from agent.governance.table import CompiledRule
 from agent.plugins import PluginKind, load
 from agent.runtime.capture import CaptureListener
+from agent.runtime.dynamic import DocumentStatus, WatchedDocument
 from agent.runtime.health import HealthChecker, run_health_checks
 from agent.runtime.inbound import InboundListener
 from agent.runtime.protocols import (
@@ -75,6 +80,12 @@ class Agent:
         self.last_update: dict[str, float] = {}
         # Identifies the config in force (metrics), so a rollout can be followed.
         self.config_version = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+        # Governance: the static rules now; a config-source key's, once started.
+        governance = config.governance
+        self.governance = GovernancePolicy(governance.rules, governance.zone, self.calls.clock)
+        self.calls.policies.append(self.governance)
+        self.calls.observers.append(self.governance)
+        self.rules_document: WatchedDocument[RuleSet] | None = None
         self.registries: dict[str, Registry] = {
             r.name: load(PluginKind.REGISTRY, r.type).build(r.config, f"registries[{i}].config")
             for i, r in enumerate(config.registries)
@@ -159,6 +170,7 @@ class Agent:
                 # An unreachable registry must not stop the agent: the plugin reconnects,
                 # readiness waits for its first snapshot, and status() says why.
                 log.error("registry start failed: %s", exc, extra={"registry": name})
+        self._watch_rules()
         for service in self.config.services:
             registry = self.registries[service.registry]
             subscription = registry.subscribe(
@@ -183,6 +195,34 @@ class Agent:
                 listener.config.protocol,
                 extra={"listener": listener.config.display_name},
             )
+
+    def _watch_rules(self) -> None:
+        """Follow the rules key of the configured config source (after registries start:
+        a source shares its registry's connection)."""
+        source_config = self.config.governance.source
+        if source_config is None:
+            return
+        source = self.registries[source_config.registry].config_source()
+        if source is None:
+            log.error(
+                "governance rules not watched: registry %r offers no config source",
+                source_config.registry,
+            )
+            return
+        data_id = source_config.data_id or f"{self.config.app.name}.rules"
+        key = ConfigKey(source_config.group, data_id)
+        static = self.config.governance.rules
+
+        def apply(rules: RuleSet | None) -> None:
+            # None: the key is absent or was deleted; the static rules apply again. The
+            # version in force is the document's status (set once this returns).
+            if rules is None:
+                self.governance.set_rules(static, "static", None)
+            else:
+                self.governance.set_rules(rules, str(key), None)
+
+        self.rules_document = WatchedDocument(source, key, RuleSet, apply)
+        self.rules_document.start()
 
     async def _bind_listeners(self) -> None:
         loop = asyncio.get_running_loop()
@@ -258,6 +298,15 @@ class Agent:
         for listener in self.listeners:
             if listener.server is not None:
                 listener.server.close()
+        # Protocols that can end their connections between requests do so now.
+        supports = [*self._supports]
+        if self.capture is not None:
+            supports += self.capture.protocol_supports()
+        for support in supports:
+            try:
+                support.drain()
+            except Exception:
+                log.exception("protocol drain failed", extra={"protocol": support.name})
         await self.registrations.delete_all()
         idle = [listener.context.idle.wait() for listener in self.listeners]
         if self.inbound is not None:
@@ -286,6 +335,8 @@ class Agent:
         await self.stop()
 
     async def stop(self) -> None:
+        if self.rules_document is not None:
+            await self.rules_document.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -350,6 +401,13 @@ class Agent:
             app = f"{self.config.inbound.app_host}:{self.config.inbound.app_port}"
             reasons.append(f"local app {app} not healthy ({inbound.app_detail})")
         return (not reasons, reasons)
+
+    def rules_status(self) -> DocumentStatus | None:
+        """The rules document's status (version, last rejection), None without a source."""
+        return self.rules_document.status if self.rules_document is not None else None
+
+    def effective_rule(self, route: Route) -> CompiledRule | None:
+        return self.governance.effective(route)
 
     def registry_statuses(self) -> dict[str, RegistryStatus]:
         return {name: registry.status() for name, registry in self.registries.items()}

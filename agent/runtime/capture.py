@@ -209,6 +209,10 @@ class CaptureListener:
 
     # -- pipelines ---------------------------------------------------------------------
 
+    def protocol_supports(self) -> list[ProtocolSupport]:
+        """The protocol plugins built for captured connections so far."""
+        return list(self._supports.values())
+
     def _support(self, protocol: str) -> tuple[ProtocolSupport, Any]:
         plugin = load(PluginKind.PROTOCOL, protocol)
         protocol_config = plugin.validate_config({}, f"capture.{protocol}")

@@ -29,6 +29,16 @@ from agent.errors import InvokeNotSupported
 
 
 @dataclass
+class RouteStats:
+    """Per service a request-routing listener (http) sent requests to."""
+
+    requests: int = 0
+    # The requests as forwarded to providers, and the responses as written to clients.
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass
 class ListenerStats:
     """Counters read at scrape time: the hot path only adds to plain ints."""
 
@@ -41,6 +51,14 @@ class ListenerStats:
     # the agent answered with an error of its own (no provider, timeout, bad input).
     requests: int = 0
     request_errors: int = 0
+    # Listeners that route each request to a service of its own (http), by service.
+    routes: dict[str, RouteStats] = field(default_factory=dict)
+
+    def route(self, service: str) -> RouteStats:
+        stats = self.routes.get(service)
+        if stats is None:
+            stats = self.routes[service] = RouteStats()
+        return stats
 
 
 @dataclass
@@ -188,6 +206,12 @@ class ProtocolSupport(ABC):
         question "which services does this instance have?" (MetadataService), which only a
         plugin that speaks Dubbo can ask. Registries without such a hook are left alone.
         """
+        return None
+
+    def drain(self) -> None:
+        """The agent is draining (its listeners no longer accept): end client connections
+        between requests, e.g. close idle keep-alive ones now and let busy ones finish
+        their response. The default does nothing; the drain timeout cuts what is left."""
         return None
 
     async def close(self) -> None:

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.telemetry.governance_metrics import governance_metrics
+
 if TYPE_CHECKING:
     from agent.runtime.agent import Agent
     from agent.telemetry.context import ContextStats
@@ -62,6 +64,7 @@ class AgentCollector(Collector):
             bytes_in.add_metric(values, stats.bytes_in)
             bytes_out.add_metric(values, stats.bytes_out)
         yield from (accepted, active, rejected, bytes_in, bytes_out)
+        yield from _route_metrics(agent)
         yield from _capture_metrics(agent)
 
         host_labels = ["cluster", "endpoint"]
@@ -119,6 +122,7 @@ class AgentCollector(Collector):
             connected.add_metric([name], 1 if status.connected else 0)
         yield connected
         yield from _call_metrics(agent)
+        yield from governance_metrics(agent)
 
 
 def _call_metrics(agent: Agent) -> Iterator[Metric]:
@@ -217,3 +221,29 @@ def metrics_registry(agent: Agent) -> CollectorRegistry:
 
 def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
+
+
+def _route_metrics(agent: Agent) -> Iterator[Metric]:
+    """Per listener and the service each request was routed to (http listeners)."""
+    labels = ["listener", "route"]
+    requests = CounterMetricFamily(
+        "meshagent_listener_route_requests", "Requests routed to a service", labels=labels
+    )
+    bytes_in = CounterMetricFamily(
+        "meshagent_listener_route_received_bytes",
+        "Request bytes forwarded to a service's providers",
+        labels=labels,
+    )
+    bytes_out = CounterMetricFamily(
+        "meshagent_listener_route_sent_bytes",
+        "Response bytes written to clients for a service",
+        labels=labels,
+    )
+    listeners = [(item.config.display_name, item.context.stats) for item in agent.listeners]
+    listeners += [(name, stats) for name, _service, stats in agent.side_listener_stats()]
+    for name, stats in listeners:
+        for route, counters in list(stats.routes.items()):
+            requests.add_metric([name, route], counters.requests)
+            bytes_in.add_metric([name, route], counters.bytes_in)
+            bytes_out.add_metric([name, route], counters.bytes_out)
+    yield from (requests, bytes_in, bytes_out)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.calls import Attempt, Call, Direction, Outcome, outcome_of
+from agent.calls import Attempt, Call, CallRejected, Direction, Outcome, outcome_of
 from agent.cluster.host import Host
 from agent.config import ServiceConfig
 from agent.errors import (
@@ -26,6 +26,7 @@ from agent.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from agent.governance.policy import Degraded, decision_of
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.dubbo import strategies
@@ -39,6 +40,7 @@ from plugins.dubbo.generic import (
     remote_exception,
     to_json,
 )
+from plugins.dubbo.governance import failure_of, over_connection_limit
 from plugins.dubbo.protocol import DubboConfig
 from plugins.dubbo.strategies import DubboServiceOptions, ProviderStatusError, Settings
 from plugins.dubbo.upstream import UpstreamPool
@@ -121,13 +123,18 @@ async def invoke(request: InvokeRequest, config: DubboConfig, pool: UpstreamPool
     service = request.service
     # The call opens once the body is readable: a bad body is the caller's 400, not a call.
     calls = request.calls
-    call = calls.start(
-        "dubbo",
-        Direction.INVOKE,
-        calls.outbound_route(service.name, request.method),
-        request.incoming,
-        None if body.timeout_ms is None else body.timeout_ms / 1000,
-    )
+    try:
+        call = calls.start(
+            "dubbo",
+            Direction.INVOKE,
+            calls.outbound_route(service.name, request.method),
+            request.incoming,
+            None if body.timeout_ms is None else body.timeout_ms / 1000,
+        )
+    except Degraded as fallback:
+        if fallback.has_value:  # a governance rule's fallback value stands in (DEGRADED)
+            return InvokeResult(fallback.value, {}, "")
+        raise
     try:
         result, degraded = await _invoke(request, body, config, pool, call)
     except BaseException as exc:
@@ -208,6 +215,29 @@ async def _invoke(
     ineligible = frozenset(
         h.id for h in request.cluster.hosts() if not _selected(h, version, group)
     )
+    # Governance (docs/governance.md): an injected delay, the rule's subset, its retries.
+    decision = decision_of(call)
+    retry_after = None
+    max_attempts = None
+    if decision is not None:
+        if decision.delay_s > 0:
+            await asyncio.sleep(decision.delay_s)
+        attachments = body.attachments
+        if decision.splits:
+            ineligible |= decision.excluded(
+                request.cluster.hosts(),
+                lambda host: host.instance.metadata,
+                lambda name: _attachment(attachments, name),
+            )
+        if decision.retry_attempts is not None:
+            max_attempts = decision.retry_attempts + 1
+
+            def retry_after(error: BaseException) -> float | None:
+                wait = decision.retry_after(failure_of(error))
+                left = call.remaining_s()
+                if wait is not None and left is not None and left <= wait:
+                    return None  # no time left for another attempt
+                return wait
 
     def settings_for(host: Host) -> Settings:
         return strategies.resolve(
@@ -238,6 +268,10 @@ async def _invoke(
         group_on_wire = generic.group or host.instance.metadata.get("group", "")
         extra = _propagated(call.outgoing(attempt))
         frame = request_frame(0, body_for(version_on_wire, group_on_wire, timeout_ms, extra))
+        if pool.live(host) is None:
+            refused = over_connection_limit(call, request.cluster, pool)
+            if refused is not None:
+                raise CallRejected("overloaded", refused)
         connection = await pool.get(host)
         response = await connection.request(frame, timeout_ms / 1000)
         try:
@@ -253,7 +287,13 @@ async def _invoke(
         async with asyncio.timeout(remaining):
             result, host = await strategies.invoke(
                 request.cluster,
-                strategies.Call(request.method, settings_for, ineligible),
+                strategies.Call(
+                    request.method,
+                    settings_for,
+                    ineligible,
+                    retry_after=retry_after,
+                    max_attempts=max_attempts,
+                ),
                 send,
             )
     except TimeoutError:
@@ -273,6 +313,14 @@ async def _invoke(
     if result is None:  # failsafe swallowed a failure
         return InvokeResult(None, {}, host.id), True
     return InvokeResult(to_json(result.value), to_json(result.attachments), host.id), False
+
+
+def _attachment(attachments: dict[str, AttachmentValue], name: str) -> str | None:
+    value = attachments.get(name)
+    if value is None:
+        # Headers are matched lower-case; attachments keep the caller's case.
+        value = next((v for k, v in attachments.items() if k.lower() == name), None)
+    return None if value is None else str(value)
 
 
 def check_status(result: Result, host: Host, method: str, settings: Settings) -> Result:

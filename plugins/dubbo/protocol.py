@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +34,11 @@ class DubboConfig(BaseModel):
     # Requests one client connection may have waiting for providers; past it the client
     # gets SERVER_THREADPOOL_EXHAUSTED_ERROR, as from a Dubbo provider whose pool is full.
     max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    # Connections per provider (Dubbo's ``connections``; 0 there means one shared). More
+    # than one keeps a slow call from holding up the calls behind it on its connection;
+    # the pool opens them as calls find every connection busy.
+    connections_per_endpoint: Annotated[int, Field(ge=1, le=64)] = 1
+    connection_pick: Literal["least_pending", "round_robin"] = "least_pending"
 
 
 class DubboProtocol(ProtocolSupport):
@@ -42,7 +47,11 @@ class DubboProtocol(ProtocolSupport):
     def __init__(self, config: DubboConfig) -> None:
         self.config = config
         self.pool = UpstreamPool(
-            config.connect_timeout_s, config.max_body_bytes, config.heartbeat_s
+            config.connect_timeout_s,
+            config.max_body_bytes,
+            config.heartbeat_s,
+            config.connections_per_endpoint,
+            config.connection_pick,
         )
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:

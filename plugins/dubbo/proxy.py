@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import cast
 
 from agent.calls import Attempt, Call, CallRejected, Direction, Outcome, Route
@@ -44,7 +43,11 @@ from agent.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from agent.governance.policy import Decision, Degraded, decision_of
+from agent.governance.retry import Failure, FailureKind
+from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
+from agent.runtime.writebatch import write_all
 from agent.telemetry.propagation import HOPS, PATH, TIMEOUT_MS, TRACEPARENT, TRACESTATE
 from plugins.dubbo.body import (
     GENERIC_METHODS,
@@ -56,6 +59,7 @@ from plugins.dubbo.body import (
     heartbeat_response,
     string_attachments,
     timeout_attachment,
+    value_response_frame,
     with_attachments,
 )
 from plugins.dubbo.frame import (
@@ -66,8 +70,9 @@ from plugins.dubbo.frame import (
     Status,
     frame_with_id,
 )
+from plugins.dubbo.governance import over_connection_limit, rejection_status, status_failure
 from plugins.dubbo.protocol import DubboConfig
-from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool, write_all
+from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +108,8 @@ _OUTCOMES: dict[int, Outcome] = {
     Status.CLIENT_ERROR: Outcome.APP_ERROR,
     Status.SERVER_THREADPOOL_EXHAUSTED_ERROR: Outcome.UPSTREAM_ERROR,
 }
-# Policy refusals as Dubbo statuses (see agent.calls.CallRejected).
-_REJECTED = {
-    "rate_limited": Status.SERVER_THREADPOOL_EXHAUSTED_ERROR,
-    "overloaded": Status.SERVER_THREADPOOL_EXHAUSTED_ERROR,
-    # About the request, not the provider: does not count toward ejecting this agent.
-    "loop": Status.BAD_REQUEST,
-}
-
+# Routes cached per client connection (see DubboProxyConnection._route).
 _ROUTES_MAX = 256
-
-_NEVER = float("inf")
-# A deadline timer may fire up to a millisecond early (the loop's timer resolution).
-_TIMER_SLACK_S = 0.001
 
 
 class _HeadCache:
@@ -165,6 +159,7 @@ class _Call:
         "proxy",
         "record",
         "timeout_ms",
+        "tried",
         "upstream_id",
     )
 
@@ -181,6 +176,8 @@ class _Call:
         # The call as the Calls hub sees it (metrics, tracing), and its current attempt.
         self.record = record
         self.attempt: Attempt | None = None
+        # Providers a governance retry moves away from.
+        self.tried: frozenset[str] = frozenset()
         self.frame = frame
         self.client_id = frame.header.request_id
         self.method = method
@@ -189,7 +186,7 @@ class _Call:
         self.host: Host | None = None
         self.connection: UpstreamConnection | None = None
         self.upstream_id = 0
-        self.deadline = deadline  # loop time; the connection's deadline sweep expires it
+        self.deadline = deadline  # loop time; the connection's Deadlines expire it
 
     def settle(self, outcome: Frame | UpstreamError) -> None:
         """The provider answered, or its connection failed under this call."""
@@ -198,8 +195,10 @@ class _Call:
         proxy = self.proxy
         host = self.host
         assert host is not None
-        self._finish()
         cluster = proxy.context.cluster
+        if self._retry(outcome, host):
+            return
+        self._finish()
         if isinstance(outcome, Frame):
             status = outcome.header.status
             if status in _FAILURE_STATUSES:
@@ -242,6 +241,40 @@ class _Call:
                 f"meshagent: no connection to a provider of {proxy.service_name} "
                 f"within {self.timeout_ms} ms",
             )
+
+    def _retry(self, outcome: Frame | UpstreamError, host: Host) -> bool:
+        """Under a governance retry rule: after a retryable status or a lost connection,
+        send again (to another provider when there is one) after the rule's backoff,
+        within the call's deadline. True when a retry is under way."""
+        decision = decision_of(self.record)
+        if decision is None or decision.retry_attempts is None:
+            return False
+        failure: Failure | None
+        if isinstance(outcome, Frame):
+            status = outcome.header.status
+            failure = status_failure(status) if status != Status.OK else None
+        else:
+            status, failure = Status.SERVICE_ERROR, Failure(FailureKind.RESET, sent=True)
+        if failure is None:
+            return False
+        delay = decision.retry_after(failure)
+        proxy = self.proxy
+        if delay is None or proxy.loop.time() + delay >= self.deadline:
+            return False
+        if self.attempt is not None:
+            self.record.end_attempt(
+                self.attempt, _OUTCOMES.get(status, Outcome.UPSTREAM_ERROR), str(int(status))
+            )
+            self.attempt = None
+        if status in _FAILURE_STATUSES or not isinstance(outcome, Frame):
+            proxy.context.cluster.report_failure(host)
+        # Off the provider that failed: the call waits for its retry holding no upstream.
+        host.active_requests -= 1
+        self.tried = self.tried | {host.id}
+        self.connection = None
+        self.host = None
+        proxy.retry_later(self, delay)
+        return True
 
     def _record(self, outcome: Outcome, status: str, error: BaseException | None = None) -> None:
         record = self.record
@@ -301,12 +334,9 @@ class DubboProxyConnection(asyncio.Protocol):
         self.batch = pool.batch
         self._out: list[bytes] = []
         self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
-        # Deadlines without a timer per request: calls queued by their timeout (so each
-        # queue is in deadline order) and one timer for the earliest deadline.
-        self._deadlines: dict[int, deque[_Call]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        # Deadlines without a timer per request (one timer for the earliest deadline).
+        self.deadlines = Deadlines(self.loop, self.batch)
         self._routes: dict[str, Route] = {}
-        self._timer_at = _NEVER
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -384,10 +414,7 @@ class DubboProxyConnection(asyncio.Protocol):
         calls, self.calls = self.calls, set()
         for call in calls:
             call.abandon()
-        self._deadlines.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadlines.clear()
         for task in self._tasks:
             task.cancel()
 
@@ -456,35 +483,101 @@ class DubboProxyConnection(asyncio.Protocol):
                 timeout_ms / 1000,
             )
         except CallRejected as exc:
-            self.answer_error(
-                request_id, _REJECTED.get(exc.reason, Status.SERVER_ERROR), f"meshagent: {exc}"
-            )
+            self._refused(request_id, exc)
             return
-        host = self.context.cluster.choose(NO_CONTEXT)
+        decision = decision_of(record)
+        if record.deadline is not None:
+            budget_ms = (record.deadline - record.started) * 1000
+            if budget_ms < timeout_ms - 0.5:
+                # A shorter budget came with the call (or a rule's timeout). Whole 10 ms
+                # steps, rounded down: deadline queues are per distinct timeout; the agent
+                # never waits past it.
+                timeout_ms = max(1, int(budget_ms / 10) * 10)
+        deadline = self.loop.time() + timeout_ms / 1000
+        call = _Call(self, frame, head.method, timeout_ms, deadline, record)
+        if decision is not None and decision.delay_s > 0:  # an injected delay
+            self._track_deadline(call, timeout_ms, deadline)
+            self.loop.call_later(decision.delay_s, self._dispatch, call, decision)
+            return
+        host = self._choose(call, decision)
         if host is None:
             record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
             self._no_provider(request_id)
             return
-        if record.deadline is not None:
-            budget_ms = (record.deadline - record.started) * 1000
-            if budget_ms < timeout_ms - 0.5:
-                # A shorter budget came with the call. Whole 10 ms steps, rounded down:
-                # deadline queues are per distinct timeout; the agent never waits past it.
-                timeout_ms = max(1, int(budget_ms / 10) * 10)
-        deadline = self.loop.time() + timeout_ms / 1000
-        call = _Call(self, frame, head.method, timeout_ms, deadline, record)
-        self.calls.add(call)
-        queue = self._deadlines.get(timeout_ms)
-        if queue is None:
-            queue = self._deadlines[timeout_ms] = deque()
+        self._track_deadline(call, timeout_ms, deadline)
+        self._send_or_connect(call, host)
+
+    def _choose(self, call: _Call, decision: Decision | None) -> Host | None:
+        cluster = self.context.cluster
+        if decision is None or not decision.splits:
+            return cluster.choose(NO_CONTEXT if not call.tried else PickContext(exclude=call.tried))
+        header = None
+        if decision.uses_headers:
+            # Canary matches read attachments: the whole body is decoded (O(body)), only
+            # for rules that match on them.
+            try:
+                attachments = decode_invocation(call.frame.body).attachments
+            except RemoteProtocolError:
+                attachments = {}
+            lowered = {str(k).lower(): str(v) for k, v in attachments.items()}
+            header = lowered.get
+        excluded = decision.excluded(
+            cluster.hosts(), lambda h: h.instance.metadata, header or (lambda name: None)
+        )
+        host = cluster.choose(PickContext(exclude=excluded | call.tried))
+        if host is None and call.tried:
+            host = cluster.choose(PickContext(exclude=excluded))  # round again, as failover
+        return host
+
+    def _dispatch(self, call: _Call, decision: Decision | None) -> None:
+        """Send a call that waited (an injected delay, a retry's backoff)."""
+        if call.done or self.lost:
+            return
+        host = self._choose(call, decision)
+        if host is None:
+            call.done = True
+            self.calls.discard(call)
+            call.record.fail(NoEndpointError(f"no provider available for {self.service_name}"))
+            self._no_provider(call.client_id)
+            self._maybe_close()
+            return
+        self._send_or_connect(call, host)
+
+    def retry_later(self, call: _Call, delay_s: float) -> None:
+        decision = decision_of(call.record)
+        if delay_s > 0:
+            self.loop.call_later(delay_s, self._dispatch, call, decision)
         else:
-            while queue and queue[0].done:  # answered calls leave from the front
-                queue.popleft()
-        queue.append(call)
-        if deadline < self._timer_at:
-            self._arm(deadline)
+            self._dispatch(call, decision)
+
+    def _refused(self, request_id: int, rejected: CallRejected) -> None:
+        """A policy answered instead of a provider (governance, loop protection)."""
+        if isinstance(rejected, Degraded) and rejected.has_value:
+            try:
+                self.write(value_response_frame(request_id, rejected.value))
+                return
+            except Exception as exc:  # a value hessian2 cannot carry: say so, as an error
+                rejected = CallRejected("degraded", f"fallback value not encodable: {exc}")
+        self.answer_error(
+            request_id, rejection_status(rejected), f"meshagent: {rejected.reason}: {rejected}"
+        )
+
+    def _track_deadline(self, call: _Call, timeout_ms: int, deadline: float) -> None:
+        self.calls.add(call)
+        self.deadlines.add(call, timeout_ms)
+
+    def _send_or_connect(self, call: _Call, host: Host) -> None:
         connection = self.pool.live(host)
         if connection is None:
+            refused = over_connection_limit(call.record, self.context.cluster, self.pool)
+            if refused is not None:
+                call.done = True
+                self.calls.discard(call)
+                rejection = CallRejected("overloaded", refused)
+                call.record.fail(rejection)
+                self._refused(call.client_id, rejection)
+                self._maybe_close()
+                return
             self._spawn(self._connect_and_send(call, host))
         else:
             self._send(call, host, connection)
@@ -513,7 +606,7 @@ class DubboProxyConnection(asyncio.Protocol):
             if body is not None:
                 frame = Frame(frame.header, body)
         try:
-            call.upstream_id = connection.send_frame(frame, call.settle)
+            call.upstream_id = connection.send(frame, call.settle)
         except UpstreamError as exc:
             record.end_attempt(attempt, Outcome.UPSTREAM_ERROR)
             call.attempt = None
@@ -526,45 +619,6 @@ class DubboProxyConnection(asyncio.Protocol):
         elif not connection.writable and not self.paused & _PAUSE_UPSTREAM:
             self._pause(_PAUSE_UPSTREAM)
             connection.when_writable(self._upstream_drained)
-
-    # -- deadlines ---------------------------------------------------------------------
-
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = self.loop.call_at(when, self._sweep)
-
-    def _sweep(self) -> None:
-        """Expire the calls whose deadline passed; re-arm for the next one."""
-        self._timer = None
-        self._timer_at = _NEVER
-        if self.lost:
-            return
-        now = self.loop.time() + _TIMER_SLACK_S
-        next_at = _NEVER
-        batch = self.batch
-        outer = not batch.active
-        batch.active = True
-        try:
-            for timeout_ms, queue in list(self._deadlines.items()):
-                while queue:
-                    call = queue[0]
-                    if call.done:
-                        queue.popleft()
-                    elif call.deadline <= now:
-                        queue.popleft()
-                        call.expire()
-                    else:
-                        next_at = min(next_at, call.deadline)
-                        break
-                if not queue:
-                    del self._deadlines[timeout_ms]
-        finally:
-            if outer:
-                batch.finish()
-        if next_at != _NEVER and not self.lost:
-            self._arm(next_at)
 
     async def _connect_and_send(self, call: _Call, host: Host) -> None:
         """The slow path: no open connection to the chosen provider. Connect failures move
@@ -619,7 +673,7 @@ class DubboProxyConnection(asyncio.Protocol):
         host = self.context.cluster.choose(NO_CONTEXT)
         connection = self.pool.live(host) if host is not None else None
         if connection is not None:
-            connection.send_oneway_frame(frame)
+            connection.send_oneway(frame)
             return
         if host is None:
             self.context.stats.request_errors += 1
@@ -633,7 +687,7 @@ class DubboProxyConnection(asyncio.Protocol):
     async def _connect_and_send_oneway(self, frame: Frame, host: Host) -> None:
         try:
             connection = await self.pool.get(host)
-            connection.send_oneway_frame(frame)
+            connection.send_oneway(frame)
         except UpstreamError as exc:
             if isinstance(exc, ConnectError):
                 self.context.cluster.report_failure(host, connect=True)

@@ -179,6 +179,12 @@ class Call:
     # Hosts that may not serve this call at all (another version or group).
     ineligible: frozenset[str] = frozenset()
     hash_key: bytes | None = None
+    # A governance retry rule, when one applies (docs/governance.md): it replaces Dubbo's
+    # retries for failover. ``retry_after(error)`` is the wait before the next attempt, or
+    # None for no retry (the rule, idempotency, the retry budget); ``max_attempts`` counts
+    # the first attempt.
+    retry_after: Callable[[BaseException], float | None] | None = None
+    max_attempts: int | None = None
 
 
 def retryable(error: BaseException, settings: Settings) -> bool:
@@ -257,6 +263,8 @@ async def invoke(cluster: Balancer, call: Call, send: Send[T]) -> tuple[T | None
             )
             return None, first
     attempts = 1 if settings.cluster == "failfast" else settings.retries + 1
+    if call.max_attempts is not None and settings.cluster == "failover":
+        attempts = call.max_attempts
     return await _failover(cluster, call, send, first, settings, attempts)
 
 
@@ -270,7 +278,15 @@ async def _failover(
         try:
             return await _attempt(cluster, host, host_settings, send), host
         except UpstreamError as exc:
-            if attempt == attempts or not retryable(exc, host_settings):
+            if attempt == attempts:
+                raise
+            if call.retry_after is not None:
+                delay = call.retry_after(exc)
+                if delay is None:
+                    raise
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif not retryable(exc, host_settings):
                 raise
             log.info(
                 "failover: attempt %d/%d on %s failed, trying another provider: %s",

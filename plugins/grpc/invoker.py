@@ -19,10 +19,13 @@ from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.config import ServiceConfig
 from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError
+from agent.governance.policy import Degraded
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc.channels import ChannelPool, target
+from plugins.grpc.governance import governed_pick
 from plugins.grpc.reflection import DescriptorCache, MethodInfo, UnknownService
+from plugins.grpc.triple import triple_headers
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,9 @@ class GrpcServiceOptions(BaseModel):
     grpc_service: str | None = None
     # Deadline of a JSON invocation unless the request sets timeout_ms.
     timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000
+    # A FileDescriptorSet (protoc --descriptor_set_out --include_imports) describing the
+    # service: used instead of the provider's server reflection.
+    descriptor_set: str | None = None
 
 
 class InvokeBody(BaseModel):
@@ -118,7 +124,12 @@ def split_method(service: ServiceConfig, method: str) -> tuple[str, str]:
 
 
 async def resolve(
-    cache: DescriptorCache, cluster: str, host: Host, grpc_service: str, method: str
+    cache: DescriptorCache,
+    cluster: str,
+    host: Host,
+    grpc_service: str,
+    method: str,
+    descriptor_set: str | None = None,
 ) -> MethodInfo:
     address = target(host.instance.host, host.instance.port)
     for attempt in range(2):
@@ -126,7 +137,7 @@ async def resolve(
             # Not in what we had: the provider may have been upgraded since.
             cache.forget(cluster, grpc_service)
         try:
-            methods = await cache.methods(cluster, address, grpc_service)
+            methods = await cache.methods(cluster, address, grpc_service, descriptor_set)
         except UnknownService as exc:
             raise _unimplemented(str(exc), address) from None
         info = methods.get(method)
@@ -165,13 +176,18 @@ async def invoke(request: InvokeRequest, pool: ChannelPool, cache: DescriptorCac
     body = parse_body(request.body)
     options = service_options(request.service)
     calls = request.calls
-    call = calls.start(
-        "grpc",
-        Direction.INVOKE,
-        calls.outbound_route(request.service.name, request.method),
-        request.incoming,
-        (body.timeout_ms or options.timeout_ms) / 1000,
-    )
+    try:
+        call = calls.start(
+            "grpc",
+            Direction.INVOKE,
+            calls.outbound_route(request.service.name, request.method),
+            request.incoming,
+            (body.timeout_ms or options.timeout_ms) / 1000,
+        )
+    except Degraded as fallback:
+        if fallback.has_value:  # a governance rule's fallback value stands in
+            return InvokeResult(fallback.value, {}, "")
+        raise
     try:
         result = await _invoke(request, body, options, pool, cache, call)
     except BaseException as exc:
@@ -228,10 +244,10 @@ async def _invoke(
 ) -> InvokeResult:
     grpc_service, method = split_method(request.service, request.method)
     cluster = request.cluster
-    host = cluster.choose()
+    host = cluster.choose(await governed_pick(call, cluster, body.metadata))
     if host is None:
         raise NoEndpointError(f"no provider of {request.service.name} is available")
-    info = await resolve(cache, cluster.name, host, grpc_service, method)
+    info = await resolve(cache, cluster.name, host, grpc_service, method, options.descriptor_set)
     requests = encode(info, body)
     attempt = call.begin_attempt(host.id)
     # What is left of the call's deadline (grpc sends it as grpc-timeout), and what
@@ -246,7 +262,9 @@ async def _invoke(
         "request_serializer": info.input.SerializeToString,
         "response_deserializer": info.output.FromString,
     }
-    call_options = {"metadata": [*body.metadata.items(), *propagated], "timeout": timeout_s}
+    metadata = [*body.metadata.items(), *propagated]
+    metadata += triple_headers(host.instance.metadata, metadata, request.service.attributes)
+    call_options = {"metadata": metadata, "timeout": timeout_s}
     if info.client_streaming:
         rpc = channel.stream_stream(info.path, **kwargs)(iter(requests), **call_options)
     else:

@@ -18,7 +18,9 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 
 from agent.runtime.protocols import BoundListener, ListenerContext
+from plugins.grpc import governance
 from plugins.grpc.channels import ChannelPool
+from plugins.grpc.triple import triple_headers
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +67,21 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         context = self._context
         context.stats.requests += 1
         cluster = context.cluster
-        host = cluster.choose()
+        record = await governance.admit(context, method, server_context)
+        host = cluster.choose(governance.pick_context(context, record, server_context))
         if host is None:
             context.stats.request_errors += 1
+            governance.finish(record, grpc.StatusCode.UNAVAILABLE)
             await server_context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"meshagent: no provider of {context.service.name} is available",
             )
         assert host is not None
         channel = self._pool.get(host, cluster)
+        metadata = forwardable(server_context.invocation_metadata())
+        metadata += triple_headers(host.instance.metadata, metadata, context.service.attributes)
         options = {
-            "metadata": forwardable(server_context.invocation_metadata()),
+            "metadata": metadata,
             # The client's deadline goes upstream as grpc-timeout; past it the upstream
             # call ends with DEADLINE_EXCEEDED, so the agent never waits longer.
             "timeout": server_context.time_remaining(),
@@ -84,6 +90,9 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         call: Any = None
         sender: asyncio.Task[bytes | None] | None = None
         failed = False
+        code = None
+        if record is not None:
+            record.begin_attempt(host.id)
         try:
             shape = await _request_shape(requests)
             for attempt in range(_ATTEMPTS):
@@ -139,6 +148,7 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 call.cancel()
             if sender is not None:
                 await _stop(sender)
+            governance.finish(record, code)
             host.active_requests -= 1
             if failed:
                 cluster.report_failure(host)
@@ -241,9 +251,13 @@ class GrpcListener(BoundListener):
 
 
 async def serve(
-    context: ListenerContext, pool: ChannelPool, max_message_bytes: int
+    context: ListenerContext,
+    pool: ChannelPool,
+    max_message_bytes: int,
+    bind: tuple[str, int] | None = None,
 ) -> GrpcListener:
-    config = context.listener
+    """The relay on the listener's address, or on ``bind`` (behind plugins/grpc/front.py)."""
+    address = bind or (context.listener.host, context.listener.port)
     server = grpc.aio.server(
         handlers=[_RelayHandler(context, pool)],
         options=[
@@ -254,10 +268,10 @@ async def serve(
             ("grpc.so_reuseport", 0),
         ],
     )
-    host = f"[{config.host}]" if ":" in config.host else config.host
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
     try:
-        port = server.add_insecure_port(f"{host}:{config.port}")
+        port = server.add_insecure_port(f"{host}:{address[1]}")
     except RuntimeError as exc:
         raise OSError(f"address in use or unavailable ({exc})") from None
     await server.start()
-    return GrpcListener(server, (config.host, int(port)))
+    return GrpcListener(server, (address[0], int(port)))

@@ -1,4 +1,5 @@
-"""Method descriptors from a provider's server reflection, cached per gRPC service.
+"""Method descriptors from a provider's server reflection (or a descriptor set named in the
+config), cached per gRPC service.
 
 grpcio's reflection client is synchronous (a DescriptorDatabase over a blocking channel),
 so a lookup runs in a worker thread; its channel is closed from the loop when the lookup
@@ -11,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.errors import UpstreamError
+from plugins.grpc.httprule import Binding, RuleError, bindings_from_options
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +28,40 @@ class MethodInfo:
     output: Any
     client_streaming: bool
     server_streaming: bool
+    # Its google.api.http bindings, for HTTP/JSON transcoding (none: gRPC only).
+    bindings: tuple[Binding, ...] = ()
 
 
 class ReflectionError(UpstreamError):
     """The provider's reflection could not be read (no reflection service, unreachable)."""
 
 
+class DescriptorSetError(ReflectionError):
+    """The descriptor set named in the config cannot be read."""
+
+
 class UnknownService(ReflectionError):
     """The provider's reflection does not know the service."""
 
 
-def _lookup(channel: Any, service: str) -> dict[str, MethodInfo]:
-    from google.protobuf.descriptor_pool import DescriptorPool  # type: ignore[import-untyped]
-    from google.protobuf.message_factory import GetMessageClass  # type: ignore[import-untyped]
-    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # type: ignore[import-untyped]
-        ProtoReflectionDescriptorDatabase,
-    )
+def _bindings(method: Any) -> tuple[Binding, ...]:
+    try:
+        return tuple(bindings_from_options(method.GetOptions().SerializeToString()))
+    except (RuleError, UnicodeDecodeError) as exc:
+        # One bad annotation costs that method its HTTP route, not the service its calls.
+        log.warning(
+            "google.api.http rule skipped", extra={"method": method.full_name, "error": str(exc)}
+        )
+        return ()
 
-    pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+
+def _methods(pool: Any, service: str, where: str) -> dict[str, MethodInfo]:
+    from google.protobuf.message_factory import GetMessageClass  # type: ignore[import-untyped]
+
     try:
         descriptor = pool.FindServiceByName(service)
     except KeyError:
-        raise UnknownService(f"the provider does not offer gRPC service {service!r}") from None
+        raise UnknownService(f"{where} does not offer gRPC service {service!r}") from None
     return {
         method.name: MethodInfo(
             f"/{service}/{method.name}",
@@ -54,9 +69,54 @@ def _lookup(channel: Any, service: str) -> dict[str, MethodInfo]:
             GetMessageClass(method.output_type),
             method.client_streaming,
             method.server_streaming,
+            _bindings(method),
         )
         for method in descriptor.methods
     }
+
+
+def _lookup(channel: Any, service: str) -> dict[str, MethodInfo]:
+    from google.protobuf.descriptor_pool import DescriptorPool  # type: ignore[import-untyped]
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # type: ignore[import-untyped]
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+    return _methods(pool, service, "the provider")
+
+
+# A descriptor set is a config file, read whole: bound it like one.
+MAX_DESCRIPTOR_SET_BYTES = 64 * 1024 * 1024
+
+
+def load_descriptor_set(path: str, service: str) -> dict[str, MethodInfo]:
+    """The methods of ``service`` from a FileDescriptorSet file (``protoc
+    --descriptor_set_out=FILE --include_imports``)."""
+    from google.protobuf import descriptor_pb2  # type: ignore[import-untyped]
+    from google.protobuf.descriptor_pool import DescriptorPool
+
+    file = Path(path)
+    try:
+        if file.stat().st_size > MAX_DESCRIPTOR_SET_BYTES:
+            raise DescriptorSetError(
+                f"descriptor set {path} is over {MAX_DESCRIPTOR_SET_BYTES} bytes"
+            )
+        files = descriptor_pb2.FileDescriptorSet.FromString(file.read_bytes())
+    except OSError as exc:
+        raise DescriptorSetError(f"descriptor set {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise DescriptorSetError(
+            f"descriptor set {path} is not a FileDescriptorSet: {exc}"
+        ) from None
+    pool = DescriptorPool()
+    try:
+        for proto in files.file:
+            pool.Add(proto)
+    except Exception as exc:
+        raise DescriptorSetError(
+            f"descriptor set {path}: {exc} (made with --include_imports?)"
+        ) from None
+    return _methods(pool, service, f"descriptor set {path}")
 
 
 async def lookup(address: str, service: str, timeout_s: float) -> dict[str, MethodInfo]:
@@ -90,10 +150,16 @@ class DescriptorCache:
         self._timeout_s = timeout_s
         self._services: dict[tuple[str, str], dict[str, MethodInfo]] = {}
 
-    async def methods(self, cluster: str, address: str, service: str) -> dict[str, MethodInfo]:
+    async def methods(
+        self, cluster: str, address: str, service: str, descriptor_set: str | None = None
+    ) -> dict[str, MethodInfo]:
+        """From ``descriptor_set`` if named, else from the provider at ``address``."""
         cached = self._services.get((cluster, service))
         if cached is None:
-            cached = await lookup(address, service, self._timeout_s)
+            if descriptor_set is not None:
+                cached = await asyncio.to_thread(load_descriptor_set, descriptor_set, service)
+            else:
+                cached = await lookup(address, service, self._timeout_s)
             self._services[cluster, service] = cached
             log.debug("descriptors loaded", extra={"service": service, "endpoint": address})
         return cached

@@ -30,14 +30,15 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 
 from agent.errors import NoEndpointError, UpstreamError, UpstreamTimeout
-from plugins.http.headers import Headers, add_forwarded, end_to_end
+from plugins.http.headers import Headers, end_to_end, forwarding
 from plugins.http.invoke import forward
 from plugins.http.routing import problem_body
 
 if TYPE_CHECKING:
-    from plugins.http.proxy import _Session
+    from plugins.http.h11_session import _Session
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,32 @@ class H2Session:
         self.resets = _RateLimit(self.config.h2_max_resets_per_s)
         self.control = _RateLimit(self.config.h2_max_control_frames_per_s)
         self.closing = False
+        # GOAWAY sent for a drain: streams up to ``last_stream`` finish, no new ones.
+        self.draining = False
+        self.last_stream = 0
+
+    def drain(self) -> None:
+        """Graceful GOAWAY (NO_ERROR, RFC 9113 6.8): the streams open finish, then the
+        connection closes; streams the client opens after it are refused.
+
+        Written beside h2 rather than through ``close_connection``, which would close h2's
+        state machine to the open streams' remaining frames.
+        """
+        if self.draining or self.closing:
+            return
+        self.draining = True
+        self.last_stream = self.h2.highest_inbound_stream_id
+        goaway = hyperframe.frame.GoAwayFrame(0, last_stream_id=self.last_stream, error_code=0)
+        data = self.h2.data_to_send() + goaway.serialize()
+        self.session.context.stats.bytes_out += len(data)
+        self.writer.write(data)
+        if not self.streams:
+            self.writer.close()
 
     async def flush(self) -> None:
         data = self.h2.data_to_send()
         if data:
+            self.session.context.stats.bytes_out += len(data)
             self.writer.write(data)
             await self.writer.drain()
 
@@ -157,6 +180,11 @@ class H2Session:
         if self.closing:
             return
         if isinstance(event, h2.events.RequestReceived):
+            if self.draining and (event.stream_id or 0) > self.last_stream:
+                # Opened after our GOAWAY: safe for the client to retry elsewhere.
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.h2.reset_stream(event.stream_id or 0, h2.errors.ErrorCodes.REFUSED_STREAM)
+                return
             headers = [(bytes(n), bytes(v)) for n, v in event.headers or []]
             self._start_stream(event.stream_id, headers, has_body=event.stream_ended is None)
         elif isinstance(event, h2.events.DataReceived):
@@ -211,6 +239,8 @@ class H2Session:
         self._return_unread(stream_id, stream)
         with contextlib.suppress(ConnectionError):
             await self.flush()
+        if self.draining and not self.streams:
+            self.writer.close()  # the last stream before the GOAWAY is answered
 
     async def _handle_stream(
         self, stream_id: int, stream: _Stream, headers: Headers, has_body: bool
@@ -225,6 +255,7 @@ class H2Session:
         authority = pseudo.get(b":authority") or next((v for n, v in regular if n == b"host"), None)
         target = session.owner.router.route(authority, path)
         name = target.service.name
+        context.stats.route(name).requests += 1
         try:
             if method == b"CONNECT" or not path:
                 await self._answer(stream_id, 501, "CONNECT is not supported", name)
@@ -234,8 +265,11 @@ class H2Session:
                 await self._answer(stream_id, 431, f"header list of {size} bytes", name)
                 return
             outgoing = [(n, v) for n, v in end_to_end(regular) if n != b"host"]
-            if self.config.x_forwarded:
-                outgoing = add_forwarded(outgoing, session.client_ip, authority)
+            config = self.config
+            if config.x_forwarded or config.forwarded:
+                outgoing = forwarding(
+                    outgoing, config.x_forwarded, config.forwarded, session.client_ip, authority
+                )
             try:
                 result = await forward(
                     session.owner.pool,

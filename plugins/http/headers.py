@@ -66,6 +66,44 @@ def end_to_end(headers: Headers, *, keep_upgrade: bool = False) -> Headers:
     return kept
 
 
+def split_fields(headers: Headers) -> tuple[Headers, bytes | None, bool, bytes | None]:
+    """One pass over a head: its end-to-end fields (``end_to_end``), and what framing and
+    routing need: Content-Length, whether the body is chunked, Host.
+
+    Content-Length and Host stay among the fields (passed on as they are); a chunked
+    body's Transfer-Encoding is the caller's to set again.
+    """
+    kept: Headers = []
+    length: bytes | None = None
+    chunked = False
+    host: bytes | None = None
+    named: set[bytes] | None = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                for token in value.split(b","):
+                    token = token.strip().lower()
+                    if token and token not in (b"close", b"keep-alive"):
+                        named = named or set()
+                        named.add(token)
+            elif lower == b"transfer-encoding":
+                chunked = True
+            continue
+        if lower == b"content-length":
+            length = value
+        elif lower == b"host":
+            host = value
+        kept.append((name, value))
+    if named:
+        kept = [(name, value) for name, value in kept if name.lower() not in named]
+        if b"content-length" in named:
+            length = None
+        if b"host" in named:
+            host = None
+    return kept, length, chunked, host
+
+
 def add_forwarded(headers: Headers, client_ip: str, host: bytes | None) -> Headers:
     """Append the client to X-Forwarded-For and say how it reached us (de facto fields)."""
     previous = header_value(headers, b"x-forwarded-for")
@@ -80,3 +118,37 @@ def add_forwarded(headers: Headers, client_ip: str, host: bytes | None) -> Heade
     if host is not None:
         kept.append((b"X-Forwarded-Host", host))
     return kept
+
+
+def add_rfc7239(headers: Headers, client_ip: str, host: bytes | None) -> Headers:
+    """Append this hop to ``Forwarded`` (RFC 7239): ``for`` (the client's address, an
+    IPv6 one bracketed and quoted), ``host`` (the Host it asked for, quoted) and
+    ``proto``. Earlier elements, from proxies before us, are kept in order; several
+    Forwarded fields are joined into one list (RFC 7239 4)."""
+    previous = [value for name, value in headers if name.lower() == b"forwarded"]
+    node = client_ip.encode() if client_ip and client_ip != "unknown" else b"unknown"
+    if b":" in node:
+        node = b'"[' + node + b']"'
+    element = b"for=" + node
+    if host is not None:
+        element += b";host=" + _quoted(host)
+    element += b";proto=http"
+    kept = [(name, value) for name, value in headers if name.lower() != b"forwarded"]
+    kept.append((b"Forwarded", b", ".join([*previous, element])))
+    return kept
+
+
+def _quoted(value: bytes) -> bytes:
+    """An RFC 9110 quoted-string (a Host with a port is not a token)."""
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def forwarding(
+    headers: Headers, x_forwarded: bool, rfc7239: bool, client_ip: str, host: bytes | None
+) -> Headers:
+    """The forwarding fields the listener's config asks for, added to ``headers``."""
+    if x_forwarded:
+        headers = add_forwarded(headers, client_ip, host)
+    if rfc7239:
+        headers = add_rfc7239(headers, client_ip, host)
+    return headers

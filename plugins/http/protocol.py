@@ -2,7 +2,7 @@
 HTTP invocation.
 
 The listener (plugins/http/proxy.py) and the invoker (plugins/http/invoke.py) are imported
-when first used, so an agent without HTTP services never loads h11.
+when first used, so an agent without HTTP services never loads httptools, h11 or h2.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class HttpConfig(Strict):
     # Set X-Forwarded-For/-Proto/-Host from the client's connection (off by default: a
     # sidecar that adds them to every localhost call would tell the provider nothing).
     x_forwarded: bool = False
+    # Append this hop to Forwarded (RFC 7239: for, host, proto); off by default, likewise.
+    forwarded: bool = False
     # Idle keep-alive connections per endpoint kept for reuse, and for how long.
     max_idle_per_endpoint: Annotated[int, Field(ge=0, le=10_000)] = 64
     idle_timeout_s: Annotated[float, Field(gt=0)] = 30.0
@@ -91,11 +93,17 @@ class HttpProtocol(ProtocolSupport):
 
     def __init__(self, config: HttpConfig) -> None:
         from plugins.http.pool import UpstreamPool
+        from plugins.http.upstream import FastPool
 
         self.config = config
+        # h11 stream connections (invocation, HTTP/2 streams, upgrades) ...
         self.pool = UpstreamPool(config.max_idle_per_endpoint, config.idle_timeout_s)
+        # ... and the listener's HTTP/1.1 fast path's protocol connections.
+        self.fast_pool = FastPool(config.max_idle_per_endpoint, config.idle_timeout_s)
         # Client connections' tasks, so that close() ends those a drain left open.
         self.sessions: set[asyncio.Task[None]] = set()
+        # The listeners (and capture pipelines) served, whose connections a drain ends.
+        self.contexts: list[ListenerContext] = []
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
         from plugins.http.proxy import HttpProxyConnection
@@ -110,12 +118,26 @@ class HttpProtocol(ProtocolSupport):
                 ]
             )
         router = Router(context, self.config.routes)
-        return lambda: HttpProxyConnection(context, self.config, self.pool, router, self.sessions)
+        self.contexts.append(context)
+        return lambda: HttpProxyConnection(
+            context, self.config, self.fast_pool, self.pool, router, self.sessions
+        )
 
     async def invoke_http(self, request: HttpInvokeRequest) -> HttpInvokeResult:
         from plugins.http.invoke import invoke_http
 
         return await invoke_http(request, self.config, self.pool)
+
+    def drain(self) -> None:
+        from plugins.http.h11_session import H11Connection
+        from plugins.http.proxy import HttpProxyConnection
+
+        for context in self.contexts:
+            for transport in list(context.connections):
+                # Capture contexts share their connection set with other protocols.
+                connection = transport.get_protocol()
+                if isinstance(connection, HttpProxyConnection | H11Connection):
+                    connection.drain()
 
     async def close(self) -> None:
         sessions = list(self.sessions)
@@ -123,6 +145,7 @@ class HttpProtocol(ProtocolSupport):
             task.cancel()
         if sessions:
             await asyncio.gather(*sessions, return_exceptions=True)
+        self.fast_pool.close()
         await self.pool.close()
 
 

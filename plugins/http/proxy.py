@@ -1,54 +1,52 @@
 """The HTTP/1.1-aware outbound listener: one client connection, many requests, each routed.
 
-h11 parses both sides (no hand-written parser). Per request: route by Host and path
-prefix to a service, pick an endpoint through that service's cluster (balancing is per
-request, so one keep-alive client is spread over every provider), take a pooled
-keep-alive connection to it, and stream the body both ways in chunks with awaited drains
-(backpressure, never a whole body in memory). The provider's response passes through as it
-is, minus hop-by-hop fields; only when the agent itself cannot get a response does it
-answer with problem details: no endpoint 503, connect failure 502, timeout 504.
+The hot path is asyncio Protocol callbacks and httptools (llhttp, C) on both sides, with
+no coroutine, stream buffer or timeout context per request: a request head is parsed,
+routed (Host and path prefix to a service), balanced (the service's cluster picks the
+endpoint per request, so one keep-alive client is spread over every provider), written
+once to a pooled keep-alive provider connection (plugins/http/upstream.py), and the
+provider's response head and body chunks are written to the client as the provider's
+parser reports them. Header work is one pass per head: hop-by-hop fields out, framing
+read. Bodies are forwarded chunk by chunk as they arrive (Content-Length bodies as the
+same bytes; chunked bodies re-framed), with backpressure both ways (a side whose socket
+buffer fills pauses reading on the other). Only when the agent itself cannot get a
+response does it answer with problem details: no endpoint 503, connect failure 502,
+timeout 504.
 
-HTTP/2 clients (the preface, or an h2c upgrade) are handed to plugins/http/h2_server.py.
+Pipelined requests are answered in order: requests parsed while one is served are
+queued, and reading from the client pauses until the queue drains (bounded buffering).
 
-Pipelined requests are answered in order: h11 hands over the next request only after the
-current exchange ends, and reading from the client stops meanwhile (bounded buffering).
-A WebSocket (any ``Connection: upgrade``) handshake is relayed; after a 101 both
-connections are spliced as raw TCP.
+What is not plain request/response is handed to the h11 stream session
+(plugins/http/h11_session.py), between requests: the HTTP/2 preface, upgrade requests
+(WebSocket, h2c) and CONNECT.
 
 Bad input (a malformed request line or header, a header block over the limit, both
-Content-Length and Transfer-Encoding) gets 400/431 and the connection is closed, with a
-log line; other connections are unaffected.
+Content-Length and Transfer-Encoding, which llhttp refuses) gets 400/431 and the
+connection is closed after a lingering close, with a log line; other connections are
+unaffected.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import cast
+from collections import deque
+from typing import TYPE_CHECKING, cast
 
-import h11
+import httptools
 
-from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
-from agent.runtime.protocols import ListenerContext
-from plugins.http.h2_server import PREFACE, H2Session
-from plugins.http.headers import (
-    Headers,
-    add_forwarded,
-    comma_tokens,
-    end_to_end,
-    header_value,
-    is_upgrade,
-)
-from plugins.http.pool import UpstreamConnection, UpstreamPool
+from agent.cluster.host import Host
+from agent.errors import ConnectError, NoEndpointError, UpstreamError
+from agent.runtime.protocols import ListenerContext, RouteStats
+from plugins.http.h2_server import PREFACE
+from plugins.http.h11_session import H11Connection
+from plugins.http.headers import Headers, end_to_end, forwarding, split_fields
 from plugins.http.protocol import HttpConfig
-from plugins.http.routing import (
-    IDEMPOTENT,
-    Router,
-    Target,
-    problem_body,
-    problem_headers,
-)
+from plugins.http.routing import IDEMPOTENT, Router, Target, problem_body
+from plugins.http.upstream import FastPool, UpstreamConnection
+
+if TYPE_CHECKING:
+    from plugins.http.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -57,484 +55,842 @@ log = logging.getLogger(__name__)
 _LINGER_S = 2.0
 _LINGER_BYTES = 1024 * 1024
 
+# Why reading from the client is paused (bits): requests queued behind the one being
+# served, or body bytes waiting for a provider connection; the provider's socket full.
+_QUEUED = 1
+_UPSTREAM_FULL = 2
+_PENDING = 4
 
-class _ClientGone(Exception):
-    """The client closed or broke its connection mid-request."""
+_NO_BODY_STATUSES = frozenset({204, 304})
+_NONE: frozenset[str] = frozenset()
 
 
-class _UpstreamFailed(Exception):
-    """The provider's connection failed before its response head arrived."""
+class _HeadTooLarge(Exception):
+    pass
 
 
-class HttpProxyConnection(asyncio.StreamReaderProtocol):
-    """One client connection: the stream protocol plus the task that serves it."""
+class _Request:
+    """One request as parsed; its body chunks wait in ``pending`` until a provider
+    connection takes them (then they are written as they arrive)."""
+
+    __slots__ = (
+        "chunked",
+        "complete",
+        "exchange",
+        "has_body",
+        "head",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "pending",
+        "pending_bytes",
+        "trailers",
+        "upgrade",
+        "url",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: Headers = []
+        self.trailers: Headers = []
+        self.method = b""
+        self.version = "1.1"
+        self.host: bytes | None = None
+        self.head = b""
+        self.keep_alive = True
+        self.chunked = False
+        self.has_body = False
+        self.complete = False
+        self.upgrade = False
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.exchange: _Exchange | None = None
+
+
+class HttpProxyConnection(asyncio.Protocol):
+    """One client connection on the listener (HTTP/1.1 fast path)."""
 
     def __init__(
         self,
         context: ListenerContext,
         config: HttpConfig,
-        pool: UpstreamPool,
+        pool: FastPool,
+        stream_pool: UpstreamPool,
         router: Router,
         sessions: set[asyncio.Task[None]],
     ) -> None:
-        self.reader = asyncio.StreamReader(limit=2 * config.read_chunk_bytes)
-        super().__init__(self.reader)
         self.context = context
+        self.stats = context.stats
         self.config = config
         self.pool = pool
+        self.stream_pool = stream_pool
         self.router = router
         self.sessions = sessions
         self.transport: asyncio.Transport | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.sniffing = config.http2
+        self.sniffed = b""
+        # The request the parser is filling, and those parsed and not yet answered (the
+        # first is being served).
+        self.current: _Request | None = None
+        self.queue: deque[_Request] = deque()
+        self.exchange: _Exchange | None = None
+        self.in_head = False
+        self.head_size = 0
+        self.paused = 0
+        self.write_paused = False
+        self.client_eof = False
+        self.closed = False
+        # Bytes to give the h11 session once the queue drains (an upgrade request).
+        self.handoff: bytes | None = None
+        # Bad input seen while earlier requests are still being answered.
+        self.refusal: tuple[int, str] | None = None
+        self.discarding = -1
+        self.served = 0
+        # The agent is draining: the response under way is the last (Connection: close).
+        self.draining = False
+        self.idle_mark = -1
+        self.idle_timer: asyncio.TimerHandle | None = None
+        # The response head of the exchange under way is due by then (loop time; 0: none),
+        # checked by one timer per connection that is re-armed, not made per request.
+        self.deadline = 0.0
+        self.deadline_timer: asyncio.TimerHandle | None = None
+        self.deadline_timer_at = 0.0
+        self._client_ip: str | None = None
+        # Writes held while a provider read is handled (see cork).
+        self.corked: list[bytes] | None = None
+
+    # -- asyncio.Protocol (client side) --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        stats = self.context.stats
-        stats.accepted += 1
-        stats.active += 1
+        self.stats.accepted += 1
+        self.stats.active += 1
         self.context.track(self.transport)
-        loop = asyncio.get_running_loop()
-        writer = asyncio.StreamWriter(self.transport, self, self.reader, loop)
-        session = _Session(self, writer)
-        # Held in the set (the loop keeps only weak references to tasks) until done.
-        self.task = loop.create_task(session.run())
-        self.sessions.add(self.task)
-        self.task.add_done_callback(self.sessions.discard)
+        self.loop = asyncio.get_running_loop()
+        self.idle_timer = self.loop.call_later(self.config.client_idle_timeout_s, self._idle)
+
+    def data_received(self, data: bytes) -> None:
+        self.stats.bytes_in += len(data)
+        if self.discarding >= 0:
+            self.discarding += len(data)
+            if self.discarding > _LINGER_BYTES:
+                self._close()
+            return
+        if self.sniffing:
+            data = self.sniffed + data
+            if len(data) < len(PREFACE) and PREFACE.startswith(data):
+                self.sniffed = data
+                return
+            self.sniffing = False
+            self.sniffed = b""
+            if data.startswith(PREFACE):
+                self._hand_over(data, sniff=True)
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[int(exc.args[0]) :])
+            return
+        except httptools.HttpParserError as exc:
+            self._bad_input(exc)
+            return
+        if len(self.queue) > 1:
+            self._pause(_QUEUED)
+        request = self.current
+        if request is not None and request.pending_bytes > self.config.read_chunk_bytes:
+            self._pause(_PENDING)
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        if self.in_head or self.sniffed or any(not r.complete for r in self.queue):
+            # Gone mid-request: nothing more will come, and nothing can be answered.
+            self._abort_exchange()
+            return False
+        # Answer what was asked, then close.
+        return self.exchange is not None or bool(self.queue)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
+        self.closed = True
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
+        self._abort_exchange()
         if self.transport is not None:
-            self.context.stats.active -= 1
+            self.stats.active -= 1
             self.context.untrack(self.transport)
 
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        exchange = self.exchange
+        if exchange is not None and exchange.upstream is not None:
+            exchange.upstream.pause_reading()
 
-class _Session:
-    def __init__(self, owner: HttpProxyConnection, writer: asyncio.StreamWriter) -> None:
-        self.owner = owner
-        self.context = owner.context
-        self.config = owner.config
-        self.reader = owner.reader
-        self.writer = writer
-        self.conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.config.max_header_bytes
-        )
-        peer = writer.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if peer else "unknown"
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        exchange = self.exchange
+        if exchange is not None and exchange.upstream is not None:
+            exchange.upstream.resume_reading()
 
-    # -- client side -------------------------------------------------------------------
+    # -- httptools callbacks (requests) ----------------------------------------------------
 
-    async def _next(self) -> h11.Event | type[h11.PAUSED]:
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                try:
-                    data = await self.reader.read(self.config.read_chunk_bytes)
-                except ConnectionError as exc:
-                    raise _ClientGone from exc
-                self.conn.receive_data(data)
-                continue
-            if event is h11.PAUSED:
-                return h11.PAUSED
-            assert isinstance(event, h11.Event)
-            return event
+    def on_message_begin(self) -> None:
+        self.current = _Request()
+        self.in_head = True
+        self.head_size = 0
 
-    async def _send(self, event: h11.Event) -> None:
-        data = self.conn.send(event)
-        if data:
-            self.writer.write(data)
-            try:
-                await self.writer.drain()
-            except ConnectionError as exc:
-                raise _ClientGone from exc
+    def on_url(self, url: bytes) -> None:
+        request = self.current
+        assert request is not None
+        request.url += url
+        self.head_size += len(url)
+        if self.head_size > self.config.max_header_bytes:
+            raise _HeadTooLarge
 
-    async def _answer(self, status: int, detail: str, service: str) -> None:
-        self.context.stats.request_errors += 1
-        if self.conn.our_state is not h11.SEND_RESPONSE:
-            return  # a response is already under way: nothing to say but closing
-        body = problem_body(status, detail, service)
-        await self._send(
-            h11.Response(status_code=status, headers=problem_headers(body) + self._closing())
-        )
-        await self._send(h11.Data(data=body))
-        await self._send(h11.EndOfMessage())
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self.current
+        assert request is not None
+        # Trailers count against the same limit as the head they follow.
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.config.max_header_bytes:
+            raise _HeadTooLarge
+        if self.in_head:
+            request.headers.append((name, value))
+        else:
+            request.trailers.append((name, value))
 
-    def _closing(self) -> Headers:
-        """``Connection: close`` when answering before the request's end was read.
+    def on_headers_complete(self) -> None:
+        request = self.current
+        assert request is not None
+        self.in_head = False
+        parser = self.parser
+        request.method = method = parser.get_method()
+        request.version = parser.get_http_version()
+        if parser.should_upgrade():
+            request.upgrade = True  # the h11 session takes it (_upgrade)
+            return
+        # HTTP/1.0 clients get one response per connection (as h11 serves them).
+        request.keep_alive = parser.should_keep_alive() and request.version == "1.1"
+        fields, length, chunked, request.host = split_fields(request.headers)
+        request.chunked = chunked
+        request.has_body = chunked or (length is not None and length.strip() not in (b"", b"0"))
+        if chunked:
+            fields.append((b"Transfer-Encoding", b"chunked"))
+        if self.config.x_forwarded or self.config.forwarded:
+            config = self.config
+            fields = forwarding(
+                fields, config.x_forwarded, config.forwarded, self.client_ip, request.host
+            )
+        request.head = _serialise(method + b" " + request.url + b" HTTP/1.1\r\n", fields)
+        self.queue.append(request)
+        if request.has_body and len(self.queue) == 1:
+            self._begin(request)  # the body streams to the provider as it arrives
 
-        The rest of the request is never read, so the connection ends after this response,
-        and the client must know not to send another request on it.
-        """
-        return [] if self.conn.their_state is h11.DONE else [(b"Connection", b"close")]
+    def on_body(self, body: bytes) -> None:
+        request = self.current
+        assert request is not None
+        framed = [b"%x\r\n" % len(body), body, b"\r\n"] if request.chunked else [body]
+        exchange = request.exchange
+        if exchange is not None and exchange.sending:
+            exchange.send_body(framed)
+        else:
+            request.pending += framed
+            request.pending_bytes += len(body)
 
-    async def run(self) -> None:
-        listener = self.context.listener.display_name
-        try:
-            await self._serve()
-            await self._linger()
-        except _ClientGone:
-            pass
-        except h11.RemoteProtocolError as exc:
-            # A body that breaks framing mid-request (a bad chunk size, EOF too early).
-            log.warning("bad request body from client: %s", exc, extra={"listener": listener})
-        except Exception:
-            log.exception("http proxy connection failed", extra={"listener": listener})
-        finally:
-            self.writer.close()
-
-    async def _serve(self) -> None:
-        if self.config.http2:
-            try:
-                async with asyncio.timeout(self.config.client_idle_timeout_s):
-                    first = await self._sniff()
-            except TimeoutError:
-                return
-            if first.startswith(PREFACE):
-                await H2Session(self).run(first)
-                return
-            self.conn.receive_data(first)
-        while True:
-            try:
-                async with asyncio.timeout(self.config.client_idle_timeout_s):
-                    event = await self._next()
-            except TimeoutError:
-                return
-            except h11.RemoteProtocolError as exc:
-                await self._refuse(exc.error_status_hint, str(exc))
-                return
-            if not isinstance(event, h11.Request):
-                return  # ConnectionClosed, or a client that sent nothing
-            if not await self._exchange(event):
-                return
-            if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
-                self.conn.start_next_cycle()
+    def on_message_complete(self) -> None:
+        request = self.current
+        assert request is not None
+        request.complete = True
+        if request.upgrade:
+            return
+        if request.chunked:
+            end = (
+                _serialise(b"0\r\n", end_to_end(request.trailers))
+                if request.trailers
+                else b"0\r\n\r\n"
+            )
+            exchange = request.exchange
+            if exchange is not None and exchange.sending:
+                exchange.send_body([end])
             else:
-                return
+                request.pending.append(end)
+        if (
+            not request.has_body
+            and self.queue
+            and self.queue[0] is request
+            and self.exchange is None
+        ):
+            self._begin(request)
 
-    async def _sniff(self) -> bytes:
-        """The first bytes: enough to tell the HTTP/2 preface from an HTTP/1 request."""
-        received = b""
-        while len(received) < len(PREFACE) and PREFACE.startswith(received):
-            try:
-                data = await self.reader.read(self.config.read_chunk_bytes)
-            except ConnectionError as exc:
-                raise _ClientGone from exc
-            if not data:
-                break
-            received += data
-        return received
+    # -- serving ---------------------------------------------------------------------------
 
-    async def _linger(self) -> None:
-        """Close without losing our last response to a client still sending.
+    @property
+    def client_ip(self) -> str:
+        if self._client_ip is None:
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            self._client_ip = str(peer[0]) if peer else "unknown"
+        return self._client_ip
+
+    def _begin(self, request: _Request) -> None:
+        self.stats.requests += 1
+        target = self.router.route(request.host, request.url)
+        exchange = _Exchange(self, request, target, self.stats.route(target.service.name))
+        self.exchange = exchange
+        request.exchange = exchange
+        exchange.attempt()
+
+    def write(self, data: bytes) -> None:
+        self.stats.bytes_out += len(data)
+        if self.corked is not None:
+            self.corked.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.stats.bytes_out += sum(map(len, data))
+        if self.corked is not None:
+            self.corked += data
+        elif self.transport is not None:
+            self.transport.writelines(data)
+
+    def cork(self) -> None:
+        """Hold writes (a response head and its body chunks read together): a send per
+        provider read instead of one per piece, which on loopback is most of the cost."""
+        if self.corked is None:
+            self.corked = []
+
+    def uncork(self) -> None:
+        held, self.corked = self.corked, None
+        if held and self.transport is not None and not self.closed:
+            self.transport.writelines(held)
+
+    def answer(self, exchange: _Exchange, status: int, detail: str) -> None:
+        """The agent's own error for the exchange's request (problem details); ends it."""
+        request = exchange.request
+        service = exchange.target.service.name
+        self.stats.request_errors += 1
+        keep = request.keep_alive and request.complete and not self.draining
+        body = problem_body(status, detail, service)
+        head = _serialise(
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
+            [
+                (b"Content-Type", b"application/problem+json"),
+                (b"Content-Length", b"%d" % len(body)),
+                *([] if keep else [(b"Connection", b"close")]),
+            ],
+        )
+        if not self.closed:
+            self.writelines([head, body])
+            exchange.route.bytes_out += len(head) + len(body)
+        self.exchange_done(keep)
+
+    def exchange_done(self, keep: bool) -> None:
+        """The response to the first queued request is written: next one, or close."""
+        self.exchange = None
+        if self.queue:
+            self.queue.popleft()
+        self.served += 1
+        if self.closed:
+            return
+        if not keep or self.draining:
+            self._finish()
+            return
+        if self.queue:
+            following = self.queue[0]
+            if following.complete or following.has_body:
+                self._begin(following)
+            if len(self.queue) <= 1 and self.handoff is None and self.refusal is None:
+                self._resume(_QUEUED)
+            return
+        if self.handoff is not None:
+            data, self.handoff = self.handoff, None
+            self._hand_over(data, sniff=False)
+            return
+        if self.refusal is not None:
+            self._refuse(*self.refusal)
+            return
+        if self.client_eof:
+            self._close()
+            return
+        self._resume(_QUEUED)
+
+    def upstream_writable(self, writable: bool) -> None:
+        if writable:
+            self._resume(_UPSTREAM_FULL)
+        else:
+            self._pause(_UPSTREAM_FULL)
+
+    # -- the end of a connection -----------------------------------------------------------
+
+    def _finish(self) -> None:
+        """Close after the last response, without losing it to a client still sending.
 
         Closing a socket with unread input makes the kernel send RST, which may destroy
-        the response (a 502 or 400 sent while the request body was arriving) before the
-        client reads it. So: half-close, then read and discard for a short, bounded while
-        (nginx's lingering close).
+        the response before the client reads it. So when the request was not read to its
+        end: half-close, then read and discard for a short, bounded while (nginx's
+        lingering close).
         """
-        if self.conn.their_state in (h11.IDLE, h11.DONE, h11.CLOSED, h11.SWITCHED_PROTOCOL):
+        request = self.current
+        if (request is None or request.complete) and not self.in_head:
+            self._close()
             return
-        with contextlib.suppress(OSError, TimeoutError, RuntimeError):
-            if self.writer.can_write_eof():
-                self.writer.write_eof()
-            discarded = 0
-            async with asyncio.timeout(_LINGER_S):
-                while discarded < _LINGER_BYTES and (data := await self.reader.read(65536)):
-                    discarded += len(data)
+        assert self.transport is not None and self.loop is not None
+        self.uncork()
+        self.discarding = 0
+        self.paused = 0
+        self.transport.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(_LINGER_S, self._close)
 
-    async def _refuse(self, status: int, reason: str) -> None:
+    def _close(self) -> None:
+        self.uncork()
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def _abort_exchange(self) -> None:
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.cancel()
+
+    def arm(self, timeout_s: float) -> None:
+        """The exchange under way must have its response head within ``timeout_s``.
+
+        A uvloop timer made and cancelled per request costs more than the rest of the
+        request's Python work; the connection's one timer, armed for an earlier deadline,
+        re-arms itself when it fires instead.
+        """
+        loop = self.loop
+        assert loop is not None
+        self.deadline = deadline = loop.time() + timeout_s
+        if self.deadline_timer is not None:
+            if self.deadline_timer_at <= deadline:
+                return
+            self.deadline_timer.cancel()
+        self.deadline_timer = loop.call_at(deadline, self._check_deadline)
+        self.deadline_timer_at = deadline
+
+    def _check_deadline(self) -> None:
+        self.deadline_timer = None
+        deadline = self.deadline
+        exchange = self.exchange
+        if not deadline or exchange is None or self.closed:
+            return
+        assert self.loop is not None
+        if self.loop.time() >= deadline:
+            self.deadline = 0.0
+            exchange.timeout()
+            return
+        self.deadline_timer = self.loop.call_at(deadline, self._check_deadline)
+        self.deadline_timer_at = deadline
+
+    def _idle(self) -> None:
+        """Close a connection with no request answered for a whole idle period (checked
+        once per period: closed between one and two periods after its last request)."""
+        assert self.loop is not None
+        if self.closed:
+            return
+        if self.exchange is None and self.served == self.idle_mark:
+            self._close()
+            return
+        self.idle_mark = self.served
+        self.idle_timer = self.loop.call_later(self.config.client_idle_timeout_s, self._idle)
+
+    def drain(self) -> None:
+        """The agent is draining: an idle keep-alive connection closes now; a busy one
+        after the response under way, which says ``Connection: close`` if its head is
+        not sent yet."""
+        self.draining = True
+        if self.exchange is None and not self.queue and not self.in_head:
+            self._close()
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    # -- hand-over and bad input -----------------------------------------------------------
+
+    def _upgrade(self, rest: bytes) -> None:
+        """An upgrade request (or CONNECT) was parsed: the h11 session serves it."""
+        request = self.current
+        assert request is not None
+        head = _serialise(
+            request.method + b" " + request.url + b" HTTP/" + request.version.encode() + b"\r\n",
+            request.headers,
+        )
+        if self.exchange is None and not self.queue:
+            self._hand_over(head + rest, sniff=False)
+        else:
+            self.handoff = head + rest
+            self._pause(_QUEUED)
+
+    def _hand_over(self, data: bytes, sniff: bool) -> None:
+        assert self.transport is not None
+        self.uncork()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        session = H11Connection(
+            self.context, self.config, self.stream_pool, self.router, self.sessions, sniff=sniff
+        )
+        transport = self.transport
+        # From here on the h11 session owns the connection, its tracking and its close.
+        self.transport = None
+        self.closed = True
+        transport.set_protocol(session)
+        session.connection_made(transport)
+        # Counted once already, as this connection read them.
+        self.stats.bytes_in -= len(data)
+        session.data_received(data)
+        if self.client_eof:
+            session.eof_received()
+        transport.resume_reading()
+
+    def _bad_input(self, exc: Exception) -> None:
+        if self.head_size > self.config.max_header_bytes:
+            limit = self.config.max_header_bytes
+            refusal = (431, f"request head (or trailers) over {limit} bytes")
+        else:
+            refusal = (400, str(exc) or type(exc).__name__)
+        request = self.current
+        if not self.in_head and request is not None and request in self.queue:
+            # A body that breaks framing mid-request (a bad chunk size).
+            log.warning(
+                "bad request body from client: %s",
+                refusal[1],
+                extra={"listener": self.context.listener.display_name},
+            )
+            self._abort_exchange()
+            self._close()
+            return
+        self.in_head = False
+        if self.exchange is None and not self.queue:
+            self._refuse(*refusal)
+        else:
+            self.refusal = refusal
+            self._pause(_QUEUED)
+
+    def _refuse(self, status: int, reason: str) -> None:
         log.warning(
             "bad request from client: %s",
             reason,
             extra={"listener": self.context.listener.display_name, "client": self.client_ip},
         )
-        self.context.stats.rejected += 1
-        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        body = problem_body(status, reason, self.owner.router.default.service.name)
-        headers = [*problem_headers(body), (b"Connection", b"close")]
-        with contextlib.suppress(h11.LocalProtocolError, _ClientGone):
-            await self._send(h11.Response(status_code=status, headers=headers))
-            await self._send(h11.Data(data=body))
-            await self._send(h11.EndOfMessage())
-
-    # -- one request -------------------------------------------------------------------
-
-    async def _exchange(self, request: h11.Request) -> bool:
-        """Serve one request; False closes the client connection."""
-        self.context.stats.requests += 1
-        raw: Headers = list(request.headers.raw_items())
-        # h11's limit only applies to a head still incomplete in its buffer; one that
-        # arrived whole in a single read is measured here.
-        size = len(request.target) + sum(len(n) + len(v) + 4 for n, v in raw)
-        if size > self.config.max_header_bytes:
-            await self._refuse(431, f"request head of {size} bytes over the limit")
-            return False
-        length = header_value(raw, b"content-length")
-        chunked = header_value(raw, b"transfer-encoding") is not None
-        if length is not None and chunked:
-            # RFC 9112 6.1: a proxy must not forward both; the classic smuggling vector.
-            await self._refuse(400, "both Content-Length and Transfer-Encoding")
-            return False
-        host = header_value(raw, b"host")
-        settings = header_value(raw, b"http2-settings")
-        if (
-            self.config.http2
-            and settings is not None
-            and length is None
-            and not chunked
-            and b"h2c" in comma_tokens(raw, b"upgrade")
-            and b"http2-settings" in comma_tokens(raw, b"connection")
-        ):
-            await self._upgrade_to_h2(request, raw, settings)
-            return False
-        target = self.owner.router.route(host, request.target)
-        # An h2c upgrade not taken (a body, or HTTP/2 off) is ours to ignore, not the
-        # provider's to accept.
-        upgrade = is_upgrade(raw) and b"h2c" not in comma_tokens(raw, b"upgrade")
-        headers = end_to_end(raw, keep_upgrade=upgrade)
-        if chunked:
-            headers.append((b"Transfer-Encoding", b"chunked"))
-        if self.config.x_forwarded:
-            headers = add_forwarded(headers, self.client_ip, host)
-        upstream_request = h11.Request(
-            method=request.method, target=request.target, headers=headers
+        self.stats.rejected += 1
+        body = problem_body(status, reason, self.router.default.service.name)
+        head = _serialise(
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
+            [
+                (b"Content-Type", b"application/problem+json"),
+                (b"Content-Length", b"%d" % len(body)),
+                (b"Connection", b"close"),
+            ],
         )
-        has_body = chunked or (length is not None and length.strip() != b"0")
-        if not has_body:
-            # Reading the (empty) end now lets an error answer keep the connection.
-            end = await self._next()
-            assert isinstance(end, h11.EndOfMessage)
-        name = target.service.name
-        tries = 1 + (target.retries if request.method in IDEMPOTENT and not has_body else 0)
-        tried: set[str] = set()
-        stale_retried = False
-        attempt = 0
-        while True:
-            try:
-                upstream = await self.owner.pool.acquire(
-                    target.cluster, target.service, fresh=stale_retried, exclude=frozenset(tried)
-                )
-            except UpstreamError as exc:
-                attempt += 1
-                if isinstance(exc, ConnectError) and attempt < tries:
-                    continue
-                status = 503 if isinstance(exc, NoEndpointError) else 502
-                log.warning("http request not forwarded: %s", exc, extra={"service": name})
-                await self._answer(status, str(exc), name)
-                return True
-            upstream.host.active_requests += 1
-            try:
-                return await self._forward(upstream_request, upstream, target, has_body)
-            except _UpstreamFailed as exc:
-                upstream.close()
-                if upstream.reused and not has_body and not stale_retried:
-                    # A kept-alive connection the provider closed as we reused it: the
-                    # request never reached it, and without a body it can be sent again.
-                    stale_retried = True
-                    continue
-                target.cluster.report_failure(upstream.host)
-                tried.add(upstream.host.id)
-                attempt += 1
-                if attempt < tries:
-                    continue
-                detail = f"service {name!r}: endpoint {upstream.host.id} failed: {exc}"
-                log.warning("http upstream failed: %s", exc, extra={"service": name})
-                await self._answer(502, detail, name)
-                return True
-            except UpstreamTimeout as exc:
-                upstream.close()
-                target.cluster.report_failure(upstream.host)
-                log.warning("http upstream timeout: %s", exc, extra={"service": name})
-                await self._answer(504, str(exc), name)
-                return True
-            except BaseException:
-                upstream.close()
-                raise
-            finally:
-                upstream.host.active_requests -= 1
+        self.writelines([head, body])
+        self.current = None
+        self.in_head = True  # unread input may follow: linger
+        self._finish()
 
-    async def _upgrade_to_h2(self, request: h11.Request, raw: Headers, settings: bytes) -> None:
-        """h2c (RFC 7540 3.2): 101, then HTTP/2, with this request as stream 1.
 
-        Only for requests without a body (as curl sends it); with a body the Upgrade is
-        ignored and the request served over HTTP/1.1, which the RFC allows.
-        """
-        end = await self._next()
-        assert isinstance(end, h11.EndOfMessage)
-        await self._send(
-            h11.InformationalResponse(
-                status_code=101, headers=[(b"Connection", b"Upgrade"), (b"Upgrade", b"h2c")]
-            )
-        )
-        authority = header_value(raw, b"host") or b""
-        headers = [
-            (b":method", request.method),
-            (b":scheme", b"http"),
-            (b":authority", authority),
-            (b":path", request.target),
-            *(
-                (name.lower(), value)
-                for name, value in end_to_end(raw)
-                if name.lower() not in (b"host", b"http2-settings")
-            ),
-        ]
-        await H2Session(self).run(self.conn.trailing_data[0], (settings, headers))
+class _Exchange:
+    """One request's way to a provider and its response's way back."""
 
-    async def _forward(
-        self,
-        request: h11.Request,
-        upstream: UpstreamConnection,
-        target: Target,
-        has_body: bool,
-    ) -> bool:
-        pump_error: list[BaseException] = []
-        pump: asyncio.Task[None] | None = None
-        try:
-            await upstream.send(request)
-            if not has_body:
-                await upstream.send(h11.EndOfMessage())
-        except (ConnectionError, OSError) as exc:
-            raise _UpstreamFailed(str(exc) or type(exc).__name__) from exc
-        if has_body:
-            pump = asyncio.get_running_loop().create_task(
-                self._pump_request_body(upstream, pump_error)
-            )
-        try:
-            try:
-                async with asyncio.timeout(target.timeout_s):
-                    response = await self._response_head(upstream)
-            except TimeoutError:
-                raise UpstreamTimeout(
-                    f"service {target.service.name!r}: endpoint {upstream.host.id} sent no "
-                    f"response within {target.timeout_s:g}s"
-                ) from None
-            except (ConnectionError, OSError, h11.RemoteProtocolError) as exc:
-                if pump_error:
-                    raise pump_error[0] from None
-                raise _UpstreamFailed(str(exc) or type(exc).__name__) from exc
-            if response.status_code >= 500:
-                target.cluster.report_failure(upstream.host)
-            else:
-                target.cluster.report_success(upstream.host)
-            if response.status_code == 101:
-                if pump is not None:
-                    await pump
-                await self._splice(response, upstream)
-                return False
-            await self._send(
-                h11.Response(
-                    status_code=response.status_code,
-                    headers=end_to_end(list(response.headers.raw_items())) + self._closing(),
-                    reason=response.reason,
-                )
-            )
-            await self._relay_response_body(upstream)
-        finally:
-            if pump is not None and not pump.done():
-                # The provider answered before the client finished sending: the client
-                # connection cannot be reused (h11's states say so), the provider's neither.
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pump
-        if pump_error:
-            raise pump_error[0]
-        self.owner.pool.release(upstream)
-        return True
+    __slots__ = (
+        "attempts",
+        "chunked_out",
+        "conn",
+        "connecting",
+        "done",
+        "host",
+        "keep",
+        "request",
+        "responded",
+        "route",
+        "sending",
+        "stale_retried",
+        "target",
+        "tried",
+        "tries",
+        "upstream",
+    )
 
-    async def _pump_request_body(
-        self, upstream: UpstreamConnection, errors: list[BaseException]
+    def __init__(
+        self, conn: HttpProxyConnection, request: _Request, target: Target, route: RouteStats
     ) -> None:
-        try:
-            while True:
-                event = await self._next()
-                if isinstance(event, h11.Data):
-                    await upstream.send(h11.Data(data=event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    trailers = end_to_end(list(event.headers.raw_items()))
-                    await upstream.send(h11.EndOfMessage(headers=trailers))
-                    return
-                else:
-                    raise _ClientGone
-        except (_ClientGone, h11.RemoteProtocolError) as exc:
-            errors.append(exc)
-            # Fails the response read too, so the exchange ends at once.
-            upstream.writer.transport.abort()
-        except (ConnectionError, OSError):
-            return  # the provider's side failed: the response read says how
-
-    async def _response_head(self, upstream: UpstreamConnection) -> h11.Response:
-        while True:
-            event = await upstream.next_event()
-            if isinstance(event, h11.InformationalResponse):
-                if event.status_code == 101:
-                    return cast(h11.Response, event)
-                # 100 Continue (the client's Expect was forwarded) and 103 Early Hints.
-                await self._send(
-                    h11.InformationalResponse(
-                        status_code=event.status_code,
-                        headers=end_to_end(list(event.headers.raw_items())),
-                        reason=event.reason,
-                    )
-                )
-                continue
-            if isinstance(event, h11.Response):
-                return event
-            raise h11.RemoteProtocolError(f"connection closed before a response ({event!r})")
-
-    async def _relay_response_body(self, upstream: UpstreamConnection) -> None:
-        while True:
-            try:
-                event = await upstream.next_event()
-            except (ConnectionError, OSError, h11.RemoteProtocolError) as exc:
-                # Mid-body: the status is sent, so the only honest signal is a cut.
-                log.warning(
-                    "http upstream failed mid-response: %s",
-                    exc,
-                    extra={"endpoint": upstream.host.id},
-                )
-                upstream.close()
-                raise _ClientGone from exc
-            if isinstance(event, h11.Data):
-                await self._send(h11.Data(data=event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                trailers = end_to_end(list(event.headers.raw_items()))
-                await self._send(h11.EndOfMessage(headers=trailers))
-                return
-            else:
-                upstream.close()
-                raise _ClientGone
-
-    async def _splice(self, response: h11.Response, upstream: UpstreamConnection) -> None:
-        """After 101 Switching Protocols: raw bytes both ways, half-close relayed."""
-        raw = list(response.headers.raw_items())
-        await self._send(
-            h11.InformationalResponse(
-                status_code=101, headers=end_to_end(raw, keep_upgrade=True), reason=response.reason
-            )
+        self.conn = conn
+        self.request = request
+        self.target = target
+        self.route = route
+        route.requests += 1
+        self.tries = 1 + (
+            target.retries if request.method in IDEMPOTENT and not request.has_body else 0
         )
-        client_rest = self.conn.trailing_data[0]
-        upstream_rest = upstream.conn.trailing_data[0]
-        if client_rest:
-            upstream.writer.write(client_rest)
-        if upstream_rest:
-            self.writer.write(upstream_rest)
+        self.tried: set[str] = set()
+        self.attempts = 0
+        self.stale_retried = False
+        self.upstream: UpstreamConnection | None = None
+        self.host: Host | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        # The request head went out: body chunks are written as they arrive.
+        self.sending = False
+        self.responded = False
+        self.chunked_out = False
+        self.keep = False
+        self.done = False
+
+    # -- getting a provider connection ------------------------------------------------------
+
+    def attempt(self) -> None:
         try:
-            await asyncio.gather(
-                _copy(self.reader, upstream.writer, self.config.read_chunk_bytes),
-                _copy(upstream.reader, self.writer, self.config.read_chunk_bytes),
+            got = self.conn.pool.choose(
+                self.target.cluster,
+                frozenset(self.tried) if self.tried else _NONE,
+                fresh=self.stale_retried,
             )
-        finally:
-            upstream.close()
+        except NoEndpointError as exc:
+            self._fail_before_response(503, str(exc))
+            return
+        if isinstance(got, UpstreamConnection):
+            self._send(got)
+            return
+        assert self.conn.loop is not None
+        self.connecting = self.conn.loop.create_task(self._connect(got))
+
+    async def _connect(self, host: Host) -> None:
+        target = self.target
+        try:
+            upstream = await self.conn.pool.connect(
+                target.cluster, target.service, host, frozenset(self.tried)
+            )
+        except UpstreamError as exc:
+            self.connecting = None
+            if self.done:
+                return
+            self.attempts += 1
+            if isinstance(exc, ConnectError) and self.attempts < self.tries:
+                self.attempt()
+                return
+            status = 503 if isinstance(exc, NoEndpointError) else 502
+            self._fail_before_response(status, str(exc))
+            return
+        self.connecting = None
+        if self.done:
+            self.conn.pool.release(upstream)
+            return
+        self._send(upstream)
+
+    def _send(self, upstream: UpstreamConnection) -> None:
+        request = self.request
+        self.upstream = upstream
+        self.host = host = upstream.host
+        host.active_requests += 1
+        upstream.start(self, head_only=request.method == b"HEAD")
+        if self.conn.write_paused:
+            upstream.pause_reading()
+        self.route.bytes_in += len(request.head) + sum(map(len, request.pending))
+        if request.pending:
+            upstream.writelines([request.head, *request.pending])
+            request.pending = []
+            request.pending_bytes = 0
+            self.conn._resume(_PENDING)
+        else:
+            upstream.write(request.head)
+        self.sending = True
+        assert self.conn.loop is not None
+        self.conn.arm(self.target.timeout_s)
+
+    def send_body(self, framed: list[bytes]) -> None:
+        upstream = self.upstream
+        if upstream is not None:
+            self.route.bytes_in += sum(map(len, framed))
+            upstream.writelines(framed)
+
+    # -- ResponseSink (called by the provider connection) ----------------------------------
+
+    def response_head(self, status: int, reason: bytes, headers: Headers) -> bool:
+        conn = self.conn
+        request = self.request
+        fields, length, chunked, _ = split_fields(headers)
+        if status < 200:
+            # 100 Continue (the client's Expect was forwarded) and 103 Early Hints.
+            head = _serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields)
+            self.route.bytes_out += len(head)
+            conn.write(head)
+            return False
+        self.responded = True
+        self.conn.deadline = 0.0
+        assert self.host is not None
+        if status >= 500:
+            self.target.cluster.report_failure(self.host)
+        else:
+            self.target.cluster.report_success(self.host)
+        no_body = request.method == b"HEAD" or status in _NO_BODY_STATUSES
+        until_close = not no_body and length is None and not chunked
+        # A body without framing is chunked for the client (its connection stays), except
+        # for an HTTP/1.0 client, which reads it to the close.
+        self.chunked_out = chunked or (until_close and request.version == "1.1")
+        self.keep = (
+            request.keep_alive
+            and request.complete
+            and not (until_close and not self.chunked_out)
+            and not conn.draining
+        )
+        if self.chunked_out:
+            fields.append((b"Transfer-Encoding", b"chunked"))
+        if not self.keep:
+            fields.append((b"Connection", b"close"))
+        head = _serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields)
+        self.route.bytes_out += len(head)
+        conn.write(head)
+        return until_close
+
+    def response_body(self, data: bytes) -> None:
+        if self.chunked_out:
+            size = b"%x\r\n" % len(data)
+            self.route.bytes_out += len(size) + len(data) + 2
+            self.conn.writelines([size, data, b"\r\n"])
+        else:
+            self.route.bytes_out += len(data)
+            self.conn.write(data)
+
+    def response_trailers(self, trailers: Headers) -> None:
+        if self.chunked_out:
+            last = _serialise(b"0\r\n", end_to_end(trailers))
+            self.route.bytes_out += len(last)
+            self.conn.write(last)
+            self.chunked_out = False  # the last chunk is written
+
+    def response_end(self) -> None:
+        if self.chunked_out:
+            self.route.bytes_out += 5
+            self.conn.write(b"0\r\n\r\n")
+        self.done = True
+        upstream = self.upstream
+        assert upstream is not None and self.host is not None
+        self.host.active_requests -= 1
+        if self.request.complete:
+            if self.conn.write_paused:
+                upstream.resume_reading()
+            self.conn.pool.release(upstream)
+        else:
+            # The provider answered before the client finished sending: neither
+            # connection can carry another request.
+            upstream.detach()
+        self.conn.exchange_done(self.keep)
+
+    def upstream_failed(self, reason: str) -> None:
+        upstream = self.upstream
+        assert upstream is not None and self.host is not None
+        self.upstream = None
+        self.sending = False
+        self.host.active_requests -= 1
+        upstream.detach()
+        if self.responded:
+            # Mid-body: the status is sent, so the only honest signal is a cut.
+            log.warning(
+                "http upstream failed mid-response: %s", reason, extra={"endpoint": self.host.id}
+            )
+            self.done = True
+            self.conn.exchange = None
+            self.conn._close()
+            return
+        self.conn.deadline = 0.0
+        request = self.request
+        if upstream.reused and not request.has_body and not self.stale_retried:
+            # A kept-alive connection the provider closed as we reused it: the request
+            # never reached it, and without a body it can be sent again.
+            self.stale_retried = True
+            self.attempt()
+            return
+        self.target.cluster.report_failure(self.host)
+        self.tried.add(self.host.id)
+        self.attempts += 1
+        if self.attempts < self.tries:
+            self.attempt()
+            return
+        name = self.target.service.name
+        log.warning("http upstream failed: %s", reason, extra={"service": name})
+        self._fail_before_response(
+            502, f"service {name!r}: endpoint {self.host.id} failed: {reason}", logged=True
+        )
+
+    def upstream_writable(self, writable: bool) -> None:
+        self.conn.upstream_writable(writable)
+
+    def cork(self) -> None:
+        self.conn.cork()
+
+    def uncork(self) -> None:
+        self.conn.uncork()
+
+    # -- ends ------------------------------------------------------------------------------
+
+    def timeout(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None and self.host is not None
+        self.upstream = None
+        self.host.active_requests -= 1
+        upstream.detach()
+        self.target.cluster.report_failure(self.host)
+        detail = (
+            f"service {self.target.service.name!r}: endpoint {self.host.id} sent no "
+            f"response within {self.target.timeout_s:g}s"
+        )
+        log.warning(
+            "http upstream timeout: %s", detail, extra={"service": self.target.service.name}
+        )
+        self._fail_before_response(504, detail, logged=True)
+
+    def _fail_before_response(self, status: int, detail: str, *, logged: bool = False) -> None:
+        self.done = True
+        if not logged:
+            log.warning(
+                "http request not forwarded: %s",
+                detail,
+                extra={"service": self.target.service.name},
+            )
+        self.conn.answer(self, status, detail)
+
+    def cancel(self) -> None:
+        """The client went away: drop the provider side (never reused)."""
+        self.done = True
+        self.conn.deadline = 0.0
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None and self.host is not None:
+            self.host.active_requests -= 1
+            upstream.abort()
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunk: int) -> None:
-    try:
-        while data := await reader.read(chunk):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.transport.abort()
+def _serialise(first_line: bytes, fields: Headers) -> bytes:
+    parts = [first_line]
+    for name, value in fields:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+_REASONS = {
+    400: b"Bad Request",
+    431: b"Request Header Fields Too Large",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}

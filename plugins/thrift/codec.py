@@ -28,6 +28,7 @@ MAX_DEPTH = 64
 SEQID_MASK = 0x7FFFFFFF
 
 _I32 = struct.Struct(">i")
+_I32_PAIR = struct.Struct(">ii")
 _BINARY_VERSION_1 = 0x80010000
 _BINARY_VERSION_MASK = 0xFFFF0000
 _COMPACT_ID = 0x82
@@ -88,6 +89,11 @@ class Message(NamedTuple):
         return self.data[self.body_start :]
 
 
+# Decoded headers and messages are built with tuple.__new__: a NamedTuple's own __new__ is
+# a Python function, a frame per object on the proxy's hot path (four per call).
+_new = tuple.__new__
+
+
 class _Short(Exception):
     """Ran out of bytes: more may come (buffered), or the message is truncated (framed)."""
 
@@ -124,7 +130,10 @@ def encode_header(header: Header, seqid: int | None = None) -> bytes:
 def read_header(data: bytes | bytearray, pos: int, end: int, proto: Proto) -> tuple[Header, int]:
     """The header at ``data[pos:end]`` and where the body starts; raises _Short."""
     if proto is Proto.COMPACT:
-        first, second = _need(data, pos, end, 2)
+        if end - pos < 2:
+            raise _Short
+        first = data[pos]
+        second = data[pos + 1]
         if first != _COMPACT_ID:
             raise RemoteProtocolError(f"bad compact protocol id 0x{first:02x}")
         if second & 0x1F != _COMPACT_VERSION:
@@ -135,7 +144,19 @@ def read_header(data: bytes | bytearray, pos: int, end: int, proto: Proto) -> tu
             seq -= 2**32
         size, pos = _read_varint(data, pos, end, 32)
         name, pos = _read_name(data, pos, end, size)
-        return Header(name, mtype, seq, proto), pos
+        return _new(Header, (name, mtype, seq, proto, True)), pos
+    if end - pos >= 12:
+        # The common case first, in one unpack: strict binary with a whole header here.
+        word, size = _I32_PAIR.unpack_from(data, pos)
+        if word < 0 and (word + 2**32) & _BINARY_VERSION_MASK == _BINARY_VERSION_1:
+            name_end = pos + 8 + size
+            if 0 <= size <= _MAX_NAME and name_end + 4 <= end:
+                try:
+                    name = data[pos + 8 : name_end].decode()
+                except UnicodeDecodeError:
+                    raise RemoteProtocolError("message name is not UTF-8") from None
+                (seq,) = _I32.unpack_from(data, name_end)
+                return _new(Header, (name, word & 0xFF, seq, proto, True)), name_end + 4
     (word,) = _I32.unpack(_need(data, pos, end, 4))
     if word < 0:
         version = (word + 2**32) & _BINARY_VERSION_MASK
@@ -154,13 +175,17 @@ def read_header(data: bytes | bytearray, pos: int, end: int, proto: Proto) -> tu
 
 def _read_name(data: bytes | bytearray, pos: int, end: int, size: int) -> tuple[str, int]:
     # Method names are identifiers; a long one is garbage, not a method.
-    if not 0 <= size <= 4096:
+    if not 0 <= size <= _MAX_NAME:
         raise RemoteProtocolError(f"message name length {size} out of range")
     raw = _need(data, pos, end, size)
     try:
         return bytes(raw).decode(), pos + size
     except UnicodeDecodeError:
         raise RemoteProtocolError("message name is not UTF-8") from None
+
+
+_MAX_NAME = 4096
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 
 
 def _need(data: bytes | bytearray, pos: int, end: int, size: int) -> bytes | bytearray:
@@ -170,6 +195,11 @@ def _need(data: bytes | bytearray, pos: int, end: int, size: int) -> bytes | byt
 
 
 def _varint(value: int) -> bytes:
+    # One and two bytes without a loop: seqids and lengths are mostly that short.
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -364,17 +394,40 @@ class MessageDecoder:
         self.transport = transport
         self.max_size = max_size
         self._buffer = bytearray()
+        # Framed fast path: a read's bytes are kept as they came and whole frames are
+        # sliced straight out of them (one copy per message, where the bytearray costs an
+        # append, a slice, a bytes() and a memmove). Only a partial frame's bytes go to
+        # the buffer. Invariant: while ``_chunk`` holds bytes, the buffer is empty.
+        self._chunk = b""
+        self._chunk_pos = 0
         self._broken: RemoteProtocolError | None = None
         # A header already read from the buffer, so that a partial body does not
         # re-read it (and a report on truncation can name the call).
         self.pending: Header | None = None
 
     def receive_data(self, data: bytes) -> None:
+        if self._chunk:
+            self._spill()
+        elif (
+            not self._buffer
+            and self.transport is Transport.FRAMED
+            and self.proto is not None
+            and type(data) is bytes
+        ):
+            self._chunk = data
+            self._chunk_pos = 0
+            return
         self._buffer += data
+
+    def _spill(self) -> None:
+        """Move what is left of the current chunk to the (empty) buffer."""
+        self._buffer += memoryview(self._chunk)[self._chunk_pos :]
+        self._chunk = b""
+        self._chunk_pos = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) + len(self._chunk) - self._chunk_pos
 
     def next_event(self) -> Message | NeedData:
         if self._broken is not None:
@@ -393,6 +446,30 @@ class MessageDecoder:
                 return NEED_DATA
             self.proto, self.transport = found
         if self.transport is Transport.FRAMED:
+            chunk = self._chunk
+            if chunk:
+                pos = self._chunk_pos
+                available = len(chunk) - pos
+                if available >= 4:
+                    (length,) = _I32.unpack_from(chunk, pos)
+                    if 0 < length <= self.max_size and available >= 4 + length:
+                        start = pos + 4
+                        end = start + length
+                        if end == len(chunk):
+                            self._chunk = b""
+                            self._chunk_pos = 0
+                        else:
+                            self._chunk_pos = end
+                        data = chunk[start:end]
+                        try:
+                            header, body_start = read_header(data, 0, length, self.proto)
+                        except _Short:
+                            raise RemoteProtocolError(
+                                "message header runs past its frame"
+                            ) from None
+                        return _new(Message, (header, data, body_start))
+                # A partial frame or a bad length: the general path, on the buffer.
+                self._spill()
             if len(buffer) < 4:
                 return NEED_DATA
             (length,) = _I32.unpack_from(buffer)
@@ -413,7 +490,7 @@ class MessageDecoder:
                 header, body_start = read_header(data, 0, length, self.proto)
             except _Short:
                 raise RemoteProtocolError("message header runs past its frame") from None
-            return Message(header, data, body_start)
+            return _new(Message, (header, data, body_start))
         try:
             header, body_start = read_header(buffer, 0, len(buffer), self.proto)
             self.pending = header
@@ -459,12 +536,29 @@ def frame(data: bytes, transport: Transport) -> bytes:
 
 
 def with_seqid(message: Message, seqid: int, transport: Transport) -> bytes:
-    """The message's wire bytes under another seqid, body untouched."""
-    head = encode_header(message.header, seqid)
-    body = memoryview(message.data)[message.body_start :]
+    """The message's wire bytes under another seqid, everything else untouched.
+
+    Only the seqid's own bytes are replaced (the header is not re-encoded: this runs twice
+    per proxied call). Binary, strict or not, ends its header with the i32 seqid; compact
+    has it as a varint right after its two leading bytes.
+    """
+    data = message.data
+    if message.header.proto is Proto.COMPACT:
+        start = end = 2
+        while data[end] & 0x80:
+            end += 1
+        end += 1
+        new = _varint(seqid & 0xFFFFFFFF)
+    else:
+        end = message.body_start
+        start = end - 4
+        new = _I32.pack(seqid)
+    # Big bodies are not copied once more on their way to the join.
+    rest = data[end:] if len(data) < 4096 else memoryview(data)[end:]
     if transport is Transport.FRAMED:
-        return b"".join((_I32.pack(len(head) + len(body)), head, body))
-    return b"".join((head, body))
+        length = len(data) - (end - start) + len(new)
+        return b"".join((_I32.pack(length), data[:start], new, rest))
+    return b"".join((data[:start], new, rest))
 
 
 def next_seqid(seqid: int) -> int:

@@ -259,6 +259,27 @@ def struct_to_json(struct: Any) -> dict[str, Any]:
 BASE_FIELD_ID = 255
 
 
+def base_field(args_cls: Any) -> tuple[str, set[str]] | None:
+    """The name of the argument struct's Base at field 255 and Base's field names, if the
+    method takes the common Base (a struct with at least LogID and Caller)."""
+    spec = args_cls.thrift_spec.get(BASE_FIELD_ID)
+    if spec is None or spec[0] != TType.STRUCT or len(spec) < 4:
+        return None
+    fields = {field[1] for field in spec[2].thrift_spec.values()}
+    if not {"LogID", "Caller"} <= fields:
+        return None
+    return spec[1], fields
+
+
+def base_methods(service: Any) -> frozenset[str]:
+    """The methods of an IDL service (thriftpy2) whose arguments end with the common Base."""
+    return frozenset(
+        method
+        for method in service.thrift_services
+        if base_field(getattr(service, f"{method}_args")) is not None
+    )
+
+
 def with_base(
     args_cls: Any, args: dict[str, Any], caller: str, timeout_ms: int
 ) -> tuple[dict[str, Any], str | None]:
@@ -268,12 +289,11 @@ def with_base(
     LogID is a fresh 128-bit hex id, Caller the service's ``caller`` option, and Extra holds
     the deadline: ``timeout_ms`` (relative) and ``deadline_ms`` (absolute, Unix ms).
     """
-    spec = args_cls.thrift_spec.get(BASE_FIELD_ID)
-    if spec is None or spec[0] != TType.STRUCT or len(spec) < 4:
+    found = base_field(args_cls)
+    if found is None:
         return args, None
-    name, base_cls = spec[1], spec[2]
-    fields = {field[1] for field in base_cls.thrift_spec.values()}
-    if name in args or not {"LogID", "Caller"} <= fields:
+    name, fields = found
+    if name in args:
         return args, None
     log_id = secrets.token_hex(16)
     base: dict[str, Any] = {"LogID": log_id, "Caller": caller}
@@ -390,7 +410,7 @@ async def invoke(request: InvokeRequest, config: ThriftConfig, pool: UpstreamPoo
             break
         tried.add(host.id)
         try:
-            connection = await pool.get(host, proto, transport)
+            connection = await pool.get(host, (proto, transport))
         except ConnectError as exc:
             cluster.report_failure(host, connect=True)
             errors.append(str(exc))

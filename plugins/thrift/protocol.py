@@ -32,6 +32,22 @@ class ThriftConfig(BaseModel):
     # Calls one client connection may have waiting for providers; past it the client gets
     # a TApplicationException (INTERNAL_ERROR) for the call.
     max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    # Connections per provider and wire form. Thrift servers answer a connection's calls
+    # one at a time, so with one connection a slow call holds up every call behind it;
+    # the pool opens more (up to this) as calls find every connection busy, and spreads
+    # calls over them by ``connection_pick``.
+    connections_per_endpoint: Annotated[int, Field(ge=1, le=64)] = 1
+    connection_pick: Literal["least_pending", "round_robin"] = "least_pending"
+    # Per-method routing: a method (the message name the client sends, "Service:method"
+    # under TMultiplexedProtocol) -> the service (services[].name) whose providers get it.
+    # Methods not named here go to the listener's service.
+    routes: dict[str, str] = Field(default_factory=dict)
+    # The Base struct at field 255 (plugins/thrift/base.py): "auto" fills it in for the
+    # methods whose service's IDL (services[].options.idl) ends their arguments with it;
+    # "off" passes every body unread.
+    base: Literal["auto", "off"] = "auto"
+    # Base.Caller where the app leaves it empty; default: the agent's app.name.
+    caller: str = ""
 
 
 class ThriftServiceOptions(BaseModel):
@@ -58,12 +74,20 @@ class ThriftProtocol(ProtocolSupport):
 
     def __init__(self, config: ThriftConfig) -> None:
         self.config = config
-        self.pool = UpstreamPool(config.connect_timeout_s, config.max_message_bytes)
+        self.pool = UpstreamPool(
+            config.connect_timeout_s,
+            config.max_message_bytes,
+            config.connections_per_endpoint,
+            config.connection_pick,
+        )
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
-        from plugins.thrift.proxy import ThriftProxyConnection
+        from plugins.thrift.proxy import Routes, ThriftProxyConnection
 
-        return lambda: ThriftProxyConnection(context, self.config, self.pool)
+        # Checked and built once per listener (an unknown service in ``routes`` is a
+        # config error); IDLs are loaded here only for services that name one.
+        routes = Routes.build(context, self.config)
+        return lambda: ThriftProxyConnection(context, self.config, self.pool, routes)
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         from plugins.thrift.invoker import invoke

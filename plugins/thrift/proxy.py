@@ -19,13 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
+from collections.abc import Mapping
 from typing import cast
 
+from agent.calls import Call, CallRejected, Outcome
+from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
-from agent.errors import ConnectError, RemoteProtocolError, UpstreamError
+from agent.config import ServiceConfig
+from agent.errors import ConfigError, ConnectError, RemoteProtocolError, UpstreamError
+from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
+from agent.runtime.writebatch import write_all
+from plugins.thrift import governance
+from plugins.thrift.base import BaseValues, with_base
 from plugins.thrift.codec import (
     AppError,
     Header,
@@ -38,7 +48,7 @@ from plugins.thrift.codec import (
     with_seqid,
 )
 from plugins.thrift.protocol import ThriftConfig
-from plugins.thrift.upstream import UpstreamConnection, UpstreamPool
+from plugins.thrift.upstream import UpstreamConnection, UpstreamPool, WireForm
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +63,34 @@ _TRANSPORTS: dict[str, Transport | None] = {
 class _Call:
     """One two-way call from the client, from dispatch to its answer."""
 
-    __slots__ = ("connection", "done", "header", "host", "message", "proxy", "seqid", "timer")
+    __slots__ = (
+        "cluster",
+        "connection",
+        "deadline",
+        "done",
+        "header",
+        "host",
+        "message",
+        "proxy",
+        "record",
+        "seqid",
+        "target",
+    )
 
-    def __init__(self, proxy: ThriftProxyConnection, message: Message) -> None:
+    def __init__(
+        self, proxy: ThriftProxyConnection, message: Message, target: Target, deadline: float
+    ) -> None:
         self.proxy = proxy
+        self.target = target
+        self.cluster = target.cluster
         self.message = message
         self.header = message.header
         self.done = False
         self.host: Host | None = None
         self.connection: UpstreamConnection | None = None
         self.seqid = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = deadline  # loop time; the client connection's Deadlines expire it
+        self.record: Call | None = None  # the call record (agent/calls.py)
 
     def settle(self, outcome: Message | UpstreamError) -> None:
         if self.done:
@@ -72,11 +99,15 @@ class _Call:
         assert host is not None
         self._finish()
         proxy = self.proxy
+        if self.record is not None:
+            self.record.finish(
+                Outcome.OK if isinstance(outcome, Message) else Outcome.UPSTREAM_ERROR
+            )
         if isinstance(outcome, Message):
-            proxy.context.cluster.report_success(host)
-            proxy.write(with_seqid(outcome, self.header.seqid, proxy.wire))
+            self.cluster.report_success(host)
+            proxy.write(with_seqid(outcome, self.header.seqid, proxy.kind[1]))
         else:
-            proxy.context.cluster.report_failure(host)
+            self.cluster.report_failure(host)
             proxy.answer_error(
                 self.header, f"meshagent: call {self.header.name} to {host.id} failed: {outcome}"
             )
@@ -86,11 +117,13 @@ class _Call:
             return
         host, connection = self.host, self.connection
         self._finish()
+        if self.record is not None:
+            self.record.finish(Outcome.TIMEOUT)
         proxy = self.proxy
-        timeout_ms = proxy.config.timeout_ms
+        timeout_ms = self.target.timeout_ms
         if connection is not None and host is not None:
             connection.cancel(self.seqid)
-            proxy.context.cluster.report_failure(host)
+            self.cluster.report_failure(host)
             proxy.answer_error(
                 self.header,
                 f"meshagent: provider {host.id} did not answer {self.header.name} "
@@ -99,14 +132,12 @@ class _Call:
         else:
             proxy.answer_error(
                 self.header,
-                f"meshagent: no connection to a provider of {proxy.service_name} "
+                f"meshagent: no connection to a provider of {self.target.name} "
                 f"within {timeout_ms} ms",
             )
 
     def _finish(self) -> None:
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
         if self.connection is not None and self.host is not None:
             self.host.active_requests -= 1
         self.proxy.call_done(self)
@@ -116,8 +147,8 @@ class _Call:
         if self.done:
             return
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
+        if self.record is not None:
+            self.record.finish(Outcome.CANCELLED)
         if self.connection is not None:
             self.connection.cancel(self.seqid)
             if self.host is not None:
@@ -127,10 +158,17 @@ class _Call:
 class ThriftProxyConnection(asyncio.Protocol):
     """A client's connection to a Thrift listener."""
 
-    def __init__(self, context: ListenerContext, config: ThriftConfig, pool: UpstreamPool) -> None:
+    def __init__(
+        self,
+        context: ListenerContext,
+        config: ThriftConfig,
+        pool: UpstreamPool,
+        routes: Routes | None = None,
+    ) -> None:
         self.context = context
         self.config = config
         self.pool = pool
+        self.routes = routes if routes is not None else Routes.build(context, config)
         self.service_name = context.service.name
         self.decoder = MessageDecoder(
             _PROTOS[config.protocol], _TRANSPORTS[config.transport], config.max_message_bytes
@@ -144,8 +182,17 @@ class ThriftProxyConnection(asyncio.Protocol):
         self.peer = ""
         self._upstream_paused = False
         self._tasks: set[asyncio.Task[None]] = set()
-        # Replies that arrive in one loop iteration go out in one write (see upstream.py).
+        # Write coalescing (agent/runtime/writebatch.py): replies queued during one read.
+        self.batch = pool.batch
         self._out: list[bytes] = []
+        self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
+        # Deadlines without a timer per call (one timer for the earliest deadline).
+        self.deadlines = Deadlines(self.loop, self.batch)
+        # The pool's endpoint kind: this client's wire form, which its calls keep on the
+        # way to providers. Known from the first message on (set there; a placeholder till
+        # then, which nothing reads).
+        self.kind: WireForm = (Proto.BINARY, Transport.FRAMED)
+        self._kind_known = False
 
     @property
     def wire(self) -> Transport:
@@ -169,15 +216,36 @@ class ThriftProxyConnection(asyncio.Protocol):
         self.context.stats.bytes_in += len(data)
         decoder = self.decoder
         decoder.receive_data(data)
+        batch = self.batch
+        outer = not batch.active
+        batch.active = True
         try:
             while not self.closed:
                 message = decoder.next_event()
                 if message is NEED_DATA:
-                    return
+                    break
                 assert isinstance(message, Message)
                 self._message_received(message)
         except RemoteProtocolError as exc:
             self._refuse_stream(str(exc), AppError.PROTOCOL_ERROR)
+        finally:
+            if outer:
+                batch.finish()
+                if self._sent_to:
+                    self._check_upstreams()
+
+    def _check_upstreams(self) -> None:
+        """After the read's calls went out: pause reading while a provider is over high water."""
+        sent_to = self._sent_to
+        if not self._upstream_paused:
+            for connection in sent_to:
+                if not connection.writable:
+                    self._upstream_paused = True
+                    assert self.transport is not None
+                    self.transport.pause_reading()
+                    connection.when_writable(self._upstream_drained)
+                    break
+        sent_to.clear()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -201,6 +269,7 @@ class ThriftProxyConnection(asyncio.Protocol):
         calls, self.calls = self.calls, set()
         for call in calls:
             call.abandon()
+        self.deadlines.clear()
         for task in self._tasks:
             task.cancel()
 
@@ -209,8 +278,15 @@ class ThriftProxyConnection(asyncio.Protocol):
     def _message_received(self, message: Message) -> None:
         header = message.header
         self.context.stats.requests += 1
+        if not self._kind_known:
+            self.kind = (header.proto, self.wire)
+            self._kind_known = True
+        routes = self.routes
+        target = routes.by_method.get(header.name, routes.default)
+        if target.base_methods:
+            message = self._with_base(message, target)
         if header.type == MessageType.ONEWAY:
-            self._send_oneway(message)
+            self._send_oneway(message, target)
             return
         if header.type != MessageType.CALL:
             # Clients send calls only; anything else means the two sides disagree on what
@@ -228,25 +304,37 @@ class ThriftProxyConnection(asyncio.Protocol):
                 "connection (thrift listener max_in_flight)",
             )
             return
-        call = _Call(self, message)
-        host = self.context.cluster.choose(NO_CONTEXT)
-        if host is None:
-            self._no_provider(header)
+        timeout_ms = target.timeout_ms
+        record = governance.start(self.context, target.name, header.name, timeout_ms)
+        if isinstance(record, CallRejected):
+            self.answer_error(header, f"meshagent: {record.reason}: {record}")
             return
+        host = target.cluster.choose(governance.pick_context(target.cluster, record))
+        if host is None:
+            if record is not None:
+                record.finish(Outcome.NO_ENDPOINT)
+            self._no_provider(header, target)
+            return
+        call = _Call(self, message, target, self.loop.time() + timeout_ms / 1000)
+        call.record = record
         self.calls.add(call)
-        call.timer = self.loop.call_later(self.config.timeout_ms / 1000, call.expire)
-        connection = self.pool.live(host, header.proto, self.wire)
+        self.deadlines.add(call, timeout_ms)
+        connection = self.pool.live(host, self.kind)
         if connection is None:
             self._spawn(self._connect_and_send(call, host))
         else:
             self._send(call, host, connection)
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
+        if call.record is not None:
+            call.record.begin_attempt(host.id)
         call.seqid = connection.send(call.message, call.settle)
         call.host = host
         call.connection = connection
         host.active_requests += 1
-        if not connection.writable and not self._upstream_paused:
+        if self.batch.active:
+            self._sent_to.add(connection)  # written when the read is handled; checked then
+        elif not connection.writable and not self._upstream_paused:
             # Backpressure: stop reading this client until the provider's socket drains.
             self._upstream_paused = True
             assert self.transport is not None
@@ -261,13 +349,13 @@ class ThriftProxyConnection(asyncio.Protocol):
     async def _connect_and_send(self, call: _Call, host: Host) -> None:
         """The slow path: connect failures move on to other providers (up to the service's
         connect_attempts) and count against the provider in the cluster."""
-        cluster = self.context.cluster
+        cluster = call.cluster
         tried: set[str] = set()
         last_error = ""
         chosen: Host | None = host
         while chosen is not None and not call.done:
             try:
-                connection = await self.pool.get(chosen, call.header.proto, self.wire)
+                connection = await self.pool.get(chosen, self.kind)
                 if not call.done:
                     self._send(call, chosen, connection)
                 return
@@ -282,39 +370,41 @@ class ThriftProxyConnection(asyncio.Protocol):
             except UpstreamError as exc:  # closed between connect and send
                 last_error = str(exc)
             tried.add(chosen.id)
-            if len(tried) >= self.context.service.connect_attempts:
+            if len(tried) >= call.target.service.connect_attempts:
                 break
             chosen = cluster.choose(PickContext(exclude=frozenset(tried)))
         if call.done:
             return
         call.done = True
-        if call.timer is not None:
-            call.timer.cancel()
+        if call.record is not None:
+            call.record.finish(Outcome.CONNECT_ERROR)
         self.call_done(call)
         self.answer_error(
             call.header,
-            f"meshagent: no provider of {self.service_name} reachable "
+            f"meshagent: no provider of {call.target.name} reachable "
             f"({len(tried)} tried): {last_error}",
         )
 
-    def _send_oneway(self, message: Message) -> None:
-        host = self.context.cluster.choose(NO_CONTEXT)
+    def _send_oneway(self, message: Message, target: Target) -> None:
+        host = target.cluster.choose(NO_CONTEXT)
         if host is None:
             self._dropped(message, "no provider")
             return
-        connection = self.pool.live(host, message.header.proto, self.wire)
+        connection = self.pool.live(host, self.kind)
         if connection is not None:
             connection.send_oneway(message)
         else:
-            self._spawn(self._connect_and_send_oneway(message, host))
+            self._spawn(self._connect_and_send_oneway(message, host, target.cluster))
 
-    async def _connect_and_send_oneway(self, message: Message, host: Host) -> None:
+    async def _connect_and_send_oneway(
+        self, message: Message, host: Host, cluster: Cluster
+    ) -> None:
         try:
-            connection = await self.pool.get(host, message.header.proto, self.wire)
+            connection = await self.pool.get(host, self.kind)
             connection.send_oneway(message)
         except UpstreamError as exc:
             if isinstance(exc, ConnectError):
-                self.context.cluster.report_failure(host, connect=True)
+                cluster.report_failure(host, connect=True)
             self._dropped(message, str(exc))
 
     def _dropped(self, message: Message, reason: str) -> None:
@@ -332,14 +422,23 @@ class ThriftProxyConnection(asyncio.Protocol):
         if self.lost or self.transport is None:
             return
         self.context.stats.bytes_out += len(data)
-        if not self._out:
-            self.loop.call_soon(self.flush)
-        self._out.append(data)
+        batch = self.batch
+        if batch.active:
+            out = self._out
+            if not out:
+                batch.dirty.append(self)
+            out.append(data)
+        else:
+            self.transport.write(data)
 
     def flush(self) -> None:
-        out, self._out = self._out, []
-        if out and not self.lost and self.transport is not None:
-            self.transport.write(b"".join(out))
+        """Write what the current batch queued for this client (in one send)."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        if not self.lost and self.transport is not None and not self.transport.is_closing():
+            write_all(self.transport, out)
 
     def _close(self) -> None:
         """Close after what is queued (close() lets written data flush, not queued data)."""
@@ -362,12 +461,28 @@ class ThriftProxyConnection(asyncio.Protocol):
         if self.eof and not self.calls and self.transport is not None:
             self._close()
 
-    def _no_provider(self, header: Header) -> None:
+    def _no_provider(self, header: Header, target: Target) -> None:
         log.warning(
             "no provider available",
-            extra={"listener": self.context.listener.display_name, "service": self.service_name},
+            extra={"listener": self.context.listener.display_name, "service": target.name},
         )
-        self.answer_error(header, f"meshagent: no provider available for {self.service_name}")
+        self.answer_error(header, f"meshagent: no provider available for {target.name}")
+
+    def _with_base(self, message: Message, target: Target) -> Message:
+        """The call with its Base filled in, for methods whose IDL has one (base.py)."""
+        name = message.header.name
+        method = name.rpartition(":")[2]  # "Service:method" under TMultiplexedProtocol
+        if method not in target.base_methods:
+            return message
+        timeout_ms = target.timeout_ms
+        deadline_ms = int(time.time() * 1000) + timeout_ms
+        values = BaseValues(
+            secrets.token_hex(16),
+            self.routes.caller,
+            self.peer.rpartition(":")[0],
+            {"timeout_ms": str(timeout_ms), "deadline_ms": str(deadline_ms)},
+        )
+        return with_base(message, values)[0]
 
     def _refuse_stream(self, reason: str, kind: AppError, header: Header | None = None) -> None:
         """The byte stream cannot be read on (Thrift has no resynchronisation point). The
@@ -394,3 +509,79 @@ class ThriftProxyConnection(asyncio.Protocol):
         task: asyncio.Task[None] = self.loop.create_task(coroutine)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class Target:
+    """Where a method's calls go: a service, its cluster, and what the listener does to
+    them (the timeout; which methods carry the Base struct)."""
+
+    __slots__ = ("base_methods", "cluster", "name", "service", "timeout_ms")
+
+    def __init__(
+        self, service: ServiceConfig, cluster: Cluster, timeout_ms: int, base: frozenset[str]
+    ) -> None:
+        self.name = service.name
+        self.service = service
+        self.cluster = cluster
+        self.timeout_ms = timeout_ms
+        self.base_methods = base
+
+
+class Routes:
+    """A listener's method -> service map, with its service as the default."""
+
+    __slots__ = ("by_method", "caller", "default")
+
+    def __init__(self, default: Target, by_method: Mapping[str, Target], caller: str) -> None:
+        self.default = default
+        self.by_method = dict(by_method)
+        self.caller = caller
+
+    @classmethod
+    def build(cls, context: ListenerContext, config: ThriftConfig) -> Routes:
+        """Raises ConfigError for a route to a service the agent does not have, or one
+        that does not speak Thrift."""
+        where = f"listener {context.listener.display_name}"
+        targets: dict[str, Target] = {}
+
+        def target(name: str, service: ServiceConfig, cluster: Cluster) -> Target:
+            found = targets.get(name)
+            if found is None:
+                base = _base_methods(service, where) if config.base == "auto" else frozenset()
+                found = targets[name] = Target(service, cluster, config.timeout_ms, base)
+            return found
+
+        default = target(context.service.name, context.service, context.cluster)
+        by_method: dict[str, Target] = {}
+        for method, name in config.routes.items():
+            service = context.services.get(name)
+            cluster = context.clusters.get(name)
+            if service is None or cluster is None:
+                raise ConfigError(
+                    [
+                        f"{where}: routes.{method} names service {name!r}, which is not "
+                        f"configured (services: {', '.join(sorted(context.services)) or 'none'})"
+                    ]
+                )
+            if service.protocol != "thrift":
+                raise ConfigError(
+                    [
+                        f"{where}: routes.{method} names service {name!r}, which speaks "
+                        f"{service.protocol!r}, not thrift"
+                    ]
+                )
+            by_method[method] = target(name, service, cluster)
+        return cls(default, by_method, config.caller or context.calls.app)
+
+
+def _base_methods(service: ServiceConfig, where: str) -> frozenset[str]:
+    """The service's methods that take the Base struct, from its IDL (none without one)."""
+    if not service.options.get("idl"):
+        return frozenset()
+    # thriftpy2 is needed only here, for services that name an IDL.
+    from plugins.thrift.invoker import base_methods, load_service, service_options
+
+    try:
+        return base_methods(load_service(service_options(service), service.name))
+    except Exception as exc:
+        raise ConfigError([f"{where}: service {service.name!r}: {exc}"]) from None

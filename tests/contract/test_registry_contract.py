@@ -1,4 +1,5 @@
-"""One contract, every registry plugin: local, zookeeper (real ZooKeeper), etcd (real etcd).
+"""One contract, every registry plugin: local, zookeeper (real ZooKeeper), etcd (real etcd),
+nacos (real Nacos, the session's server: each test in a group of its own).
 
 A kind is built from the ``Plugin`` its entry point names (``plugins.<kind>:PLUGIN``), from
 the configuration a user would write; going through the installed entry points would test
@@ -22,6 +23,7 @@ from agent.discovery.registry import Registry
 from agent.discovery.types import Add, Registration, Remove, Reset, ServiceKey
 from agent.plugins import Plugin
 from tests.fixtures.etcd import EtcdServer
+from tests.fixtures.nacos import NacosServer
 from tests.fixtures.zookeeper import ZooKeeperServer
 from tests.support.discovery import next_update
 
@@ -64,6 +66,15 @@ def _config(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
             "connect_timeout_s": 15,
             "require_connection": True,
         }
+    if kind == "nacos":
+        nacos: NacosServer = request.getfixturevalue("nacos_server")
+        return {
+            "server_addresses": [nacos.server_addr],
+            "group": f"contract{next(_roots)}",
+            "default_mode": "plain",
+            "connect_timeout_s": 30,
+            "require_connection": True,
+        }
     etcd: EtcdServer = request.getfixturevalue("etcd_server")
     return {
         "endpoints": [etcd.endpoint],
@@ -74,7 +85,7 @@ def _config(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(params=["local", "zookeeper", "etcd"])
+@pytest.fixture(params=["local", "zookeeper", "etcd", "nacos"])
 async def kind(request: pytest.FixtureRequest) -> AsyncIterator[Kind]:
     name: str = request.param
     plugin: Plugin[Registry] = importlib.import_module(f"plugins.{name}").PLUGIN

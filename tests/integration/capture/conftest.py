@@ -4,6 +4,7 @@
     ------------------                       -------------------
     app on 127.0.0.1:8080                    echo  10.200.{1,2}.2:7000
     agent as uid nobody:                     banner (speaks first) 10.200.1.2:7001
+                                             http  10.200.{1,2}.2:8000
       capture 15001, inbound 15006,          direct 10.200.2.2:7100 (no service)
       admin 127.0.0.1:15000
     10.200.1.1 --veth-- 10.200.1.2 (p1)
@@ -44,6 +45,7 @@ INSTALL_ARGS = (f"--uid={AGENT_UID}", "--exclude-inbound-ports=15000", "--ipv6")
 
 DUBBO_SERVICE = "org.example.Echo"
 VIP_DUBBO = "10.200.100.12"
+VIP_WEB = "10.200.100.13"
 VIP_ECHO = "10.200.100.10"
 VIP_BANNER = "10.200.100.11"
 P1 = "10.200.1.2"
@@ -125,6 +127,31 @@ def dubbo_provider(name: str) -> Callable[[socket.socket], None]:
     return handle
 
 
+def http_provider(name: str) -> Callable[[socket.socket], None]:
+    """An HTTP/1.1 keep-alive server: answers every request with ``{name}:{target}`` and
+    the Host field it was sent."""
+
+    def handle(conn: socket.socket) -> None:
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            head, buffer = buffer.split(b"\r\n\r\n", 1)
+            target = head.split(b" ", 2)[1]
+            fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+            body = b"%s:%s host=%s\n" % (name.encode(), target, fields.get(b"Host", b"-"))
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+                % len(body)
+                + body
+            )
+
+    return handle
+
+
 def _config() -> dict[str, object]:
     return {
         "admin": {"host": "127.0.0.1", "port": 15000},
@@ -138,6 +165,7 @@ def _config() -> dict[str, object]:
                         "banner": [{"host": P1, "port": 7001}],
                         "echo6": [{"host": P1_6, "port": 7000}],
                         DUBBO_SERVICE: [{"host": P1, "port": 20880}, {"host": P2, "port": 20880}],
+                        "web": [{"host": P1, "port": 8000}, {"host": P2, "port": 8000}],
                     }
                 },
             }
@@ -149,6 +177,7 @@ def _config() -> dict[str, object]:
             {"name": "banner", "protocol": "dubbo", "health": {"enabled": False}},
             {"name": "echo6", "health": {"enabled": False}},
             {"name": DUBBO_SERVICE, "protocol": "dubbo", "health": {"enabled": False}},
+            {"name": "web", "protocol": "http", "health": {"enabled": False}},
         ],
         "capture": {
             "enabled": True,
@@ -158,6 +187,7 @@ def _config() -> dict[str, object]:
             "services": [
                 {"service": "echo6", "addresses": [f"[{VIP6_ECHO}]:7000"]},
                 {"service": DUBBO_SERVICE, "addresses": [f"{VIP_DUBBO}:20880"]},
+                {"service": "web", "addresses": [f"{VIP_WEB}:80"]},
                 {"service": "echo", "addresses": [f"{VIP_ECHO}:7000"]},
                 {"service": "banner", "addresses": [VIP_BANNER]},
             ],
@@ -210,6 +240,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         )
         servers["dubbo1"] = ThreadedServer(p1.listen(P1, 20880), dubbo_provider("p1"))
         servers["dubbo2"] = ThreadedServer(p2.listen(P2, 20880), dubbo_provider("p2"))
+        servers["web1"] = ThreadedServer(p1.listen(P1, 8000), http_provider("p1"))
+        servers["web2"] = ThreadedServer(p2.listen(P2, 8000), http_provider("p2"))
         servers["direct"] = ThreadedServer(p2.listen(P2, 7100), echo_as("direct"))
         servers["app"] = ThreadedServer(client.listen("127.0.0.1", 8080), echo_as("app"))
 

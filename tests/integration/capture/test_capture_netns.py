@@ -25,6 +25,7 @@ from .conftest import (
     VIP_BANNER,
     VIP_DUBBO,
     VIP_ECHO,
+    VIP_WEB,
     Mesh,
 )
 
@@ -97,6 +98,31 @@ def test_a_dubbo_call_to_an_original_address_goes_through_the_dubbo_pipeline(
     assert mesh.metric("meshagent_capture_protocols_total", protocol="dubbo") == before + 1
     labels = {"listener": "capture", "service": DUBBO_SERVICE}
     assert mesh.metric("meshagent_listener_connections_total", **labels) == 1
+
+
+@pytest.mark.parametrize(("host", "port"), [(VIP_WEB, 80), (P1, 8000)])
+def test_an_http_call_to_an_original_address_goes_through_the_http_listener(
+    mesh: Mesh, host: str, port: int
+) -> None:
+    # The app (curl in the pod's namespace) dials the service's virtual address, or one
+    # provider's real address, and asks for four paths on one keep-alive connection.
+    before = mesh.metric("meshagent_capture_protocols_total", protocol="http")
+    routed = mesh.metric("meshagent_listener_route_requests_total", listener="capture", route="web")
+    urls = [f"http://{host}:{port}/call/{i}" for i in range(4)]
+    out = mesh.client.run("curl", "-sS", "--max-time", "10", *urls).stdout
+    lines = out.splitlines()
+    assert [line.split(" ")[0].split(":", 1)[1] for line in lines] == [
+        f"/call/{i}" for i in range(4)
+    ]
+    # Balanced per request over both providers: only the HTTP pipeline does that (a TCP
+    # relay pins the connection to one provider); the Host is the app's, passed on.
+    assert sorted(line.split(":")[0] for line in lines) == ["p1", "p1", "p2", "p2"]
+    assert all(line.endswith((f" host={host}:{port}", f" host={host}")) for line in lines)
+    # One captured connection (curl reused it), sniffed as HTTP; the agent's own
+    # connections to the providers (uid nobody) were not captured again.
+    assert mesh.metric("meshagent_capture_protocols_total", protocol="http") == before + 1
+    after = mesh.metric("meshagent_listener_route_requests_total", listener="capture", route="web")
+    assert after == routed + 4
 
 
 def test_server_first_protocol_does_not_stall_past_the_sniff_timeout(mesh: Mesh) -> None:

@@ -32,7 +32,10 @@ def go_server(tmp_path_factory: pytest.TempPathFactory, go_binary: Path) -> Iter
 
 @pytest.fixture(scope="module")
 def agent(
-    tmp_path_factory: pytest.TempPathFactory, go_server: GoPeer, echo_servers: list[EchoServer]
+    tmp_path_factory: pytest.TempPathFactory,
+    go_server: GoPeer,
+    echo_servers: list[EchoServer],
+    relay: str,
 ) -> Iterator[AgentProcess]:
     health = {
         "checker": "grpc",
@@ -47,8 +50,8 @@ def agent(
             {"name": ECHO, "protocol": "grpc", "health": health},
         ],
         "listeners": [
-            {"port": free_port(), "service": GO, "protocol": "grpc"},
-            {"port": free_port(), "service": ECHO, "protocol": "grpc"},
+            {"port": free_port(), "service": GO, "protocol": "grpc", "config": {"relay": relay}},
+            {"port": free_port(), "service": ECHO, "protocol": "grpc", "config": {"relay": relay}},
         ],
         "drain_timeout_s": 1,
     }

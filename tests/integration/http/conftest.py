@@ -259,7 +259,7 @@ def http_agent(
             nginx,
             upgrade_server,
             reset_server,
-            {"x_forwarded": True, "max_header_bytes": 4096},
+            {"x_forwarded": True, "forwarded": True, "max_header_bytes": 4096},
         ),
         name="meshagent-http",
     )

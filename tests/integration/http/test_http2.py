@@ -162,6 +162,9 @@ def test_answer_before_the_body_ends_keeps_the_connection_usable(
     conn.initiate_connection()
     chunk = b"u" * 16_000
 
+    # Frames read while waiting for flow-control window, for until() to look at.
+    backlog: list[h2.events.Event] = []
+
     def post(sock: socket.socket, host: str, chunks: int, end: bool) -> int:
         stream_id = conn.get_next_available_stream_id()
         conn.send_headers(
@@ -169,6 +172,13 @@ def test_answer_before_the_body_ends_keeps_the_connection_usable(
             [(":method", "POST"), (":path", "/upload"), (":scheme", "http"), (":authority", host)],
         )
         for _ in range(chunks):
+            # The agent's WINDOW_UPDATEs may come in a later read than the answer that
+            # preceded them: wait for them (bounded by the socket's timeout).
+            while conn.local_flow_control_window(stream_id) < len(chunk):
+                sock.sendall(conn.data_to_send())
+                data = sock.recv(65536)
+                assert data, "connection closed"
+                backlog.extend(conn.receive_data(data))
             conn.send_data(stream_id, chunk)
         if end:
             conn.end_stream(stream_id)
@@ -178,9 +188,13 @@ def test_answer_before_the_body_ends_keeps_the_connection_usable(
     def until(sock: socket.socket, stream_id: int) -> tuple[int | None, list[h2.events.Event]]:
         status, seen = None, []
         while True:
-            data = sock.recv(65536)
-            assert data, "connection closed"
-            for event in conn.receive_data(data):
+            if backlog:
+                events, backlog[:] = list(backlog), []
+            else:
+                data = sock.recv(65536)
+                assert data, "connection closed"
+                events = conn.receive_data(data)
+            for event in events:
                 if getattr(event, "stream_id", None) != stream_id:
                     continue
                 seen.append(event)

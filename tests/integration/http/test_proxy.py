@@ -79,6 +79,7 @@ def test_hop_by_hop_dropped_and_forwarded_headers_set(http_agent: AgentProcess) 
         "TE": "trailers",
         "X-End-To-End": "kept",
         "X-Forwarded-For": "10.0.0.1",
+        "Forwarded": "for=10.0.0.1",
     }
     with httpx.Client(base_url=base(http_agent), timeout=5) as client:
         response = client.get("/echo", headers=headers)
@@ -88,6 +89,8 @@ def test_hop_by_hop_dropped_and_forwarded_headers_set(http_agent: AgentProcess) 
     assert seen["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
     assert seen["x-forwarded-proto"] == "http"
     assert seen["x-forwarded-host"] == f"127.0.0.1:{http_agent.listener_port()}"
+    host = f"127.0.0.1:{http_agent.listener_port()}"
+    assert seen["forwarded"] == f'for=10.0.0.1, for=127.0.0.1;host="{host}";proto=http'
     # The provider's own headers come back.
     assert response.headers["x-upstream"] in ("a", "b")
 

@@ -37,11 +37,18 @@ def thrift_servers(
                 server.stop()
 
 
+ROUTED = "routed"  # the listener with per-method routes
+ROUTED_TO = "framed-binary-b-only"
+LISTENER_CALLER = "listener-app"
+
+
 def agent_config(servers: dict[str, list[ThriftServer]]) -> dict[str, Any]:
     closed_port = free_port()
     instances = {form: [s.instance() for s in group] for form, group in servers.items()}
     instances[DOWN] = [{"host": LOOPBACK, "port": closed_port}]
-    names = [*FORMS, DOWN, EMPTY]
+    # One framed-binary provider alone, for per-method routing.
+    instances[ROUTED_TO] = [servers["framed-binary"][1].instance()]
+    names = [*FORMS, DOWN, EMPTY, ROUTED_TO]
     return {
         "registries": [{"name": "local", "type": "local", "config": {"services": instances}}],
         "services": [
@@ -58,9 +65,28 @@ def agent_config(servers: dict[str, list[ThriftServer]]) -> dict[str, Any]:
                 "port": free_port(),
                 "service": name,
                 "protocol": "thrift",
-                "config": {"timeout_ms": 500, "max_message_bytes": 65536},
+                "config": {
+                    "timeout_ms": 500,
+                    "max_message_bytes": 65536,
+                    "caller": LISTENER_CALLER,
+                },
             }
             for name in names
+        ]
+        + [
+            # Calls go to the unreachable service unless routed: whoami and slow go to
+            # ROUTED_TO, over up to two connections to its provider.
+            {
+                "name": ROUTED,
+                "port": free_port(),
+                "service": DOWN,
+                "protocol": "thrift",
+                "config": {
+                    "timeout_ms": 3000,
+                    "routes": {"whoami": ROUTED_TO, "slow": ROUTED_TO},
+                    "connections_per_endpoint": 2,
+                },
+            }
         ],
         "drain_timeout_s": 2,
     }
@@ -76,6 +102,7 @@ def agent(
     try:
         for form in FORMS:
             agent.wait_endpoints(form, 2)
+        agent.wait_endpoints(ROUTED_TO, 1)
         yield agent
     finally:
         agent.stop()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
+import threading
+import time
 from collections import Counter
 
 import pytest
@@ -22,6 +25,7 @@ from plugins.thrift.codec import (
 from tests.fixtures.agent_process import AgentProcess
 from tests.fixtures.processes import LOOPBACK
 from tests.fixtures.thrift_server import DOWN, EMPTY, FORMS, client, load_idl
+from tests.integration.thrift.conftest import LISTENER_CALLER, ROUTED, ROUTED_TO
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +156,72 @@ def test_bad_input_is_refused_and_others_go_on(agent: AgentProcess) -> None:
         assert answer.header[:3] == ("echo", MessageType.EXCEPTION, 5)
         assert answer.header.proto is Proto.COMPACT
         assert bystander.ping() == "pong"
+
+
+def routed_port(agent: AgentProcess) -> int:
+    for listener in agent.config["listeners"]:
+        if listener.get("name") == ROUTED:
+            return int(listener["port"])
+    raise KeyError(ROUTED)
+
+
+def test_per_method_routing(agent: AgentProcess) -> None:
+    with client(routed_port(agent), "framed-binary") as echo:
+        # Routed: the one provider of ROUTED_TO answers, never the other framed-binary one.
+        assert {echo.whoami() for _ in range(4)} == {"framed-binary-b"}
+        # Not routed: the listener's own service, whose only provider is down.
+        with pytest.raises(TApplicationException) as info:
+            echo.add(1, 2)
+        assert f"no provider of {DOWN} reachable" in info.value.message
+        assert echo.whoami() == "framed-binary-b"  # the connection goes on
+
+
+def test_a_second_connection_keeps_a_slow_call_from_holding_up_others(
+    agent: AgentProcess,
+) -> None:
+    form = "framed-binary"
+    port = routed_port(agent)
+    outcome: dict[str, object] = {}
+
+    def call_slow() -> None:
+        with client(port, form) as slow_client:
+            outcome["slow"] = slow_client.slow(2000)
+
+    slow = threading.Thread(target=call_slow)
+    slow.start()
+    try:
+        # The slow call is at the provider once the agent counts it as active there.
+        agent.process.wait_for(
+            lambda: agent.endpoint(ROUTED_TO, "framed-binary-b")["active_requests"] == 1 or None,
+            10,
+            what="the slow call in flight",
+        )
+        started = time.monotonic()
+        # thriftpy2 answers a connection's calls one at a time: on the slow call's
+        # connection whoami would wait ~2 s (past this client's 1 s timeout). The pool
+        # opens a second connection instead.
+        with client(port, form, timeout_ms=1000) as echo:
+            assert echo.whoami() == "framed-binary-b"
+        assert time.monotonic() - started < 1.0
+        assert slow.is_alive()  # answered while the slow call was still running
+    finally:
+        slow.join(10)
+    assert outcome["slow"] == "slept 2000"
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_base_is_filled_in_for_methods_whose_idl_has_it(agent: AgentProcess, form: str) -> None:
+    before_ms = int(time.time() * 1000)
+    with client(port(agent, form), form) as echo:
+        seen = echo.context("note", None)
+        assert re.fullmatch("[0-9a-f]{32}", seen["LogID"])
+        assert seen["Caller"] == LISTENER_CALLER
+        assert seen["timeout_ms"] == "500"
+        assert before_ms + 500 <= int(seen["deadline_ms"]) <= int(time.time() * 1000) + 500
+        # What the app sets wins; what it leaves empty is filled in.
+        given = echo_thrift.base.Base(LogID="app-log-id", Extra={"k": "v", "timeout_ms": "77"})
+        seen = echo.context("note", given)
+        assert seen["LogID"] == "app-log-id"
+        assert seen["Caller"] == LISTENER_CALLER
+        assert (seen["k"], seen["timeout_ms"]) == ("v", "77")
+        assert "deadline_ms" in seen

@@ -96,11 +96,11 @@ class Rig:
         self.upstreams: list[UpstreamConnection] = []
         self.up_transports: list[FakeTransport] = []
         for host in self.cluster.hosts():
-            upstream = UpstreamConnection(host, batch=self.pool.batch)
+            upstream = UpstreamConnection(host, self.pool.codec(), self.pool.batch)
             transport = FakeTransport()
             transport.protocol = upstream
             upstream.connection_made(transport)  # type: ignore[arg-type]
-            self.pool._connections[(host.instance.host, host.instance.port)] = upstream
+            self.pool.add(upstream)
             self.upstreams.append(upstream)
             self.up_transports.append(transport)
         self.proxy = DubboProxyConnection(context, DubboConfig(timeout_ms=1000), self.pool)
@@ -182,7 +182,7 @@ async def test_deadlines_expire_in_order_with_one_timer() -> None:
             timers.append(when)
             return loop.call_at(when, callback)
 
-    rig.proxy.loop = CountingLoop()  # type: ignore[assignment]
+    rig.proxy.deadlines.loop = CountingLoop()  # type: ignore[assignment]
     frames = [
         request_frame(1, body("slow", "300")),
         request_frame(2, body("fast", "60")),
@@ -200,8 +200,8 @@ async def test_deadlines_expire_in_order_with_one_timer() -> None:
     statuses = [(f.header.request_id, f.header.status) for f in rig.client.frames()]
     assert statuses[2:] == [(1, Status.SERVER_TIMEOUT), (4, Status.SERVER_TIMEOUT)]
     assert not rig.proxy.calls
-    assert not rig.proxy._deadlines  # queues emptied, no timer left
-    assert rig.proxy._timer is None
+    assert len(rig.proxy.deadlines) == 0  # queues emptied, no timer left
+    assert not rig.proxy.deadlines.armed
     # Armed for the first 300 ms deadline, re-armed for the earlier 60 ms one, then
     # once more for the 300 ms calls: not one timer per request.
     assert len(timers) == 3
@@ -221,9 +221,9 @@ async def test_a_late_answer_after_the_deadline_is_dropped() -> None:
 async def test_connection_lost_cancels_the_deadline_timer() -> None:
     rig = Rig()
     rig.proxy.data_received(request_frame(1, body("a", "50")))
-    assert rig.proxy._timer is not None
+    assert rig.proxy.deadlines.armed
     rig.proxy.connection_lost(None)
-    assert rig.proxy._timer is None
+    assert not rig.proxy.deadlines.armed
     await asyncio.sleep(0.1)
     assert rig.client.frames() == []
 

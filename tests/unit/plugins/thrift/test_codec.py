@@ -104,12 +104,15 @@ def test_random_splits(form: tuple[str, bool, bool], cuts: list[int]) -> None:
     proto, strict, framed = form
     wire = b"".join(sample(proto, strict, framed))
     points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
-    decoder = MessageDecoder()
-    messages: list[Message] = []
-    for start, end in itertools.pairwise(points):
-        decoder.receive_data(wire[start:end])
-        messages += drain(decoder)
-    check(messages, proto, strict)
+    # Detected, and given: a known framed form takes whole frames straight from each read.
+    transport = Transport.FRAMED if framed else Transport.BUFFERED
+    for decoder in (MessageDecoder(), MessageDecoder(Proto(proto), transport)):
+        messages: list[Message] = []
+        for start, end in itertools.pairwise(points):
+            decoder.receive_data(wire[start:end])
+            messages += drain(decoder)
+        check(messages, proto, strict)
+        assert decoder.buffered == 0
 
 
 @pytest.mark.parametrize(("proto", "strict", "framed"), FORMS, ids=FORM_IDS)

@@ -6,21 +6,23 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import org.meshagent.interop.consumer.ConsumerMain;
 import org.meshagent.interop.provider.ProviderMain;
+import org.meshagent.interop.triple.TripleProviderMain;
 
-/** {@code java -jar dubbo-peer.jar provider|consumer [options]}. */
+/** {@code java -jar dubbo-peer.jar provider|consumer|triple-provider [options]}. */
 public final class Main {
     private Main() {
     }
 
     public static void main(String[] argv) throws Exception {
         if (argv.length == 0) {
-            System.err.println("usage: java -jar dubbo-peer.jar provider|consumer [options]  (see README.md)");
+            System.err.println("usage: java -jar dubbo-peer.jar provider|consumer|triple-provider [options]  (see README.md)");
             System.exit(2);
         }
         String[] rest = Arrays.copyOfRange(argv, 1, argv.length);
         switch (argv[0]) {
             case "provider" -> ProviderMain.main(rest);
             case "consumer" -> ConsumerMain.main(rest);
+            case "triple-provider" -> TripleProviderMain.main(rest);
             default -> {
                 System.err.println("unknown command: " + argv[0]);
                 System.exit(2);

@@ -1,0 +1,89 @@
+"""A rule set compiled for the hot path: the index, and per rule its bucket, retry policy
+and splitter. Built once per version; lookups never allocate beyond the route cache."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.calls import Route
+from agent.governance.index import Key, RuleIndex
+from agent.governance.ratelimit import TokenBucket
+from agent.governance.retry import RetryPolicy
+from agent.governance.rules import WILDCARD, BreakerLimits, Match, Rule, RuleSet
+from agent.governance.split import Splitter
+
+
+def match_key(match: Match) -> Key:
+    return (match.target, match.method, match.target_cluster, match.source, match.source_cluster)
+
+
+@dataclass(eq=False, slots=True)
+class CompiledRule:
+    position: int  # index in the document's ``rules``
+    rule: Rule
+    bucket: TokenBucket | None
+    retry: RetryPolicy | None
+    splitter: Splitter | None
+    timeout_s: float | None
+
+
+class RuleTable:
+    def __init__(
+        self,
+        rules: RuleSet,
+        local_zone: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        previous: RuleTable | None = None,
+    ) -> None:
+        self.rules = rules
+        old: dict[Key, CompiledRule] = {}
+        if previous is not None:
+            old = {match_key(c.rule.match): c for c in previous.compiled}
+        self.compiled: list[CompiledRule] = [
+            _compile(i, rule, local_zone, clock, old.get(match_key(rule.match)))
+            for i, rule in enumerate(rules.rules)
+        ]
+        self.index: RuleIndex[CompiledRule] = RuleIndex(
+            self.compiled, lambda c: match_key(c.rule.match)
+        )
+        self._breakers = dict(rules.circuit_breakers)
+        self._default_breaker = self._breakers.get(WILDCARD)
+
+    def lookup(self, route: Route) -> CompiledRule | None:
+        return self.index.lookup(route)
+
+    def breaker(self, cluster: str) -> BreakerLimits | None:
+        return self._breakers.get(cluster, self._default_breaker)
+
+
+def _compile(
+    position: int,
+    rule: Rule,
+    local_zone: str,
+    clock: Callable[[], float],
+    old: CompiledRule | None,
+) -> CompiledRule:
+    """Compile one rule; state (tokens, the retry budget's window) carries over from the
+    previous version of the same rule when its settings are unchanged, so republishing a
+    rule set does not refill buckets or empty budgets."""
+    bucket = None
+    if rule.rate_limit is not None:
+        if old is not None and old.bucket is not None and old.rule.rate_limit == rule.rate_limit:
+            bucket = old.bucket
+        else:
+            bucket = TokenBucket(rule.rate_limit.per_s, rule.rate_limit.capacity, clock)
+    retry = None
+    if rule.retry is not None:
+        retry = RetryPolicy(rule.retry, clock)
+        if (
+            old is not None
+            and old.retry is not None
+            and old.rule.retry is not None
+            and old.rule.retry.budget == rule.retry.budget
+        ):
+            retry.budget = old.retry.budget
+    splitter = Splitter(rule.traffic, local_zone) if rule.traffic is not None else None
+    timeout_s = rule.timeout_ms / 1000 if rule.timeout_ms is not None else None
+    return CompiledRule(position, rule, bucket, retry, splitter, timeout_s)

@@ -1,0 +1,89 @@
+"""Dubbo's side of traffic governance: which Dubbo answer a refused call gets, and which
+failures are which kind of retryable (agent/governance).
+
+A Java consumer turns a non-OK response status into an RpcException; the status says why.
+Rate limiting and circuit breaking answer SERVER_THREADPOOL_EXHAUSTED_ERROR (100), what a
+Dubbo provider answers when its thread pool is full, so Dubbo clients already treat it as
+overload. An injected abort answers the status the rule names when it is a Dubbo status,
+else SERVICE_ERROR. A request refused as a loop (observability's hop limit) is BAD_REQUEST.
+"""
+
+from __future__ import annotations
+
+from agent.calls import Call, CallRejected
+from agent.cluster.cluster import Cluster
+from agent.errors import ConnectError, NoEndpointError, RemoteApplicationError, UpstreamTimeout
+from agent.governance.breaker import connection_allowed
+from agent.governance.policy import decision_of
+from agent.governance.retry import Failure, FailureKind
+from plugins.dubbo.frame import Status
+from plugins.dubbo.strategies import ProviderStatusError
+from plugins.dubbo.upstream import UpstreamPool
+
+_OVERLOAD = frozenset({"rate_limited", "overloaded"})
+_DUBBO_STATUSES = frozenset(int(s) for s in Status) - {int(Status.OK)}
+
+# Statuses a provider (or Dubbo's transport) answers without running the method.
+_NOT_RUN = frozenset(
+    {Status.SERVER_THREADPOOL_EXHAUSTED_ERROR, Status.SERVICE_NOT_FOUND, Status.CHANNEL_INACTIVE}
+)
+# Statuses worth another provider: overload and the provider's own trouble.
+_RETRYABLE = _NOT_RUN | {Status.SERVER_ERROR, Status.SERVICE_ERROR}
+
+
+def rejection_status(rejected: CallRejected) -> Status:
+    if rejected.reason in _OVERLOAD:
+        return Status.SERVER_THREADPOOL_EXHAUSTED_ERROR
+    if rejected.reason == "loop":
+        # About the request, not the provider: must not count toward ejecting this agent.
+        return Status.BAD_REQUEST
+    if rejected.status is not None and rejected.status in _DUBBO_STATUSES:
+        return Status(rejected.status)
+    return Status.SERVICE_ERROR
+
+
+def failure_of(error: BaseException) -> Failure:
+    """What kind of failure ``error`` is, for a retry rule."""
+    if isinstance(error, ConnectError):
+        return Failure(FailureKind.CONNECT, sent=False)
+    if isinstance(error, RemoteApplicationError | NoEndpointError):
+        return Failure(FailureKind.OTHER, sent=True)
+    if isinstance(error, UpstreamTimeout):
+        return Failure(FailureKind.TIMEOUT, sent=True)
+    if isinstance(error, ProviderStatusError):
+        if error.status in _RETRYABLE:
+            return Failure(FailureKind.STATUS, sent=error.status not in _NOT_RUN)
+        return Failure(FailureKind.OTHER, sent=True)
+    # Sent, then the connection broke or the answer could not be read.
+    return Failure(FailureKind.RESET, sent=True)
+
+
+def status_failure(status: int) -> Failure | None:
+    """A provider's non-OK response status as a retryable failure, or None when it is not."""
+    if status in _RETRYABLE:
+        return Failure(FailureKind.STATUS, sent=status not in _NOT_RUN)
+    return None
+
+
+def over_connection_limit(record: Call, cluster: Cluster, pool: UpstreamPool) -> str | None:
+    """Why a new provider connection may not be opened for this call (the cluster's
+    ``max_connections``), or None. Only asked on the slow path, when the chosen provider
+    has no open connection; the pool keeps one multiplexed connection per provider, so the
+    open ones are counted over the cluster's hosts then."""
+    decision = decision_of(record)
+    if decision is None:
+        return None
+    policy = decision.policy
+    limits = policy.table.breaker(cluster.name)
+    if limits is None or limits.max_connections is None:
+        return None
+    load = policy.load(cluster.name)
+    load.connections = sum(1 for host in cluster.hosts() if pool.live(host) is not None)
+    if connection_allowed(limits, load):
+        return None
+    load.overflows += 1
+    policy.counters.overloaded += 1
+    return (
+        f"{cluster.name}: {load.connections} provider connections open "
+        f"(max_connections {limits.max_connections})"
+    )

@@ -1,0 +1,365 @@
+"""gRPC and HTTP/JSON on one port: the listener's ``http_transcoding: true``.
+
+The port is an asyncio server that looks at each connection's first bytes:
+
+- the HTTP/2 client preface (every gRPC client: gRPC is HTTP/2 only, with content-type
+  ``application/grpc``): the connection is spliced, bytes both ways, to the listener's own
+  grpc.aio relay (plugins/grpc/proxy.py), bound on an ephemeral loopback port, because a
+  grpc.aio server cannot be handed a connection it did not accept;
+- anything else is HTTP/1.1 (h11): each request is matched against the service's
+  ``google.api.http`` rules (plugins/grpc/transcode.py) and sent as a gRPC call through
+  the same path as JSON invocation (plugins/grpc/invoker.py: endpoint per request,
+  deadline, Triple headers, status → HTTP status with the problem details).
+
+So REST over HTTP/2 (h2c) is not transcoded: an HTTP/2 connection is taken for gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+import h11
+
+from agent.errors import MeshAgentError, NoEndpointError
+from agent.runtime.protocols import BoundListener, InvokeRequest, ListenerContext
+from plugins.grpc.channels import ChannelPool, target
+from plugins.grpc.invoker import invoke, service_options
+from plugins.grpc.proxy import GrpcListener, serve
+from plugins.grpc.reflection import DescriptorCache, MethodInfo
+from plugins.grpc.transcode import NoRoute, Route, match, reply_json, request_message, routes
+
+log = logging.getLogger(__name__)
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# A connection that has not said which protocol it speaks within this long is closed.
+_SNIFF_TIMEOUT_S = 10.0
+_IDLE_TIMEOUT_S = 60.0
+_CHUNK = 65536
+# gRPC metadata from HTTP headers, as grpc-gateway passes them.
+_METADATA_PREFIX = "grpc-metadata-"
+_MAX_HEADER_BYTES = 64 * 1024
+
+
+class MixedListener(BoundListener):
+    def __init__(
+        self, server: asyncio.Server, relay: GrpcListener, front: _Front, address: tuple[str, int]
+    ) -> None:
+        self._server = server
+        self._relay = relay
+        self._front = front
+        self._address = address
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._address
+
+    async def close(self, grace_s: float) -> None:
+        self._server.close()
+        # The relay waits for its open calls (spliced gRPC connections) up to grace_s.
+        await self._relay.close(grace_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self._front.context.idle.wait()
+        for writer in list(self._front.writers):
+            writer.close()
+
+
+class _Front:
+    def __init__(
+        self,
+        context: ListenerContext,
+        pool: ChannelPool,
+        cache: DescriptorCache,
+        relay: tuple[str, int],
+        max_body: int,
+    ) -> None:
+        self.context = context
+        self.pool = pool
+        self.cache = cache
+        self.relay = relay
+        self.max_body = max_body
+        self.writers: set[asyncio.StreamWriter] = set()
+        self._table: tuple[dict[str, MethodInfo] | None, list[Route]] = (None, [])
+
+    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        transport = cast(asyncio.Transport, writer.transport)
+        self.context.track(transport)
+        self.context.stats.accepted += 1
+        self.writers.add(writer)
+        try:
+            async with asyncio.timeout(_SNIFF_TIMEOUT_S):
+                head = await _sniff(reader)
+            if head == PREFACE:
+                await self._splice(head, reader, writer)
+            elif head:
+                await self._http1(head, reader, writer)
+        except (TimeoutError, ConnectionError):
+            pass
+        except Exception:
+            # One connection's bug must not reach the loop's handler, nor other clients.
+            log.exception(
+                "grpc/http connection failed",
+                extra={"listener": self.context.listener.display_name},
+            )
+        finally:
+            self.writers.discard(writer)
+            writer.close()
+            self.context.untrack(transport)
+
+    async def _splice(
+        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.relay)
+        try:
+            up_writer.write(head)
+            await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
+        finally:
+            up_writer.close()
+
+    async def _http1(
+        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
+        conn.receive_data(head)
+        while True:
+            try:
+                request, body = await self._read_request(conn, reader)
+            except _BodyTooLarge:
+                await _respond(conn, writer, 413, _problem(413, "request body too large"))
+                return
+            except h11.RemoteProtocolError as exc:
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    await _respond(conn, writer, 400, _problem(400, f"bad HTTP/1.1: {exc}"))
+                return
+            if request is None:
+                return
+            await self._exchange(conn, writer, request, body)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader
+    ) -> tuple[h11.Request | None, bytes]:
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                # A keep-alive connection idle (or a request stalled) this long is closed.
+                async with asyncio.timeout(_IDLE_TIMEOUT_S):
+                    conn.receive_data(await reader.read(_CHUNK))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self.max_body:
+                    raise _BodyTooLarge
+            elif isinstance(event, h11.EndOfMessage):
+                return request, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None, b""
+
+    async def _exchange(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
+    ) -> None:
+        self.context.stats.requests += 1
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+        try:
+            route, result = await self._call(request, headers, body)
+        except NoRoute as exc:
+            self.context.stats.request_errors += 1
+            extra = [("allow", ", ".join(exc.allowed))] if exc.allowed else []
+            await _respond(conn, writer, exc.status, _problem(exc.status, str(exc)), extra)
+            return
+        except MeshAgentError as exc:
+            self.context.stats.request_errors += 1
+            status, payload = _error(exc)
+            await _respond(conn, writer, status, payload)
+            return
+        except Exception:
+            # A bug of ours: this request gets a 500, the connection and others go on.
+            log.exception("transcoding failed", extra={"target": request.target.decode("latin-1")})
+            self.context.stats.request_errors += 1
+            await _respond(conn, writer, 500, _problem(500, "internal error while transcoding"))
+            return
+        if result.stream is None:
+            payload = _json(reply_json(route, result.result))
+            await _respond(
+                conn,
+                writer,
+                200,
+                payload,
+                [("content-type", "application/json"), ("x-meshagent-endpoint", result.endpoint)],
+            )
+            return
+        await self._stream(conn, writer, route, result.stream, result.endpoint)
+
+    async def _call(
+        self, request: h11.Request, headers: Mapping[str, str], body: bytes
+    ) -> tuple[Route, Any]:
+        target_ = request.target.decode("latin-1")
+        path, _, query_text = target_.partition("?")
+        table = await self._routes()
+        route, variables = match(table, request.method.decode("latin-1"), path)
+        message = request_message(
+            route, variables, parse_qsl(query_text, keep_blank_values=True), body
+        )
+        metadata = {
+            k[len(_METADATA_PREFIX) :]: v
+            for k, v in headers.items()
+            if k.startswith(_METADATA_PREFIX) and len(k) > len(_METADATA_PREFIX)
+        }
+        grpc_service = route.info.path.split("/")[1]
+        result = await invoke(
+            InvokeRequest(
+                self.context.service,
+                self.context.cluster,
+                f"{grpc_service}.{route.method}",
+                {"message": message, "metadata": metadata},
+                calls=self.context.calls,
+                incoming=headers,
+            ),
+            self.pool,
+            self.cache,
+        )
+        return route, result
+
+    async def _routes(self) -> list[Route]:
+        """The service's HTTP routes, from the descriptors JSON invocation also uses (and
+        so refreshed when they are: on UNIMPLEMENTED or INTERNAL from a provider)."""
+        service = self.context.service
+        options = service_options(service)
+        host = self.context.cluster.choose()
+        if host is None:
+            raise NoEndpointError(f"no provider of {service.name} is available")
+        methods = await self.cache.methods(
+            self.context.cluster.name,
+            target(host.instance.host, host.instance.port),
+            options.grpc_service or service.name,
+            options.descriptor_set,
+        )
+        if self._table[0] is not methods:
+            self._table = (methods, routes(methods))
+        return self._table[1]
+
+    async def _stream(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        route: Route,
+        replies: AsyncGenerator[Any, None],
+        endpoint: str,
+    ) -> None:
+        """A server-streaming method: NDJSON, one reply a line, chunked; a status after
+        some replies is a last line ``{"error": problem}``."""
+        headers = [
+            ("content-type", "application/x-ndjson"),
+            ("transfer-encoding", "chunked"),
+            ("x-meshagent-endpoint", endpoint),
+        ]
+        try:
+            await _send(conn, writer, h11.Response(status_code=200, headers=headers, reason="OK"))
+            try:
+                async for item in replies:
+                    line = _json(reply_json(route, item)) + b"\n"
+                    await _send(conn, writer, h11.Data(data=line))
+            except MeshAgentError as exc:
+                _, payload = _error(exc)
+                line = _json({"error": json.loads(payload)}) + b"\n"
+                await _send(conn, writer, h11.Data(data=line))
+            await _send(conn, writer, h11.EndOfMessage())
+        finally:
+            await replies.aclose()
+
+
+def _json(value: Any) -> bytes:
+    # Compact, as the API writes JSON.
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _sniff(reader: asyncio.StreamReader) -> bytes:
+    """The first bytes: the whole HTTP/2 preface, or as far as they differ from it."""
+    head = b""
+    while len(head) < len(PREFACE) and PREFACE.startswith(head):
+        chunk = await reader.read(len(PREFACE) - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(_CHUNK):
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except ConnectionError:
+        writer.close()
+
+
+def _problem(status: int, detail: str) -> bytes:
+    from agent.api.problems import problem
+
+    return bytes(problem(status, detail).body)
+
+
+def _error(exc: MeshAgentError) -> tuple[int, bytes]:
+    # The API's own problem details, so a transcoded error reads like an invoked one.
+    from agent.api.problems import for_error
+
+    response = for_error(exc)
+    return response.status_code, bytes(response.body)
+
+
+async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, event: Any) -> None:
+    writer.write(conn.send(event) or b"")
+    await writer.drain()
+
+
+async def _respond(
+    conn: h11.Connection,
+    writer: asyncio.StreamWriter,
+    status: int,
+    payload: bytes,
+    headers: list[tuple[str, str]] | None = None,
+) -> None:
+    if headers is None or not any(k == "content-type" for k, _ in headers):
+        kind = "application/problem+json" if status >= 400 else "application/json"
+        headers = [("content-type", kind), *(headers or [])]
+    headers = [*headers, ("content-length", str(len(payload)))]
+    response = h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase)
+    await _send(conn, writer, response)
+    await _send(conn, writer, h11.Data(data=payload))
+    await _send(conn, writer, h11.EndOfMessage())
+
+
+async def serve_mixed(
+    context: ListenerContext, pool: ChannelPool, cache: DescriptorCache, max_message_bytes: int
+) -> MixedListener:
+    relay = await serve(context, pool, max_message_bytes, bind=("127.0.0.1", 0))
+    front = _Front(context, pool, cache, relay.address, max_message_bytes)
+    config = context.listener
+    try:
+        server = await asyncio.start_server(
+            front.connection, config.host, config.port, limit=_CHUNK
+        )
+    except OSError:
+        await relay.close(0)
+        raise
+    sockname = server.sockets[0].getsockname()
+    return MixedListener(server, relay, front, (config.host, int(sockname[1])))

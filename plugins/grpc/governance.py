@@ -1,0 +1,95 @@
+"""gRPC's side of traffic governance on the listener (agent/governance).
+
+A call a rule refuses ends with the status gRPC clients treat as overload:
+RESOURCE_EXHAUSTED for a rate limit (Envoy's local rate limit answers the same), else
+UNAVAILABLE (circuit breaking, an injected abort, a degradation: the listener relays bytes
+without protos, so a fallback value cannot be encoded and is answered as UNAVAILABLE).
+Rules see the method as ``package.Service/Method`` (the path without its leading slash)
+on the listener, and as written in the URL on the JSON invocation
+(``/v1/invoke/grpc/{service}/{method}``: ``Method`` or ``package.Service.Method``), where a
+degradation's fallback value is the JSON result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+
+from agent.calls import Call, CallRejected, Direction, Outcome
+from agent.cluster.cluster import Cluster
+from agent.cluster.lb import NO_CONTEXT, PickContext
+from agent.governance.policy import decision_of
+from agent.runtime.protocols import ListenerContext
+
+
+def status_code(rejected: CallRejected) -> Any:
+    if rejected.reason == "rate_limited":
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return grpc.StatusCode.UNAVAILABLE
+
+
+async def admit(context: ListenerContext, method: str, server_context: Any) -> Call | None:
+    """Open the call record; a refused call is aborted here with its status."""
+    calls = context.calls
+    if not (calls.policies or calls.observers):
+        return None
+    route = calls.outbound_route(context.service.name, method.lstrip("/"))
+    try:
+        record = calls.start(
+            "grpc", Direction.OUTBOUND, route, None, server_context.time_remaining()
+        )
+    except CallRejected as exc:
+        context.stats.request_errors += 1
+        await server_context.abort(status_code(exc), f"meshagent: {exc.reason}: {exc}")
+        raise AssertionError("abort raises") from None
+    decision = decision_of(record)
+    if decision is not None and decision.delay_s > 0:
+        await asyncio.sleep(decision.delay_s)  # an injected delay
+    return record
+
+
+def pick_context(context: ListenerContext, record: Call | None, server_context: Any) -> PickContext:
+    """The endpoints a rule's traffic split leaves to this call (metadata as headers)."""
+    decision = decision_of(record) if record is not None else None
+    if decision is None or not decision.splits:
+        return NO_CONTEXT
+    metadata = {
+        str(key).lower(): value
+        for key, value in server_context.invocation_metadata() or ()
+        if isinstance(value, str)
+    }
+    cluster = context.cluster
+    excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata, metadata.get)
+    return PickContext(exclude=excluded) if excluded else NO_CONTEXT
+
+
+async def governed_pick(record: Call, cluster: Cluster, metadata: Mapping[str, str]) -> PickContext:
+    """For the JSON invocation: wait an injected delay, then the endpoints the rule's
+    traffic split leaves to the call (the request's ``metadata`` as headers)."""
+    decision = decision_of(record)
+    if decision is None:
+        return NO_CONTEXT
+    if decision.delay_s > 0:
+        await asyncio.sleep(decision.delay_s)
+    if not decision.splits:
+        return NO_CONTEXT
+    lowered = {key.lower(): value for key, value in metadata.items()}
+    excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata, lowered.get)
+    return PickContext(exclude=excluded) if excluded else NO_CONTEXT
+
+
+def finish(record: Call | None, code: Any) -> None:
+    if record is None:
+        return
+    if code is None:
+        outcome, status = Outcome.CANCELLED, ""
+    elif code == grpc.StatusCode.OK:
+        outcome, status = Outcome.OK, code.name
+    else:
+        outcome, status = Outcome.APP_ERROR, code.name
+    if record.attempts:
+        record.end_attempt(record.attempts[-1], outcome, status)
+    record.finish(outcome, status)

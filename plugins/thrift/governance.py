@@ -1,0 +1,39 @@
+"""Thrift's side of traffic governance on the listener (agent/governance).
+
+Thrift has no overload status: a call a rule refuses is answered with a
+TApplicationException (INTERNAL_ERROR, the kind the listener uses for every answer of its
+own) whose message names the reason (``meshagent: rate_limited: ...``). Plain Thrift has
+no request headers, so traffic-split rules use weights and zones only; injected delays
+are not applied on this listener (aborts are).
+"""
+
+from __future__ import annotations
+
+from agent.calls import Call, CallRejected, Direction
+from agent.cluster.cluster import Cluster
+from agent.cluster.lb import NO_CONTEXT, PickContext
+from agent.governance.policy import decision_of
+from agent.runtime.protocols import ListenerContext
+
+
+def start(
+    context: ListenerContext, service: str, method: str, timeout_ms: int
+) -> Call | CallRejected | None:
+    """The call record for a call to ``service`` (the listener's, or a per-method route's),
+    the refusal to answer with, or None (nothing plugged in)."""
+    calls = context.calls
+    if not (calls.policies or calls.observers):
+        return None
+    route = calls.outbound_route(service, method)
+    try:
+        return calls.start("thrift", Direction.OUTBOUND, route, None, timeout_ms / 1000)
+    except CallRejected as exc:
+        return exc
+
+
+def pick_context(cluster: Cluster, record: Call | None) -> PickContext:
+    decision = decision_of(record) if record is not None else None
+    if decision is None or not decision.splits:
+        return NO_CONTEXT
+    excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata)
+    return PickContext(exclude=excluded) if excluded else NO_CONTEXT

@@ -1,0 +1,104 @@
+"""The hand-over from the listener's fast path to the h11 session: an upgrade request
+(relayed, then spliced as raw TCP), also when it arrives pipelined behind a plain request
+that is still being answered, and the HTTP/2 preface."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from agent.config import parse_config
+from agent.runtime.agent import Agent
+from tests.unit.plugins.http.test_proxy import config
+
+
+class UpgradeProvider:
+    """``GET /plain`` -> 200 "plain"; an upgrade request -> 101, then upper-cases what it
+    gets until the client half-closes, and says BYE."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> UpgradeProvider:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                if b"upgrade: echo" not in head.lower():
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
+                    continue
+                writer.write(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
+                    b"Upgrade: echo\r\n\r\n"
+                )
+                while data := await reader.read(65536):
+                    writer.write(data.upper())
+                writer.write(b"BYE")
+                await writer.drain()
+                break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[tuple[Agent, UpgradeProvider]]:
+    provider = await UpgradeProvider().start()
+    started = Agent(parse_config(config([provider.port])))
+    await started.start()
+    yield started, provider
+    await started.stop()
+    await provider.stop()
+
+
+async def test_upgrade_behind_a_pipelined_request_is_handed_over_after_it(
+    agent: tuple[Agent, UpgradeProvider],
+) -> None:
+    started, _ = agent
+    host, port = started.listeners[0].address
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly"
+    )
+    received = b""
+    async with asyncio.timeout(10):
+        while b"EARLY" not in received:
+            received += await reader.read(65536)
+        writer.write(b"more")
+        while b"MORE" not in received:
+            received += await reader.read(65536)
+        writer.write_eof()
+        while data := await reader.read(65536):
+            received += data
+    writer.close()
+    plain, switched = received.split(b"HTTP/1.1 101 ", 1)
+    assert plain.startswith(b"HTTP/1.1 200 OK\r\n") and plain.endswith(b"plain")
+    assert b"upgrade: echo" in switched.lower()
+    assert switched.endswith(b"EARLYMOREBYE")
+    stats = started.listeners[0].context.stats
+    assert stats.requests == 2 and stats.routes["api"].requests == 2
+
+
+async def test_http2_preface_is_handed_to_the_h2_session(
+    agent: tuple[Agent, UpgradeProvider],
+) -> None:
+    started, _ = agent
+    host, port = started.listeners[0].address
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+        response = await client.get(f"http://{host}:{port}/plain")
+    assert response.http_version == "HTTP/2" and response.text == "plain"
+    assert started.listeners[0].context.stats.bytes_in > 24  # the preface and more: counted

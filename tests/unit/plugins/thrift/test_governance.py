@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from agent.calls import CallRejected, Calls
+from agent.cluster.cluster import Cluster
+from agent.cluster.lb import NO_CONTEXT, RoundRobin
+from agent.config import ListenerConfig, ServiceConfig
+from agent.governance.policy import GovernancePolicy
+from agent.governance.rules import RuleSet
+from agent.runtime.protocols import ListenerContext
+from plugins.thrift.governance import pick_context, start
+
+
+def context(rules: dict[str, object] | None) -> ListenerContext:
+    calls = Calls("app")
+    if rules is not None:
+        policy = GovernancePolicy(RuleSet.model_validate(rules))
+        calls.policies.append(policy)
+        calls.observers.append(policy)
+    return ListenerContext(
+        ListenerConfig(port=1, service="svc", protocol="thrift"),
+        ServiceConfig(name="svc", protocol="thrift"),
+        Cluster("svc", RoundRobin()),
+        calls=calls,
+    )
+
+
+def test_nothing_plugged_in_opens_no_call() -> None:
+    bare = context(None)
+    assert start(bare, "svc", "m", 100) is None
+    assert pick_context(bare.cluster, None) is NO_CONTEXT
+
+
+def test_a_refusal_is_returned_not_raised() -> None:
+    limited = context({"rules": [{"match": {"method": "m"}, "fault": {"abort": {"percent": 100}}}]})
+    refused = start(limited, "svc", "m", 100)
+    assert isinstance(refused, CallRejected) and refused.reason == "fault"
+    admitted = start(limited, "svc", "other", 100)
+    assert admitted is not None and not isinstance(admitted, CallRejected)
+    assert admitted.deadline is not None
