@@ -32,7 +32,7 @@ import asyncio
 import logging
 from typing import cast
 
-from agent.calls import Attempt, Call, CallRejected, Direction, Outcome
+from agent.calls import Attempt, Call, CallRejected, Direction, Outcome, Route
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
@@ -108,6 +108,8 @@ _OUTCOMES: dict[int, Outcome] = {
     Status.CLIENT_ERROR: Outcome.APP_ERROR,
     Status.SERVER_THREADPOOL_EXHAUSTED_ERROR: Outcome.UPSTREAM_ERROR,
 }
+# Routes cached per client connection (see DubboProxyConnection._route).
+_ROUTES_MAX = 256
 
 
 class _HeadCache:
@@ -334,6 +336,7 @@ class DubboProxyConnection(asyncio.Protocol):
         self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
         # Deadlines without a timer per request (one timer for the earliest deadline).
         self.deadlines = Deadlines(self.loop, self.batch)
+        self._routes: dict[str, Route] = {}
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -475,7 +478,7 @@ class DubboProxyConnection(asyncio.Protocol):
             record = calls.start(
                 "dubbo",
                 Direction.OUTBOUND,
-                calls.outbound_route(self.service_name, _method_of(head, frame.body)),
+                self._route(_method_of(head, frame.body)),
                 string_attachments(frame.body, _PROPAGATED),
                 timeout_ms / 1000,
             )
@@ -578,6 +581,15 @@ class DubboProxyConnection(asyncio.Protocol):
             self._spawn(self._connect_and_send(call, host))
         else:
             self._send(call, host, connection)
+
+    def _route(self, method: str) -> Route:
+        # A client calls the same few methods over and over: one Route each (bounded).
+        route = self._routes.get(method)
+        if route is None:
+            route = self.context.calls.outbound_route(self.service_name, method)
+            if len(self._routes) < _ROUTES_MAX:
+                self._routes[method] = route
+        return route
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
         record = call.record

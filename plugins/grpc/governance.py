@@ -23,6 +23,7 @@ from agent.cluster.cluster import Cluster
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.governance.policy import decision_of
 from agent.runtime.protocols import ListenerContext
+from agent.telemetry.propagation import propagation_headers
 
 
 def status_code(rejected: CallRejected) -> Any:
@@ -38,8 +39,10 @@ async def admit(context: ListenerContext, method: str, server_context: Any) -> C
         return None
     route = calls.outbound_route(context.service.name, method.lstrip("/"))
     try:
+        metadata = server_context.invocation_metadata() or ()
+        incoming = propagation_headers({k: v for k, v in metadata if isinstance(v, str)})
         record = calls.start(
-            "grpc", Direction.OUTBOUND, route, None, server_context.time_remaining()
+            "grpc", Direction.OUTBOUND, route, incoming, server_context.time_remaining()
         )
     except CallRejected as exc:
         context.stats.request_errors += 1

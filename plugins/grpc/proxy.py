@@ -18,6 +18,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 
 from agent.runtime.protocols import BoundListener, ListenerContext
+from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc import governance
 from plugins.grpc.channels import ChannelPool
 from plugins.grpc.triple import triple_headers
@@ -92,7 +93,16 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         failed = False
         code = None
         if record is not None:
-            record.begin_attempt(host.id)
+            # What observers send (trace context, hop count) replaces the client's field
+            # of that name; the budget left goes as grpc-timeout through ``timeout``.
+            mine = record.outgoing(record.begin_attempt(host.id))
+            if mine:
+                metadata = [(k, v) for k, v in metadata if k not in mine]
+                metadata += [(k, v) for k, v in mine.items() if k != TIMEOUT_MS]
+                options["metadata"] = metadata
+            remaining = record.remaining_s()
+            if remaining is not None and remaining < (options["timeout"] or float("inf")):
+                options["timeout"] = remaining
         try:
             shape = await _request_shape(requests)
             for attempt in range(_ATTEMPTS):
