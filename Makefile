@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/agent.yaml
 
-.PHONY: run test venv system-deps peers helm lint typecheck unit integration openapi bench clean
+.PHONY: run test test-deps venv system-deps peers helm otelcol lint typecheck unit integration openapi bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ peers: system-deps
 helm: venv
 	scripts/install-helm.sh
 
+## The OpenTelemetry Collector the tracing tests export to (built with the collector's
+## builder from the Go module proxy, ~8 minutes on two cores when cold; then cached).
+otelcol: venv
+	$(BIN)/python -c 'from tests.fixtures.otel_collector import build_collector; print(build_collector())'
+
+## What the suite needs besides Python packages, built side by side: the Maven builds and
+## the two Go builds take minutes each on a cold machine.
+test-deps: venv system-deps
+	$(MAKE) -j3 peers helm otelcol
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,13 +55,13 @@ openapi: venv
 	$(BIN)/python -m openapi.generate
 
 ## The whole suite: lint, types, unit, contract, integration, interop.
-test: venv system-deps peers helm lint typecheck
+test: test-deps lint typecheck
 	$(BIN)/pytest -q
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-integration: venv system-deps peers helm
+integration: test-deps
 	$(BIN)/pytest -q tests/integration tests/interop tests/contract
 
 ## Benchmarks (not tests): each prints medians and ratios against peers run in the same rounds.
