@@ -52,6 +52,10 @@ class BaseValues:
     caller: str
     addr: str
     extra: dict[str, str] = field(default_factory=dict)
+    # Set even over the app's own: the propagation fields of this hop (hop count, path,
+    # trace context), computed from what the app's request brought in. Letting the app's
+    # copy win would forward the previous hop's count and defeat loop protection.
+    override: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +96,27 @@ def with_base(message: Message, values: BaseValues) -> tuple[Message, str]:
     return Message(message.header, body, message.body_start), base.strings[_LOG_ID]
 
 
+def read_extra(message: Message) -> dict[str, str]:
+    """The call's Base.Extra (empty without a Base, or one that cannot be read): where the
+    propagation fields of the previous hop arrive. Bounded by the message size limit."""
+    data = message.data
+    compact = message.header.proto is Proto.COMPACT
+    try:
+        if compact:
+            start, value_start, end, _ = _find_compact(data, message.body_start)
+        else:
+            start, value_start, end, _ = _find_binary(data, message.body_start)
+        if start < 0:
+            return {}
+        if compact:
+            base = _read_base_compact(data, value_start, end)
+        else:
+            base = _read_base_binary(data, value_start, end)
+    except (_Short, RemoteProtocolError, IndexError):
+        return {}
+    return base.extra or {}
+
+
 def _fill(base: _Base, values: BaseValues) -> None:
     strings = base.strings
     for field_id, value in ((_LOG_ID, values.log_id), (_CALLER, values.caller)):
@@ -104,6 +129,7 @@ def _fill(base: _Base, values: BaseValues) -> None:
     extra = base.extra if base.extra is not None else {}
     for key, value in values.extra.items():
         extra.setdefault(key, value)
+    extra.update(values.override)
     base.extra = extra
 
 

@@ -9,6 +9,8 @@ are not applied on this listener (aborts are).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from agent.calls import Call, CallRejected, Direction
 from agent.cluster.cluster import Cluster
 from agent.cluster.lb import NO_CONTEXT, PickContext
@@ -17,16 +19,22 @@ from agent.runtime.protocols import ListenerContext
 
 
 def start(
-    context: ListenerContext, service: str, method: str, timeout_ms: int
+    context: ListenerContext,
+    service: str,
+    method: str,
+    timeout_ms: int,
+    incoming: Mapping[str, str] | None = None,
 ) -> Call | CallRejected | None:
     """The call record for a call to ``service`` (the listener's, or a per-method route's),
-    the refusal to answer with, or None (nothing plugged in)."""
+    the refusal to answer with, or None (nothing plugged in). ``incoming``: the propagation
+    fields that arrived in the call's Base.Extra (plain Thrift has nowhere else to carry
+    them)."""
     calls = context.calls
     if not (calls.policies or calls.observers):
         return None
     route = calls.outbound_route(service, method)
     try:
-        return calls.start("thrift", Direction.OUTBOUND, route, None, timeout_ms / 1000)
+        return calls.start("thrift", Direction.OUTBOUND, route, incoming, timeout_ms / 1000)
     except CallRejected as exc:
         return exc
 

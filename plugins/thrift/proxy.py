@@ -34,8 +34,9 @@ from agent.errors import ConfigError, ConnectError, RemoteProtocolError, Upstrea
 from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
 from agent.runtime.writebatch import write_all
+from agent.telemetry.propagation import propagation_headers
 from plugins.thrift import governance
-from plugins.thrift.base import BaseValues, with_base
+from plugins.thrift.base import BaseValues, read_extra, with_base
 from plugins.thrift.codec import (
     AppError,
     Header,
@@ -64,6 +65,7 @@ class _Call:
     """One two-way call from the client, from dispatch to its answer."""
 
     __slots__ = (
+        "base",
         "cluster",
         "connection",
         "deadline",
@@ -75,10 +77,11 @@ class _Call:
         "record",
         "seqid",
         "target",
+        "timeout_ms",
     )
 
     def __init__(
-        self, proxy: ThriftProxyConnection, message: Message, target: Target, deadline: float
+        self, proxy: ThriftProxyConnection, message: Message, target: Target, timeout_ms: int
     ) -> None:
         self.proxy = proxy
         self.target = target
@@ -89,8 +92,11 @@ class _Call:
         self.host: Host | None = None
         self.connection: UpstreamConnection | None = None
         self.seqid = 0
-        self.deadline = deadline  # loop time; the client connection's Deadlines expire it
+        self.timeout_ms = timeout_ms  # the listener's, or the shorter budget that arrived
+        # Loop time; the client connection's Deadlines expire it.
+        self.deadline = proxy.loop.time() + timeout_ms / 1000
         self.record: Call | None = None  # the call record (agent/calls.py)
+        self.base = False  # the method's IDL has Base: filled in when the call is sent
 
     def settle(self, outcome: Message | UpstreamError) -> None:
         if self.done:
@@ -120,7 +126,7 @@ class _Call:
         if self.record is not None:
             self.record.finish(Outcome.TIMEOUT)
         proxy = self.proxy
-        timeout_ms = self.target.timeout_ms
+        timeout_ms = self.timeout_ms
         if connection is not None and host is not None:
             connection.cancel(self.seqid)
             self.cluster.report_failure(host)
@@ -283,9 +289,10 @@ class ThriftProxyConnection(asyncio.Protocol):
             self._kind_known = True
         routes = self.routes
         target = routes.by_method.get(header.name, routes.default)
-        if target.base_methods:
-            message = self._with_base(message, target)
+        base = bool(target.base_methods) and _method(header.name) in target.base_methods
         if header.type == MessageType.ONEWAY:
+            if base:
+                message = self._with_base(message, target, {}, target.timeout_ms)
             self._send_oneway(message, target)
             return
         if header.type != MessageType.CALL:
@@ -305,18 +312,27 @@ class ThriftProxyConnection(asyncio.Protocol):
             )
             return
         timeout_ms = target.timeout_ms
-        record = governance.start(self.context, target.name, header.name, timeout_ms)
+        # Only a Base can carry the previous hop's context (plain Thrift has no headers).
+        incoming = propagation_headers(read_extra(message)) if base else None
+        record = governance.start(self.context, target.name, header.name, timeout_ms, incoming)
         if isinstance(record, CallRejected):
             self.answer_error(header, f"meshagent: {record.reason}: {record}")
             return
+        if record is not None:
+            # A budget that arrived (or a policy) may leave less than the listener's timeout.
+            deadline = record.deadline
+            if deadline is not None:  # the budget granted when the call started (just now)
+                budget_ms = int((deadline - record.started) * 1000 + 1e-6)  # float noise
+                timeout_ms = max(1, min(timeout_ms, budget_ms))
         host = target.cluster.choose(governance.pick_context(target.cluster, record))
         if host is None:
             if record is not None:
                 record.finish(Outcome.NO_ENDPOINT)
             self._no_provider(header, target)
             return
-        call = _Call(self, message, target, self.loop.time() + timeout_ms / 1000)
+        call = _Call(self, message, target, timeout_ms)
         call.record = record
+        call.base = base
         self.calls.add(call)
         self.deadlines.add(call, timeout_ms)
         connection = self.pool.live(host, self.kind)
@@ -326,8 +342,14 @@ class ThriftProxyConnection(asyncio.Protocol):
             self._send(call, host, connection)
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
-        if call.record is not None:
-            call.record.begin_attempt(host.id)
+        record = call.record
+        outgoing: Mapping[str, str] = {}
+        if record is not None:
+            outgoing = record.outgoing(record.begin_attempt(host.id))
+        if call.base:
+            # What is left of the budget when the call goes out (after a connect).
+            left_ms = max(1, round((call.deadline - self.loop.time()) * 1000))
+            call.message = self._with_base(call.message, call.target, outgoing, left_ms)
         call.seqid = connection.send(call.message, call.settle)
         call.host = host
         call.connection = connection
@@ -468,19 +490,20 @@ class ThriftProxyConnection(asyncio.Protocol):
         )
         self.answer_error(header, f"meshagent: no provider available for {target.name}")
 
-    def _with_base(self, message: Message, target: Target) -> Message:
-        """The call with its Base filled in, for methods whose IDL has one (base.py)."""
-        name = message.header.name
-        method = name.rpartition(":")[2]  # "Service:method" under TMultiplexedProtocol
-        if method not in target.base_methods:
-            return message
-        timeout_ms = target.timeout_ms
+    def _with_base(
+        self, message: Message, target: Target, outgoing: Mapping[str, str], timeout_ms: int
+    ) -> Message:
+        """The call with its Base filled in (base.py): the budget goes into Extra where the
+        app did not set it; ``outgoing`` (the attempt's propagation fields, derived from
+        what arrived in the app's Extra) replaces the app's copy."""
         deadline_ms = int(time.time() * 1000) + timeout_ms
+        extra = {"timeout_ms": str(timeout_ms), "deadline_ms": str(deadline_ms)}
         values = BaseValues(
             secrets.token_hex(16),
             self.routes.caller,
             self.peer.rpartition(":")[0],
-            {"timeout_ms": str(timeout_ms), "deadline_ms": str(deadline_ms)},
+            extra,
+            dict(outgoing),
         )
         return with_base(message, values)[0]
 
@@ -509,6 +532,10 @@ class ThriftProxyConnection(asyncio.Protocol):
         task: asyncio.Task[None] = self.loop.create_task(coroutine)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _method(name: str) -> str:
+    return name.rpartition(":")[2]  # "Service:method" under TMultiplexedProtocol
 
 
 class Target:

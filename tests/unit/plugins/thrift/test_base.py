@@ -8,7 +8,7 @@ import pytest
 from thriftpy2.protocol import TBinaryProtocol, TCompactProtocol
 from thriftpy2.transport import TMemoryBuffer
 
-from plugins.thrift.base import BaseValues, with_base
+from plugins.thrift.base import BaseValues, read_extra, with_base
 from plugins.thrift.codec import Message, MessageDecoder, Proto, Transport, check_body
 from plugins.thrift.invoker import base_methods, encode_call
 from tests.fixtures.thrift_server import load_idl
@@ -115,3 +115,24 @@ def test_the_result_goes_through_the_codec_whole() -> None:
 
 def test_base_methods_are_read_from_the_idl() -> None:
     assert base_methods(ECHO.Echo) == frozenset({"context"})
+
+
+@pytest.mark.parametrize("proto", [Proto.BINARY, Proto.COMPACT])
+def test_extra_is_read(proto: Proto) -> None:
+    given = ECHO.base.Base(LogID="l", Extra={"x-meshagent-hops": "3", "k": "v"})
+    assert read_extra(call("context", proto, note="n", Base=given)) == {
+        "x-meshagent-hops": "3",
+        "k": "v",
+    }
+    assert read_extra(call("context", proto, note="n")) == {}  # no Base
+    assert read_extra(call("add", proto, a=1, b=2)) == {}  # no Base in the IDL
+
+
+@pytest.mark.parametrize("proto", [Proto.BINARY, Proto.COMPACT])
+def test_propagation_fields_replace_the_apps_copy(proto: Proto) -> None:
+    # The hop count that arrived must not be forwarded as it is (loop protection).
+    given = ECHO.base.Base(Extra={"x-meshagent-hops": "3", "timeout_ms": "80"})
+    values = BaseValues("t", "c", "", {"timeout_ms": "500"}, {"x-meshagent-hops": "4"})
+    message, _ = with_base(call("context", proto, note="n", Base=given), values)
+    extra = read_args(message, "context").Base.Extra
+    assert extra == {"x-meshagent-hops": "4", "timeout_ms": "80"}
