@@ -37,3 +37,9 @@ def test_a_refusal_is_returned_not_raised() -> None:
     admitted = start(limited, "svc", "other", 100)
     assert admitted is not None and not isinstance(admitted, CallRejected)
     assert admitted.deadline is not None
+
+
+def test_the_incoming_context_reaches_the_call() -> None:
+    admitted = start(context({"rules": []}), "svc", "m", 100, {"x-meshagent-hops": "2"})
+    assert admitted is not None and not isinstance(admitted, CallRejected)
+    assert admitted.incoming == {"x-meshagent-hops": "2"}
