@@ -24,6 +24,7 @@ import itertools
 import math
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import thriftpy2
@@ -32,6 +33,7 @@ from thriftpy2 import protocol as _protocols
 from thriftpy2 import transport as _transports
 from thriftpy2.thrift import TApplicationException, TMessageType, TType
 
+from agent.calls import Call, Direction, Outcome, outcome_of
 from agent.cluster.lb import PickContext
 from agent.config import ServiceConfig
 from agent.errors import (
@@ -281,13 +283,20 @@ def base_methods(service: Any) -> frozenset[str]:
 
 
 def with_base(
-    args_cls: Any, args: dict[str, Any], caller: str, timeout_ms: int
+    args_cls: Any,
+    args: dict[str, Any],
+    caller: str,
+    timeout_ms: int,
+    outgoing: Mapping[str, str] | None = None,
+    log_id: str | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """``args`` with a Base filled in, when the method takes the common Base struct at field
     255 and the caller left it out; and the LogID given (the trace id), if any.
 
-    LogID is a fresh 128-bit hex id, Caller the service's ``caller`` option, and Extra holds
-    the deadline: ``timeout_ms`` (relative) and ``deadline_ms`` (absolute, Unix ms).
+    LogID is ``log_id`` or a fresh 128-bit hex id, Caller the service's ``caller`` option,
+    and Extra holds the attempt's propagation fields (``outgoing``: trace context, hop
+    count, path) and the deadline: ``timeout_ms`` (relative) and ``deadline_ms`` (absolute,
+    Unix ms). A Base the caller gave is sent as given: it is the caller's to fill.
     """
     found = base_field(args_cls)
     if found is None:
@@ -295,11 +304,15 @@ def with_base(
     name, fields = found
     if name in args:
         return args, None
-    log_id = secrets.token_hex(16)
+    log_id = log_id or secrets.token_hex(16)
     base: dict[str, Any] = {"LogID": log_id, "Caller": caller}
     if "Extra" in fields:
         deadline = int(time.time() * 1000) + timeout_ms
-        base["Extra"] = {"timeout_ms": str(timeout_ms), "deadline_ms": str(deadline)}
+        base["Extra"] = {
+            **(outgoing or {}),
+            "timeout_ms": str(timeout_ms),
+            "deadline_ms": str(deadline),
+        }
     return {**args, name: base}, log_id
 
 
@@ -391,13 +404,42 @@ async def invoke(request: InvokeRequest, config: ThriftConfig, pool: UpstreamPoo
     timeout_ms = body.timeout_ms or options.timeout_ms or config.timeout_ms
     args_cls = getattr(service, f"{method}_args")
     values, log_id = with_base(args_cls, body.args, options.caller, timeout_ms)
+    # Bad arguments are the caller's 400, found before a call opens or a provider is chosen.
     try:
-        args = struct_from_json(args_cls, values, "body.args")
+        struct_from_json(args_cls, values, "body.args")
     except _Bad as exc:
         raise InvalidRequest([(exc.path, exc.message)]) from None
+    calls = request.calls
+    call = calls.start(
+        "thrift",
+        Direction.INVOKE,
+        calls.outbound_route(request.service.name, method),
+        request.incoming,
+        timeout_ms / 1000,
+    )
+    try:
+        result = await _invoke(request, service, options, pool, call, body.args, log_id, timeout_ms)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    call.finish(Outcome.OK)
+    return result
+
+
+async def _invoke(
+    request: InvokeRequest,
+    service: Any,
+    options: ThriftServiceOptions,
+    pool: UpstreamPool,
+    call: Call,
+    given: dict[str, Any],
+    log_id: str | None,
+    budget_ms: int,
+) -> InvokeResult:
+    method = request.method
+    args_cls = getattr(service, f"{method}_args")
     oneway = bool(getattr(service, f"{method}_result").oneway)
     proto, transport = Proto(options.protocol), Transport(options.transport)
-    message = encode_call(service, method, args, proto, oneway)
     # The LogID goes back to the caller, so its logs and the provider's can be joined.
     attachments = {"log_id": log_id} if log_id is not None else {}
 
@@ -409,25 +451,46 @@ async def invoke(request: InvokeRequest, config: ThriftConfig, pool: UpstreamPoo
         if host is None:
             break
         tried.add(host.id)
+        attempt = call.begin_attempt(host.id)
+        # Each attempt gets what is left of the call's budget (a shorter one may have
+        # arrived with the request), and sends it on with its own propagation fields.
+        remaining = call.remaining_s()
+        timeout_ms = budget_ms if remaining is None else max(1, round(remaining * 1000))
         try:
             connection = await pool.get(host, (proto, transport))
         except ConnectError as exc:
+            call.end_attempt(attempt, outcome_of(exc))
             cluster.report_failure(host, connect=True)
             errors.append(str(exc))
             continue
+        values, _ = with_base(
+            args_cls, given, options.caller, timeout_ms, call.outgoing(attempt), log_id
+        )
+        message = encode_call(
+            service, method, struct_from_json(args_cls, values, "body.args"), proto, oneway
+        )
         if oneway:
             connection.send_oneway(message)
+            call.end_attempt(attempt, Outcome.OK)
             return InvokeResult(None, attachments, host.id)
         host.active_requests += 1
         try:
             reply = await connection.request(message, timeout_ms / 1000)
-        except UpstreamError:
-            cluster.report_failure(host)
+        except BaseException as exc:
+            call.end_attempt(attempt, outcome_of(exc))
+            if isinstance(exc, UpstreamError):
+                cluster.report_failure(host)
             raise
         finally:
             host.active_requests -= 1
-        cluster.report_success(host)
-        return InvokeResult(decode_reply(service, method, reply), attachments, host.id)
+        cluster.report_success(host)  # it answered; what it answered is the caller's
+        try:
+            result = decode_reply(service, method, reply)
+        except BaseException as exc:
+            call.end_attempt(attempt, outcome_of(exc))
+            raise
+        call.end_attempt(attempt, Outcome.OK)
+        return InvokeResult(result, attachments, host.id)
     if not errors:
         raise NoEndpointError(f"no provider available for {request.service.name!r}")
     raise ConnectError(f"no provider of {request.service.name!r} reachable: {'; '.join(errors)}")

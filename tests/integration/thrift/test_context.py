@@ -122,6 +122,41 @@ def test_a_shorter_budget_is_sent_on(ctx_agent: AgentProcess) -> None:
     assert int(seen["deadline_ms"]) <= int(time.time() * 1000) + 400
 
 
+def invoke(agent: AgentProcess, headers: dict[str, str], note: str = "n") -> Any:
+    with agent.client() as http:
+        return http.post(
+            f"/v1/invoke/thrift/{FORM}/context", json={"args": {"note": note}}, headers=headers
+        )
+
+
+def test_json_invocation_sends_the_context(ctx_agent: AgentProcess) -> None:
+    headers = {TRACEPARENT: INCOMING_TRACEPARENT, HOPS: "1", PATH: "app-a"}
+    response = invoke(ctx_agent, headers)
+    assert response.status_code == 200, response.text
+    seen = response.json()["result"]
+    parent = parse_traceparent(seen[TRACEPARENT])
+    assert parent is not None and parent.trace_id == TRACE_ID
+    assert seen[TRACEPARENT] != INCOMING_TRACEPARENT
+    assert (seen[HOPS], seen[PATH]) == ("2", f"app-a,{APP}")
+    assert seen["Caller"] == "json-app"
+
+
+def test_json_invocation_refuses_a_loop(ctx_agent: AgentProcess) -> None:
+    response = invoke(ctx_agent, {HOPS: "5"})
+    assert response.status_code == 508, response.text
+    assert "loop" in response.text
+
+
+def test_json_invocation_honours_a_shorter_budget(ctx_agent: AgentProcess) -> None:
+    seen = invoke(ctx_agent, {TIMEOUT_MS: "400"}).json()["result"]
+    assert 0 < int(seen["timeout_ms"]) <= 400
+    assert 0 < int(seen[TIMEOUT_MS]) <= 400
+    started = time.monotonic()
+    response = invoke(ctx_agent, {TIMEOUT_MS: "300"}, note="sleep 1500")
+    assert response.status_code == 504, response.text
+    assert time.monotonic() - started < 1.2  # not the service's timeout
+
+
 def test_a_shorter_budget_is_honoured(ctx_agent: AgentProcess) -> None:
     # Last in the module: the provider stays busy with the slow call for a while.
     started = time.monotonic()
