@@ -303,6 +303,19 @@ class NacosClient:
         await self._call(
             f"listen {group}/{data_id}", self._config.add_listener(data_id, group, on_change)
         )
+        self._wake_listen_round()
+
+    def _wake_listen_round(self) -> None:
+        """Have the SDK send its listen request now. nacos-sdk-python 3.2's ``add_listener``
+        only records the key; the server learns of it (and starts pushing changes) on the
+        SDK's next listen round, which runs when its queue is fed or every 5 s. Until then a
+        change is seen by nobody, so a new watch missed changes for up to 5 s."""
+        proxy = getattr(self._config, "grpc_client_proxy", None)
+        channel = getattr(proxy, "execute_config_listen_channel", None)
+        if isinstance(channel, asyncio.Queue):
+            channel.put_nowait(None)
+        else:  # a later SDK may have moved it: its own round (and our poll) still deliver
+            log.warning("Nacos SDK has no listen queue to wake: config changes may lag 5 s")
 
     async def unlisten_config(self, data_id: str, group: str, callback: ContentCallback) -> None:
         on_change = self._content_listeners.pop((data_id, group, id(callback)), None)

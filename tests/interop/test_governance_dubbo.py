@@ -487,12 +487,11 @@ async def test_rules_changed_in_nacos_apply_within_a_second_under_load(
         failed = [a for a in answers if a[1] != 200]
         assert not failed, failed[:5]
         first_new = min(t for t, _, who in answers if who == "p2")
-        # Nacos delivers a change at its SDK's next listen round (seconds; see
-        # docs/governance.md): the bound here is on the agent's part, from the moment the
-        # new version reached it to the first call served by the new rule.
+        # End to end: Nacos pushes the change to the agent's listener (issue 12), so the
+        # first call served by the new rule comes within a second of the publish.
         applied_at = (document.status.applied_at or 0) - time.time() + time.monotonic()
-        assert changed_at < applied_at < changed_at + 10
-        assert first_new - applied_at < 1.0, (first_new - applied_at, applied_at - changed_at)
+        assert changed_at < applied_at, (applied_at, changed_at)
+        assert first_new - changed_at < 1.0, (first_new - changed_at, applied_at - changed_at)
         late = [who for t, _, who in answers if t > first_new + 0.1]
         assert late and set(late) == {"p2"}
 
