@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
 
 from agent.calls import Attempt, Call, CallRejected, Direction, Outcome, Route
 from agent.cluster.host import Host
@@ -45,9 +44,9 @@ from agent.errors import (
 )
 from agent.governance.policy import Decision, Degraded, decision_of
 from agent.governance.retry import Failure, FailureKind
+from agent.runtime.client_connection import BatchedClientConnection
 from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
-from agent.runtime.writebatch import write_all
 from agent.telemetry.propagation import HOPS, PATH, TIMEOUT_MS, TRACEPARENT, TRACESTATE
 from plugins.dubbo.body import (
     GENERIC_METHODS,
@@ -302,11 +301,11 @@ class _Call:
                 self.host.active_requests -= 1
 
 
-class DubboProxyConnection(asyncio.Protocol):
+class DubboProxyConnection(BatchedClientConnection):
     """A client's connection to a Dubbo listener."""
 
     def __init__(self, context: ListenerContext, config: DubboConfig, pool: UpstreamPool) -> None:
-        self.context = context
+        super().__init__(context, pool.batch)
         self.config = config
         self.pool = pool
         self.service_name = context.service.name
@@ -320,35 +319,19 @@ class DubboProxyConnection(asyncio.Protocol):
             self.groups = frozenset(g.strip() for g in group.split(","))
         self.decoder = FrameDecoder(config.max_body_bytes)
         self.heads = _HeadCache()
-        self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.calls: set[_Call] = set()
         self.paused = 0
         # closed: the stream is refused or gone, read nothing more; lost: connection_lost ran.
         self.closed = False
-        self.lost = False
         self.eof = False
-        self.peer = ""
         self._tasks: set[asyncio.Task[None]] = set()
-        # Write coalescing (see upstream.WriteBatch): answers queued during one read.
-        self.batch = pool.batch
-        self._out: list[bytes] = []
         self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
         # Deadlines without a timer per request (one timer for the earliest deadline).
         self.deadlines = Deadlines(self.loop, self.batch)
         self._routes: dict[str, Route] = {}
 
     # -- asyncio.Protocol --------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        stats = self.context.stats
-        stats.accepted += 1
-        stats.active += 1
-        self.context.track(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.context.stats.bytes_in += len(data)
@@ -699,28 +682,6 @@ class DubboProxyConnection(asyncio.Protocol):
             )
 
     # -- answers and flow control ------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        if self.lost or self.transport is None:
-            return
-        self.context.stats.bytes_out += len(data)
-        batch = self.batch
-        if batch.active:
-            out = self._out
-            if not out:
-                batch.dirty.append(self)
-            out.append(data)
-        else:
-            self.transport.write(data)
-
-    def flush(self) -> None:
-        """Write what the current batch queued for this client (in one send)."""
-        out = self._out
-        if not out:
-            return
-        self._out = []
-        if not self.lost and self.transport is not None and not self.transport.is_closing():
-            write_all(self.transport, out)
 
     def answer_error(self, request_id: int, status: Status, message: str) -> None:
         self.context.stats.request_errors += 1

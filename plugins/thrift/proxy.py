@@ -22,7 +22,6 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from typing import cast
 
 from agent.calls import Call, CallRejected, Outcome
 from agent.cluster.cluster import Cluster
@@ -31,9 +30,9 @@ from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
 from agent.config import ServiceConfig
 from agent.errors import ConfigError, ConnectError, RemoteProtocolError, UpstreamError
+from agent.runtime.client_connection import BatchedClientConnection
 from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
-from agent.runtime.writebatch import write_all
 from agent.telemetry.propagation import propagation_headers
 from plugins.thrift import governance
 from plugins.thrift.base import BaseValues, read_extra, with_base
@@ -161,7 +160,7 @@ class _Call:
                 self.host.active_requests -= 1
 
 
-class ThriftProxyConnection(asyncio.Protocol):
+class ThriftProxyConnection(BatchedClientConnection):
     """A client's connection to a Thrift listener."""
 
     def __init__(
@@ -171,7 +170,7 @@ class ThriftProxyConnection(asyncio.Protocol):
         pool: UpstreamPool,
         routes: Routes | None = None,
     ) -> None:
-        self.context = context
+        super().__init__(context, pool.batch)
         self.config = config
         self.pool = pool
         self.routes = routes if routes is not None else Routes.build(context, config)
@@ -179,18 +178,12 @@ class ThriftProxyConnection(asyncio.Protocol):
         self.decoder = MessageDecoder(
             _PROTOS[config.protocol], _TRANSPORTS[config.transport], config.max_message_bytes
         )
-        self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.calls: set[_Call] = set()
         self.closed = False
-        self.lost = False
         self.eof = False
-        self.peer = ""
         self._upstream_paused = False
         self._tasks: set[asyncio.Task[None]] = set()
-        # Write coalescing (agent/runtime/writebatch.py): replies queued during one read.
-        self.batch = pool.batch
-        self._out: list[bytes] = []
         self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
         # Deadlines without a timer per call (one timer for the earliest deadline).
         self.deadlines = Deadlines(self.loop, self.batch)
@@ -207,16 +200,6 @@ class ThriftProxyConnection(asyncio.Protocol):
         return self.decoder.transport
 
     # -- asyncio.Protocol --------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        stats = self.context.stats
-        stats.accepted += 1
-        stats.active += 1
-        self.context.track(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.context.stats.bytes_in += len(data)
@@ -439,28 +422,6 @@ class ThriftProxyConnection(asyncio.Protocol):
         )
 
     # -- answers -------------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        if self.lost or self.transport is None:
-            return
-        self.context.stats.bytes_out += len(data)
-        batch = self.batch
-        if batch.active:
-            out = self._out
-            if not out:
-                batch.dirty.append(self)
-            out.append(data)
-        else:
-            self.transport.write(data)
-
-    def flush(self) -> None:
-        """Write what the current batch queued for this client (in one send)."""
-        out = self._out
-        if not out:
-            return
-        self._out = []
-        if not self.lost and self.transport is not None and not self.transport.is_closing():
-            write_all(self.transport, out)
 
     def _close(self) -> None:
         """Close after what is queued (close() lets written data flush, not queued data)."""
