@@ -117,6 +117,17 @@ class CallRejected(MeshAgentError):
         self.reason = reason
         self.status = status
 
+    def http_status(self) -> int:
+        """The HTTP status to answer with (the OpenAPI, the HTTP listener): the policy's own
+        when it names an HTTP error status (a fault or degrade rule's status may be another
+        protocol's: Dubbo's 80), else by reason."""
+        if self.status is not None and 400 <= self.status <= 599:
+            return self.status
+        return _REJECTED_HTTP_STATUS.get(self.reason, 503)
+
+
+_REJECTED_HTTP_STATUS = {"rate_limited": 429, "loop": 508, "overloaded": 503, "fault": 503}
+
 
 @dataclass(slots=True)
 class Attempt:

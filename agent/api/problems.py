@@ -91,16 +91,9 @@ def for_error(exc: MeshAgentError) -> JSONResponse:
     return response
 
 
-# Policy refusals (agent.calls.CallRejected) by reason, unless the policy names an HTTP
-# error status (a fault or degrade rule's status may be another protocol's: Dubbo's 80).
-_REJECTED_STATUS = {"rate_limited": 429, "loop": 508, "overloaded": 503, "fault": 503}
-
-
 def _for_error(exc: MeshAgentError) -> JSONResponse:
     if isinstance(exc, CallRejected):
-        status = exc.status if exc.status is not None and 400 <= exc.status <= 599 else None
-        status = status or _REJECTED_STATUS.get(exc.reason, 503)
-        return problem(status, str(exc), "Call refused", reason=exc.reason)
+        return problem(exc.http_status(), str(exc), "Call refused", reason=exc.reason)
     if isinstance(exc, RemoteApplicationError):
         # The provider's own exception: its type and message, as the provider gave them.
         exception: dict[str, Any] = {"type": exc.exception_type, "message": str(exc)}

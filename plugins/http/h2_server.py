@@ -32,8 +32,10 @@ import h2.exceptions
 import h2.settings
 import hyperframe.frame
 
+from agent.calls import CallRejected, Direction, Outcome
 from agent.errors import NoEndpointError, UpstreamError, UpstreamTimeout
-from plugins.http.headers import Headers, end_to_end, forwarding
+from plugins.http.calls import chain_of, outcome_of_status, refusal
+from plugins.http.headers import PROPAGATED, Headers, end_to_end, forwarding
 from plugins.http.invoke import forward
 from plugins.http.routing import problem_body
 
@@ -258,13 +260,26 @@ class H2Session:
         context.stats.route(name).requests += 1
         try:
             if method == b"CONNECT" or not path:
-                await self._answer(stream_id, 501, "CONNECT is not supported", name)
+                await self._problem(stream_id, 501, "CONNECT is not supported", name)
                 return
             size = sum(len(n) + len(v) + 32 for n, v in headers)
             if size > self.config.max_header_bytes:
-                await self._answer(stream_id, 431, f"header list of {size} bytes", name)
+                await self._problem(stream_id, 431, f"header list of {size} bytes", name)
                 return
             outgoing = [(n, v) for n, v in end_to_end(regular) if n != b"host"]
+            incoming = {
+                n.decode("latin-1"): v.decode("latin-1") for n, v in regular if n in PROPAGATED
+            }
+            try:
+                call = context.calls.start(
+                    "http",
+                    Direction.OUTBOUND,
+                    session.owner.router.call_routes.route(name, method),
+                    incoming,
+                )
+            except CallRejected as exc:
+                await self._answer(stream_id, *refusal(exc, name))
+                return
             config = self.config
             if config.x_forwarded or config.forwarded:
                 outgoing = forwarding(
@@ -280,6 +295,7 @@ class H2Session:
                     authority,
                     has_body,
                     self._request_body(stream_id, stream),
+                    call,
                 )
             except UpstreamError as exc:
                 status = 502
@@ -287,9 +303,14 @@ class H2Session:
                     status = 504
                 elif isinstance(exc, NoEndpointError):
                     status = 503
+                call.fail(exc, str(status))
                 log.warning("http/2 request not forwarded: %s", exc, extra={"service": name})
-                await self._answer(stream_id, status, str(exc), name)
+                body = problem_body(status, str(exc), name, chain_of(call))
+                await self._answer(stream_id, status, b"application/problem+json", body)
                 return
+            except BaseException as exc:
+                call.fail(exc)
+                raise
             try:
                 response = [(b":status", str(result.status).encode())]
                 response += [(n.lower(), v) for n, v in result.headers]
@@ -299,7 +320,10 @@ class H2Session:
                     await self._send_data(stream_id, chunk)
                 self.h2.end_stream(stream_id)
                 await self.flush()
+                call.finish(outcome_of_status(result.status), str(result.status))
             finally:
+                # Not finished above: the client reset the stream or the provider cut it.
+                call.finish(Outcome.UPSTREAM_ERROR, str(result.status))
                 await result.close()
         except (h2.exceptions.StreamClosedError, ConnectionError):
             pass  # the client reset the stream or went away: nothing to tell it
@@ -353,14 +377,19 @@ class H2Session:
             view = view[size:]
             await self.flush()
 
-    async def _answer(self, stream_id: int, status: int, detail: str, service: str) -> None:
-        self.session.context.stats.request_errors += 1
+    async def _problem(self, stream_id: int, status: int, detail: str, service: str) -> None:
         body = problem_body(status, detail, service)
+        await self._answer(stream_id, status, b"application/problem+json", body)
+
+    async def _answer(self, stream_id: int, status: int, content_type: bytes, body: bytes) -> None:
+        """An answer of the agent's own (problem details, a fallback value)."""
+        if status >= 400:
+            self.session.context.stats.request_errors += 1
         self.h2.send_headers(
             stream_id,
             [
                 (b":status", str(status).encode()),
-                (b"content-type", b"application/problem+json"),
+                (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
             ],
         )

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from agent.telemetry.propagation import INCOMING
+
 Headers = list[tuple[bytes, bytes]]
+
+# The propagation field names (lower case) as parsers hand them over.
+PROPAGATED = frozenset(name.encode() for name in INCOMING)
 
 # RFC 9110 7.6.1 plus the fields every proxy treats the same way (Proxy-Connection from
 # old clients, Keep-Alive from RFC 2068).
@@ -66,12 +71,16 @@ def end_to_end(headers: Headers, *, keep_upgrade: bool = False) -> Headers:
     return kept
 
 
-def split_fields(headers: Headers) -> tuple[Headers, bytes | None, bool, bytes | None]:
+def split_fields(
+    headers: Headers, incoming: dict[str, str] | None = None
+) -> tuple[Headers, bytes | None, bool, bytes | None]:
     """One pass over a head: its end-to-end fields (``end_to_end``), and what framing and
     routing need: Content-Length, whether the body is chunked, Host.
 
     Content-Length and Host stay among the fields (passed on as they are); a chunked
-    body's Transfer-Encoding is the caller's to set again.
+    body's Transfer-Encoding is the caller's to set again. The propagation fields (trace
+    context, budget, hops: agent/telemetry/propagation.py) are also put into ``incoming``,
+    when given, with lower-case names: the call record reads them (plugins/http/calls.py).
     """
     kept: Headers = []
     length: bytes | None = None
@@ -94,6 +103,8 @@ def split_fields(headers: Headers) -> tuple[Headers, bytes | None, bool, bytes |
             length = value
         elif lower == b"host":
             host = value
+        elif incoming is not None and lower in PROPAGATED:
+            incoming[lower.decode("latin-1")] = value.decode("latin-1")
         kept.append((name, value))
     if named:
         kept = [(name, value) for name, value in kept if name.lower() not in named]

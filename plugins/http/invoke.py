@@ -19,8 +19,10 @@ import h11
 
 from agent.calls import Call, Direction, Outcome, outcome_of
 from agent.errors import ConnectError, UpstreamError, UpstreamTimeout
+from agent.governance.policy import decision_of
 from agent.runtime.protocols import HttpInvokeRequest, HttpInvokeResult
 from agent.telemetry.propagation import propagation_headers
+from plugins.http.calls import header_lookup
 from plugins.http.headers import Headers, end_to_end, header_value
 from plugins.http.pool import UpstreamConnection, UpstreamPool
 from plugins.http.protocol import HttpConfig
@@ -95,10 +97,25 @@ async def forward(
     tried: set[str] = set()
     stale_retried = False
     attempt = 0
+    subset_out: frozenset[str] = frozenset()
+    decision = decision_of(call) if call is not None else None
+    if decision is not None:
+        if decision.splits:
+            subset_out = decision.excluded(
+                target.cluster.hosts(),
+                lambda host: host.instance.metadata,
+                header_lookup(headers) if decision.uses_headers else lambda name: None,
+            )
+        if decision.delay_s > 0:  # an injected delay
+            await asyncio.sleep(decision.delay_s)
     while True:
         try:
             upstream = await pool.acquire(
-                target.cluster, target.service, fresh=stale_retried, exclude=frozenset(tried)
+                target.cluster,
+                target.service,
+                fresh=stale_retried,
+                exclude=frozenset(tried),
+                subset_out=subset_out,
             )
         except ConnectError:
             attempt += 1

@@ -78,10 +78,12 @@ class UpstreamPool:
         *,
         fresh: bool = False,
         exclude: frozenset[str] = frozenset(),
+        subset_out: frozenset[str] = frozenset(),
     ) -> UpstreamConnection:
         """A connection to an endpoint the cluster picks (none of ``exclude``, unless no
-        other is left); ``fresh`` skips idle connections."""
-        tried: set[str] = set(exclude)
+        other is left; never one of ``subset_out``, outside the call's traffic-splitting
+        subset); ``fresh`` skips idle connections."""
+        tried: set[str] = set(exclude) | subset_out
         errors: list[str] = []
         for _ in range(service.connect_attempts):
             host = cluster.choose(PickContext(None, frozenset(tried)))
@@ -109,7 +111,7 @@ class UpstreamPool:
             return UpstreamConnection(host, reader, writer)
         if not errors and exclude:
             # Every endpoint has been tried by earlier tries: one of them again beats none.
-            return await self.acquire(cluster, service, fresh=fresh)
+            return await self.acquire(cluster, service, fresh=fresh, subset_out=subset_out)
         if not errors:
             raise NoEndpointError(f"no endpoint available for service {cluster.name!r}")
         raise ConnectError(f"could not connect to service {cluster.name!r}: " + "; ".join(errors))

@@ -35,9 +35,21 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from agent.calls import Attempt, Call, CallRejected, Direction, Outcome
 from agent.cluster.host import Host
-from agent.errors import ConnectError, NoEndpointError, UpstreamError
+from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
+from agent.governance.policy import Decision, decision_of
+from agent.governance.retry import FailureKind
 from agent.runtime.protocols import ListenerContext, RouteStats
+from plugins.http.calls import (
+    RETRYABLE_STATUSES,
+    chain_of,
+    failure,
+    header_lookup,
+    outcome_of_status,
+    refusal,
+    with_outgoing,
+)
 from plugins.http.h2_server import PREFACE
 from plugins.http.h11_session import H11Connection
 from plugins.http.headers import Headers, end_to_end, forwarding, split_fields
@@ -77,10 +89,12 @@ class _Request:
         "chunked",
         "complete",
         "exchange",
+        "fields",
+        "first",
         "has_body",
-        "head",
         "headers",
         "host",
+        "incoming",
         "keep_alive",
         "method",
         "pending",
@@ -98,7 +112,11 @@ class _Request:
         self.method = b""
         self.version = "1.1"
         self.host: bytes | None = None
-        self.head = b""
+        # The request line and end-to-end fields to send (serialised per attempt, with
+        # what the call's observers add), and the propagation fields that arrived.
+        self.first = b""
+        self.fields: Headers = []
+        self.incoming: dict[str, str] = {}
         self.keep_alive = True
         self.chunked = False
         self.has_body = False
@@ -278,7 +296,7 @@ class HttpProxyConnection(asyncio.Protocol):
             return
         # HTTP/1.0 clients get one response per connection (as h11 serves them).
         request.keep_alive = parser.should_keep_alive() and request.version == "1.1"
-        fields, length, chunked, request.host = split_fields(request.headers)
+        fields, length, chunked, request.host = split_fields(request.headers, request.incoming)
         request.chunked = chunked
         request.has_body = chunked or (length is not None and length.strip() not in (b"", b"0"))
         if chunked:
@@ -288,7 +306,8 @@ class HttpProxyConnection(asyncio.Protocol):
             fields = forwarding(
                 fields, config.x_forwarded, config.forwarded, self.client_ip, request.host
             )
-        request.head = _serialise(method + b" " + request.url + b" HTTP/1.1\r\n", fields)
+        request.first = method + b" " + request.url + b" HTTP/1.1\r\n"
+        request.fields = fields
         self.queue.append(request)
         if request.has_body and len(self.queue) == 1:
             self._begin(request)  # the body streams to the provider as it arrives
@@ -344,7 +363,7 @@ class HttpProxyConnection(asyncio.Protocol):
         exchange = _Exchange(self, request, target, self.stats.route(target.service.name))
         self.exchange = exchange
         request.exchange = exchange
-        exchange.attempt()
+        exchange.open()
 
     def write(self, data: bytes) -> None:
         self.stats.bytes_out += len(data)
@@ -371,17 +390,26 @@ class HttpProxyConnection(asyncio.Protocol):
         if held and self.transport is not None and not self.closed:
             self.transport.writelines(held)
 
-    def answer(self, exchange: _Exchange, status: int, detail: str) -> None:
+    def answer(
+        self,
+        exchange: _Exchange,
+        status: int,
+        detail: str,
+        extensions: dict[str, object] | None = None,
+    ) -> None:
         """The agent's own error for the exchange's request (problem details); ends it."""
-        request = exchange.request
-        service = exchange.target.service.name
+        body = problem_body(status, detail, exchange.target.service.name, extensions)
         self.stats.request_errors += 1
+        self.respond(exchange, status, b"application/problem+json", body)
+
+    def respond(self, exchange: _Exchange, status: int, content_type: bytes, body: bytes) -> None:
+        """An answer of the agent's own for the exchange's request; ends it."""
+        request = exchange.request
         keep = request.keep_alive and request.complete and not self.draining
-        body = problem_body(status, detail, service)
         head = _serialise(
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
             [
-                (b"Content-Type", b"application/problem+json"),
+                (b"Content-Type", content_type),
                 (b"Content-Length", b"%d" % len(body)),
                 *([] if keep else [(b"Connection", b"close")]),
             ],
@@ -608,22 +636,36 @@ class HttpProxyConnection(asyncio.Protocol):
 
 
 class _Exchange:
-    """One request's way to a provider and its response's way back."""
+    """One request's way to a provider and its response's way back.
+
+    The request is one call on the agent's Calls hub (metrics, traces, governance): opened
+    when it is routed, an attempt per provider tried, finished when the response's last
+    byte is written (or the client or provider goes away).
+    """
 
     __slots__ = (
         "attempts",
+        "call",
         "chunked_out",
         "conn",
         "connecting",
+        "decision",
+        "discarding",
         "done",
         "host",
         "keep",
+        "record",
         "request",
         "responded",
+        "retry_delay",
         "route",
         "sending",
         "stale_retried",
+        "status",
+        "subset_out",
         "target",
+        "timeout_s",
+        "timer",
         "tried",
         "tries",
         "upstream",
@@ -646,24 +688,113 @@ class _Exchange:
         self.upstream: UpstreamConnection | None = None
         self.host: Host | None = None
         self.connecting: asyncio.Task[None] | None = None
+        # A delayed attempt (an injected delay, a retry's backoff).
+        self.timer: asyncio.TimerHandle | None = None
         # The request head went out: body chunks are written as they arrive.
         self.sending = False
         self.responded = False
+        # A provider's retryable answer being read to its end and dropped (a retry follows).
+        self.discarding = False
+        self.retry_delay = 0.0
         self.chunked_out = False
         self.keep = False
         self.done = False
+        self.status = 0
+        self.timeout_s = target.timeout_s
+        self.call: Call | None = None
+        self.record: Attempt | None = None
+        self.decision: Decision | None = None
+        # Endpoints outside the subset a traffic-splitting rule picked for this call.
+        self.subset_out: frozenset[str] = _NONE
+
+    # -- the call ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the call (policies may refuse it), then send, or wait an injected delay."""
+        conn = self.conn
+        request = self.request
+        service = self.target.service.name
+        try:
+            self.call = call = conn.context.calls.start(
+                "http",
+                Direction.OUTBOUND,
+                conn.router.call_routes.route(service, request.method),
+                request.incoming,
+            )
+        except CallRejected as exc:
+            self.done = True
+            status, content_type, body = refusal(exc, service)
+            if status >= 400:
+                conn.stats.request_errors += 1
+            conn.respond(self, status, content_type, body)
+            return
+        remaining = call.remaining_s()
+        if remaining is not None and remaining < self.timeout_s:
+            self.timeout_s = remaining  # never wait past the call's deadline
+        decision = self.decision = decision_of(call)
+        if decision is None:
+            self.attempt()
+            return
+        if decision.splits:
+            self.subset_out = decision.excluded(
+                self.target.cluster.hosts(),
+                lambda host: host.instance.metadata,
+                header_lookup(request.headers) if decision.uses_headers else _no_header,
+            )
+        if decision.delay_s > 0:  # an injected delay
+            assert conn.loop is not None
+            self.timer = conn.loop.call_later(decision.delay_s, self._attempt_later)
+            return
+        self.attempt()
+
+    def _attempt_later(self) -> None:
+        self.timer = None
+        if not self.done:
+            self.attempt()
+
+    def _end_attempt(self, outcome: Outcome, status: str = "") -> None:
+        record, self.record = self.record, None
+        if record is not None and self.call is not None:
+            self.call.end_attempt(record, outcome, status)
+
+    def _retry_after(self, kind: FailureKind, sent: bool) -> float | None:
+        """Seconds to wait before trying again, or None. Under a governance retry rule
+        (budget, backoff, idempotence) when one applies, else the service's ``retries``."""
+        request = self.request
+        if sent and request.has_body:
+            return None  # the body streamed to the provider is gone: it cannot be replayed
+        decision = self.decision
+        if decision is not None and decision.retry_attempts is not None:
+            delay = decision.retry_after(failure(kind, request.method, sent))
+            if delay is None or self._past_deadline(delay):
+                return None
+            return delay
+        if kind is FailureKind.STATUS or kind is FailureKind.TIMEOUT:
+            return None  # without a rule, an answer is passed on and a timeout is final
+        return 0.0 if self.attempts < self.tries else None
+
+    def _past_deadline(self, delay_s: float) -> bool:
+        call = self.call
+        remaining = call.remaining_s() if call is not None else None
+        return remaining is not None and remaining <= delay_s
+
+    def _retry(self, delay_s: float) -> None:
+        if delay_s > 0:
+            assert self.conn.loop is not None
+            self.timer = self.conn.loop.call_later(delay_s, self._attempt_later)
+        else:
+            self.attempt()
 
     # -- getting a provider connection ------------------------------------------------------
 
     def attempt(self) -> None:
+        tried = frozenset(self.tried) if self.tried else _NONE
         try:
             got = self.conn.pool.choose(
-                self.target.cluster,
-                frozenset(self.tried) if self.tried else _NONE,
-                fresh=self.stale_retried,
+                self.target.cluster, tried, fresh=self.stale_retried, subset_out=self.subset_out
             )
         except NoEndpointError as exc:
-            self._fail_before_response(503, str(exc))
+            self._fail_before_response(503, exc)
             return
         if isinstance(got, UpstreamConnection):
             self._send(got)
@@ -675,18 +806,24 @@ class _Exchange:
         target = self.target
         try:
             upstream = await self.conn.pool.connect(
-                target.cluster, target.service, host, frozenset(self.tried)
+                target.cluster, target.service, host, frozenset(self.tried) | self.subset_out
             )
         except UpstreamError as exc:
             self.connecting = None
             if self.done:
                 return
+            call = self.call
+            if call is not None and isinstance(exc, ConnectError):
+                call.end_attempt(call.begin_attempt(host.id), Outcome.CONNECT_ERROR)
             self.attempts += 1
-            if isinstance(exc, ConnectError) and self.attempts < self.tries:
-                self.attempt()
-                return
+            if isinstance(exc, ConnectError):
+                self.tried.add(host.id)
+                delay = self._retry_after(FailureKind.CONNECT, sent=False)
+                if delay is not None:
+                    self._retry(delay)
+                    return
             status = 503 if isinstance(exc, NoEndpointError) else 502
-            self._fail_before_response(status, str(exc))
+            self._fail_before_response(status, exc)
             return
         self.connecting = None
         if self.done:
@@ -699,20 +836,30 @@ class _Exchange:
         self.upstream = upstream
         self.host = host = upstream.host
         host.active_requests += 1
+        fields = request.fields
+        call = self.call
+        if call is not None:
+            self.record = record = call.begin_attempt(host.id)
+            outgoing = call.outgoing(record)
+            if outgoing:
+                fields = with_outgoing(fields, outgoing)
+        head = _serialise(request.first, fields)
         upstream.start(self, head_only=request.method == b"HEAD")
         if self.conn.write_paused:
             upstream.pause_reading()
-        self.route.bytes_in += len(request.head) + sum(map(len, request.pending))
+        self.route.bytes_in += len(head) + sum(map(len, request.pending))
         if request.pending:
-            upstream.writelines([request.head, *request.pending])
+            upstream.writelines([head, *request.pending])
             request.pending = []
             request.pending_bytes = 0
             self.conn._resume(_PENDING)
         else:
-            upstream.write(request.head)
+            upstream.write(head)
         self.sending = True
-        assert self.conn.loop is not None
-        self.conn.arm(self.target.timeout_s)
+        timeout_s = self.timeout_s
+        if call is not None and call.deadline is not None:
+            timeout_s = min(timeout_s, call.remaining_s() or 0.0)  # a retry's share
+        self.conn.arm(timeout_s)
 
     def send_body(self, framed: list[bytes]) -> None:
         upstream = self.upstream
@@ -732,7 +879,6 @@ class _Exchange:
             self.route.bytes_out += len(head)
             conn.write(head)
             return False
-        self.responded = True
         self.conn.deadline = 0.0
         assert self.host is not None
         if status >= 500:
@@ -741,6 +887,20 @@ class _Exchange:
             self.target.cluster.report_success(self.host)
         no_body = request.method == b"HEAD" or status in _NO_BODY_STATUSES
         until_close = not no_body and length is None and not chunked
+        if status in RETRYABLE_STATUSES and self.decision is not None and request.complete:
+            # Under a retry rule, a gateway error may be retried: read it to its end and
+            # drop it (response_end tries again), unless the rule or budget says no.
+            delay = self._retry_after(FailureKind.STATUS, sent=True)
+            if delay is not None:
+                self.discarding = True
+                self.status = status
+                self.tried.add(self.host.id)
+                self._end_attempt(Outcome.APP_ERROR, str(status))
+                self.retry_delay = delay
+                return until_close
+        self.responded = True
+        self.status = status
+        self._end_attempt(outcome_of_status(status), str(status))
         # A body without framing is chunked for the client (its connection stays), except
         # for an HTTP/1.0 client, which reads it to the close.
         self.chunked_out = chunked or (until_close and request.version == "1.1")
@@ -760,6 +920,8 @@ class _Exchange:
         return until_close
 
     def response_body(self, data: bytes) -> None:
+        if self.discarding:
+            return
         if self.chunked_out:
             size = b"%x\r\n" % len(data)
             self.route.bytes_out += len(size) + len(data) + 2
@@ -769,20 +931,28 @@ class _Exchange:
             self.conn.write(data)
 
     def response_trailers(self, trailers: Headers) -> None:
-        if self.chunked_out:
+        if self.chunked_out and not self.discarding:
             last = _serialise(b"0\r\n", end_to_end(trailers))
             self.route.bytes_out += len(last)
             self.conn.write(last)
             self.chunked_out = False  # the last chunk is written
 
     def response_end(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None and self.host is not None
+        self.host.active_requests -= 1
+        if self.discarding:
+            # The dropped answer is read: the connection goes back, the retry goes out.
+            self.discarding = False
+            self.upstream = None
+            self.sending = False
+            self.conn.pool.release(upstream)
+            self._retry(self.retry_delay)
+            return
         if self.chunked_out:
             self.route.bytes_out += 5
             self.conn.write(b"0\r\n\r\n")
         self.done = True
-        upstream = self.upstream
-        assert upstream is not None and self.host is not None
-        self.host.active_requests -= 1
         if self.request.complete:
             if self.conn.write_paused:
                 upstream.resume_reading()
@@ -791,6 +961,8 @@ class _Exchange:
             # The provider answered before the client finished sending: neither
             # connection can carry another request.
             upstream.detach()
+        if self.call is not None:
+            self.call.finish(outcome_of_status(self.status), str(self.status))
         self.conn.exchange_done(self.keep)
 
     def upstream_failed(self, reason: str) -> None:
@@ -800,6 +972,7 @@ class _Exchange:
         self.sending = False
         self.host.active_requests -= 1
         upstream.detach()
+        self._end_attempt(Outcome.UPSTREAM_ERROR)
         if self.responded:
             # Mid-body: the status is sent, so the only honest signal is a cut.
             log.warning(
@@ -807,8 +980,11 @@ class _Exchange:
             )
             self.done = True
             self.conn.exchange = None
+            if self.call is not None:
+                self.call.finish(Outcome.UPSTREAM_ERROR, str(self.status))
             self.conn._close()
             return
+        self.discarding = False
         self.conn.deadline = 0.0
         request = self.request
         if upstream.reused and not request.has_body and not self.stale_retried:
@@ -820,13 +996,16 @@ class _Exchange:
         self.target.cluster.report_failure(self.host)
         self.tried.add(self.host.id)
         self.attempts += 1
-        if self.attempts < self.tries:
-            self.attempt()
+        delay = self._retry_after(FailureKind.RESET, sent=True)
+        if delay is not None:
+            self._retry(delay)
             return
         name = self.target.service.name
         log.warning("http upstream failed: %s", reason, extra={"service": name})
         self._fail_before_response(
-            502, f"service {name!r}: endpoint {self.host.id} failed: {reason}", logged=True
+            502,
+            UpstreamError(f"service {name!r}: endpoint {self.host.id} failed: {reason}"),
+            logged=True,
         )
 
     def upstream_writable(self, writable: bool) -> None:
@@ -846,30 +1025,39 @@ class _Exchange:
         self.upstream = None
         self.host.active_requests -= 1
         upstream.detach()
+        self._end_attempt(Outcome.TIMEOUT)
         self.target.cluster.report_failure(self.host)
         detail = (
             f"service {self.target.service.name!r}: endpoint {self.host.id} sent no "
-            f"response within {self.target.timeout_s:g}s"
+            f"response within {self.timeout_s:g}s"
         )
         log.warning(
             "http upstream timeout: %s", detail, extra={"service": self.target.service.name}
         )
-        self._fail_before_response(504, detail, logged=True)
+        self._fail_before_response(504, UpstreamTimeout(detail), logged=True)
 
-    def _fail_before_response(self, status: int, detail: str, *, logged: bool = False) -> None:
+    def _fail_before_response(
+        self, status: int, error: UpstreamError, *, logged: bool = False
+    ) -> None:
         self.done = True
         if not logged:
             log.warning(
                 "http request not forwarded: %s",
-                detail,
+                error,
                 extra={"service": self.target.service.name},
             )
-        self.conn.answer(self, status, detail)
+        call = self.call
+        if call is not None:
+            call.fail(error, str(status))
+        self.conn.answer(self, status, str(error), chain_of(call))
 
     def cancel(self) -> None:
         """The client went away: drop the provider side (never reused)."""
         self.done = True
         self.conn.deadline = 0.0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
@@ -877,6 +1065,13 @@ class _Exchange:
         if upstream is not None and self.host is not None:
             self.host.active_requests -= 1
             upstream.abort()
+        self._end_attempt(Outcome.CANCELLED)
+        if self.call is not None:
+            self.call.finish(Outcome.CANCELLED, str(self.status) if self.responded else "")
+
+
+def _no_header(name: str) -> str | None:
+    return None
 
 
 def _serialise(first_line: bytes, fields: Headers) -> bytes:
@@ -888,9 +1083,12 @@ def _serialise(first_line: bytes, fields: Headers) -> bytes:
 
 
 _REASONS = {
+    200: b"OK",
     400: b"Bad Request",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
+    508: b"Loop Detected",
 }

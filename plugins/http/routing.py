@@ -6,9 +6,11 @@ Shared by the HTTP/1.1 listener, HTTP/2 client streams and HTTP invocation.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from agent.calls import Calls, Route
 from agent.cluster.cluster import Cluster
 from agent.config import ServiceConfig
 from agent.runtime.protocols import ListenerContext
@@ -38,11 +40,35 @@ def service_target(service: ServiceConfig, cluster: Cluster) -> Target:
     return Target(service, cluster, options.timeout_ms / 1000, options.retries)
 
 
+_ROUTES_MAX = 1024
+
+
+class RouteCache:
+    """One :class:`Route` per (service, method), bounded: the route is part of every
+    call's metrics labels and rule lookup, and HTTP has few methods."""
+
+    __slots__ = ("_calls", "_routes")
+
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
+        self._routes: dict[tuple[str, bytes], Route] = {}
+
+    def route(self, service: str, method: bytes) -> Route:
+        key = (service, method)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._calls.outbound_route(service, method.decode("latin-1"))
+            if len(self._routes) < _ROUTES_MAX:
+                self._routes[key] = route
+        return route
+
+
 class Router:
     """Routes in order; a request matching none goes to the listener's own service."""
 
     def __init__(self, context: ListenerContext, routes: list[HttpRoute]) -> None:
         self.routes = routes
+        self.call_routes = RouteCache(context.calls)
         self.default = service_target(context.service, context.cluster)
         self.targets = {
             route.service: service_target(
@@ -65,16 +91,19 @@ class Router:
         return self.default
 
 
-def problem_body(status: int, detail: str, service: str) -> bytes:
-    return json.dumps(
-        {
-            "type": "about:blank",
-            "title": HTTPStatus(status).phrase,
-            "status": status,
-            "detail": detail,
-            "service": service,
-        }
-    ).encode()
+def problem_body(
+    status: int, detail: str, service: str, extensions: Mapping[str, object] | None = None
+) -> bytes:
+    body: dict[str, object] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "service": service,
+    }
+    if extensions:
+        body.update(extensions)
+    return json.dumps(body).encode()
 
 
 def problem_headers(body: bytes) -> Headers:

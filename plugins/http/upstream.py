@@ -262,14 +262,21 @@ class FastPool:
         self._idle: dict[str, list[UpstreamConnection]] = {}
 
     def choose(
-        self, cluster: Cluster, exclude: frozenset[str], fresh: bool
+        self,
+        cluster: Cluster,
+        exclude: frozenset[str],
+        fresh: bool,
+        subset_out: frozenset[str] = frozenset(),
     ) -> UpstreamConnection | Host:
         """An idle connection to the endpoint the cluster picks, or that endpoint to
-        connect to. Raises NoEndpointError."""
-        host = cluster.choose(PickContext(None, exclude)) if exclude else cluster.choose()
+        connect to. ``exclude``: endpoints earlier tries failed on (avoided while others
+        are left); ``subset_out``: endpoints outside the call's traffic-splitting subset
+        (never chosen). Raises NoEndpointError."""
+        avoid = exclude | subset_out if subset_out else exclude
+        host = cluster.choose(PickContext(None, avoid)) if avoid else cluster.choose()
         if host is None and exclude:
             # Every endpoint was tried by earlier tries: one of them again beats none.
-            host = cluster.choose()
+            host = cluster.choose(PickContext(None, subset_out)) if subset_out else cluster.choose()
         if host is None:
             raise NoEndpointError(f"no endpoint available for service {cluster.name!r}")
         if not fresh:

@@ -1,0 +1,78 @@
+"""The HTTP plugin's side of the call record (agent/calls.py), shared by the HTTP/1.1
+listener and HTTP/2 client streams.
+
+An HTTP request on a listener is one :class:`~agent.calls.Call`: its route is the
+service and the HTTP method (``GET``...), as for HTTP invocation, so governance rules and
+metrics address HTTP calls the same way whichever door they came in by. What crosses hops
+(trace context, the remaining budget, the hop count) travels as request headers: those
+that arrived are read into ``Call.incoming``, and what observers want sent on an attempt
+replaces the caller's field of that name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+
+from agent.calls import Call, CallRejected, Outcome
+from agent.governance.policy import Degraded
+from agent.governance.retry import Failure, FailureKind
+from plugins.http.headers import Headers
+from plugins.http.routing import IDEMPOTENT, problem_body
+
+# Provider answers a retry rule may retry (Envoy's "gateway-error" plus 503).
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+
+
+def outcome_of_status(status: int) -> Outcome:
+    """A provider's response: a 5xx is the provider's failure, anything else an answer."""
+    return Outcome.OK if status < 500 else Outcome.APP_ERROR
+
+
+def failure(kind: FailureKind, method: bytes, sent: bool = True) -> Failure:
+    """A failed attempt for a retry rule. A request with an idempotent method (RFC 9110
+    9.2.2) may be sent twice whatever the rule's ``idempotent`` says, so for those the
+    provider having seen it does not count."""
+    return Failure(kind, sent=sent and method not in IDEMPOTENT)
+
+
+def with_outgoing(fields: Headers, outgoing: Mapping[str, str]) -> Headers:
+    """``fields`` with what the call's observers want sent on this attempt, replacing the
+    caller's fields of those names (a client's traceparent becomes the agent's span)."""
+    kept = [(n, v) for n, v in fields if n.lower().decode("latin-1") not in outgoing]
+    kept += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in outgoing.items()]
+    return kept
+
+
+def header_lookup(headers: Headers) -> Callable[[str], str | None]:
+    """A request header by lower-case name, for traffic-splitting rules that match on it."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        found.setdefault(name.lower().decode("latin-1"), value.decode("latin-1"))
+    return found.get
+
+
+def refusal(rejected: CallRejected, service: str) -> tuple[int, bytes, bytes]:
+    """What the agent answers for a refused call: status, content type, body.
+
+    A degradation with a value answers 200 with it as JSON; every other refusal is problem
+    details (429 rate limited, 503 overloaded or a fault, 508 a loop, or the rule's own
+    status) carrying the reason and, for a loop, the chain of apps."""
+    if isinstance(rejected, Degraded) and rejected.has_value:
+        try:
+            return 200, b"application/json", json.dumps(rejected.value).encode()
+        except (TypeError, ValueError) as exc:  # the rule model keeps values JSON; guard
+            rejected = CallRejected("degraded", f"fallback value not encodable: {exc}")
+    status = rejected.http_status()
+    extensions: dict[str, object] = {"reason": rejected.reason}
+    if rejected.chain:
+        extensions["chain"] = list(rejected.chain)
+    body = problem_body(status, str(rejected), service, extensions)
+    return status, b"application/problem+json", body
+
+
+def chain_of(call: Call | None) -> dict[str, object]:
+    """The error chain of a failed call as problem-details extensions (or nothing)."""
+    error = call.error if call is not None else None
+    chain = getattr(error, "chain", None)
+    return {"chain": list(chain)} if chain else {}
