@@ -37,6 +37,7 @@ from agent.errors import (
     RemoteApplicationError,
     UpstreamTimeout,
 )
+from agent.telemetry.propagation import PATH
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,10 @@ class CallPolicy(ABC):  # noqa: B024 - every hook is optional
         return None
 
 
+# Distinct (caller, route) pairs of inbound calls kept; beyond, the caller is ``_other``.
+MAX_CALLERS = 256
+
+
 class Calls:
     """The agent's call hub: opens calls and tells the observers and policies plugged in.
 
@@ -277,6 +282,26 @@ class Calls:
         self.clock = clock
         self.observers: list[CallObserver] = []
         self.policies: list[CallPolicy] = []
+        # Inbound routes by caller: what callers say of themselves is outside input, so
+        # the distinct names kept (metrics labels, rule lookups) are bounded.
+        self._callers: dict[tuple[str, Route], Route] = {}
+
+    def _caller(self, route: Route, incoming: Mapping[str, str]) -> Route:
+        """An inbound route with the caller the call's path names (its last app), as far
+        as the caller says; past :data:`MAX_CALLERS` names, ``_other``."""
+        path = incoming.get(PATH, "")
+        caller = path[path.rfind(",") + 1 :].strip()[:64] if path else ""
+        if not caller:
+            return route
+        key = (caller, route)
+        found = self._callers.get(key)
+        if found is None:
+            if len(self._callers) >= MAX_CALLERS:
+                caller = "_other"
+            found = Route(caller, "", route.target, route.target_cluster, route.method)
+            if len(self._callers) < MAX_CALLERS:
+                self._callers[key] = found
+        return found
 
     def outbound_route(self, target: str, method: str, target_cluster: str = "") -> Route:
         return Route(self.app, self.app_cluster, target, target_cluster, method)
@@ -292,6 +317,8 @@ class Calls:
         """Open a call; raises CallRejected when a policy refuses it (the call is then
         already finished as rejected, so observers count it)."""
         now = self.clock()
+        if direction is Direction.INBOUND and incoming and not route.source:
+            route = self._caller(route, incoming)
         call = Call(
             protocol,
             direction,

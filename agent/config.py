@@ -173,6 +173,13 @@ class AppHealthConfig(Strict):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+InboundProtocol = Literal["dubbo", "http"]
+
+
+def _inbound_protocols() -> list[InboundProtocol]:
+    return ["dubbo", "http"]
+
+
 class InboundConfig(Strict):
     """The inbound listener in front of the local app."""
 
@@ -185,6 +192,13 @@ class InboundConfig(Strict):
     max_connections: Annotated[int, Field(ge=1)] = 1024
     connect_timeout_s: PositiveSeconds = 1.0
     health: AppHealthConfig = Field(default_factory=AppHealthConfig)
+    # Protocols whose calls the inbound listener reads (per-call metrics, a server span
+    # continuing the caller's trace, the call context, the access log), told from a
+    # connection's first bytes; anything else (HTTP/2 and gRPC among them, for now), or a
+    # client that sends nothing within ``sniff_timeout_s`` (a server-first protocol), is
+    # relayed as TCP. Empty: relay everything.
+    protocols: list[InboundProtocol] = Field(default_factory=_inbound_protocols)
+    sniff_timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.25
 
     @model_validator(mode="after")
     def _app_port_when_enabled(self) -> InboundConfig:

@@ -154,7 +154,7 @@ class Agent:
                 checker = load(PluginKind.HEALTH_CHECKER, health.checker).build(
                     health.config, "inbound.health.config"
                 )
-            self.inbound = InboundListener(config.inbound, checker)
+            self.inbound = InboundListener(config.inbound, checker, self.calls)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -305,6 +305,8 @@ class Agent:
         supports = [*self._supports]
         if self.capture is not None:
             supports += self.capture.protocol_supports()
+        if self.inbound is not None:
+            supports += self.inbound.protocol_supports()
         for support in supports:
             try:
                 support.drain()
@@ -357,6 +359,8 @@ class Agent:
                 log.exception("protocol close failed", extra={"protocol": support.name})
         if self.capture is not None:
             await self.capture.close()
+        if self.inbound is not None:
+            await self.inbound.close()
         for registry in self.registries.values():
             try:
                 await registry.close()

@@ -29,6 +29,7 @@ from agent.cluster.outlier import OutlierPolicy
 from agent.config import CaptureConfig, ListenerConfig, ServiceConfig
 from agent.discovery.types import Instance, Reset
 from agent.plugins import PluginKind, load
+from agent.runtime.handover import hand_over
 from agent.runtime.protocols import ListenerContext, ListenerStats, ProtocolSupport
 from agent.runtime.sniff import PLUGINS_FOR, sniff
 from agent.runtime.sniff import pipeline_protocol as choose_pipeline
@@ -379,17 +380,8 @@ class _Sniffing(asyncio.Protocol):
             )
             self.transport.abort()
             return False
-        transport = self.transport
-        transport.set_protocol(protocol)
-        # From here on the pipeline owns the connection, its tracking and its close.
-        protocol.connection_made(transport)
-        if self.buffer:
-            protocol.data_received(self.buffer)
-            self.buffer = b""
-        if self.eof:
-            keep = protocol.eof_received()
-            return bool(keep)
-        return True
+        buffered, self.buffer = self.buffer, b""
+        return hand_over(self.transport, protocol, buffered, self.eof)
 
 
 def _text(address: object) -> str:

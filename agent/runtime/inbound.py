@@ -1,10 +1,15 @@
 """The inbound listener: remote callers → (iptables PREROUTING) → here → the local app.
 
-A TCP relay to the app (the same relay as outbound listeners, over a one-endpoint
-cluster, so its counters are the usual listener stats), a concurrency limit (a connection
-over it is closed at once, logged and counted) and the app's health: the agent is ready
-only while the local app passes its check, so traffic is not steered to a pod whose app
-cannot take it.
+Each admitted connection's first bytes say what it speaks (agent/runtime/sniff.py): a
+protocol in ``inbound.protocols`` (Dubbo, HTTP/1) is served by that protocol's listener
+pipeline with the calls marked inbound, so every call to the app gets metrics
+(``direction="inbound"``, the caller as its context names it), a server span continuing
+the caller's trace, the deadline and the access log; anything else, and a client that
+sends nothing within ``sniff_timeout_s`` (server-first protocols), goes through the TCP
+relay. All of them share one set of listener stats over a one-endpoint cluster (the
+app), a concurrency limit (a connection over it is closed at once, logged and counted)
+and the app's health: the agent is ready only while the local app passes its check, so
+traffic is not steered to a pod whose app cannot take it.
 """
 
 from __future__ import annotations
@@ -15,14 +20,18 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+from agent.calls import Calls, Direction
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.cluster.lb import RoundRobin
 from agent.cluster.outlier import OutlierPolicy
 from agent.config import InboundConfig, ListenerConfig, ServiceConfig
 from agent.discovery.types import Instance, Reset
+from agent.plugins import PluginKind, load
+from agent.runtime.handover import hand_over
 from agent.runtime.health import HealthChecker, probe
-from agent.runtime.protocols import ListenerContext
+from agent.runtime.protocols import ListenerContext, ProtocolSupport
+from agent.runtime.sniff import sniff
 from agent.runtime.tcp_proxy import TcpProtocol
 
 log = logging.getLogger(__name__)
@@ -31,7 +40,9 @@ SERVICE = "inbound"
 
 
 class InboundListener:
-    def __init__(self, config: InboundConfig, checker: HealthChecker | None) -> None:
+    def __init__(
+        self, config: InboundConfig, checker: HealthChecker | None, calls: Calls | None = None
+    ) -> None:
         assert config.app_port is not None
         self.config = config
         self.checker = checker if config.health.enabled else None
@@ -45,7 +56,16 @@ class InboundListener:
             name=SERVICE, host=config.host, port=config.port or 1, service=SERVICE
         )
         self.context = ListenerContext(listener, service, self.cluster)
+        self.calls = calls or Calls()
         self.over_limit = 0
+        # Admitted connections still being sniffed (counted against the limit).
+        self.sniffing = 0
+        # Connections by the pipeline that took them ("tcp": the relay), and sniffs that
+        # ran out of time.
+        self.pipelines: dict[str, int] = {}
+        self.sniff_timeouts = 0
+        self._supports: dict[str, ProtocolSupport] = {}
+        self._factories: dict[str, Callable[[], asyncio.Protocol]] = {}
         # Without a check the app is taken as healthy; with one, not until it passes.
         self.app_healthy = self.checker is None
         self.app_detail = "no check passed yet"
@@ -76,6 +96,57 @@ class InboundListener:
 
     def _accept(self) -> asyncio.Protocol:
         return _Gate(self)
+
+    def pipeline(self, sniffed: str) -> Callable[[], asyncio.Protocol]:
+        """The protocol factory for a connection that sniffed as ``sniffed``."""
+        protocol = sniffed if sniffed in self.config.protocols else "tcp"
+        self.pipelines[protocol] = self.pipelines.get(protocol, 0) + 1
+        if protocol == "tcp":
+            return self.relay
+        factory = self._factories.get(protocol)
+        if factory is None:
+            plugin = load(PluginKind.PROTOCOL, protocol)
+            config = plugin.validate_config({}, f"inbound.{protocol}")
+            support = self._supports[protocol] = plugin.factory(config)
+            base = self.context
+            service = ServiceConfig(
+                name=SERVICE,
+                protocol=protocol,
+                connect_timeout_s=self.config.connect_timeout_s,
+                connect_attempts=1,
+            )
+            listener = ListenerConfig(
+                name=SERVICE,
+                host=self.config.host,
+                port=self.config.port or 1,
+                service=SERVICE,
+                protocol=protocol,
+            )
+            context = ListenerContext(
+                listener,
+                service,
+                self.cluster,
+                stats=base.stats,
+                connections=base.connections,
+                idle=base.idle,
+                protocol_config=config,
+                calls=self.calls,
+                direction=Direction.INBOUND,
+            )
+            factory = self._factories[protocol] = support.outbound_listener(context)
+        return factory
+
+    def protocol_supports(self) -> list[ProtocolSupport]:
+        """The protocol plugins built for inbound connections so far (drained and closed
+        with the agent's own)."""
+        return list(self._supports.values())
+
+    async def close(self) -> None:
+        for support in self._supports.values():
+            try:
+                await support.close()
+            except Exception:
+                log.exception("protocol close failed", extra={"protocol": support.name})
 
     def refused(self, peer: object) -> None:
         self.over_limit += 1
@@ -134,10 +205,78 @@ class _Gate(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         inbound = self.inbound
-        if inbound.context.stats.active >= inbound.config.max_connections:
+        if inbound.context.stats.active + inbound.sniffing >= inbound.config.max_connections:
             inbound.refused(transport.get_extra_info("peername"))
             cast(asyncio.Transport, transport).close()
             return
-        relay = inbound.relay()
-        transport.set_protocol(relay)
-        relay.connection_made(transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        admitted = cast(asyncio.Transport, transport)
+        if not inbound.config.protocols:
+            hand_over(admitted, inbound.relay(), b"", False)
+            return
+        hand_over(admitted, _Sniffing(inbound), b"", False)
+
+
+class _Sniffing(asyncio.Protocol):
+    """An admitted connection until its first bytes (or their absence) pick its pipeline."""
+
+    def __init__(self, inbound: InboundListener) -> None:
+        self.inbound = inbound
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.eof = False
+        self.decided = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.inbound.sniffing += 1
+        self.inbound.context.track(self.transport)
+        self.timer = asyncio.get_running_loop().call_later(
+            self.inbound.config.sniff_timeout_s, self._timeout
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        verdict = sniff(self.buffer)
+        if verdict is not None:
+            self._decide(verdict)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        # Whatever came before the EOF is all the client will say: decide on it now.
+        return self._decide(sniff(self.buffer) or "tcp")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.decided:
+            self._settle()
+            if self.transport is not None:
+                self.inbound.context.untrack(self.transport)
+
+    def _timeout(self) -> None:
+        self.timer = None
+        if self.decided or self.transport is None or self.transport.is_closing():
+            return
+        # A client that sends nothing first (MySQL, SMTP): the server speaks first.
+        self.inbound.sniff_timeouts += 1
+        self._decide("tcp")
+
+    def _settle(self) -> None:
+        self.decided = True
+        self.inbound.sniffing -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _decide(self, sniffed: str) -> bool:
+        assert self.transport is not None
+        self._settle()
+        try:
+            protocol = self.inbound.pipeline(sniffed)()
+        except Exception:
+            log.exception("cannot build the inbound pipeline", extra={"protocol": sniffed})
+            self.inbound.context.untrack(self.transport)
+            self.transport.abort()
+            return False
+        buffered, self.buffer = self.buffer, b""
+        return hand_over(self.transport, protocol, buffered, self.eof)

@@ -21,7 +21,7 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.calls import Calls
+from agent.calls import Calls, Direction, Route
 from agent.cluster.cluster import Cluster
 from agent.config import ListenerConfig, ServiceConfig
 from agent.discovery.registry import Registry
@@ -79,9 +79,22 @@ class ListenerContext:
     clusters: Mapping[str, Cluster] = field(default_factory=dict)
     # The agent's call hub: every request read on the listener opens a Call on it.
     calls: Calls = field(default_factory=Calls)
+    # Outbound (the local app calls a service) or inbound (a caller calls the local app,
+    # on the inbound listener): the calls' direction and whose five-tuple they get.
+    direction: Direction = Direction.OUTBOUND
 
     def __post_init__(self) -> None:
         self.idle.set()
+
+    def call_route(self, target: str, method: str) -> Route:
+        """The five-tuple of a call read on this listener. Outbound: the local app calls
+        ``target``. Inbound: the local app is called (``target`` is whatever the protocol
+        names, kept as the method's prefix); the caller is filled in per call from what it
+        says (:meth:`Calls.start`)."""
+        if self.direction is Direction.INBOUND:
+            calls = self.calls
+            return Route("", "", calls.app or "local", calls.app_cluster, method)
+        return self.calls.outbound_route(target, method)
 
     def track(self, transport: asyncio.Transport) -> None:
         self.connections.add(transport)

@@ -189,7 +189,19 @@ def _capture_metrics(agent: Agent) -> Iterator[Metric]:
             "meshagent_inbound_app_healthy", "1 when the local app passes its health check"
         )
         app_healthy.add_metric([], 1 if agent.inbound.app_healthy else 0)
-        yield from (over_limit, app_healthy)
+        pipelines = CounterMetricFamily(
+            "meshagent_inbound_pipelines",
+            "Inbound connections by the pipeline that served them (tcp: the relay)",
+            labels=["pipeline"],
+        )
+        for pipeline, count in sorted(agent.inbound.pipelines.items()):
+            pipelines.add_metric([pipeline], count)
+        sniff_timeouts = CounterMetricFamily(
+            "meshagent_inbound_sniff_timeouts",
+            "Inbound connections that sent nothing within sniff_timeout_s (relayed as TCP)",
+        )
+        sniff_timeouts.add_metric([], agent.inbound.sniff_timeouts)
+        yield from (over_limit, app_healthy, pipelines, sniff_timeouts)
     capture = agent.capture
     if capture is None:
         return

@@ -309,6 +309,8 @@ class DubboProxyConnection(BatchedClientConnection):
         self.config = config
         self.pool = pool
         self.service_name = context.service.name
+        # On the inbound listener: every interface the local app serves is taken.
+        self.inbound = context.direction is Direction.INBOUND
         attributes = context.service.attributes
         version = attributes.get("version", "")
         self.version = "" if version == "*" else version
@@ -329,7 +331,7 @@ class DubboProxyConnection(BatchedClientConnection):
         self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
         # Deadlines without a timer per request (one timer for the earliest deadline).
         self.deadlines = Deadlines(self.loop, self.batch)
-        self._routes: dict[str, Route] = {}
+        self._routes: dict[tuple[str, str], Route] = {}
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -436,7 +438,9 @@ class DubboProxyConnection(BatchedClientConnection):
         except RemoteProtocolError as exc:
             self._bad_request(request_id, f"malformed request body: {exc}")
             return
-        if head.path != self.service_name or (self.version and head.version != self.version):
+        if self.inbound:
+            pass  # in front of the local app, which serves whatever it serves
+        elif head.path != self.service_name or (self.version and head.version != self.version):
             self.answer_error(
                 request_id,
                 Status.SERVICE_NOT_FOUND,
@@ -460,8 +464,8 @@ class DubboProxyConnection(BatchedClientConnection):
         try:
             record = calls.start(
                 "dubbo",
-                Direction.OUTBOUND,
-                self._route(_method_of(head, frame.body)),
+                self.context.direction,
+                self._route(head.path, _method_of(head, frame.body)),
                 string_attachments(frame.body, _PROPAGATED),
                 timeout_ms / 1000,
             )
@@ -565,13 +569,16 @@ class DubboProxyConnection(BatchedClientConnection):
         else:
             self._send(call, host, connection)
 
-    def _route(self, method: str) -> Route:
+    def _route(self, interface: str, method: str) -> Route:
         # A client calls the same few methods over and over: one Route each (bounded).
-        route = self._routes.get(method)
+        # Inbound, the local app may serve several interfaces: the method names its own.
+        key = (interface if self.inbound else "", method)
+        route = self._routes.get(key)
         if route is None:
-            route = self.context.calls.outbound_route(self.service_name, method)
+            name = f"{interface}.{method}" if self.inbound else method
+            route = self.context.call_route(self.service_name, name)
             if len(self._routes) < _ROUTES_MAX:
-                self._routes[method] = route
+                self._routes[key] = route
         return route
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:

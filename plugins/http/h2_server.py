@@ -32,7 +32,7 @@ import h2.exceptions
 import h2.settings
 import hyperframe.frame
 
-from agent.calls import CallRejected, Direction, Outcome
+from agent.calls import CallRejected, Outcome
 from agent.errors import NoEndpointError, UpstreamError, UpstreamTimeout
 from plugins.http.calls import chain_of, outcome_of_status, refusal
 from plugins.http.headers import PROPAGATED, Headers, end_to_end, forwarding
@@ -273,7 +273,7 @@ class H2Session:
             try:
                 call = context.calls.start(
                     "http",
-                    Direction.OUTBOUND,
+                    context.direction,
                     session.owner.router.call_routes.route(name, method),
                     incoming,
                 )

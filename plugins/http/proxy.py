@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from agent.calls import Attempt, Call, CallRejected, Direction, Outcome
+from agent.calls import Attempt, Call, CallRejected, Outcome
 from agent.cluster.host import Host
 from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
 from agent.governance.policy import Decision, decision_of
@@ -717,7 +717,7 @@ class _Exchange:
         try:
             self.call = call = conn.context.calls.start(
                 "http",
-                Direction.OUTBOUND,
+                conn.router.direction,
                 conn.router.call_routes.route(service, request.method),
                 request.incoming,
             )

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from agent.calls import Calls, Route
+from agent.calls import Route
 from agent.cluster.cluster import Cluster
 from agent.config import ServiceConfig
 from agent.runtime.protocols import ListenerContext
@@ -47,17 +47,17 @@ class RouteCache:
     """One :class:`Route` per (service, method), bounded: the route is part of every
     call's metrics labels and rule lookup, and HTTP has few methods."""
 
-    __slots__ = ("_calls", "_routes")
+    __slots__ = ("_context", "_routes")
 
-    def __init__(self, calls: Calls) -> None:
-        self._calls = calls
+    def __init__(self, context: ListenerContext) -> None:
+        self._context = context
         self._routes: dict[tuple[str, bytes], Route] = {}
 
     def route(self, service: str, method: bytes) -> Route:
         key = (service, method)
         route = self._routes.get(key)
         if route is None:
-            route = self._calls.outbound_route(service, method.decode("latin-1"))
+            route = self._context.call_route(service, method.decode("latin-1"))
             if len(self._routes) < _ROUTES_MAX:
                 self._routes[key] = route
         return route
@@ -68,7 +68,8 @@ class Router:
 
     def __init__(self, context: ListenerContext, routes: list[HttpRoute]) -> None:
         self.routes = routes
-        self.call_routes = RouteCache(context.calls)
+        self.call_routes = RouteCache(context)
+        self.direction = context.direction
         self.default = service_target(context.service, context.cluster)
         self.targets = {
             route.service: service_target(

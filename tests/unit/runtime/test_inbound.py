@@ -80,7 +80,9 @@ async def test_the_limit_holds_for_a_burst_of_connections(start_agent: AgentFact
     # Accepted in one go, before any connection_made has run: still only two get through.
     burst = await asyncio.gather(*(dial(agent) for _ in range(6)))
     await async_wait_until(lambda: inbound.over_limit == 4, what="four refused")
-    assert inbound.context.stats.accepted == 2
+    # The two admitted send nothing: relayed once the sniff times out.
+    await async_wait_until(lambda: inbound.context.stats.accepted == 2, what="two relayed")
+    assert inbound.over_limit == 4 and inbound.sniff_timeouts == 2
     for _reader, writer in burst:
         await close(writer)
     await app.stop()
@@ -128,4 +130,45 @@ async def test_drain_stops_taking_inbound_connections_first(start_agent: AgentFa
     assert await reader.readexactly(5) == b"app:b"
     await close(writer)
     await asyncio.wait_for(drain, 5)
+    await app.stop()
+
+
+async def test_a_server_first_protocol_is_relayed_after_the_sniff_timeout(
+    start_agent: AgentFactory,
+) -> None:
+    """A client that waits for the server to speak (SMTP, MySQL) is not stalled past the
+    sniff timeout: it is relayed as TCP, and the greeting reaches it."""
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\r\n")
+        data = await reader.readline()
+        writer.write(b"got " + data)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    agent = await start_agent(config(port, sniff_timeout_s=0.1))
+    reader, writer = await dial(agent)
+    assert await asyncio.wait_for(reader.readline(), 5) == b"220 ready\r\n"
+    writer.write(b"QUIT\r\n")
+    assert await asyncio.wait_for(reader.read(), 5) == b"got QUIT\r\n"
+    await close(writer)
+    assert agent.inbound is not None
+    assert agent.inbound.sniff_timeouts == 1
+    assert agent.inbound.pipelines == {"tcp": 1}
+    server.close()
+    await server.wait_closed()
+
+
+async def test_without_protocols_everything_is_relayed_at_once(start_agent: AgentFactory) -> None:
+    app = await EchoServer("app").start()
+    agent = await start_agent(config(app.port, protocols=[]))
+    reader, writer = await dial(agent)
+    writer.write(b"GET / HTTP/1.1\r\n\r\n")  # HTTP, but not read as such
+    writer.write_eof()
+    assert await reader.read() == b"app:GET / HTTP/1.1\r\n\r\nbye from app"
+    await close(writer)
+    assert agent.inbound is not None
+    assert agent.inbound.pipelines == {}
     await app.stop()
