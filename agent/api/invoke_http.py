@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from agent.api import problems
 from agent.errors import UpstreamError
+from agent.governance.policy import Degraded
 from agent.runtime.agent import Agent
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -49,6 +50,11 @@ def router(agent: Agent) -> APIRouter:
         except UpstreamError as exc:
             chain: dict[str, Any] = {"chain": list(exc.chain)} if exc.chain else {}
             return problems.problem(problems.status_for(exc), str(exc), service=service, **chain)
+        except Degraded as exc:
+            if not exc.has_value:
+                raise
+            # A degradation rule's fallback value: answered as the provider would, in JSON.
+            return JSONResponse(exc.value)
         response = StreamingResponse(
             result.body, status_code=result.status, background=BackgroundTask(result.close)
         )

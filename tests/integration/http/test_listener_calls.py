@@ -287,3 +287,16 @@ def test_http2_streams_are_calls_too(agent: AgentProcess) -> None:
         loop = h2.get("/echo", headers={"x-meshagent-hops": "99"})
         assert loop.status_code == 508 and loop.json()["reason"] == "loop"
     assert _value(agent, "meshagent_calls_total", **labels) == before + 2
+
+
+def test_http_invocation_is_governed_the_same_way(agent: AgentProcess) -> None:
+    with agent.client() as api:
+        degraded = api.patch("/v1/invoke/http/api/echo", content=b"x")
+        assert (degraded.status_code, degraded.json()) == (200, {"fallback": True})
+        names = {api.get("/v1/invoke/http/api/echo").json()["name"] for _ in range(4)}
+        assert names == {"a"}
+        canary = api.get("/v1/invoke/http/api/echo", headers={"x-canary": "yes"})
+        assert canary.json()["name"] == "b"
+        started = time.monotonic()
+        assert api.put("/v1/invoke/http/api/echo", content=b"x").status_code == 200
+        assert time.monotonic() - started >= 0.3
