@@ -145,7 +145,7 @@ class Agent:
         # Transparent capture and the inbound side (docs/capture.md); both off by default.
         self.capture: CaptureListener | None = None
         if config.capture.enabled:
-            self.capture = CaptureListener(config.capture, self.services, self.clusters)
+            self.capture = CaptureListener(config.capture, self.services, self.clusters, self.calls)
         self.inbound: InboundListener | None = None
         if config.inbound.enabled:
             health = config.inbound.health

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from agent.addresses import normalise_ip, parse_address
+from agent.calls import Calls
 from agent.cluster.cluster import Cluster
 from agent.cluster.lb import RoundRobin
 from agent.cluster.outlier import OutlierPolicy
@@ -89,8 +90,12 @@ class CaptureListener:
         config: CaptureConfig,
         services: dict[str, ServiceConfig],
         clusters: dict[str, Cluster],
+        calls: Calls | None = None,
     ) -> None:
         self.config = config
+        # The agent's call hub: captured connections' calls are observed and governed as
+        # any listener's.
+        self.calls = calls or Calls()
         self.services = services
         self.clusters = clusters
         self.stats = CaptureStats()
@@ -238,6 +243,7 @@ class CaptureListener:
             connections=self.connections,
             idle=self.idle,
             protocol_config=config,
+            calls=self.calls,
         )
 
     def pipeline(self, route: Route, sniffed: str) -> Callable[[], asyncio.Protocol]:

@@ -35,6 +35,7 @@ from agent.codec import NEED_DATA
 from plugins.dubbo.body import decode_invocation, heartbeat_response, value_response_frame
 from plugins.dubbo.frame import Frame, FrameDecoder
 from tests.fixtures.netns import Netns, ThreadedServer, Topology, echo_as, leftovers, unavailable
+from tests.fixtures.otel_collector import Collector, start_collector
 from tests.fixtures.processes import ManagedProcess
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -69,6 +70,8 @@ class Mesh:
     agent: ManagedProcess
     servers: dict[str, ThreadedServer]
     config_dir: Path
+    # A real OpenTelemetry Collector on the pod's loopback: the agent's spans.
+    collector: Collector
 
     def cli(self, *args: str, check: bool = True) -> str:
         done = self.client.run("env", f"PYTHONPATH={ROOT}", *meshagent(*args), check=check)
@@ -152,9 +155,21 @@ def http_provider(name: str) -> Callable[[socket.socket], None]:
     return handle
 
 
-def _config() -> dict[str, object]:
+def _config(collector: Collector) -> dict[str, object]:
     return {
         "admin": {"host": "127.0.0.1", "port": 15000},
+        "app": {"name": "pod-app"},
+        "telemetry": {
+            "tracing": {
+                "enabled": True,
+                "exporter": "otlp_grpc",
+                # On the pod's loopback; the agent's uid is not captured, so its export
+                # goes straight there.
+                "endpoint": collector.grpc_endpoint,
+                "schedule_delay_s": 0.1,
+                "export_timeout_s": 2,
+            }
+        },
         "registries": [
             {
                 "name": "local",
@@ -213,6 +228,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     topology = Topology()
     servers: dict[str, ThreadedServer] = {}
     agent: ManagedProcess | None = None
+    collector: Collector | None = None
     # The agent runs as nobody: its config must be readable by it (pytest's tmp is 0700).
     config_dir = Path(tempfile.mkdtemp(prefix="meshagent-capture-"))
     try:
@@ -245,12 +261,15 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         servers["direct"] = ThreadedServer(p2.listen(P2, 7100), echo_as("direct"))
         servers["app"] = ThreadedServer(client.listen("127.0.0.1", 8080), echo_as("app"))
 
+        collector = start_collector(
+            tmp_path_factory.mktemp("capture-otelcol"), wrap=client.exec_argv
+        )
         os.chmod(config_dir, 0o755)
         config_path = config_dir / "agent.yaml"
-        config_path.write_text(yaml.safe_dump(_config()))
+        config_path.write_text(yaml.safe_dump(_config(collector)))
         config_path.chmod(0o644)
 
-        mesh = Mesh(topology, client, p1, p2, None, servers, config_dir)  # type: ignore[arg-type]
+        mesh = Mesh(topology, client, p1, p2, None, servers, config_dir, collector)  # type: ignore[arg-type]
         out = mesh.cli("iptables", "install", *INSTALL_ARGS)
         assert "MESHAGENT_OUTPUT" in out, out
 
@@ -278,6 +297,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     finally:
         if agent is not None:
             agent.stop()
+        if collector is not None:
+            collector.stop()
         for server in servers.values():
             server.close()
         prefix = topology.prefix

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,10 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.integration
+
+TRACE = "6bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "20f067aa0ba902b7"
+SERVER_SPAN, CLIENT_SPAN = 2, 3  # OTLP span kinds
 
 
 def closed(sock: socket.socket) -> bool:
@@ -78,10 +83,11 @@ def test_a_dubbo_call_to_an_original_address_goes_through_the_dubbo_pipeline(
     mesh: Mesh,
 ) -> None:
     before = mesh.metric("meshagent_capture_protocols_total", protocol="dubbo")
+    context = {"traceparent": f"00-{TRACE}-{PARENT}-01"}
     with mesh.client.connect(VIP_DUBBO, 20880, timeout=5) as sock:
         decoder = FrameDecoder()
         for request_id in range(4):
-            body = encode_invocation(Invocation(DUBBO_SERVICE, "", "hello", (), (), {}))
+            body = encode_invocation(Invocation(DUBBO_SERVICE, "", "hello", (), (), context))
             sock.sendall(request_frame(request_id, body))
         answers: dict[int, object] = {}
         while len(answers) < 4:
@@ -98,6 +104,21 @@ def test_a_dubbo_call_to_an_original_address_goes_through_the_dubbo_pipeline(
     assert mesh.metric("meshagent_capture_protocols_total", protocol="dubbo") == before + 1
     labels = {"listener": "capture", "service": DUBBO_SERVICE}
     assert mesh.metric("meshagent_listener_connections_total", **labels) == 1
+
+    # Traced: each captured call is a server span in the app's trace and a client span to
+    # the provider it went to, at the collector on the pod's loopback.
+    def eight_spans() -> list[dict[str, Any]] | None:
+        spans = [s for s in mesh.collector.spans() if s["traceId"] == TRACE]
+        return spans if len(spans) >= 8 else None
+
+    spans = wait_until(eight_spans, 20, what="the captured calls' spans at the collector")
+    servers = [s for s in spans if s["kind"] == SERVER_SPAN]
+    clients = [s for s in spans if s["kind"] == CLIENT_SPAN]
+    assert len(servers) == len(clients) == 4
+    assert {s["parentSpanId"] for s in servers} == {PARENT}
+    assert {s["service"] for s in spans} == {"pod-app"}
+    assert {s["attrs"]["rpc.method"] for s in servers} == {"hello"}
+    assert sorted(s["attrs"]["server.address"] for s in clients) == [P1, P1, P2, P2]
 
 
 @pytest.mark.parametrize(("host", "port"), [(VIP_WEB, 80), (P1, 8000)])
