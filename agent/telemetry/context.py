@@ -27,6 +27,7 @@ from agent.errors import MeshAgentError
 from agent.telemetry import propagation as p
 
 NAME = "context"
+_PATHS_MAX = 1024
 
 
 @dataclass
@@ -54,6 +55,8 @@ class CallContext(CallPolicy, CallObserver):
         self.max_hops = max_hops
         self.max_timeout_s = max_timeout_s
         self.stats = ContextStats()
+        # The outgoing path by incoming path (this agent's app appended), bounded.
+        self._paths: dict[tuple[str, ...], str] = {}
 
     # -- CallPolicy ----------------------------------------------------------------------
 
@@ -105,8 +108,14 @@ class CallContext(CallPolicy, CallObserver):
             return  # rejected before admit ran, or another hub
         headers = attempt.headers
         headers[p.HOPS] = str(hop.hops + 1)
-        here = call.hub.app if call.hub is not None and call.hub.app else "?"
-        headers[p.PATH] = p.format_path((*hop.path, here[: p.PATH_ENTRY_MAX]))
+        path = self._paths.get(hop.path)
+        if path is None:
+            # Most calls arrive with no path or one of a few: format each once.
+            here = call.hub.app if call.hub is not None and call.hub.app else "?"
+            path = p.format_path((*hop.path, here[: p.PATH_ENTRY_MAX]))
+            if len(self._paths) < _PATHS_MAX:
+                self._paths[hop.path] = path
+        headers[p.PATH] = path
         remaining = call.remaining_s()
         if remaining is not None:
             headers[p.TIMEOUT_MS] = str(max(1, int(remaining * 1000 + 1e-6)))  # float noise

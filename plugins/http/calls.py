@@ -39,9 +39,9 @@ def failure(kind: FailureKind, method: bytes, sent: bool = True) -> Failure:
 def with_outgoing(fields: Headers, outgoing: Mapping[str, str]) -> Headers:
     """``fields`` with what the call's observers want sent on this attempt, replacing the
     caller's fields of those names (a client's traceparent becomes the agent's span)."""
-    kept = [(n, v) for n, v in fields if n.lower().decode("latin-1") not in outgoing]
-    kept += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in outgoing.items()]
-    return kept
+    added = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in outgoing.items()]
+    names = {name for name, _ in added}
+    return [(n, v) for n, v in fields if n.lower() not in names] + added
 
 
 def header_lookup(headers: Headers) -> Callable[[str], str | None]:
