@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.java_dubbo import INTERFACE, start_provider
@@ -98,15 +97,6 @@ def pair(dubbo_peer_jar: Path, interop_workdir: Path) -> Iterator[Pair]:
         collector.stop()
 
 
-def _value(agent: AgentProcess, name: str, **labels: str) -> float:
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(agent.metrics())
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
-
-
 def test_an_inbound_dubbo_call_is_counted_and_traced(pair: Pair) -> None:
     labels: dict[str, Any] = {
         "from": "app-a",
@@ -116,7 +106,7 @@ def test_an_inbound_dubbo_call_is_counted_and_traced(pair: Pair) -> None:
         "direction": "inbound",
         "outcome": "ok",
     }
-    before = _value(pair.b, "meshagent_calls_total", **labels)
+    before = pair.b.metric("meshagent_calls_total", **labels)
     with pair.a.client() as client:
         response = client.post(
             f"/v1/invoke/dubbo/{INTERFACE}/attachments",
@@ -129,7 +119,7 @@ def test_an_inbound_dubbo_call_is_counted_and_traced(pair: Pair) -> None:
     # hop, and both apps on the path.
     assert seen["x-meshagent-hops"] == "2"
     assert seen["x-meshagent-path"] == "app-a,app-b"
-    assert _value(pair.b, "meshagent_calls_total", **labels) == before + 1
+    assert pair.b.metric("meshagent_calls_total", **labels) == before + 1
 
     def four_spans() -> list[dict[str, Any]] | None:
         spans = [s for s in pair.collector.spans() if s["traceId"] == TRACE]
@@ -145,8 +135,8 @@ def test_an_inbound_dubbo_call_is_counted_and_traced(pair: Pair) -> None:
 
 
 def test_other_bytes_are_still_relayed_as_tcp(pair: Pair) -> None:
-    before = _value(pair.b, "meshagent_inbound_pipelines_total", pipeline="tcp")
-    dubbo_before = _value(pair.b, "meshagent_inbound_pipelines_total", pipeline="dubbo")
+    before = pair.b.metric("meshagent_inbound_pipelines_total", pipeline="tcp")
+    dubbo_before = pair.b.metric("meshagent_inbound_pipelines_total", pipeline="dubbo")
     # Not Dubbo, not HTTP: relayed to the provider's port as bytes (the Java provider
     # closes a connection that sends garbage; the relay passes the close on).
     with socket.create_connection((LOOPBACK, pair.inbound_port), timeout=10) as sock:
@@ -154,5 +144,5 @@ def test_other_bytes_are_still_relayed_as_tcp(pair: Pair) -> None:
         sock.shutdown(socket.SHUT_WR)
         while sock.recv(4096):
             pass
-    assert _value(pair.b, "meshagent_inbound_pipelines_total", pipeline="tcp") == before + 1
-    assert _value(pair.b, "meshagent_inbound_pipelines_total", pipeline="dubbo") == dubbo_before
+    assert pair.b.metric("meshagent_inbound_pipelines_total", pipeline="tcp") == before + 1
+    assert pair.b.metric("meshagent_inbound_pipelines_total", pipeline="dubbo") == dubbo_before

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.processes import free_port
@@ -42,15 +41,6 @@ def agent(
         agent.stop()
 
 
-def _value(agent: AgentProcess, name: str, **labels: str) -> float:
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(agent.metrics())
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
-
-
 def test_inbound_http_requests_are_calls(agent: AgentProcess) -> None:
     labels = {
         "from": "checkout",
@@ -61,7 +51,7 @@ def test_inbound_http_requests_are_calls(agent: AgentProcess) -> None:
         "direction": "inbound",
         "outcome": "ok",
     }
-    before = _value(agent, "meshagent_calls_total", **labels)
+    before = agent.metric("meshagent_calls_total", **labels)
     port = agent.inbound_port  # type: ignore[attr-defined]
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         for _ in range(3):
@@ -75,5 +65,5 @@ def test_inbound_http_requests_are_calls(agent: AgentProcess) -> None:
             seen = dict(response.json()["headers"])
             assert seen["x-meshagent-hops"] == "3"
             assert seen["x-meshagent-path"] == "web,checkout,orders"
-    assert _value(agent, "meshagent_calls_total", **labels) == before + 3
-    assert _value(agent, "meshagent_inbound_pipelines_total", pipeline="http") >= 1
+    assert agent.metric("meshagent_calls_total", **labels) == before + 3
+    assert agent.metric("meshagent_inbound_pipelines_total", pipeline="http") >= 1

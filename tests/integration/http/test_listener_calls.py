@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.otel_collector import Collector, start_collector
@@ -129,15 +128,6 @@ def client(agent: AgentProcess) -> Iterator[httpx.Client]:
         yield c
 
 
-def _value(agent: AgentProcess, name: str, **labels: str) -> float:
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(agent.metrics())
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
-
-
 def _counters(agent: AgentProcess) -> dict[str, int]:
     with agent.client() as admin:
         counters: dict[str, int] = admin.get("/v1/rules").json()["counters"]
@@ -148,7 +138,7 @@ def test_a_request_is_a_traced_call_with_metrics(
     agent: AgentProcess, collector: Collector, client: httpx.Client
 ) -> None:
     labels = {"protocol": "http", "direction": "outbound", "to": "api", "method": "GET"}
-    before = _value(agent, "meshagent_calls_total", outcome="ok", **labels)
+    before = agent.metric("meshagent_calls_total", outcome="ok", **labels)
     response = client.get(
         "/echo", headers={"traceparent": f"00-{TRACE}-{PARENT}-01", "x-meshagent-hops": "2"}
     )
@@ -173,8 +163,7 @@ def test_a_request_is_a_traced_call_with_metrics(
     assert server["attrs"]["rpc.service"] == "api"
     assert server["attrs"]["rpc.method"] == "GET"
     assert server["service"] == "app-h"
-    after = _value(
-        agent,
+    after = agent.metric(
         "meshagent_calls_total",
         outcome="ok",
         **labels,
@@ -226,8 +215,7 @@ def test_rate_limit_answers_429(agent: AgentProcess, client: httpx.Client) -> No
     assert refused.json()["reason"] == "rate_limited"
     assert _counters(agent)["rate_limited"] == before + 3
     assert (
-        _value(
-            agent,
+        agent.metric(
             "meshagent_calls_total",
             protocol="http",
             to="api",
@@ -257,16 +245,16 @@ def test_fault_abort_and_delay(client: httpx.Client) -> None:
 
 def test_retry_budget_bounds_the_attempts(agent: AgentProcess, client: httpx.Client) -> None:
     labels = {"protocol": "http", "to": "failing", "method": "GET"}
-    calls_before = _value(agent, "meshagent_calls_total", **labels)
-    retries_before = _value(agent, "meshagent_call_retries_total", **labels)
+    calls_before = agent.metric("meshagent_calls_total", **labels)
+    retries_before = agent.metric("meshagent_call_retries_total", **labels)
     over_before = _counters(agent)["retries_over_budget"]
     calls = 30
     for _ in range(calls):
         response = client.get("/status/503", headers={"host": "failing.test"})
         assert response.status_code == 503  # the provider's own answer, passed on
         assert response.headers["x-upstream"] in ("a", "b")
-    assert _value(agent, "meshagent_calls_total", **labels) == calls_before + calls
-    retries = _value(agent, "meshagent_call_retries_total", **labels) - retries_before
+    assert agent.metric("meshagent_calls_total", **labels) == calls_before + calls
+    retries = agent.metric("meshagent_call_retries_total", **labels) - retries_before
     # Budget 20%: at most 0.2 retries per call, and some were made.
     assert 1 <= retries <= 0.2 * calls
     assert _counters(agent)["retries_over_budget"] > over_before
@@ -274,7 +262,7 @@ def test_retry_budget_bounds_the_attempts(agent: AgentProcess, client: httpx.Cli
 
 def test_http2_streams_are_calls_too(agent: AgentProcess) -> None:
     labels = {"protocol": "http", "to": "api", "method": "GET", "outcome": "ok"}
-    before = _value(agent, "meshagent_calls_total", **labels)
+    before = agent.metric("meshagent_calls_total", **labels)
     base = f"http://127.0.0.1:{agent.listener_port(0)}"
     with httpx.Client(base_url=base, http1=False, http2=True, timeout=10) as h2:
         seen = h2.get("/echo", headers={"x-meshagent-hops": "4"})
@@ -286,7 +274,7 @@ def test_http2_streams_are_calls_too(agent: AgentProcess) -> None:
         assert (degraded.status_code, degraded.json()) == (200, {"fallback": True})
         loop = h2.get("/echo", headers={"x-meshagent-hops": "99"})
         assert loop.status_code == 508 and loop.json()["reason"] == "loop"
-    assert _value(agent, "meshagent_calls_total", **labels) == before + 2
+    assert agent.metric("meshagent_calls_total", **labels) == before + 2
 
 
 def test_http_invocation_is_governed_the_same_way(agent: AgentProcess) -> None:
