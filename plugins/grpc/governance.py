@@ -22,6 +22,7 @@ from agent.calls import Call, CallRejected, Direction, Outcome
 from agent.cluster.cluster import Cluster
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.governance.policy import decision_of
+from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import ListenerContext
 from agent.telemetry.propagation import propagation_headers
 
@@ -82,6 +83,42 @@ async def governed_pick(record: Call, cluster: Cluster, metadata: Mapping[str, s
     lowered = {key.lower(): value for key, value in metadata.items()}
     excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata, lowered.get)
     return PickContext(exclude=excluded) if excluded else NO_CONTEXT
+
+
+# What grpc reports when no HTTP/2 connection to the endpoint could be made: nothing
+# was sent.
+_NOT_CONNECTED = "failed to connect"
+# grpc's words for a connection lost under a call (anything else UNAVAILABLE is the
+# provider's own status).
+_TRANSPORT_LOST = ("socket closed", "connection reset", "broken pipe", "goaway", "stream removed")
+
+
+def failure_of(code: Any, details: str | None) -> Failure:
+    """What kind of failure an upstream call's status is, for a retry rule. UNAVAILABLE
+    and RESOURCE_EXHAUSTED are gRPC's retryable statuses (gRFC A6, Envoy's ``retry-on``);
+    the provider may have run the method unless grpc never connected."""
+    text = (details or "").lower()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if text.startswith(_NOT_CONNECTED):
+            return Failure(FailureKind.CONNECT, sent=False)
+        if any(words in text for words in _TRANSPORT_LOST):
+            return Failure(FailureKind.RESET, sent=True)
+        return Failure(FailureKind.STATUS, sent=True)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Failure(FailureKind.STATUS, sent=True)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Failure(FailureKind.TIMEOUT, sent=True)
+    return Failure(FailureKind.OTHER, sent=True)
+
+
+def attempt_outcome(code: Any) -> Outcome:
+    if code == grpc.StatusCode.OK:
+        return Outcome.OK
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Outcome.TIMEOUT
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Outcome.UPSTREAM_ERROR
+    return Outcome.APP_ERROR
 
 
 def finish(record: Call | None, code: Any) -> None:

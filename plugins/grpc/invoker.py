@@ -7,6 +7,7 @@ stream (NDJSON); a gRPC status becomes an HTTP status with the code in the probl
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncGenerator
@@ -17,14 +18,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.calls import Call, Direction, Outcome, outcome_of
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
+from agent.cluster.lb import PickContext
 from agent.config import ServiceConfig
 from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError
-from agent.governance.policy import Degraded
+from agent.governance.policy import Degraded, retry_delay
+from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc.channels import ChannelPool, target
-from plugins.grpc.governance import governed_pick
-from plugins.grpc.reflection import DescriptorCache, MethodInfo, UnknownService
+from plugins.grpc.governance import failure_of, governed_pick
+from plugins.grpc.reflection import (
+    DescriptorCache,
+    DescriptorSetError,
+    MethodInfo,
+    ReflectionError,
+    UnknownService,
+)
 from plugins.grpc.triple import triple_headers
 
 log = logging.getLogger(__name__)
@@ -244,9 +253,56 @@ async def _invoke(
 ) -> InvokeResult:
     grpc_service, method = split_method(request.service, request.method)
     cluster = request.cluster
-    host = cluster.choose(await governed_pick(call, cluster, body.metadata))
-    if host is None:
-        raise NoEndpointError(f"no provider of {request.service.name} is available")
+    pick = await governed_pick(call, cluster, body.metadata)
+    while True:
+        host = cluster.choose(pick)
+        if host is None:
+            raise NoEndpointError(f"no provider of {request.service.name} is available")
+        try:
+            return await _invoke_on(
+                host, grpc_service, method, request, body, options, pool, cache, call
+            )
+        except (RemoteApplicationError, ReflectionError) as exc:
+            # A failure before the first reply may go to another provider, under the
+            # call's retry rule. Reflection is not the method: it never ran.
+            failure = (
+                Failure(FailureKind.CONNECT, sent=False)
+                if isinstance(exc, ReflectionError)
+                else _failure(exc)
+            )
+            delay = retry_delay(call, failure)
+            if delay is None or isinstance(exc, DescriptorSetError):
+                raise
+            if call.attempts and call.attempts[-1].ended is None:
+                status = _status_name(exc)
+                outcome = _TRANSPORT_OUTCOMES.get(status) or outcome_of(exc)
+                call.end_attempt(call.attempts[-1], outcome, status)
+            pick = PickContext(hash_key=pick.hash_key, exclude=pick.exclude | {host.id})
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+
+def _failure(error: RemoteApplicationError) -> Failure:
+    import grpc  # type: ignore[import-untyped]
+
+    code = getattr(grpc.StatusCode, error.exception_type, grpc.StatusCode.UNKNOWN)
+    details = error.details if isinstance(error.details, dict) else {}
+    return failure_of(code, str(details.get("grpc_message", "")))
+
+
+async def _invoke_on(
+    host: Host,
+    grpc_service: str,
+    method: str,
+    request: InvokeRequest,
+    body: InvokeBody,
+    options: GrpcServiceOptions,
+    pool: ChannelPool,
+    cache: DescriptorCache,
+    call: Call,
+) -> InvokeResult:
+    """One attempt on ``host``: the reply of a unary call, or a stream from its first reply."""
+    cluster = request.cluster
     info = await resolve(cache, cluster.name, host, grpc_service, method, options.descriptor_set)
     requests = encode(info, body)
     attempt = call.begin_attempt(host.id)
@@ -306,7 +362,7 @@ async def _prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerato
 async def _replies(
     call: Any, host: Host, cluster: Cluster, cache: DescriptorCache, grpc_service: str
 ) -> AsyncGenerator[Any, None]:
-    import grpc  # type: ignore[import-untyped]
+    import grpc
 
     failed = False
     try:

@@ -13,10 +13,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
+from agent.calls import Call
+from agent.cluster.host import Host
+from agent.cluster.lb import PickContext
+from agent.governance.policy import retry_delay
+from agent.governance.retry import Failure
 from agent.runtime.protocols import BoundListener, ListenerContext
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc import governance
@@ -67,31 +73,88 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
     ) -> None:
         context = self._context
         context.stats.requests += 1
-        cluster = context.cluster
         record = await governance.admit(context, method, server_context)
-        host = cluster.choose(governance.pick_context(context, record, server_context))
-        if host is None:
-            context.stats.request_errors += 1
-            governance.finish(record, grpc.StatusCode.UNAVAILABLE)
-            await server_context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                f"meshagent: no provider of {context.service.name} is available",
-            )
-        assert host is not None
+        pick = governance.pick_context(context, record, server_context)
+        client_metadata = forwardable(server_context.invocation_metadata())
+        code: Any = None
+        try:
+            shape: _Shape = await _request_shape(requests)
+            while True:
+                host = context.cluster.choose(pick)
+                if host is None:
+                    if code is not None:
+                        break  # every provider tried: the last failure is the answer
+                    context.stats.request_errors += 1
+                    code = grpc.StatusCode.UNAVAILABLE
+                    await server_context.abort(
+                        code, f"meshagent: no provider of {context.service.name} is available"
+                    )
+                assert host is not None
+                result = await self._attempt(
+                    method, host, shape, requests, client_metadata, record, server_context
+                )
+                code, details, trailers = result.code, result.details, result.trailers
+                if record is None or code == grpc.StatusCode.OK or result.relayed:
+                    break
+                retry = self._retry_shape(shape, result.unsent, code, details, record)
+                if retry is None:
+                    break
+                shape, delay = retry
+                # Counted as the attempt it was; the call goes on to another provider.
+                record.end_attempt(record.attempts[-1], governance.attempt_outcome(code), code.name)
+                pick = PickContext(exclude=pick.exclude | {host.id})
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            server_context.set_trailing_metadata(forwardable(trailers))
+            if code != grpc.StatusCode.OK:
+                await server_context.abort(code, details or "")
+        finally:
+            governance.finish(record, code)
+
+    @staticmethod
+    def _retry_shape(
+        shape: _Shape, unsent: bytes | None, code: Any, details: str | None, record: Call
+    ) -> tuple[_Shape, float] | None:
+        """What to send again and after how long, when the call's retry rule retries this
+        failure; None when it does not. A client stream can be sent again only when none
+        of it reached the provider (the agent keeps no copy of streamed messages)."""
+        failure = governance.failure_of(code, details)
+        if not isinstance(shape, bytes):
+            if unsent is None:
+                return None
+            failure = Failure(failure.kind, sent=False)
+        delay = retry_delay(record, failure)
+        if delay is None:
+            return None
+        if isinstance(shape, bytes):
+            return shape, delay
+        assert unsent is not None
+        return _Resend(unsent), delay
+
+    async def _attempt(
+        self,
+        method: str,
+        host: Host,
+        shape: _Shape,
+        requests: AsyncIterator[bytes],
+        client_metadata: list[tuple[str, Any]],
+        record: Call | None,
+        server_context: Any,
+    ) -> _Result:
+        """One upstream call on ``host``; what the provider answered, and what of it was
+        already relayed to the client."""
+        context = self._context
+        cluster = context.cluster
         channel = self._pool.get(host, cluster)
-        metadata = forwardable(server_context.invocation_metadata())
-        metadata += triple_headers(host.instance.metadata, metadata, context.service.attributes)
+        metadata = client_metadata + triple_headers(
+            host.instance.metadata, client_metadata, context.service.attributes
+        )
         options = {
             "metadata": metadata,
             # The client's deadline goes upstream as grpc-timeout; past it the upstream
             # call ends with DEADLINE_EXCEEDED, so the agent never waits longer.
             "timeout": server_context.time_remaining(),
         }
-        host.active_requests += 1
-        call: Any = None
-        sender: asyncio.Task[bytes | None] | None = None
-        failed = False
-        code = None
         if record is not None:
             # What observers send (trace context, hop count) replaces the client's field
             # of that name; the budget left goes as grpc-timeout through ``timeout``.
@@ -103,9 +166,14 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             remaining = record.remaining_s()
             if remaining is not None and remaining < (options["timeout"] or float("inf")):
                 options["timeout"] = remaining
+        host.active_requests += 1
+        call: Any = None
+        sender: asyncio.Task[bytes | None] | None = None
+        result = _Result()
         try:
-            shape = await _request_shape(requests)
-            for attempt in range(_ATTEMPTS):
+            if isinstance(shape, _Resend):
+                shape = await _request_shape(requests, shape.first)
+            for race in range(_ATTEMPTS):
                 if isinstance(shape, bytes):
                     # One message and the end of the stream: sent upstream in one batch
                     # with the headers. (Sent apart, as a stream call does, a provider
@@ -115,42 +183,39 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 else:
                     call = channel.stream_stream(method)(**options)
                     sender = asyncio.get_running_loop().create_task(_send(shape, requests, call))
-                relayed = False
                 try:
                     headers = await call.initial_metadata()
                     if headers:
-                        relayed = True
+                        result.relayed = True
                         await server_context.send_initial_metadata(forwardable(headers))
                     while (message := await call.read()) is not grpc.aio.EOF:
-                        relayed = True
+                        result.relayed = True
                         await server_context.write(message)
-                    code = await call.code()
-                    details = await call.details()
-                    trailers = await call.trailing_metadata()
+                    result.code = await call.code()
+                    result.details = await call.details()
+                    result.trailers = await call.trailing_metadata()
                 except grpc.aio.AioRpcError as exc:
-                    code, details, trailers = exc.code(), exc.details(), exc.trailing_metadata()
-                unsent = None
+                    result.code = exc.code()
+                    result.details, result.trailers = exc.details(), exc.trailing_metadata()
+                result.unsent = None
                 if sender is not None:
                     # The client's stream is no longer read once the status goes out.
-                    unsent = sender.result() if sender.done() else None
+                    result.unsent = sender.result() if sender.done() else None
                     await _stop(sender)
                     sender = None
                 if (
-                    code == grpc.StatusCode.INTERNAL
-                    and unsent is not None
-                    and not relayed
-                    and attempt + 1 < _ATTEMPTS
+                    result.code == grpc.StatusCode.INTERNAL
+                    and result.unsent is not None
+                    and not result.relayed
+                    and race + 1 < _ATTEMPTS
                 ):
                     # That race, lost: the provider ended the call before our first
                     # message left, so it never saw it. Ask again, in one batch if the
                     # client's stream has ended meanwhile.
-                    shape = await _request_shape(requests, unsent)
+                    shape = await _request_shape(requests, result.unsent)
                     continue
                 break
-            failed = code == grpc.StatusCode.UNAVAILABLE
-            server_context.set_trailing_metadata(forwardable(trailers))
-            if code != grpc.StatusCode.OK:
-                await server_context.abort(code, details or "")
+            return result
         finally:
             # A client that went away (cancelled, reset) cancels this task: the upstream
             # call is cancelled with it, so the provider stops working for nobody.
@@ -158,12 +223,34 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 call.cancel()
             if sender is not None:
                 await _stop(sender)
-            governance.finish(record, code)
             host.active_requests -= 1
-            if failed:
+            if result.code == grpc.StatusCode.UNAVAILABLE:
                 cluster.report_failure(host)
             else:
                 cluster.report_success(host)
+
+
+@dataclass(slots=True)
+class _Result:
+    """How one upstream call ended."""
+
+    code: Any = None  # None: it did not end (the client went away)
+    details: str | None = None
+    trailers: Any = None
+    # Headers or messages of this call already went to the client: it cannot be retried.
+    relayed: bool = False
+    # The client's first message, when the call ended before it could be sent.
+    unsent: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Resend:
+    """A client stream to send again from its first message (nothing of it was sent)."""
+
+    first: bytes
+
+
+_Shape = bytes | list[asyncio.Future[bytes | None]] | _Resend
 
 
 # Upstream calls for one client call when the provider answers before the first message

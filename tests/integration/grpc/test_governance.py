@@ -20,6 +20,10 @@ from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
 
+# A second name for the echo servers, plus an endpoint where nothing listens; its own
+# listener. Outlier ejection is off so the dead endpoint stays in the rotation.
+RETRY = "echo-retry"
+
 
 def rules() -> dict[str, Any]:
     return {
@@ -50,6 +54,38 @@ def rules() -> dict[str, Any]:
                 },
             },
             {"match": {"to": ECHO, "method": "Fallback"}, "degrade": {"value": {"message": "f"}}},
+            {
+                # Not idempotent: only failures before sending are retried.
+                "match": {"to": RETRY, "method": f"{ECHO}/Unary"},
+                "retry": {
+                    "attempts": 2,
+                    "retry_on": ["connect_failure", "retryable_status"],
+                    "backoff_base_ms": 1,
+                    "backoff_max_ms": 5,
+                    "budget": {"ratio": 1.0},
+                },
+            },
+            {
+                # The same method through the JSON invocation (as named in its URL).
+                "match": {"to": RETRY, "method": "Unary"},
+                "retry": {
+                    "attempts": 2,
+                    "backoff_base_ms": 1,
+                    "backoff_max_ms": 5,
+                    "budget": {"ratio": 1.0},
+                },
+            },
+            {
+                "match": {"to": RETRY, "method": f"{ECHO}/Bidi"},
+                "retry": {
+                    "attempts": 5,
+                    "retry_on": ["retryable_status"],
+                    "idempotent": True,
+                    "backoff_base_ms": 1,
+                    "backoff_max_ms": 2,
+                    "budget": {"ratio": 0.2},
+                },
+            },
         ],
         "circuit_breakers": {ECHO: {"max_in_flight": 2}},
     }
@@ -59,9 +95,22 @@ def rules() -> dict[str, Any]:
 def agent(
     tmp_path_factory: pytest.TempPathFactory, echo_servers: list[EchoServer]
 ) -> Iterator[AgentProcess]:
+    retry_service = {
+        "name": RETRY,
+        "protocol": "grpc",
+        "health": {"enabled": False},
+        "outlier": {"enabled": False},
+        "options": {"grpc_service": ECHO},
+    }
     config = {
-        "services": [{"name": ECHO, "protocol": "grpc", "health": {"enabled": False}}],
-        "listeners": [{"port": free_port(), "service": ECHO, "protocol": "grpc"}],
+        "services": [
+            {"name": ECHO, "protocol": "grpc", "health": {"enabled": False}},
+            retry_service,
+        ],
+        "listeners": [
+            {"port": free_port(), "service": ECHO, "protocol": "grpc"},
+            {"port": free_port(), "service": RETRY, "protocol": "grpc"},
+        ],
         "governance": {"rules": rules()},
         "drain_timeout_s": 2,
     }
@@ -77,7 +126,17 @@ def agent(
                         "metadata": {"tag": server.name},
                     },
                 ).raise_for_status()
+            for server in echo_servers:
+                client.put(
+                    f"/v1/registrations/{RETRY}/{server.name}",
+                    json={"host": "127.0.0.1", "port": server.port},
+                ).raise_for_status()
+            client.put(
+                f"/v1/registrations/{RETRY}/dead",
+                json={"host": "127.0.0.1", "port": free_port()},
+            ).raise_for_status()
         agent.wait_endpoints(ECHO, len(echo_servers))
+        agent.wait_endpoints(RETRY, len(echo_servers) + 1)
         yield agent
     finally:
         agent.stop()
@@ -89,6 +148,26 @@ async def echo(agent: AgentProcess, grpc_stubs: Path) -> AsyncIterator[Any]:
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{agent.listener_port(0)}") as channel:
         yield echo_pb2_grpc.EchoStub(channel)
+
+
+@pytest.fixture
+async def retry_echo(agent: AgentProcess, grpc_stubs: Path) -> AsyncIterator[Any]:
+    import echo_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{agent.listener_port(1)}") as channel:
+        yield echo_pb2_grpc.EchoStub(channel)
+
+
+async def served_calls(servers: list[EchoServer]) -> int:
+    """Calls of the echo methods the servers have seen (Stats calls are not counted)."""
+    import echo_pb2_grpc
+
+    total = 0
+    for server in servers:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            reply = await echo_pb2_grpc.EchoStub(channel).Stats(pb().StatsRequest())
+            total += reply.calls
+    return total
 
 
 def pb() -> Any:
@@ -173,3 +252,87 @@ def test_json_invocation_splits_by_metadata_and_degrades(agent: AgentProcess) ->
         fallback = client.post(f"{url}/Fallback", json={})
     assert plain == {"echo-a": 6} and canary == {"echo-b": 6}
     assert fallback.status_code == 200 and fallback.json()["result"] == {"message": "f"}
+
+
+async def code_of(call: Any) -> grpc.StatusCode:
+    try:
+        await call
+        return grpc.StatusCode.OK
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+
+
+async def test_connect_failures_are_retried_on_another_provider(
+    retry_echo: Any, agent: AgentProcess
+) -> None:
+    """A third of the picks land on an endpoint where nothing listens. Under the retry
+    rule every call still succeeds; the same picks without a rule (ServerStream) fail."""
+    before = counters(agent)["retries"]
+    codes = [await code_of(retry_echo.Unary(pb().EchoRequest(message="x"))) for _ in range(9)]
+    assert codes == [grpc.StatusCode.OK] * 9
+    assert counters(agent)["retries"] - before >= 3
+
+    async def stream() -> grpc.StatusCode:
+        try:
+            async for _ in retry_echo.ServerStream(pb().EchoRequest(message="x", count=1)):
+                pass
+            return grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as exc:
+            assert "failed to connect" in (exc.details() or "")
+            return exc.code()
+
+    unruled = Counter([await stream() for _ in range(9)])
+    assert unruled[grpc.StatusCode.UNAVAILABLE] >= 3 and unruled[grpc.StatusCode.OK] >= 3
+
+
+async def test_provider_status_not_retried_unless_idempotent(
+    retry_echo: Any, agent: AgentProcess, echo_servers: list[EchoServer]
+) -> None:
+    """UNAVAILABLE from the provider may have run the method: the non-idempotent rule on
+    Unary passes it on after one call upstream."""
+    served = await served_calls(echo_servers)
+    before = counters(agent)
+    failing = pb().EchoRequest(message="busy", code=grpc.StatusCode.UNAVAILABLE.value[0])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        # Two echo servers and a dead endpoint: at most one connect failure before a
+        # provider answers; the provider's own status is not retried.
+        await retry_echo.Unary(failing)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.details() == "busy"
+    assert await served_calls(echo_servers) - served == 1
+    assert counters(agent)["retries"] - before["retries"] <= 1
+
+
+async def test_retry_budget_bounds_attempts_when_every_call_fails(
+    retry_echo: Any, agent: AgentProcess, echo_servers: list[EchoServer]
+) -> None:
+    """Providers failing every call with UNAVAILABLE, a rule allowing 5 retries with a 20%
+    budget: upstream attempts stay at most 1.2x the calls."""
+    served = await served_calls(echo_servers)
+    before = counters(agent)
+    calls = 30
+    failing = pb().EchoRequest(message="down", code=grpc.StatusCode.UNAVAILABLE.value[0])
+    for _ in range(calls):
+        # One message and the end of the stream: a request the agent can send again.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _reply in retry_echo.Bidi(iter([failing])):
+                pass
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    after = counters(agent)
+    retries = after["retries"] - before["retries"]
+    assert 1 <= retries <= 0.2 * calls
+    assert after["retries_over_budget"] > before["retries_over_budget"]
+    # Attempts that reached a provider (a pick of the dead endpoint is a connect failure,
+    # not retried under this rule, and reaches nobody).
+    assert calls / 2 <= await served_calls(echo_servers) - served <= 1.2 * calls
+
+
+def test_json_invocation_retries_connect_failures(agent: AgentProcess) -> None:
+    before = counters(agent)["retries"]
+    with agent.client() as client:
+        results = [
+            client.post(f"/v1/invoke/grpc/{RETRY}/Unary", json={"message": {"message": "x"}})
+            for _ in range(9)
+        ]
+    assert [r.status_code for r in results] == [200] * 9, [r.text for r in results]
+    assert counters(agent)["retries"] - before >= 3
