@@ -3,8 +3,13 @@
 Thrift has no overload status: a call a rule refuses is answered with a
 TApplicationException (INTERNAL_ERROR, the kind the listener uses for every answer of its
 own) whose message names the reason (``meshagent: rate_limited: ...``). Plain Thrift has
-no request headers, so traffic-split rules use weights and zones only; injected delays
-are not applied on this listener (aborts are).
+no request headers, so traffic-split rules use weights and zones only.
+
+Retries (plugins/thrift/proxy.py): Thrift has no retryable status either (an exception in
+the reply is the provider's answer), so a rule retries connect failures (nothing sent)
+and connections lost after sending (``reset``: the provider may have run the method, so
+only under ``idempotent: true``). A timeout is the end of the call (the listener's
+timeout, or the budget that arrived, is the deadline of the whole call).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ listener, with the agent's own codec doing every length check before thriftpy2 r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import itertools
@@ -45,8 +46,12 @@ from agent.errors import (
     RemoteProtocolError,
     UnknownMethodError,
     UpstreamError,
+    UpstreamTimeout,
 )
+from agent.governance.policy import Degraded, decision_of, retry_delay
+from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult
+from plugins.thrift import governance
 from plugins.thrift.codec import (
     Message,
     MessageDecoder,
@@ -410,13 +415,18 @@ async def invoke(request: InvokeRequest, config: ThriftConfig, pool: UpstreamPoo
     except _Bad as exc:
         raise InvalidRequest([(exc.path, exc.message)]) from None
     calls = request.calls
-    call = calls.start(
-        "thrift",
-        Direction.INVOKE,
-        calls.outbound_route(request.service.name, method),
-        request.incoming,
-        timeout_ms / 1000,
-    )
+    try:
+        call = calls.start(
+            "thrift",
+            Direction.INVOKE,
+            calls.outbound_route(request.service.name, method),
+            request.incoming,
+            timeout_ms / 1000,
+        )
+    except Degraded as fallback:
+        if fallback.has_value:  # a governance rule's fallback value stands in
+            return InvokeResult(fallback.value, {}, "")
+        raise
     try:
         result = await _invoke(request, service, options, pool, call, body.args, log_id, timeout_ms)
     except BaseException as exc:
@@ -444,10 +454,16 @@ async def _invoke(
     attachments = {"log_id": log_id} if log_id is not None else {}
 
     cluster = request.cluster
+    decision = decision_of(call)
+    if decision is not None and decision.delay_s > 0:
+        await asyncio.sleep(decision.delay_s)  # an injected delay
+    # A retry rule replaces the service's connect_attempts (its count, backoff, budget).
+    ruled = decision is not None and decision.retry_attempts is not None
     tried: set[str] = set()
     errors: list[str] = []
-    for _ in range(request.service.connect_attempts):
-        host = cluster.choose(PickContext(exclude=frozenset(tried)))
+    while True:
+        pick = governance.pick_context(cluster, call)
+        host = cluster.choose(PickContext(exclude=pick.exclude | frozenset(tried)))
         if host is None:
             break
         tried.add(host.id)
@@ -462,6 +478,13 @@ async def _invoke(
             call.end_attempt(attempt, outcome_of(exc))
             cluster.report_failure(host, connect=True)
             errors.append(str(exc))
+            if ruled:
+                delay = retry_delay(call, Failure(FailureKind.CONNECT, sent=False))
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
+            elif len(tried) >= request.service.connect_attempts:
+                break
             continue
         values, _ = with_base(
             args_cls, given, options.caller, timeout_ms, call.outgoing(attempt), log_id
@@ -476,10 +499,19 @@ async def _invoke(
         host.active_requests += 1
         try:
             reply = await connection.request(message, timeout_ms / 1000)
+        except UpstreamError as exc:
+            call.end_attempt(attempt, outcome_of(exc))
+            cluster.report_failure(host)
+            # Sent: the provider may have run it (a retry rule's ``idempotent``).
+            kind = FailureKind.TIMEOUT if isinstance(exc, UpstreamTimeout) else FailureKind.RESET
+            delay = retry_delay(call, Failure(kind, sent=True))
+            if delay is None:
+                raise
+            errors.append(str(exc))
+            await asyncio.sleep(delay)
+            continue
         except BaseException as exc:
             call.end_attempt(attempt, outcome_of(exc))
-            if isinstance(exc, UpstreamError):
-                cluster.report_failure(host)
             raise
         finally:
             host.active_requests -= 1

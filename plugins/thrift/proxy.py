@@ -30,6 +30,8 @@ from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
 from agent.config import ServiceConfig
 from agent.errors import ConfigError, ConnectError, RemoteProtocolError, UpstreamError
+from agent.governance.policy import decision_of, retry_delay
+from agent.governance.retry import Failure, FailureKind
 from agent.runtime.client_connection import BatchedClientConnection
 from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
@@ -74,9 +76,11 @@ class _Call:
         "message",
         "proxy",
         "record",
+        "request",
         "seqid",
         "target",
         "timeout_ms",
+        "tried",
     )
 
     def __init__(
@@ -85,7 +89,8 @@ class _Call:
         self.proxy = proxy
         self.target = target
         self.cluster = target.cluster
-        self.message = message
+        self.request = message  # as the client sent it
+        self.message = message  # as the current attempt sends it
         self.header = message.header
         self.done = False
         self.host: Host | None = None
@@ -96,14 +101,17 @@ class _Call:
         self.deadline = proxy.loop.time() + timeout_ms / 1000
         self.record: Call | None = None  # the call record (agent/calls.py)
         self.base = False  # the method's IDL has Base: filled in when the call is sent
+        self.tried: frozenset[str] = frozenset()  # endpoints a retry must not go back to
 
     def settle(self, outcome: Message | UpstreamError) -> None:
         if self.done:
             return
         host = self.host
         assert host is not None
-        self._finish()
         proxy = self.proxy
+        if isinstance(outcome, UpstreamError) and proxy.retry_lost(self, host):
+            return
+        self._finish()
         if self.record is not None:
             self.record.finish(
                 Outcome.OK if isinstance(outcome, Message) else Outcome.UPSTREAM_ERROR
@@ -146,6 +154,17 @@ class _Call:
         if self.connection is not None and self.host is not None:
             self.host.active_requests -= 1
         self.proxy.call_done(self)
+
+    def fail(self, outcome: Outcome, message: str) -> None:
+        """End the call with the agent's own error (no provider was reached)."""
+        if self.done:
+            return
+        self.done = True
+        if self.record is not None:
+            self.record.finish(outcome)
+        proxy = self.proxy
+        proxy.call_done(self)
+        proxy.answer_error(self.header, message)
 
     def abandon(self) -> None:
         """The client went away: stop waiting, say nothing."""
@@ -307,22 +326,54 @@ class ThriftProxyConnection(BatchedClientConnection):
             if deadline is not None:  # the budget granted when the call started (just now)
                 budget_ms = int((deadline - record.started) * 1000 + 1e-6)  # float noise
                 timeout_ms = max(1, min(timeout_ms, budget_ms))
-        host = target.cluster.choose(governance.pick_context(target.cluster, record))
-        if host is None:
-            if record is not None:
-                record.finish(Outcome.NO_ENDPOINT)
-            self._no_provider(header, target)
-            return
         call = _Call(self, message, target, timeout_ms)
         call.record = record
         call.base = base
         self.calls.add(call)
         self.deadlines.add(call, timeout_ms)
+        decision = decision_of(record) if record is not None else None
+        if decision is not None and decision.delay_s > 0:
+            # An injected delay: a timer, then the call goes on as any other (its deadline
+            # runs meanwhile).
+            self.loop.call_later(decision.delay_s, self._dispatch, call)
+        else:
+            self._dispatch(call)
+
+    def _dispatch(self, call: _Call) -> None:
+        """Choose a provider for the call (again, on a retry) and send it."""
+        if call.done:
+            return
+        cluster = call.cluster
+        pick = governance.pick_context(cluster, call.record)
+        if call.tried:
+            pick = PickContext(hash_key=pick.hash_key, exclude=pick.exclude | call.tried)
+        host = cluster.choose(pick)
+        if host is None:
+            self._no_provider(call)
+            return
         connection = self.pool.live(host, self.kind)
         if connection is None:
             self._spawn(self._connect_and_send(call, host))
         else:
             self._send(call, host, connection)
+
+    def retry_lost(self, call: _Call, host: Host) -> bool:
+        """The connection to ``host`` was lost after the call was sent: under a retry rule
+        that allows it (``reset``, an idempotent method: the provider may have run it), send
+        it to another provider after the rule's backoff. True when a retry is under way."""
+        record = call.record
+        if record is None or self.closed:
+            return False
+        delay = retry_delay(record, Failure(FailureKind.RESET, sent=True))
+        if delay is None:
+            return False
+        record.end_attempt(record.attempts[-1], Outcome.UPSTREAM_ERROR)
+        call.cluster.report_failure(host)
+        host.active_requests -= 1
+        call.host = call.connection = None
+        call.tried = call.tried | {host.id}
+        self.loop.call_later(delay, self._dispatch, call)
+        return True
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
         record = call.record
@@ -332,7 +383,7 @@ class ThriftProxyConnection(BatchedClientConnection):
         if call.base:
             # What is left of the budget when the call goes out (after a connect).
             left_ms = max(1, round((call.deadline - self.loop.time()) * 1000))
-            call.message = self._with_base(call.message, call.target, outgoing, left_ms)
+            call.message = self._with_base(call.request, call.target, outgoing, left_ms)
         call.seqid = connection.send(call.message, call.settle)
         call.host = host
         call.connection = connection
@@ -355,9 +406,11 @@ class ThriftProxyConnection(BatchedClientConnection):
         """The slow path: connect failures move on to other providers (up to the service's
         connect_attempts) and count against the provider in the cluster."""
         cluster = call.cluster
-        tried: set[str] = set()
+        tried: set[str] = set(call.tried)
         last_error = ""
         chosen: Host | None = host
+        record = call.record
+        ruled = record is not None and _retry_rule(record)
         while chosen is not None and not call.done:
             try:
                 connection = await self.pool.get(chosen, self.kind)
@@ -375,17 +428,23 @@ class ThriftProxyConnection(BatchedClientConnection):
             except UpstreamError as exc:  # closed between connect and send
                 last_error = str(exc)
             tried.add(chosen.id)
-            if len(tried) >= call.target.service.connect_attempts:
+            if ruled:
+                # A retry rule replaces the service's connect_attempts: its count,
+                # backoff and budget.
+                assert record is not None
+                delay = retry_delay(record, Failure(FailureKind.CONNECT, sent=False))
+                if delay is None:
+                    break
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif len(tried) >= call.target.service.connect_attempts:
                 break
-            chosen = cluster.choose(PickContext(exclude=frozenset(tried)))
-        if call.done:
-            return
-        call.done = True
-        if call.record is not None:
-            call.record.finish(Outcome.CONNECT_ERROR)
-        self.call_done(call)
-        self.answer_error(
-            call.header,
+            pick = governance.pick_context(cluster, record)
+            chosen = cluster.choose(
+                PickContext(hash_key=pick.hash_key, exclude=pick.exclude | frozenset(tried))
+            )
+        call.fail(
+            Outcome.CONNECT_ERROR,
             f"meshagent: no provider of {call.target.name} reachable "
             f"({len(tried)} tried): {last_error}",
         )
@@ -444,12 +503,13 @@ class ThriftProxyConnection(BatchedClientConnection):
         if self.eof and not self.calls and self.transport is not None:
             self._close()
 
-    def _no_provider(self, header: Header, target: Target) -> None:
+    def _no_provider(self, call: _Call) -> None:
+        name = call.target.name
         log.warning(
             "no provider available",
-            extra={"listener": self.context.listener.display_name, "service": target.name},
+            extra={"listener": self.context.listener.display_name, "service": name},
         )
-        self.answer_error(header, f"meshagent: no provider available for {target.name}")
+        call.fail(Outcome.NO_ENDPOINT, f"meshagent: no provider available for {name}")
 
     def _with_base(
         self, message: Message, target: Target, outgoing: Mapping[str, str], timeout_ms: int
@@ -493,6 +553,11 @@ class ThriftProxyConnection(BatchedClientConnection):
         task: asyncio.Task[None] = self.loop.create_task(coroutine)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _retry_rule(record: Call) -> bool:
+    decision = decision_of(record)
+    return decision is not None and decision.retry_attempts is not None
 
 
 def _method(name: str) -> str:

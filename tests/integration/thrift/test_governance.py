@@ -3,9 +3,14 @@ in its config) → thriftpy2 servers."""
 
 from __future__ import annotations
 
+import contextlib
+import socketserver
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from thriftpy2.thrift import TApplicationException
@@ -13,10 +18,12 @@ from thriftpy2.thrift import TApplicationException
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.processes import free_port
 from tests.fixtures.thrift_server import ThriftServer, client
+from tests.integration.thrift.conftest import options
 
 pytestmark = pytest.mark.integration
 
 FORM = "framed-binary"
+RETRY = "thrift-retry"  # one real server, an endpoint where nothing listens, and a closer
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +104,154 @@ def test_subset_by_endpoint_metadata(
     with client(listener_port(governed), FORM) as echo:
         answered = Counter(echo.whoami() for _ in range(10))
     assert answered == {thrift_servers[FORM][1].server_id: 10}
+
+
+class _Closer(socketserver.BaseRequestHandler):
+    """A provider that dies under each call: reads the request, closes without answer."""
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):
+            self.request.recv(65536)
+        self.request.close()
+
+
+@pytest.fixture(scope="module")
+def closer() -> Iterator[int]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Closer)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def retrying(
+    tmp_path_factory: pytest.TempPathFactory,
+    thrift_servers: dict[str, list[ThriftServer]],
+    closer: int,
+) -> Iterator[AgentProcess]:
+    real = thrift_servers[FORM][0]
+    instances = [
+        real.instance(),
+        {"host": "127.0.0.1", "port": free_port(), "id": "dead"},
+        {"host": "127.0.0.1", "port": closer, "id": "closer"},
+    ]
+    retry: dict[str, Any] = {
+        "attempts": 3,
+        "retry_on": ["connect_failure", "reset"],
+        "backoff_base_ms": 1,
+        "backoff_max_ms": 5,
+        # A floor: the first call may need two retries (the dead port, then the closer).
+        "budget": {"ratio": 1.0, "min_per_s": 10},
+    }
+    idempotent = {**retry, "idempotent": True}
+    config = {
+        "registries": [
+            {"name": "local", "type": "local", "config": {"services": {RETRY: instances}}}
+        ],
+        "services": [
+            {
+                "name": RETRY,
+                "protocol": "thrift",
+                "health": {"enabled": False},
+                "outlier": {"enabled": False},
+                "options": options(FORM),
+            }
+        ],
+        "listeners": [{"port": free_port(), "service": RETRY, "protocol": "thrift"}],
+        "governance": {
+            "rules": {
+                "rules": [
+                    # whoami is idempotent: a lost connection may be retried.
+                    {"match": {"to": RETRY, "method": "whoami"}, "retry": idempotent},
+                    # add is not: only the connect failures are.
+                    {"match": {"to": RETRY, "method": "add"}, "retry": retry},
+                    {
+                        "match": {"to": RETRY, "method": "ping"},
+                        "fault": {"delay": {"percent": 100, "ms": 300}},
+                        "retry": idempotent,  # whichever endpoint it is sent to first
+                    },
+                    {
+                        "match": {"to": RETRY, "method": "recorded"},
+                        "degrade": {"value": 42},
+                    },
+                ]
+            }
+        },
+        "drain_timeout_s": 2,
+    }
+    agent = start_agent(tmp_path_factory.mktemp("thrift-retrying"), config)
+    try:
+        agent.wait_endpoints(RETRY, 3)
+        yield agent
+    finally:
+        agent.stop()
+
+
+def counters(agent: AgentProcess) -> dict[str, int]:
+    with agent.client() as api:
+        body: dict[str, int] = api.get("/v1/rules").json()["counters"]
+        return body
+
+
+def test_connect_failures_and_lost_connections_are_retried(
+    retrying: AgentProcess, thrift_servers: dict[str, list[ThriftServer]]
+) -> None:
+    """Round robin over a real server, a dead port and a provider that closes under every
+    call: under the idempotent rule every call is answered by the real server."""
+    before = counters(retrying)["retries"]
+    with client(listener_port(retrying), FORM) as echo:
+        answered = Counter(echo.whoami() for _ in range(9))
+    assert answered == {thrift_servers[FORM][0].server_id: 9}
+    # Each of the two bad endpoints was picked first at least twice in nine calls.
+    assert counters(retrying)["retries"] - before >= 4
+
+
+def test_lost_connection_not_retried_without_idempotent(retrying: AgentProcess) -> None:
+    """add's rule retries connect failures only: a call the closer took is lost."""
+    results: Counter[str] = Counter()
+    with client(listener_port(retrying), FORM) as echo:
+        for _ in range(9):
+            try:
+                assert echo.add(2, 3) == 5
+                results["ok"] += 1
+            except TApplicationException as exc:
+                assert "failed" in exc.message
+                results["lost"] += 1
+    assert results["ok"] >= 3 and results["lost"] >= 2, results
+
+
+def test_injected_delay(retrying: AgentProcess) -> None:
+    before = counters(retrying)["fault_delays"]
+    with client(listener_port(retrying), FORM) as echo:
+        started = time.monotonic()
+        echo.ping()
+        waited = time.monotonic() - started
+    assert waited >= 0.3
+    assert counters(retrying)["fault_delays"] == before + 1
+
+
+def test_json_invocation_retries_degrades_and_delays(
+    retrying: AgentProcess, thrift_servers: dict[str, list[ThriftServer]]
+) -> None:
+    before = counters(retrying)
+    with retrying.client() as api:
+        answered = Counter(
+            api.post(f"/v1/invoke/thrift/{RETRY}/whoami", json={}).json()["result"]
+            for _ in range(9)
+        )
+        fallback = api.post(f"/v1/invoke/thrift/{RETRY}/recorded", json={})
+        started = time.monotonic()
+        delayed = api.post(f"/v1/invoke/thrift/{RETRY}/ping", json={})
+        waited = time.monotonic() - started
+    assert answered == {thrift_servers[FORM][0].server_id: 9}
+    after = counters(retrying)
+    assert after["retries"] - before["retries"] >= 4
+    assert fallback.status_code == 200 and fallback.json()["result"] == 42
+    assert delayed.status_code == 200 and waited >= 0.3
+    assert after["fault_delays"] == before["fault_delays"] + 1
+    assert after["degraded"] == before["degraded"] + 1
