@@ -53,12 +53,15 @@ from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from plugins.thrift import governance
 from plugins.thrift.codec import (
+    Header,
     Message,
     MessageDecoder,
     MessageType,
     Proto,
     Transport,
     check_body,
+    encode_header,
+    frame,
 )
 from plugins.thrift.protocol import ThriftConfig, ThriftServiceOptions
 from plugins.thrift.upstream import UpstreamPool
@@ -351,6 +354,26 @@ def encode_call(service: Any, method: str, args: Any, proto: Proto, oneway: bool
     message = decoder.next_event()
     assert isinstance(message, Message)
     return message
+
+
+def encode_reply(
+    service: Any, method: str, value: Any, call: Header, transport: Transport
+) -> bytes:
+    """The wire bytes of a REPLY to ``call`` whose result is ``value`` (JSON, converted by
+    the IDL's result type: a governance rule's fallback value). Raises InvalidRequest when
+    the value does not fit the method's result type."""
+    result = getattr(service, f"{method}_result")()
+    success = result.thrift_spec.get(0)
+    if success is not None:
+        ttype, _name, extra, _required = _spec_parts(success)
+        try:
+            result.success = from_json(value, ttype, extra, "degrade.value")
+        except _Bad as exc:
+            raise InvalidRequest([(exc.path, exc.message)]) from None
+    buffer = TMemoryBuffer()
+    result.write(_protocol(buffer, call.proto))
+    head = encode_header(Header(call.name, MessageType.REPLY, call.seqid, call.proto, call.strict))
+    return frame(head + buffer.getvalue(), transport)
 
 
 def decode_reply(service: Any, method: str, reply: Message) -> Any:

@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from agent.calls import Call, CallRejected, Outcome
 from agent.cluster.cluster import Cluster
@@ -29,8 +30,14 @@ from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.codec import NEED_DATA
 from agent.config import ServiceConfig
-from agent.errors import ConfigError, ConnectError, RemoteProtocolError, UpstreamError
-from agent.governance.policy import decision_of, retry_delay
+from agent.errors import (
+    ConfigError,
+    ConnectError,
+    InvalidRequest,
+    RemoteProtocolError,
+    UpstreamError,
+)
+from agent.governance.policy import Degraded, decision_of, retry_delay
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.client_connection import BatchedClientConnection
 from agent.runtime.deadlines import Deadlines
@@ -318,7 +325,7 @@ class ThriftProxyConnection(BatchedClientConnection):
         incoming = propagation_headers(read_extra(message)) if base else None
         record = governance.start(self.context, target.name, header.name, timeout_ms, incoming)
         if isinstance(record, CallRejected):
-            self.answer_error(header, f"meshagent: {record.reason}: {record}")
+            self._refused(header, target, record)
             return
         if record is not None:
             # A budget that arrived (or a policy) may leave less than the listener's timeout.
@@ -503,6 +510,26 @@ class ThriftProxyConnection(BatchedClientConnection):
         if self.eof and not self.calls and self.transport is not None:
             self._close()
 
+    def _refused(self, header: Header, target: Target, refusal: CallRejected) -> None:
+        """Answer a call governance refused: a degradation's fallback value as the
+        method's result when the service has an IDL to encode it with, else a
+        TApplicationException naming the reason."""
+        if isinstance(refusal, Degraded) and refusal.has_value and target.idl is not None:
+            from plugins.thrift.invoker import encode_reply
+
+            method = _method(header.name)
+            try:
+                if method in target.idl.thrift_services:
+                    self.write(encode_reply(target.idl, method, refusal.value, header, self.wire))
+                    return
+            except InvalidRequest as exc:
+                log.warning(
+                    "fallback value does not fit the method's result: %s",
+                    exc,
+                    extra={"listener": self.context.listener.display_name, "method": method},
+                )
+        self.answer_error(header, f"meshagent: {refusal.reason}: {refusal}")
+
     def _no_provider(self, call: _Call) -> None:
         name = call.target.name
         log.warning(
@@ -568,16 +595,24 @@ class Target:
     """Where a method's calls go: a service, its cluster, and what the listener does to
     them (the timeout; which methods carry the Base struct)."""
 
-    __slots__ = ("base_methods", "cluster", "name", "service", "timeout_ms")
+    __slots__ = ("base_methods", "cluster", "idl", "name", "service", "timeout_ms")
 
     def __init__(
-        self, service: ServiceConfig, cluster: Cluster, timeout_ms: int, base: frozenset[str]
+        self,
+        service: ServiceConfig,
+        cluster: Cluster,
+        timeout_ms: int,
+        base: frozenset[str],
+        idl: Any = None,
     ) -> None:
         self.name = service.name
         self.service = service
         self.cluster = cluster
         self.timeout_ms = timeout_ms
         self.base_methods = base
+        # The service's IDL (a thriftpy2 module) when it names one: fallback values are
+        # encoded with it.
+        self.idl = idl
 
 
 class Routes:
@@ -600,8 +635,13 @@ class Routes:
         def target(name: str, service: ServiceConfig, cluster: Cluster) -> Target:
             found = targets.get(name)
             if found is None:
-                base = _base_methods(service, where) if config.base == "auto" else frozenset()
-                found = targets[name] = Target(service, cluster, config.timeout_ms, base)
+                idl = _load_idl(service, where)
+                base: frozenset[str] = frozenset()
+                if config.base == "auto" and idl is not None:
+                    from plugins.thrift.invoker import base_methods
+
+                    base = base_methods(idl)
+                found = targets[name] = Target(service, cluster, config.timeout_ms, base, idl)
             return found
 
         default = target(context.service.name, context.service, context.cluster)
@@ -627,14 +667,14 @@ class Routes:
         return cls(default, by_method, config.caller or context.calls.app)
 
 
-def _base_methods(service: ServiceConfig, where: str) -> frozenset[str]:
-    """The service's methods that take the Base struct, from its IDL (none without one)."""
+def _load_idl(service: ServiceConfig, where: str) -> Any:
+    """The service's IDL as a thriftpy2 module, or None when it names none."""
     if not service.options.get("idl"):
-        return frozenset()
+        return None
     # thriftpy2 is needed only here, for services that name an IDL.
-    from plugins.thrift.invoker import base_methods, load_service, service_options
+    from plugins.thrift.invoker import load_service, service_options
 
     try:
-        return base_methods(load_service(service_options(service), service.name))
+        return load_service(service_options(service), service.name)
     except Exception as exc:
         raise ConfigError([f"{where}: service {service.name!r}: {exc}"]) from None

@@ -179,6 +179,11 @@ def retrying(
                         "match": {"to": RETRY, "method": "recorded"},
                         "degrade": {"value": 42},
                     },
+                    {
+                        # slow returns a string: this value cannot be its result.
+                        "match": {"to": RETRY, "method": "slow"},
+                        "degrade": {"value": {"not": "a string"}},
+                    },
                 ]
             }
         },
@@ -255,3 +260,14 @@ def test_json_invocation_retries_degrades_and_delays(
     assert delayed.status_code == 200 and waited >= 0.3
     assert after["fault_delays"] == before["fault_delays"] + 1
     assert after["degraded"] == before["degraded"] + 1
+
+
+def test_listener_answers_fallback_values_in_the_idls_types(retrying: AgentProcess) -> None:
+    """The service names its IDL: the fallback value is encoded as the method's result;
+    a value that does not fit the result type is answered as an error instead."""
+    with client(listener_port(retrying), FORM) as echo:
+        assert echo.recorded() == 42
+        with pytest.raises(TApplicationException, match="degraded"):
+            echo.slow(1)
+        assert echo.recorded() == 42  # the connection serves on
+    retrying.process.wait_for_line("fallback value does not fit", 5)

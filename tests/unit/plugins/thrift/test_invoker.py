@@ -6,11 +6,13 @@ from typing import Any
 
 import pytest
 
-from agent.errors import InvokeNotSupported, RemoteApplicationError, UpstreamError
+from agent.errors import InvalidRequest, InvokeNotSupported, RemoteApplicationError, UpstreamError
 from plugins.thrift.codec import (
     AppError,
     Header,
+    Message,
     MessageDecoder,
+    MessageType,
     Proto,
     Transport,
     application_exception,
@@ -20,6 +22,7 @@ from plugins.thrift.invoker import (
     _Bad,
     decode_reply,
     encode_call,
+    encode_reply,
     load_service,
     struct_from_json,
     struct_to_json,
@@ -104,3 +107,22 @@ def test_base_is_filled_only_where_the_idl_has_it() -> None:
     assert with_base(Echo.add_args, {"a": 1, "b": 2}, "app", 250) == ({"a": 1, "b": 2}, None)
     given = {"note": "n", "Base": {"LogID": "x"}}
     assert with_base(Echo.context_args, given, "app", 250) == (given, None)
+
+
+@pytest.mark.parametrize("proto", [Proto.BINARY, Proto.COMPACT])
+def test_fallback_reply_encodes_the_value_as_the_result(proto: Proto) -> None:
+    call = Header("recorded", MessageType.CALL, 77, proto, True)
+    wire = encode_reply(Echo, "recorded", 42, call, Transport.FRAMED)
+    decoder = MessageDecoder(proto, Transport.FRAMED)
+    decoder.receive_data(wire)
+    reply = decoder.next_event()
+    assert isinstance(reply, Message)
+    assert reply.header.type == MessageType.REPLY and reply.header.seqid == 77
+    assert decode_reply(Echo, "recorded", reply) == 42
+
+
+def test_fallback_value_of_the_wrong_type_is_refused() -> None:
+    call = Header("slow", MessageType.CALL, 1, Proto.BINARY, True)
+    with pytest.raises(InvalidRequest) as caught:
+        encode_reply(Echo, "slow", {"x": 1}, call, Transport.FRAMED)
+    assert caught.value.errors[0][0] == "degrade.value"
