@@ -351,7 +351,7 @@ async def _respond(
 async def serve_mixed(
     context: ListenerContext, pool: ChannelPool, cache: DescriptorCache, max_message_bytes: int
 ) -> MixedListener:
-    relay = await serve(context, pool, max_message_bytes, bind=("127.0.0.1", 0))
+    relay = await serve(context, pool, max_message_bytes, bind=("127.0.0.1", 0), descriptors=cache)
     front = _Front(context, pool, cache, relay.address, max_message_bytes)
     config = context.listener
     try:

@@ -2,8 +2,11 @@
 
 A call a rule refuses ends with the status gRPC clients treat as overload:
 RESOURCE_EXHAUSTED for a rate limit (Envoy's local rate limit answers the same), else
-UNAVAILABLE (circuit breaking, an injected abort, a degradation: the listener relays bytes
-without protos, so a fallback value cannot be encoded and is answered as UNAVAILABLE).
+UNAVAILABLE (circuit breaking, an injected abort, a degradation without a value). A
+degradation's fallback value is answered as the method's reply: the listener relays bytes
+without protos, so the reply type is read by server reflection from a provider (or the
+service's ``descriptor_set``); when it cannot be had or the value does not fit it, the
+call is answered UNAVAILABLE and the log says why.
 Rules see the method as ``package.Service/Method`` (the path without its leading slash)
 on the listener, and as written in the URL on the JSON invocation
 (``/v1/invoke/grpc/{service}/{method}``: ``Method`` or ``package.Service.Method``), where a
@@ -21,7 +24,7 @@ import grpc  # type: ignore[import-untyped]
 from agent.calls import Call, CallRejected, Direction, Outcome
 from agent.cluster.cluster import Cluster
 from agent.cluster.lb import NO_CONTEXT, PickContext
-from agent.governance.policy import decision_of
+from agent.governance.policy import Degraded, decision_of
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import ListenerContext
 from agent.telemetry.propagation import propagation_headers
@@ -33,8 +36,11 @@ def status_code(rejected: CallRejected) -> Any:
     return grpc.StatusCode.UNAVAILABLE
 
 
-async def admit(context: ListenerContext, method: str, server_context: Any) -> Call | None:
-    """Open the call record; a refused call is aborted here with its status."""
+async def admit(
+    context: ListenerContext, method: str, server_context: Any
+) -> Call | Degraded | None:
+    """Open the call record; a refused call is aborted here with its status. A degradation
+    with a fallback value is returned, for the listener to answer with."""
     calls = context.calls
     if not (calls.policies or calls.observers):
         return None
@@ -45,6 +51,12 @@ async def admit(context: ListenerContext, method: str, server_context: Any) -> C
         record = calls.start(
             "grpc", Direction.OUTBOUND, route, incoming, server_context.time_remaining()
         )
+    except Degraded as exc:
+        if exc.has_value:
+            return exc
+        context.stats.request_errors += 1
+        await server_context.abort(status_code(exc), f"meshagent: {exc.reason}: {exc}")
+        raise AssertionError("abort raises") from None
     except CallRejected as exc:
         context.stats.request_errors += 1
         await server_context.abort(status_code(exc), f"meshagent: {exc.reason}: {exc}")

@@ -66,7 +66,9 @@ class GrpcProtocol(ProtocolSupport):
             return await serve_mixed(context, self.pool, self.descriptors, config.max_message_bytes)
         from plugins.grpc.proxy import serve
 
-        return await serve(context, self.pool, config.max_message_bytes)
+        return await serve(
+            context, self.pool, config.max_message_bytes, descriptors=self.descriptors
+        )
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
         from plugins.grpc.h2relay import UpstreamPool, protocol_factory

@@ -20,13 +20,15 @@ import grpc  # type: ignore[import-untyped]
 
 from agent.calls import Call
 from agent.cluster.host import Host
-from agent.cluster.lb import PickContext
-from agent.governance.policy import retry_delay
+from agent.cluster.lb import NO_CONTEXT, PickContext
+from agent.errors import InvalidRequest, InvokeNotSupported, MeshAgentError, NoEndpointError
+from agent.governance.policy import Degraded, retry_delay
 from agent.governance.retry import Failure
 from agent.runtime.protocols import BoundListener, ListenerContext
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc import governance
 from plugins.grpc.channels import ChannelPool
+from plugins.grpc.reflection import DescriptorCache
 from plugins.grpc.triple import triple_headers
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,12 @@ def forwardable(metadata: Sequence[tuple[str, Any]] | None) -> list[tuple[str, A
 
 
 class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
-    def __init__(self, context: ListenerContext, pool: ChannelPool) -> None:
+    def __init__(
+        self, context: ListenerContext, pool: ChannelPool, descriptors: DescriptorCache | None
+    ) -> None:
         self._context = context
         self._pool = pool
+        self._descriptors = descriptors
 
     def service(self, details: Any) -> Any:
         method: str = details.method
@@ -74,6 +79,9 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         context = self._context
         context.stats.requests += 1
         record = await governance.admit(context, method, server_context)
+        if isinstance(record, Degraded):
+            await self._fallback(method, record, server_context)
+            return
         pick = governance.pick_context(context, record, server_context)
         client_metadata = forwardable(server_context.invocation_metadata())
         code: Any = None
@@ -110,6 +118,52 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 await server_context.abort(code, details or "")
         finally:
             governance.finish(record, code)
+
+    async def _fallback(self, method: str, degraded: Degraded, server_context: Any) -> None:
+        """Answer a degradation's fallback value (JSON) as the method's one reply, encoded
+        by the reply type that reflection (or the service's descriptor set) describes."""
+        context = self._context
+        try:
+            reply = await self._encode_fallback(method, degraded.value)
+        except MeshAgentError as exc:
+            log.warning(
+                "fallback value not answered: %s",
+                exc,
+                extra={"listener": context.listener.display_name, "method": method},
+            )
+            context.stats.request_errors += 1
+            await server_context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"meshagent: degraded: the fallback value cannot be encoded: {exc}",
+            )
+        await server_context.write(reply)
+
+    async def _encode_fallback(self, method: str, value: Any) -> bytes:
+        from google.protobuf import json_format  # type: ignore[import-untyped]
+
+        from plugins.grpc.invoker import resolve, service_options
+
+        context = self._context
+        if self._descriptors is None:
+            raise InvokeNotSupported("no descriptor cache on this listener")
+        grpc_service, _, name = method.lstrip("/").partition("/")
+        host = context.cluster.choose(NO_CONTEXT)
+        if host is None:
+            raise NoEndpointError(f"no provider of {context.service.name} to describe {method}")
+        options = service_options(context.service)
+        info = await resolve(
+            self._descriptors,
+            context.cluster.name,
+            host,
+            grpc_service,
+            name,
+            options.descriptor_set,
+        )
+        try:
+            message = json_format.ParseDict(value, info.output())
+        except json_format.ParseError as exc:
+            raise InvalidRequest([("degrade.value", str(exc))]) from None
+        return bytes(message.SerializeToString())
 
     @staticmethod
     def _retry_shape(
@@ -352,11 +406,12 @@ async def serve(
     pool: ChannelPool,
     max_message_bytes: int,
     bind: tuple[str, int] | None = None,
+    descriptors: DescriptorCache | None = None,
 ) -> GrpcListener:
     """The relay on the listener's address, or on ``bind`` (behind plugins/grpc/front.py)."""
     address = bind or (context.listener.host, context.listener.port)
     server = grpc.aio.server(
-        handlers=[_RelayHandler(context, pool)],
+        handlers=[_RelayHandler(context, pool, descriptors)],
         options=[
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),

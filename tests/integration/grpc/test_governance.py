@@ -54,6 +54,15 @@ def rules() -> dict[str, Any]:
                 },
             },
             {"match": {"to": ECHO, "method": "Fallback"}, "degrade": {"value": {"message": "f"}}},
+            # On the listener: encoded by the reply type reflection describes.
+            {
+                "match": {"to": ECHO, "method": f"{ECHO}/Stats"},
+                "degrade": {"value": {"calls": "7", "cancelled": 1}},
+            },
+            {
+                "match": {"to": ECHO, "method": f"{ECHO}/Bidi"},
+                "degrade": {"value": {"nope": 1}},
+            },
             {
                 # Not idempotent: only failures before sending are retried.
                 "match": {"to": RETRY, "method": f"{ECHO}/Unary"},
@@ -336,3 +345,18 @@ def test_json_invocation_retries_connect_failures(agent: AgentProcess) -> None:
         ]
     assert [r.status_code for r in results] == [200] * 9, [r.text for r in results]
     assert counters(agent)["retries"] - before >= 3
+
+
+async def test_listener_answers_fallback_values_as_the_reply(
+    echo: Any, agent: AgentProcess
+) -> None:
+    before = counters(agent)["degraded"]
+    reply = await echo.Stats(pb().StatsRequest())
+    assert (reply.calls, reply.cancelled) == (7, 1)
+    # A value the reply type has no field for: UNAVAILABLE, saying why.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _reply in echo.Bidi(iter([pb().EchoRequest(message="x")])):
+            pass
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "nope" in (caught.value.details() or "")
+    assert counters(agent)["degraded"] == before + 2
