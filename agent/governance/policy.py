@@ -130,6 +130,30 @@ def decision_of(call: Call) -> Decision | None:
     return decision if isinstance(decision, Decision) else None
 
 
+def connection_refusal(call: Call, cluster: str, open_connections: Callable[[], int]) -> str | None:
+    """Why a new provider connection may not be opened for ``call`` (the cluster's
+    ``max_connections``), or None. Asked only on the slow path, when the protocol is about
+    to connect: ``open_connections`` counts the cluster's open provider connections then,
+    so the fast path pays nothing. A refusal is counted as an overflow."""
+    decision = decision_of(call)
+    if decision is None:
+        return None
+    policy = decision.policy
+    limits = policy.table.breaker(cluster)
+    if limits is None or limits.max_connections is None:
+        return None
+    load = policy.load(cluster)
+    load.connections = open_connections()
+    if connection_allowed(limits, load):
+        return None
+    load.overflows += 1
+    policy.counters.overloaded += 1
+    return (
+        f"{cluster}: {load.connections} provider connections open "
+        f"(max_connections {limits.max_connections})"
+    )
+
+
 def retry_delay(call: Call, failure: Failure) -> float | None:
     """Under the call's retry rule: seconds to wait before the next attempt, or None (no
     retry rule, a failure the rule does not retry, the budget spent, or a backoff that

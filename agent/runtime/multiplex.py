@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, Literal, Protocol, TypeVar, cast
 
 from agent.cluster.host import Host
@@ -411,6 +411,15 @@ class MultiplexPool(Generic[RequestT, ResponseT]):
     def connections(self) -> list[MultiplexConnection[RequestT, ResponseT]]:
         """Every open connection, draining ones included."""
         return list(self._open)
+
+    def open_to(self, hosts: Iterable[Host]) -> int:
+        """How many connections that take requests are open to ``hosts`` (any kind)."""
+        addresses = {(host.instance.host, host.instance.port) for host in hosts}
+        return sum(
+            len(endpoint.connections)
+            for (address, port, _kind), endpoint in self._endpoints.items()
+            if (address, port) in addresses
+        )
 
     def usable(
         self, host: Host, kind: Hashable = None

@@ -13,8 +13,7 @@ from __future__ import annotations
 from agent.calls import Call, CallRejected
 from agent.cluster.cluster import Cluster
 from agent.errors import ConnectError, NoEndpointError, RemoteApplicationError, UpstreamTimeout
-from agent.governance.breaker import connection_allowed
-from agent.governance.policy import decision_of
+from agent.governance.policy import connection_refusal
 from agent.governance.retry import Failure, FailureKind
 from plugins.dubbo.frame import Status
 from plugins.dubbo.strategies import ProviderStatusError
@@ -67,23 +66,6 @@ def status_failure(status: int) -> Failure | None:
 
 def over_connection_limit(record: Call, cluster: Cluster, pool: UpstreamPool) -> str | None:
     """Why a new provider connection may not be opened for this call (the cluster's
-    ``max_connections``), or None. Only asked on the slow path, when the chosen provider
-    has no open connection; the pool keeps one multiplexed connection per provider, so the
-    open ones are counted over the cluster's hosts then."""
-    decision = decision_of(record)
-    if decision is None:
-        return None
-    policy = decision.policy
-    limits = policy.table.breaker(cluster.name)
-    if limits is None or limits.max_connections is None:
-        return None
-    load = policy.load(cluster.name)
-    load.connections = sum(1 for host in cluster.hosts() if pool.live(host) is not None)
-    if connection_allowed(limits, load):
-        return None
-    load.overflows += 1
-    policy.counters.overloaded += 1
-    return (
-        f"{cluster.name}: {load.connections} provider connections open "
-        f"(max_connections {limits.max_connections})"
-    )
+    ``max_connections``), or None. The pool keeps one multiplexed connection per provider,
+    so the open ones are counted over the cluster's hosts."""
+    return connection_refusal(record, cluster.name, lambda: pool.open_to(cluster.hosts()))

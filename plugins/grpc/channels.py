@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -44,6 +45,14 @@ class ChannelPool:
             channel = grpc.aio.insecure_channel(address, options=self._options)
             self._channels[address] = channel
         return channel
+
+    def has(self, host: Host) -> bool:
+        """Is there a channel to ``host`` already (no new connection for a call to it)?"""
+        return target(host.instance.host, host.instance.port) in self._channels
+
+    def open_to(self, hosts: Iterable[Host]) -> int:
+        """Channels (one HTTP/2 connection each) to ``hosts``."""
+        return sum(1 for h in hosts if target(h.instance.host, h.instance.port) in self._channels)
 
     def _retire_gone(self, cluster: Cluster) -> None:
         # Checked only when a channel is added: endpoints come and go far less often

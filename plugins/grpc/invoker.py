@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.calls import Call, Direction, Outcome, outcome_of
+from agent.calls import Call, CallRejected, Direction, Outcome, outcome_of
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.cluster.lb import PickContext
 from agent.config import ServiceConfig
 from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError
-from agent.governance.policy import Degraded, retry_delay
+from agent.governance.policy import Degraded, connection_refusal, retry_delay
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
@@ -303,6 +303,10 @@ async def _invoke_on(
 ) -> InvokeResult:
     """One attempt on ``host``: the reply of a unary call, or a stream from its first reply."""
     cluster = request.cluster
+    if not pool.has(host):
+        refused = connection_refusal(call, cluster.name, lambda: pool.open_to(cluster.hosts()))
+        if refused is not None:
+            raise CallRejected("overloaded", refused)
     info = await resolve(cache, cluster.name, host, grpc_service, method, options.descriptor_set)
     requests = encode(info, body)
     attempt = call.begin_attempt(host.id)

@@ -18,11 +18,11 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from agent.calls import Call
+from agent.calls import Call, CallRejected
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.errors import InvalidRequest, InvokeNotSupported, MeshAgentError, NoEndpointError
-from agent.governance.policy import Degraded, retry_delay
+from agent.governance.policy import Degraded, connection_refusal, retry_delay
 from agent.governance.retry import Failure
 from agent.runtime.protocols import BoundListener, ListenerContext
 from agent.telemetry.propagation import TIMEOUT_MS
@@ -98,6 +98,8 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                         code, f"meshagent: no provider of {context.service.name} is available"
                     )
                 assert host is not None
+                if record is not None and not self._pool.has(host):
+                    await self._refuse_connection(record, server_context)
                 result = await self._attempt(
                     method, host, shape, requests, client_metadata, record, server_context
                 )
@@ -118,6 +120,21 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 await server_context.abort(code, details or "")
         finally:
             governance.finish(record, code)
+
+    async def _refuse_connection(self, record: Call, server_context: Any) -> None:
+        """Abort the call when a channel to its provider would pass the cluster's
+        ``max_connections`` (a channel is one HTTP/2 connection)."""
+        cluster = self._context.cluster
+        pool = self._pool
+        refused = connection_refusal(record, cluster.name, lambda: pool.open_to(cluster.hosts()))
+        if refused is None:
+            return
+        rejection = CallRejected("overloaded", refused)
+        record.fail(rejection)
+        self._context.stats.request_errors += 1
+        await server_context.abort(
+            governance.status_code(rejection), f"meshagent: overloaded: {refused}"
+        )
 
     async def _fallback(self, method: str, degraded: Degraded, server_context: Any) -> None:
         """Answer a degradation's fallback value (JSON) as the method's one reply, encoded

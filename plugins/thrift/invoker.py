@@ -34,7 +34,7 @@ from thriftpy2 import protocol as _protocols
 from thriftpy2 import transport as _transports
 from thriftpy2.thrift import TApplicationException, TMessageType, TType
 
-from agent.calls import Call, Direction, Outcome, outcome_of
+from agent.calls import Call, CallRejected, Direction, Outcome, outcome_of
 from agent.cluster.lb import PickContext
 from agent.config import ServiceConfig
 from agent.errors import (
@@ -48,7 +48,7 @@ from agent.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from agent.governance.policy import Degraded, decision_of, retry_delay
+from agent.governance.policy import Degraded, connection_refusal, decision_of, retry_delay
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from plugins.thrift import governance
@@ -495,6 +495,11 @@ async def _invoke(
         # arrived with the request), and sends it on with its own propagation fields.
         remaining = call.remaining_s()
         timeout_ms = budget_ms if remaining is None else max(1, round(remaining * 1000))
+        if pool.live(host, (proto, transport)) is None:
+            refused = connection_refusal(call, cluster.name, lambda: pool.open_to(cluster.hosts()))
+            if refused is not None and not pool.usable(host, (proto, transport)):
+                call.end_attempt(attempt, Outcome.REJECTED)
+                raise CallRejected("overloaded", refused)
         try:
             connection = await pool.get(host, (proto, transport))
         except ConnectError as exc:

@@ -37,7 +37,7 @@ from agent.errors import (
     RemoteProtocolError,
     UpstreamError,
 )
-from agent.governance.policy import Degraded, decision_of, retry_delay
+from agent.governance.policy import Degraded, connection_refusal, decision_of, retry_delay
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.client_connection import BatchedClientConnection
 from agent.runtime.deadlines import Deadlines
@@ -360,9 +360,28 @@ class ThriftProxyConnection(BatchedClientConnection):
             return
         connection = self.pool.live(host, self.kind)
         if connection is None:
+            refused = self._over_connection_limit(call)
+            if refused is not None:
+                # A busy endpoint that could grow queues on what it has instead; only a
+                # call that would need a first connection to its provider is refused.
+                existing = self.pool.usable(host, self.kind)
+                if existing:
+                    self._send(call, host, min(existing, key=lambda c: len(c.pending)))
+                else:
+                    call.fail(Outcome.REJECTED, f"meshagent: overloaded: {refused}")
+                return
             self._spawn(self._connect_and_send(call, host))
         else:
             self._send(call, host, connection)
+
+    def _over_connection_limit(self, call: _Call) -> str | None:
+        """Why the call may not open a provider connection (the cluster's
+        ``max_connections``), or None."""
+        record = call.record
+        if record is None:
+            return None
+        cluster = call.cluster
+        return connection_refusal(record, cluster.name, lambda: self.pool.open_to(cluster.hosts()))
 
     def retry_lost(self, call: _Call, host: Host) -> bool:
         """The connection to ``host`` was lost after the call was sent: under a retry rule

@@ -23,6 +23,9 @@ pytestmark = pytest.mark.integration
 # A second name for the echo servers, plus an endpoint where nothing listens; its own
 # listener. Outlier ejection is off so the dead endpoint stays in the rotation.
 RETRY = "echo-retry"
+# Two echo servers of its own (channels are shared by address across services), at most
+# one provider connection.
+LIMITED = "echo-limited"
 
 
 def rules() -> dict[str, Any]:
@@ -60,7 +63,8 @@ def rules() -> dict[str, Any]:
                 "degrade": {"value": {"calls": "7", "cancelled": 1}},
             },
             {
-                "match": {"to": ECHO, "method": f"{ECHO}/Bidi"},
+                # A unary request (a stream request could race the agent's answer).
+                "match": {"to": LIMITED, "method": f"{ECHO}/ServerStream"},
                 "degrade": {"value": {"nope": 1}},
             },
             {
@@ -96,13 +100,30 @@ def rules() -> dict[str, Any]:
                 },
             },
         ],
-        "circuit_breakers": {ECHO: {"max_in_flight": 2}},
+        "circuit_breakers": {ECHO: {"max_in_flight": 2}, LIMITED: {"max_connections": 1}},
     }
 
 
 @pytest.fixture(scope="module")
+def limited_servers(
+    tmp_path_factory: pytest.TempPathFactory, grpc_stubs: Path
+) -> Iterator[list[EchoServer]]:
+    workdir = tmp_path_factory.mktemp("limited")
+    servers = [EchoServer(workdir, grpc_stubs, name) for name in ("limited-a", "limited-b")]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
 def agent(
-    tmp_path_factory: pytest.TempPathFactory, echo_servers: list[EchoServer]
+    tmp_path_factory: pytest.TempPathFactory,
+    echo_servers: list[EchoServer],
+    limited_servers: list[EchoServer],
 ) -> Iterator[AgentProcess]:
     retry_service = {
         "name": RETRY,
@@ -115,10 +136,12 @@ def agent(
         "services": [
             {"name": ECHO, "protocol": "grpc", "health": {"enabled": False}},
             retry_service,
+            {**retry_service, "name": LIMITED},
         ],
         "listeners": [
             {"port": free_port(), "service": ECHO, "protocol": "grpc"},
             {"port": free_port(), "service": RETRY, "protocol": "grpc"},
+            {"port": free_port(), "service": LIMITED, "protocol": "grpc"},
         ],
         "governance": {"rules": rules()},
         "drain_timeout_s": 2,
@@ -144,6 +167,12 @@ def agent(
                 f"/v1/registrations/{RETRY}/dead",
                 json={"host": "127.0.0.1", "port": free_port()},
             ).raise_for_status()
+            for server in limited_servers:
+                client.put(
+                    f"/v1/registrations/{LIMITED}/{server.name}",
+                    json={"host": "127.0.0.1", "port": server.port},
+                ).raise_for_status()
+        agent.wait_endpoints(LIMITED, len(limited_servers))
         agent.wait_endpoints(ECHO, len(echo_servers))
         agent.wait_endpoints(RETRY, len(echo_servers) + 1)
         yield agent
@@ -348,15 +377,39 @@ def test_json_invocation_retries_connect_failures(agent: AgentProcess) -> None:
 
 
 async def test_listener_answers_fallback_values_as_the_reply(
-    echo: Any, agent: AgentProcess
+    echo: Any, agent: AgentProcess, grpc_stubs: Path
 ) -> None:
+    import echo_pb2_grpc
+
     before = counters(agent)["degraded"]
     reply = await echo.Stats(pb().StatsRequest())
     assert (reply.calls, reply.cancelled) == (7, 1)
     # A value the reply type has no field for: UNAVAILABLE, saying why.
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _reply in echo.Bidi(iter([pb().EchoRequest(message="x")])):
-            pass
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{agent.listener_port(2)}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            stub = echo_pb2_grpc.EchoStub(channel)
+            async for _reply in stub.ServerStream(pb().EchoRequest(message="x")):
+                pass
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "nope" in (caught.value.details() or "")
     assert counters(agent)["degraded"] == before + 2
+
+
+async def test_max_connections_refuses_a_new_provider_connection(
+    agent: AgentProcess, grpc_stubs: Path
+) -> None:
+    """At most one provider connection for the service: round robin over its two
+    providers, the calls to the provider without a channel are refused at once."""
+    import echo_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{agent.listener_port(2)}") as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        codes = [await code_of(stub.Unary(pb().EchoRequest(message="x"))) for _ in range(4)]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            for _ in range(2):
+                await stub.Unary(pb().EchoRequest(message="x"))
+    assert Counter(codes) == {grpc.StatusCode.OK: 2, grpc.StatusCode.UNAVAILABLE: 2}, codes
+    assert "max_connections 1" in (caught.value.details() or "")
+    with agent.client() as client:
+        loads = {c["cluster"]: c for c in client.get("/v1/rules").json()["clusters"]}
+    assert loads[LIMITED]["overflows"] >= 3

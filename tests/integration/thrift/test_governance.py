@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 FORM = "framed-binary"
 RETRY = "thrift-retry"  # one real server, an endpoint where nothing listens, and a closer
+LIMITED = "thrift-limited"  # both servers, at most one provider connection
 
 
 @pytest.fixture(scope="module")
@@ -149,22 +150,30 @@ def retrying(
         "budget": {"ratio": 1.0, "min_per_s": 10},
     }
     idempotent = {**retry, "idempotent": True}
+    service = {
+        "name": RETRY,
+        "protocol": "thrift",
+        "health": {"enabled": False},
+        "outlier": {"enabled": False},
+        "options": options(FORM),
+    }
+    both = [s.instance() for s in thrift_servers[FORM]]
     config = {
         "registries": [
-            {"name": "local", "type": "local", "config": {"services": {RETRY: instances}}}
-        ],
-        "services": [
             {
-                "name": RETRY,
-                "protocol": "thrift",
-                "health": {"enabled": False},
-                "outlier": {"enabled": False},
-                "options": options(FORM),
+                "name": "local",
+                "type": "local",
+                "config": {"services": {RETRY: instances, LIMITED: both}},
             }
         ],
-        "listeners": [{"port": free_port(), "service": RETRY, "protocol": "thrift"}],
+        "services": [service, {**service, "name": LIMITED}],
+        "listeners": [
+            {"port": free_port(), "service": RETRY, "protocol": "thrift"},
+            {"port": free_port(), "service": LIMITED, "protocol": "thrift"},
+        ],
         "governance": {
             "rules": {
+                "circuit_breakers": {LIMITED: {"max_connections": 1}},
                 "rules": [
                     # whoami is idempotent: a lost connection may be retried.
                     {"match": {"to": RETRY, "method": "whoami"}, "retry": idempotent},
@@ -184,7 +193,7 @@ def retrying(
                         "match": {"to": RETRY, "method": "slow"},
                         "degrade": {"value": {"not": "a string"}},
                     },
-                ]
+                ],
             }
         },
         "drain_timeout_s": 2,
@@ -192,6 +201,7 @@ def retrying(
     agent = start_agent(tmp_path_factory.mktemp("thrift-retrying"), config)
     try:
         agent.wait_endpoints(RETRY, 3)
+        agent.wait_endpoints(LIMITED, 2)
         yield agent
     finally:
         agent.stop()
@@ -271,3 +281,31 @@ def test_listener_answers_fallback_values_in_the_idls_types(retrying: AgentProce
             echo.slow(1)
         assert echo.recorded() == 42  # the connection serves on
     retrying.process.wait_for_line("fallback value does not fit", 5)
+
+
+def test_max_connections_refuses_a_call_needing_a_new_connection(
+    retrying: AgentProcess,
+) -> None:
+    """Round robin over two providers with at most one provider connection for the
+    service: the calls to the provider without a connection are refused at once."""
+    port = int(retrying.config["listeners"][1]["port"])
+    outcomes: Counter[str] = Counter()
+    with client(port, FORM) as echo:
+        for _ in range(4):
+            try:
+                echo.whoami()
+                outcomes["ok"] += 1
+            except TApplicationException as exc:
+                assert "max_connections 1" in exc.message
+                outcomes["refused"] += 1
+    assert outcomes == {"ok": 2, "refused": 2}
+    with retrying.client() as api:
+        loads = {c["cluster"]: c for c in api.get("/v1/rules").json()["clusters"]}
+    assert loads[LIMITED]["overflows"] >= 2
+
+    # The JSON invocation is held to the same limit.
+    with retrying.client() as api:
+        codes = Counter(
+            api.post(f"/v1/invoke/thrift/{LIMITED}/whoami", json={}).status_code for _ in range(4)
+        )
+    assert codes == {200: 2, 503: 2}
