@@ -15,6 +15,13 @@ headers (plugins/grpc/triple.py); RESOURCE_EXHAUSTED for a message over
 ``max_message_bytes`` either way; INTERNAL for a request stream that ends inside a
 message; UNAVAILABLE when no endpoint is there or its connection fails. A client reset
 resets the upstream stream.
+
+Each stream is a call on the agent's Calls hub, as on the grpcio relay (tracing, metrics,
+the hop count and budget sent on, governance): refusals are answered with the status of
+plugins/grpc/governance.py, an injected delay holds the upstream stream back, traffic
+splits use the request headers. Not on this relay: retries (a stream's bytes are passed
+on as they come, not kept to be sent again) and fallback values (no reflection here: a
+degradation is answered UNAVAILABLE).
 """
 
 from __future__ import annotations
@@ -33,9 +40,13 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from agent.calls import Call, CallRejected, Direction, Outcome
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
+from agent.cluster.lb import NO_CONTEXT, PickContext
+from agent.governance.policy import decision_of
 from agent.runtime.protocols import ListenerContext
+from agent.telemetry.propagation import INCOMING, TIMEOUT_MS
 from plugins.grpc.channels import target
 from plugins.grpc.framing import MessageSizes, MessageTooLarge
 from plugins.grpc.triple import triple_headers
@@ -55,6 +66,28 @@ _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade",
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 OK, CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE = 0, 1, 4, 8, 13, 14
+
+# gRPC status names by code, for call records (the grpcio relay records code.name).
+_STATUS_NAMES = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+_OUTCOMES = {OK: Outcome.OK, CANCELLED: Outcome.CANCELLED, DEADLINE_EXCEEDED: Outcome.TIMEOUT}
 
 
 def parse_timeout(value: bytes) -> float | None:
@@ -130,6 +163,7 @@ class _Call:
         "ended",
         "headers_sent",
         "host",
+        "record",
         "request_ended",
         "status",
         "timer",
@@ -158,6 +192,7 @@ class _Call:
         self.timer: asyncio.TimerHandle | None = None
         self.up_sizes = MessageSizes(limit)  # requests
         self.down_sizes = MessageSizes(limit)  # replies
+        self.record: Call | None = None  # the call record (agent/calls.py)
 
     # client -> upstream
 
@@ -324,6 +359,13 @@ class _Call:
             self.client.ack(self.client_id, self.to_up.size)
         self.to_up.clear()
         self.to_client.clear()
+        record = self.record
+        if record is not None:
+            outcome = _OUTCOMES.get(status, Outcome.APP_ERROR)
+            name = _STATUS_NAMES[status] if 0 <= status < len(_STATUS_NAMES) else str(status)
+            if record.attempts:
+                record.end_attempt(record.attempts[-1], outcome, name)
+            record.finish(outcome, name)
 
 
 def _status_of(headers: list[tuple[bytes, bytes]]) -> int:
@@ -569,9 +611,35 @@ class _Client(asyncio.Protocol):
         context.stats.requests += 1
         stream_id = event.stream_id
         cluster: Cluster = context.cluster
-        host = cluster.choose()
+        headers = [(k, v) for k, v in event.headers if k not in _HOP]
+        timeout: float | None = None
+        path = b""
+        for key, value in headers:
+            if key == b"grpc-timeout":
+                timeout = parse_timeout(value)
+            elif key == b":path":
+                path = value
+        record: Call | None = None
+        pick = NO_CONTEXT
+        calls = context.calls
+        if calls.policies or calls.observers:
+            fields = {
+                k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _INCOMING
+            }
+            route = calls.outbound_route(context.service.name, path.decode("latin-1").lstrip("/"))
+            try:
+                record = calls.start("grpc", Direction.OUTBOUND, route, fields, timeout)
+            except CallRejected as exc:
+                context.stats.request_errors += 1
+                code = RESOURCE_EXHAUSTED if exc.reason == "rate_limited" else UNAVAILABLE
+                self._refuse(stream_id, f"meshagent: {exc.reason}: {exc}", code)
+                return None
+            pick = _pick_context(cluster, record, headers)
+        host = cluster.choose(pick)
         if host is None:
             context.stats.request_errors += 1
+            if record is not None:
+                record.finish(Outcome.NO_ENDPOINT, _STATUS_NAMES[UNAVAILABLE])
             self._refuse(
                 stream_id, f"meshagent: no provider of {context.service.name} is available"
             )
@@ -579,25 +647,50 @@ class _Client(asyncio.Protocol):
         host.active_requests += 1
         call = _Call(self, stream_id, host, self.limit)
         self.calls[stream_id] = call
-        headers = [(k, v) for k, v in event.headers if k not in _HOP]
-        timeout: float | None = None
-        for key, value in headers:
-            if key == b"grpc-timeout":
-                timeout = parse_timeout(value)
         sent = [(k.decode("latin-1"), v) for k, v in headers]
         for name, text in triple_headers(host.instance.metadata, sent, context.service.attributes):
             headers.append((name.encode(), text.encode()))
+        delay = 0.0
+        if record is not None:
+            call.record = record
+            headers = _with_outgoing(headers, record.outgoing(record.begin_attempt(host.id)))
+            remaining = record.remaining_s()
+            if remaining is not None and (timeout is None or remaining < timeout):
+                # A shorter budget (a rule's timeout, one that arrived): the agent's own
+                # timer ends the call then; grpc-timeout goes upstream as the client sent it.
+                timeout = remaining
+            decision = decision_of(record)
+            if decision is not None:
+                delay = decision.delay_s
+        loop = asyncio.get_running_loop()
         if timeout is not None:
-            call.timer = asyncio.get_running_loop().call_later(timeout, self._expire, call)
+            call.timer = loop.call_later(timeout, self._expire, call)
         if event.stream_ended is not None:
             call.request_ended = True
+        if delay > 0:
+            # An injected delay: the request waits in the call's buffer meanwhile.
+            loop.call_later(delay, self._go_upstream, call, headers, True)
+        else:
+            self._go_upstream(call, headers)
+        return call
+
+    def _go_upstream(
+        self, call: _Call, headers: list[tuple[bytes, bytes]], later: bool = False
+    ) -> None:
+        """Open the upstream stream. ``later``: from a timer, so flush here (else the read
+        that started the call flushes what it touched)."""
+        if call.ended:
+            return
+        host = call.host
         upstream = self.pool.ready(target(host.instance.host, host.instance.port))
         if upstream is not None and not upstream.closed:
             self._attach(call, upstream, headers)
+            if later:
+                upstream.flush()
+                self.flush()
         else:
             task = asyncio.get_running_loop().create_task(self._connect(call, headers))
             task.add_done_callback(_log_failure)
-        return call
 
     async def _connect(self, call: _Call, headers: list[tuple[bytes, bytes]]) -> None:
         host = call.host
@@ -642,14 +735,41 @@ class _Client(asyncio.Protocol):
                 call.up.flush()
             self.flush()
 
-    def _refuse(self, stream_id: int, message: str) -> None:
+    def _refuse(self, stream_id: int, message: str, code: int = UNAVAILABLE) -> None:
         headers = [
             (b":status", b"200"),
             (b"content-type", b"application/grpc"),
-            (b"grpc-status", str(UNAVAILABLE).encode()),
+            (b"grpc-status", str(code).encode()),
             (b"grpc-message", _encode(message)),
         ]
         self.conn.send_headers(stream_id, headers, end_stream=True)
+
+
+_INCOMING = frozenset(name.encode() for name in INCOMING)
+
+
+def _pick_context(
+    cluster: Cluster, record: Call, headers: list[tuple[bytes, bytes]]
+) -> PickContext:
+    """The endpoints a rule's traffic split leaves to this call (request headers)."""
+    decision = decision_of(record)
+    if decision is None or not decision.splits:
+        return NO_CONTEXT
+    lookup = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+    excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata, lookup.get)
+    return PickContext(exclude=excluded) if excluded else NO_CONTEXT
+
+
+def _with_outgoing(
+    headers: list[tuple[bytes, bytes]], outgoing: dict[str, str]
+) -> list[tuple[bytes, bytes]]:
+    """What observers send (trace context, hop count, path) replaces the client's field of
+    that name; the budget travels as grpc-timeout, not as a header of ours."""
+    if not outgoing:
+        return headers
+    mine = {k.encode(): v.encode() for k, v in outgoing.items() if k != TIMEOUT_MS}
+    kept = [(k, v) for k, v in headers if k not in mine]
+    return kept + list(mine.items())
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -11,14 +11,9 @@ import grpc
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess
+from tests.fixtures.grpc_peer import ECHO
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def relay() -> str:
-    """grpcio only: the h2 relay opens no calls yet (docs/observability.md)."""
-    return "grpcio"
 
 
 @pytest.fixture
@@ -52,3 +47,19 @@ async def test_garbage_context_is_not_an_error(echo: Any) -> None:
     )
     reply = await echo.Unary(request(), metadata=metadata, timeout=10)
     assert reply.message == "hi"
+
+
+async def test_each_call_is_counted_with_its_outcome(echo: Any, grpc_agent: AgentProcess) -> None:
+    import echo_pb2
+
+    labels = {"protocol": "grpc", "direction": "outbound", "to": ECHO}
+    ok = {**labels, "method": f"{ECHO}/Unary", "outcome": "ok"}
+    failed = {**labels, "method": f"{ECHO}/Unary", "outcome": "app_error"}
+    before_ok = grpc_agent.metric("meshagent_calls_total", **ok)
+    before_failed = grpc_agent.metric("meshagent_calls_total", **failed)
+    await echo.Unary(request(), timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError):
+        code = grpc.StatusCode.NOT_FOUND.value[0]
+        await echo.Unary(echo_pb2.EchoRequest(message="no", code=code), timeout=10)
+    assert grpc_agent.metric("meshagent_calls_total", **ok) == before_ok + 1
+    assert grpc_agent.metric("meshagent_calls_total", **failed) == before_failed + 1
