@@ -19,10 +19,11 @@ import h11
 
 from agent.calls import Call, Direction, Outcome, outcome_of
 from agent.errors import ConnectError, UpstreamError, UpstreamTimeout
-from agent.governance.policy import decision_of
+from agent.governance.policy import decision_of, retry_delay
+from agent.governance.retry import FailureKind
 from agent.runtime.protocols import HttpInvokeRequest, HttpInvokeResult
 from agent.telemetry.propagation import propagation_headers
-from plugins.http.calls import header_lookup
+from plugins.http.calls import RETRYABLE_STATUSES, failure, header_lookup
 from plugins.http.headers import Headers, end_to_end, header_value
 from plugins.http.pool import UpstreamConnection, UpstreamPool
 from plugins.http.protocol import HttpConfig
@@ -99,6 +100,22 @@ async def forward(
     attempt = 0
     subset_out: frozenset[str] = frozenset()
     decision = decision_of(call) if call is not None else None
+    # A governance retry rule replaces the service's retries: its count, backoff, budget
+    # and idempotence (plugins/http/calls.py ``failure``).
+    ruled = call is not None and decision is not None and decision.retry_attempts is not None
+
+    async def again(kind: FailureKind, sent: bool) -> bool:
+        """Under the rule: wait its backoff and say True when the call is to be tried again."""
+        if sent and has_body:
+            return False  # the body streamed to the provider cannot be replayed
+        assert call is not None
+        delay = retry_delay(call, failure(kind, method, sent))
+        if delay is None:
+            return False
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return True
+
     if decision is not None:
         if decision.splits:
             subset_out = decision.excluded(
@@ -119,7 +136,10 @@ async def forward(
             )
         except ConnectError:
             attempt += 1
-            if attempt < tries:
+            if ruled:
+                if await again(FailureKind.CONNECT, sent=False):
+                    continue
+            elif attempt < tries:
                 continue
             raise
         host = upstream.host
@@ -150,6 +170,9 @@ async def forward(
             host.active_requests -= 1
             if call is not None and record is not None:
                 call.end_attempt(record, Outcome.TIMEOUT)
+            tried.add(host.id)
+            if ruled and await again(FailureKind.TIMEOUT, sent=True):
+                continue
             raise UpstreamTimeout(
                 f"service {name!r}: endpoint {host.id} sent no response within {timeout_s:g}s"
             ) from None
@@ -165,7 +188,10 @@ async def forward(
             target.cluster.report_failure(host)
             tried.add(host.id)
             attempt += 1
-            if attempt < tries:
+            if ruled:
+                if await again(FailureKind.RESET, sent=True):
+                    continue
+            elif attempt < tries:
                 continue
             raise UpstreamError(
                 f"service {name!r}: endpoint {host.id} failed: {exc or type(exc).__name__}"
@@ -184,6 +210,16 @@ async def forward(
             target.cluster.report_failure(host)
         else:
             target.cluster.report_success(host)
+        if (
+            ruled
+            and response.status_code in RETRYABLE_STATUSES
+            and await again(FailureKind.STATUS, sent=True)
+        ):
+            # The retried answer is dropped with its connection (its body unread).
+            _abandon(upstream, pump)
+            host.active_requests -= 1
+            tried.add(host.id)
+            continue
         response_body = _ResponseBody(upstream, pool, pump)
         return HttpInvokeResult(
             status=response.status_code,

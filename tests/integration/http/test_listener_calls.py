@@ -288,3 +288,21 @@ def test_http_invocation_is_governed_the_same_way(agent: AgentProcess) -> None:
         started = time.monotonic()
         assert api.put("/v1/invoke/http/api/echo", content=b"x").status_code == 200
         assert time.monotonic() - started >= 0.3
+
+
+def test_http2_streams_and_invocations_retry_under_the_rule(agent: AgentProcess) -> None:
+    """The rule's retries (and its budget) apply to HTTP/2 streams and to the OpenAPI's
+    HTTP invocation as to HTTP/1.1 requests."""
+    labels = {"protocol": "http", "to": "failing", "method": "GET"}
+    retries_before = agent.metric("meshagent_call_retries_total", **labels)
+    calls = 20
+    base = f"http://127.0.0.1:{agent.listener_port(0)}"
+    with httpx.Client(base_url=base, http1=False, http2=True, timeout=10) as h2:
+        for _ in range(calls // 2):
+            response = h2.get("/status/503", headers={"host": "failing.test"})
+            assert response.http_version == "HTTP/2" and response.status_code == 503
+    with agent.client() as api:
+        for _ in range(calls // 2):
+            assert api.get("/v1/invoke/http/failing/status/503").status_code == 503
+    retries = agent.metric("meshagent_call_retries_total", **labels) - retries_before
+    assert 1 <= retries <= 0.2 * calls
