@@ -20,6 +20,7 @@ from tests.fixtures.grpc_peer import (
     MAX_MESSAGE,
     NOBODY,
     EchoServer,
+    echo_servers_named,
     generate_stubs,
 )
 from tests.fixtures.processes import free_port
@@ -39,14 +40,8 @@ def echo_servers(
     tmp_path_factory: pytest.TempPathFactory, grpc_stubs: Path
 ) -> Iterator[list[EchoServer]]:
     workdir = tmp_path_factory.mktemp("echo")
-    servers = [EchoServer(workdir, grpc_stubs, name) for name in ("echo-a", "echo-b")]
-    try:
-        for server in servers:
-            server.start()
+    with echo_servers_named(workdir, grpc_stubs, "echo-a", "echo-b") as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture(scope="module")

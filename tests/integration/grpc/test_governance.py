@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
-from tests.fixtures.grpc_peer import ECHO, EchoServer
+from tests.fixtures.grpc_peer import ECHO, EchoServer, echo_servers_named
 from tests.fixtures.net import wait_until
 from tests.fixtures.processes import free_port
 
@@ -109,14 +109,8 @@ def limited_servers(
     tmp_path_factory: pytest.TempPathFactory, grpc_stubs: Path
 ) -> Iterator[list[EchoServer]]:
     workdir = tmp_path_factory.mktemp("limited")
-    servers = [EchoServer(workdir, grpc_stubs, name) for name in ("limited-a", "limited-b")]
-    try:
-        for server in servers:
-            server.start()
+    with echo_servers_named(workdir, grpc_stubs, "limited-a", "limited-b") as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture(scope="module")
