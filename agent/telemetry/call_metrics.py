@@ -22,7 +22,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from agent.calls import Call, CallObserver, Outcome
+from agent.calls import Call, CallObserver, Direction, Outcome, Route
 
 NAME = "metrics"
 OTHER_METHOD = "_other"
@@ -32,18 +32,31 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 _LABELS = ["from", "from_cluster", "to", "to_cluster", "method", "protocol", "direction"]
 
 
+class _Tally:
+    """One outcome's count, duration sum and (non-cumulative) bucket counts, +Inf last."""
+
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.buckets = [0] * (len(BUCKETS) + 1)
+
+
 class _Series:
     """Everything counted for one label set (without the outcome)."""
 
-    __slots__ = ("buckets", "counts", "in_flight", "retries", "sums")
+    __slots__ = ("in_flight", "outcomes", "retries")
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.retries = 0
-        self.counts: dict[Outcome, int] = {}
-        self.sums: dict[Outcome, float] = {}
-        # Per outcome: non-cumulative counts per bucket, the last one for +Inf.
-        self.buckets: dict[Outcome, list[int]] = {}
+        self.outcomes: dict[Outcome, _Tally] = {}
+
+
+# Series found by (route, protocol, direction) without building the label tuple; bounded,
+# since method names come from callers (past it, the labels are built per call).
+_BY_ROUTE_MAX = 4096
 
 
 class CallMetrics(CallObserver):
@@ -54,6 +67,7 @@ class CallMetrics(CallObserver):
         self.series: dict[tuple[str, ...], _Series] = {}
         # Methods admitted as labels, per (protocol, target).
         self.methods: dict[tuple[str, str], set[str]] = {}
+        self._by_route: dict[tuple[Route, str, Direction], _Series] = {}
 
     def _method_label(self, protocol: str, target: str, method: str) -> str:
         known = self.methods.get((protocol, target))
@@ -66,40 +80,50 @@ class CallMetrics(CallObserver):
             return method
         return OTHER_METHOD
 
-    def call_started(self, call: Call) -> None:
-        route = call.route
+    def _series(self, route: Route, protocol: str, direction: Direction) -> _Series:
         key = (
             route.source,
             route.source_cluster,
             route.target,
             route.target_cluster,
-            self._method_label(call.protocol, route.target, route.method),
-            call.protocol,
-            call.direction.value,
+            self._method_label(protocol, route.target, route.method),
+            protocol,
+            direction.value,
         )
         series = self.series.get(key)
         if series is None:
             series = self.series[key] = _Series()
+        return series
+
+    def call_started(self, call: Call) -> None:
+        by_route = (call.route, call.protocol, call.direction)
+        series = self._by_route.get(by_route)
+        if series is None:
+            series = self._series(*by_route)
+            if len(self._by_route) < _BY_ROUTE_MAX:
+                self._by_route[by_route] = series
         series.in_flight += 1
         call.state[NAME] = series
 
     def call_finished(self, call: Call) -> None:
         series = call.state.pop(NAME, None)
-        if not isinstance(series, _Series):
+        if series is None:
             return
         series.in_flight -= 1
         outcome = call.outcome or Outcome.CANCELLED
-        series.counts[outcome] = series.counts.get(outcome, 0) + 1
-        if len(call.attempts) > 1:
-            series.retries += len(call.attempts) - 1
+        tally = series.outcomes.get(outcome)
+        if tally is None:
+            tally = series.outcomes[outcome] = _Tally()
+        tally.count += 1
+        attempts = len(call.attempts)
+        if attempts > 1:
+            series.retries += attempts - 1
         hub = call.hub
-        now = hub.clock() if hub is not None else call.started
-        elapsed = max(0.0, now - call.started)
-        series.sums[outcome] = series.sums.get(outcome, 0.0) + elapsed
-        buckets = series.buckets.get(outcome)
-        if buckets is None:
-            buckets = series.buckets[outcome] = [0] * (len(BUCKETS) + 1)
-        buckets[bisect_left(BUCKETS, elapsed)] += 1
+        elapsed = (hub.clock() if hub is not None else call.started) - call.started
+        if elapsed < 0.0:
+            elapsed = 0.0
+        tally.sum += elapsed
+        tally.buckets[bisect_left(BUCKETS, elapsed)] += 1
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -122,14 +146,13 @@ class CallMetrics(CallObserver):
             values = list(key)
             in_flight.add_metric(values, series.in_flight)
             retries.add_metric(values, series.retries)
-            for outcome, count in list(series.counts.items()):
+            for outcome, tally in list(series.outcomes.items()):
                 labels = [*values, outcome.value]
-                requests.add_metric(labels, count)
+                requests.add_metric(labels, tally.count)
                 cumulative = 0
                 points: list[tuple[str, float]] = []
-                raw = series.buckets[outcome]
-                for bound, n in zip((*BUCKETS, float("inf")), raw, strict=True):
+                for bound, n in zip((*BUCKETS, float("inf")), list(tally.buckets), strict=True):
                     cumulative += n
                     points.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
-                latency.add_metric(labels, points, series.sums[outcome])
+                latency.add_metric(labels, points, tally.sum)
         yield from (requests, latency, in_flight, retries)

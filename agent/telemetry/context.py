@@ -21,6 +21,7 @@ and counted in :class:`ContextStats`, never an error to the caller.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from agent.calls import Attempt, Call, CallObserver, CallPolicy, CallRejected
 from agent.errors import MeshAgentError
@@ -42,10 +43,17 @@ class ContextStats:
         self.invalid[kind] = self.invalid.get(kind, 0) + 1
 
 
-@dataclass(frozen=True, slots=True)
-class Hop:
+class Hop(NamedTuple):
+    """Where the call has been (a tuple: built once per call, on the hot path)."""
+
     hops: int
     path: tuple[str, ...]
+
+
+_FIRST_HOP = Hop(0, ())
+# The hop counts sent (hops + 1) as text, made once.
+_HOP_COUNTS_MAX = 64
+_HOP_COUNTS = tuple(str(n + 1) for n in range(_HOP_COUNTS_MAX))
 
 
 class CallContext(CallPolicy, CallObserver):
@@ -62,6 +70,11 @@ class CallContext(CallPolicy, CallObserver):
 
     def admit(self, call: Call) -> None:
         incoming = call.incoming
+        if not incoming:  # the usual call from an app: first hop, nothing to read
+            call.state[NAME] = _FIRST_HOP
+            if call.deadline is not None and call.deadline > call.started + self.max_timeout_s:
+                self._bound_deadline(call)
+            return
         hops = 0
         raw_hops = incoming.get(p.HOPS)
         if raw_hops is not None:
@@ -107,7 +120,7 @@ class CallContext(CallPolicy, CallObserver):
         if not isinstance(hop, Hop):
             return  # rejected before admit ran, or another hub
         headers = attempt.headers
-        headers[p.HOPS] = str(hop.hops + 1)
+        headers[p.HOPS] = _HOP_COUNTS[hop.hops] if hop.hops < _HOP_COUNTS_MAX else str(hop.hops + 1)
         path = self._paths.get(hop.path)
         if path is None:
             # Most calls arrive with no path or one of a few: format each once.

@@ -18,6 +18,7 @@ from enum import IntEnum
 from typing import Any
 
 from agent.errors import RemoteProtocolError
+from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.dubbo.frame import HESSIAN2, Frame, Header, Status
 from plugins.dubbo.hessian2 import Hessian2Decoder, Hessian2Encoder, Limits
 from plugins.dubbo.hessian2.decoder import DEFAULT_LIMITS
@@ -291,6 +292,8 @@ _NEEDLES: dict[str, bytes] = {}
 # next, so most pairs are found here rather than encoded again.
 _PAIRS: dict[tuple[str, str], bytes] = {}
 _PAIRS_MAX = 4096
+# Propagation fields Dubbo has a name of its own for.
+_DUBBO_NAMES = {TIMEOUT_MS: "timeout"}
 
 
 def _hessian_string(value: str) -> bytes:
@@ -307,6 +310,11 @@ def _hessian_string(value: str) -> bytes:
     return encoder.getvalue()
 
 
+# Keys whose value is new on every request (a span id), with their encoded form: caching
+# their pairs would only flush the pairs that do repeat.
+_UNIQUE_VALUES = {key: _hessian_string(key) for key in ("traceparent",)}
+
+
 def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
     """The request body with ``extra`` text attachments added, or None when the body does
     not end with a map (then it is forwarded as it came).
@@ -315,6 +323,8 @@ def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
     the pairs go in before it, and nothing else is decoded or re-encoded. A key already
     there is sent twice; Java's decoder puts entries in order, so the later one (ours)
     wins. Strings hold no back-references, so adding them shifts no reference numbers.
+    The agent's budget field (``x-meshagent-timeout-ms``) goes out as Dubbo's own
+    ``timeout``, which Dubbo providers and consumers read.
     """
     if not body or body[-1] != 0x5A:  # 'Z'
         return None
@@ -323,10 +333,15 @@ def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
     for item in extra.items():
         encoded = pairs.get(item)
         if encoded is None:
-            encoded = _hessian_string(item[0]) + _hessian_string(item[1])
-            if len(pairs) >= _PAIRS_MAX:
-                pairs.clear()  # crude, but bounded; the values that repeat come back
-            pairs[item] = encoded
+            unique = _UNIQUE_VALUES.get(item[0])
+            if unique is not None:
+                encoded = unique + _hessian_string(item[1])
+            else:
+                key = _DUBBO_NAMES.get(item[0], item[0])
+                encoded = _hessian_string(key) + _hessian_string(item[1])
+                if len(pairs) >= _PAIRS_MAX:
+                    pairs.clear()  # crude, but bounded; the values that repeat come back
+                pairs[item] = encoded
         parts.append(encoded)
     parts.append(b"Z")
     return b"".join(parts)

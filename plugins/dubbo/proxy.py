@@ -47,7 +47,7 @@ from agent.governance.retry import Failure, FailureKind
 from agent.runtime.client_connection import BatchedClientConnection
 from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
-from agent.telemetry.propagation import HOPS, PATH, TIMEOUT_MS, TRACEPARENT, TRACESTATE
+from agent.telemetry.propagation import HOPS, PATH, TRACEPARENT, TRACESTATE
 from plugins.dubbo.body import (
     GENERIC_METHODS,
     InvocationHead,
@@ -589,10 +589,7 @@ class DubboProxyConnection(BatchedClientConnection):
         if outgoing:
             # What observers want sent (trace context, hop count) as attachments, and the
             # budget left as Dubbo's own ``timeout``.
-            extra = {k: v for k, v in outgoing.items() if k != TIMEOUT_MS}
-            if TIMEOUT_MS in outgoing:
-                extra["timeout"] = outgoing[TIMEOUT_MS]
-            body = with_attachments(frame.body, extra)
+            body = with_attachments(frame.body, outgoing)
             if body is not None:
                 frame = Frame(frame.header, body)
         try:

@@ -94,3 +94,20 @@ def test_method_cardinality_is_bounded() -> None:
         if labels["method"] == OTHER_METHOD
     ]
     assert other == [47.0]
+
+
+def test_calls_past_the_route_cache_are_still_counted(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from agent.telemetry import call_metrics
+
+    monkeypatch.setattr(call_metrics, "_BY_ROUTE_MAX", 2)
+    calls = Calls("app-a")
+    metrics = CallMetrics(max_methods=100)
+    calls.observers.append(metrics)
+    for _ in range(3):
+        for i in range(5):
+            calls.start("grpc", Direction.INVOKE, calls.outbound_route("svc", f"m{i}")).finish(
+                Outcome.OK
+            )
+    counted = {labels["method"]: v for labels, v in scrape(metrics)["meshagent_calls_total"]}
+    assert counted == {f"m{i}": 3.0 for i in range(5)}
+    assert len(metrics._by_route) == 2

@@ -99,3 +99,20 @@ def test_failed_call_error_gets_its_chain() -> None:
         },
     )
     assert chain_of(call) == error.chain
+
+
+def test_a_first_hop_sends_hop_one_and_its_own_app() -> None:
+    calls, context, _ = hub(max_timeout_s=60.0)
+    call = start(calls, {}, timeout_s=5.0)
+    attempt = call.begin_attempt("10.0.0.1:20880")
+    assert call.outgoing(attempt) == {p.HOPS: "1", p.PATH: "app-a", p.TIMEOUT_MS: "5000"}
+    # With nothing read from the caller, a protocol timeout of years is still clamped.
+    years = start(calls, {}, timeout_s=10 * 365 * 86400.0)
+    assert years.remaining_s() == 60.0
+    assert context.stats.invalid == {"timeout_clamped": 1}
+
+
+def test_hop_counts_past_the_precomputed_ones_are_formatted() -> None:
+    calls, _, _ = hub(max_hops=1000)
+    call = start(calls, {p.HOPS: "70"})
+    assert call.outgoing(call.begin_attempt("10.0.0.1:1"))[p.HOPS] == "71"

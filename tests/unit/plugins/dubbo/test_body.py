@@ -269,6 +269,28 @@ def test_with_attachments_adds_and_overrides_without_touching_arguments() -> Non
     assert with_attachments(body[:-1], {"a": "b"}) is None  # not ending in a map: left alone
 
 
+def test_the_agents_budget_goes_out_as_dubbos_timeout() -> None:
+    body = _invocation_with({"timeout": "1000"})
+    added = with_attachments(body, {"x-meshagent-timeout-ms": "250", "x-meshagent-hops": "1"})
+    assert added is not None
+    attachments = decode_invocation(added).attachments
+    assert attachments["timeout"] == "250"
+    assert "x-meshagent-timeout-ms" not in attachments
+    assert attachments["x-meshagent-hops"] == "1"
+
+
+def test_span_ids_are_not_kept_in_the_pair_cache() -> None:
+    from plugins.dubbo.body import _PAIRS
+
+    body = _invocation_with({})
+    for n in range(3):
+        traceparent = f"00-{'a' * 32}-{n + 1:016x}-01"
+        added = with_attachments(body, {"traceparent": traceparent})
+        assert added is not None
+        assert decode_invocation(added).attachments["traceparent"] == traceparent
+        assert ("traceparent", traceparent) not in _PAIRS
+
+
 @given(st.text(max_size=1100))
 def test_fast_string_form_is_the_encoders(value: str) -> None:
     from plugins.dubbo.body import _hessian_string
