@@ -25,7 +25,8 @@ health checks, timers). That idle rate is measured before the rounds and reporte
 the CPU per frame net of it ("net" = (CPU - idle rate x window) / frames).
 
 ``--telemetry`` adds agents from this checkout with other telemetry settings, in the same
-rotated rounds: "obs-off" (no call context, no metrics), "trace-100%" and "trace-1%"
+rotated rounds: "obs-off" (no call context, no metrics), "metrics" (metrics only, no
+call context), "trace-100%" and "trace-1%"
 (tracing on, exporting over OTLP/gRPC to a real OpenTelemetry Collector, see
 tests/fixtures/otel_collector.py). "agent" is the default config (call context and
 metrics on); each is compared with "obs-off".
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             tracing = {"exporter": "otlp_grpc", "endpoint": collector.grpc_endpoint}
             variants = {
                 "obs-off": {"metrics": {"enabled": False}, "context": {"enabled": False}},
+                "metrics": {"context": {"enabled": False}},
                 "trace-100%": {"tracing": {"enabled": True, "sample_ratio": 1.0, **tracing}},
                 "trace-1%": {"tracing": {"enabled": True, "sample_ratio": 0.01, **tracing}},
             }

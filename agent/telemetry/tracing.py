@@ -61,10 +61,28 @@ _span_bits = random.getrandbits
 
 class _Unsampled(NamedTuple):
     """An unsampled call's trace: ids are passed on, nothing is recorded (a tuple: most
-    calls at a low ratio build one, and a frozen dataclass costs several times more)."""
+    calls at a low ratio build one, and a frozen dataclass costs several times more).
 
-    trace_id: str
+    ``traceparent`` is what every attempt sends: the trace id and one span id made for
+    the call. Nothing records an unsampled span, so retries need no ids of their own
+    (and a downstream agent only reads the trace id and the sampled flag).
+    """
+
+    traceparent: str
     tracestate: str
+
+
+def _new_unsampled_traceparent() -> str:
+    """A new trace's ``traceparent``, not sampled: 192 random bits as the trace id and
+    span id, hex-formatted in C (formatting two ints costs twice as much)."""
+    bits = _span_bits(192)
+    while not (bits >> 64 and bits & _SPAN_MASK):  # all-zero ids are invalid (W3C)
+        bits = _span_bits(192)
+    ids = bits.to_bytes(24).hex()
+    return f"00-{ids[:32]}-{ids[32:]}-00"
+
+
+_SPAN_MASK = (1 << 64) - 1
 
 
 @dataclass
@@ -219,11 +237,16 @@ class Tracing(CallObserver):
                 self.stats.invalid_context += 1
         # The sampling decision is made here, before the SDK: an unsampled call (most of
         # them at 1%) only passes ids on, which costs a fraction of a non-recording span.
-        sampled = parent.sampled if parent is not None else self.rand() < self.sample_ratio
-        if not sampled:
-            trace_id = parent.trace_id if parent is not None else f"{_span_bits(128):032x}"
-            call.state[NAME] = _Unsampled(trace_id, parent.tracestate if parent else "")
-            call.state[TRACE_ID] = trace_id
+        if parent is None:
+            if self.rand() >= self.sample_ratio:
+                traceparent = _new_unsampled_traceparent()
+                call.state[NAME] = _Unsampled(traceparent, "")
+                call.state[TRACE_ID] = traceparent[3:35]
+                return
+        elif not parent.sampled:
+            traceparent = f"00-{parent.trace_id}-{_span_bits(64) or 1:016x}-00"
+            call.state[NAME] = _Unsampled(traceparent, parent.tracestate)
+            call.state[TRACE_ID] = parent.trace_id
             return
         # The agent serves the request it read (an invocation, a listener's request) and is
         # the client of each attempt: SERVER here, CLIENT per attempt.
@@ -248,9 +271,8 @@ class Tracing(CallObserver):
         parent = call.state.get(NAME)
         if parent is None:
             return
-        if isinstance(parent, _Unsampled):
-            span_id = _span_bits(64) or 1
-            attempt.headers[p.TRACEPARENT] = f"00-{parent.trace_id}-{span_id:016x}-00"
+        if type(parent) is _Unsampled:
+            attempt.headers[p.TRACEPARENT] = parent.traceparent
             if parent.tracestate:
                 attempt.headers[p.TRACESTATE] = parent.tracestate
             return
@@ -293,7 +315,7 @@ class Tracing(CallObserver):
 
     def call_finished(self, call: Call) -> None:
         span = call.state.pop(NAME, None)
-        if span is None or isinstance(span, _Unsampled):
+        if span is None or type(span) is _Unsampled:
             return
         # Attempts a protocol left open (a cancelled call) end with it.
         for attempt in call.attempts:
