@@ -1,19 +1,28 @@
-"""The call context through the gRPC listener: hop count read from the client's metadata
-(a loop is refused with the path named), garbage ignored."""
+"""The call context through the gRPC listener (both relays): hop count read from the
+client's metadata (a loop is refused with the path named), garbage ignored, each call
+counted and traced (a server span continuing the caller's trace, a client span whose
+context reaches the provider)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.fixtures.agent_process import AgentProcess
-from tests.fixtures.grpc_peer import ECHO
+from tests.fixtures.agent_process import AgentProcess, start_agent
+from tests.fixtures.grpc_peer import ECHO, EchoServer
+from tests.fixtures.otel_collector import Collector, start_collector
+from tests.fixtures.processes import wait_until
+from tests.integration.grpc.conftest import grpc_agent_config, register
 
 pytestmark = pytest.mark.integration
+
+PARENT = "00f067aa0ba902b7"
+SERVER, CLIENT = 2, 3  # OTLP SpanKind
 
 
 @pytest.fixture
@@ -63,3 +72,68 @@ async def test_each_call_is_counted_with_its_outcome(echo: Any, grpc_agent: Agen
         await echo.Unary(echo_pb2.EchoRequest(message="no", code=code), timeout=10)
     assert grpc_agent.metric("meshagent_calls_total", **ok) == before_ok + 1
     assert grpc_agent.metric("meshagent_calls_total", **failed) == before_failed + 1
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
+    collector = start_collector(tmp_path_factory.mktemp("otelcol"))
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+@pytest.fixture(scope="module")
+def traced_agent(
+    tmp_path_factory: pytest.TempPathFactory,
+    echo_servers: list[EchoServer],
+    collector: Collector,
+    relay: str,
+) -> Iterator[AgentProcess]:
+    config = grpc_agent_config(relay=relay)
+    config["app"] = {"name": "app-g"}
+    config["telemetry"] = {
+        "tracing": {
+            "enabled": True,
+            "endpoint": collector.grpc_endpoint,
+            "schedule_delay_s": 0.1,
+            "export_timeout_s": 2,
+        }
+    }
+    agent = start_agent(tmp_path_factory.mktemp("traced"), config)
+    try:
+        register(agent, ECHO, echo_servers[0])
+        agent.wait_endpoints(ECHO, 1)
+        yield agent
+    finally:
+        agent.stop()
+
+
+async def test_a_call_is_traced_into_the_providers_metadata(
+    traced_agent: AgentProcess, collector: Collector, grpc_stubs: Path
+) -> None:
+    import echo_pb2_grpc
+
+    trace = secrets.token_hex(16)  # a trace of its own: the collector serves both relays
+    metadata = (("traceparent", f"00-{trace}-{PARENT}-01"), ("x-echo-key", "traceparent"))
+    address = f"127.0.0.1:{traced_agent.listener_port(0)}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await echo_pb2_grpc.EchoStub(channel).Unary(
+            request(), metadata=metadata, timeout=10
+        )
+    sent = reply.echoed.split("-")  # the traceparent the provider received
+    assert sent[1] == trace and sent[2] != PARENT and sent[3] == "01"
+
+    def two_spans() -> list[dict[str, Any]] | None:
+        spans = [s for s in collector.spans() if s["traceId"] == trace]
+        return spans if len(spans) >= 2 else None
+
+    spans = wait_until(two_spans, 20, what="the gRPC call's spans at the collector")
+    by_kind = {s["kind"]: s for s in spans}
+    server, client = by_kind[SERVER], by_kind[CLIENT]
+    assert server["parentSpanId"] == PARENT
+    assert client["parentSpanId"] == server["spanId"]
+    assert client["spanId"] == sent[2]
+    assert server["attrs"]["rpc.system"] == "grpc"
+    assert server["attrs"]["rpc.service"] == ECHO
+    assert server["service"] == "app-g"
