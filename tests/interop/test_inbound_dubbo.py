@@ -20,7 +20,7 @@ import pytest
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.java_dubbo import INTERFACE, start_provider
 from tests.fixtures.otel_collector import Collector, start_collector
-from tests.fixtures.processes import LOOPBACK, free_port, wait_until
+from tests.fixtures.processes import LOOPBACK, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -121,11 +121,7 @@ def test_an_inbound_dubbo_call_is_counted_and_traced(pair: Pair) -> None:
     assert seen["x-meshagent-path"] == "app-a,app-b"
     assert pair.b.metric("meshagent_calls_total", **labels) == before + 1
 
-    def four_spans() -> list[dict[str, Any]] | None:
-        spans = [s for s in pair.collector.spans() if s["traceId"] == TRACE]
-        return spans if len(spans) >= 4 else None
-
-    spans = wait_until(four_spans, 20, what="4 spans of the inbound call at the collector")
+    spans = pair.collector.wait_for_trace(TRACE, 4)
     by = {(s["service"], s["kind"]): s for s in spans}
     a_client = by[("app-a", CLIENT)]
     b_server, b_client = by[("app-b", SERVER)], by[("app-b", CLIENT)]

@@ -156,11 +156,7 @@ def test_trace_crosses_both_agents_into_the_java_provider(mesh: Mesh) -> None:
     # ... and returned them as response attachments, through agent B back to A's caller.
     assert response.json()["attachments"]["seen.traceparent"] == seen["traceparent"]
 
-    def four_spans() -> list[dict[str, Any]] | None:
-        spans = [s for s in mesh.collector.spans() if s["traceId"] == TRACE]
-        return spans if len(spans) >= 4 else None
-
-    spans = wait_until(four_spans, 20, what="4 spans of the trace at the collector")
+    spans = mesh.collector.wait_for_trace(TRACE, 4)
     by = {(s["service"], s["kind"]): s for s in spans}
     a_server, a_client = by[("app-a", SERVER)], by[("app-a", CLIENT)]
     b_server, b_client = by[("app-b", SERVER)], by[("app-b", CLIENT)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
 
 import pytest
 
@@ -107,11 +106,7 @@ def test_a_dubbo_call_to_an_original_address_goes_through_the_dubbo_pipeline(
 
     # Traced: each captured call is a server span in the app's trace and a client span to
     # the provider it went to, at the collector on the pod's loopback.
-    def eight_spans() -> list[dict[str, Any]] | None:
-        spans = [s for s in mesh.collector.spans() if s["traceId"] == TRACE]
-        return spans if len(spans) >= 8 else None
-
-    spans = wait_until(eight_spans, 20, what="the captured calls' spans at the collector")
+    spans = mesh.collector.wait_for_trace(TRACE, 8)
     servers = [s for s in spans if s["kind"] == SERVER_SPAN]
     clients = [s for s in spans if s["kind"] == CLIENT_SPAN]
     assert len(servers) == len(clients) == 4

@@ -16,7 +16,6 @@ import pytest
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.grpc_peer import ECHO, EchoServer
 from tests.fixtures.otel_collector import Collector, start_collector
-from tests.fixtures.processes import wait_until
 from tests.integration.grpc.conftest import grpc_agent_config, register
 
 pytestmark = pytest.mark.integration
@@ -124,11 +123,7 @@ async def test_a_call_is_traced_into_the_providers_metadata(
     sent = reply.echoed.split("-")  # the traceparent the provider received
     assert sent[1] == trace and sent[2] != PARENT and sent[3] == "01"
 
-    def two_spans() -> list[dict[str, Any]] | None:
-        spans = [s for s in collector.spans() if s["traceId"] == trace]
-        return spans if len(spans) >= 2 else None
-
-    spans = wait_until(two_spans, 20, what="the gRPC call's spans at the collector")
+    spans = collector.wait_for_trace(trace, 2)
     by_kind = {s["kind"]: s for s in spans}
     server, client = by_kind[SERVER], by_kind[CLIENT]
     assert server["parentSpanId"] == PARENT

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.otel_collector import Collector, start_collector
-from tests.fixtures.processes import free_port, wait_until
+from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -150,11 +150,7 @@ def test_a_request_is_a_traced_call_with_metrics(
     assert seen["x-meshagent-hops"] == "3"
     assert seen["x-meshagent-path"] == "app-h"
 
-    def two_spans() -> list[dict[str, Any]] | None:
-        spans = [s for s in collector.spans() if s["traceId"] == TRACE]
-        return spans if len(spans) >= 2 else None
-
-    spans = wait_until(two_spans, 20, what="the HTTP call's spans at the collector")
+    spans = collector.wait_for_trace(TRACE, 2)
     by_kind = {s["kind"]: s for s in spans}
     server, client_span = by_kind[SERVER], by_kind[CLIENT]
     assert server["parentSpanId"] == PARENT
