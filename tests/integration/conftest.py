@@ -20,6 +20,7 @@ from tests.fixtures.agent_process import (
     start_agent,
     tcp_agent_config,
 )
+from tests.fixtures.otel_collector import Collector, start_collector
 from tests.fixtures.processes import ProcessError
 from tests.fixtures.upstreams import Upstream, start_upstreams
 
@@ -86,3 +87,14 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], AgentPr
     yield make
     for agent in started:
         agent.stop()
+
+
+@pytest.fixture(scope="session")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
+    """A real OpenTelemetry Collector for the tracing tests; each test looks for spans of
+    a trace id of its own."""
+    collector = start_collector(tmp_path_factory.mktemp("otelcol"))
+    try:
+        yield collector
+    finally:
+        collector.stop()

@@ -15,7 +15,7 @@ import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.grpc_peer import ECHO, EchoServer
-from tests.fixtures.otel_collector import Collector, start_collector
+from tests.fixtures.otel_collector import Collector
 from tests.integration.grpc.conftest import grpc_agent_config, register
 
 pytestmark = pytest.mark.integration
@@ -71,15 +71,6 @@ async def test_each_call_is_counted_with_its_outcome(echo: Any, grpc_agent: Agen
         await echo.Unary(echo_pb2.EchoRequest(message="no", code=code), timeout=10)
     assert grpc_agent.metric("meshagent_calls_total", **ok) == before_ok + 1
     assert grpc_agent.metric("meshagent_calls_total", **failed) == before_failed + 1
-
-
-@pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
-    collector = start_collector(tmp_path_factory.mktemp("otelcol"))
-    try:
-        yield collector
-    finally:
-        collector.stop()
 
 
 @pytest.fixture(scope="module")

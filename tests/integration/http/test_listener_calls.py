@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
-from tests.fixtures.otel_collector import Collector, start_collector
+from tests.fixtures.otel_collector import Collector
 from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -60,15 +60,6 @@ def _rules() -> dict[str, Any]:
             },
         ]
     }
-
-
-@pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
-    collector = start_collector(tmp_path_factory.mktemp("otelcol"))
-    try:
-        yield collector
-    finally:
-        collector.stop()
 
 
 @pytest.fixture(scope="module")
