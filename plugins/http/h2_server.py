@@ -64,6 +64,11 @@ class _RateLimit:
         return self.count > self.limit
 
 
+# Past this many bytes waiting in the client socket's buffer, a stream's flush writes and
+# waits for the buffer to drain (asyncio's default high-water mark).
+_WRITE_BUFFER_HIGH = 64 * 1024
+
+
 class _Stream:
     __slots__ = ("body", "ended", "task")
 
@@ -99,6 +104,8 @@ class H2Session:
         self.resets = _RateLimit(self.config.h2_max_resets_per_s)
         self.control = _RateLimit(self.config.h2_max_control_frames_per_s)
         self.closing = False
+        # A write of h2's queued bytes is due on the loop's next turn (flush()).
+        self.write_scheduled = False
         # GOAWAY sent for a drain: streams up to ``last_stream`` finish, no new ones.
         self.draining = False
         self.last_stream = 0
@@ -121,12 +128,28 @@ class H2Session:
         if not self.streams:
             self.writer.close()
 
-    async def flush(self) -> None:
+    async def flush(self, now: bool = False) -> None:
+        """Send what h2 has queued. Streams' flushes are coalesced: the bytes go out once
+        per turn of the loop (one send for every stream answered in it, rather than two
+        or three per stream), unless the socket's buffer is already full, when the
+        stream waits for it like any writer. ``now``: write at once (the read loop, and
+        before a close)."""
+        if not now and self.writer.transport.get_write_buffer_size() < _WRITE_BUFFER_HIGH:
+            if not self.write_scheduled:
+                self.write_scheduled = True
+                asyncio.get_running_loop().call_soon(self._write_queued)
+            return
+        self._write_queued()
+        await self.writer.drain()
+
+    def _write_queued(self) -> None:
+        self.write_scheduled = False
+        if self.writer.is_closing():
+            return
         data = self.h2.data_to_send()
         if data:
             self.session.context.stats.bytes_out += len(data)
             self.writer.write(data)
-            await self.writer.drain()
 
     async def run(
         self, received: bytes, upgrade: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
@@ -138,7 +161,7 @@ class H2Session:
         else:
             self.h2.initiate_upgrade_connection(upgrade[0])
             self._start_stream(1, upgrade[1], has_body=False)
-        await self.flush()
+        await self.flush(now=True)
         reader = self.session.reader
         try:
             while not self.closing:
@@ -150,12 +173,12 @@ class H2Session:
                     events = self.h2.receive_data(received)
                 except h2.exceptions.ProtocolError as exc:
                     self._refuse(f"HTTP/2 protocol error: {exc}", _error_code(exc))
-                    await self.flush()
+                    await self.flush(now=True)
                     return
                 received = b""
                 for event in events:
                     self._on_event(event)
-                await self.flush()
+                await self.flush(now=True)
         finally:
             for stream in self.streams.values():
                 if stream.task is not None:
@@ -239,9 +262,10 @@ class H2Session:
             raise
         self.streams.pop(stream_id, None)
         self._return_unread(stream_id, stream)
+        last = self.draining and not self.streams
         with contextlib.suppress(ConnectionError):
-            await self.flush()
-        if self.draining and not self.streams:
+            await self.flush(now=last)
+        if last:
             self.writer.close()  # the last stream before the GOAWAY is answered
 
     async def _handle_stream(
