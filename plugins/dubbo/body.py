@@ -18,7 +18,7 @@ from enum import IntEnum
 from typing import Any
 
 from agent.errors import RemoteProtocolError
-from agent.telemetry.propagation import TIMEOUT_MS
+from agent.telemetry.propagation import TIMEOUT_MS, TRACEPARENT
 from plugins.dubbo.frame import HESSIAN2, Frame, Header, Status
 from plugins.dubbo.hessian2 import Hessian2Decoder, Hessian2Encoder, Limits
 from plugins.dubbo.hessian2.decoder import DEFAULT_LIMITS
@@ -312,7 +312,7 @@ def _hessian_string(value: str) -> bytes:
 
 # Keys whose value is new on every request (a span id), with their encoded form: caching
 # their pairs would only flush the pairs that do repeat.
-_UNIQUE_VALUES = {key: _hessian_string(key) for key in ("traceparent",)}
+_UNIQUE_VALUES = {key: _hessian_string(key) for key in (TRACEPARENT,)}
 
 
 def with_attachments(body: bytes, extra: Mapping[str, str]) -> bytes | None:
