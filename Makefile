@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/agent.yaml
 
-.PHONY: run test test-deps venv system-deps peers helm otelcol lint typecheck unit integration openapi bench clean
+.PHONY: run demo test test-deps venv system-deps peers helm otelcol lint typecheck unit integration openapi bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ venv: $(STAMP)
 ## Run the agent on the embedded registry.
 run: venv
 	$(BIN)/meshagent run -c $(CONFIG)
+
+## The headline in one command (after `make test`): ZooKeeper, the Java Dubbo provider and
+## the agent; prints the curl line that calls the Java service; Ctrl-C stops everything.
+demo: venv system-deps
+	$(BIN)/python scripts/demo.py
 
 system-deps:
 	scripts/install-system-deps.sh test

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages a purpose needs, only those missing; `apt-get update` once.
-#   scripts/install-system-deps.sh test    servers the test suite starts (ZooKeeper, etcd)
-#   scripts/install-system-deps.sh bench   baselines for the benchmarks (nginx, HAProxy, wrk)
+#   scripts/install-system-deps.sh test    every program the test suite starts; the list must
+#                                          match tests/fixtures/programs.py (a unit test checks)
+#   scripts/install-system-deps.sh bench   baselines for the benchmarks (HAProxy, wrk, h2load)
 set -euo pipefail
 
 case "${1:-test}" in
-  test)  packages=(zookeeper etcd-server openjdk-17-jdk-headless maven iptables iproute2 util-linux) ;;
+  test)  packages=(zookeeper etcd-server openjdk-17-jdk-headless maven nginx curl git iptables iproute2 util-linux) ;;
   bench) packages=(nginx haproxy wrk nghttp2-client) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac

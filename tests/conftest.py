@@ -7,18 +7,18 @@ Tests that restart a server take ``nacos_factory`` and get their own.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.nacos import NacosServer
+from tests.fixtures.programs import find
 from tests.fixtures.zookeeper import java_binary
 
 
 def _require_java_and_maven() -> None:
-    if java_binary() is None or shutil.which("mvn") is None:
+    if java_binary() is None or find("mvn") is None:
         # No skips: `make test` installs them; a missing one is a broken setup.
         pytest.fail("JDK 17 and Maven are needed to build and run the Nacos server (make test)")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.java_dubbo import DubboProvider, build_peer, start_provider
+from tests.fixtures.programs import find
 from tests.fixtures.zookeeper import ZooKeeperServer, java_binary, zookeeper_classpath
 
 
@@ -21,7 +21,7 @@ def interop_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def dubbo_peer_jar() -> Path:
-    if java_binary() is None or shutil.which("mvn") is None:
+    if java_binary() is None or find("mvn") is None:
         # No skips: `make test` installs them; a missing one is a broken setup.
         pytest.fail("JDK 17 and Maven are needed to build the Java Dubbo peer (make test)")
     return build_peer()

@@ -27,6 +27,7 @@ from plugins.dubbo.hessian2 import (
     decode_all,
     encode,
 )
+from tests.fixtures.programs import require
 from tests.support.hessian2_graph import graph_diff
 
 PROJECT = Path(__file__).parent / "java" / "hessian-vectors"
@@ -258,7 +259,7 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="session")
 def java_classpath() -> str:
-    build = _run("mvn", "-q", "-B", "-Dstyle.color=never", "package", cwd=PROJECT)
+    build = _run(require("mvn"), "-q", "-B", "-Dstyle.color=never", "package", cwd=PROJECT)
     assert build.returncode == 0, f"mvn package failed:\n{build.stdout}\n{build.stderr}"
     target = PROJECT / "target"
     return f"{target / 'hessian-vectors.jar'}:{target / 'lib'}/*"
@@ -267,7 +268,7 @@ def java_classpath() -> str:
 @pytest.fixture(scope="session")
 def java_vectors(java_classpath: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("java-vectors")
-    result = _run("java", "-cp", java_classpath, MAIN_CLASS, "write", str(out))
+    result = _run(require("java"), "-cp", java_classpath, MAIN_CLASS, "write", str(out))
     assert result.returncode == 0, result.stderr
     written = {path.stem: path.read_bytes() for path in out.glob("*.bin")}
     assert set(written) == set(VECTORS), "Java and Python vector names differ"
@@ -275,7 +276,7 @@ def java_vectors(java_classpath: str, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _java_check(classpath: str, directory: Path) -> tuple[int, dict[str, str]]:
-    result = _run("java", "-cp", classpath, MAIN_CLASS, "check", str(directory))
+    result = _run(require("java"), "-cp", classpath, MAIN_CLASS, "check", str(directory))
     verdicts: dict[str, str] = {}
     for line in result.stdout.splitlines():
         verdict, _, rest = line.partition(" ")
@@ -474,7 +475,7 @@ def test_java_rewrites_random_streams_to_our_bytes(java_classpath: str, tmp_path
     for name, stream in streams.items():
         ours[name] = encode(*stream)
         (tmp_path / f"{name}.in").write_bytes(len(stream).to_bytes(4, "big") + ours[name])
-    result = _run("java", "-cp", java_classpath, MAIN_CLASS, "echo", str(tmp_path))
+    result = _run(require("java"), "-cp", java_classpath, MAIN_CLASS, "echo", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     mismatched = sorted(
         name for name, data in ours.items() if (tmp_path / f"{name}.out").read_bytes() != data

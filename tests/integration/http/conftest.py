@@ -17,6 +17,7 @@ import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.processes import ManagedProcess, free_port
+from tests.fixtures.programs import require
 
 HERE = Path(__file__).resolve().parent
 
@@ -96,7 +97,7 @@ http {{
         encoding="utf-8",
     )
     process = ManagedProcess(
-        ["nginx", "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "error.log")],
+        [require("nginx"), "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "error.log")],
         name="nginx",
         log_path=workdir / "nginx.log",
     )

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess
+from tests.fixtures.programs import require
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ async def test_agent_errors_and_provider_statuses_over_h2(http_agent: AgentProce
 @pytest.mark.parametrize("mode", ["--http2-prior-knowledge", "--http2"])
 def test_curl_prior_knowledge_and_h2c_upgrade(http_agent: AgentProcess, mode: str) -> None:
     result = subprocess.run(
-        ["curl", "-sS", "-v", mode, f"{base(http_agent)}/echo?curl=1"],
+        [require("curl"), "-sS", "-v", mode, f"{base(http_agent)}/echo?curl=1"],
         capture_output=True,
         timeout=20,
         check=True,
@@ -140,7 +141,15 @@ def test_floods_get_goaway_and_others_are_unaffected(
 
 def test_h2c_upgrade_with_a_body_is_served_over_http1(http_agent: AgentProcess) -> None:
     result = subprocess.run(
-        ["curl", "-sS", "-v", "--http2", "--data-binary", "hello", f"{base(http_agent)}/upload"],
+        [
+            require("curl"),
+            "-sS",
+            "-v",
+            "--http2",
+            "--data-binary",
+            "hello",
+            f"{base(http_agent)}/upload",
+        ],
         capture_output=True,
         timeout=20,
         check=True,

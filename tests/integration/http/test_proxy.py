@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess
+from tests.fixtures.programs import require
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +141,7 @@ def test_curl_expect_100_continue(http_agent: AgentProcess, tmp_path: Path) -> N
     payload.write_bytes(b"z" * 300_000)
     result = subprocess.run(
         [
-            "curl",
+            require("curl"),
             "-sS",
             "-v",
             "--expect100-timeout",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fixtures.programs import require
 from tests.fixtures.tls import issue, make_ca
 
 pytestmark = pytest.mark.integration
@@ -102,7 +103,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         shutil.copy2(ROOT / path, target)
     prefix = base / "opt-meshagent"
     result = subprocess.run(
-        ["bash", str(context / "scripts" / "install-agent.sh"), str(prefix)],
+        [require("bash"), str(context / "scripts" / "install-agent.sh"), str(prefix)],
         capture_output=True,
         text=True,
         timeout=900,
