@@ -26,8 +26,10 @@ def _print_config_errors(path: str, exc: ConfigError) -> None:
 
 async def serve(config: AgentConfig) -> int:
     # Imported here so that check-config and version stay fast and light.
-    from agent.api.app import create_app
-    from agent.runtime.admin import AdminServer, bind
+    from agent.api.asgi_bridge import AsgiApp, AsgiBridge
+    from agent.api.fast_routes import FastRoutes
+    from agent.api.http1 import ApiServer, Http1Limits
+    from agent.runtime.admin import bind
     from agent.runtime.agent import Agent
 
     agent = Agent(config)
@@ -37,7 +39,21 @@ async def serve(config: AgentConfig) -> int:
     except MeshAgentError:
         admin_socket.close()
         raise
-    admin = AdminServer(create_app(agent), admin_socket)
+    settings = config.admin
+
+    def management_app() -> AsgiApp:
+        # FastAPI only on the first request off the fast path (agent/api/asgi_bridge.py).
+        from agent.api.app import create_app
+
+        return create_app(agent)
+
+    bridge = AsgiBridge(management_app, admin_socket.getsockname()[:2])
+    limits = Http1Limits(
+        max_body_bytes=settings.max_body_bytes,
+        request_timeout_s=settings.request_timeout_s,
+        idle_timeout_s=settings.idle_timeout_s,
+    )
+    admin = ApiServer(FastRoutes(agent, bridge, settings.allow_remote_writes), admin_socket, limits)
     await admin.start()
     host, port = admin.address
     log.info("OpenAPI on http://%s:%d (docs at /docs)", host, port)

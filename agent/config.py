@@ -59,6 +59,10 @@ class AdminConfig(Strict):
     # Requests that change state (registrations) from a non-loopback client are refused
     # unless this is set: binding to 0.0.0.0 for metrics must not open registration.
     allow_remote_writes: bool = False
+    # A request not received whole this long after its first byte is answered 408 and
+    # its connection closed (slowloris); a keep-alive connection idle this long is closed.
+    request_timeout_s: PositiveSeconds = 10.0
+    idle_timeout_s: PositiveSeconds = 75.0
 
 
 class RegistryConfig(Strict):

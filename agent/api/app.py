@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent import __version__
-from agent.api import config_api, invoke_http, problems
+from agent.api import config_api, fast_routes, invoke_http, problems
 from agent.api.limits import ApiGuard
 from agent.api.models import (
     ClusterLoadView,
@@ -32,25 +30,12 @@ from agent.api.models import (
 from agent.calls import Route
 from agent.cluster.host import Host
 from agent.discovery.types import RegistryStatus
-from agent.errors import MeshAgentError
 from agent.runtime.agent import Agent
 from agent.telemetry.metrics import metrics_registry, render
 from agent.telemetry.propagation import propagation_headers
 
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-NDJSON = "application/x-ndjson"
-
-
-async def _ndjson(stream: AsyncGenerator[Any, None]) -> AsyncIterator[bytes]:
-    try:
-        async for item in stream:
-            yield json.dumps(item, separators=(",", ":")).encode() + b"\n"
-    except MeshAgentError as exc:
-        # The status line went out with the first item: the error can only be a line.
-        yield b'{"error":' + bytes(problems.for_error(exc).body) + b"}\n"
-    finally:
-        # A client that hung up: the provider's stream is cancelled now, not at GC.
-        await stream.aclose()
+PROMETHEUS_TEXT = fast_routes.PROMETHEUS_TEXT
+NDJSON = fast_routes.NDJSON
 
 
 def _registry_state(name: str, status: RegistryStatus) -> RegistryState:
@@ -105,10 +90,8 @@ def create_app(agent: Agent) -> FastAPI:
         responses={503: {"model": Readiness, "description": "Not ready, with the reasons"}},
     )
     async def readyz() -> Response:
-        ready, reasons = agent.ready()
-        states = [_registry_state(n, s) for n, s in agent.registry_statuses().items()]
-        body = Readiness(ready=ready, reasons=reasons, registries=states).model_dump()
-        return JSONResponse(body, status_code=200 if ready else 503)
+        status, body = fast_routes.readiness(agent)
+        return Response(body, status_code=status, media_type="application/json")
 
     @probes.get(
         "/metrics", response_class=Response, responses={200: {"content": {PROMETHEUS_TEXT: {}}}}
@@ -253,19 +236,21 @@ def create_app(agent: Agent) -> FastAPI:
         request: Request,
         body: Annotated[dict[str, Any] | None, Body()] = None,
     ) -> Response:
-        outcome = await agent.invoke(
-            protocol, service, method, body or {}, propagation_headers(request.headers)
+        # The fast path's own function (agent/api/fast_routes.py), so both answer alike.
+        reply = await fast_routes.invoke(
+            agent, protocol, service, method, body or {}, propagation_headers(request.headers)
         )
-        if outcome.stream is not None:
+        headers = {name.decode(): value.decode("latin-1") for name, value in reply.headers}
+        if reply.stream is not None:
             return StreamingResponse(
-                _ndjson(outcome.stream),
-                media_type=NDJSON,
-                headers={"x-meshagent-endpoint": outcome.endpoint},
+                reply.stream, media_type=reply.content_type.decode(), headers=headers
             )
-        reply = InvokeResponse(
-            result=outcome.result, attachments=outcome.attachments, endpoint=outcome.endpoint
+        return Response(
+            reply.body,
+            status_code=reply.status,
+            media_type=reply.content_type.decode(),
+            headers=headers,
         )
-        return JSONResponse(reply.model_dump(mode="json"))
 
     @v1.get("/rules", response_model=RulesView, tags=["governance"])
     async def rules() -> RulesView:

@@ -12,7 +12,8 @@ EXIT_CONFIG = 2
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from agent.injector.server import DEFAULT_MAX_BODY_BYTES
+    # Not the server module: it imports Starlette, which `meshagent run` never needs.
+    from agent.injector.config import DEFAULT_MAX_BODY_BYTES
 
     injector = commands.add_parser(
         "injector", help="serve the sidecar-injecting mutating admission webhook over HTTPS"

@@ -24,6 +24,9 @@ QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGT
 # DNS-1123 label: what Kubernetes accepts for ConfigMap, container and volume names.
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
+# AdmissionReview bodies over this are refused with 413 (the CLI's --max-body-bytes).
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
 
 def check_quantity(value: str) -> str:
     if not QUANTITY.match(value):

@@ -18,13 +18,12 @@ from pathlib import Path
 from starlette.types import Receive, Scope, Send
 
 from agent.api.limits import ApiGuard
-from agent.injector.config import InjectorConfig
+from agent.injector.config import DEFAULT_MAX_BODY_BYTES, InjectorConfig
 from agent.injector.review import Source, Verdict, review
 
 log = logging.getLogger(__name__)
 
 ROUTES = {"/inject/pod": Source.POD, "/inject/namespace": Source.NAMESPACE}
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 def _load(cert: Path, key: Path) -> ssl.SSLContext:

@@ -1,7 +1,10 @@
-"""The OpenAPI server: uvicorn inside the agent's own event loop.
+"""An ASGI app served by uvicorn inside the agent's own event loop (the injector's webhook,
+with TLS); and :func:`bind`, the API sockets' one way to listen.
 
-We bind the socket ourselves (so a port in use is a clean startup error) and keep uvicorn
-from installing signal handlers: the agent owns SIGTERM and drains.
+The agent's own API has its own HTTP/1.1 server (agent/api/http1.py): uvicorn is imported
+only when an :class:`AdminServer` is made, so the agent never loads it. We bind the socket
+ourselves (so a port in use is a clean startup error) and keep uvicorn from installing
+signal handlers: the agent owns SIGTERM and drains.
 """
 
 from __future__ import annotations
@@ -11,17 +14,23 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Generator
-
-import uvicorn
-from starlette.types import ASGIApp
+from typing import TYPE_CHECKING, Any
 
 from agent.runtime.agent import StartupError
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
-class _EmbeddedServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+
+def _embedded_server(config: Any) -> Any:
+    import uvicorn
+
+    class EmbeddedServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    return EmbeddedServer(config)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -44,6 +53,8 @@ class AdminServer:
     def __init__(
         self, app: ASGIApp, sock: socket.socket, ssl_context: ssl.SSLContext | None = None
     ) -> None:
+        import uvicorn
+
         self.socket = sock
         config = uvicorn.Config(
             app,
@@ -59,7 +70,7 @@ class AdminServer:
             # swaps certificates on rotation). serve() does not load a loaded config again.
             config.load()
             config.ssl = ssl_context
-        self._server = _EmbeddedServer(config)
+        self._server = _embedded_server(config)
         self._task: asyncio.Task[None] | None = None
 
     @property

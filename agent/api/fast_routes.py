@@ -1,0 +1,203 @@
+"""The API's hot routes, answered without a web framework; everything else goes to FastAPI.
+
+``GET /healthz``, ``GET /readyz`` (kubelet probes every few seconds per pod), ``GET
+/metrics`` and ``POST /v1/invoke/{protocol}/{service}/{method}`` (the JSON invocation,
+every protocol but ``http``) are answered here, on the server's parsed request
+(agent/api/http1.py): the probes and metrics at once, with no coroutine; an invocation is
+one task around the protocol's invoker. The FastAPI app declares the same routes, for
+the contract (openapi/openapi.yaml) and for in-process callers, and answers them with the
+same functions below, so the bodies, statuses and problem details cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from agent.api.http1 import ApiRequest, Reply
+from agent.api.problem_details import PROBLEM_JSON, dumps, error_problem, invalid_request
+from agent.errors import MeshAgentError
+from agent.telemetry.propagation import INCOMING
+
+if TYPE_CHECKING:
+    from agent.api.asgi_bridge import AsgiBridge
+    from agent.runtime.agent import Agent
+
+JSON = b"application/json"
+NDJSON = "application/x-ndjson"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+HEALTH_BODY = b'{"status":"ok"}'
+_HEALTHZ = Reply(200, HEALTH_BODY, JSON)
+_PROBLEM = PROBLEM_JSON.encode()
+_INCOMING = {name.encode(): name for name in INCOMING}
+_NOT_A_DICT = [{"path": "body", "message": "Input should be a valid dictionary"}]
+
+
+# shared with the FastAPI routes ---------------------------------------------------------
+
+
+def readiness(agent: Agent) -> tuple[int, bytes]:
+    ready, reasons = agent.ready()
+    registries = [
+        {"name": name, "connected": s.connected, "since": s.since, "detail": s.detail}
+        for name, s in agent.registry_statuses().items()
+    ]
+    body = dumps({"ready": ready, "reasons": reasons, "registries": registries})
+    return (200 if ready else 503), body
+
+
+def invoke_reply_body(result: Any, attachments: Mapping[str, Any], endpoint: str) -> bytes:
+    reply = {"result": result, "attachments": attachments, "endpoint": endpoint}
+    try:
+        return dumps(reply)
+    except (TypeError, ValueError):
+        # A value JSON has no literal for (a set, a NaN, a date): as pydantic renders it.
+        from pydantic_core import to_jsonable_python
+
+        return dumps(to_jsonable_python(reply))
+
+
+async def ndjson(stream: AsyncGenerator[Any, None]) -> AsyncIterator[bytes]:
+    """Streamed replies as NDJSON; an error after the first line is a last error line."""
+    try:
+        async for item in stream:
+            yield json.dumps(item, separators=(",", ":")).encode() + b"\n"
+    except MeshAgentError as exc:
+        # The status line went out with the first item: the error can only be a line.
+        yield b'{"error":' + error_problem(exc)[1] + b"}\n"
+    finally:
+        # A client that hung up: the provider's stream is cancelled now, not at GC.
+        await stream.aclose()
+
+
+async def invoke(
+    agent: Agent,
+    protocol: str,
+    service: str,
+    method: str,
+    body: dict[str, Any],
+    incoming: dict[str, str],
+) -> Reply:
+    """The JSON invocation: the reply, or the problem details of the agent's error."""
+    try:
+        outcome = await agent.invoke(protocol, service, method, body, incoming)
+    except MeshAgentError as exc:
+        status, problem = error_problem(exc)
+        return Reply(status, problem, _PROBLEM)
+    if outcome.stream is not None:
+        endpoint = ((b"x-meshagent-endpoint", outcome.endpoint.encode("latin-1")),)
+        return Reply(200, b"", NDJSON.encode(), endpoint, ndjson(outcome.stream))
+    return Reply(
+        200, invoke_reply_body(outcome.result, outcome.attachments, outcome.endpoint), JSON
+    )
+
+
+# the fast path --------------------------------------------------------------------------
+
+
+def _is_json(content_type: bytes) -> bool:
+    # As FastAPI decides whether a body is JSON: application/json or application/*+json.
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+def invoke_body(request: ApiRequest) -> dict[str, Any] | Reply:
+    """The invocation's JSON object (none: ``{}``), or the 400 answer FastAPI gave."""
+    raw = request.body
+    if not raw:
+        return {}
+    content_type = request.header(b"content-type")
+    if content_type is None or not _is_json(content_type):
+        return Reply(*invalid_request(_NOT_A_DICT), _PROBLEM)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        errors = [{"path": f"body.{exc.pos}", "message": "JSON decode error"}]
+        return Reply(*invalid_request(errors), _PROBLEM)
+    except UnicodeDecodeError:
+        errors = [{"path": "body.0", "message": "JSON decode error"}]
+        return Reply(*invalid_request(errors), _PROBLEM)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        return Reply(*invalid_request(_NOT_A_DICT), _PROBLEM)
+    return value
+
+
+def _is_loopback(client: tuple[str, int] | None) -> bool:
+    if client is None:
+        return False
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
+_FORBIDDEN = Reply(
+    403,
+    dumps(
+        {
+            "type": "about:blank",
+            "title": "Forbidden",
+            "status": 403,
+            "detail": "state-changing requests are accepted from loopback only "
+            "(admin.allow_remote_writes is false)",
+        }
+    ),
+    _PROBLEM,
+)
+
+
+class FastRoutes:
+    """The server's handler: the hot routes here, the rest through ``bridge``."""
+
+    def __init__(self, agent: Agent, bridge: AsgiBridge, allow_remote_writes: bool) -> None:
+        from agent.telemetry.metrics import metrics_registry
+
+        self.agent = agent
+        self.bridge = bridge
+        self.allow_remote_writes = allow_remote_writes
+        self.registry = metrics_registry(agent)
+
+    def __call__(self, request: ApiRequest) -> Reply | Awaitable[Reply]:
+        method = request.method
+        path = request.path
+        if method == "GET":
+            if path == b"/healthz":
+                return _HEALTHZ
+            if path == b"/readyz":
+                return Reply(*readiness(self.agent), JSON)
+            if path == b"/metrics":
+                from agent.telemetry.metrics import render
+
+                return Reply(200, render(self.registry), PROMETHEUS_TEXT.encode())
+        elif method == "POST" and path.startswith(b"/v1/invoke/"):
+            parts = path.split(b"/")
+            # ['', 'v1', 'invoke', protocol, service, method]; http has routes of its own.
+            if len(parts) == 6 and parts[3] != b"http" and parts[3] and parts[4] and parts[5]:
+                names = [unquote(p.decode("utf-8", "replace")) for p in parts[3:]]
+                if all("/" not in n for n in names):
+                    return self._invoke(request, names[0], names[1], names[2])
+        return self.bridge(request)
+
+    def _invoke(
+        self, request: ApiRequest, protocol: str, service: str, method: str
+    ) -> Reply | Awaitable[Reply]:
+        if not self.allow_remote_writes and not _is_loopback(request.client):
+            return _FORBIDDEN
+        body = invoke_body(request)
+        if isinstance(body, Reply):
+            return body
+        incoming: dict[str, str] = {}
+        for name, value in request.headers:
+            field = _INCOMING.get(name)
+            if field is not None:
+                incoming[field] = value.decode("latin-1")
+        return invoke(self.agent, protocol, service, method, body, incoming)

@@ -1,0 +1,100 @@
+"""RFC 9457 problem details as bytes: the API's one error shape, with no web framework.
+
+The fast path (agent/api/fast_routes.py) writes these bodies itself; the FastAPI
+management surface wraps the same bodies in responses (agent/api/problems.py), so both
+answer every error identically.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+from agent.calls import CallRejected
+from agent.discovery.config_source import ConfigSourceError
+from agent.errors import (
+    DrainingError,
+    InvalidRequest,
+    InvokeNotSupported,
+    MeshAgentError,
+    NoEndpointError,
+    RegistryError,
+    RemoteApplicationError,
+    UnknownServiceError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def dumps(value: Any) -> bytes:
+    """JSON as Starlette's JSONResponse writes it (compact, UTF-8, no NaN)."""
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def problem_body(status: int, detail: str, title: str | None = None, **extensions: Any) -> bytes:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    body.update(extensions)
+    return dumps(body)
+
+
+def status_for(exc: MeshAgentError) -> int:
+    # Most specific first: UpstreamTimeout and NoEndpointError are UpstreamErrors.
+    if isinstance(exc, UnknownServiceError):
+        return 404
+    if isinstance(exc, DrainingError):
+        return 503
+    if isinstance(exc, InvokeNotSupported):
+        return 400
+    if isinstance(exc, UpstreamTimeout):
+        return 504
+    if isinstance(exc, NoEndpointError):
+        return 503
+    if isinstance(exc, UpstreamError):
+        return 502
+    if isinstance(exc, RegistryError | ConfigSourceError):
+        return 503
+    return 400
+
+
+def error_problem(exc: MeshAgentError) -> tuple[int, bytes]:
+    """(status, body) for one of our errors (also written into NDJSON streams).
+
+    A failed call's error carries its chain (the apps it came through and the hop that
+    failed, agent/telemetry/context.py): it goes out as the ``chain`` extension."""
+    extensions: dict[str, Any] = {"chain": list(exc.chain)} if exc.chain else {}
+    if isinstance(exc, CallRejected):
+        status = exc.http_status()
+        return status, problem_body(
+            status, str(exc), "Call refused", reason=exc.reason, **extensions
+        )
+    if isinstance(exc, RemoteApplicationError):
+        # The provider's own exception: its type and message, as the provider gave them.
+        exception: dict[str, Any] = {"type": exc.exception_type, "message": str(exc)}
+        if exc.details is not None:
+            exception["details"] = exc.details
+        status = exc.http_status or 502
+        return status, problem_body(
+            status, str(exc), "Provider exception", exception=exception, **extensions
+        )
+    if isinstance(exc, InvalidRequest):
+        # The same shape as the API's own validation errors: one entry per bad path.
+        errors = [{"path": path, "message": message} for path, message in exc.errors]
+        return 400, problem_body(400, str(exc), "Invalid request", errors=errors, **extensions)
+    status = status_for(exc)
+    return status, problem_body(status, str(exc), type(exc).__name__, **extensions)
+
+
+def invalid_request(errors: list[dict[str, str]]) -> tuple[int, bytes]:
+    """The API's validation error: 400 with one entry per bad path (as FastAPI's were)."""
+    detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
+    return 400, problem_body(400, detail or "invalid request", "Invalid request", errors=errors)
