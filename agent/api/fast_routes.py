@@ -11,6 +11,7 @@ same functions below, so the bodies, statuses and problem details cannot drift a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
@@ -32,7 +33,7 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 HEALTH_BODY = b'{"status":"ok"}'
-_HEALTHZ = Reply(200, HEALTH_BODY, JSON)
+_HEALTHZ = Reply(200, HEALTH_BODY, JSON).constant()
 _PROBLEM = PROBLEM_JSON.encode()
 _INCOMING = {name.encode(): name for name in INCOMING}
 _NOT_A_DICT = [{"path": "body", "message": "Input should be a valid dictionary"}]
@@ -132,10 +133,14 @@ def invoke_body(request: ApiRequest) -> dict[str, Any] | Reply:
 
 
 def _is_loopback(client: tuple[str, int] | None) -> bool:
-    if client is None:
-        return False
+    return client is not None and _loopback_host(client[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _loopback_host(host: str) -> bool:
+    # Parsing an address costs more than the rest of a request's routing: once per host.
     try:
-        return ipaddress.ip_address(client[0]).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 

@@ -95,7 +95,7 @@ class ApiRequest:
 class Reply:
     """A response: a whole ``body``, or a ``stream`` of byte chunks written as they come."""
 
-    __slots__ = ("body", "content_type", "headers", "status", "stream")
+    __slots__ = ("body", "content_type", "headers", "status", "stream", "wire")
 
     def __init__(
         self,
@@ -110,6 +110,13 @@ class Reply:
         self.content_type = content_type
         self.headers = headers
         self.stream = stream
+        # A reply made once and sent many times (the health probe) keeps its bytes.
+        self.wire: bytes | None = None
+
+    def constant(self) -> Reply:
+        """Keep this reply's keep-alive bytes, for a reply answered to many requests."""
+        self.wire = _head(self, len(self.body), True) + self.body
+        return self
 
 
 Handler = Callable[[ApiRequest], "Reply | Awaitable[Reply]"]
@@ -166,7 +173,7 @@ class ApiConnection(asyncio.Protocol):
         self._stream_task: asyncio.Task[None] | None = None
         # For the sweep: when the request being received began, and since when idle.
         self.receiving_since = 0.0
-        self.idle_since = time.monotonic()
+        self.idle_since = server.clock
 
     # transport callbacks ---------------------------------------------------------------
 
@@ -239,14 +246,18 @@ class ApiConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._body = []
         self._body_bytes = 0
-        self.receiving_since = time.monotonic()
+        # The server's clock, advanced by its sweep once a second: timeouts are checked at
+        # that grain anyway, and a request then reads no clock.
+        self.receiving_since = self.server.clock
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.limits.max_head_bytes:
+            self._count_head(0)
         assert self._request is not None
         self._request.headers.append((name.lower(), value))
 
@@ -341,7 +352,7 @@ class ApiConnection(asyncio.Protocol):
             future.add_done_callback(functools.partial(self._answered, request))
             return
         self._busy = False
-        self.idle_since = time.monotonic()
+        self.idle_since = self.server.clock
         if self._paused and not self._closing:
             self._paused = False
             if self.transport is not None:
@@ -369,6 +380,9 @@ class ApiConnection(asyncio.Protocol):
         if transport is None or self._closing:
             return False
         keep_alive = request.keep_alive and not self.server.stopping
+        if reply.wire is not None and keep_alive and request.method == "GET":
+            transport.write(reply.wire)
+            return True
         bodyless = request.method == "HEAD" or reply.status in _NO_BODY_STATUSES
         if request.method == "HEAD" and any(n == b"content-length" for n, _ in reply.headers):
             # The length a GET would have, as the app said it; no body follows.
@@ -516,6 +530,8 @@ class ApiServer:
         self.limits = limits
         self.connections: set[ApiConnection] = set()
         self.stopping = False
+        # Seconds (monotonic), advanced once a second while there are connections.
+        self.clock = time.monotonic()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -525,16 +541,16 @@ class ApiServer:
         return str(name[0]), int(name[1])
 
     def _connection(self) -> ApiConnection:
-        connection = ApiConnection(self)
         if self._sweeper is None:
+            self.clock = time.monotonic()
             self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_S, self._sweep)
-        return connection
+        return ApiConnection(self)
 
     def _sweep(self) -> None:
         self._sweeper = None
         if not self.connections:
             return  # an idle agent with no API clients wakes for nothing
-        now = time.monotonic()
+        now = self.clock = time.monotonic()
         for connection in list(self.connections):
             connection.sweep(now)
         self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_S, self._sweep)

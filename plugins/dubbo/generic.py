@@ -139,7 +139,7 @@ def parse_date(value: Any, path: str = "value") -> datetime:
 
 
 def generic_invocation(
-    call: GenericCall, timeout_ms: int, dubbo_version: str = "2.0.2"
+    call: GenericCall, timeout_ms: int | None, dubbo_version: str = "2.0.2"
 ) -> Invocation:
     """The ``$invoke`` request as Dubbo's GenericImplFilter and DubboInvoker send it.
 
@@ -147,6 +147,8 @@ def generic_invocation(
     ``path``/``interface``/``version`` and ``group`` when set (DubboInvoker and the
     invoker's URL), ``timeout`` as a string (DubboInvoker, after calculateTimeout). The
     caller's own attachments go first so that these cannot be overridden by accident.
+    ``timeout_ms`` None leaves ``timeout`` out, for a caller that appends it per attempt
+    (plugins/dubbo/body.py ``with_attachments``) to a body it encodes once.
     """
     args: list[Any] = []
     for i, arg in enumerate(call.args):
@@ -161,9 +163,10 @@ def generic_invocation(
             "path": call.interface,
             "interface": call.interface,
             "version": call.version or "0.0.0",
-            "timeout": str(timeout_ms),
         }
     )
+    if timeout_ms is not None:
+        attachments["timeout"] = str(timeout_ms)
     if call.group:
         attachments["group"] = call.group
     types = None if call.types is None else TypedList(STRING_ARRAY, list(call.types))

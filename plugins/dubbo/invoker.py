@@ -30,7 +30,13 @@ from agent.governance.policy import Degraded, decision_of
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.dubbo import strategies
-from plugins.dubbo.body import Result, decode_result, encode_invocation, request_frame
+from plugins.dubbo.body import (
+    Result,
+    decode_result,
+    encode_invocation,
+    request_frame,
+    with_attachments,
+)
 from plugins.dubbo.frame import Status
 from plugins.dubbo.generic import (
     ArgumentError,
@@ -155,7 +161,7 @@ def _status_of(error: BaseException) -> str:
     return ""
 
 
-def _propagated(headers: dict[str, str]) -> dict[str, AttachmentValue]:
+def _propagated(headers: dict[str, str]) -> dict[str, str]:
     # Dubbo carries the budget in its own ``timeout`` attachment (set per attempt).
     return {k: v for k, v in headers.items() if k != TIMEOUT_MS}
 
@@ -178,19 +184,20 @@ async def _invoke(
         group="" if group == "*" else group,
         attachments=body.attachments,
     )
-    # Encoded bodies by what varies between attempts (wire version, group, timeout), so a
-    # retry with the same settings does not encode a large argument again.
-    encoded: dict[tuple[str, str, int, tuple[tuple[str, AttachmentValue], ...]], bytes] = {}
+    # The arguments are encoded once per wire version and group (a retry elsewhere does
+    # not encode a large argument again); what varies per attempt (its timeout, the
+    # propagation fields) is appended to the attachments map without re-encoding.
+    encoded: dict[tuple[str, str], bytes] = {}
 
     def body_for(
         version_on_wire: str,
         group_on_wire: str,
-        timeout_ms: int,
-        extra: dict[str, AttachmentValue] | None = None,
+        timeout_ms: int | None = None,
+        extra: dict[str, str] | None = None,
     ) -> bytes:
-        key = (version_on_wire, group_on_wire, timeout_ms, tuple(extra.items()) if extra else ())
-        cached = encoded.get(key)
-        if cached is None:
+        key = (version_on_wire, group_on_wire)
+        base = encoded.get(key)
+        if base is None:
             wire = GenericCall(
                 generic.interface,
                 generic.method,
@@ -198,15 +205,20 @@ async def _invoke(
                 generic.args,
                 version_on_wire,
                 group_on_wire,
-                {**(generic.attachments or {}), **extra} if extra else generic.attachments,
+                generic.attachments,
             )
-            cached = encoded[key] = encode_invocation(generic_invocation(wire, timeout_ms))
-        return cached
+            base = encoded[key] = encode_invocation(generic_invocation(wire, None))
+        if timeout_ms is None:
+            return base
+        per_attempt = {"timeout": str(timeout_ms), **(extra or {})}
+        appended = with_attachments(base, per_attempt)
+        assert appended is not None  # an invocation always ends with its attachments map
+        return appended
 
     # Encode up front: a bad argument is the caller's error (400 with its path), found
     # before any provider is chosen or counted.
     try:
-        body_for(generic.version, generic.group, config.timeout_ms)
+        body_for(generic.version, generic.group)
     except ArgumentError as exc:
         raise InvalidRequest([(f"body.{exc.path}", exc.message)]) from None
     except LocalProtocolError as exc:
