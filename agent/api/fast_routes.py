@@ -53,21 +53,14 @@ def readiness(agent: Agent) -> tuple[int, bytes]:
 
 
 def invoke_reply_body(result: Any, attachments: Mapping[str, Any], endpoint: str) -> bytes:
-    reply = {"result": result, "attachments": attachments, "endpoint": endpoint}
-    try:
-        return dumps(reply)
-    except (TypeError, ValueError):
-        # A value JSON has no literal for (a set, a NaN, a date): as pydantic renders it.
-        from pydantic_core import to_jsonable_python
-
-        return dumps(to_jsonable_python(reply))
+    return dumps({"result": result, "attachments": attachments, "endpoint": endpoint})
 
 
 async def ndjson(stream: AsyncGenerator[Any, None]) -> AsyncIterator[bytes]:
     """Streamed replies as NDJSON; an error after the first line is a last error line."""
     try:
         async for item in stream:
-            yield json.dumps(item, separators=(",", ":")).encode() + b"\n"
+            yield dumps(item) + b"\n"
     except MeshAgentError as exc:
         # The status line went out with the first item: the error can only be a line.
         yield b'{"error":' + error_problem(exc)[1] + b"}\n"

@@ -7,9 +7,11 @@ answer every error identically.
 
 from __future__ import annotations
 
-import json
 from http import HTTPStatus
 from typing import Any
+
+import orjson
+from pydantic_core import to_json
 
 from agent.calls import CallRejected
 from agent.discovery.config_source import ConfigSourceError
@@ -30,10 +32,18 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def dumps(value: Any) -> bytes:
-    """JSON as Starlette's JSONResponse writes it (compact, UTF-8, no NaN)."""
-    return json.dumps(
-        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
+    """Compact UTF-8 JSON, as Starlette's JSONResponse writes it.
+
+    orjson, measured in docs/benchmarks.md: 20x the standard library's speed on the
+    replies the API writes. Map keys that are not strings (Java maps) become strings, as
+    the standard library does, and NaN and infinities null. What orjson refuses (an
+    integer past 64 bits: a Java BigInteger; a set, a Decimal) pydantic-core writes,
+    exactly and with the same rules, so no reply becomes an error for its values.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return to_json(value, inf_nan_mode="null")
 
 
 def problem_body(status: int, detail: str, title: str | None = None, **extensions: Any) -> bytes:
