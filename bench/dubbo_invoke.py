@@ -24,11 +24,15 @@ round) at one caller is what the issue's target means (<= +300 us over a direct 
 Agent CPU per invocation: utime+stime of the agent (/proc/PID/stat) over the measured wrk run
 divided by the requests wrk completed in it.
 
+``--baseline DIR`` adds ``openapi-base``: an agent run from another checkout (a git worktree
+of an earlier commit, with this virtualenv), measured in the same rotation, so a change is
+judged against what it replaces on the same machine in the same minutes.
+
 ``--profile S`` afterwards measures the HTTP floor (GET /healthz, /readyz: agent CPU per
-request) and samples the agent with py-spy for S seconds under wrk -c1, printing where its
-time goes (inclusive and self shares per function, and grouped by layer). uvicorn uses
-httptools when it is importable (h11 otherwise): a directory holding httptools on the
-PYTHONPATH of this script reaches the agent too (tests/fixtures/agent_process.py passes it on).
+request, at 1 and at ``--concurrency`` connections) and samples the agent with py-spy for S
+seconds under wrk at ``--profile-concurrency`` connections, printing where its time goes
+(inclusive and self shares per function, and grouped by layer). The agent's RSS is printed
+after start and after every run (tens of thousands of invocations).
 """
 
 from __future__ import annotations
@@ -62,7 +66,11 @@ from tests.fixtures.java_dubbo import (  # noqa: E402
     start_provider,
 )
 
-TARGET_ADDED_P50_US = 300.0  # generic invoke through the OpenAPI: <= +300 us p50 over direct
+# Issue 19's targets: generic invoke through the OpenAPI <= +250 us p50 over the direct stub
+# at one caller; <= 150 us of agent CPU per call; >= 0.8x the stub's calls/s at 8 callers.
+TARGET_ADDED_P50_US = 250.0
+TARGET_CPU_US = 150.0
+TARGET_RATE_RATIO = 0.8
 
 _UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6}
 
@@ -185,15 +193,35 @@ class Setup:
     invoke_url: str
     script: Path
     args: argparse.Namespace
+    baseline: AgentProcess | None = None
+
+    def agent_for(self, target: str) -> tuple[AgentProcess, str]:
+        if target == "openapi-base":
+            assert self.baseline is not None
+            return self.baseline, invoke_url(self.baseline)
+        return self.agent, self.invoke_url
+
+
+def invoke_url(agent: AgentProcess) -> str:
+    return f"{agent.base_url}/v1/invoke/dubbo/{INTERFACE}/echo"
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def measure(setup: Setup, target: Target, concurrency: int) -> None:
     args = setup.args
-    if target.name == "openapi":
-        run_wrk(setup.invoke_url, setup.script, concurrency, args.warmup)
-        before = cpu_us(setup.agent.pid)
-        result = run_wrk(setup.invoke_url, setup.script, concurrency, args.duration)
-        spent = cpu_us(setup.agent.pid) - before
+    if target.name.startswith("openapi"):
+        agent, url = setup.agent_for(target.name)
+        run_wrk(url, setup.script, concurrency, args.warmup)
+        before = cpu_us(agent.pid)
+        result = run_wrk(url, setup.script, concurrency, args.duration)
+        spent = cpu_us(agent.pid) - before
         target.rate.append(result.rps)
         target.p50.append(result.p50_us)
         target.p99.append(result.p99_us)
@@ -229,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="callers under load")
     parser.add_argument("--payload", type=int, default=16)
     parser.add_argument("--profile", type=float, default=0.0, help="py-spy seconds at the end")
+    parser.add_argument("--profile-concurrency", type=int, default=1, help="wrk -c for py-spy")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another checkout's agent as openapi-base"
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise BenchError("wrk not found")
@@ -237,20 +269,30 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-dubbo-invoke-"))
     provider = start_provider(tmp, jvm_args=BENCH_JVM_ARGS, provider_id="bench")
     agent: AgentProcess | None = None
+    baseline: AgentProcess | None = None
     try:
         agent = start_agent(tmp, agent_config(provider.port))
         agent.wait_endpoints(INTERFACE, 1)
+        if args.baseline is not None:
+            baseline = start_agent(
+                tmp, agent_config(provider.port), name="baseline", root=args.baseline.resolve()
+            )
+            baseline.wait_endpoints(INTERFACE, 1)
         setup = Setup(
             provider_url=provider.url,
             agent=agent,
-            invoke_url=f"{agent.base_url}/v1/invoke/dubbo/{INTERFACE}/echo",
+            invoke_url=invoke_url(agent),
             script=write_lua(tmp, args.payload),
             args=args,
+            baseline=baseline,
         )
         check_invoke(setup.invoke_url, args.payload)
+        started_rss = {name: rss_kb(a.pid) for name, a in _agents(setup).items()}
         passes: list[tuple[int, list[Target]]] = []
         for concurrency in dict.fromkeys((args.concurrency, 1)):
             targets = [Target("java-stub"), Target("java-generic"), Target("openapi")]
+            if baseline is not None:
+                targets.append(Target("openapi-base"))
             passes.append((concurrency, targets))
             for round_no in range(args.rounds):
                 for target in rotated(targets, round_no):
@@ -262,17 +304,32 @@ def main(argv: list[str] | None = None) -> int:
                 )
         for concurrency, targets in passes:
             report(concurrency, targets, args)
+        print()
+        for name, a in _agents(setup).items():
+            print(
+                f"RSS {name}: {started_rss[name] / 1024:.1f} MiB after start, "
+                f"{rss_kb(a.pid) / 1024:.1f} MiB after every run"
+            )
         if args.profile > 0:
             profile(setup, tmp)
     finally:
-        if agent is not None:
-            agent.stop()
+        for running in (agent, baseline):
+            if running is not None:
+                running.stop()
         provider.stop()
     return 0
 
 
+def _agents(setup: Setup) -> dict[str, AgentProcess]:
+    found = {"openapi": setup.agent}
+    if setup.baseline is not None:
+        found["openapi-base"] = setup.baseline
+    return found
+
+
 def report(concurrency: int, targets: list[Target], args: argparse.Namespace) -> None:
-    stub, generic, openapi = targets
+    stub, generic, openapi = targets[:3]
+    base = targets[3] if len(targets) > 3 else None
 
     def spread(values: list[float], fmt: str = "{:,.0f}") -> str:
         if not values:
@@ -300,21 +357,40 @@ def report(concurrency: int, targets: list[Target], args: argparse.Namespace) ->
         + (f"  (target <= +{TARGET_ADDED_P50_US:.0f} us: {verdict})" if concurrency == 1 else "")
     )
     print(f"added p50, openapi - java-generic  {spread(added_generic, '{:+,.0f}')} us")
-    print(f"calls/s openapi / java-stub        {spread(rate_ratio, '{:.2f}')}x")
+    rate_verdict = "met" if med(rate_ratio) >= TARGET_RATE_RATIO else "NOT met"
+    print(
+        f"calls/s openapi / java-stub        {spread(rate_ratio, '{:.2f}')}x"
+        + (f"  (target >= {TARGET_RATE_RATIO}x: {rate_verdict})" if concurrency > 1 else "")
+    )
+    cpu_verdict = "met" if med(openapi.cpu_per_call) <= TARGET_CPU_US else "NOT met"
+    print(
+        f"agent CPU per call                 {spread(openapi.cpu_per_call)} us"
+        f"  (target <= {TARGET_CPU_US:.0f} us: {cpu_verdict})"
+    )
+    if base is not None:
+        cpu_ratio = [o / b for o, b in zip(openapi.cpu_per_call, base.cpu_per_call, strict=True)]
+        base_rate = [o / b for o, b in zip(openapi.rate, base.rate, strict=True)]
+        print(
+            f"openapi / openapi-base: CPU per call {spread(cpu_ratio, '{:.2f}')}x, "
+            f"calls/s {spread(base_rate, '{:.2f}')}x"
+        )
 
 
 def profile(setup: Setup, tmp: Path) -> None:
     """The HTTP stack's floor (GET /healthz, CPU per request), then py-spy under wrk -c1:
     share of samples per function, inclusive and self, and grouped by layer."""
     seconds = setup.args.profile
-    for path in ("/healthz", "/readyz"):
-        before = cpu_us(setup.agent.pid)
-        floor = run_wrk(f"{setup.agent.base_url}{path}", None, 1, seconds)
-        spent = cpu_us(setup.agent.pid) - before
-        print(
-            f"\nfloor: GET {path}, wrk -c1 {seconds:g}s: {floor.rps:,.0f} req/s, p50 "
-            f"{floor.p50_us:,.0f} us, agent CPU {spent / max(1, floor.requests):,.0f} us/req"
-        )
+    for name, agent in _agents(setup).items():
+        for path in ("/healthz", "/readyz"):
+            for connections in dict.fromkeys((1, setup.args.concurrency)):
+                before = cpu_us(agent.pid)
+                floor = run_wrk(f"{agent.base_url}{path}", None, connections, seconds)
+                spent = cpu_us(agent.pid) - before
+                print(
+                    f"floor {name}: GET {path}, wrk -c{connections} {seconds:g}s: "
+                    f"{floor.rps:,.0f} req/s, p50 {floor.p50_us:,.0f} us, "
+                    f"agent CPU {spent / max(1, floor.requests):,.1f} us/req"
+                )
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     raw = tmp / "agent.pyspy.txt"
     argv = [py_spy, "record", "-p", str(setup.agent.pid), "-d", str(int(seconds)), "-r", "200"]
@@ -324,7 +400,7 @@ def profile(setup: Setup, tmp: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        run_wrk(setup.invoke_url, setup.script, 1, seconds)
+        run_wrk(setup.invoke_url, setup.script, setup.args.profile_concurrency, seconds)
         spy.wait(timeout=seconds + 60)
     finally:
         if spy.poll() is None:
@@ -344,7 +420,10 @@ def profile(setup: Setup, tmp: Path) -> None:
         for frame in set(frames):
             inclusive[frame] += count
         own[frames[-1]] += count
-    print(f"\npy-spy, wrk -c1 for {seconds:g}s, {total} samples (raw: {raw})")
+    print(
+        f"\npy-spy, wrk -c{setup.args.profile_concurrency} for {seconds:g}s, {total} samples"
+        f" (raw: {raw})"
+    )
     print("inclusive:")
     for frame, count in inclusive.most_common(40):
         print(f"  {100 * count / total:5.1f}%  {frame}")
@@ -362,11 +441,9 @@ def layers(raw: Path) -> collections.Counter[str]:
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         leaf = stack.rsplit(";", 1)[-1]
-        if "upstream.py:191" in leaf:
+        if leaf.startswith("MultiplexConnection.write"):
             layer = "transport.write of the Dubbo request (syscall; preempted by the woken JVM)"
-        elif leaf.startswith("RequestResponseCycle.send") and any(
-            f"_impl.py:{n})" in leaf for n in (490, 503, 524, 551)
-        ):  # uvicorn's transport.write lines (h11 0.54: 490, 503; httptools: 524, 551)
+        elif leaf.startswith("ApiConnection._write"):
             layer = "transport.write of the HTTP response (syscall)"
         elif leaf.startswith("Runner.run"):
             layer = "event loop, native (uvloop: epoll, read, callback dispatch)"
@@ -377,10 +454,10 @@ def layers(raw: Path) -> collections.Counter[str]:
                 layer = "invoke: JSON <-> Java values (generic.py)"
             else:
                 layer = "invoke: the rest of the Dubbo plugin (strategies, invoker, upstream)"
-        elif "run_asgi" in stack:
-            layer = "FastAPI/Starlette: routing, middlewares, body parse, response model"
-        elif "h11" in stack or "httptools_impl" in stack:
-            layer = "uvicorn: HTTP/1.1 parsing, protocol (h11 or httptools)"
+        elif "fast_routes.py" in stack:
+            layer = "API routes: body parse, reply JSON"
+        elif "http1.py" in stack:
+            layer = "API server: HTTP/1.1 parsing, queueing, reply framing"
         elif "upstream.py" in stack or "frame.py" in stack:
             layer = "Dubbo response: frame decode, settle the waiter"
         else:
