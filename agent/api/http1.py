@@ -28,7 +28,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import cast
@@ -348,7 +348,10 @@ class ApiConnection(asyncio.Protocol):
                 if not self._write(request, answer):
                     return
                 continue
-            future = asyncio.ensure_future(answer)
+            if isinstance(answer, Coroutine):
+                future: asyncio.Future[Reply] = asyncio.get_running_loop().create_task(answer)
+            else:
+                future = asyncio.ensure_future(answer)
             future.add_done_callback(functools.partial(self._answered, request))
             return
         self._busy = False

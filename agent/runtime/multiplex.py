@@ -314,7 +314,27 @@ class MultiplexConnection(asyncio.Protocol, Generic[RequestT, ResponseT]):
         """Send a request and await its answer, within ``timeout_s`` (UpstreamTimeout)."""
         if self.closed:
             raise self.closed_error()
-        future: asyncio.Future[ResponseT] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if not self.writable:
+            # Backpressure (rare): wait while the provider's socket buffer is over high
+            # water, within the same deadline.
+            deadline = loop.time() + timeout_s
+            drained: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                if not drained.done():
+                    drained.set_result(None)
+
+            self.when_writable(wake)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await drained
+            except TimeoutError:
+                raise self._timed_out(timeout_s) from None
+            timeout_s = max(0.0, deadline - loop.time())
+            if self.closed:
+                raise self.closed_error()
+        future: asyncio.Future[ResponseT] = loop.create_future()
 
         def settle(outcome: ResponseT | UpstreamError) -> None:
             if future.done():
@@ -324,28 +344,23 @@ class MultiplexConnection(asyncio.Protocol, Generic[RequestT, ResponseT]):
             else:
                 future.set_result(outcome)
 
+        # One timer that fails the waiter, not a timeout scope around the await: this runs
+        # per request, and a scope costs a task lookup, a handle and its bookkeeping more.
+        def expire() -> None:
+            settle(self._timed_out(timeout_s))
+
+        timer = loop.call_later(timeout_s, expire)
         request_id = 0
         try:
-            async with asyncio.timeout(timeout_s):
-                if not self.writable:
-                    # Backpressure: wait while the provider's socket buffer is over high water.
-                    drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-                    def wake() -> None:
-                        if not drained.done():
-                            drained.set_result(None)
-
-                    self.when_writable(wake)
-                    await drained
-                request_id = self.send(request, settle)
-                return await future
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"{self.host.id} did not answer within {timeout_s * 1000:.0f} ms"
-            ) from None
+            request_id = self.send(request, settle)
+            return await future
         finally:
+            timer.cancel()
             if request_id:
                 self.pending.pop(request_id, None)
+
+    def _timed_out(self, timeout_s: float) -> UpstreamTimeout:
+        return UpstreamTimeout(f"{self.host.id} did not answer within {timeout_s * 1000:.0f} ms")
 
     def send_keepalive(self) -> None:
         if self.closed:
