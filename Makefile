@@ -3,17 +3,29 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+COMPILED_STAMP := $(VENV)/.compiled-stamp
+# The modules setup.py compiles with mypyc (listed in agent/compiled.py).
+COMPILED_SRC := $(shell sed -n 's/^    "\(.*\.py\)",$$/\1/p' agent/compiled.py)
 CONFIG ?= examples/agent.yaml
 
-.PHONY: run demo test test-deps venv system-deps peers helm otelcol lint typecheck unit integration openapi bench clean
+.PHONY: compiled run demo test test-deps venv system-deps peers helm otelcol lint typecheck unit integration openapi bench clean
 
+# First the dependencies (mypy among them: it brings mypyc) with the package interpreted...
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,zookeeper,etcd,nacos,thrift,grpc,http]'
+	MESHAGENT_PURE_PYTHON=1 $(BIN)/pip install -q -e '.[test,zookeeper,etcd,nacos,thrift,grpc,http]'
 	touch $@
 
-venv: $(STAMP)
+## ...then the listed modules compiled in place with mypyc (setup.py), again whenever one
+## of them changes; interpreted where there is no C compiler or MESHAGENT_PURE_PYTHON=1.
+$(COMPILED_STAMP): $(STAMP) setup.py agent/compiled.py $(COMPILED_SRC)
+	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+compiled: $(COMPILED_STAMP)
+
+venv: $(COMPILED_STAMP)
 
 ## Run the agent on the embedded registry.
 run: venv
@@ -83,4 +95,5 @@ bench: venv peers
 	$(BIN)/python bench/http_proxy.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build
+	find agent plugins -name '*.so' -delete; rm -f *__mypyc*.so

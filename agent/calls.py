@@ -24,11 +24,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from abc import ABC
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from mypy_extensions import mypyc_attr
+
+from agent.call_hooks import CallObserver as CallObserver
+from agent.call_hooks import CallPolicy as CallPolicy
 from agent.errors import (
     ConnectError,
     InvalidRequest,
@@ -146,6 +149,8 @@ class Attempt:
     state: dict[str, Any] = field(default_factory=dict)
 
 
+# Tests subclass calls; compiled, a class allows that only when it says so.
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(slots=True, eq=False)
 class Call:
     protocol: str
@@ -228,36 +233,30 @@ class Call:
         return max(0, len(self.attempts) - 1)
 
 
-class CallObserver(ABC):  # noqa: B024 - every hook is optional
-    """Told about every call; must not raise and must not block (it runs on the hot path)."""
+class Observer(Protocol):
+    """A :class:`CallObserver` as the hub sees it. The hub's lists are typed with these
+    protocols, not the classes: compiled by mypyc, a value typed with a class that is not
+    native is checked by its exact type, which refuses subclasses (CallContext)."""
 
-    name = "observer"
+    @property
+    def name(self) -> str: ...
 
-    def call_started(self, call: Call) -> None:
-        return None
+    def call_started(self, call: Call) -> None: ...
 
-    def attempt_started(self, call: Call, attempt: Attempt) -> None:
-        return None
+    def attempt_started(self, call: Call, attempt: Attempt) -> None: ...
 
-    def attempt_finished(self, call: Call, attempt: Attempt) -> None:
-        return None
+    def attempt_finished(self, call: Call, attempt: Attempt) -> None: ...
 
-    def call_finished(self, call: Call) -> None:
-        return None
+    def call_finished(self, call: Call) -> None: ...
 
 
-class CallPolicy(ABC):  # noqa: B024 - every hook is optional
-    """Consulted when a call starts, before anything is sent.
+class Policy(Protocol):
+    """A :class:`CallPolicy` as the hub sees it (see :class:`Observer`)."""
 
-    ``admit`` may raise :class:`CallRejected` (the protocol answers with its own overload
-    or fault error), shorten ``call.deadline``, or leave state on the call for the
-    protocol path to read (the rule in force: retries, subsets).
-    """
+    @property
+    def name(self) -> str: ...
 
-    name = "policy"
-
-    def admit(self, call: Call) -> None:
-        return None
+    def admit(self, call: Call) -> None: ...
 
 
 # Distinct (caller, route) pairs of inbound calls kept; beyond, the caller is ``_other``.
@@ -280,8 +279,8 @@ class Calls:
         self.app = app
         self.app_cluster = app_cluster
         self.clock = clock
-        self.observers: list[CallObserver] = []
-        self.policies: list[CallPolicy] = []
+        self.observers: list[Observer] = []
+        self.policies: list[Policy] = []
         # Inbound routes by caller: what callers say of themselves is outside input, so
         # the distinct names kept (metrics labels, rule lookups) are bounded.
         self._callers: dict[tuple[str, Route], Route] = {}

@@ -134,6 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _check(args)
     print(f"meshagent {__version__}")
+    if args.command == "version":
+        from agent.compiled import compiled_modules
+
+        found = compiled_modules()
+        compiled = sorted(name for name, native in found.items() if native)
+        interpreted = sorted(name for name, native in found.items() if not native)
+        print(f"compiled with mypyc: {len(compiled)} of {len(found)} listed modules")
+        for name in compiled:
+            print(f"  compiled     {name}")
+        for name in interpreted:
+            print(f"  interpreted  {name}")
     return 0
 
 

@@ -26,6 +26,9 @@ from agent.governance.rules import RuleSet
 from agent.plugins import PluginKind, format_validation_errors, load
 
 ENV_PREFIX = "MESHAGENT_"
+# MESHAGENT_ variables that are not settings: the config file's path, and the switch that
+# runs the compiled modules from source (agent/compiled.py).
+NOT_SETTINGS = frozenset({"MESHAGENT_CONFIG", "MESHAGENT_PURE_PYTHON"})
 
 
 def _check_port(value: int) -> int:
@@ -399,7 +402,7 @@ def _duplicates(section: str, field: str, names: list[str], errors: list[str]) -
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """Return ``raw`` with ``MESHAGENT_A__B__0__C=value`` overrides applied."""
     for key, text in sorted(environ.items()):
-        if not key.startswith(ENV_PREFIX) or key == "MESHAGENT_CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
             continue
         path = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
         try:

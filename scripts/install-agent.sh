@@ -11,7 +11,14 @@ python="${PYTHON:-python3}"
 
 "$python" -m venv "$prefix"
 "$prefix/bin/pip" install -q --upgrade pip
-"$prefix/bin/pip" install -q "$src[$EXTRAS]"
+# The dependencies and the package interpreted; then, where a C compiler is, the package
+# again with the modules agent/compiled.py lists compiled by mypyc (setup.py), which
+# type-checks against the installed dependencies (so: no build isolation).
+MESHAGENT_PURE_PYTHON=1 "$prefix/bin/pip" install -q "$src[$EXTRAS]"
+if command -v "${CC:-cc}" >/dev/null 2>&1 && [ "${MESHAGENT_PURE_PYTHON:-}" != 1 ]; then
+  "$prefix/bin/pip" install -q "mypy>=1.11"
+  "$prefix/bin/pip" install -q --no-build-isolation --no-deps --force-reinstall "$src"
+fi
 
 # What the chart's containers run: the agent, the iptables init step (its rules, printed
 # only), the injector's argument parsing, the startup hold.

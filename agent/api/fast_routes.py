@@ -14,11 +14,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from agent.api.http1 import ApiRequest, Reply
+from agent.api.ndjson import ndjson
 from agent.api.problem_details import PROBLEM_JSON, dumps, error_problem, invalid_request
 from agent.errors import MeshAgentError
 from agent.telemetry.propagation import INCOMING
@@ -54,19 +55,6 @@ def readiness(agent: Agent) -> tuple[int, bytes]:
 
 def invoke_reply_body(result: Any, attachments: Mapping[str, Any], endpoint: str) -> bytes:
     return dumps({"result": result, "attachments": attachments, "endpoint": endpoint})
-
-
-async def ndjson(stream: AsyncGenerator[Any, None]) -> AsyncIterator[bytes]:
-    """Streamed replies as NDJSON; an error after the first line is a last error line."""
-    try:
-        async for item in stream:
-            yield dumps(item) + b"\n"
-    except MeshAgentError as exc:
-        # The status line went out with the first item: the error can only be a line.
-        yield b'{"error":' + error_problem(exc)[1] + b"}\n"
-    finally:
-        # A client that hung up: the provider's stream is cancelled now, not at GC.
-        await stream.aclose()
 
 
 async def invoke(

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -58,6 +58,17 @@ class Http1Limits:
     max_queued: int = 16
 
 
+class Connection(Protocol):
+    """What a request needs of its connection (an :class:`ApiConnection`)."""
+
+    @property
+    def peer(self) -> tuple[str, int] | None: ...
+
+    async def writable(self) -> None: ...
+
+    def waiter_closed(self) -> asyncio.Future[None]: ...
+
+
 class ApiRequest:
     """One request, received whole. ``path`` is the raw (still percent-encoded) path."""
 
@@ -73,7 +84,7 @@ class ApiRequest:
         "version",
     )
 
-    def __init__(self, connection: ApiConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.method = ""
         self.path = b""

@@ -15,11 +15,9 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from agent.cluster.host import Host
+from agent.cluster.lb_config import ConsistentHashConfig
 from agent.plugins import EmptyConfig, Plugin, PluginKind
 
 
@@ -122,17 +120,6 @@ def _load(host: Host) -> float:
     return (host.active_requests + 1) / max(host.weight, 1)
 
 
-class ConsistentHashConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # What the key is: the client's address for TCP; protocols may offer more sources
-    # (a header, an argument) through the same setting.
-    hash_on: Annotated[str, Field(min_length=1)] = "source_ip"
-    # Virtual nodes per unit of weight/100 (a host of weight 100 gets this many points).
-    virtual_nodes: Annotated[int, Field(ge=1, le=1024)] = 160
-    algorithm: Literal["ring"] = "ring"
-
-
 class ConsistentHash(LoadBalancer):
     """A ketama-style ring: adding or removing a host moves only that host's share of keys."""
 
@@ -178,9 +165,16 @@ WEIGHTED_RANDOM: Plugin[LoadBalancerFactory] = Plugin(
 LEAST_REQUEST: Plugin[LoadBalancerFactory] = Plugin(
     PluginKind.LB_POLICY, "least_request", EmptyConfig, lambda _config: LeastRequest
 )
+
+
+def _consistent_hash(config: ConsistentHashConfig) -> LoadBalancerFactory:
+    # A named function, not nested lambdas: mypyc cannot compile a lambda in a lambda.
+    def factory() -> LoadBalancer:
+        return ConsistentHash(config)
+
+    return factory
+
+
 CONSISTENT_HASH: Plugin[LoadBalancerFactory] = Plugin(
-    PluginKind.LB_POLICY,
-    "consistent_hash",
-    ConsistentHashConfig,
-    lambda config: lambda: ConsistentHash(config),
+    PluginKind.LB_POLICY, "consistent_hash", ConsistentHashConfig, _consistent_hash
 )

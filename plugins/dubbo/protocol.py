@@ -16,7 +16,7 @@ from agent.discovery.registry import Registry
 from agent.plugins import Plugin, PluginKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult, ListenerContext, ProtocolSupport
 from plugins.dubbo.frame import DEFAULT_MAX_BODY
-from plugins.dubbo.strategies import DubboServiceOptions
+from plugins.dubbo.options import DubboServiceOptions
 from plugins.dubbo.upstream import DEFAULT_HEARTBEAT_S, UpstreamPool
 
 

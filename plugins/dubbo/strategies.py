@@ -26,12 +26,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal, Protocol, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Protocol, TypeVar
 
 from agent.cluster.host import Host
-from agent.cluster.lb import PickContext
+from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.errors import (
     ConnectError,
     NoEndpointError,
@@ -39,42 +37,19 @@ from agent.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from plugins.dubbo.options import CLUSTERS, ClusterName, DubboServiceOptions
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 V = TypeVar("V")
 
-ClusterName = Literal["failover", "failfast", "failsafe", "forking"]
-CLUSTERS: tuple[ClusterName, ...] = ("failover", "failfast", "failsafe", "forking")
 
 # Dubbo's defaults (CommonConstants / ClusterConstants).
 DEFAULT_TIMEOUT_MS = 1000
 DEFAULT_RETRIES = 2
 DEFAULT_FORKS = 2
 DEFAULT_CLUSTER: ClusterName = "failover"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MethodOptions(_Strict):
-    """Per-method overrides in the agent's config (``options.methods.{name}``)."""
-
-    cluster: ClusterName | None = None
-    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
-    retries: Annotated[int, Field(ge=0, le=10)] | None = None
-    forks: Annotated[int, Field(ge=1, le=16)] | None = None
-    # Dubbo retries a timed-out call on failover; that runs a non-idempotent method twice.
-    # Here a timeout is retried only when the method (or service) says it is safe.
-    retry_on_timeout: bool | None = None
-
-
-class DubboServiceOptions(MethodOptions):
-    """``services[].options`` of a Dubbo service: service level, then ``methods``."""
-
-    methods: dict[str, MethodOptions] = Field(default_factory=dict)
 
 
 NO_OPTIONS = DubboServiceOptions()
@@ -133,7 +108,7 @@ def resolve(
     forks = layered("forks", "forks", lambda raw: _int(raw, 1))
     cluster: ClusterName | None = layered("cluster", "cluster", cluster_name)
     # Only the agent's config can declare a method safe to repeat: no Dubbo URL says so.
-    on_timeout = layered("retry_on_timeout", "", lambda raw: None)
+    on_timeout: bool | None = layered("retry_on_timeout", "", lambda raw: None)
     return Settings(
         cluster=cluster or DEFAULT_CLUSTER,
         timeout_ms=request_timeout_ms or timeout or default_timeout_ms,
@@ -159,7 +134,7 @@ class ProviderStatusError(UpstreamError):
 class Balancer(Protocol):
     """What the strategies need from a cluster (agent.cluster.Cluster is one)."""
 
-    def choose(self, context: PickContext = ...) -> Host | None: ...
+    def choose(self, context: PickContext = NO_CONTEXT) -> Host | None: ...
 
     def report_success(self, host: Host) -> None: ...
 

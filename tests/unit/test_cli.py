@@ -13,7 +13,11 @@ from tests.fixtures.net import free_port
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["version"]) == 0
-    assert capsys.readouterr().out.strip() == f"meshagent {__version__}"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"meshagent {__version__}"
+    assert lines[1].startswith("compiled with mypyc: ")
+    listed = [line.split()[-1] for line in lines[2:]]
+    assert "plugins.dubbo.hessian2.encoder" in listed and "agent.api.http1" in listed
 
 
 def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:

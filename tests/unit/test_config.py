@@ -142,3 +142,10 @@ def test_telemetry_settings_are_checked_with_their_paths(tmp_path: Path) -> None
     assert "telemetry.tracing.exporter" in text
     assert "telemetry.tracing.sample_ratio" in text
     assert "telemetry.context.max_hops" in text
+
+
+def test_the_pure_python_switch_is_not_a_setting() -> None:
+    # MESHAGENT_PURE_PYTHON runs the compiled modules from source (agent/compiled.py); it
+    # must not be read as a config key ("pure_python: Extra inputs are not permitted").
+    raw = {"admin": {"port": 15000}}
+    assert apply_env_overrides(raw, {"MESHAGENT_PURE_PYTHON": "1"}) == raw

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from .errors import HessianDecodeError
+from .limits import DEFAULT_LIMITS as DEFAULT_LIMITS
+from .limits import Limits as Limits
 from .values import BIG_DECIMAL_CLASS, JavaEnum, JavaLong, JavaObject, TypedList, TypedMap
 
 __all__ = ["DEFAULT_LIMITS", "Hessian2Decoder", "Limits", "decode_all"]
@@ -31,7 +32,8 @@ _CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
 # hessian-lite's parseUTF8Char reads at most three bytes per UTF-16 unit and rejects
 # longer sequences; accepting them here would decode text Java cannot.
 _FOUR_BYTE_LEAD = re.compile(rb"[\xf0-\xff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# Built with chr(): mypyc cannot compile a surrogate in a string literal.
+_SURROGATE = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]")
 
 _UNPACK_INT = struct.Struct(">i").unpack_from
 _UNPACK_LONG = struct.Struct(">q").unpack_from
@@ -41,40 +43,6 @@ _STRING_TAGS: Final = frozenset([*range(0x00, 0x20), *range(0x30, 0x34), 0x52, 0
 _BINARY_TAGS: Final = frozenset([*range(0x20, 0x30), *range(0x34, 0x38), 0x41, 0x42])
 _INT_TAGS: Final = frozenset([*range(0x80, 0xD8), 0x49])
 _END = 0x5A
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what one decoder accepts; crossing one raises HessianDecodeError.
-
-    The defaults suit RPC payloads (a Dubbo frame is at most 8 MiB by default), while
-    keeping a hostile stream from costing more than its own size in memory and time.
-    """
-
-    #: Nesting of lists, maps and objects. Each level costs a few Python frames, so
-    #: values beyond ~300 would meet Python's recursion limit first.
-    max_depth: int = 128
-    #: List items, map entries, object fields and class-definition fields, summed
-    #: over the whole stream (declared or read, whichever comes first).
-    max_elements: int = 1_000_000
-    #: One string, in UTF-16 code units (Java ``String.length()``), over all chunks.
-    max_string_length: int = 16 * 1024 * 1024
-    #: One ``byte[]``, in bytes, over all chunks.
-    max_binary_length: int = 64 * 1024 * 1024
-    #: Class definitions (``C``) in the stream.
-    max_class_defs: int = 4096
-    #: Referenceable values (lists, maps, objects) in the stream.
-    max_refs: int = 1_000_000
-    #: Distinct type names of typed lists and maps.
-    max_types: int = 4096
-
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Limits.{name} must be a positive int, not {value!r}")
-
-
-DEFAULT_LIMITS: Final = Limits()
 
 
 class _Pending:

@@ -71,6 +71,11 @@ def _java_double_to_int(value: float) -> int:
     return int(value)
 
 
+# Containers inside containers, at most (the decoder's Limits.max_depth is 128 by default;
+# Java itself has no bound, so ours is roomier).
+MAX_DEPTH = 512
+
+
 class Hessian2Encoder:
     """Write Python values as one Hessian 2.0 stream; see the module docstring."""
 
@@ -86,6 +91,7 @@ class Hessian2Encoder:
         self._class_refs: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._class_count = 0
         self._type_refs: dict[str, int] = {}
+        self._depth = 0
 
     def getvalue(self) -> bytes:
         """Everything written so far."""
@@ -97,6 +103,8 @@ class Hessian2Encoder:
             self._write(value)
         except RecursionError:
             raise HessianEncodeError("value nests too deeply to encode") from None
+        finally:
+            self._depth = 0
 
     # -- Java buffer simulation -------------------------------------------------------
 
@@ -136,18 +144,10 @@ class Hessian2Encoder:
             self._write_binary(bytes(value))
         elif isinstance(value, datetime):
             self._write_date(value)
-        elif isinstance(value, (list, tuple)):
-            self._write_list(value, None)
-        elif isinstance(value, dict):
-            self._write_map(value, None, value)
-        elif isinstance(value, JavaObject):
-            self._write_java_object(value)
         elif isinstance(value, JavaEnum):
             self._write_enum(value)
-        elif isinstance(value, TypedList):
-            self._write_list(value.items, value.type_name, value)
-        elif isinstance(value, TypedMap):
-            self._write_map(value.entries, value.type_name, value)
+        elif isinstance(value, (list, tuple, dict, JavaObject, TypedList, TypedMap)):
+            self._write_container(value)
         elif isinstance(value, Decimal):
             self._write_big_decimal(value)
         else:
@@ -155,6 +155,32 @@ class Hessian2Encoder:
                 f"cannot encode a {type(value).__module__}.{type(value).__qualname__} "
                 "as Hessian 2.0"
             )
+
+    def _write_container(
+        self,
+        value: list[object]
+        | tuple[object, ...]
+        | dict[object, object]
+        | JavaObject
+        | TypedList
+        | TypedMap,
+    ) -> None:
+        # An explicit bound: compiled by mypyc, recursion has no RecursionError to stop it,
+        # and a value nested deep enough would overflow the C stack.
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise HessianEncodeError("value nests too deeply to encode")
+        if isinstance(value, (list, tuple)):
+            self._write_list(value, None)
+        elif isinstance(value, dict):
+            self._write_map(value, None, value)
+        elif isinstance(value, JavaObject):
+            self._write_java_object(value)
+        elif isinstance(value, TypedList):
+            self._write_list(value.items, value.type_name, value)
+        else:
+            self._write_map(value.entries, value.type_name, value)
+        self._depth -= 1
 
     # -- scalars -------------------------------------------------------------------------
 

@@ -24,8 +24,8 @@ from agent.errors import (
     UpstreamTimeout,
 )
 from plugins.dubbo import strategies
+from plugins.dubbo.options import DubboServiceOptions
 from plugins.dubbo.strategies import (
-    DubboServiceOptions,
     ProviderStatusError,
     Settings,
     resolve,
