@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	MESHAGENT_PURE_PYTHON=1 $(BIN)/pip install -q -e '.[test,zookeeper,etcd,nacos,thrift,grpc,http]'
+	$(BIN)/pip install -q 'setuptools>=77'  # what the build below runs (no build isolation)
 	touch $@
 
 ## ...then the listed modules compiled in place with mypyc (setup.py), again whenever one

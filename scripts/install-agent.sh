@@ -4,7 +4,7 @@
 # tests/integration/image runs it too, so the image's steps are exercised without Docker.
 #   scripts/install-agent.sh PREFIX
 set -euo pipefail
-EXTRAS="zookeeper,etcd,thrift,grpc,http"
+EXTRAS="zookeeper,etcd,thrift,grpc,http,tracing"
 prefix="${1:?usage: $0 PREFIX}"
 src="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-python3}"
@@ -16,7 +16,7 @@ python="${PYTHON:-python3}"
 # type-checks against the installed dependencies (so: no build isolation).
 MESHAGENT_PURE_PYTHON=1 "$prefix/bin/pip" install -q "$src[$EXTRAS]"
 if command -v "${CC:-cc}" >/dev/null 2>&1 && [ "${MESHAGENT_PURE_PYTHON:-}" != 1 ]; then
-  "$prefix/bin/pip" install -q "mypy>=1.11"
+  "$prefix/bin/pip" install -q "setuptools>=77" "mypy>=1.11" types-PyYAML
   "$prefix/bin/pip" install -q --no-build-isolation --no-deps --force-reinstall "$src"
 fi
 
