@@ -261,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", type=Path, default=None, help="another checkout's agent as openapi-base"
     )
+    parser.add_argument(
+        "--baseline-pure",
+        action="store_true",
+        help="openapi-base is this tree interpreted (MESHAGENT_PURE_PYTHON=1)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise BenchError("wrk not found")
@@ -273,9 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         agent = start_agent(tmp, agent_config(provider.port))
         agent.wait_endpoints(INTERFACE, 1)
-        if args.baseline is not None:
+        if args.baseline is not None or args.baseline_pure:
             baseline = start_agent(
-                tmp, agent_config(provider.port), name="baseline", root=args.baseline.resolve()
+                tmp,
+                agent_config(provider.port),
+                name="baseline",
+                root=(args.baseline or ROOT).resolve(),
+                env={"MESHAGENT_PURE_PYTHON": "1"} if args.baseline_pure else None,
             )
             baseline.wait_endpoints(INTERFACE, 1)
         setup = Setup(
