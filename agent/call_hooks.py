@@ -1,4 +1,5 @@
-"""The base classes of call observers and call policies (agent/calls.py calls them).
+"""The base classes of call observers and call policies (agent/calls.py calls them), and
+the error a policy refuses a call with.
 
 A module of its own, interpreted: agent/calls.py is compiled by mypyc, and these classes
 are subclassed by interpreted code, twice over by GovernancePolicy and CallContext (a
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from abc import ABC
 from typing import TYPE_CHECKING
+
+from agent.errors import MeshAgentError
 
 if TYPE_CHECKING:
     from agent.calls import Attempt, Call
@@ -45,3 +48,30 @@ class CallPolicy(ABC):  # noqa: B024 - every hook is optional
 
     def admit(self, call: Call) -> None:
         return None
+
+
+class CallRejected(MeshAgentError):
+    """A policy refused the call before it was sent; protocols answer with their own error.
+
+    ``reason`` is a short word for counters and the protocol's mapping: ``rate_limited``
+    (HTTP 429, gRPC RESOURCE_EXHAUSTED, Dubbo SERVER_THREADPOOL_EXHAUSTED_ERROR),
+    ``overloaded`` (circuit breaking), ``fault`` (an injected abort), ``loop`` (too many
+    hops). ``status`` optionally pins the protocol status to answer with (an injected
+    abort names one).
+    """
+
+    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+    def http_status(self) -> int:
+        """The HTTP status to answer with (the OpenAPI, the HTTP listener): the policy's own
+        when it names an HTTP error status (a fault or degrade rule's status may be another
+        protocol's: Dubbo's 80), else by reason."""
+        if self.status is not None and 400 <= self.status <= 599:
+            return self.status
+        return _REJECTED_HTTP_STATUS.get(self.reason, 503)
+
+
+_REJECTED_HTTP_STATUS = {"rate_limited": 429, "loop": 508, "overloaded": 503, "fault": 503}

@@ -32,10 +32,10 @@ from mypy_extensions import mypyc_attr
 
 from agent.call_hooks import CallObserver as CallObserver
 from agent.call_hooks import CallPolicy as CallPolicy
+from agent.call_hooks import CallRejected as CallRejected
 from agent.errors import (
     ConnectError,
     InvalidRequest,
-    MeshAgentError,
     NoEndpointError,
     RemoteApplicationError,
     UpstreamTimeout,
@@ -104,33 +104,6 @@ def outcome_of(error: BaseException) -> Outcome:
     if isinstance(error, asyncio.CancelledError):
         return Outcome.CANCELLED
     return Outcome.UPSTREAM_ERROR
-
-
-class CallRejected(MeshAgentError):
-    """A policy refused the call before it was sent; protocols answer with their own error.
-
-    ``reason`` is a short word for counters and the protocol's mapping: ``rate_limited``
-    (HTTP 429, gRPC RESOURCE_EXHAUSTED, Dubbo SERVER_THREADPOOL_EXHAUSTED_ERROR),
-    ``overloaded`` (circuit breaking), ``fault`` (an injected abort), ``loop`` (too many
-    hops). ``status`` optionally pins the protocol status to answer with (an injected
-    abort names one).
-    """
-
-    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.status = status
-
-    def http_status(self) -> int:
-        """The HTTP status to answer with (the OpenAPI, the HTTP listener): the policy's own
-        when it names an HTTP error status (a fault or degrade rule's status may be another
-        protocol's: Dubbo's 80), else by reason."""
-        if self.status is not None and 400 <= self.status <= 599:
-            return self.status
-        return _REJECTED_HTTP_STATUS.get(self.reason, 503)
-
-
-_REJECTED_HTTP_STATUS = {"rate_limited": 429, "loop": 508, "overloaded": 503, "fault": 503}
 
 
 @dataclass(slots=True)

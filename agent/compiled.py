@@ -8,16 +8,18 @@ call metrics, the LB policies. Left interpreted, and why:
 
 - agent/telemetry/context.py, agent/governance/policy.py: classes that are both a call
   policy and a call observer (mypyc compiles single inheritance only);
+- agent/call_hooks.py: the call hooks' base classes and ``CallRejected``, subclassed by
+  interpreted code (``Degraded``): a compiled class's methods check ``self`` by exact
+  type and would refuse the subclass;
 - agent/api/ndjson.py: an async generator (mypyc does not compile them);
 - tried compiled and left interpreted for now, each with the suite's failure that showed
-  why (docs/benchmarks.md, issue 20): agent/calls.py (``CallRejected`` is subclassed by
-  ``Degraded``: a compiled class's methods check ``self`` by exact type, and refuse the
-  subclass), agent/runtime/multiplex.py and plugins/dubbo/strategies.py (tests subclass
-  their classes: "interpreted classes cannot inherit from compiled"; a forking deadline
-  test was cancelled), plugins/http/proxy.py and upstream.py (an upgraded connection's
-  hand-over to the h11 session lost the connection), and the other listeners' client
-  sides (agent/runtime/tcp_proxy.py, client_connection.py, the Dubbo and Thrift proxies),
-  not yet run through the integration suite compiled;
+  why (docs/benchmarks.md, issue 20): agent/runtime/multiplex.py and
+  plugins/dubbo/strategies.py (interpreted code subclasses their classes: "interpreted
+  classes cannot inherit from compiled"; a forking deadline test was cancelled),
+  plugins/http/proxy.py and upstream.py (an upgraded connection's hand-over to the h11
+  session lost the connection), and the other listeners' client sides
+  (agent/runtime/tcp_proxy.py, client_connection.py, the Dubbo and Thrift proxies), not
+  yet run through the integration suite compiled;
 - plugins/dubbo/hessian2/values.py: ``JavaLong`` subclasses ``int`` (a builtin);
 - pydantic models (mypyc cannot compile a class whose attributes hold ``Field``s): the
   compiled modules' models live in modules of their own (plugins/dubbo/options.py,
@@ -55,7 +57,8 @@ COMPILED: tuple[str, ...] = (
     "plugins/dubbo/upstream.py",
     "agent/runtime/writebatch.py",
     "agent/runtime/deadlines.py",
-    # telemetry and governance decisions, balancing
+    # the calls hub, telemetry and governance decisions, balancing
+    "agent/calls.py",
     "agent/telemetry/call_metrics.py",
     "agent/telemetry/tracing.py",
     "agent/governance/breaker.py",
