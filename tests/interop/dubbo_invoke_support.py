@@ -14,6 +14,34 @@ from tests.fixtures.java_dubbo import INTERFACE
 INVOKE = f"/v1/invoke/dubbo/{INTERFACE}"
 
 
+def invoke_agent_config(
+    zookeeper_hosts: str, mode: str, service: dict[str, Any] | None = None, **top: Any
+) -> dict[str, Any]:
+    """An agent with the session ZooKeeper as its registry (``default_mode``: interface or
+    application) and the interop interface as a Dubbo service, health checks off (the
+    invoke modules' agents; ``service`` and ``top`` add settings)."""
+    return {
+        "log_level": "INFO",
+        **top,
+        "registries": [
+            {
+                "name": "zk",
+                "type": "zookeeper",
+                "config": {"hosts": zookeeper_hosts, "default_mode": mode},
+            }
+        ],
+        "services": [
+            {
+                "name": INTERFACE,
+                "registry": "zk",
+                "protocol": "dubbo",
+                "health": {"enabled": False},
+                **(service or {}),
+            }
+        ],
+    }
+
+
 def iso(ms: int) -> str:
     """The agent's form of a java.util.Date (the suite writes epoch milliseconds)."""
     text = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")

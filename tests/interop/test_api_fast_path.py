@@ -15,7 +15,7 @@ import pytest
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.java_dubbo import INTERFACE, DubboProvider
 from tests.fixtures.zookeeper import ZooKeeperServer
-from tests.interop.dubbo_invoke_support import INVOKE
+from tests.interop.dubbo_invoke_support import INVOKE, invoke_agent_config
 
 pytestmark = pytest.mark.integration
 
@@ -26,25 +26,11 @@ MAX_BODY = 64 * 1024
 def agent(
     zookeeper: ZooKeeperServer, dubbo_provider: DubboProvider, interop_workdir: Path
 ) -> Iterator[AgentProcess]:
-    config = {
-        "log_level": "INFO",
-        "admin": {"max_body_bytes": MAX_BODY, "request_timeout_s": 1.0},
-        "registries": [
-            {
-                "name": "zk",
-                "type": "zookeeper",
-                "config": {"hosts": zookeeper.hosts, "default_mode": "interface"},
-            }
-        ],
-        "services": [
-            {
-                "name": INTERFACE,
-                "registry": "zk",
-                "protocol": "dubbo",
-                "health": {"enabled": False},
-            }
-        ],
-    }
+    config = invoke_agent_config(
+        zookeeper.hosts,
+        "interface",
+        admin={"max_body_bytes": MAX_BODY, "request_timeout_s": 1.0},
+    )
     process = start_agent(interop_workdir / "agent-fast-path", config, name="agent-fast-path")
     try:
         process.process.wait_for(

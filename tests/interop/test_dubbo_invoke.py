@@ -28,6 +28,7 @@ from tests.interop.dubbo_invoke_support import (
     INVOKE,
     agent_expectation,
     call,
+    invoke_agent_config,
     outcome,
     suite_body,
 )
@@ -45,27 +46,15 @@ def _ids(agent: AgentProcess) -> set[str]:
 def agent(
     zookeeper: ZooKeeperServer, dubbo_provider: DubboProvider, interop_workdir: Path
 ) -> Iterator[AgentProcess]:
-    config = {
-        "log_level": "INFO",
-        "registries": [
-            {
-                "name": "zk",
-                "type": "zookeeper",
-                "config": {"hosts": zookeeper.hosts, "default_mode": "interface"},
-            }
-        ],
-        "services": [
-            {
-                "name": INTERFACE,
-                "registry": "zk",
-                "protocol": "dubbo",
-                "attributes": {"version": "*", "group": "*"},
-                # Passive ejection only: the kill test shows failover, not a health probe.
-                "health": {"enabled": False},
-                "options": {"methods": {"slow": {"retries": 2}}},
-            }
-        ],
-    }
+    # Passive ejection only (health checks off): the kill test shows failover, not a probe.
+    config = invoke_agent_config(
+        zookeeper.hosts,
+        "interface",
+        service={
+            "attributes": {"version": "*", "group": "*"},
+            "options": {"methods": {"slow": {"retries": 2}}},
+        },
+    )
     process = start_agent(interop_workdir / "agent-invoke", config, name="agent-invoke")
     try:
         process.process.wait_for(

@@ -17,7 +17,13 @@ import pytest
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.java_dubbo import INTERFACE, DubboProvider, load_suite, mismatch
 from tests.fixtures.zookeeper import ZooKeeperServer
-from tests.interop.dubbo_invoke_support import agent_expectation, call, outcome, suite_body
+from tests.interop.dubbo_invoke_support import (
+    agent_expectation,
+    call,
+    invoke_agent_config,
+    outcome,
+    suite_body,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,23 +42,7 @@ def _resolved(agent: AgentProcess, address: str) -> dict[str, str] | None:
 def agent(
     zookeeper: ZooKeeperServer, dubbo_provider: DubboProvider, interop_workdir: Path
 ) -> Iterator[AgentProcess]:
-    config = {
-        "registries": [
-            {
-                "name": "zk",
-                "type": "zookeeper",
-                "config": {"hosts": zookeeper.hosts, "default_mode": "application"},
-            }
-        ],
-        "services": [
-            {
-                "name": INTERFACE,
-                "registry": "zk",
-                "protocol": "dubbo",
-                "health": {"enabled": False},
-            }
-        ],
-    }
+    config = invoke_agent_config(zookeeper.hosts, "application")
     process = start_agent(interop_workdir / "agent-invoke-app", config, name="agent-invoke-app")
     try:
         yield process
