@@ -41,7 +41,8 @@ def ext_modules() -> list[Any]:
         return []
     compiled = runpy.run_path(str(HERE / "agent" / "compiled.py"))["COMPILED"]
     _say(f"compiling {len(compiled)} modules with mypyc")
-    # multi_file: the C is split per module, so build_ext compiles the parts in parallel.
+    # multi_file: the C is split per module (smaller files for gcc); ``parallel`` below
+    # builds the extensions side by side (the shared library and each module's shim).
     return list(mypycify(list(compiled), opt_level="3", multi_file=True))
 
 

@@ -11,17 +11,17 @@ same functions below, so the bodies, statuses and problem details cannot drift a
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import json
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from agent.api.http1 import ApiRequest, Reply
+from agent.api.http1 import ApiRequest, Reply, problem_reply
+from agent.api.limits import REMOTE_WRITE_REFUSED, is_loopback
 from agent.api.ndjson import ndjson
 from agent.api.problem_details import PROBLEM_JSON, dumps, error_problem, invalid_request
 from agent.errors import MeshAgentError
+from agent.telemetry.metrics import metrics_registry, render
 from agent.telemetry.propagation import INCOMING
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 JSON = b"application/json"
 NDJSON = "application/x-ndjson"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 HEALTH_BODY = b'{"status":"ok"}'
 _HEALTHZ = Reply(200, HEALTH_BODY, JSON).constant()
@@ -113,40 +112,13 @@ def invoke_body(request: ApiRequest) -> dict[str, Any] | Reply:
     return value
 
 
-def _is_loopback(client: tuple[str, int] | None) -> bool:
-    return client is not None and _loopback_host(client[0])
-
-
-@functools.lru_cache(maxsize=1024)
-def _loopback_host(host: str) -> bool:
-    # Parsing an address costs more than the rest of a request's routing: once per host.
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-_FORBIDDEN = Reply(
-    403,
-    dumps(
-        {
-            "type": "about:blank",
-            "title": "Forbidden",
-            "status": 403,
-            "detail": "state-changing requests are accepted from loopback only "
-            "(admin.allow_remote_writes is false)",
-        }
-    ),
-    _PROBLEM,
-)
+_FORBIDDEN = problem_reply(403, REMOTE_WRITE_REFUSED, "Forbidden")
 
 
 class FastRoutes:
     """The server's handler: the hot routes here, the rest through ``bridge``."""
 
     def __init__(self, agent: Agent, bridge: AsgiBridge, allow_remote_writes: bool) -> None:
-        from agent.telemetry.metrics import metrics_registry
-
         self.agent = agent
         self.bridge = bridge
         self.allow_remote_writes = allow_remote_writes
@@ -161,8 +133,6 @@ class FastRoutes:
             if path == b"/readyz":
                 return Reply(*readiness(self.agent), JSON)
             if path == b"/metrics":
-                from agent.telemetry.metrics import render
-
                 return Reply(200, render(self.registry), PROMETHEUS_TEXT.encode())
         elif method == "POST" and path.startswith(b"/v1/invoke/"):
             parts = path.split(b"/")
@@ -176,7 +146,7 @@ class FastRoutes:
     def _invoke(
         self, request: ApiRequest, protocol: str, service: str, method: str
     ) -> Reply | Awaitable[Reply]:
-        if not self.allow_remote_writes and not _is_loopback(request.client):
+        if not self.allow_remote_writes and not is_loopback(request.client):
             return _FORBIDDEN
         body = invoke_body(request)
         if isinstance(body, Reply):

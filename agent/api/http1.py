@@ -266,9 +266,7 @@ class ApiConnection(asyncio.Protocol):
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.limits.max_head_bytes:
-            self._count_head(0)
+        self._count_head(len(name) + len(value) + 4)
         assert self._request is not None
         self._request.headers.append((name.lower(), value))
 

@@ -8,19 +8,39 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from agent.api.problem_details import problem_body
+
+if TYPE_CHECKING:
+    # Types only: the fast path (agent/api/fast_routes.py) shares the rule below and must
+    # not import Starlette.
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+REMOTE_WRITE_REFUSED = (
+    "state-changing requests are accepted from loopback only (admin.allow_remote_writes is false)"
+)
+
+
+def is_loopback(client: Any) -> bool:
+    """Whether an ASGI ``client`` (host, port) is a loopback address."""
+    return bool(client) and _loopback_host(str(client[0]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _loopback_host(host: str) -> bool:
+    # Parsing an address costs more than the rest of a request's routing: once per host.
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def _send_problem(send: Send, status: int, title: str, detail: str) -> None:
-    body = json.dumps(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    ).encode()
+    body = problem_body(status, detail, title)
     await send(
         {
             "type": "http.response.start",
@@ -32,15 +52,6 @@ async def _send_problem(send: Send, status: int, title: str, detail: str) -> Non
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def _is_loopback(client: Any) -> bool:
-    if not client:
-        return False
-    try:
-        return ipaddress.ip_address(client[0]).is_loopback
-    except ValueError:
-        return False
 
 
 class ApiGuard:
@@ -58,14 +69,13 @@ class ApiGuard:
         if (
             method not in SAFE_METHODS
             and not self.allow_remote_writes
-            and not _is_loopback(scope.get("client"))
+            and not is_loopback(scope.get("client"))
         ):
             await _send_problem(
                 send,
                 403,
                 "Forbidden",
-                "state-changing requests are accepted from loopback only "
-                "(admin.allow_remote_writes is false)",
+                REMOTE_WRITE_REFUSED,
             )
             return
         limit = self.max_body_bytes
