@@ -56,6 +56,15 @@ COMPILED: tuple[str, ...] = (
     "plugins/dubbo/invoker.py",
     "plugins/dubbo/upstream.py",
     "agent/runtime/writebatch.py",
+    # the listeners' connections and the upstream pools
+    "agent/runtime/client_connection.py",
+    "agent/runtime/multiplex.py",
+    "agent/runtime/tcp_proxy.py",
+    "plugins/dubbo/proxy.py",
+    "plugins/thrift/proxy.py",
+    "plugins/thrift/upstream.py",
+    "plugins/http/proxy.py",
+    "plugins/http/upstream.py",
     "agent/runtime/deadlines.py",
     # the calls hub, telemetry and governance decisions, balancing
     "agent/calls.py",

@@ -39,7 +39,9 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable
-from typing import Generic, Literal, Protocol, TypeVar, cast
+from typing import ClassVar, Generic, Literal, Protocol, TypeVar, cast
+
+from mypy_extensions import mypyc_attr
 
 from agent.cluster.host import Host
 from agent.codec import NEED_DATA, NeedData
@@ -68,14 +70,17 @@ class ResponseDecoder(Protocol[ResponseT_co]):
     def next_event(self) -> ResponseT_co | NeedData: ...
 
 
+# Compiled (agent/compiled.py); protocols and the tests subclass it from interpreted code.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MultiplexCodec(ABC, Generic[RequestT, ResponseT]):
     """What a protocol tells the pool. One instance per endpoint kind; it holds no
     per-connection state (``decoder`` makes that)."""
 
-    # Ids run 1..max_id, then start over at 1.
-    max_id: int = 2**31 - 1
+    # Ids run 1..max_id, then start over at 1. ClassVars, so that compiled code reads a
+    # subclass's value (an instance attribute's default would be the base's).
+    max_id: ClassVar[int] = 2**31 - 1
     # For log lines: what one message of this protocol is called.
-    unit: str = "message"
+    unit: ClassVar[str] = "message"
 
     @abstractmethod
     def decoder(self) -> ResponseDecoder[ResponseT]:
