@@ -31,7 +31,7 @@ from agent.governance.table import CompiledRule
 from agent.plugins import PluginKind, load
 from agent.runtime.capture import CaptureListener
 from agent.runtime.dynamic import DocumentStatus, WatchedDocument
-from agent.runtime.health import HealthChecker, run_health_checks
+from agent.runtime.health import HealthChecker, HealthScheduler
 from agent.runtime.inbound import InboundListener
 from agent.runtime.protocols import (
     BoundListener,
@@ -173,6 +173,7 @@ class Agent:
                 # readiness waits for its first snapshot, and status() says why.
                 log.error("registry start failed: %s", exc, extra={"registry": name})
         self._watch_rules()
+        health = HealthScheduler()
         for service in self.config.services:
             registry = self.registries[service.registry]
             subscription = registry.subscribe(
@@ -182,7 +183,9 @@ class Agent:
             self._spawn(self._follow(self.clusters[service.name], subscription))
             checker = self._checkers.get(service.name)
             if checker is not None:
-                self._spawn(run_health_checks(self.clusters[service.name], checker, service.health))
+                health.add(self.clusters[service.name], checker, service.health)
+        if health:
+            self._spawn(health.run())
         self._spawn(self._expire_registrations())
         self._start_dynamic_settings()
         if self.inbound is not None:
@@ -286,7 +289,7 @@ class Agent:
 
     async def _expire_registrations(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await self.registrations.until_expiry()
             await self.registrations.expire()
 
     async def drain_and_stop(self) -> None:

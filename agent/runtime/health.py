@@ -1,6 +1,6 @@
-"""Active health checking: one task per cluster probes every host on an interval with
+"""Active health checking: one scheduler probes every cluster's hosts on its interval with
 jitter (so a fleet of sidecars does not probe in lockstep) and feeds the verdicts to the
-cluster, whose thresholds decide."""
+clusters, whose thresholds decide."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import logging
 import random
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
@@ -35,20 +36,62 @@ async def probe(checker: HealthChecker, host: Host, timeout_s: float) -> bool:
         return False
 
 
-async def run_health_checks(
-    cluster: Cluster,
-    checker: HealthChecker,
-    config: HealthCheckConfig,
-    rng: random.Random | None = None,
-) -> None:
-    """Probe until cancelled."""
-    rng = rng or random.Random()
-    while True:
-        hosts = cluster.hosts()
-        if hosts:
-            results = await asyncio.gather(
-                *(probe(checker, host, config.timeout_s) for host in hosts)
-            )
-            for host, ok in zip(hosts, results, strict=True):
-                cluster.report_probe(host, ok)
-        await asyncio.sleep(config.interval_s + rng.uniform(0, config.jitter_s))
+# Probes due within this long of the earliest run in the same wakeup: an idle agent wakes
+# once per round for all its services, not once per service (each wakeup of an idle
+# Python process costs hundreds of microseconds of cold caches; issue 20, idle cost).
+COALESCE_S = 1.0
+
+
+@dataclass(eq=False)
+class _Checked:
+    cluster: Cluster
+    checker: HealthChecker
+    config: HealthCheckConfig
+    due: float = 0.0  # loop time of the next round; 0: at once
+
+
+class HealthScheduler:
+    """Every cluster's active checks, on one timer.
+
+    Each cluster is probed every ``interval_s`` plus a random jitter (so a fleet of
+    sidecars does not probe in lockstep); within one agent, rounds due close together
+    share a wakeup. Add clusters before :meth:`run`."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._checked: list[_Checked] = []
+        self.wakeups = 0  # rounds run, for the tests that count them
+
+    def add(self, cluster: Cluster, checker: HealthChecker, config: HealthCheckConfig) -> None:
+        self._checked.append(_Checked(cluster, checker, config))
+
+    def __len__(self) -> int:
+        return len(self._checked)
+
+    async def run(self) -> None:
+        """Probe until cancelled."""
+        loop = asyncio.get_running_loop()
+        while self._checked:
+            now = loop.time()
+            earliest = min(checked.due for checked in self._checked)
+            if earliest > now:
+                await asyncio.sleep(earliest - now)
+                now = loop.time()
+            due = [checked for checked in self._checked if checked.due <= now + COALESCE_S]
+            self.wakeups += 1
+            await asyncio.gather(*(self._round(checked) for checked in due))
+            finished = loop.time()
+            for checked in due:
+                jitter = self._rng.uniform(0, checked.config.jitter_s)
+                checked.due = finished + checked.config.interval_s + jitter
+
+    @staticmethod
+    async def _round(checked: _Checked) -> None:
+        hosts = checked.cluster.hosts()
+        if not hosts:
+            return
+        results = await asyncio.gather(
+            *(probe(checked.checker, host, checked.config.timeout_s) for host in hosts)
+        )
+        for host, ok in zip(hosts, results, strict=True):
+            checked.cluster.report_probe(host, ok)

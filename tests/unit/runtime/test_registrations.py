@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import time
+
 from agent.discovery.types import Registration, ServiceKey
 from agent.runtime.registrations import Registrations
 from plugins.local import LocalRegistry, LocalRegistryConfig
@@ -44,3 +47,20 @@ async def test_delete_all_deregisters_everything() -> None:
     await registrations.delete_all()
     assert registrations.entries() == []
     assert registry.known_services() == []
+
+
+async def test_the_expiry_timer_sleeps_without_ttls_and_wakes_for_a_new_one() -> None:
+    registry = LocalRegistry(LocalRegistryConfig())
+    registrations = Registrations()
+    await registrations.put(Registration("svc", "forever", "127.0.0.1", 1), registry, None)
+    assert registrations.next_expiry() is None
+    waiting = asyncio.create_task(registrations.until_expiry())
+    await asyncio.sleep(0)  # the task is now parked on no timer at all
+    assert not waiting.done()
+    # A short TTL arrives: the task wakes for it and returns once it may have run out.
+    await registrations.put(Registration("svc", "brief", "127.0.0.1", 2), registry, 0.01)
+    at = registrations.next_expiry()
+    assert at is not None
+    await asyncio.wait_for(waiting, 5)
+    assert time.monotonic() > at
+    assert [e.registration.instance_id for e in await registrations.expire()] == ["brief"]
