@@ -4,8 +4,9 @@ framed or buffered (unframed).
 Only the message header is read (name, type, seqid); the body is passed on untouched. A
 framed message's end is its frame length. A buffered message has no length anywhere, so
 its end is found by *skipping* the argument struct without a schema: every Thrift value
-carries its type id, and :func:`skip_struct` walks them with a depth limit. Each value
-consumes at least one byte, so the walk costs O(bytes) whatever a container declares.
+carries its type id, and :class:`ValueSkipper` walks them with a depth limit. Each value
+consumes at least one byte, so the walk costs O(bytes) whatever a container declares, and
+it resumes where it stopped when a read ends mid-message.
 
 Every length is checked here: thriftpy2's Cython binary protocol reads past the end of a
 truncated buffer, so no peer bytes reach it unchecked. Seqids the agent writes are kept in
@@ -238,9 +239,18 @@ _C_BINARY, _C_LIST, _C_SET, _C_MAP, _C_STRUCT = 8, 9, 10, 11, 12
 
 def skip_struct(data: bytes | bytearray, pos: int, end: int, proto: Proto) -> int:
     """The position just past the struct at ``pos``; raises _Short or RemoteProtocolError."""
-    if proto is Proto.COMPACT:
-        return _skip_compact(data, pos, end, _C_STRUCT, 0, in_container=False)
-    return _skip_binary(data, pos, end, _B_STRUCT, 0)
+    struct_type = _C_STRUCT if proto is Proto.COMPACT else _B_STRUCT
+    return ValueSkipper(proto, struct_type, pos).advance(data, end)
+
+
+def _skip_binary(data: bytes | bytearray, pos: int, end: int, ttype: int, depth: int) -> int:
+    return ValueSkipper(Proto.BINARY, ttype, pos, depth).advance(data, end)
+
+
+def _skip_compact(
+    data: bytes | bytearray, pos: int, end: int, ttype: int, depth: int, *, in_container: bool
+) -> int:
+    return ValueSkipper(Proto.COMPACT, ttype, pos, depth, in_container).advance(data, end)
 
 
 def _count(size: int) -> int:
@@ -252,98 +262,168 @@ def _count(size: int) -> int:
     return size
 
 
-def _skip_binary(data: bytes | bytearray, pos: int, end: int, ttype: int, depth: int) -> int:
-    fixed = _B_FIXED.get(ttype)
-    if fixed is not None:
-        if pos + fixed > end:
-            raise _Short
-        return pos + fixed
-    if ttype == _B_STRING:
-        size: int = _I32.unpack(_need(data, pos, end, 4))[0]
-        if size < 0:
-            raise RemoteProtocolError(f"negative string length {size}")
-        if pos + 4 + size > end:
-            raise _Short
-        return pos + 4 + size
-    if depth >= MAX_DEPTH:
-        raise RemoteProtocolError(f"values nested deeper than {MAX_DEPTH}")
-    if ttype == _B_STRUCT:
-        while True:
-            field_type = _need(data, pos, end, 1)[0]
-            if field_type == _B_STOP:
-                return pos + 1
-            if pos + 3 > end:  # the type byte and the i16 field id
-                raise _Short
-            pos = _skip_binary(data, pos + 3, end, field_type, depth + 1)
-    if ttype == _B_MAP:
-        key_type, value_type = _need(data, pos, end, 2)
-        (size,) = _I32.unpack(_need(data, pos + 2, end, 4))
-        pos += 6
-        for _ in range(_count(size)):
-            pos = _skip_binary(data, pos, end, key_type, depth + 1)
-            pos = _skip_binary(data, pos, end, value_type, depth + 1)
-        return pos
-    if ttype in (_B_SET, _B_LIST):
-        element_type = _need(data, pos, end, 1)[0]
-        (size,) = _I32.unpack(_need(data, pos + 1, end, 4))
-        pos += 5
-        for _ in range(_count(size)):
-            pos = _skip_binary(data, pos, end, element_type, depth + 1)
-        return pos
-    raise RemoteProtocolError(f"unknown binary type id {ttype}")
+# What a container being walked is (the first item of its frame).
+_K_STRUCT, _K_LIST, _K_MAP = 0, 1, 2
 
 
-def _skip_compact(
-    data: bytes | bytearray, pos: int, end: int, ttype: int, depth: int, *, in_container: bool
-) -> int:
-    fixed = _C_FIXED.get(ttype)
-    if fixed is not None:
-        # A bool inside a list/set/map is one byte; as a field its value is the type id.
-        size = 1 if in_container and ttype in (1, 2) else fixed
-        if pos + size > end:
-            raise _Short
-        return pos + size
-    bits = _C_VARINT.get(ttype)
-    if bits is not None:
-        return _read_varint(data, pos, end, bits)[1]
-    if ttype == _C_BINARY:
-        size, pos = _read_varint(data, pos, end, 32)
-        if size >= 2**31:
-            raise RemoteProtocolError(f"binary length {size} out of range")
-        if pos + size > end:
-            raise _Short
-        return pos + size
-    if depth >= MAX_DEPTH:
-        raise RemoteProtocolError(f"values nested deeper than {MAX_DEPTH}")
-    if ttype == _C_STRUCT:
+class ValueSkipper:
+    """Skips one value without a schema, and resumes where it stopped when the bytes ran
+    out: a buffered message arriving in many reads is walked once in all, not once per
+    read (which cost the square of its size; issue 25).
+
+    The walk is iterative: ``_frames`` holds the containers entered, each
+    ``[kind, element or key type, value type, elements left, 1 if a map's value is next]``,
+    and ``_pending`` the type of the value to read next (-1: the next item comes from the
+    innermost frame). Everything up to ``pos`` is consumed; a value cut short is read
+    again from its start next time, which is O(1) (a fixed size, a varint of at most ten
+    bytes, or a length to compare). ``steps`` counts items looked at, for the tests that
+    guard linearity.
+    """
+
+    def __init__(
+        self, proto: Proto, ttype: int, pos: int, depth: int = 0, in_container: bool = False
+    ) -> None:
+        self.compact = proto is Proto.COMPACT
+        self.pos = pos
+        self.steps = 0
+        self._depth = depth
+        self._frames: list[list[int]] = []
+        self._pending = ttype
+        self._in_container = in_container
+
+    def advance(self, data: bytes | bytearray, end: int) -> int:
+        """The position just past the value, or _Short (resume with more bytes, the same
+        ``data`` up to a larger ``end``); RemoteProtocolError for bytes that are no value."""
+        frames = self._frames
         while True:
-            byte = _need(data, pos, end, 1)[0]
+            self.steps += 1
+            ttype = self._pending
+            if ttype >= 0:
+                if self.compact:
+                    self.pos = self._compact_value(data, self.pos, end, ttype)
+                else:
+                    self.pos = self._binary_value(data, self.pos, end, ttype)
+                self._pending = -1
+                continue
+            if not frames:
+                return self.pos
+            frame = frames[-1]
+            kind = frame[0]
+            if kind == _K_STRUCT:
+                self._next_field(data, end)
+            elif kind == _K_LIST:
+                if frame[3] == 0:
+                    frames.pop()
+                    continue
+                frame[3] -= 1
+                self._pending = frame[1]
+                self._in_container = True
+            else:  # a map: its key, then its value
+                if frame[4]:
+                    frame[4] = 0
+                    frame[3] -= 1
+                    self._pending = frame[2]
+                else:
+                    if frame[3] == 0:
+                        frames.pop()
+                        continue
+                    frame[4] = 1
+                    self._pending = frame[1]
+                self._in_container = True
+
+    def _next_field(self, data: bytes | bytearray, end: int) -> None:
+        """A struct's next field header (its value becomes pending), or its stop byte."""
+        pos = self.pos
+        if pos >= end:
+            raise _Short
+        byte = data[pos]
+        if byte == 0:  # the stop byte, in both protocols
+            self._frames.pop()
+            self.pos = pos + 1
+            return
+        if self.compact:
             pos += 1
-            if byte == 0:
-                return pos
             if byte >> 4 == 0:  # long form: the field id follows as a zigzag varint
                 pos = _read_varint(data, pos, end, 16)[1]
-            pos = _skip_compact(data, pos, end, byte & 0x0F, depth + 1, in_container=False)
-    if ttype in (_C_LIST, _C_SET):
-        byte = _need(data, pos, end, 1)[0]
-        pos += 1
-        size = byte >> 4
-        if size == 15:
-            size, pos = _read_varint(data, pos, end, 32)
-        for _ in range(_count(size)):
-            pos = _skip_compact(data, pos, end, byte & 0x0F, depth + 1, in_container=True)
-        return pos
-    if ttype == _C_MAP:
-        size, pos = _read_varint(data, pos, end, 32)
-        if size == 0:
+            self._pending = byte & 0x0F
+        else:
+            if pos + 3 > end:  # the type byte and the i16 field id
+                raise _Short
+            pos += 3
+            self._pending = byte
+        self._in_container = False
+        self.pos = pos
+
+    def _enter(self, kind: int, first: int, second: int, count: int) -> None:
+        if self._depth + len(self._frames) >= MAX_DEPTH:
+            raise RemoteProtocolError(f"values nested deeper than {MAX_DEPTH}")
+        self._frames.append([kind, first, second, count, 0])
+
+    def _binary_value(self, data: bytes | bytearray, pos: int, end: int, ttype: int) -> int:
+        fixed = _B_FIXED.get(ttype)
+        if fixed is not None:
+            if pos + fixed > end:
+                raise _Short
+            return pos + fixed
+        if ttype == _B_STRING:
+            size: int = _I32.unpack(_need(data, pos, end, 4))[0]
+            if size < 0:
+                raise RemoteProtocolError(f"negative string length {size}")
+            if pos + 4 + size > end:
+                raise _Short
+            return pos + 4 + size
+        if ttype == _B_STRUCT:
+            self._enter(_K_STRUCT, 0, 0, 0)
             return pos
-        types = _need(data, pos, end, 1)[0]
-        pos += 1
-        for _ in range(_count(size)):
-            pos = _skip_compact(data, pos, end, types >> 4, depth + 1, in_container=True)
-            pos = _skip_compact(data, pos, end, types & 0x0F, depth + 1, in_container=True)
-        return pos
-    raise RemoteProtocolError(f"unknown compact type id {ttype}")
+        if ttype == _B_MAP:
+            key_type, value_type = _need(data, pos, end, 2)
+            (size,) = _I32.unpack(_need(data, pos + 2, end, 4))
+            self._enter(_K_MAP, key_type, value_type, _count(size))
+            return pos + 6
+        if ttype in (_B_SET, _B_LIST):
+            element_type = _need(data, pos, end, 1)[0]
+            (size,) = _I32.unpack(_need(data, pos + 1, end, 4))
+            self._enter(_K_LIST, element_type, 0, _count(size))
+            return pos + 5
+        raise RemoteProtocolError(f"unknown binary type id {ttype}")
+
+    def _compact_value(self, data: bytes | bytearray, pos: int, end: int, ttype: int) -> int:
+        fixed = _C_FIXED.get(ttype)
+        if fixed is not None:
+            # A bool inside a list/set/map is one byte; as a field its value is the type id.
+            size = 1 if self._in_container and ttype in (1, 2) else fixed
+            if pos + size > end:
+                raise _Short
+            return pos + size
+        bits = _C_VARINT.get(ttype)
+        if bits is not None:
+            return _read_varint(data, pos, end, bits)[1]
+        if ttype == _C_BINARY:
+            size, pos = _read_varint(data, pos, end, 32)
+            if size >= 2**31:
+                raise RemoteProtocolError(f"binary length {size} out of range")
+            if pos + size > end:
+                raise _Short
+            return pos + size
+        if ttype == _C_STRUCT:
+            self._enter(_K_STRUCT, 0, 0, 0)
+            return pos
+        if ttype in (_C_LIST, _C_SET):
+            byte = _need(data, pos, end, 1)[0]
+            pos += 1
+            size = byte >> 4
+            if size == 15:
+                size, pos = _read_varint(data, pos, end, 32)
+            self._enter(_K_LIST, byte & 0x0F, 0, _count(size))
+            return pos
+        if ttype == _C_MAP:
+            size, pos = _read_varint(data, pos, end, 32)
+            if size == 0:
+                return pos
+            types = _need(data, pos, end, 1)[0]
+            self._enter(_K_MAP, types >> 4, types & 0x0F, _count(size))
+            return pos + 1
+        raise RemoteProtocolError(f"unknown compact type id {ttype}")
 
 
 # -- detection --------------------------------------------------------------------------
@@ -404,6 +484,11 @@ class MessageDecoder:
         # A header already read from the buffer, so that a partial body does not
         # re-read it (and a report on truncation can name the call).
         self.pending: Header | None = None
+        # Buffered transport: the walk of a message's body so far, and where it began.
+        self._skipper: ValueSkipper | None = None
+        self._body_start = 0
+        # Items the buffered walk has looked at, over the connection (tests count them).
+        self.steps = 0
 
     def receive_data(self, data: bytes) -> None:
         if self._chunk:
@@ -491,10 +576,21 @@ class MessageDecoder:
             except _Short:
                 raise RemoteProtocolError("message header runs past its frame") from None
             return _new(Message, (header, data, body_start))
+        # Buffered: the header once, then the body walked on from where the last read
+        # left it (a ValueSkipper), so a message in many reads costs O(its size) in all.
         try:
-            header, body_start = read_header(buffer, 0, len(buffer), self.proto)
-            self.pending = header
-            end = skip_struct(buffer, body_start, len(buffer), self.proto)
+            skipper = self._skipper
+            if skipper is None:
+                header, body_start = read_header(buffer, 0, len(buffer), self.proto)
+                self.pending = header
+                self._body_start = body_start
+                struct_type = _C_STRUCT if self.proto is Proto.COMPACT else _B_STRUCT
+                skipper = self._skipper = ValueSkipper(self.proto, struct_type, body_start)
+            try:
+                end = skipper.advance(buffer, len(buffer))
+            finally:
+                self.steps += skipper.steps
+                skipper.steps = 0
         except _Short:
             if len(buffer) > self.max_size:
                 raise FrameTooLarge(
@@ -503,10 +599,13 @@ class MessageDecoder:
             return NEED_DATA
         if end > self.max_size:
             raise FrameTooLarge(f"message of {end} bytes, over the limit of {self.max_size}")
+        read = self.pending
+        assert read is not None
         data = bytes(buffer[:end])
         del buffer[:end]
         self.pending = None
-        return Message(header, data, body_start)
+        self._skipper = None
+        return Message(read, data, self._body_start)
 
     def _peek_header(self, pos: int, end: int) -> Header | None:
         assert self.proto is not None

@@ -296,6 +296,47 @@ def test_huge_declared_count_costs_only_the_bytes_present() -> None:
         decoder.next_event()
 
 
+def byte_list_call(proto: Proto, count: int) -> bytes:
+    """A buffered CALL whose field 1 is a list<byte> of ``count`` elements."""
+    head = encode_header(Header("m", 1, 1, proto))
+    if proto is Proto.BINARY:
+        return head + b"\x0f\x00\x01\x03" + struct.pack(">i", count) + b"\x07" * count + b"\x00"
+    return head + b"\x19\xf3" + varint(count) + b"\x07" * count + b"\x00"
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def steps_to_decode(proto: Proto, count: int, piece: int) -> int:
+    wire = byte_list_call(proto, count)
+    decoder = MessageDecoder(proto, Transport.BUFFERED)
+    messages: list[Message] = []
+    for at in range(0, len(wire), piece):
+        decoder.receive_data(wire[at : at + piece])
+        messages += drain(decoder)
+    assert [m.data for m in messages] == [wire]
+    return decoder.steps
+
+
+@pytest.mark.parametrize("proto", [Proto.BINARY, Proto.COMPACT])
+def test_a_buffered_message_in_many_reads_is_walked_once(proto: Proto) -> None:
+    # Issue 25: each read re-walked the message from its start, so a 16M-element list in
+    # 64 KiB reads took a minute of the loop. Now the walk resumes: the items looked at
+    # are the elements plus one retry per read, whatever the pieces.
+    small = steps_to_decode(proto, 4_000, 64)
+    large = steps_to_decode(proto, 40_000, 64)
+    assert large <= 10 * small * 1.05  # linear: ten times the bytes, ten times the work
+    whole = steps_to_decode(proto, 40_000, 1 << 20)
+    pieces = len(byte_list_call(proto, 40_000)) // 64 + 1
+    assert large <= whole + 2 * pieces
+
+
 def test_encode_refuses_what_does_not_fit() -> None:
     with pytest.raises(LocalProtocolError):
         encode_header(Header("m", 1, 2**31, Proto.BINARY))
