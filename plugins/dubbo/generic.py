@@ -72,7 +72,13 @@ class GenericCall:
 # -- JSON → Java --------------------------------------------------------------------------
 
 
-def to_java(value: Any, type_name: str | None = None, path: str = "args") -> Any:
+# Arrays and objects inside each other, at most, in one argument: what our own hessian
+# decoder accepts by default (Limits.max_depth), so an answer shaped like the question can
+# come back. Deeper JSON is refused with a 400 naming the path, not walked (issue 25).
+MAX_ARG_DEPTH = 128
+
+
+def to_java(value: Any, type_name: str | None = None, path: str = "args", depth: int = 0) -> Any:
     """A JSON value as hessian should carry it for a parameter declared ``type_name``."""
     if value is None:
         return None
@@ -80,10 +86,12 @@ def to_java(value: Any, type_name: str | None = None, path: str = "args") -> Any
         coerced = _coerce(value, type_name, path)
         if coerced is not _NOT_COERCED:
             return coerced
-    if isinstance(value, dict):
-        return {str(k): to_java(v, None, f"{path}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_java(v, None, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict | list):
+        if depth >= MAX_ARG_DEPTH:
+            raise ArgumentError(path, f"nested deeper than {MAX_ARG_DEPTH} levels")
+        if isinstance(value, dict):
+            return {str(k): to_java(v, None, f"{path}.{k}", depth + 1) for k, v in value.items()}
+        return [to_java(v, None, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     return value
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from plugins.dubbo.body import decode_invocation, encode_invocation
 from plugins.dubbo.generic import (
+    MAX_ARG_DEPTH,
     ArgumentError,
     GenericCall,
     generic_invocation,
@@ -117,6 +118,23 @@ def test_bad_argument_path_inside_the_invocation() -> None:
     with pytest.raises(ArgumentError) as caught:
         generic_invocation(call, 1000)
     assert caught.value.path == "args[1]"
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_json_nested_past_the_bound_is_refused_with_its_path() -> None:
+    # Issue 25: 500 nested arrays answered a 500 with a 2,973-line RecursionError.
+    assert generic_invocation(GenericCall("I", "m", None, (nested(MAX_ARG_DEPTH),)), 1000)
+    for depth in (MAX_ARG_DEPTH + 1, 5_000):
+        with pytest.raises(ArgumentError) as caught:
+            generic_invocation(GenericCall("I", "m", None, (nested(depth),)), 1000)
+        assert f"nested deeper than {MAX_ARG_DEPTH}" in caught.value.message
+        assert caught.value.path.startswith("args[0]")
 
 
 def test_results_become_plain_json() -> None:
