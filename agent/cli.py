@@ -52,8 +52,10 @@ async def serve(config: AgentConfig) -> int:
         max_body_bytes=settings.max_body_bytes,
         request_timeout_s=settings.request_timeout_s,
         idle_timeout_s=settings.idle_timeout_s,
+        max_connections=settings.max_connections,
     )
-    admin = ApiServer(FastRoutes(agent, bridge, settings.allow_remote_writes), admin_socket, limits)
+    admin = ApiServer(FastRoutes(agent, bridge, settings.allow_remote_invoke), admin_socket, limits)
+    agent.api_connections = (admin.connections.__len__, admin.refusals)
     await admin.start()
     host, port = admin.address
     log.info("OpenAPI on http://%s:%d (docs at /docs)", host, port)
@@ -103,8 +105,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    # Building the agent (no socket is opened, nothing is started) also validates every
+    # plugin's own settings: registries', listeners' protocol config, checkers', LB
+    # policies', which the core config only carries as mappings.
+    from agent.runtime.agent import Agent
+
     try:
-        load_config(args.config)
+        Agent(load_config(args.config))
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return EXIT_CONFIG

@@ -44,6 +44,16 @@ def _check_bind_port(value: int) -> int:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _check_log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"unknown log level {value!r}; one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 Port = Annotated[int, AfterValidator(_check_port)]
 BindPort = Annotated[int, AfterValidator(_check_bind_port)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -62,10 +72,17 @@ class AdminConfig(Strict):
     # Requests that change state (registrations) from a non-loopback client are refused
     # unless this is set: binding to 0.0.0.0 for metrics must not open registration.
     allow_remote_writes: bool = False
+    # Invocations (/v1/invoke/..., any method: the HTTP invocation passes GET through to
+    # the provider) from a non-loopback client are refused unless this is set: the API
+    # bound wide must not let the network call providers as the local app (issue 25).
+    allow_remote_invoke: bool = False
     # A request not received whole this long after its first byte is answered 408 and
     # its connection closed (slowloris); a keep-alive connection idle this long is closed.
     request_timeout_s: PositiveSeconds = 10.0
     idle_timeout_s: PositiveSeconds = 75.0
+    # Open API connections at most; more are closed as they are accepted (and counted,
+    # and logged), as on every listener (agent/runtime/admission.py).
+    max_connections: Annotated[int, Field(ge=1)] = 256
 
 
 class RegistryConfig(Strict):
@@ -127,6 +144,9 @@ class ListenerConfig(Strict):
     service: str
     protocol: str = "tcp"
     config: dict[str, Any] = Field(default_factory=dict)
+    # Open client connections at most; more are closed as they are accepted (and counted,
+    # and logged). Every listener also draws on the agent-wide ``max_connections``.
+    max_connections: Annotated[int, Field(ge=1)] = 1024
 
     @property
     def display_name(self) -> str:
@@ -333,7 +353,11 @@ class AgentConfig(Strict):
 
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
-    log_level: str = "INFO"
+    max_connections: Annotated[int, Field(ge=1)] | None = None
+    """Client connections open at once across every listener; unset: half of the
+    open-file limit left after a headroom for the agent's own descriptors and the API's
+    ``admin.max_connections`` (agent/runtime/admission.py)."""
+    log_level: Annotated[str, AfterValidator(_check_log_level)] = "INFO"
     config_source: str | None = None
     """The registry whose config source serves ``/v1/config`` and dynamic settings; by
     default the first registry that has one."""
@@ -360,15 +384,14 @@ class AgentConfig(Strict):
                     f"services[{i}].registry: unknown registry {service.registry!r}; "
                     f"configured: {', '.join(registry_names) or 'none'}"
                 )
-        ports = [(listener.host, listener.port) for listener in self.listeners]
         for i, listener in enumerate(self.listeners):
             if listener.service not in service_names:
                 errors.append(
                     f"listeners[{i}].service: unknown service {listener.service!r}; "
                     f"configured: {', '.join(service_names) or 'none'}"
                 )
-            if ports.index((listener.host, listener.port)) != i:
-                errors.append(f"listeners[{i}].port: {listener.port} is used by another listener")
+        _port_clashes(self._bound_sockets(), errors)
+        _relay_loops(self, errors)
         for i, captured in enumerate(self.capture.services):
             if captured.service not in service_names:
                 errors.append(
@@ -389,6 +412,86 @@ class AgentConfig(Strict):
             # caller unpacks this one into lines with their own paths.
             raise ValueError("\n".join(errors))
         return self
+
+    def _bound_sockets(self) -> list[tuple[str, str, int]]:
+        """(config path, host, port) of every socket the agent listens on."""
+        bound = [("admin.port", self.admin.host, self.admin.port)]
+        bound += [
+            (f"listeners[{i}].port", listener.host, listener.port)
+            for i, listener in enumerate(self.listeners)
+        ]
+        if self.capture.enabled:
+            bound.append(("capture.port", self.capture.host, self.capture.port))
+        if self.inbound.enabled:
+            bound.append(("inbound.port", self.inbound.host, self.inbound.port))
+        return bound
+
+
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def _port_clashes(bound: list[tuple[str, str, int]], errors: list[str]) -> None:
+    # Port 0 is the kernel's choice, never a clash; a wildcard host takes the port on
+    # every address, so it clashes with any host on the same port.
+    for i, (path, host, port) in enumerate(bound):
+        if port == 0:
+            continue
+        for other_path, other_host, other_port in bound[:i]:
+            if port == other_port and (
+                host == other_host or host in _WILDCARDS or other_host in _WILDCARDS
+            ):
+                errors.append(f"{path}: {port} is also {other_path} ({other_host}:{port})")
+                break
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def _same_socket(host: str, port: int, bound_host: str, bound_port: int) -> bool:
+    if port != bound_port:
+        return False
+    if bound_host in _WILDCARDS:
+        return _is_loopback(host) or host in _WILDCARDS
+    return host == bound_host or (_is_loopback(host) and _is_loopback(bound_host))
+
+
+def _relay_loops(config: AgentConfig, errors: list[str]) -> None:
+    """Listeners whose configured endpoints are the listener itself (a connection would
+    relay to itself until the agent runs out of descriptors), or the agent's own API
+    from a listener bound beyond loopback (remote clients would reach the API as if they
+    were local, past the loopback-only rules). Only the embedded registry's endpoints are
+    known before the agent runs."""
+    statics: dict[str, list[tuple[str, int]]] = {}
+    for registry in config.registries:
+        if registry.type != "local":
+            continue
+        for name, instances in (registry.config.get("services") or {}).items():
+            for instance in instances if isinstance(instances, list) else []:
+                if isinstance(instance, dict) and isinstance(instance.get("port"), int):
+                    statics.setdefault(str(name), []).append(
+                        (str(instance.get("host", "")), instance["port"])
+                    )
+    registry_of = {s.name: s.registry for s in config.services}
+    local = {r.name for r in config.registries if r.type == "local"}
+    admin = config.admin
+    for i, listener in enumerate(config.listeners):
+        if registry_of.get(listener.service) not in local:
+            continue
+        for host, port in statics.get(listener.service, []):
+            if _same_socket(host, port, listener.host, listener.port):
+                errors.append(
+                    f"listeners[{i}].service: endpoint {host}:{port} of "
+                    f"{listener.service!r} is this listener itself"
+                )
+            elif _same_socket(host, port, admin.host, admin.port) and not _is_loopback(
+                listener.host
+            ):
+                errors.append(
+                    f"listeners[{i}].service: endpoint {host}:{port} of {listener.service!r} "
+                    f"is the agent's own API, relayed from {listener.host}: remote clients "
+                    "would reach it as loopback; bind the listener to 127.0.0.1"
+                )
 
 
 def _duplicates(section: str, field: str, names: list[str], errors: list[str]) -> None:

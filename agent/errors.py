@@ -112,6 +112,12 @@ class UnknownServiceError(RegistryError):
     """The service is not known to the agent's configuration or registry."""
 
 
+class RegistrationConflict(RegistryError):
+    """A registration would replace an instance the configuration declares: config and
+    app registrations are separate, and the app may neither replace nor delete the
+    config's (docs/registries.md)."""
+
+
 class DrainingError(MeshAgentError):
     """The agent is draining (SIGTERM): it has withdrawn its registrations and takes no new
     ones, or the app would be advertised again while its pod goes away."""

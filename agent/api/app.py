@@ -30,6 +30,8 @@ from agent.api.models import (
 from agent.calls import Route
 from agent.cluster.host import Host
 from agent.discovery.types import RegistryStatus
+from agent.discovery.validate import instance_id_problem
+from agent.errors import InvalidRequest
 from agent.runtime.agent import Agent
 from agent.telemetry.metrics import metrics_registry, render
 from agent.telemetry.propagation import propagation_headers
@@ -75,6 +77,7 @@ def create_app(agent: Agent) -> FastAPI:
         ApiGuard,
         max_body_bytes=admin.max_body_bytes,
         allow_remote_writes=admin.allow_remote_writes,
+        allow_remote_invoke=admin.allow_remote_invoke,
     )
     registry = metrics_registry(agent)
 
@@ -180,11 +183,20 @@ def create_app(agent: Agent) -> FastAPI:
         status_code=200,
         response_model=RegistrationView,
         tags=["registration"],
-        responses={201: {"model": RegistrationView, "description": "Registered"}},
+        responses={
+            201: {"model": RegistrationView, "description": "Registered"},
+            400: {"description": "Invalid host, port or instance id"},
+            404: {"description": "Unknown service"},
+            409: {"description": "The instance id is one the configuration declares"},
+            503: {"description": "The agent is draining, or the registry failed"},
+        },
     )
     async def put_registration(
         service: str, instance_id: str, body: RegistrationRequest
     ) -> Response:
+        problem = instance_id_problem(instance_id)
+        if problem is not None:
+            raise InvalidRequest([("instance_id", problem)])
         created = await agent.register(
             service, instance_id, body.host, body.port, body.weight, body.metadata, body.ttl_s
         )

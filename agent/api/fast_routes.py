@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from agent.api.http1 import ApiRequest, Reply, problem_reply
-from agent.api.limits import REMOTE_WRITE_REFUSED, is_loopback
+from agent.api.limits import REMOTE_INVOKE_REFUSED, is_loopback
 from agent.api.ndjson import ndjson
 from agent.api.problem_details import PROBLEM_JSON, dumps, error_problem, invalid_request
 from agent.errors import MeshAgentError
@@ -112,16 +112,16 @@ def invoke_body(request: ApiRequest) -> dict[str, Any] | Reply:
     return value
 
 
-_FORBIDDEN = problem_reply(403, REMOTE_WRITE_REFUSED, "Forbidden")
+_FORBIDDEN = problem_reply(403, REMOTE_INVOKE_REFUSED, "Forbidden")
 
 
 class FastRoutes:
     """The server's handler: the hot routes here, the rest through ``bridge``."""
 
-    def __init__(self, agent: Agent, bridge: AsgiBridge, allow_remote_writes: bool) -> None:
+    def __init__(self, agent: Agent, bridge: AsgiBridge, allow_remote_invoke: bool) -> None:
         self.agent = agent
         self.bridge = bridge
-        self.allow_remote_writes = allow_remote_writes
+        self.allow_remote_invoke = allow_remote_invoke
         self.registry = metrics_registry(agent)
 
     def __call__(self, request: ApiRequest) -> Reply | Awaitable[Reply]:
@@ -146,7 +146,7 @@ class FastRoutes:
     def _invoke(
         self, request: ApiRequest, protocol: str, service: str, method: str
     ) -> Reply | Awaitable[Reply]:
-        if not self.allow_remote_writes and not is_loopback(request.client):
+        if not self.allow_remote_invoke and not is_loopback(request.client):
             return _FORBIDDEN
         body = invoke_body(request)
         if isinstance(body, Reply):

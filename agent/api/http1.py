@@ -36,6 +36,7 @@ from typing import Protocol, cast
 import httptools
 
 from agent.api.problem_details import PROBLEM_JSON, problem_body
+from agent.runtime.admission import Refusals
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class Http1Limits:
     idle_timeout_s: float = 75.0
     # Parsed requests waiting behind the one being answered before reading pauses.
     max_queued: int = 16
+    # Open connections at most; more are closed as they are accepted (admission.py).
+    max_connections: int = 256
 
 
 class Connection(Protocol):
@@ -194,11 +197,18 @@ class ApiConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = (str(peer[0]), int(peer[1]))
+        server = self.server
+        if len(server.connections) >= self.limits.max_connections:
+            self._closing = True
+            server.refusals.refuse(
+                transport, "admin.max_connections are open", self.limits.max_connections
+            )
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.connections.add(self)
+        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -540,6 +550,10 @@ class ApiServer:
         self.handler = handler
         self.socket = sock
         self.limits = limits
+        # Over ``limits.max_connections``, connections are closed as accepted. The API's
+        # descriptors are kept out of the listeners' budget (admission.py): a flooded
+        # listener must not take the probes and the management API down with it.
+        self.refusals = Refusals("api")
         self.connections: set[ApiConnection] = set()
         self.stopping = False
         # Seconds (monotonic), advanced once a second while there are connections.

@@ -4,6 +4,8 @@
   or streamed: the body is read up to the limit and no further.
 - Requests that change state from a non-loopback client are refused with 403 unless the
   config allows remote writes: binding the API wider (for metrics) must not open it.
+- Invocations (``/v1/invoke/...``, whatever the method) from a non-loopback client are
+  refused with 403 unless the config allows remote invocation.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REMOTE_WRITE_REFUSED = (
     "state-changing requests are accepted from loopback only (admin.allow_remote_writes is false)"
 )
+REMOTE_INVOKE_REFUSED = (
+    "invocations are accepted from loopback only (admin.allow_remote_invoke is false)"
+)
+INVOKE_PREFIX = "/v1/invoke/"
 
 
 def is_loopback(client: Any) -> bool:
@@ -55,10 +61,17 @@ async def _send_problem(send: Send, status: int, title: str, detail: str) -> Non
 
 
 class ApiGuard:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, allow_remote_writes: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        allow_remote_writes: bool,
+        allow_remote_invoke: bool = False,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.allow_remote_writes = allow_remote_writes
+        self.allow_remote_invoke = allow_remote_invoke
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,6 +90,13 @@ class ApiGuard:
                 "Forbidden",
                 REMOTE_WRITE_REFUSED,
             )
+            return
+        if (
+            not self.allow_remote_invoke
+            and str(scope.get("path", "")).startswith(INVOKE_PREFIX)
+            and not is_loopback(scope.get("client"))
+        ):
+            await _send_problem(send, 403, "Forbidden", REMOTE_INVOKE_REFUSED)
             return
         limit = self.max_body_bytes
         for name, value in scope["headers"]:

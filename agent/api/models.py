@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from agent.discovery.validate import checked_host
 
 
 class Model(BaseModel):
@@ -70,7 +72,7 @@ class ClusterView(Model):
 
 
 class RegistrationRequest(Model):
-    host: str = Field(min_length=1, max_length=255)
+    host: Annotated[str, AfterValidator(checked_host)] = Field(min_length=1, max_length=255)
     port: Annotated[int, Field(ge=1, le=65535)]
     weight: Annotated[int, Field(ge=0, le=10000)] = 100
     metadata: dict[str, str] = Field(default_factory=dict)

@@ -21,6 +21,7 @@ from agent.errors import (
     InvokeNotSupported,
     MeshAgentError,
     NoEndpointError,
+    RegistrationConflict,
     RegistryError,
     RemoteApplicationError,
     UnknownServiceError,
@@ -63,6 +64,8 @@ def status_for(exc: MeshAgentError) -> int:
         return 404
     if isinstance(exc, DrainingError):
         return 503
+    if isinstance(exc, RegistrationConflict):
+        return 409
     if isinstance(exc, InvokeNotSupported):
         return 400
     if isinstance(exc, UpstreamTimeout):

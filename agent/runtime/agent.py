@@ -24,11 +24,13 @@ from agent.config import AgentConfig, ListenerConfig, ServiceConfig
 from agent.discovery.config_source import ConfigKey, ConfigSource
 from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import Registration, RegistryStatus, ServiceKey, frozen_mapping
+from agent.discovery.validate import screen
 from agent.errors import DrainingError, InvokeNotSupported, MeshAgentError, UnknownServiceError
 from agent.governance.policy import GovernancePolicy
 from agent.governance.rules import RuleSet
 from agent.governance.table import CompiledRule
 from agent.plugins import PluginKind, load
+from agent.runtime.admission import ConnectionBudget, Refusals, default_budget, gated
 from agent.runtime.capture import CaptureListener
 from agent.runtime.dynamic import DocumentStatus, WatchedDocument
 from agent.runtime.health import HealthChecker, HealthScheduler
@@ -61,6 +63,8 @@ class Listener:
     server: asyncio.Server | None = None
     # Instead of ``server``, for a protocol that binds with a server of its own (gRPC).
     bound: BoundListener | None = None
+    # Connections closed at accept, over this listener's or the agent's limit.
+    refusals: Refusals | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -116,6 +120,9 @@ class Agent:
                 self._checkers[service.name] = load(
                     PluginKind.HEALTH_CHECKER, service.health.checker
                 ).build(service.health.config, f"services[{i}].health.config")
+        self.connection_budget = ConnectionBudget(
+            config.max_connections or default_budget(reserved=config.admin.max_connections)
+        )
         self.listeners: list[Listener] = []
         for i, listener_config in enumerate(config.listeners):
             plugin = load(PluginKind.PROTOCOL, listener_config.protocol)
@@ -130,8 +137,11 @@ class Agent:
                 services=self.services,
                 clusters=self.clusters,
                 calls=self.calls,
+                budget=self.connection_budget,
             )
-            self.listeners.append(Listener(listener_config, context))
+            self.listeners.append(
+                Listener(listener_config, context, refusals=Refusals(listener_config.display_name))
+            )
         # One ProtocolSupport per listener (its own config) and one per protocol for JSON
         # invocations (default config), all closed when the agent stops.
         self._supports: list[ProtocolSupport] = []
@@ -141,6 +151,8 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self.settings_document: WatchedDocument[DynamicSettings] | None = None
         self.draining = False
+        # The API server's open connections and refusals, once it serves (for /metrics).
+        self.api_connections: tuple[Callable[[], int], Refusals] | None = None
         self.listening = False
         # Transparent capture and the inbound side (docs/capture.md); both off by default.
         self.capture: CaptureListener | None = None
@@ -240,8 +252,16 @@ class Agent:
             try:
                 listener.bound = await support.bind(listener.context)
                 if listener.bound is None:
+                    assert listener.refusals is not None
+                    connections = listener.context.connections
                     listener.server = await loop.create_server(
-                        support.outbound_listener(listener.context),
+                        gated(
+                            connections.__len__,
+                            config.max_connections,
+                            self.connection_budget,
+                            listener.refusals,
+                            support.outbound_listener(listener.context),
+                        ),
                         config.host,
                         config.port,
                         reuse_address=True,
@@ -284,7 +304,15 @@ class Agent:
 
     async def _follow(self, cluster: Cluster, subscription: Subscription) -> None:
         async for update in subscription:
-            cluster.apply(update)
+            admitted, dropped = screen(update)
+            for instance, problem in dropped:
+                log.warning(
+                    "registry instance ignored: %s",
+                    problem,
+                    extra={"cluster": cluster.name, "instance": instance.id},
+                )
+            if admitted is not None:
+                cluster.apply(admitted)
             self.last_update[cluster.name] = time.time()
 
     async def _expire_registrations(self) -> None:

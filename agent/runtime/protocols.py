@@ -26,6 +26,7 @@ from agent.cluster.cluster import Cluster
 from agent.config import ListenerConfig, ServiceConfig
 from agent.discovery.registry import Registry
 from agent.errors import InvokeNotSupported
+from agent.runtime.admission import ConnectionBudget
 
 
 @dataclass
@@ -82,6 +83,8 @@ class ListenerContext:
     # Outbound (the local app calls a service) or inbound (a caller calls the local app,
     # on the inbound listener): the calls' direction and whose five-tuple they get.
     direction: Direction = Direction.OUTBOUND
+    # The agent-wide budget that every open connection counts against (admission.py).
+    budget: ConnectionBudget = field(default_factory=lambda: ConnectionBudget(1 << 30))
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -97,11 +100,15 @@ class ListenerContext:
         return self.calls.outbound_route(target, method)
 
     def track(self, transport: asyncio.Transport) -> None:
-        self.connections.add(transport)
+        if transport not in self.connections:
+            self.connections.add(transport)
+            self.budget.open += 1
         self.idle.clear()
 
     def untrack(self, transport: asyncio.Transport) -> None:
-        self.connections.discard(transport)
+        if transport in self.connections:
+            self.connections.remove(transport)
+            self.budget.open -= 1
         if not self.connections:
             self.idle.set()
 

@@ -43,7 +43,8 @@ async def connect_upstream(
                     host.instance.host,
                     host.instance.port,
                 )
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
+            # ValueError: a host the resolver refuses (UnicodeError from IDNA).
             reason = (
                 "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
             )

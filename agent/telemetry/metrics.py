@@ -39,6 +39,12 @@ class AgentCollector(Collector):
             "Connections closed because no endpoint could be reached",
             labels=labels,
         )
+        refused = CounterMetricFamily(
+            "meshagent_listener_connections_refused",
+            "Connections closed as accepted: the listener's max_connections or the agent's "
+            "connection budget was reached",
+            labels=labels,
+        )
         bytes_in = CounterMetricFamily(
             "meshagent_listener_received_bytes",
             "Bytes from clients (closed connections)",
@@ -55,6 +61,12 @@ class AgentCollector(Collector):
             rejected.add_metric(values, stats.rejected)
             bytes_in.add_metric(values, stats.bytes_in)
             bytes_out.add_metric(values, stats.bytes_out)
+            if listener.refusals is not None:
+                refused.add_metric(values, listener.refusals.total)
+        if agent.api_connections is not None:
+            open_now, api_refusals = agent.api_connections
+            active.add_metric(["api", ""], open_now())
+            refused.add_metric(["api", ""], api_refusals.total)
         # The capture and inbound listeners' relays, under the same families.
         for listener_name, service, stats in agent.side_listener_stats():
             values = [listener_name, service]
@@ -63,7 +75,18 @@ class AgentCollector(Collector):
             rejected.add_metric(values, stats.rejected)
             bytes_in.add_metric(values, stats.bytes_in)
             bytes_out.add_metric(values, stats.bytes_out)
-        yield from (accepted, active, rejected, bytes_in, bytes_out)
+        yield from (accepted, active, rejected, refused, bytes_in, bytes_out)
+        budget = agent.connection_budget
+        yield GaugeMetricFamily(
+            "meshagent_connection_budget",
+            "Client connections the agent keeps open at most, across its listeners",
+            value=budget.limit,
+        )
+        yield GaugeMetricFamily(
+            "meshagent_connection_budget_open",
+            "Client connections open now, across the agent's listeners",
+            value=budget.open,
+        )
         yield from _route_metrics(agent)
         yield from _capture_metrics(agent)
 

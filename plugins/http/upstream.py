@@ -306,7 +306,8 @@ class FastPool:
                         candidate.instance.port,
                     )
                 return protocol
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:
+                # ValueError: a host the resolver refuses (UnicodeError from IDNA).
                 reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
                 errors.append(f"{candidate.id}: {reason or type(exc).__name__}")
                 log.warning(

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent.discovery.config_source import ConfigSource, MemoryConfigSource
 from agent.discovery.registry import Registry, Subscription
@@ -22,16 +22,18 @@ from agent.discovery.types import (
     ServiceKey,
     frozen_mapping,
 )
+from agent.discovery.validate import checked_host, checked_instance_id
+from agent.errors import RegistrationConflict
 from agent.plugins import Plugin, PluginKind
 
 
 class StaticInstance(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = Field(min_length=1)
+    host: Annotated[str, AfterValidator(checked_host)] = Field(min_length=1)
     port: Annotated[int, Field(ge=1, le=65535)]
     weight: Annotated[int, Field(ge=0, le=10000)] = 100
-    id: str | None = None
+    id: Annotated[str, AfterValidator(checked_instance_id)] | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
@@ -50,6 +52,9 @@ class LocalRegistry(Registry):
         self._subscriptions: dict[str, list[Subscription]] = defaultdict(list)
         self._since = time.time()
         self._config = MemoryConfigSource("local")
+        # The config's instances, by service: registrations may not replace them (and so
+        # may not delete them either).
+        self._declared: dict[str, set[str]] = defaultdict(set)
         for service, statics in config.services.items():
             for static in statics:
                 instance = self._instance(
@@ -60,6 +65,7 @@ class LocalRegistry(Registry):
                     static.metadata,
                 )
                 self._instances[service][instance.id] = instance
+                self._declared[service].add(instance.id)
 
     def _instance(
         self, instance_id: str, host: str, port: int, weight: int, metadata: object
@@ -89,6 +95,11 @@ class LocalRegistry(Registry):
             subscriptions.remove(subscription)
 
     async def register(self, registration: Registration) -> None:
+        if registration.instance_id in self._declared.get(registration.service, ()):
+            raise RegistrationConflict(
+                f"instance {registration.instance_id!r} of {registration.service!r} is "
+                "declared in the config; a registration may not replace it"
+            )
         instance = self._instance(
             registration.instance_id,
             registration.host,
@@ -101,6 +112,8 @@ class LocalRegistry(Registry):
             subscription.push(Add(self._revision, instance))
 
     async def deregister(self, service: str, instance_id: str) -> None:
+        if instance_id in self._declared.get(service, ()):
+            return
         instance = self._instances.get(service, {}).pop(instance_id, None)
         if instance is None:
             return

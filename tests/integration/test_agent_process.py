@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import resource
 import signal
 import socket
 import threading
@@ -463,3 +464,48 @@ def test_registration_not_renewed_within_its_ttl_is_withdrawn(
         r"registration expired.* instance=lapsed", 5, since=shared_agent.process.run_offset
     )
     assert http.delete(f"/v1/registrations/{APP_SERVICE}/renewed").status_code == 204
+
+
+# -- connection budgets (issue 25) ------------------------------------------------------
+
+
+def test_silent_connections_cannot_exhaust_descriptors_or_starve_the_api(
+    agent_factory: AgentFactory, upstreams: list[Upstream]
+) -> None:
+    # Issue 25: 1,124 silent connections at an open-file limit of 1,024 failed every
+    # listener and /healthz for the whole hold, with nothing logged. Here the limit is 256
+    # (set on the running agent), the listeners' budget 40 and the API's own 16.
+    ports = [u.port for u in upstreams]
+    agent = agent_factory(
+        tcp_agent_config(ports, max_connections=40, admin={"max_connections": 16})
+    )
+    resource.prlimit(agent.pid, resource.RLIMIT_NOFILE, (256, 256))
+    held: list[socket.socket] = []
+    try:
+        for _ in range(300):  # more than the descriptors the agent may open
+            held.append(socket.create_connection((LOOPBACK, agent.listener_port()), timeout=5))
+        # Probes and management still answer: the API's connections are not the budget's.
+        with agent.client() as http:
+            assert http.get("/healthz").status_code == 200
+            metrics = http.get("/metrics").text
+        refused = metric(
+            metrics,
+            "meshagent_listener_connections_refused_total",
+            listener="out0",
+            service=SERVICE,
+        )
+        assert refused is not None and refused >= 300 - 40
+        assert metric(metrics, "meshagent_connection_budget_open") == 40
+        refusal = "connection refused: the agent's connection budget is spent"
+        assert refusal in agent.process.output()
+    finally:
+        for sock in held:
+            sock.close()
+    # The slots free as the clients go: traffic flows again, the agent never stopped.
+    wait_until(
+        lambda: metric(agent.metrics(), "meshagent_connection_budget_open") == 0,
+        timeout=10,
+        what="held connections closed",
+    )
+    assert exchange(agent.listener_port(), b"after").endswith(b":after")
+    assert "Too many open files" not in agent.process.output()

@@ -39,6 +39,19 @@ def test_check_config_prints_every_error_with_its_path(
     assert "Traceback" not in err
 
 
+def test_check_config_validates_the_plugins_settings_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "services: [{name: a}]\n"
+        "listeners: [{port: 9003, service: a, protocol: dubbo, config: {nosuch: 1}}]\n"
+    )
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "listeners[0].config.nosuch: Extra inputs are not permitted" in err
+
+
 def test_run_refuses_an_invalid_file_without_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("services: [{name: a, lb: {policy: fastest}}]\n")

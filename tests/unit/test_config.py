@@ -77,8 +77,65 @@ def test_references_must_resolve() -> None:
     assert info.value.errors == [
         "services[0].registry: unknown registry 'zk'; configured: local",
         "listeners[0].service: unknown service 'b'; configured: a",
-        "listeners[1].port: 1 is used by another listener",
+        "listeners[1].port: 1 is also listeners[0].port (127.0.0.1:1)",
     ]
+
+
+def test_log_levels_are_checked_and_any_case_is_taken() -> None:
+    assert parse_config({"log_level": "debug"}).log_level == "DEBUG"
+    with pytest.raises(ConfigError) as info:
+        parse_config({"log_level": "LOUD"})
+    assert info.value.errors[0].startswith("log_level: unknown log level 'LOUD'")
+
+
+def test_ports_may_not_clash_with_the_api_or_each_other_across_hosts() -> None:
+    # Issue 25: check-config passed these, and run failed (or bound one and not the other).
+    raw = {
+        "admin": {"port": 15000},
+        "services": [{"name": "a"}],
+        "listeners": [
+            {"port": 15000, "service": "a"},
+            {"host": "127.0.0.1", "port": 9001, "service": "a"},
+            {"host": "0.0.0.0", "port": 9001, "service": "a"},
+            {"host": "127.0.0.2", "port": 9002, "service": "a"},
+            {"host": "127.0.0.3", "port": 9002, "service": "a"},
+        ],
+        "inbound": {"enabled": True, "port": 9002, "app_port": 8080},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert info.value.errors == [
+        "listeners[0].port: 15000 is also admin.port (127.0.0.1:15000)",
+        "listeners[2].port: 9001 is also listeners[1].port (127.0.0.1:9001)",
+        "inbound.port: 9002 is also listeners[3].port (127.0.0.2:9002)",
+    ]
+
+
+def test_listeners_may_not_relay_to_themselves_or_expose_the_api() -> None:
+    def raw(listener_host: str, endpoint_port: int) -> dict[str, object]:
+        return {
+            "admin": {"port": 15000},
+            "registries": [
+                {
+                    "name": "local",
+                    "type": "local",
+                    "config": {"services": {"a": [{"host": "127.0.0.1", "port": endpoint_port}]}},
+                }
+            ],
+            "services": [{"name": "a"}],
+            "listeners": [{"host": listener_host, "port": 9001, "service": "a"}],
+        }
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw("0.0.0.0", 9001))
+    assert info.value.errors == [
+        "listeners[0].service: endpoint 127.0.0.1:9001 of 'a' is this listener itself"
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw("0.0.0.0", 15000))
+    assert "is the agent's own API, relayed from 0.0.0.0" in info.value.errors[0]
+    # On loopback the relay gives nobody more than the API itself does (make run's example).
+    assert parse_config(raw("127.0.0.1", 15000)).listeners[0].port == 9001
 
 
 def test_unknown_plugin_lists_the_installed_ones(tmp_path: Path) -> None:
@@ -114,7 +171,7 @@ def test_environment_overrides_paths_and_list_items(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, VALID), environ)
     assert config.admin.port == 16000
     assert config.listeners[1].port == 9005
-    assert config.log_level == "debug"
+    assert config.log_level == "DEBUG"
 
 
 def test_environment_override_errors_are_config_errors() -> None:

@@ -107,7 +107,7 @@ CASES: dict[str, dict[str, Any]] = {
     },
     "daemonset-host-port": {
         "mode": "daemonset",
-        "daemonset": {"hostNetwork": False, "allowRemoteWrites": False},
+        "daemonset": {"hostNetwork": False, "allowRemoteWrites": False, "allowRemoteInvoke": False},
         "agent": {"registries": [ETCD, NACOS], "services": SERVICES[1:]},
     },
 }
@@ -355,6 +355,7 @@ def test_daemonset_serves_on_the_node_address(helm: Helm) -> None:
     assert env["HOST_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
     assert env["MESHAGENT_ADMIN__HOST"]["value"] == "$(HOST_IP)"
     assert env["MESHAGENT_ADMIN__ALLOW_REMOTE_WRITES"]["value"] == "true"
+    assert env["MESHAGENT_ADMIN__ALLOW_REMOTE_INVOKE"]["value"] == "true"
     assert env["MESHAGENT_LISTENERS__0__HOST"]["value"] == "$(HOST_IP)"
     ports = {p["name"]: p for p in spec["containers"][0]["ports"]}
     assert ports["admin"]["hostPort"] == 15000 and ports["listener-0"]["hostPort"] == 20880
@@ -365,6 +366,7 @@ def test_daemonset_serves_on_the_node_address(helm: Helm) -> None:
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
     assert env["MESHAGENT_ADMIN__HOST"]["value"] == "0.0.0.0"
     assert env["MESHAGENT_ADMIN__ALLOW_REMOTE_WRITES"]["value"] == "false"
+    assert env["MESHAGENT_ADMIN__ALLOW_REMOTE_INVOKE"]["value"] == "false"
 
 
 # -- values.schema.json -------------------------------------------------------------------

@@ -163,6 +163,23 @@ async def test_writes_from_the_network_need_configuration(agent: Agent) -> None:
         assert (await remote.put("/v1/registrations/echo/r", json=body)).status_code == 201
 
 
+async def test_the_network_may_not_invoke_with_any_method_unless_configured() -> None:
+    # Issue 25: with the API bound wide, a remote GET on /v1/invoke/http/... reached the
+    # provider as if the local app had made it (only non-GET methods were guarded).
+    open_writes = Agent(parse_config(config(allow_remote_writes=True)))
+    async with client(open_writes, peer="192.0.2.10") as remote:
+        for method in ("GET", "OPTIONS", "HEAD", "POST", "DELETE"):
+            refused = await remote.request(method, "/v1/invoke/http/echo/anything")
+            assert refused.status_code == 403, method
+            if method != "HEAD":
+                assert "allow_remote_invoke" in refused.json()["detail"]
+    open_invoke = Agent(parse_config(config(allow_remote_invoke=True)))
+    async with client(open_invoke, peer="192.0.2.10") as remote:
+        # Past the guard: the service is not an HTTP one, so the invocation itself answers.
+        passed = await remote.get("/v1/invoke/http/echo/anything")
+        assert passed.status_code != 403
+
+
 async def test_clusters_and_registries_views(agent: Agent) -> None:
     async with client(agent) as api:
         (cluster,) = (await api.get("/v1/clusters")).json()
@@ -202,3 +219,43 @@ async def test_invoke_needs_a_protocol_with_json_invocation(agent: Agent) -> Non
         assert missing.status_code == 404
         not_object = await api.post("/v1/invoke/tcp/echo/x", json=[1, 2])
         assert not_object.status_code == 400
+
+
+async def test_registrations_with_junk_hosts_or_ids_are_refused_at_the_door(agent: Agent) -> None:
+    # Issue 25: a host of "\u009e" was accepted (201), then every call to the service
+    # failed inside the connect with an unhandled idna UnicodeError.
+    async with client(agent) as api:
+        for host in ["\u009e", "-bad-.example", "a..b", "x" * 300, "has space"]:
+            refused = await api.put("/v1/registrations/echo/app-1", json={"host": host, "port": 1})
+            assert refused.status_code == 400, host
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["errors"][0]["path"].endswith("host")
+        for instance_id in ["a%0Ab", "a%5Cb", "%20lead", "a%E2%80%AEb", "x" * 256]:
+            refused = await api.put(
+                f"/v1/registrations/echo/{instance_id}", json={"host": "127.0.0.1", "port": 1}
+            )
+            assert refused.status_code == 400, instance_id
+            assert refused.json()["errors"][0]["path"] == "instance_id"
+        # A slash, even escaped, is a path separator to the router: no such route.
+        slash = await api.put("/v1/registrations/echo/a%2Fb", json={"host": "127.0.0.1", "port": 1})
+        assert slash.status_code == 404
+        assert agent.registrations.entries() == []
+        ok = await api.put(
+            "/v1/registrations/echo/b\u00fccher-1", json={"host": "b\u00fccher.example", "port": 1}
+        )
+        assert ok.status_code == 201
+        assert agent.registrations.entries()[0].registration.host == "b\u00fccher.example"
+
+
+async def test_a_registration_may_not_replace_or_delete_a_configured_endpoint(
+    agent: Agent,
+) -> None:
+    # Issue 25: PUT then DELETE of the config's own "127.0.0.1:9" left the service empty.
+    async with client(agent) as api:
+        replaced = await api.put(
+            "/v1/registrations/echo/127.0.0.1:9", json={"host": "127.0.0.1", "port": 10}
+        )
+        assert replaced.status_code == 409
+        assert "declared in the config" in replaced.json()["detail"]
+        assert (await api.delete("/v1/registrations/echo/127.0.0.1:9")).status_code == 404
+    assert [h.instance.address for h in agent.clusters["echo"].hosts()] == ["127.0.0.1:9"]

@@ -46,11 +46,11 @@ async def answer(routes: FastRoutes, made: ApiRequest) -> Reply:
     return reply
 
 
-def routes_for(agent: Agent, allow_remote_writes: bool = False) -> FastRoutes:
+def routes_for(agent: Agent, allow_remote_invoke: bool = False) -> FastRoutes:
     def unexpected() -> Any:
         raise AssertionError("a hot route reached the management app")
 
-    return FastRoutes(agent, AsgiBridge(unexpected, ("127.0.0.1", 0)), allow_remote_writes)
+    return FastRoutes(agent, AsgiBridge(unexpected, ("127.0.0.1", 0)), allow_remote_invoke)
 
 
 JSON_HEADER = [(b"content-type", b"application/json")]
@@ -109,8 +109,8 @@ async def test_a_remote_client_may_not_invoke_unless_configured() -> None:
     made = request("POST", "/v1/invoke/dubbo/nosuch/m", client=remote)
     refused = await answer(routes_for(agent), made)
     assert refused.status == 403
-    assert "loopback only" in json.loads(refused.body)["detail"]
-    allowed = await answer(routes_for(agent, allow_remote_writes=True), made)
+    assert "allow_remote_invoke" in json.loads(refused.body)["detail"]
+    allowed = await answer(routes_for(agent, allow_remote_invoke=True), made)
     assert allowed.status == 404  # past the guard: the service is unknown
 
 
