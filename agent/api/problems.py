@@ -47,7 +47,63 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail))
+        response = problem(exc.status_code, str(exc.detail))
+        # Starlette's own headers (a 405's Allow) belong in the answer too.
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    _document_validation_errors(app)
+
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "ProblemDetails",
+    "description": "RFC 9457 problem details; validation errors list each bad path",
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+                "required": ["path", "message"],
+            },
+        },
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """The contract says what the API does: FastAPI documents a 422 ValidationError on
+    every route with parameters, and this API answers those errors 400 with problem
+    details (``invalid_request``), as it did before the contract was checked."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        problem_ref = {"$ref": "#/components/schemas/ProblemDetails"}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is None:
+                    continue
+                answer = responses.setdefault("400", {"description": "Invalid request"})
+                answer["content"] = {PROBLEM_JSON: {"schema": problem_ref}}
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["ProblemDetails"] = _PROBLEM_SCHEMA
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(MeshAgentError)
     async def _ours(request: Request, exc: MeshAgentError) -> JSONResponse:

@@ -25,7 +25,7 @@ import h11
 
 from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
 from agent.runtime.protocols import ListenerContext, ListenerStats
-from plugins.http.h2_server import PREFACE, H2Session
+from plugins.http.h2_server import PREFACE, H2Session, upgrade_settings_problem
 from plugins.http.headers import (
     Headers,
     comma_tokens,
@@ -314,6 +314,10 @@ class _Session:
             and b"h2c" in comma_tokens(raw, b"upgrade")
             and b"http2-settings" in comma_tokens(raw, b"connection")
         ):
+            problem = upgrade_settings_problem(settings)
+            if problem is not None:
+                await self._refuse(400, problem)
+                return False
             await self._upgrade_to_h2(request, raw, settings)
             return False
         target = self.owner.router.route(host, request.target)

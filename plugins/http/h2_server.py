@@ -18,8 +18,11 @@ awaited drain before more is read, so a client that does not read stops being re
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -45,6 +48,33 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def upgrade_settings_problem(value: bytes) -> str | None:
+    """Why an ``HTTP2-Settings`` header cannot start an h2c upgrade, or None.
+
+    RFC 9113 3.2.1 (7540 3.2.1): base64url, no padding, of a SETTINGS frame's payload;
+    checked before the 101 is sent, so a bad one gets 400 instead of a connection that
+    switches protocol and then fails."""
+    try:
+        standard = value.translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(value) % 4)
+        payload = base64.b64decode(standard, validate=True)
+    except (binascii.Error, ValueError):
+        return "HTTP2-Settings is not base64url"
+    if len(payload) % 6:
+        return "HTTP2-Settings is not a sequence of 6-byte settings"
+    for offset in range(0, len(payload), 6):
+        setting, number = struct.unpack_from(">HI", payload, offset)
+        if setting == 0x2 and number > 1:
+            return f"HTTP2-Settings: ENABLE_PUSH {number}"
+        if setting == 0x4 and number > 2**31 - 1:
+            return f"HTTP2-Settings: INITIAL_WINDOW_SIZE {number}"
+        if setting == 0x5 and not 2**14 <= number <= 2**24 - 1:
+            return f"HTTP2-Settings: MAX_FRAME_SIZE {number}"
+    return None
 
 
 class _RateLimit:

@@ -81,6 +81,10 @@ class _HeadTooLarge(Exception):
     pass
 
 
+class _BadRequest(Exception):
+    """A request the listener refuses with 400 and this text (raised in a parser callback)."""
+
+
 class _Request:
     """One request as parsed; its body chunks wait in ``pending`` until a provider
     connection takes them (then they are written as they arrive)."""
@@ -291,6 +295,10 @@ class HttpProxyConnection(asyncio.Protocol):
         parser = self.parser
         request.method = method = parser.get_method()
         request.version = parser.get_http_version()
+        if request.version not in ("1.0", "1.1"):
+            # HTTP/0.9 ("GET /" and no version) has no headers to route or guard by; it
+            # is refused, not forwarded (issue 25).
+            raise _BadRequest(f"HTTP/{request.version} requests are not served")
         if parser.should_upgrade():
             request.upgrade = True  # the h11 session takes it (_upgrade)
             return
@@ -593,6 +601,8 @@ class HttpProxyConnection(asyncio.Protocol):
         if self.head_size > self.config.max_header_bytes:
             limit = self.config.max_header_bytes
             refusal = (431, f"request head (or trailers) over {limit} bytes")
+        elif isinstance(exc.__context__, _BadRequest):
+            refusal = (400, str(exc.__context__))
         else:
             refusal = (400, str(exc) or type(exc).__name__)
         request = self.current

@@ -162,6 +162,34 @@ def test_h2c_upgrade_with_a_body_is_served_over_http1(http_agent: AgentProcess) 
     assert "upgrade" not in names and "http2-settings" not in names
 
 
+@pytest.mark.parametrize(
+    ("settings", "why"),
+    [
+        (b"!!!!", b"not base64url"),
+        (b"AAMAAABkCg", b"6-byte settings"),  # 7 bytes
+        (b"AAIAAAAC", b"ENABLE_PUSH 2"),
+        (b"AAUAAAAB", b"MAX_FRAME_SIZE 1"),
+    ],
+)
+def test_h2c_upgrade_with_invalid_settings_is_refused(
+    http_agent: AgentProcess, settings: bytes, why: bytes
+) -> None:
+    # Issue 25: an invalid HTTP2-Settings still got 101 Switching Protocols.
+    with socket.create_connection(("127.0.0.1", http_agent.listener_port()), timeout=10) as sock:
+        sock.sendall(
+            b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\n\r\n"
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or why not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert why in answer
+
+
 def test_answer_before_the_body_ends_keeps_the_connection_usable(
     http_agent: AgentProcess,
 ) -> None:

@@ -206,6 +206,8 @@ def test_websocket_style_upgrade_becomes_a_tcp_relay(http_agent: AgentProcess) -
             400,
         ),
         (b"GET /echo HTTP/1.1\r\nBad Header\r\n\r\n", 400),
+        # HTTP/0.9: no version, no headers; was forwarded to the provider (issue 25).
+        (b"GET /echo\r\n\r\n", 400),
     ],
 )
 def test_bad_input_is_refused_and_others_unaffected(

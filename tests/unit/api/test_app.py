@@ -259,3 +259,21 @@ async def test_a_registration_may_not_replace_or_delete_a_configured_endpoint(
         assert "declared in the config" in replaced.json()["detail"]
         assert (await api.delete("/v1/registrations/echo/127.0.0.1:9")).status_code == 404
     assert [h.instance.address for h in agent.clusters["echo"].hosts()] == ["127.0.0.1:9"]
+
+
+async def test_a_wrong_method_gets_405_with_allow(agent: Agent) -> None:
+    async with client(agent) as api:
+        wrong = await api.post("/v1/services")
+        assert wrong.status_code == 405
+        assert wrong.headers["allow"] == "GET"
+        assert wrong.headers["content-type"] == "application/problem+json"
+
+
+def test_the_contract_documents_validation_errors_as_the_api_answers_them(agent: Agent) -> None:
+    schema = create_app(agent).openapi()
+    put = schema["paths"]["/v1/registrations/{service}/{instance_id}"]["put"]["responses"]
+    assert "422" not in put
+    assert put["400"]["content"]["application/problem+json"]["schema"] == {
+        "$ref": "#/components/schemas/ProblemDetails"
+    }
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
