@@ -50,6 +50,7 @@ from agent.telemetry.propagation import INCOMING, TIMEOUT_MS
 from plugins.grpc.channels import target
 from plugins.grpc.framing import MessageSizes, MessageTooLarge
 from plugins.grpc.triple import triple_headers
+from plugins.http.h2_floods import FloodGuard
 
 log = logging.getLogger(__name__)
 
@@ -532,6 +533,8 @@ class _Client(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.dirty = False
         self.closed = False
+        # Rapid reset and control-frame floods: the HTTP listener's limits (h2_floods.py).
+        self.floods = FloodGuard()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -577,6 +580,10 @@ class _Client(asyncio.Protocol):
             return
         upstreams: set[_Upstream] = set()
         for event in events:
+            flood = self.floods.check(event)
+            if flood is not None:
+                self._refuse_connection(flood)
+                break
             stream_id = getattr(event, "stream_id", 0) or 0
             call = self.calls.get(stream_id)
             if isinstance(event, h2.events.RequestReceived):
@@ -605,6 +612,20 @@ class _Client(asyncio.Protocol):
         for upstream in upstreams:
             upstream.flush()
         self.flush()
+
+    def _refuse_connection(self, reason: str) -> None:
+        """GOAWAY (ENHANCE_YOUR_CALM) and close: this client floods, the others go on."""
+        log.warning(
+            "http/2 connection refused: %s",
+            reason,
+            extra={"listener": self.context.listener.display_name},
+        )
+        self.context.stats.rejected += 1
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()  # connection_lost resets the calls still open
 
     def _start(self, event: h2.events.RequestReceived) -> _Call | None:
         context = self.context

@@ -7,7 +7,8 @@ spread over every endpoint. Bodies stream both ways under HTTP/2 flow control: a
 chunk's window is given back only once the provider's connection took it, and a response
 chunk is sent only within the client's window.
 
-Defenses (the 2023 rapid-reset attack, CVE-2023-44487, and control-frame floods): at most
+Defenses (the 2023 rapid-reset attack, CVE-2023-44487, and control-frame floods; the
+counters in plugins/http/h2_floods.py, shared with the gRPC h2 relay): at most
 ``h2_max_concurrent_streams`` open streams (h2 refuses more); streams the client resets,
 and SETTINGS and PING frames, are counted per second, and past ``h2_max_resets_per_s`` /
 ``h2_max_control_frames_per_s`` the connection gets GOAWAY (ENHANCE_YOUR_CALM) and is
@@ -23,7 +24,6 @@ import binascii
 import contextlib
 import logging
 import struct
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,7 @@ import hyperframe.frame
 from agent.calls import CallRejected, Outcome
 from agent.errors import NoEndpointError, UpstreamError, UpstreamTimeout
 from plugins.http.calls import chain_of, outcome_of_status, refusal
+from plugins.http.h2_floods import FloodGuard
 from plugins.http.headers import PROPAGATED, Headers, end_to_end, forwarding
 from plugins.http.invoke import forward
 from plugins.http.routing import problem_body
@@ -77,23 +78,6 @@ def upgrade_settings_problem(value: bytes) -> str | None:
     return None
 
 
-class _RateLimit:
-    """Counts events in the current one-second window."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.window = 0
-        self.count = 0
-
-    def exceeded(self) -> bool:
-        now = int(time.monotonic())
-        if now != self.window:
-            self.window = now
-            self.count = 0
-        self.count += 1
-        return self.count > self.limit
-
-
 # Past this many bytes waiting in the client socket's buffer, a stream's flush writes and
 # waits for the buffer to drain (asyncio's default high-water mark).
 _WRITE_BUFFER_HIGH = 64 * 1024
@@ -131,8 +115,9 @@ class H2Session:
         self.streams: dict[int, _Stream] = {}
         # Set whenever the client opens flow-control windows; senders wait on it.
         self.window_opened = asyncio.Event()
-        self.resets = _RateLimit(self.config.h2_max_resets_per_s)
-        self.control = _RateLimit(self.config.h2_max_control_frames_per_s)
+        self.floods = FloodGuard(
+            self.config.h2_max_resets_per_s, self.config.h2_max_control_frames_per_s
+        )
         self.closing = False
         # A write of h2's queued bytes is due on the loop's next turn (flush()).
         self.write_scheduled = False
@@ -260,11 +245,13 @@ class H2Session:
             stream = self.streams.pop(event.stream_id, None)
             if stream is not None and stream.task is not None:
                 stream.task.cancel()
-            if event.remote_reset and self.resets.exceeded():
-                self._refuse(f"over {self.resets.limit} stream resets per second (rapid reset)")
+            flood = self.floods.check(event)
+            if flood is not None:
+                self._refuse(flood)
         elif isinstance(event, h2.events.RemoteSettingsChanged | h2.events.PingReceived):
-            if self.control.exceeded():
-                self._refuse(f"over {self.control.limit} SETTINGS/PING frames per second")
+            flood = self.floods.check(event)
+            if flood is not None:
+                self._refuse(flood)
             self.window_opened.set()  # a new initial window size may open streams
         elif isinstance(event, h2.events.WindowUpdated):
             self.window_opened.set()

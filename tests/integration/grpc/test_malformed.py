@@ -14,7 +14,9 @@ import struct
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.exceptions
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess
@@ -106,3 +108,57 @@ def test_malformed_message_ends_the_call_not_the_connection(
         assert good.get("x-server", "").startswith("echo-")
     finally:
         client.close()
+
+
+def rapid_reset(port: int, pairs: int) -> tuple[int | None, int]:
+    """HEADERS then RST_STREAM, ``pairs`` times on one connection, until the agent closes
+    it; (the GOAWAY's error code or None, the pairs sent before the connection ended)."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sent = 0
+    code = None
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(conn.data_to_send())
+        try:
+            for _ in range(pairs):
+                stream = conn.get_next_available_stream_id()
+                conn.send_headers(
+                    stream,
+                    [
+                        (":method", "POST"),
+                        (":scheme", "http"),
+                        (":path", "/meshtest.Echo/Unary"),
+                        (":authority", "x"),
+                        ("content-type", "application/grpc"),
+                        ("te", "trailers"),
+                    ],
+                )
+                conn.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+                sock.sendall(conn.data_to_send())
+                sent += 1
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the agent closed the connection
+        try:
+            while data := sock.recv(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ConnectionTerminated):
+                        code = event.error_code
+        except (OSError, h2.exceptions.ProtocolError):
+            pass
+    return code, sent
+
+
+def test_rapid_reset_gets_goaway_on_the_h2_relay(grpc_agent: AgentProcess, relay: str) -> None:
+    # Issue 25: 20,000 HEADERS + RST_STREAM pairs on one connection, and no GOAWAY.
+    code, _sent = rapid_reset(grpc_agent.listener_port(), 2_000)
+    if relay == "h2":
+        assert code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        assert "over 100 stream resets per second (rapid reset)" in grpc_agent.process.output()
+    # Either relay keeps serving other clients afterwards.
+    client = RawClient(grpc_agent.listener_port())
+    try:
+        answer = client.call("/meshtest.Echo/Unary", b"\x00\x00\x00\x00\x00", timeout="5S")
+        assert answer.get("grpc-status") == "0", answer
+    finally:
+        client.sock.close()
