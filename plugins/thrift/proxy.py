@@ -61,6 +61,10 @@ from plugins.thrift.upstream import UpstreamConnection, UpstreamPool, WireForm
 
 log = logging.getLogger(__name__)
 
+# A partial message holding more than this makes the connection read one chunk per turn
+# of the loop (ThriftProxyConnection._yield_if_large).
+_YIELD_BYTES = 256 * 1024
+
 _PROTOS: dict[str, Proto | None] = {"binary": Proto.BINARY, "compact": Proto.COMPACT, "auto": None}
 _TRANSPORTS: dict[str, Transport | None] = {
     "framed": Transport.FRAMED,
@@ -209,6 +213,9 @@ class ThriftProxyConnection(BatchedClientConnection):
         self.closed = False
         self.eof = False
         self._upstream_paused = False
+        # Reading paused until the loop's next turn (a large message arriving; see
+        # _yield_if_large).
+        self._yielding = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
         # Deadlines without a timer per call (one timer for the earliest deadline).
@@ -248,6 +255,26 @@ class ThriftProxyConnection(BatchedClientConnection):
                 batch.finish()
                 if self._sent_to:
                     self._check_upstreams()
+        if decoder.buffered > _YIELD_BYTES:
+            self._yield_if_large()
+
+    def _yield_if_large(self) -> None:
+        """A large message is arriving: read it one chunk per turn of the loop. libuv
+        reads a readable socket up to 32 times in one go, and the decoder's walk of each
+        chunk, though linear, then ran for most of a second on a 16 MB message before
+        anything else (a /healthz) got the loop (issue 25)."""
+        if self._yielding or self._upstream_paused or self.transport is None:
+            return
+        self._yielding = True
+        self.transport.pause_reading()
+        self.loop.call_soon(self._resume_after_yield)
+
+    def _resume_after_yield(self) -> None:
+        self._yielding = False
+        if self._upstream_paused or self.closed:
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _check_upstreams(self) -> None:
         """After the read's calls went out: pause reading while a provider is over high water."""
@@ -425,6 +452,8 @@ class ThriftProxyConnection(BatchedClientConnection):
 
     def _upstream_drained(self) -> None:
         self._upstream_paused = False
+        if self._yielding:
+            return  # _resume_after_yield resumes
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
