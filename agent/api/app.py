@@ -117,7 +117,12 @@ def create_app(agent: Agent) -> FastAPI:
             for name, cluster in agent.clusters.items()
         ]
 
-    @v1.get("/services/{service}/instances", response_model=list[InstanceView], tags=["discovery"])
+    @v1.get(
+        "/services/{service}/instances",
+        response_model=list[InstanceView],
+        tags=["discovery"],
+        responses={404: {"description": "Unknown service"}},
+    )
     async def instances(service: str) -> list[InstanceView]:
         agent.service(service)
         now = time.monotonic()
@@ -217,6 +222,7 @@ def create_app(agent: Agent) -> FastAPI:
         status_code=204,
         response_class=Response,
         tags=["registration"],
+        responses={404: {"description": "Unknown service, or no such registration"}},
     )
     async def delete_registration(service: str, instance_id: str) -> Response:
         if not await agent.deregister(service, instance_id):

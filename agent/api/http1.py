@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import socket
 import time
 from collections import deque
@@ -156,6 +157,10 @@ def _head(reply: Reply, length: int | None, keep_alive: bool) -> bytes:
         parts.append(b"transfer-encoding: chunked\r\n")
     parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
     return b"".join(parts)
+
+
+# %00-%1F and %7F, in either case.
+_ESCAPED_CONTROL = re.compile(rb"%(?:[01][0-9A-Fa-f]|7[Ff])")
 
 
 class _Reject(Exception):
@@ -299,6 +304,13 @@ class ApiConnection(asyncio.Protocol):
         request.keep_alive = parser.should_keep_alive()
         path, _, query = self._url.partition(b"?")
         request.path, request.query = path.partition(b"#")[0], query.partition(b"#")[0]
+        if _ESCAPED_CONTROL.search(request.path) is not None:
+            # No route takes a control character (a newline would also split a log line
+            # or a forwarded request line): refused here, whatever the route.
+            raise _Reject(
+                problem_reply(400, "request path holds an escaped control character"),
+                "control character in path",
+            )
         limit = self.limits.max_body_bytes
         declared = request.header(b"content-length")
         # llhttp has already refused a malformed Content-Length.

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from agent.api.problem_details import (
     PROBLEM_JSON,
@@ -48,12 +49,30 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         response = problem(exc.status_code, str(exc.detail))
-        # Starlette's own headers (a 405's Allow) belong in the answer too.
+        # Starlette's own headers belong in the answer too.
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path; each
+            # method of a path is a route of its own here, so all of them are asked.
+            response.headers["allow"] = ", ".join(_allowed(request))
         return response
 
     _document_validation_errors(app)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods some route answers for this request's path (asked of the routes
+    themselves, as the router would, one method at a time)."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return allowed
 
 
 _PROBLEM_SCHEMA: dict[str, Any] = {
