@@ -13,8 +13,6 @@ import json
 import pwd
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
 EXIT_USAGE = 2
@@ -135,6 +133,11 @@ def _report(action: Callable[[], list[str]]) -> int:
 
 
 def run_wait_ready(args: argparse.Namespace) -> int:
+    # Here, not at the top: urllib.request brings http.client and email, 2 MB that
+    # `meshagent run` (which imports this module for its subcommands) never uses.
+    import urllib.error
+    import urllib.request
+
     deadline = time.monotonic() + args.timeout
     last = "no answer yet"
     while True:

@@ -69,6 +69,7 @@ COMPILED: tuple[str, ...] = (
     # the calls hub, telemetry and governance decisions, balancing
     "agent/calls.py",
     "agent/telemetry/call_metrics.py",
+    "agent/telemetry/exposition.py",
     "agent/telemetry/tracing.py",
     "agent/governance/breaker.py",
     "agent/governance/ratelimit.py",

@@ -21,6 +21,7 @@ from agent.api.limits import REMOTE_INVOKE_REFUSED, is_loopback
 from agent.api.ndjson import ndjson
 from agent.api.problem_details import PROBLEM_JSON, dumps, error_problem, invalid_request
 from agent.errors import MeshAgentError
+from agent.telemetry.exposition import CONTENT_TYPE
 from agent.telemetry.metrics import metrics_registry, render
 from agent.telemetry.propagation import INCOMING
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 JSON = b"application/json"
 NDJSON = "application/x-ndjson"
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+PROMETHEUS_TEXT = CONTENT_TYPE
 
 HEALTH_BODY = b'{"status":"ok"}'
 _HEALTHZ = Reply(200, HEALTH_BODY, JSON).constant()

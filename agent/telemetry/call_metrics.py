@@ -15,14 +15,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client.core import (
+from agent.calls import Call, CallObserver, Direction, Outcome, Route
+from agent.telemetry.exposition import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-
-from agent.calls import Call, CallObserver, Direction, Outcome, Route
 
 NAME = "metrics"
 OTHER_METHOD = "_other"

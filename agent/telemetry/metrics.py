@@ -10,10 +10,13 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
+from agent.telemetry.exposition import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    Registry,
+)
+from agent.telemetry.exposition import render as render_text
 from agent.telemetry.governance_metrics import governance_metrics
 
 if TYPE_CHECKING:
@@ -21,7 +24,7 @@ if TYPE_CHECKING:
     from agent.telemetry.context import ContextStats
 
 
-class AgentCollector(Collector):
+class AgentCollector:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
@@ -248,14 +251,14 @@ def _capture_metrics(agent: Agent) -> Iterator[Metric]:
     yield from (outcomes, protocols)
 
 
-def metrics_registry(agent: Agent) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
+def metrics_registry(agent: Agent) -> Registry:
+    registry = Registry()
     registry.register(AgentCollector(agent))
     return registry
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+def render(registry: Registry) -> bytes:
+    return render_text(registry)
 
 
 def _route_metrics(agent: Agent) -> Iterator[Metric]:

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
 
 from agent.calls import Calls, Direction, Outcome
 from agent.telemetry.call_metrics import OTHER_METHOD, CallMetrics
+from agent.telemetry.exposition import Registry, render
 
 
 class Clock:
@@ -15,18 +14,10 @@ class Clock:
         return self.now
 
 
-class _Wrap(Collector):
-    def __init__(self, metrics: CallMetrics) -> None:
-        self.metrics = metrics
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        return self.metrics.collect()
-
-
 def scrape(metrics: CallMetrics) -> dict[str, list[tuple[dict[str, str], float]]]:
-    registry = CollectorRegistry()
-    registry.register(_Wrap(metrics))
-    text = generate_latest(registry).decode()
+    registry = Registry()
+    registry.register(metrics)
+    text = render(registry).decode()
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
