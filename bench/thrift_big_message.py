@@ -11,6 +11,7 @@ message is read. A thread probes /healthz every 50 ms meanwhile.
 
 from __future__ import annotations
 
+import argparse
 import socket
 import struct
 import sys
@@ -26,7 +27,16 @@ from tests.fixtures.agent_process import start_agent
 from tests.fixtures.processes import free_port
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--elements",
+        type=int,
+        nargs="+",
+        default=[4_000_000, 16_000_000],
+        help="list<byte> sizes to send, one message each",
+    )
+    args = parser.parse_args(argv)
     port = free_port()
     config = {
         "registries": [
@@ -41,7 +51,7 @@ def main() -> int:
     }
     agent = start_agent(Path(tempfile.mkdtemp(prefix="bench-thrift-big-")), config)
     try:
-        for count in (4_000_000, 16_000_000):
+        for count in args.elements:
             head = struct.pack(">iI", -2147418111, 1) + b"m" + struct.pack(">i", 1)
             wire = head + b"\x0f\x00\x01\x03" + struct.pack(">i", count)
             wire += b"\x07" * count + b"\x00"
