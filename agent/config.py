@@ -147,6 +147,13 @@ class ListenerConfig(Strict):
     # Open client connections at most; more are closed as they are accepted (and counted,
     # and logged). Every listener also draws on the agent-wide ``max_connections``.
     max_connections: Annotated[int, Field(ge=1)] = 1024
+    # Request-aware listeners (Dubbo, Thrift): bytes of partly received requests held
+    # across the listener's connections at most; past it, connections holding part of a
+    # request are not read until others complete theirs (agent/runtime/admission.py).
+    max_buffered_bytes: Annotated[int, Field(ge=64 * 1024)] = 64 * 1024 * 1024
+    # ... and a request still arriving this long after its first byte closes its
+    # connection (a client that starts requests and never finishes them).
+    request_timeout_s: PositiveSeconds = 60.0
 
     @property
     def display_name(self) -> str:

@@ -1,5 +1,6 @@
-"""Connection budgets: how many client connections a listener, and the agent as a whole,
-keep open at once.
+"""Budgets: how many client connections a listener, and the agent as a whole, keep open
+at once (:class:`ConnectionBudget`), and how many bytes of partly received requests a
+listener holds (:class:`BufferBudget`).
 
 Every accepted connection costs a file descriptor (a relayed one, two). Without a bound a
 client that opens connections and says nothing takes the agent to its open-file limit,
@@ -23,7 +24,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +134,78 @@ def gated(
 ) -> Callable[[], asyncio.Protocol]:
     """A protocol factory for ``loop.create_server`` that admits by both limits."""
     return lambda: AdmissionGate(open_now, limit, budget, refusals, factory)
+
+
+class BufferHolder(Protocol):
+    """A connection that holds partly received requests (the Dubbo and Thrift listeners')."""
+
+    def resume_buffers(self) -> None:
+        """The listener's buffers have room again: read on."""
+
+    def partial_timed_out(self, held_s: float) -> None:
+        """A request has been arriving for longer than the listener allows: refuse it."""
+
+
+class BufferBudget:
+    """Bytes held in partly received requests across one listener's connections.
+
+    Each connection's limit (max_message_bytes) bounds one client; this bounds their sum:
+    past ``limit``, a connection that holds part of a request stops being read until
+    others complete theirs (backpressure: its client's writes block, nothing is lost). A
+    request still arriving ``timeout_s`` after it began closes its connection, so clients
+    that start requests and never finish them cannot hold the budget (one sweep a second
+    while any request is partly in).
+    """
+
+    def __init__(self, limit: int, timeout_s: float, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.timeout_s = timeout_s
+        self.held = 0
+        self.paused_total = 0
+        self.timed_out_total = 0
+        self._clock = clock
+        self._since: dict[BufferHolder, float] = {}
+        self._waiting: list[BufferHolder] = []
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def update(self, holder: BufferHolder, before: int, after: int) -> bool:
+        """``holder`` held ``before`` bytes and holds ``after`` now; True when it must
+        pause (it holds some, and the listener holds more than ``limit``)."""
+        self.held += after - before
+        if after and not before:
+            self._since[holder] = self._clock()
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
+        elif before and not after:
+            self._since.pop(holder, None)
+        if after and self.held > self.limit:
+            if holder not in self._waiting:
+                self._waiting.append(holder)
+                self.paused_total += 1
+            return True
+        if self._waiting and self.held <= self.limit:
+            self._release()
+        return False
+
+    def forget(self, holder: BufferHolder, held: int) -> None:
+        """``holder`` is gone with ``held`` bytes."""
+        self.held -= held
+        self._since.pop(holder, None)
+        if holder in self._waiting:
+            self._waiting.remove(holder)
+        self._release()
+
+    def _release(self) -> None:
+        while self._waiting and self.held <= self.limit:
+            self._waiting.pop(0).resume_buffers()
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self._clock()
+        for holder, since in list(self._since.items()):
+            if now - since > self.timeout_s:
+                self.timed_out_total += 1
+                self._since.pop(holder, None)
+                holder.partial_timed_out(now - since)
+        if self._since:
+            self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)

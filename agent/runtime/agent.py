@@ -30,7 +30,13 @@ from agent.governance.policy import GovernancePolicy
 from agent.governance.rules import RuleSet
 from agent.governance.table import CompiledRule
 from agent.plugins import PluginKind, load
-from agent.runtime.admission import ConnectionBudget, Refusals, default_budget, gated
+from agent.runtime.admission import (
+    BufferBudget,
+    ConnectionBudget,
+    Refusals,
+    default_budget,
+    gated,
+)
 from agent.runtime.capture import CaptureListener
 from agent.runtime.dynamic import DocumentStatus, WatchedDocument
 from agent.runtime.health import HealthChecker, HealthScheduler
@@ -138,6 +144,9 @@ class Agent:
                 clusters=self.clusters,
                 calls=self.calls,
                 budget=self.connection_budget,
+                buffers=BufferBudget(
+                    listener_config.max_buffered_bytes, listener_config.request_timeout_s
+                ),
             )
             self.listeners.append(
                 Listener(listener_config, context, refusals=Refusals(listener_config.display_name))

@@ -26,7 +26,7 @@ from agent.cluster.cluster import Cluster
 from agent.config import ListenerConfig, ServiceConfig
 from agent.discovery.registry import Registry
 from agent.errors import InvokeNotSupported
-from agent.runtime.admission import ConnectionBudget
+from agent.runtime.admission import BufferBudget, ConnectionBudget
 
 
 @dataclass
@@ -85,6 +85,8 @@ class ListenerContext:
     direction: Direction = Direction.OUTBOUND
     # The agent-wide budget that every open connection counts against (admission.py).
     budget: ConnectionBudget = field(default_factory=lambda: ConnectionBudget(1 << 30))
+    # Bytes of partly received requests across this listener's connections (Dubbo, Thrift).
+    buffers: BufferBudget = field(default_factory=lambda: BufferBudget(1 << 62, 3600.0))
 
     def __post_init__(self) -> None:
         self.idle.set()

@@ -48,6 +48,21 @@ class AgentCollector:
             "connection budget was reached",
             labels=labels,
         )
+        buffered = GaugeMetricFamily(
+            "meshagent_listener_buffered_bytes",
+            "Bytes of partly received requests held now (Dubbo, Thrift listeners)",
+            labels=labels,
+        )
+        buffer_pauses = CounterMetricFamily(
+            "meshagent_listener_buffer_pauses",
+            "Times a connection stopped being read: the listener's max_buffered_bytes held",
+            labels=labels,
+        )
+        request_timeouts = CounterMetricFamily(
+            "meshagent_listener_request_timeouts",
+            "Connections closed with a request not received whole within request_timeout_s",
+            labels=labels,
+        )
         bytes_in = CounterMetricFamily(
             "meshagent_listener_received_bytes",
             "Bytes from clients (closed connections)",
@@ -66,6 +81,10 @@ class AgentCollector:
             bytes_out.add_metric(values, stats.bytes_out)
             if listener.refusals is not None:
                 refused.add_metric(values, listener.refusals.total)
+            buffers = listener.context.buffers
+            buffered.add_metric(values, buffers.held)
+            buffer_pauses.add_metric(values, buffers.paused_total)
+            request_timeouts.add_metric(values, buffers.timed_out_total)
         if agent.api_connections is not None:
             open_now, api_refusals = agent.api_connections
             active.add_metric(["api", ""], open_now())
@@ -79,6 +98,7 @@ class AgentCollector:
             bytes_in.add_metric(values, stats.bytes_in)
             bytes_out.add_metric(values, stats.bytes_out)
         yield from (accepted, active, rejected, refused, bytes_in, bytes_out)
+        yield from (buffered, buffer_pauses, request_timeouts)
         budget = agent.connection_budget
         yield GaugeMetricFamily(
             "meshagent_connection_budget",

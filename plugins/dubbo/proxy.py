@@ -44,7 +44,11 @@ from agent.errors import (
 )
 from agent.governance.policy import Decision, Degraded, decision_of
 from agent.governance.retry import Failure, FailureKind
-from agent.runtime.client_connection import BatchedClientConnection
+from agent.runtime.client_connection import (
+    PAUSE_CLIENT_WRITE,
+    PAUSE_UPSTREAM,
+    BatchedClientConnection,
+)
 from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
 from agent.telemetry.propagation import HOPS, PATH, TRACEPARENT, TRACESTATE
@@ -82,8 +86,6 @@ _FAILURE_STATUSES = frozenset(
 )
 
 # Why reading from the client is paused (a bit each; reading resumes when none is left).
-_PAUSE_CLIENT_WRITE = 1  # the client does not read its responses fast enough
-_PAUSE_UPSTREAM = 2  # a provider connection's write buffer is over its high-water mark
 
 # Invocation heads by their leading body bytes: a client sends the same few
 # (service, version, method) heads over and over, so most requests skip the decode.
@@ -323,7 +325,6 @@ class DubboProxyConnection(BatchedClientConnection):
         self.heads = _HeadCache()
         self.loop = asyncio.get_running_loop()
         self.calls: set[_Call] = set()
-        self.paused = 0
         # closed: the stream is refused or gone, read nothing more; lost: connection_lost ran.
         self.closed = False
         self.eof = False
@@ -357,14 +358,24 @@ class DubboProxyConnection(BatchedClientConnection):
                 batch.finish()
                 if self._sent_to:
                     self._check_upstreams()
+        if not self.closed:
+            self.hold(decoder.buffered)
+
+    def partial_timed_out(self, held_s: float) -> None:
+        pending = self.decoder.pending_header
+        self._refuse_stream(
+            f"frame not received whole within {self.context.listener.request_timeout_s:g} s "
+            f"({self.decoder.buffered} bytes in {held_s:.1f} s)",
+            pending.request_id if pending is not None and pending.request else None,
+        )
 
     def _check_upstreams(self) -> None:
         """After the read's frames went out: pause reading while a provider is over high water."""
         sent_to = self._sent_to
-        if not self.paused & _PAUSE_UPSTREAM:
+        if not self.paused & PAUSE_UPSTREAM:
             for connection in sent_to:
                 if not connection.writable:
-                    self._pause(_PAUSE_UPSTREAM)
+                    self.pause(PAUSE_UPSTREAM)
                     connection.when_writable(self._upstream_drained)
                     break
         sent_to.clear()
@@ -382,10 +393,10 @@ class DubboProxyConnection(BatchedClientConnection):
         return bool(self.calls)
 
     def pause_writing(self) -> None:
-        self._pause(_PAUSE_CLIENT_WRITE)
+        self.pause(PAUSE_CLIENT_WRITE)
 
     def resume_writing(self) -> None:
-        self._resume(_PAUSE_CLIENT_WRITE)
+        self.resume(PAUSE_CLIENT_WRITE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.lost:
@@ -396,6 +407,7 @@ class DubboProxyConnection(BatchedClientConnection):
         stats.active -= 1
         assert self.transport is not None
         self.context.untrack(self.transport)
+        self.release_held()
         calls, self.calls = self.calls, set()
         for call in calls:
             call.abandon()
@@ -603,8 +615,8 @@ class DubboProxyConnection(BatchedClientConnection):
         host.active_requests += 1
         if self.batch.active:
             self._sent_to.add(connection)  # written when the read is handled; checked then
-        elif not connection.writable and not self.paused & _PAUSE_UPSTREAM:
-            self._pause(_PAUSE_UPSTREAM)
+        elif not connection.writable and not self.paused & PAUSE_UPSTREAM:
+            self.pause(PAUSE_UPSTREAM)
             connection.when_writable(self._upstream_drained)
 
     async def _connect_and_send(self, call: _Call, host: Host) -> None:
@@ -744,20 +756,8 @@ class DubboProxyConnection(BatchedClientConnection):
             self.flush()
             self.transport.close()
 
-    def _pause(self, reason: int) -> None:
-        if not self.paused and self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
-        self.paused |= reason
-
-    def _resume(self, reason: int) -> None:
-        if not self.paused & reason:
-            return
-        self.paused &= ~reason
-        if not self.paused and self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
-
     def _upstream_drained(self) -> None:
-        self._resume(_PAUSE_UPSTREAM)
+        self.resume(PAUSE_UPSTREAM)
 
     def _spawn(self, coroutine: object) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coroutine)  # type: ignore[arg-type]

@@ -39,7 +39,11 @@ from agent.errors import (
 )
 from agent.governance.policy import Degraded, connection_refusal, decision_of, retry_delay
 from agent.governance.retry import Failure, FailureKind
-from agent.runtime.client_connection import BatchedClientConnection
+from agent.runtime.client_connection import (
+    PAUSE_UPSTREAM,
+    PAUSE_YIELD,
+    BatchedClientConnection,
+)
 from agent.runtime.deadlines import Deadlines
 from agent.runtime.protocols import ListenerContext
 from agent.telemetry.propagation import propagation_headers
@@ -212,10 +216,6 @@ class ThriftProxyConnection(BatchedClientConnection):
         self.calls: set[_Call] = set()
         self.closed = False
         self.eof = False
-        self._upstream_paused = False
-        # Reading paused until the loop's next turn (a large message arriving; see
-        # _yield_if_large).
-        self._yielding = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._sent_to: set[UpstreamConnection] = set()  # written to in the current read
         # Deadlines without a timer per call (one timer for the earliest deadline).
@@ -255,36 +255,32 @@ class ThriftProxyConnection(BatchedClientConnection):
                 batch.finish()
                 if self._sent_to:
                     self._check_upstreams()
-        if decoder.buffered > _YIELD_BYTES:
-            self._yield_if_large()
-
-    def _yield_if_large(self) -> None:
-        """A large message is arriving: read it one chunk per turn of the loop. libuv
-        reads a readable socket up to 32 times in one go, and the decoder's walk of each
-        chunk, though linear, then ran for most of a second on a 16 MB message before
-        anything else (a /healthz) got the loop (issue 25)."""
-        if self._yielding or self._upstream_paused or self.transport is None:
+        if self.closed:
             return
-        self._yielding = True
-        self.transport.pause_reading()
-        self.loop.call_soon(self._resume_after_yield)
+        buffered = decoder.buffered
+        self.hold(buffered)
+        if buffered > _YIELD_BYTES and not self.paused & PAUSE_YIELD:
+            # A large message is arriving: one chunk per turn of the loop. libuv reads a
+            # readable socket up to 32 times in one go, and the decoder's walk of each
+            # chunk, though linear, then ran for most of a second on a 16 MB message
+            # before anything else (a /healthz) got the loop (issue 25).
+            self.pause(PAUSE_YIELD)
+            self.loop.call_soon(self.resume, PAUSE_YIELD)
 
-    def _resume_after_yield(self) -> None:
-        self._yielding = False
-        if self._upstream_paused or self.closed:
-            return
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+    def partial_timed_out(self, held_s: float) -> None:
+        self._refuse_stream(
+            f"message not received whole within {self.context.listener.request_timeout_s:g} s "
+            f"({self.decoder.buffered} bytes in {held_s:.1f} s)",
+            AppError.PROTOCOL_ERROR,
+        )
 
     def _check_upstreams(self) -> None:
         """After the read's calls went out: pause reading while a provider is over high water."""
         sent_to = self._sent_to
-        if not self._upstream_paused:
+        if not self.paused & PAUSE_UPSTREAM:
             for connection in sent_to:
                 if not connection.writable:
-                    self._upstream_paused = True
-                    assert self.transport is not None
-                    self.transport.pause_reading()
+                    self.pause(PAUSE_UPSTREAM)
                     connection.when_writable(self._upstream_drained)
                     break
         sent_to.clear()
@@ -308,6 +304,7 @@ class ThriftProxyConnection(BatchedClientConnection):
         self.context.stats.active -= 1
         assert self.transport is not None
         self.context.untrack(self.transport)
+        self.release_held()
         calls, self.calls = self.calls, set()
         for call in calls:
             call.abandon()
@@ -443,19 +440,13 @@ class ThriftProxyConnection(BatchedClientConnection):
         host.active_requests += 1
         if self.batch.active:
             self._sent_to.add(connection)  # written when the read is handled; checked then
-        elif not connection.writable and not self._upstream_paused:
+        elif not connection.writable and not self.paused & PAUSE_UPSTREAM:
             # Backpressure: stop reading this client until the provider's socket drains.
-            self._upstream_paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
+            self.pause(PAUSE_UPSTREAM)
             connection.when_writable(self._upstream_drained)
 
     def _upstream_drained(self) -> None:
-        self._upstream_paused = False
-        if self._yielding:
-            return  # _resume_after_yield resumes
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self.resume(PAUSE_UPSTREAM)
 
     async def _connect_and_send(self, call: _Call, host: Host) -> None:
         """The slow path: connect failures move on to other providers (up to the service's

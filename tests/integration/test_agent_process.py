@@ -21,6 +21,8 @@ import httpx
 import pytest
 import yaml
 
+from plugins.dubbo.body import heartbeat_request
+from plugins.dubbo.frame import Header
 from tests.fixtures.agent_process import APP_SERVICE, AgentProcess, run_cli, tcp_agent_config
 from tests.fixtures.agent_process import TCP_SERVICE as SERVICE
 from tests.fixtures.processes import LOOPBACK, free_port, wait_until
@@ -509,3 +511,89 @@ def test_silent_connections_cannot_exhaust_descriptors_or_starve_the_api(
     )
     assert exchange(agent.listener_port(), b"after").endswith(b":after")
     assert "Too many open files" not in agent.process.output()
+
+
+def test_partly_sent_requests_are_bounded_per_listener_and_timed_out(
+    agent_factory: AgentFactory,
+) -> None:
+    # Issue 25: 30 Dubbo clients each holding a maximal declared body added 240 MB RSS;
+    # nothing bounded the sum. Here 8 clients each declare a 1 MiB body and send all
+    # but its last byte; the listener may hold 256 KiB of partial requests.
+    limit = 256 * 1024
+    config = {
+        "registries": [
+            {
+                "name": "local",
+                "type": "local",
+                "config": {"services": {"slow": [{"host": LOOPBACK, "port": free_port()}]}},
+            }
+        ],
+        "services": [{"name": "slow", "protocol": "dubbo", "health": {"enabled": False}}],
+        "listeners": [
+            {
+                "name": "dubbo0",
+                "port": free_port(),
+                "service": "slow",
+                "protocol": "dubbo",
+                "max_buffered_bytes": limit,
+                "request_timeout_s": 3,
+            }
+        ],
+    }
+    agent = agent_factory(config)
+    port = agent.listener_port()
+    body_length = 1024 * 1024
+    header = Header(True, True, False, 2, 0, 1, body_length).pack()
+    clients = []
+    for _ in range(8):
+        sock = socket.create_connection((LOOPBACK, port), timeout=5)
+        sock.setblocking(False)
+        pending = memoryview(header + b"\0" * (body_length - 1))
+        clients.append((sock, pending))
+
+    def push() -> bool:
+        """Send what each client's socket takes now; True once every one is stuck."""
+        stuck = 0
+        for i, (sock, pending) in enumerate(clients):
+            try:
+                sent = sock.send(pending[:65536])
+                clients[i] = (sock, pending[sent:])
+            except BlockingIOError:
+                stuck += 1
+            if not clients[i][1]:
+                stuck += 1
+        return stuck == len(clients)
+
+    labels = {"listener": "dubbo0", "service": "slow"}
+    try:
+        wait_until(lambda: push() or None, timeout=20, what="clients blocked by the agent")
+        text = agent.metrics()
+        held = metric(text, "meshagent_listener_buffered_bytes", **labels)
+        pauses = metric(text, "meshagent_listener_buffer_pauses_total", **labels)
+        # Bounded: the limit plus at most one read (256 KiB) per paused connection, not
+        # the 8 MiB the clients tried to hand over.
+        assert held is not None and limit < held <= limit + 8 * 256 * 1024, held
+        assert pauses is not None and pauses >= 1
+        # Another client on the same listener is served meanwhile (a heartbeat).
+        with socket.create_connection((LOOPBACK, port), timeout=5) as other:
+            other.sendall(heartbeat_request(7))
+            answer = Header.unpack(other.recv(16))
+            assert answer.event and answer.request_id == 7 and not answer.request
+        # None of the 8 finishes: after request_timeout_s each is closed, and counted.
+        wait_until(
+            lambda: (
+                (
+                    metric(agent.metrics(), "meshagent_listener_request_timeouts_total", **labels)
+                    or 0
+                )
+                >= 8
+                or None
+            ),
+            timeout=20,
+            what="the partly sent requests timed out",
+        )
+        assert metric(agent.metrics(), "meshagent_listener_buffered_bytes", **labels) == 0
+        assert "frame not received whole within 3 s" in agent.process.output()
+    finally:
+        for sock, _ in clients:
+            sock.close()

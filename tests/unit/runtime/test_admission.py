@@ -9,6 +9,7 @@ import pytest
 from agent.runtime.admission import (
     HEADROOM,
     LOG_EVERY_S,
+    BufferBudget,
     ConnectionBudget,
     Refusals,
     default_budget,
@@ -116,3 +117,43 @@ def test_the_default_budget_keeps_headroom_and_the_api_share() -> None:
         assert default_budget(reserved=256) == (1024 - HEADROOM - 256) // 2
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class Holder:
+    def __init__(self) -> None:
+        self.resumed = 0
+        self.timed_out = asyncio.Event()
+
+    def resume_buffers(self) -> None:
+        self.resumed += 1
+
+    def partial_timed_out(self, held_s: float) -> None:
+        self.timed_out.set()
+
+
+async def test_past_the_buffer_budget_holders_pause_until_others_complete() -> None:
+    budget = BufferBudget(limit=100, timeout_s=3600)
+    first, second, third = Holder(), Holder(), Holder()
+    assert not budget.update(first, 0, 60)
+    assert budget.update(second, 0, 60)  # 120 held: the one that went over pauses
+    assert budget.update(third, 0, 10)  # still over: every holder that adds pauses
+    assert budget.held == 130 and budget.paused_total == 2
+    # first's request completes: 70 held, the waiting ones resume, in order.
+    assert not budget.update(first, 60, 0)
+    assert (second.resumed, third.resumed) == (1, 1)
+    # A holder that goes away with its bytes frees them too.
+    assert budget.update(first, 0, 50)  # 120 again
+    budget.forget(second, 60)
+    assert budget.held == 60 and first.resumed == 1
+
+
+async def test_a_request_arriving_too_long_is_timed_out_by_the_sweep() -> None:
+    clock = Clock()
+    budget = BufferBudget(limit=1000, timeout_s=5.0, clock=clock)
+    slow, done = Holder(), Holder()
+    budget.update(slow, 0, 10)
+    budget.update(done, 0, 10)
+    budget.update(done, 10, 0)  # completed: no longer swept
+    clock.now += 6.0  # the sweep (once a second) finds slow's request 6 s old
+    await asyncio.wait_for(slow.timed_out.wait(), 5)
+    assert budget.timed_out_total == 1 and not done.timed_out.is_set()
