@@ -8,7 +8,7 @@ COMPILED_STAMP := $(VENV)/.compiled-stamp
 COMPILED_SRC := $(shell sed -n 's/^    "\(.*\.py\)",$$/\1/p' agent/compiled.py)
 CONFIG ?= examples/agent.yaml
 
-.PHONY: compiled run demo test test-deps venv system-deps peers helm otelcol lint typecheck unit integration openapi bench clean
+.PHONY: compiled run demo test test-deps venv system-deps peers helm otelcol lint typecheck unit integration openapi fuzz bench clean
 
 # First the dependencies (mypy among them: it brings mypyc) with the package interpreted...
 $(STAMP): pyproject.toml
@@ -83,6 +83,13 @@ integration: test-deps
 	$(BIN)/pytest -q tests/integration tests/interop tests/contract
 
 ## Benchmarks (not tests): each prints medians and ratios against peers run in the same rounds.
+## Coverage-guided fuzzing of every decoder (fuzz/), interpreted so that atheris sees
+## coverage: FUZZ_SECONDS per target (default 60). Outside CI.
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	$(BIN)/pip install -q -e '.[fuzz]'
+	MESHAGENT_PURE_PYTHON=1 $(BIN)/python -m fuzz.run --all $(FUZZ_SECONDS)
+
 bench: venv peers
 	scripts/install-system-deps.sh bench
 	$(BIN)/pip install -q -e '.[bench]'
