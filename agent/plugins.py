@@ -14,7 +14,7 @@ import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -36,6 +36,16 @@ class EmptyConfig(BaseModel):
     """The configuration model of a plugin that takes no settings."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+@runtime_checkable
+class NamesServices(Protocol):
+    """A listener config model that names services besides the listener's own (routes):
+    the agent checks them when it is built, so ``check-config`` refuses an unknown one."""
+
+    def service_references(self) -> list[tuple[str, str]]:
+        """(path inside the listener's config, service name) of each one named."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,17 @@ from agent.discovery.config_source import ConfigKey, ConfigSource
 from agent.discovery.registry import Registry, Subscription
 from agent.discovery.types import Registration, RegistryStatus, ServiceKey, frozen_mapping
 from agent.discovery.validate import screen
-from agent.errors import DrainingError, InvokeNotSupported, MeshAgentError, UnknownServiceError
+from agent.errors import (
+    ConfigError,
+    DrainingError,
+    InvokeNotSupported,
+    MeshAgentError,
+    UnknownServiceError,
+)
 from agent.governance.policy import GovernancePolicy
 from agent.governance.rules import RuleSet
 from agent.governance.table import CompiledRule
-from agent.plugins import PluginKind, load
+from agent.plugins import NamesServices, PluginKind, load
 from agent.runtime.admission import (
     BufferBudget,
     ConnectionBudget,
@@ -135,6 +141,15 @@ class Agent:
             protocol_config = plugin.validate_config(
                 listener_config.config, f"listeners[{i}].config"
             )
+            if isinstance(protocol_config, NamesServices):
+                unknown = [
+                    f"listeners[{i}].config.{path}: unknown service {name!r}; "
+                    f"configured: {', '.join(self.services) or 'none'}"
+                    for path, name in protocol_config.service_references()
+                    if name not in self.services
+                ]
+                if unknown:
+                    raise ConfigError(unknown)
             context = ListenerContext(
                 listener_config,
                 self.services[listener_config.service],

@@ -52,6 +52,10 @@ class HttpConfig(Strict):
 
     # Requests matching no route go to the listener's own ``service``.
     routes: list[HttpRoute] = Field(default_factory=list)
+
+    def service_references(self) -> list[tuple[str, str]]:
+        return [(f"routes[{i}].service", route.service) for i, route in enumerate(self.routes)]
+
     # The request line plus headers; past it the client gets 431 (nginx: 8 KiB per
     # line, 4 lines of large buffers; Envoy: 60 KiB total). 16 KiB is h11's default.
     max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024

@@ -49,6 +49,9 @@ class ThriftConfig(BaseModel):
     # Base.Caller where the app leaves it empty; default: the agent's app.name.
     caller: str = ""
 
+    def service_references(self) -> list[tuple[str, str]]:
+        return [(f"routes.{method}", service) for method, service in self.routes.items()]
+
 
 class ThriftServiceOptions(BaseModel):
     """``services[].options`` of a Thrift service: what JSON invocation needs."""

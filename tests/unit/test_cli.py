@@ -87,3 +87,26 @@ def test_run_names_a_port_in_use(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_check_config_refuses_routes_to_unknown_services(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 25: check-config passed an HTTP route to an unknown service; run then failed.
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "services: [{name: a, protocol: http}, {name: t, protocol: thrift}]\n"
+        "listeners:\n"
+        "  - {port: 9003, service: a, protocol: http,"
+        " config: {routes: [{path_prefix: /x, service: nosuch}]}}\n"
+        "  - {port: 9004, service: t, protocol: thrift, config: {routes: {ping: gone}}}\n"
+    )
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "listeners[0].config.routes[0].service: unknown service 'nosuch'" in err
+    path.write_text(
+        "services: [{name: t, protocol: thrift}]\n"
+        "listeners: [{port: 9004, service: t, protocol: thrift, config: {routes: {ping: gone}}}]\n"
+    )
+    assert main(["check-config", str(path)]) == 2
+    assert "listeners[0].config.routes.ping: unknown service 'gone'" in capsys.readouterr().err

@@ -221,11 +221,10 @@ async def test_stop_ends_idle_keep_alive_clients(providers: Any) -> None:
         await client.aclose()
 
 
-async def test_routes_naming_unknown_services_fail_startup() -> None:
-    agent = Agent(parse_config(config([1], routes=[{"service": "nope"}])))
-    with pytest.raises(ConfigError, match="nope"):
-        await agent.start()
-    await agent.stop()
+async def test_routes_naming_unknown_services_are_refused_with_their_path() -> None:
+    # When the agent is built, so check-config refuses them too (it builds the agent).
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.service: unknown service 'nope'"):
+        Agent(parse_config(config([1], routes=[{"service": "nope"}])))
 
 
 async def test_router_matches_host_without_port_and_path_prefix() -> None:
