@@ -36,7 +36,30 @@ class Metric:
         self.samples: list[Sample] = []
 
 
-class CounterMetricFamily(Metric):
+class _OneValueFamily(Metric):
+    """A family whose samples are one value per label set (counters and gauges)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        typ: str,
+        sample_name: str,
+        value: float | None,
+        labels: Sequence[str] | None,
+    ) -> None:
+        super().__init__(name, documentation, typ)
+        self._sample_name = sample_name
+        self._labelnames = tuple(labels or ())
+        if value is not None:
+            self.add_metric([], value)
+
+    def add_metric(self, labels: Sequence[str], value: float) -> None:
+        named = dict(zip(self._labelnames, labels, strict=True))
+        self.samples.append(Sample(self._sample_name, named, value))
+
+
+class CounterMetricFamily(_OneValueFamily):
     def __init__(
         self,
         name: str,
@@ -44,18 +67,11 @@ class CounterMetricFamily(Metric):
         value: float | None = None,
         labels: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(name.removesuffix("_total"), documentation, "counter")
-        self._labelnames = tuple(labels or ())
-        if value is not None:
-            self.add_metric([], value)
-
-    def add_metric(self, labels: Sequence[str], value: float) -> None:
-        self.samples.append(
-            Sample(f"{self.name}_total", dict(zip(self._labelnames, labels, strict=True)), value)
-        )
+        base = name.removesuffix("_total")
+        super().__init__(base, documentation, "counter", f"{base}_total", value, labels)
 
 
-class GaugeMetricFamily(Metric):
+class GaugeMetricFamily(_OneValueFamily):
     def __init__(
         self,
         name: str,
@@ -63,15 +79,7 @@ class GaugeMetricFamily(Metric):
         value: float | None = None,
         labels: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(name, documentation, "gauge")
-        self._labelnames = tuple(labels or ())
-        if value is not None:
-            self.add_metric([], value)
-
-    def add_metric(self, labels: Sequence[str], value: float) -> None:
-        self.samples.append(
-            Sample(self.name, dict(zip(self._labelnames, labels, strict=True)), value)
-        )
+        super().__init__(name, documentation, "gauge", name, value, labels)
 
 
 class HistogramMetricFamily(Metric):
