@@ -13,7 +13,6 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.errors import ConfigError
 from agent.plugins import Plugin, PluginKind
 from agent.runtime.protocols import (
     HttpInvokeRequest,
@@ -113,14 +112,8 @@ class HttpProtocol(ProtocolSupport):
         from plugins.http.proxy import HttpProxyConnection
         from plugins.http.routing import Router
 
-        unknown = [r.service for r in self.config.routes if r.service not in context.clusters]
-        if unknown:
-            raise ConfigError(
-                [
-                    f"listener {context.listener.display_name}: routes name unknown "
-                    f"service(s) {', '.join(sorted(set(unknown)))}"
-                ]
-            )
+        # Routes to unknown services were refused when the agent was built
+        # (HttpConfig.service_references, checked in agent/runtime/agent.py).
         router = Router(context, self.config.routes)
         self.contexts.append(context)
         return lambda: HttpProxyConnection(
