@@ -54,6 +54,7 @@ COMPILED: tuple[str, ...] = (
     "agent/api/fast_routes.py",
     "agent/api/problem_details.py",
     "plugins/dubbo/invoker.py",
+    "plugins/dubbo/strategies.py",
     "plugins/dubbo/upstream.py",
     "agent/runtime/writebatch.py",
     # the listeners' connections and the upstream pools

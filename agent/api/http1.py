@@ -450,10 +450,14 @@ class ApiConnection(asyncio.Protocol):
     async def _send_stream(self, stream: AsyncIterator[bytes], chunked: bool) -> None:
         transport = self.transport
         assert transport is not None
+        # No ``await`` in a ``finally``: compiled by mypyc, an exception pending there can be
+        # lost when the coroutine suspends (seen in the Dubbo forking strategy). Caught,
+        # the stream closed, raised again.
+        interrupted: BaseException | None = None
         try:
             async for chunk in stream:
                 if self._closing:
-                    return
+                    break
                 if chunk:
                     transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                 if self._can_write is not None and not self._can_write.done():
@@ -463,13 +467,15 @@ class ApiConnection(asyncio.Protocol):
             log.exception("api: a streamed reply failed")
             self._closing = True
             transport.close()
-            return
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-            self._stream_task = None
+        except BaseException as exc:
+            interrupted = exc
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        self._stream_task = None
+        if interrupted is not None:
+            raise interrupted
         if self._closing:
             return
         if chunked:

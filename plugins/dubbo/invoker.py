@@ -243,20 +243,18 @@ async def _invoke(
 
     started = time.monotonic()
     remaining = call.remaining_s()
+    strategy_call = strategies.Call(
+        request.method, settings_for, ineligible, retry_after=retry_after, max_attempts=max_attempts
+    )
     try:
-        # The attempts bound themselves; this bounds what they do not (connecting, forking).
-        async with asyncio.timeout(remaining):
-            result, host = await strategies.invoke(
-                request.cluster,
-                strategies.Call(
-                    request.method,
-                    settings_for,
-                    ineligible,
-                    retry_after=retry_after,
-                    max_attempts=max_attempts,
-                ),
-                send,
-            )
+        if remaining is None:
+            # No deadline: each attempt is bounded by its own timeout and connecting by the
+            # pool's; a timeout scope here would cost a tenth of the call and bound nothing.
+            result, host = await strategies.invoke(request.cluster, strategy_call, send)
+        else:
+            # The attempts bound themselves; this bounds what they do not (connecting, forking).
+            async with asyncio.timeout(remaining):
+                result, host = await strategies.invoke(request.cluster, strategy_call, send)
     except TimeoutError:
         raise UpstreamTimeout(
             f"{service.name}.{request.method}: no answer within the call's deadline "

@@ -22,7 +22,6 @@ generic call the *real* method's settings are used, never ``$invoke``'s (dubbo-g
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -74,6 +73,31 @@ def _int(raw: str | None, minimum: int) -> int | None:
     return value if value >= minimum else None
 
 
+def _layered_int(
+    method_value: int | None,
+    service_value: int | None,
+    provider: Mapping[str, str],
+    method: str,
+    key: str,
+    minimum: int,
+) -> int | None:
+    if method_value is not None:
+        return method_value
+    from_provider = _int(provider.get(f"{method}.{key}"), minimum)
+    if from_provider is not None:
+        return from_provider
+    if service_value is not None:
+        return service_value
+    return _int(provider.get(key), minimum)
+
+
+def _cluster_name(raw: str | None) -> ClusterName | None:
+    for name in CLUSTERS:
+        if raw == name:
+            return name
+    return None
+
+
 def resolve(
     method: str,
     provider: Mapping[str, str],
@@ -83,32 +107,33 @@ def resolve(
 ) -> Settings:
     """The settings of one call of ``method`` on a provider with URL parameters ``provider``."""
     mine = options.methods.get(method)
-
-    def layered(option: str, key: str, parse: Callable[[str | None], V | None]) -> V | None:
-        # Method level (the agent's, then the provider's), then service level (likewise).
-        if mine is not None and getattr(mine, option) is not None:
-            value: V = getattr(mine, option)
-            return value
-        from_provider = parse(provider.get(f"{method}.{key}"))
-        if from_provider is not None:
-            return from_provider
-        if getattr(options, option) is not None:
-            service_value: V = getattr(options, option)
-            return service_value
-        return parse(provider.get(key))
-
-    def cluster_name(raw: str | None) -> ClusterName | None:
-        for name in CLUSTERS:
-            if raw == name:
-                return name
-        return None
-
-    timeout = layered("timeout_ms", "timeout", lambda raw: _int(raw, 1))
-    retries = layered("retries", "retries", lambda raw: _int(raw, 0))
-    forks = layered("forks", "forks", lambda raw: _int(raw, 1))
-    cluster: ClusterName | None = layered("cluster", "cluster", cluster_name)
+    # Each option: method level (the agent's, then the provider's), then service level
+    # (likewise). Written out, not looked up by name: this runs on every call.
+    timeout = _layered_int(
+        mine.timeout_ms if mine is not None else None,
+        options.timeout_ms,
+        provider,
+        method,
+        "timeout",
+        1,
+    )
+    retries = _layered_int(
+        mine.retries if mine is not None else None, options.retries, provider, method, "retries", 0
+    )
+    forks = _layered_int(
+        mine.forks if mine is not None else None, options.forks, provider, method, "forks", 1
+    )
+    cluster = mine.cluster if mine is not None else None
+    if cluster is None:
+        cluster = _cluster_name(provider.get(f"{method}.cluster"))
+        if cluster is None:
+            cluster = options.cluster
+            if cluster is None:
+                cluster = _cluster_name(provider.get("cluster"))
     # Only the agent's config can declare a method safe to repeat: no Dubbo URL says so.
-    on_timeout: bool | None = layered("retry_on_timeout", "", lambda raw: None)
+    on_timeout = mine.retry_on_timeout if mine is not None else None
+    if on_timeout is None:
+        on_timeout = options.retry_on_timeout
     return Settings(
         cluster=cluster or DEFAULT_CLUSTER,
         timeout_ms=request_timeout_ms or timeout or default_timeout_ms,
@@ -291,6 +316,26 @@ async def _forking(
         asyncio.ensure_future(_attempt(cluster, host, call.settings_for(host), send)): host
         for host in hosts
     }
+    # No ``await`` in a ``finally``: compiled by mypyc, the exception pending there is lost
+    # when the coroutine suspends (the forking deadline test caught it).
+    failure: BaseException | None = None
+    try:
+        answer = await _first_answer(call, settings, tasks)
+    except BaseException as exc:
+        failure = exc
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+    # The losers' outcomes (cancelled or failed) are collected, never raised.
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if failure is not None:
+        raise failure
+    return answer
+
+
+async def _first_answer(
+    call: Call, settings: Settings, tasks: dict[asyncio.Task[T], Host]
+) -> tuple[T, Host]:
     last_error: BaseException | None = None
     try:
         async with asyncio.timeout(settings.timeout_ms / 1000):
@@ -309,14 +354,7 @@ async def _forking(
     except TimeoutError:
         raise UpstreamTimeout(
             f"no provider of {call.method!r} answered within {settings.timeout_ms} ms "
-            f"(forking to {len(hosts)})"
+            f"(forking to {len(tasks)})"
         ) from None
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
     assert last_error is not None
     raise last_error

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -156,6 +158,39 @@ async def test_streams_are_chunked_or_close_delimited_for_http10() -> None:
         assert "transfer-encoding" not in fields and fields["connection"] == "close"
         assert body == b"line 0\nline 1\nline 2\n"
         writer.close()
+
+
+async def test_a_client_leaving_mid_stream_closes_the_stream_and_ends_the_task() -> None:
+    closed = asyncio.Event()
+    blocked = asyncio.Event()
+
+    async def forever() -> AsyncIterator[bytes]:
+        try:
+            yield b"first\n"
+            blocked.set()
+            await asyncio.Event().wait()
+            yield b"never\n"
+        finally:
+            closed.set()
+
+    def handler(request: ApiRequest) -> Reply:
+        return Reply(200, b"", b"application/x-ndjson", stream=forever())
+
+    async with Server(handler) as server:
+        _reader, writer = await server.connect()
+        writer.write(get("/s"))
+        await asyncio.wait_for(blocked.wait(), 5)
+        (connection,) = server.server.connections
+        task = connection._stream_task
+        assert task is not None
+        # A reset, not a half-close (a half-closed client still gets its answer).
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+        await asyncio.wait_for(closed.wait(), 5)  # the generator was closed (aclose)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)  # the cancellation is not swallowed
+        assert task.cancelled()
 
 
 @pytest.mark.parametrize(
