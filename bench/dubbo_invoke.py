@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=float, default=0.0, help="py-spy seconds at the end")
     parser.add_argument("--profile-concurrency", type=int, default=1, help="wrk -c for py-spy")
     parser.add_argument(
+        "--profile-native", action="store_true", help="py-spy --native (C frames of compiled code)"
+    )
+    parser.add_argument(
         "--baseline", type=Path, default=None, help="another checkout's agent as openapi-base"
     )
     parser.add_argument(
@@ -403,6 +406,8 @@ def profile(setup: Setup, tmp: Path) -> None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     raw = tmp / "agent.pyspy.txt"
     argv = [py_spy, "record", "-p", str(setup.agent.pid), "-d", str(int(seconds)), "-r", "200"]
+    if setup.args.profile_native:
+        argv.append("--native")  # the compiled modules' C functions and libc's syscalls
     spy = subprocess.Popen(
         [*argv, "-f", "raw", "-o", str(raw)],
         stdout=subprocess.DEVNULL,

@@ -319,7 +319,7 @@ class MultiplexConnection(asyncio.Protocol, Generic[RequestT, ResponseT]):
         """Send a request and await its answer, within ``timeout_s`` (UpstreamTimeout)."""
         if self.closed:
             raise self.closed_error()
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # asyncio.get_running_loop() would cost a getpid() per request
         if not self.writable:
             # Backpressure (rare): wait while the provider's socket buffer is over high
             # water, within the same deadline.
