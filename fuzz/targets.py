@@ -13,6 +13,7 @@ atheris guides by Python line coverage, which mypyc-compiled modules do not repo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
@@ -164,9 +165,17 @@ class _Transport:
 _OK = Reply(200, b"{}")
 
 
+# The API connection keeps its loop (it must be running): one for every execution.
+_LOOP = asyncio.new_event_loop()
+
+
 def http1_heads(data: bytes) -> None:
     """The API port's HTTP/1.1 server (agent/api/http1.py): heads, bodies, pipelining,
     limits; every request answered with a fixed reply."""
+    _LOOP.run_until_complete(_http1_heads(data))
+
+
+async def _http1_heads(data: bytes) -> None:
     server = ApiServer(lambda request: _OK, socket.socket(), Http1Limits(max_body_bytes=4096))
     try:
         connection = ApiConnection(server)

@@ -180,7 +180,7 @@ class ApiConnection(asyncio.Protocol):
         self.peer: tuple[str, int] | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._request: ApiRequest | None = None  # being received
-        self._url = b""
+        self._url: list[bytes] = []
         self._head_bytes = 0
         self._body: list[bytes] = []
         self._body_bytes = 0
@@ -270,7 +270,7 @@ class ApiConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._request = ApiRequest(self)
-        self._url = b""
+        self._url = []
         self._head_bytes = 0
         self._body = []
         self._body_bytes = 0
@@ -279,7 +279,8 @@ class ApiConnection(asyncio.Protocol):
         self.receiving_since = self.server.clock
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        # Pieces kept and joined once: ``bytes +=`` would copy the URL again per piece.
+        self._url.append(url)
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -304,7 +305,7 @@ class ApiConnection(asyncio.Protocol):
         request.method = parser.get_method().decode("latin-1")
         request.version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
-        path, _, query = self._url.partition(b"?")
+        path, _, query = b"".join(self._url).partition(b"?")
         request.path, request.query = path.partition(b"#")[0], query.partition(b"#")[0]
         if _ESCAPED_CONTROL.search(request.path) is not None:
             # No route takes a control character (a newline would also split a log line

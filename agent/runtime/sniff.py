@@ -95,6 +95,9 @@ def _http1(data: bytes) -> bool | None:
 
 def sniff(data: bytes) -> str | None:
     """The protocol of a connection that began with ``data``; None: need more bytes."""
+    # Every verdict is reached within MAX_SNIFF_BYTES: looking further would only make a
+    # large first read cost more (issue 25: work bounded whatever the input).
+    data = data[:MAX_SNIFF_BYTES]
     if not data:
         return None
     if _prefix_of(data, DUBBO_MAGIC):

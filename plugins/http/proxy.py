@@ -162,6 +162,7 @@ class HttpProxyConnection(asyncio.Protocol):
         self.exchange: _Exchange | None = None
         self.in_head = False
         self.head_size = 0
+        self.url_parts: list[bytes] = []
         self.paused = 0
         self.write_paused = False
         self.client_eof = False
@@ -267,11 +268,11 @@ class HttpProxyConnection(asyncio.Protocol):
         self.current = _Request()
         self.in_head = True
         self.head_size = 0
+        self.url_parts.clear()
 
     def on_url(self, url: bytes) -> None:
-        request = self.current
-        assert request is not None
-        request.url += url
+        # Pieces kept and joined once: ``bytes +=`` would copy the URL again per piece.
+        self.url_parts.append(url)
         self.head_size += len(url)
         if self.head_size > self.config.max_header_bytes:
             raise _HeadTooLarge
@@ -292,6 +293,8 @@ class HttpProxyConnection(asyncio.Protocol):
         request = self.current
         assert request is not None
         self.in_head = False
+        request.url = b"".join(self.url_parts)
+        self.url_parts.clear()
         parser = self.parser
         request.method = method = parser.get_method()
         request.version = parser.get_http_version()

@@ -13,6 +13,7 @@ import pytest
 
 from agent.api.http1 import ApiRequest, ApiServer, Http1Limits, Reply
 from agent.runtime.admin import bind
+from tests.support.work import interpreted, lines_run
 
 Handler = Callable[[ApiRequest], "Reply | Awaitable[Reply]"]
 
@@ -300,3 +301,68 @@ async def test_many_pipelined_requests_pause_reading_and_are_all_answered() -> N
             _status, _, body = await read_response(reader)
             assert json.loads(body)["query"] == f"i={i}"
         writer.close()
+
+
+class _MemoryTransport:
+    """What ApiConnection asks of its transport, in memory (no socket: lines are counted)."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_a_large_head_in_small_reads_costs_work_linear_in_its_size() -> None:
+    # Issue 25: the URL and headers arrive in pieces (httptools keeps its place); the
+    # server's own part must not look back either. Lines of http1.py run (an interpreted
+    # copy) for a head of n and of 10n bytes, fed 16 bytes at a time.
+    http1 = interpreted("agent.api.http1")
+
+    def lines_for(headers: int) -> int:
+        head = (
+            b"GET /"
+            + b"p" * (headers * 10)
+            + b" HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 20) for i in range(headers))
+            + b"\r\n"
+        )
+        sock = socket.socket()
+        server = http1.ApiServer(
+            lambda request: http1.Reply(200, b"{}"),
+            sock,
+            http1.Http1Limits(max_head_bytes=1 << 22),
+        )
+        transport = _MemoryTransport()
+
+        def feed() -> bytes:
+            connection = http1.ApiConnection(server)
+            connection.connection_made(transport)
+            for at in range(0, len(head), 16):
+                connection.data_received(head[at : at + 16])
+            return bytes(transport.out)
+
+        try:
+            out, lines = lines_run(http1, feed)
+        finally:
+            sock.close()
+        assert out.startswith(b"HTTP/1.1 200 ")
+        return lines
+
+    assert lines_for(5_000) <= 10 * lines_for(500) * 1.05

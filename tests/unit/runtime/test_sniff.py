@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.runtime.sniff import HTTP2_PREFACE, MAX_SNIFF_BYTES, pipeline_protocol, sniff
+from tests.support.work import interpreted
 
 DUBBO_REQUEST = b"\xda\xbb\xc2\x00" + (1).to_bytes(8, "big") + (0).to_bytes(4, "big")
 THRIFT_BINARY = b"\x80\x01\x00\x01" + struct.pack("!i", 4) + b"ping" + b"\x00\x00\x00\x01"
@@ -65,3 +67,30 @@ def test_pipeline_is_the_service_protocol_only_when_it_can_carry_the_bytes() -> 
     assert pipeline_protocol("http", "dubbo") == "tcp"
     assert pipeline_protocol("tcp", "dubbo") == "tcp"
     assert pipeline_protocol("thrift", "tcp") == "tcp"
+
+
+class _CountingBytes(bytes):
+    """Bytes that count what slicing them copies out."""
+
+    copied = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        part = super().__getitem__(index)
+        if isinstance(index, slice):
+            _CountingBytes.copied += len(part)
+        return part
+
+
+@pytest.mark.parametrize(
+    "first", [b"\x00\x00\x00\x10\x80\x01\x00\x01", b"\x00" * 8, b"GE", b"PRI * HTTP/2.0\r\n"]
+)
+def test_a_large_first_read_is_judged_on_its_first_bytes_only(first: bytes) -> None:
+    # Issue 25: the sniffer's work is bounded whatever the input: a megabyte read at once
+    # is looked at no further than the longest signature (an interpreted copy of the
+    # module, so that slicing goes through the counting bytes in either build).
+    module = interpreted("agent.runtime.sniff")
+    data = _CountingBytes(first + b"\x00" * (1 << 20))
+    expected = sniff(bytes(data)[:MAX_SNIFF_BYTES])
+    _CountingBytes.copied = 0
+    assert module.sniff(data) == expected
+    assert _CountingBytes.copied <= MAX_SNIFF_BYTES

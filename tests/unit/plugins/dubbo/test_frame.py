@@ -20,6 +20,7 @@ from plugins.dubbo.frame import (
     frame_with_id,
     with_request_id,
 )
+from tests.support.work import interpreted, lines_run
 
 # What the Java consumer sent for echo("hi"), taken from a capture (tests/interop):
 # id -7661023889869291003, flags 0xc2 (request, two-way, hessian2), 258-byte body.
@@ -202,3 +203,32 @@ def test_frame_with_id_keeps_every_flag() -> None:
         decoder.receive_data(data)
         (frame,) = drain(decoder)
         assert frame_with_id(frame, 1) == data
+
+
+def frames_in_pieces(count: int, body: int, piece: int) -> int:
+    """Lines of frame.py run to decode ``count`` frames of ``body`` bytes fed in ``piece``s."""
+    frame = interpreted("plugins.dubbo.frame")
+    wire = b"".join(request(i, b"\x07" * body) for i in range(count))
+
+    def decode() -> int:
+        decoder = frame.FrameDecoder(max_body=1 << 24)
+        seen = 0
+        for at in range(0, len(wire), piece):
+            decoder.receive_data(wire[at : at + piece])
+            while decoder.next_event() is not NEED_DATA:
+                seen += 1
+        return seen
+
+    seen, lines = lines_run(frame, decode)
+    assert seen == count
+    return lines
+
+
+def test_a_large_frame_in_small_reads_costs_work_linear_in_its_size() -> None:
+    # Issue 25: every decoder keeps its place between reads. Ten times the body in the
+    # same small reads is ten times the work (a re-walk from the frame's start would be a
+    # hundred), and many frames cost each no more than one.
+    small = frames_in_pieces(1, 20_000, 64)
+    large = frames_in_pieces(1, 200_000, 64)
+    assert large <= 10 * small * 1.05
+    assert frames_in_pieces(100, 16, 1 << 16) <= 100 * frames_in_pieces(1, 16, 1 << 16)

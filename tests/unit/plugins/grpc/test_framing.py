@@ -5,6 +5,7 @@ import random
 import pytest
 
 from plugins.grpc.framing import MessageSizes, MessageTooLarge
+from tests.support.work import interpreted, lines_run
 
 
 def framed(body: bytes, declared: int | None = None) -> bytes:
@@ -49,3 +50,24 @@ def test_over_the_limit_is_refused_at_its_prefix() -> None:
     with pytest.raises(MessageTooLarge) as caught:
         sizes.feed(framed(b"", declared=11)[:5])
     assert caught.value.size == 11
+
+
+def test_work_is_linear_in_the_bytes_whatever_the_pieces() -> None:
+    # Issue 25: the sizes are followed across DATA frames without looking back. Lines of
+    # framing.py run (an interpreted copy) for n and 10n bytes in 7-byte pieces.
+    framing = interpreted("plugins.grpc.framing")
+
+    def lines_for(total: int) -> int:
+        data = b"".join(framed(b"m" * 95) for _ in range(total // 100))
+
+        def feed() -> int:
+            sizes = framing.MessageSizes(1 << 20)
+            for at in range(0, len(data), 7):
+                sizes.feed(data[at : at + 7])
+            return int(sizes.messages)
+
+        messages, lines = lines_run(framing, feed)
+        assert messages == total // 100
+        return lines
+
+    assert lines_for(200_000) <= 10 * lines_for(20_000) * 1.05

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import tracemalloc
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -26,6 +27,7 @@ from plugins.dubbo.hessian2 import (
     encode,
 )
 from tests.support.hessian2_graph import assert_same_graph
+from tests.support.work import interpreted, lines_run
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -487,3 +489,26 @@ def test_mutated_encodings_raise_only_decode_errors(data: bytes, draw: st.DataOb
     mutated = data[:position] + bytes([byte]) + data[position + 1 :]
     with contextlib.suppress(HessianDecodeError):
         decode_all(mutated)
+
+
+@pytest.mark.parametrize(
+    "value_of",
+    [
+        pytest.param(lambda n: [f"s{i}" for i in range(n)], id="list-of-strings"),
+        pytest.param(lambda n: "\u00e9x" * n, id="long-chunked-string"),
+        pytest.param(lambda n: b"\x01" * (n * 8), id="long-chunked-binary"),
+        pytest.param(lambda n: {i: [i, float(i)] for i in range(n)}, id="map-of-lists"),
+    ],
+)
+def test_decoding_work_is_linear_in_the_input(value_of: Callable[[int], object]) -> None:
+    # Issue 25: no decoder's work may grow faster than its input. Lines of decoder.py run
+    # (an interpreted copy, so the count is the same in a compiled build) for n and 10n.
+    decoder = interpreted("plugins.dubbo.hessian2.decoder")
+
+    def lines_for(n: int) -> int:
+        data = encode(value_of(n))
+        (decoded,), lines = lines_run(decoder, lambda: decoder.decode_all(data))
+        assert decoded == value_of(n) or isinstance(decoded, bytes | dict)
+        return lines
+
+    assert lines_for(30_000) <= 10 * lines_for(3_000) * 1.05
