@@ -69,6 +69,7 @@ COMPILED: tuple[str, ...] = (
     "agent/runtime/deadlines.py",
     # the calls hub, telemetry and governance decisions, balancing
     "agent/calls.py",
+    "agent/exchange.py",
     "agent/telemetry/call_metrics.py",
     "agent/telemetry/exposition.py",
     "agent/telemetry/tracing.py",

@@ -44,6 +44,11 @@ def with_outgoing(fields: Headers, outgoing: Mapping[str, str]) -> Headers:
     return [(n, v) for n, v in fields if n.lower() not in names] + added
 
 
+def no_header(name: str) -> str | None:
+    """The header lookup of a rule that does not split by header (nothing to look at)."""
+    return None
+
+
 def header_lookup(headers: Headers) -> Callable[[str], str | None]:
     """A request header by lower-case name, for traffic-splitting rules that match on it."""
     found: dict[str, str] = {}

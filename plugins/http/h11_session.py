@@ -23,8 +23,18 @@ from typing import cast
 
 import h11
 
+from agent.calls import Call, CallRejected, Outcome
 from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
+from agent.exchange import Action, Exchange
+from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import ListenerContext, ListenerStats
+from plugins.http.calls import (
+    header_lookup,
+    no_header,
+    outcome_of_status,
+    refusal,
+    with_outgoing,
+)
 from plugins.http.h2_server import PREFACE, H2Session, upgrade_settings_problem
 from plugins.http.headers import (
     Headers,
@@ -33,6 +43,7 @@ from plugins.http.headers import (
     forwarding,
     header_value,
     is_upgrade,
+    split_fields,
 )
 from plugins.http.pool import UpstreamConnection, UpstreamPool
 from plugins.http.protocol import HttpConfig
@@ -342,53 +353,138 @@ class _Session:
             end = await self._next()
             assert isinstance(end, h11.EndOfMessage)
         name = target.service.name
-        tries = 1 + (target.retries if request.method in IDEMPOTENT and not has_body else 0)
-        tried: set[str] = set()
-        stale_retried = False
-        attempt = 0
+        # The call: governance, metrics, tracing and the access log see this request as
+        # they see one on the fast path (issue 21: this session used to skip them).
+        router = self.owner.router
+        incoming: dict[str, str] = {}
+        split_fields(raw, incoming)
+        try:
+            call = self.context.calls.start(
+                "http", router.direction, router.call_routes.route(name, request.method), incoming
+            )
+        except CallRejected as exc:
+            await self._refusal(exc, name)
+            return True
+        idempotent = request.method in IDEMPOTENT
+        exchange = Exchange(
+            call,
+            retries=target.retries if idempotent and not has_body else 0,
+            idempotent=idempotent,
+            resendable=not has_body,  # a body is streamed to the provider, not kept
+        )
+        decision = exchange.decision
+        if decision is not None and decision.splits:
+            exchange.exclude_subset(
+                decision.excluded(
+                    target.cluster.hosts(),
+                    lambda host: host.instance.metadata,
+                    header_lookup(raw) if decision.uses_headers else no_header,
+                )
+            )
+        try:
+            return await self._attempts(exchange, call, upstream_request, target, has_body)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+
+    async def _attempts(
+        self,
+        exchange: Exchange,
+        call: Call,
+        request: h11.Request,
+        target: Target,
+        has_body: bool,
+    ) -> bool:
+        """Attempts as the exchange says, until an answer or its last failure."""
+        name = target.service.name
+        step = exchange.begin()
+        fresh = False
         while True:
+            if step.action is Action.WAIT:
+                await asyncio.sleep(step.delay_s)
             try:
                 upstream = await self.owner.pool.acquire(
-                    target.cluster, target.service, fresh=stale_retried, exclude=frozenset(tried)
+                    target.cluster,
+                    target.service,
+                    fresh=fresh,
+                    exclude=frozenset(exchange.tried),
+                    subset_out=exchange.subset_out,
                 )
             except UpstreamError as exc:
-                attempt += 1
-                if isinstance(exc, ConnectError) and attempt < tries:
-                    continue
+                if isinstance(exc, ConnectError):
+                    step = exchange.failed("", Failure(FailureKind.CONNECT, sent=False))
+                    if step.action is not Action.GIVE_UP:
+                        continue
                 status = 503 if isinstance(exc, NoEndpointError) else 502
                 log.warning("http request not forwarded: %s", exc, extra={"service": name})
+                call.fail(exc, str(status))
                 await self._answer(status, str(exc), name)
                 return True
+            fresh = False
+            attempt = call.begin_attempt(upstream.host.id)
+            outgoing = call.outgoing(attempt)
+            sent = (
+                request
+                if not outgoing
+                else h11.Request(
+                    method=request.method,
+                    target=request.target,
+                    headers=with_outgoing(list(request.headers.raw_items()), outgoing),
+                )
+            )
             upstream.host.active_requests += 1
             try:
-                return await self._forward(upstream_request, upstream, target, has_body)
+                status = await self._forward(
+                    sent, upstream, target, has_body, exchange, exchange.timeout_s(target.timeout_s)
+                )
             except _UpstreamFailed as exc:
                 upstream.close()
-                if upstream.reused and not has_body and not stale_retried:
+                call.end_attempt(attempt, Outcome.UPSTREAM_ERROR)
+                if upstream.reused:
                     # A kept-alive connection the provider closed as we reused it: the
                     # request never reached it, and without a body it can be sent again.
-                    stale_retried = True
-                    continue
+                    step = exchange.stale(upstream.host.id)
+                    if step.action is Action.RESEND:
+                        fresh = True
+                        continue
+                else:
+                    step = exchange.failed(upstream.host.id, Failure(FailureKind.RESET, True))
                 target.cluster.report_failure(upstream.host)
-                tried.add(upstream.host.id)
-                attempt += 1
-                if attempt < tries:
+                if step.action is not Action.GIVE_UP:
                     continue
                 detail = f"service {name!r}: endpoint {upstream.host.id} failed: {exc}"
                 log.warning("http upstream failed: %s", exc, extra={"service": name})
+                call.finish(Outcome.UPSTREAM_ERROR, "502")
                 await self._answer(502, detail, name)
                 return True
             except UpstreamTimeout as exc:
                 upstream.close()
+                call.end_attempt(attempt, Outcome.TIMEOUT)
                 target.cluster.report_failure(upstream.host)
                 log.warning("http upstream timeout: %s", exc, extra={"service": name})
+                call.fail(exc, "504")
                 await self._answer(504, str(exc), name)
                 return True
             except BaseException:
                 upstream.close()
+                call.end_attempt(attempt, Outcome.CANCELLED)
                 raise
             finally:
                 upstream.host.active_requests -= 1
+            call.end_attempt(attempt, outcome_of_status(status), str(status))
+            call.finish(outcome_of_status(status), str(status))
+            return status != 101
+
+    async def _refusal(self, rejected: CallRejected, service: str) -> None:
+        """A call refused by a policy (rate limit, circuit, fault, loop): its answer."""
+        self.context.stats.request_errors += 1
+        status, content_type, body = refusal(rejected, service)
+        if self.conn.our_state is not h11.SEND_RESPONSE:
+            return
+        headers = [(b"Content-Type", content_type), (b"Content-Length", b"%d" % len(body))]
+        await self._send(h11.Response(status_code=status, headers=headers + self._closing()))
+        await self._send(h11.Data(data=body))
+        await self._send(h11.EndOfMessage())
 
     async def _upgrade_to_h2(self, request: h11.Request, raw: Headers, settings: bytes) -> None:
         """h2c (RFC 7540 3.2): 101, then HTTP/2, with this request as stream 1.
@@ -424,7 +520,11 @@ class _Session:
         upstream: UpstreamConnection,
         target: Target,
         has_body: bool,
-    ) -> bool:
+        exchange: Exchange,
+        timeout_s: float,
+    ) -> int:
+        """Send ``request`` and relay the answer; its status (101: the connection is spliced
+        and ends with it)."""
         pump_error: list[BaseException] = []
         pump: asyncio.Task[None] | None = None
         try:
@@ -439,12 +539,12 @@ class _Session:
             )
         try:
             try:
-                async with asyncio.timeout(target.timeout_s):
+                async with asyncio.timeout(timeout_s):
                     response = await self._response_head(upstream)
             except TimeoutError:
                 raise UpstreamTimeout(
                     f"service {target.service.name!r}: endpoint {upstream.host.id} sent no "
-                    f"response within {target.timeout_s:g}s"
+                    f"response within {timeout_s:g}s"
                 ) from None
             except (ConnectionError, OSError, h11.RemoteProtocolError) as exc:
                 if pump_error:
@@ -454,11 +554,12 @@ class _Session:
                 target.cluster.report_failure(upstream.host)
             else:
                 target.cluster.report_success(upstream.host)
+            exchange.answer_started()
             if response.status_code == 101:
                 if pump is not None:
                     await pump
                 await self._splice(response, upstream)
-                return False
+                return 101
             await self._send(
                 h11.Response(
                     status_code=response.status_code,
@@ -477,7 +578,7 @@ class _Session:
         if pump_error:
             raise pump_error[0]
         self.owner.pool.release(upstream)
-        return True
+        return response.status_code
 
     async def _pump_request_body(
         self, upstream: UpstreamConnection, errors: list[BaseException]

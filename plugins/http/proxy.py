@@ -38,14 +38,14 @@ import httptools
 from agent.calls import Attempt, Call, CallRejected, Outcome
 from agent.cluster.host import Host
 from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
-from agent.governance.policy import Decision, decision_of
-from agent.governance.retry import FailureKind
+from agent.exchange import GIVE_UP, Action, Exchange, Next
+from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import ListenerContext, RouteStats
 from plugins.http.calls import (
     RETRYABLE_STATUSES,
     chain_of,
-    failure,
     header_lookup,
+    no_header,
     outcome_of_status,
     refusal,
     with_outgoing,
@@ -657,30 +657,25 @@ class _Exchange:
     """
 
     __slots__ = (
-        "attempts",
         "call",
         "chunked_out",
         "conn",
         "connecting",
-        "decision",
         "discarding",
         "done",
+        "driver",
         "host",
         "keep",
         "record",
         "request",
         "responded",
-        "retry_delay",
+        "retry_step",
         "route",
         "sending",
-        "stale_retried",
         "status",
-        "subset_out",
         "target",
         "timeout_s",
         "timer",
-        "tried",
-        "tries",
         "upstream",
     )
 
@@ -692,12 +687,9 @@ class _Exchange:
         self.target = target
         self.route = route
         route.requests += 1
-        self.tries = 1 + (
-            target.retries if request.method in IDEMPOTENT and not request.has_body else 0
-        )
-        self.tried: set[str] = set()
-        self.attempts = 0
-        self.stale_retried = False
+        # The call's attempts (agent/exchange.py): which providers, retries, deadline.
+        # Replaced once the call is open (its rule); this one serves a refused call.
+        self.driver = Exchange(None)
         self.upstream: UpstreamConnection | None = None
         self.host: Host | None = None
         self.connecting: asyncio.Task[None] | None = None
@@ -708,7 +700,7 @@ class _Exchange:
         self.responded = False
         # A provider's retryable answer being read to its end and dropped (a retry follows).
         self.discarding = False
-        self.retry_delay = 0.0
+        self.retry_step = GIVE_UP  # the driver's step after a dropped answer
         self.chunked_out = False
         self.keep = False
         self.done = False
@@ -716,9 +708,6 @@ class _Exchange:
         self.timeout_s = target.timeout_s
         self.call: Call | None = None
         self.record: Attempt | None = None
-        self.decision: Decision | None = None
-        # Endpoints outside the subset a traffic-splitting rule picked for this call.
-        self.subset_out: frozenset[str] = _NONE
 
     # -- the call ---------------------------------------------------------------------------
 
@@ -744,21 +733,26 @@ class _Exchange:
         remaining = call.remaining_s()
         if remaining is not None and remaining < self.timeout_s:
             self.timeout_s = remaining  # never wait past the call's deadline
-        decision = self.decision = decision_of(call)
+        idempotent = request.method in IDEMPOTENT
+        self.driver = driver = Exchange(
+            call,
+            retries=self.target.retries if idempotent and not request.has_body else 0,
+            idempotent=idempotent,
+            resendable=not request.has_body,  # a body is streamed on, not kept
+        )
+        decision = driver.decision
         if decision is None:
             self.attempt()
             return
         if decision.splits:
-            self.subset_out = decision.excluded(
-                self.target.cluster.hosts(),
-                lambda host: host.instance.metadata,
-                header_lookup(request.headers) if decision.uses_headers else _no_header,
+            driver.exclude_subset(
+                decision.excluded(
+                    self.target.cluster.hosts(),
+                    lambda host: host.instance.metadata,
+                    header_lookup(request.headers) if decision.uses_headers else no_header,
+                )
             )
-        if decision.delay_s > 0:  # an injected delay
-            assert conn.loop is not None
-            self.timer = conn.loop.call_later(decision.delay_s, self._attempt_later)
-            return
-        self.attempt()
+        self._step(driver.begin())  # an injected delay, or the first attempt now
 
     def _attempt_later(self) -> None:
         self.timer = None
@@ -770,41 +764,29 @@ class _Exchange:
         if record is not None and self.call is not None:
             self.call.end_attempt(record, outcome, status)
 
-    def _retry_after(self, kind: FailureKind, sent: bool) -> float | None:
-        """Seconds to wait before trying again, or None. Under a governance retry rule
-        (budget, backoff, idempotence) when one applies, else the service's ``retries``."""
-        request = self.request
-        if sent and request.has_body:
-            return None  # the body streamed to the provider is gone: it cannot be replayed
-        decision = self.decision
-        if decision is not None and decision.retry_attempts is not None:
-            delay = decision.retry_after(failure(kind, request.method, sent))
-            if delay is None or self._past_deadline(delay):
-                return None
-            return delay
-        if kind is FailureKind.STATUS or kind is FailureKind.TIMEOUT:
-            return None  # without a rule, an answer is passed on and a timeout is final
-        return 0.0 if self.attempts < self.tries else None
-
-    def _past_deadline(self, delay_s: float) -> bool:
-        call = self.call
-        remaining = call.remaining_s() if call is not None else None
-        return remaining is not None and remaining <= delay_s
-
-    def _retry(self, delay_s: float) -> None:
-        if delay_s > 0:
+    def _step(self, step: Next) -> bool:
+        """Do what the driver says: attempt now or after a wait (True), or nothing (False:
+        the caller answers with the failure)."""
+        if step.action is Action.GIVE_UP:
+            return False
+        if step.action is Action.WAIT:
             assert self.conn.loop is not None
-            self.timer = self.conn.loop.call_later(delay_s, self._attempt_later)
+            self.timer = self.conn.loop.call_later(step.delay_s, self._attempt_later)
         else:
             self.attempt()
+        return True
 
     # -- getting a provider connection ------------------------------------------------------
 
     def attempt(self) -> None:
-        tried = frozenset(self.tried) if self.tried else _NONE
+        driver = self.driver
+        tried = frozenset(driver.tried) if driver.tried else _NONE
         try:
             got = self.conn.pool.choose(
-                self.target.cluster, tried, fresh=self.stale_retried, subset_out=self.subset_out
+                self.target.cluster,
+                tried,
+                fresh=driver.stale_resent,
+                subset_out=driver.subset_out,
             )
         except NoEndpointError as exc:
             self._fail_before_response(503, exc)
@@ -819,7 +801,7 @@ class _Exchange:
         target = self.target
         try:
             upstream = await self.conn.pool.connect(
-                target.cluster, target.service, host, frozenset(self.tried) | self.subset_out
+                target.cluster, target.service, host, self.driver.excluded
             )
         except UpstreamError as exc:
             self.connecting = None
@@ -828,13 +810,11 @@ class _Exchange:
             call = self.call
             if call is not None and isinstance(exc, ConnectError):
                 call.end_attempt(call.begin_attempt(host.id), Outcome.CONNECT_ERROR)
-            self.attempts += 1
-            if isinstance(exc, ConnectError):
-                self.tried.add(host.id)
-                delay = self._retry_after(FailureKind.CONNECT, sent=False)
-                if delay is not None:
-                    self._retry(delay)
-                    return
+            connect_failed = Failure(FailureKind.CONNECT, sent=False)
+            if isinstance(exc, ConnectError) and self._step(
+                self.driver.failed(host.id, connect_failed)
+            ):
+                return
             status = 503 if isinstance(exc, NoEndpointError) else 502
             self._fail_before_response(status, exc)
             return
@@ -900,17 +880,18 @@ class _Exchange:
             self.target.cluster.report_success(self.host)
         no_body = request.method == b"HEAD" or status in _NO_BODY_STATUSES
         until_close = not no_body and length is None and not chunked
-        if status in RETRYABLE_STATUSES and self.decision is not None and request.complete:
+        driver = self.driver
+        if status in RETRYABLE_STATUSES and driver.decision is not None and request.complete:
             # Under a retry rule, a gateway error may be retried: read it to its end and
             # drop it (response_end tries again), unless the rule or budget says no.
-            delay = self._retry_after(FailureKind.STATUS, sent=True)
-            if delay is not None:
+            step = driver.failed(self.host.id, Failure(FailureKind.STATUS, True))
+            if step.action is not Action.GIVE_UP:
                 self.discarding = True
                 self.status = status
-                self.tried.add(self.host.id)
                 self._end_attempt(Outcome.APP_ERROR, str(status))
-                self.retry_delay = delay
+                self.retry_step = step
                 return until_close
+        driver.answer_started()
         self.responded = True
         self.status = status
         self._end_attempt(outcome_of_status(status), str(status))
@@ -960,7 +941,7 @@ class _Exchange:
             self.upstream = None
             self.sending = False
             self.conn.pool.release(upstream)
-            self._retry(self.retry_delay)
+            self._step(self.retry_step)
             return
         if self.chunked_out:
             self.route.bytes_out += 5
@@ -999,19 +980,18 @@ class _Exchange:
             return
         self.discarding = False
         self.conn.deadline = 0.0
-        request = self.request
-        if upstream.reused and not request.has_body and not self.stale_retried:
+        driver = self.driver
+        if upstream.reused:
             # A kept-alive connection the provider closed as we reused it: the request
-            # never reached it, and without a body it can be sent again.
-            self.stale_retried = True
-            self.attempt()
-            return
+            # never reached it, and without a body it can be sent again (once).
+            step = driver.stale(self.host.id)
+            if step.action is Action.RESEND:
+                self.attempt()
+                return
+        else:
+            step = driver.failed(self.host.id, Failure(FailureKind.RESET, True))
         self.target.cluster.report_failure(self.host)
-        self.tried.add(self.host.id)
-        self.attempts += 1
-        delay = self._retry_after(FailureKind.RESET, sent=True)
-        if delay is not None:
-            self._retry(delay)
+        if self._step(step):
             return
         name = self.target.service.name
         log.warning("http upstream failed: %s", reason, extra={"service": name})
@@ -1081,10 +1061,6 @@ class _Exchange:
         self._end_attempt(Outcome.CANCELLED)
         if self.call is not None:
             self.call.finish(Outcome.CANCELLED, str(self.status) if self.responded else "")
-
-
-def _no_header(name: str) -> str | None:
-    return None
 
 
 def _serialise(first_line: bytes, fields: Headers) -> bytes:

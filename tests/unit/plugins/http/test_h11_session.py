@@ -5,11 +5,13 @@ that is still being answered, and the HTTP/2 preface."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from agent.calls import Call, CallObserver
 from agent.config import parse_config
 from agent.runtime.agent import Agent
 from tests.unit.plugins.http.test_proxy import config
@@ -102,3 +104,62 @@ async def test_http2_preface_is_handed_to_the_h2_session(
         response = await client.get(f"http://{host}:{port}/plain")
     assert response.http_version == "HTTP/2" and response.text == "plain"
     assert started.listeners[0].context.stats.bytes_in > 24  # the preface and more: counted
+
+
+class Finished(CallObserver):
+    name = "finished"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, int, str]] = []
+
+    def call_finished(self, call: Call) -> None:
+        outcome = call.outcome.value if call.outcome is not None else ""
+        self.calls.append(
+            (call.route.target, call.route.method, outcome, len(call.attempts), call.status)
+        )
+
+
+async def test_a_request_served_by_the_h11_session_is_a_governed_call() -> None:
+    # Issue 21: requests handed over to the h11 session (here an upgrade the provider does
+    # not take) skipped the call: no metrics, no trace, no rule. Now they open one like
+    # the fast path's requests.
+    provider = await UpgradeProvider().start()
+    document = config([provider.port])
+    document["governance"] = {
+        "rules": {
+            "rules": [
+                {
+                    "match": {"to": "api", "method": "DELETE"},
+                    "rate_limit": {"per_s": 0.001, "burst": 1},
+                }
+            ]
+        }
+    }
+    started = Agent(parse_config(document))
+    finished = Finished()
+    started.calls.observers.append(finished)
+    await started.start()
+    try:
+        host, port = started.listeners[0].address
+        upgrade = b"Connection: upgrade\r\nUpgrade: other\r\n"
+        answers = []
+        for path in (b"/a", b"/b"):
+            # An upgrade not taken ends its connection (h11: the client may have switched).
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"DELETE " + path + b" HTTP/1.1\r\nHost: x\r\n" + upgrade + b"\r\n")
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                answers.append((head.split(b" ")[1], await reader.readexactly(length)))
+            writer.close()
+    finally:
+        await started.stop()
+        await provider.stop()
+    assert answers[0] == (b"200", b"plain")
+    status, body = answers[1]
+    assert status == b"429" and json.loads(body)["reason"] == "rate_limited"
+    assert finished.calls == [
+        ("api", "DELETE", "ok", 1, "200"),
+        ("api", "DELETE", "rejected", 0, ""),
+    ]
+    assert started.governance.counters.rate_limited == 1
