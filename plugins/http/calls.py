@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping
 
 from agent.calls import Call, CallRejected, Outcome
 from agent.governance.policy import Degraded
-from agent.governance.retry import Failure, FailureKind
 from plugins.http.headers import Headers
-from plugins.http.routing import IDEMPOTENT, problem_body
+from plugins.http.routing import problem_body
 
 # Provider answers a retry rule may retry (Envoy's "gateway-error" plus 503).
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
@@ -27,13 +26,6 @@ RETRYABLE_STATUSES = frozenset({502, 503, 504})
 def outcome_of_status(status: int) -> Outcome:
     """A provider's response: a 5xx is the provider's failure, anything else an answer."""
     return Outcome.OK if status < 500 else Outcome.APP_ERROR
-
-
-def failure(kind: FailureKind, method: bytes, sent: bool = True) -> Failure:
-    """A failed attempt for a retry rule. A request with an idempotent method (RFC 9110
-    9.2.2) may be sent twice whatever the rule's ``idempotent`` says, so for those the
-    provider having seen it does not count."""
-    return Failure(kind, sent=sent and method not in IDEMPOTENT)
 
 
 def with_outgoing(fields: Headers, outgoing: Mapping[str, str]) -> Headers:

@@ -19,11 +19,11 @@ import h11
 
 from agent.calls import Call, Direction, Outcome, outcome_of
 from agent.errors import ConnectError, UpstreamError, UpstreamTimeout
-from agent.governance.policy import decision_of, retry_delay
-from agent.governance.retry import FailureKind
+from agent.exchange import Action, Exchange
+from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import HttpInvokeRequest, HttpInvokeResult
 from agent.telemetry.propagation import propagation_headers
-from plugins.http.calls import RETRYABLE_STATUSES, failure, header_lookup
+from plugins.http.calls import RETRYABLE_STATUSES, header_lookup, no_header
 from plugins.http.headers import Headers, end_to_end, header_value
 from plugins.http.pool import UpstreamConnection, UpstreamPool
 from plugins.http.protocol import HttpConfig
@@ -89,57 +89,39 @@ async def forward(
     name = target.service.name
     if has_body and header_value(headers, b"content-length") is None:
         headers = [*headers, (b"Transfer-Encoding", b"chunked")]
-    tries = 1 + (target.retries if method in IDEMPOTENT and not has_body else 0)
-    timeout_s = target.timeout_s
-    if call is not None:
-        remaining = call.remaining_s()
-        if remaining is not None:
-            timeout_s = min(timeout_s, remaining)  # never wait past the call's deadline
-    tried: set[str] = set()
-    stale_retried = False
-    attempt = 0
-    subset_out: frozenset[str] = frozenset()
-    decision = decision_of(call) if call is not None else None
-    # A governance retry rule replaces the service's retries: its count, backoff, budget
-    # and idempotence (plugins/http/calls.py ``failure``).
-    ruled = call is not None and decision is not None and decision.retry_attempts is not None
-
-    async def again(kind: FailureKind, sent: bool) -> bool:
-        """Under the rule: wait its backoff and say True when the call is to be tried again."""
-        if sent and has_body:
-            return False  # the body streamed to the provider cannot be replayed
-        assert call is not None
-        delay = retry_delay(call, failure(kind, method, sent))
-        if delay is None:
-            return False
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return True
-
-    if decision is not None:
-        if decision.splits:
-            subset_out = decision.excluded(
+    idempotent = method in IDEMPOTENT
+    # The call's attempts (agent/exchange.py): which providers, the rule's retries or the
+    # service's, backoff, the deadline, the stale keep-alive resend.
+    exchange = Exchange(
+        call,
+        retries=target.retries if idempotent and not has_body else 0,
+        idempotent=idempotent,
+        resendable=not has_body,  # the body streams to the provider: it cannot be replayed
+    )
+    decision = exchange.decision
+    if decision is not None and decision.splits:
+        exchange.exclude_subset(
+            decision.excluded(
                 target.cluster.hosts(),
                 lambda host: host.instance.metadata,
-                header_lookup(headers) if decision.uses_headers else lambda name: None,
+                header_lookup(headers) if decision.uses_headers else no_header,
             )
-        if decision.delay_s > 0:  # an injected delay
-            await asyncio.sleep(decision.delay_s)
+        )
+    step = exchange.begin()
     while True:
+        if step.action is Action.WAIT:
+            await asyncio.sleep(step.delay_s)
         try:
             upstream = await pool.acquire(
                 target.cluster,
                 target.service,
-                fresh=stale_retried,
-                exclude=frozenset(tried),
-                subset_out=subset_out,
+                fresh=exchange.stale_resent,
+                exclude=frozenset(exchange.tried),
+                subset_out=exchange.subset_out,
             )
         except ConnectError:
-            attempt += 1
-            if ruled:
-                if await again(FailureKind.CONNECT, sent=False):
-                    continue
-            elif attempt < tries:
+            step = exchange.failed("", Failure(FailureKind.CONNECT, sent=False))
+            if step.action is not Action.GIVE_UP:
                 continue
             raise
         host = upstream.host
@@ -156,6 +138,7 @@ async def forward(
         outgoing = h11.Request(method=method, target=url, headers=[(b"Host", authority), *sent])
         host.active_requests += 1
         pump: asyncio.Task[None] | None = None
+        timeout_s = exchange.timeout_s(target.timeout_s)
         try:
             await upstream.send(outgoing)
             if has_body:
@@ -170,8 +153,8 @@ async def forward(
             host.active_requests -= 1
             if call is not None and record is not None:
                 call.end_attempt(record, Outcome.TIMEOUT)
-            tried.add(host.id)
-            if ruled and await again(FailureKind.TIMEOUT, sent=True):
+            step = exchange.failed(host.id, Failure(FailureKind.TIMEOUT, sent=True))
+            if step.action is not Action.GIVE_UP:
                 continue
             raise UpstreamTimeout(
                 f"service {name!r}: endpoint {host.id} sent no response within {timeout_s:g}s"
@@ -181,17 +164,15 @@ async def forward(
             host.active_requests -= 1
             if call is not None and record is not None:
                 call.end_attempt(record, Outcome.UPSTREAM_ERROR)
-            if upstream.reused and not has_body and not stale_retried:
+            if upstream.reused:
                 # A kept-alive connection the provider closed as we reused it.
-                stale_retried = True
-                continue
-            target.cluster.report_failure(host)
-            tried.add(host.id)
-            attempt += 1
-            if ruled:
-                if await again(FailureKind.RESET, sent=True):
+                step = exchange.stale(host.id)
+                if step.action is Action.RESEND:
                     continue
-            elif attempt < tries:
+            else:
+                step = exchange.failed(host.id, Failure(FailureKind.RESET, sent=True))
+            target.cluster.report_failure(host)
+            if step.action is not Action.GIVE_UP:
                 continue
             raise UpstreamError(
                 f"service {name!r}: endpoint {host.id} failed: {exc or type(exc).__name__}"
@@ -210,16 +191,13 @@ async def forward(
             target.cluster.report_failure(host)
         else:
             target.cluster.report_success(host)
-        if (
-            ruled
-            and response.status_code in RETRYABLE_STATUSES
-            and await again(FailureKind.STATUS, sent=True)
-        ):
-            # The retried answer is dropped with its connection (its body unread).
-            _abandon(upstream, pump)
-            host.active_requests -= 1
-            tried.add(host.id)
-            continue
+        if response.status_code in RETRYABLE_STATUSES and decision is not None:
+            step = exchange.failed(host.id, Failure(FailureKind.STATUS, sent=True))
+            if step.action is not Action.GIVE_UP:
+                # The retried answer is dropped with its connection (its body unread).
+                _abandon(upstream, pump)
+                host.active_requests -= 1
+                continue
         response_body = _ResponseBody(upstream, pool, pump)
         return HttpInvokeResult(
             status=response.status_code,

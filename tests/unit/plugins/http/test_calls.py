@@ -1,4 +1,5 @@
-"""The HTTP plugin's call helpers: outcomes, retry failures, outgoing headers, refusals."""
+"""The HTTP plugin's call helpers: outcomes, outgoing headers, refusals. (Which
+failures are retried, idempotent methods included: tests/unit/test_exchange.py.)"""
 
 from __future__ import annotations
 
@@ -6,11 +7,9 @@ import json
 
 from agent.calls import CallRejected, Outcome
 from agent.governance.policy import Degraded
-from agent.governance.retry import FailureKind
 from agent.governance.rules import Degrade
 from plugins.http.calls import (
     chain_of,
-    failure,
     header_lookup,
     outcome_of_status,
     refusal,
@@ -22,12 +21,6 @@ def test_only_5xx_is_the_providers_failure() -> None:
     assert outcome_of_status(200) is Outcome.OK
     assert outcome_of_status(404) is Outcome.OK
     assert outcome_of_status(503) is Outcome.APP_ERROR
-
-
-def test_an_idempotent_method_may_be_resent_whatever_reached_the_provider() -> None:
-    assert failure(FailureKind.RESET, b"GET").sent is False
-    assert failure(FailureKind.RESET, b"POST").sent is True
-    assert failure(FailureKind.CONNECT, b"POST", sent=False).sent is False
 
 
 def test_outgoing_fields_replace_the_callers_of_the_same_name() -> None:
