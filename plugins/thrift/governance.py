@@ -44,9 +44,17 @@ def start(
         return exc
 
 
-def pick_context(cluster: Cluster, record: Call | None) -> PickContext:
+def excluded(cluster: Cluster, record: Call | None) -> frozenset[str]:
+    """Endpoints outside the subset a traffic-splitting rule drew for the call."""
     decision = decision_of(record) if record is not None else None
     if decision is None or not decision.splits:
-        return NO_CONTEXT
-    excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata)
-    return PickContext(exclude=excluded) if excluded else NO_CONTEXT
+        return _NONE
+    return decision.excluded(cluster.hosts(), lambda h: h.instance.metadata)
+
+
+_NONE: frozenset[str] = frozenset()
+
+
+def pick_context(cluster: Cluster, record: Call | None) -> PickContext:
+    out = excluded(cluster, record)
+    return PickContext(exclude=out) if out else NO_CONTEXT

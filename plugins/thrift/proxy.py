@@ -37,7 +37,8 @@ from agent.errors import (
     RemoteProtocolError,
     UpstreamError,
 )
-from agent.governance.policy import Degraded, connection_refusal, decision_of, retry_delay
+from agent.exchange import Action, Exchange
+from agent.governance.policy import Degraded, connection_refusal
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.client_connection import (
     PAUSE_UPSTREAM,
@@ -86,6 +87,7 @@ class _Call:
         "connection",
         "deadline",
         "done",
+        "exchange",
         "header",
         "host",
         "message",
@@ -95,7 +97,6 @@ class _Call:
         "seqid",
         "target",
         "timeout_ms",
-        "tried",
     )
 
     def __init__(
@@ -116,7 +117,8 @@ class _Call:
         self.deadline = proxy.loop.time() + timeout_ms / 1000
         self.record: Call | None = None  # the call record (agent/calls.py)
         self.base = False  # the method's IDL has Base: filled in when the call is sent
-        self.tried: frozenset[str] = frozenset()  # endpoints a retry must not go back to
+        # Its attempts (agent/exchange.py), set once the call record is known.
+        self.exchange = _NO_EXCHANGE
 
     def settle(self, outcome: Message | UpstreamError) -> None:
         if self.done:
@@ -359,14 +361,23 @@ class ThriftProxyConnection(BatchedClientConnection):
                 timeout_ms = max(1, min(timeout_ms, budget_ms))
         call = _Call(self, message, target, timeout_ms)
         call.record = record
+        # Without a rule, the service's connect_attempts move a call on to other providers
+        # when connecting fails; one sent is never sent again (the provider may have run
+        # it), unless a retry rule says so.
+        call.exchange = exchange = Exchange(
+            record,
+            retries=target.service.connect_attempts - 1,
+            retry_on=_CONNECT_ONLY,
+        )
+        exchange.exclude_subset(governance.excluded(call.cluster, record))
         call.base = base
         self.calls.add(call)
         self.deadlines.add(call, timeout_ms)
-        decision = decision_of(record) if record is not None else None
-        if decision is not None and decision.delay_s > 0:
+        step = exchange.begin()
+        if step.action is Action.WAIT:
             # An injected delay: a timer, then the call goes on as any other (its deadline
             # runs meanwhile).
-            self.loop.call_later(decision.delay_s, self._dispatch, call)
+            self.loop.call_later(step.delay_s, self._dispatch, call)
         else:
             self._dispatch(call)
 
@@ -375,10 +386,8 @@ class ThriftProxyConnection(BatchedClientConnection):
         if call.done:
             return
         cluster = call.cluster
-        pick = governance.pick_context(cluster, call.record)
-        if call.tried:
-            pick = PickContext(hash_key=pick.hash_key, exclude=pick.exclude | call.tried)
-        host = cluster.choose(pick)
+        excluded = call.exchange.excluded
+        host = cluster.choose(PickContext(exclude=excluded) if excluded else NO_CONTEXT)
         if host is None:
             self._no_provider(call)
             return
@@ -414,15 +423,14 @@ class ThriftProxyConnection(BatchedClientConnection):
         record = call.record
         if record is None or self.closed:
             return False
-        delay = retry_delay(record, Failure(FailureKind.RESET, sent=True))
-        if delay is None:
+        step = call.exchange.failed(host.id, Failure(FailureKind.RESET, sent=True))
+        if step.action is Action.GIVE_UP:
             return False
         record.end_attempt(record.attempts[-1], Outcome.UPSTREAM_ERROR)
         call.cluster.report_failure(host)
         host.active_requests -= 1
         call.host = call.connection = None
-        call.tried = call.tried | {host.id}
-        self.loop.call_later(delay, self._dispatch, call)
+        self.loop.call_later(step.delay_s, self._dispatch, call)
         return True
 
     def _send(self, call: _Call, host: Host, connection: UpstreamConnection) -> None:
@@ -452,11 +460,10 @@ class ThriftProxyConnection(BatchedClientConnection):
         """The slow path: connect failures move on to other providers (up to the service's
         connect_attempts) and count against the provider in the cluster."""
         cluster = call.cluster
-        tried: set[str] = set(call.tried)
+        exchange = call.exchange
         last_error = ""
         chosen: Host | None = host
-        record = call.record
-        ruled = record is not None and _retry_rule(record)
+        tried = 0
         while chosen is not None and not call.done:
             try:
                 connection = await self.pool.get(chosen, self.kind)
@@ -473,26 +480,17 @@ class ThriftProxyConnection(BatchedClientConnection):
                 )
             except UpstreamError as exc:  # closed between connect and send
                 last_error = str(exc)
-            tried.add(chosen.id)
-            if ruled:
-                # A retry rule replaces the service's connect_attempts: its count,
-                # backoff and budget.
-                assert record is not None
-                delay = retry_delay(record, Failure(FailureKind.CONNECT, sent=False))
-                if delay is None:
-                    break
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            elif len(tried) >= call.target.service.connect_attempts:
+            tried += 1
+            step = exchange.failed(chosen.id, Failure(FailureKind.CONNECT, sent=False))
+            if step.action is Action.GIVE_UP:
                 break
-            pick = governance.pick_context(cluster, record)
-            chosen = cluster.choose(
-                PickContext(hash_key=pick.hash_key, exclude=pick.exclude | frozenset(tried))
-            )
+            if step.action is Action.WAIT:
+                await asyncio.sleep(step.delay_s)
+            excluded = exchange.excluded
+            chosen = cluster.choose(PickContext(exclude=excluded))
         call.fail(
             Outcome.CONNECT_ERROR,
-            f"meshagent: no provider of {call.target.name} reachable "
-            f"({len(tried)} tried): {last_error}",
+            f"meshagent: no provider of {call.target.name} reachable ({tried} tried): {last_error}",
         )
 
     def _send_oneway(self, message: Message, target: Target) -> None:
@@ -621,9 +619,8 @@ class ThriftProxyConnection(BatchedClientConnection):
         task.add_done_callback(self._tasks.discard)
 
 
-def _retry_rule(record: Call) -> bool:
-    decision = decision_of(record)
-    return decision is not None and decision.retry_attempts is not None
+_NO_EXCHANGE = Exchange(None)
+_CONNECT_ONLY = frozenset({FailureKind.CONNECT})
 
 
 def _method(name: str) -> str:
