@@ -100,7 +100,8 @@ class Exchange:
         self.retry_on = retry_on
         self.idempotent = idempotent
         self.resendable = resendable
-        self.tried: set[str] = set()
+        # A frozenset, replaced on a failure (rare): no set allocated per call.
+        self.tried: frozenset[str] = _NONE
         self.subset_out: frozenset[str] = _NONE
         self.attempts = 0  # attempts that failed (a stale connection's resend not counted)
         self.stale_resent = False
@@ -124,7 +125,7 @@ class Exchange:
         """Endpoints the next attempt may not go to."""
         if not self.tried:
             return self.subset_out
-        return self.subset_out | frozenset(self.tried)
+        return self.subset_out | self.tried
 
     # -- what happened ---------------------------------------------------------------------
 
@@ -145,7 +146,7 @@ class Exchange:
     def failed(self, endpoint: str, failure: Failure) -> Next:
         """An attempt on ``endpoint`` failed (``failure.sent``: it may have reached it)."""
         if endpoint:
-            self.tried.add(endpoint)
+            self.tried = self.tried | {endpoint}
         self.attempts += 1
         if self.answering:
             return GIVE_UP

@@ -407,7 +407,7 @@ class _Session:
                     target.cluster,
                     target.service,
                     fresh=fresh,
-                    exclude=frozenset(exchange.tried),
+                    exclude=exchange.tried,
                     subset_out=exchange.subset_out,
                 )
             except UpstreamError as exc:

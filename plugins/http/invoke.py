@@ -116,7 +116,7 @@ async def forward(
                 target.cluster,
                 target.service,
                 fresh=exchange.stale_resent,
-                exclude=frozenset(exchange.tried),
+                exclude=exchange.tried,
                 subset_out=exchange.subset_out,
             )
         except ConnectError:

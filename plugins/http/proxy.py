@@ -688,8 +688,8 @@ class _Exchange:
         self.route = route
         route.requests += 1
         # The call's attempts (agent/exchange.py): which providers, retries, deadline.
-        # Replaced once the call is open (its rule); this one serves a refused call.
-        self.driver = Exchange(None)
+        # Replaced once the call is open (its rule); until then one shared, never used.
+        self.driver = _NO_DRIVER
         self.upstream: UpstreamConnection | None = None
         self.host: Host | None = None
         self.connecting: asyncio.Task[None] | None = None
@@ -780,7 +780,7 @@ class _Exchange:
 
     def attempt(self) -> None:
         driver = self.driver
-        tried = frozenset(driver.tried) if driver.tried else _NONE
+        tried = driver.tried
         try:
             got = self.conn.pool.choose(
                 self.target.cluster,
@@ -1061,6 +1061,9 @@ class _Exchange:
         self._end_attempt(Outcome.CANCELLED)
         if self.call is not None:
             self.call.finish(Outcome.CANCELLED, str(self.status) if self.responded else "")
+
+
+_NO_DRIVER = Exchange(None)
 
 
 def _serialise(first_line: bytes, fields: Headers) -> bytes:
