@@ -7,11 +7,14 @@ answer every error identically.
 
 from __future__ import annotations
 
+import json
+import math
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 
 import orjson
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 from agent.calls import CallRejected
 from agent.discovery.config_source import ConfigSourceError
@@ -44,7 +47,29 @@ def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
+        pass
+    try:
         return to_json(value, inf_nan_mode="null")
+    except PydanticSerializationError:
+        # A string UTF-8 cannot carry: a lone UTF-16 surrogate, which a Java String may
+        # hold (issue 23). JSON can, as a \u escape: the standard library writes it so.
+        return json.dumps(
+            _plain(value), ensure_ascii=True, separators=(",", ":"), allow_nan=False
+        ).encode("ascii")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with what the standard library cannot write turned into what orjson and
+    pydantic-core write for it: NaN and infinities null, Decimals as text, sets as lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(item) for item in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
 
 
 def problem_body(status: int, detail: str, title: str | None = None, **extensions: Any) -> bytes:

@@ -8,6 +8,7 @@ provider's version and group; a request that names none gets unversioned provide
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -265,3 +266,17 @@ def test_failover_when_a_provider_is_killed(
     victim_stats = {e["id"]: e for e in agent.cluster(INTERFACE)["endpoints"]}[victim.address]
     # It was chosen after its death, and failed: failover, not luck, kept the callers whole.
     assert victim_stats["failures"] > 0, victim_stats
+
+
+def test_a_lone_surrogate_goes_to_java_and_comes_back_as_an_escape(agent: AgentProcess) -> None:
+    # Issue 23: a JSON string may carry \ud800 and a Java String may hold it; the provider
+    # ran the call and the agent answered a plain-text 500 (UTF-8 cannot carry it). The
+    # answer now carries it the way the request did, as a JSON escape.
+    body = b'{"types": ["java.lang.String"], "args": ["a\\ud800b"]}'
+    with agent.client() as client:
+        response = client.post(
+            f"{INVOKE}/echo", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 200, response.text
+    assert b'"a\\ud800b"' in response.content
+    assert json.loads(response.content)["result"] == "a\ud800b"

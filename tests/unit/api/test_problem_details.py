@@ -55,3 +55,17 @@ def test_invalid_request_lists_each_path() -> None:
     status, body = invalid_request([{"path": "body.args", "message": "bad"}])
     assert status == 400
     assert json.loads(body)["detail"] == "body.args: bad"
+
+
+def test_a_lone_surrogate_is_written_as_an_escape_not_an_error() -> None:
+    # Issue 23: a Java String may hold a lone UTF-16 surrogate; UTF-8 cannot carry it, so
+    # the reply failed with a plain-text 500 after the provider had run the call. JSON can,
+    # as \ud800; the rest of the value is written as the fast encoders write it.
+    value = {"result": "a\ud800b", 1: [float("nan"), Decimal("1.50"), 2**70], "s": {"\udfff"}}
+    body = dumps(value)
+    assert b"\\ud800" in body and b"\\udfff" in body
+    assert json.loads(body) == {
+        "result": "a\ud800b",
+        "1": [None, "1.50", 2**70],
+        "s": ["\udfff"],
+    }
