@@ -18,7 +18,6 @@ from collections.abc import Mapping
 
 from agent.calls import Call, CallRejected, Direction
 from agent.cluster.cluster import Cluster
-from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.governance.policy import decision_of
 from agent.runtime.protocols import ListenerContext
 
@@ -53,8 +52,3 @@ def excluded(cluster: Cluster, record: Call | None) -> frozenset[str]:
 
 
 _NONE: frozenset[str] = frozenset()
-
-
-def pick_context(cluster: Cluster, record: Call | None) -> PickContext:
-    out = excluded(cluster, record)
-    return PickContext(exclude=out) if out else NO_CONTEXT

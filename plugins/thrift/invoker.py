@@ -48,7 +48,8 @@ from agent.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from agent.governance.policy import Degraded, connection_refusal, decision_of, retry_delay
+from agent.exchange import Action, Exchange
+from agent.governance.policy import Degraded, connection_refusal
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from plugins.thrift import governance
@@ -477,19 +478,23 @@ async def _invoke(
     attachments = {"log_id": log_id} if log_id is not None else {}
 
     cluster = request.cluster
-    decision = decision_of(call)
-    if decision is not None and decision.delay_s > 0:
-        await asyncio.sleep(decision.delay_s)  # an injected delay
-    # A retry rule replaces the service's connect_attempts (its count, backoff, budget).
-    ruled = decision is not None and decision.retry_attempts is not None
-    tried: set[str] = set()
+    # The call's attempts (agent/exchange.py). Without a rule, the service's
+    # connect_attempts move the call on when connecting fails; a call sent is sent again
+    # only under a retry rule (``idempotent``: the provider may have run it).
+    exchange = Exchange(
+        call,
+        retries=request.service.connect_attempts - 1,
+        retry_on=frozenset({FailureKind.CONNECT}),
+    )
+    exchange.exclude_subset(governance.excluded(cluster, call))
+    step = exchange.begin()  # an injected delay, or attempt now
     errors: list[str] = []
     while True:
-        pick = governance.pick_context(cluster, call)
-        host = cluster.choose(PickContext(exclude=pick.exclude | frozenset(tried)))
+        if step.action is Action.WAIT:
+            await asyncio.sleep(step.delay_s)
+        host = cluster.choose(PickContext(exclude=exchange.excluded))
         if host is None:
             break
-        tried.add(host.id)
         attempt = call.begin_attempt(host.id)
         # Each attempt gets what is left of the call's budget (a shorter one may have
         # arrived with the request), and sends it on with its own propagation fields.
@@ -506,12 +511,8 @@ async def _invoke(
             call.end_attempt(attempt, outcome_of(exc))
             cluster.report_failure(host, connect=True)
             errors.append(str(exc))
-            if ruled:
-                delay = retry_delay(call, Failure(FailureKind.CONNECT, sent=False))
-                if delay is None:
-                    break
-                await asyncio.sleep(delay)
-            elif len(tried) >= request.service.connect_attempts:
+            step = exchange.failed(host.id, Failure(FailureKind.CONNECT, sent=False))
+            if step.action is Action.GIVE_UP:
                 break
             continue
         values, _ = with_base(
@@ -532,11 +533,10 @@ async def _invoke(
             cluster.report_failure(host)
             # Sent: the provider may have run it (a retry rule's ``idempotent``).
             kind = FailureKind.TIMEOUT if isinstance(exc, UpstreamTimeout) else FailureKind.RESET
-            delay = retry_delay(call, Failure(kind, sent=True))
-            if delay is None:
+            step = exchange.failed(host.id, Failure(kind, sent=True))
+            if step.action is Action.GIVE_UP:
                 raise
             errors.append(str(exc))
-            await asyncio.sleep(delay)
             continue
         except BaseException as exc:
             call.end_attempt(attempt, outcome_of(exc))

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from agent.calls import CallRejected, Calls
 from agent.cluster.cluster import Cluster
-from agent.cluster.lb import NO_CONTEXT, RoundRobin
+from agent.cluster.lb import RoundRobin
 from agent.config import ListenerConfig, ServiceConfig
 from agent.governance.policy import GovernancePolicy
 from agent.governance.rules import RuleSet
 from agent.runtime.protocols import ListenerContext
-from plugins.thrift.governance import pick_context, start
+from plugins.thrift.governance import excluded, start
 
 
 def context(rules: dict[str, object] | None) -> ListenerContext:
@@ -27,7 +27,7 @@ def context(rules: dict[str, object] | None) -> ListenerContext:
 def test_nothing_plugged_in_opens_no_call() -> None:
     bare = context(None)
     assert start(bare, "svc", "m", 100) is None
-    assert pick_context(bare.cluster, None) is NO_CONTEXT
+    assert excluded(bare.cluster, None) == frozenset()
 
 
 def test_a_refusal_is_returned_not_raised() -> None:
