@@ -69,7 +69,10 @@ class Exchange:
 
     ``retries``: the protocol's own retries, used when no governance retry rule applies;
     ``retry_on``: the failures those retries are for; ``idempotent``: the request may run
-    twice; ``resendable``: its bytes are kept, so it can be sent again once sent.
+    twice (an HTTP GET); ``resendable``: its bytes are kept, so it can be sent again once
+    sent; ``own_retries_resend``: the protocol's own retries resend a request that reached
+    a provider even when it is not known to be idempotent (Dubbo's failover, by design);
+    a governance rule decides that by its own ``idempotent``.
     """
 
     __slots__ = (
@@ -78,6 +81,7 @@ class Exchange:
         "call",
         "decision",
         "idempotent",
+        "own_retries_resend",
         "resendable",
         "retries",
         "retry_on",
@@ -93,6 +97,7 @@ class Exchange:
         idempotent: bool = False,
         resendable: bool = True,
         retry_on: frozenset[FailureKind] = DEFAULT_RETRY_ON,
+        own_retries_resend: bool = False,
     ) -> None:
         self.call = call
         self.decision: Decision | None = decision_of(call) if call is not None else None
@@ -100,6 +105,7 @@ class Exchange:
         self.retry_on = retry_on
         self.idempotent = idempotent
         self.resendable = resendable
+        self.own_retries_resend = own_retries_resend
         # A frozenset, replaced on a failure (rare): no set allocated per call.
         self.tried: frozenset[str] = _NONE
         self.subset_out: frozenset[str] = _NONE
@@ -165,7 +171,7 @@ class Exchange:
             return Next(Action.WAIT, delay) if delay > 0 else ATTEMPT
         if failure.kind not in self.retry_on or self.attempts > self.retries:
             return GIVE_UP
-        if failure.sent and not self.idempotent:
+        if failure.sent and not (self.idempotent or self.own_retries_resend):
             return GIVE_UP
         if self._past_deadline(0.0):
             return GIVE_UP

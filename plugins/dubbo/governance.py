@@ -12,22 +12,12 @@ from __future__ import annotations
 
 from agent.calls import Call, CallRejected
 from agent.cluster.cluster import Cluster
-from agent.errors import ConnectError, NoEndpointError, RemoteApplicationError, UpstreamTimeout
 from agent.governance.policy import connection_refusal
-from agent.governance.retry import Failure, FailureKind
 from plugins.dubbo.frame import Status
-from plugins.dubbo.strategies import ProviderStatusError
 from plugins.dubbo.upstream import UpstreamPool
 
 _OVERLOAD = frozenset({"rate_limited", "overloaded"})
 _DUBBO_STATUSES = frozenset(int(s) for s in Status) - {int(Status.OK)}
-
-# Statuses a provider (or Dubbo's transport) answers without running the method.
-_NOT_RUN = frozenset(
-    {Status.SERVER_THREADPOOL_EXHAUSTED_ERROR, Status.SERVICE_NOT_FOUND, Status.CHANNEL_INACTIVE}
-)
-# Statuses worth another provider: overload and the provider's own trouble.
-_RETRYABLE = _NOT_RUN | {Status.SERVER_ERROR, Status.SERVICE_ERROR}
 
 
 def rejection_status(rejected: CallRejected) -> Status:
@@ -39,29 +29,6 @@ def rejection_status(rejected: CallRejected) -> Status:
     if rejected.status is not None and rejected.status in _DUBBO_STATUSES:
         return Status(rejected.status)
     return Status.SERVICE_ERROR
-
-
-def failure_of(error: BaseException) -> Failure:
-    """What kind of failure ``error`` is, for a retry rule."""
-    if isinstance(error, ConnectError):
-        return Failure(FailureKind.CONNECT, sent=False)
-    if isinstance(error, RemoteApplicationError | NoEndpointError):
-        return Failure(FailureKind.OTHER, sent=True)
-    if isinstance(error, UpstreamTimeout):
-        return Failure(FailureKind.TIMEOUT, sent=True)
-    if isinstance(error, ProviderStatusError):
-        if error.status in _RETRYABLE:
-            return Failure(FailureKind.STATUS, sent=error.status not in _NOT_RUN)
-        return Failure(FailureKind.OTHER, sent=True)
-    # Sent, then the connection broke or the answer could not be read.
-    return Failure(FailureKind.RESET, sent=True)
-
-
-def status_failure(status: int) -> Failure | None:
-    """A provider's non-OK response status as a retryable failure, or None when it is not."""
-    if status in _RETRYABLE:
-        return Failure(FailureKind.STATUS, sent=status not in _NOT_RUN)
-    return None
 
 
 def over_connection_limit(record: Call, cluster: Cluster, pool: UpstreamPool) -> str | None:

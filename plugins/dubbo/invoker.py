@@ -42,7 +42,7 @@ from plugins.dubbo.generic import (
     remote_exception,
     to_json,
 )
-from plugins.dubbo.governance import failure_of, over_connection_limit
+from plugins.dubbo.governance import over_connection_limit
 from plugins.dubbo.invoke_body import AttachmentValue, InvokeBody, parse_body
 from plugins.dubbo.options import DubboServiceOptions
 from plugins.dubbo.protocol import DubboConfig
@@ -176,10 +176,9 @@ async def _invoke(
     ineligible = frozenset(
         h.id for h in request.cluster.hosts() if not _selected(h, version, group)
     )
-    # Governance (docs/governance.md): an injected delay, the rule's subset, its retries.
+    # Governance (docs/governance.md): an injected delay, the rule's subset; its retries are
+    # the call driver's (strategies.invoke, from the call record).
     decision = decision_of(call)
-    retry_after = None
-    max_attempts = None
     if decision is not None:
         if decision.delay_s > 0:
             await asyncio.sleep(decision.delay_s)
@@ -190,15 +189,6 @@ async def _invoke(
                 lambda host: host.instance.metadata,
                 lambda name: _attachment(attachments, name),
             )
-        if decision.retry_attempts is not None:
-            max_attempts = decision.retry_attempts + 1
-
-            def retry_after(error: BaseException) -> float | None:
-                wait = decision.retry_after(failure_of(error))
-                left = call.remaining_s()
-                if wait is not None and left is not None and left <= wait:
-                    return None  # no time left for another attempt
-                return wait
 
     def settings_for(host: Host) -> Settings:
         return strategies.resolve(
@@ -243,9 +233,7 @@ async def _invoke(
 
     started = time.monotonic()
     remaining = call.remaining_s()
-    strategy_call = strategies.Call(
-        request.method, settings_for, ineligible, retry_after=retry_after, max_attempts=max_attempts
-    )
+    strategy_call = strategies.Call(request.method, settings_for, ineligible, record=call)
     try:
         if remaining is None:
             # No deadline: each attempt is bounded by its own timeout and connecting by the

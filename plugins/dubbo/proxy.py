@@ -73,8 +73,9 @@ from plugins.dubbo.frame import (
     Status,
     frame_with_id,
 )
-from plugins.dubbo.governance import over_connection_limit, rejection_status, status_failure
+from plugins.dubbo.governance import over_connection_limit, rejection_status
 from plugins.dubbo.protocol import DubboConfig
+from plugins.dubbo.strategies import status_failure
 from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger(__name__)

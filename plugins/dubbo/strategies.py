@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from agent.calls import Call as CallRecord
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.errors import (
@@ -36,6 +37,9 @@ from agent.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from agent.exchange import Action, Exchange
+from agent.governance.retry import Failure, FailureKind
+from plugins.dubbo.frame import Status
 from plugins.dubbo.options import CLUSTERS, ClusterName, DubboServiceOptions
 
 log = logging.getLogger(__name__)
@@ -179,27 +183,48 @@ class Call:
     # Hosts that may not serve this call at all (another version or group).
     ineligible: frozenset[str] = frozenset()
     hash_key: bytes | None = None
-    # A governance retry rule, when one applies (docs/governance.md): it replaces Dubbo's
-    # retries for failover. ``retry_after(error)`` is the wait before the next attempt, or
-    # None for no retry (the rule, idempotency, the retry budget); ``max_attempts`` counts
-    # the first attempt.
-    retry_after: Callable[[BaseException], float | None] | None = None
-    max_attempts: int | None = None
+    # The call's record (agent/calls.py), whose governance rule (retries, budget, backoff)
+    # replaces Dubbo's retries for failover, and whose deadline bounds them.
+    record: CallRecord | None = None
 
 
-def retryable(error: BaseException, settings: Settings) -> bool:
-    """May failover try another provider after ``error``?
+# Statuses a provider (or Dubbo's transport) answers without running the method.
+_NOT_RUN = frozenset(
+    {Status.SERVER_THREADPOOL_EXHAUSTED_ERROR, Status.SERVICE_NOT_FOUND, Status.CHANNEL_INACTIVE}
+)
+# Statuses worth another provider: overload and the provider's own trouble.
+_RETRYABLE = _NOT_RUN | {Status.SERVER_ERROR, Status.SERVICE_ERROR}
+# What failover retries under Dubbo's ``retries`` (no governance rule): what may succeed
+# on another provider. A timeout may mean the call is running: only when the method is
+# declared safe to repeat (``retry_on_timeout``).
+_FAILOVER_RETRIES = frozenset({FailureKind.CONNECT, FailureKind.RESET, FailureKind.STATUS})
+_RETRY_ON_TIMEOUT = _FAILOVER_RETRIES | {FailureKind.TIMEOUT}
 
-    Connect failures never reached a provider; a provider's error status (service not
-    found, thread pool exhausted...) or a dropped connection is what Dubbo's failover retries.
-    A provider's own exception is an answer, not a failure. A timeout may mean the call is
-    running: only when the method is declared safe to repeat.
-    """
+
+def failure_of(error: BaseException) -> Failure:
+    """What kind of failure ``error`` is, for failover and for a retry rule.
+
+    Connect failures never reached a provider; an overload or unavailable status, a
+    provider's server error or a dropped connection may succeed elsewhere. A provider's own
+    exception is an answer, and a status about the request (bad request, client error) would
+    fail the same way on every provider: neither is retried."""
+    if isinstance(error, ConnectError):
+        return Failure(FailureKind.CONNECT, sent=False)
     if isinstance(error, RemoteApplicationError | NoEndpointError):
-        return False
+        return Failure(FailureKind.OTHER, sent=True)
     if isinstance(error, UpstreamTimeout):
-        return settings.retry_on_timeout
-    return isinstance(error, UpstreamError)
+        return Failure(FailureKind.TIMEOUT, sent=True)
+    if isinstance(error, ProviderStatusError):
+        return status_failure(error.status) or Failure(FailureKind.OTHER, sent=True)
+    # Sent, then the connection broke or the answer could not be read.
+    return Failure(FailureKind.RESET, sent=True)
+
+
+def status_failure(status: int) -> Failure | None:
+    """A provider's non-OK response status as a retryable failure, or None when it is not."""
+    if status in _RETRYABLE:
+        return Failure(FailureKind.STATUS, sent=status not in _NOT_RUN)
+    return None
 
 
 def _report(cluster: Balancer, host: Host, error: BaseException | None) -> None:
@@ -262,45 +287,40 @@ async def invoke(cluster: Balancer, call: Call, send: Send[T]) -> tuple[T | None
                 extra={"method": call.method, "endpoint": first.id},
             )
             return None, first
-    attempts = 1 if settings.cluster == "failfast" else settings.retries + 1
-    if call.max_attempts is not None and settings.cluster == "failover":
-        attempts = call.max_attempts
-    return await _failover(cluster, call, send, first, settings, attempts)
+    if settings.cluster == "failfast":
+        return await _attempt(cluster, first, settings, send), first
+    # Failover: the call driver (agent/exchange.py) decides each retry: Dubbo's
+    # ``retries`` for what may succeed on another provider, or a governance rule.
+    retry_on = _RETRY_ON_TIMEOUT if settings.retry_on_timeout else _FAILOVER_RETRIES
+    exchange = Exchange(call.record, settings.retries, retry_on=retry_on, own_retries_resend=True)
+    return await _failover(cluster, call, send, first, settings, exchange)
 
 
 async def _failover(
-    cluster: Balancer, call: Call, send: Send[T], host: Host, settings: Settings, attempts: int
+    cluster: Balancer, call: Call, send: Send[T], host: Host, settings: Settings, exchange: Exchange
 ) -> tuple[T, Host]:
-    tried: set[str] = set()
-    for attempt in range(1, attempts + 1):
-        tried.add(host.id)
-        host_settings = settings if attempt == 1 else call.settings_for(host)
+    host_settings = settings
+    while True:
         try:
             return await _attempt(cluster, host, host_settings, send), host
         except UpstreamError as exc:
-            if attempt == attempts:
-                raise
-            if call.retry_after is not None:
-                delay = call.retry_after(exc)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            elif not retryable(exc, host_settings):
+            step = exchange.failed(host.id, failure_of(exc))
+            if step.action is Action.GIVE_UP:
                 raise
             log.info(
-                "failover: attempt %d/%d on %s failed, trying another provider: %s",
-                attempt,
-                attempts,
+                "failover: attempt %d on %s failed, trying another provider: %s",
+                exchange.attempts,
                 host.id,
                 exc,
                 extra={"method": call.method, "endpoint": host.id},
             )
-            nxt = _choose(cluster, call, frozenset(tried))
+            if step.action is Action.WAIT:
+                await asyncio.sleep(step.delay_s)
+            nxt = _choose(cluster, call, exchange.tried)
             if nxt is None:
                 raise
             host = nxt
-    raise AssertionError("unreachable: the last attempt returns or raises")
+            host_settings = call.settings_for(host)
 
 
 async def _forking(

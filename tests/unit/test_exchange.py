@@ -177,3 +177,14 @@ def test_an_attempts_timeout_is_its_share_of_the_deadline() -> None:
     assert exchange.timeout_s(0.1) == pytest.approx(0.1)
     assert Exchange(plain(timeout_s=None)[0]).timeout_s(5.0) == 5.0
     assert Exchange(None).timeout_s(5.0) == 5.0
+
+
+def test_a_protocol_whose_own_retries_resend_does_not_lend_that_to_a_rule() -> None:
+    # Dubbo's failover resends a call that reached a provider (its `retries`, by design);
+    # a governance rule decides by its own `idempotent` (false: a timeout is not retried).
+    call, _ = plain()
+    dubbo = Exchange(call, retries=2, retry_on=frozenset(FailureKind), own_retries_resend=True)
+    assert dubbo.failed("a", RESET).action is Action.ATTEMPT
+    ruled, _ = governed([retry_rule(attempts=3, retry_on=["timeout"])])
+    under_rule = Exchange(ruled, retries=2, own_retries_resend=True)
+    assert under_rule.failed("a", TIMEOUT).action is Action.GIVE_UP

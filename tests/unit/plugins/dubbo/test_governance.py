@@ -4,8 +4,8 @@ from agent.calls import CallRejected
 from agent.errors import ConnectError, RemoteApplicationError, UpstreamError, UpstreamTimeout
 from agent.governance.retry import Failure, FailureKind
 from plugins.dubbo.frame import Status
-from plugins.dubbo.governance import failure_of, rejection_status, status_failure
-from plugins.dubbo.strategies import ProviderStatusError
+from plugins.dubbo.governance import rejection_status
+from plugins.dubbo.strategies import ProviderStatusError, failure_of, status_failure
 
 
 def test_overload_is_thread_pool_exhausted_and_aborts_keep_a_dubbo_status() -> None:
