@@ -57,6 +57,7 @@ def _instance_fields(host: Host, now: float) -> dict[str, object]:
         "revision": instance.revision,
         "healthy": host.healthy,
         "ejected": host.ejected(now),
+        "draining": host.draining,
         "ejected_for_s": round(max(0.0, host.ejected_until - now), 3),
         "times_ejected": host.times_ejected,
         "active_requests": host.active_requests,

@@ -50,6 +50,10 @@ class InstanceView(Model):
     healthy: bool = Field(description="The active health check's verdict")
     ejected: bool = Field(description="Ejected by outlier detection now")
     ejected_for_s: float = Field(description="Seconds until the ejection ends (0 if not ejected)")
+    draining: bool = Field(
+        description="The provider said it is going away (Dubbo READONLY): no new requests "
+        "until that process is gone"
+    )
     times_ejected: int
     active_requests: int
 

@@ -79,7 +79,7 @@ class Cluster:
                     old.instance = instance  # same registration: keep its state
                     fresh[instance.id] = old
                 else:
-                    fresh[instance.id] = Host(instance)
+                    fresh[instance.id] = Host(instance, changed=self._host_changed)
             for gone in self._hosts.keys() - fresh.keys():
                 log.info("endpoint removed", extra={"cluster": self.name, "endpoint": gone})
             for added in fresh.keys() - self._hosts.keys():
@@ -93,7 +93,7 @@ class Cluster:
             elif old is not None and old.instance.revision == instance.revision:
                 old.instance = instance  # metadata or weight changed, same registration
             else:
-                self._hosts[instance.id] = Host(instance)
+                self._hosts[instance.id] = Host(instance, changed=self._host_changed)
                 log.info("endpoint added", extra={"cluster": self.name, "endpoint": instance.id})
         elif isinstance(update, Remove):
             old = self._hosts.get(update.instance_id)
@@ -116,6 +116,17 @@ class Cluster:
         if self._clock() >= self._next_return:
             self._rebalance()
         return self._balancer.choose(context)
+
+    def _host_changed(self, host: Host) -> None:
+        if self._hosts.get(host.id) is not host:
+            return  # replaced or removed meanwhile
+        log.info(
+            "endpoint draining: no new requests"
+            if host.draining
+            else "endpoint back from draining",
+            extra={"cluster": self.name, "endpoint": host.id},
+        )
+        self._rebalance()
 
     def set_balancer(self, balancer: LoadBalancer, policy: str) -> None:
         """Switch the LB policy at run time (dynamic settings); hosts keep their state."""

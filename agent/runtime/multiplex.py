@@ -62,6 +62,11 @@ Pick = Literal["least_pending", "round_robin"]
 GROW_BACKOFF_S = 1.0
 
 
+# How long a provider's address stays out of the choice after the connection on which it
+# said it is going away (Dubbo's READONLY) is closed: its process exits meanwhile.
+DRAINED_FORGET_S = 10.0
+
+
 class ResponseDecoder(Protocol[ResponseT_co]):
     """The sans-IO decoder of what a provider sends (see agent.codec)."""
 
@@ -215,6 +220,13 @@ class MultiplexConnection(asyncio.Protocol, Generic[RequestT, ResponseT]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self.draining:
+            # The provider closed the connection it said READONLY on: its process is about
+            # to exit, and still accepts connections meanwhile (a request sent on a new one
+            # would be reset). Its address is left for DRAINED_FORGET_S more, long enough
+            # for the exit; then whatever answers there (a restart) starts fresh. A
+            # registry that drops the provider, or lists it anew, makes this moot.
+            self._loop.call_later(DRAINED_FORGET_S, self.host.set_draining, False)
         self._unusable()
         self._fail_all(self.close_reason or f"connection to {self.host.id} lost: {exc or 'closed'}")
         self.resume_writing()  # wake writers and paused clients: they will see `closed`
@@ -233,10 +245,12 @@ class MultiplexConnection(asyncio.Protocol, Generic[RequestT, ResponseT]):
                 waiter(error)
 
     def drain(self) -> None:
-        """The provider is going away: no new requests here; those in flight finish."""
+        """The provider is going away: no new requests here, nor to its host on any path
+        (``Host.draining``) while this process lives; those in flight finish."""
         if not self.draining:
             self.draining = True
             log.info("provider is going away; draining", extra={"endpoint": self.host.id})
+            self.host.set_draining(True)
             if self.on_unusable is not None:
                 self.on_unusable(self)
 

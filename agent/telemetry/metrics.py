@@ -128,6 +128,16 @@ class AgentCollector:
         ejections = CounterMetricFamily(
             "meshagent_upstream_ejections", "Times ejected by outlier detection", labels=host_labels
         )
+        drains = CounterMetricFamily(
+            "meshagent_upstream_drains",
+            "Times the endpoint said it is going away (Dubbo READONLY)",
+            labels=host_labels,
+        )
+        draining = GaugeMetricFamily(
+            "meshagent_upstream_draining",
+            "1 while the endpoint's process is going away: no new requests",
+            labels=host_labels,
+        )
         healthy = GaugeMetricFamily(
             "meshagent_upstream_healthy",
             "1 when the active health check passes",
@@ -157,8 +167,11 @@ class AgentCollector:
                 connect_failures.add_metric(values, host.stats.connect_failures)
                 ejections.add_metric(values, host.stats.ejections)
                 healthy.add_metric(values, 1 if host.healthy else 0)
+                drains.add_metric(values, host.stats.drains)
+                draining.add_metric(values, 1 if host.draining else 0)
                 in_flight.add_metric(values, host.active_requests)
-        yield from (requests, failures, connect_failures, ejections, healthy, in_flight)
+        yield from (requests, failures, connect_failures, ejections, drains, draining)
+        yield from (healthy, in_flight)
         yield from (members, available)
 
         connected = GaugeMetricFamily(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -152,6 +153,27 @@ def test_requests_of_one_connection_are_balanced(
     assert seen == {dubbo_provider.provider_id: 10, second.provider_id: 10}, seen
 
 
+def bench_while_running(
+    agent: AgentProcess, duration_s: float, spread: Callable[[Iterator[bool]], bool]
+) -> tuple[threading.Thread, dict[str, Any]]:
+    """The Java consumer's bench through the agent in a thread, once traffic reaches the
+    providers (``spread``: any or all of them past 50 requests); its summary lands in the
+    dict when the thread ends."""
+    bench: dict[str, Any] = {}
+    runner = threading.Thread(
+        target=lambda: bench.update(
+            run_bench(url=url(agent), threads=4, duration_s=duration_s, warmup_s=0.5)
+        )
+    )
+    runner.start()
+    agent.process.wait_for(
+        lambda: spread(e["requests"] > 50 for e in agent.endpoints(INTERFACE)) or None,
+        30,
+        what="bench traffic through the providers",
+    )
+    return runner, bench
+
+
 def test_killed_provider_calls_keep_succeeding(
     zookeeper: ZooKeeperServer,
     dubbo_provider: DubboProvider,
@@ -165,18 +187,7 @@ def test_killed_provider_calls_keep_succeeding(
     assert {o["result"] for o in before.values()} == {dubbo_provider.provider_id, "doomed"}
 
     # A bench run over one connection; the provider is SIGKILLed in the middle of it.
-    bench: dict[str, Any] = {}
-    runner = threading.Thread(
-        target=lambda: bench.update(
-            run_bench(url=url(agent), threads=4, duration_s=4.0, warmup_s=0.5)
-        )
-    )
-    runner.start()
-    agent.process.wait_for(
-        lambda: any(e["requests"] > 50 for e in agent.endpoints(INTERFACE)) or None,
-        30,
-        what="bench traffic through both providers",
-    )
+    runner, bench = bench_while_running(agent, 4.0, any)
     doomed.kill()
     runner.join(60)
     assert bench["calls"] > 100, bench
@@ -188,6 +199,72 @@ def test_killed_provider_calls_keep_succeeding(
     after = run_calls(url=url(agent), calls=WHO)
     assert all(o["ok"] for o in after.values()), after
     assert {o["result"] for o in after.values()} == {dubbo_provider.provider_id}
+
+
+def test_a_graceful_stop_loses_no_call(
+    zookeeper: ZooKeeperServer,
+    dubbo_provider: DubboProvider,
+    dubbo_provider_factory: Callable[..., DubboProvider],
+    agent_factory: Callable[..., AgentProcess],
+) -> None:
+    # Issue 27: a provider stopped with SIGTERM says READONLY and keeps serving what it has
+    # for its shutdown wait; the registry still lists it until it exits. The agent kept
+    # sending it new requests (over new connections), and those were lost when it exited.
+    doomed = dubbo_provider_factory(
+        registry=zookeeper.url, provider_id="doomed", extra_args=["--shutdown-wait", "2000"]
+    )
+    agent = agent_factory(zookeeper)
+    agent.wait_endpoints(INTERFACE, 2)
+    runner, bench = bench_while_running(agent, 6.0, any)
+    doomed.process.send_signal(signal.SIGTERM)
+    # Out of the choice at once (ZooKeeper drops it from the registry a few ms later, at
+    # interface level; /v1/clusters shows `draining` for as long as a registry lists it).
+    agent.process.wait_for_line(
+        rf"endpoint draining: no new requests .*endpoint={doomed.address}", 10
+    )
+    runner.join(60)
+    assert bench["calls"] > 100 and bench["errors"] == 0, bench
+
+
+def test_a_provider_saying_readonly_is_left_while_its_registry_still_lists_it(
+    tmp_path: Path,
+    zookeeper: ZooKeeperServer,
+    dubbo_provider: DubboProvider,
+    dubbo_provider_factory: Callable[..., DubboProvider],
+) -> None:
+    # Issue 27, where the registry keeps listing a stopping provider until it exits (as
+    # Nacos and application-level discovery do; here a static list): READONLY alone must
+    # take it out of the choice, on every connection, new ones included.
+    doomed = dubbo_provider_factory(provider_id="doomed", extra_args=["--shutdown-wait", "2000"])
+    config = dubbo_agent_config(zookeeper.hosts, INTERFACE)
+    config["registries"] = [
+        {
+            "name": "zk",
+            "type": "local",
+            "config": {
+                "services": {
+                    INTERFACE: [
+                        {"host": "127.0.0.1", "port": p.port} for p in (dubbo_provider, doomed)
+                    ]
+                }
+            },
+        }
+    ]
+    agent = start_agent(tmp_path, config)
+    try:
+        agent.wait_endpoints(INTERFACE, 2)
+        runner, bench = bench_while_running(agent, 6.0, all)
+        doomed.process.send_signal(signal.SIGTERM)
+        draining = agent.process.wait_for(
+            lambda: [e["id"] for e in agent.endpoints(INTERFACE) if e["draining"]] or None,
+            10,
+            what="the provider's READONLY in /v1/clusters",
+        )
+        assert draining == [doomed.address]
+        runner.join(60)
+        assert bench["calls"] > 100 and bench["errors"] == 0, bench
+    finally:
+        agent.stop()
 
 
 # -- bad input, with a raw socket client beside a good one --------------------------------

@@ -136,3 +136,24 @@ def test_listeners_hear_every_rebalance() -> None:
     cluster.apply(Reset(1, (inst("a", 1),)))
     cluster.apply(Add(2, inst("b", 2)))
     assert seen == [1, 2]
+
+
+def test_a_draining_endpoint_gets_no_new_requests_until_its_process_is_gone() -> None:
+    # Issue 27: a provider that said READONLY is out of the choice for every path at once.
+    cluster = make()
+    cluster.apply(Reset(1, (inst("a", 1), inst("b", 1))))
+    (a,) = [host for host in cluster.hosts() if host.id == "a"]
+    a.set_draining(True)
+    assert chosen_ids(cluster) == {"b"}
+    assert a.stats.drains == 1 and cluster.available_count() == 1
+    a.set_draining(False)  # the process that said it is gone: its address starts fresh
+    assert chosen_ids(cluster) == {"a", "b"}
+    # A host the registry added later is watched the same way.
+    cluster.apply(Add(2, inst("c", 2)))
+    (c,) = [host for host in cluster.hosts() if host.id == "c"]
+    c.set_draining(True)
+    assert "c" not in chosen_ids(cluster)
+    # Every endpoint draining: balanced over all rather than failing (panic mode).
+    for host in cluster.hosts():
+        host.set_draining(True)
+    assert chosen_ids(cluster, 30) == {"a", "b", "c"}

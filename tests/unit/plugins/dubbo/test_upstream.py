@@ -101,3 +101,15 @@ async def test_the_keepalive_is_a_heartbeat_request() -> None:
     connection.send_keepalive()
     (frame,) = transport.frames()
     assert frame.header.event and frame.header.request and frame.header.two_way
+
+
+async def test_readonly_drains_the_host_past_the_connection_that_said_it() -> None:
+    host = Host(Instance("q", "127.0.0.1", 20881))
+    connection = UpstreamConnection(host, DubboCodec())
+    connection.connection_made(Recorder())  # type: ignore[arg-type]
+    readonly = bytearray(heartbeat_request(0))
+    readonly[-1:] = b"R"
+    connection.data_received(bytes(readonly))
+    assert host.draining and host.stats.drains == 1
+    connection.connection_lost(None)  # the provider closes it: its process is exiting
+    assert host.draining  # a new connection now would reach the exiting process
