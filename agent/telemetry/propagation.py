@@ -137,7 +137,8 @@ def parse_timeout_ms(value: str) -> float | None:
     """A remaining budget in milliseconds (integer or decimal), or None when unreadable,
     not finite, zero or negative: a deadline that has already passed cannot arrive from
     a caller still waiting, so it is a bug upstream, not a reason to fail this call."""
-    if len(value) > 32:
+    # ASCII only: float() also reads other scripts' digits and "1_000".
+    if len(value) > 32 or not value.isascii() or "_" in value:
         return None
     try:
         number = float(value.strip())
@@ -153,7 +154,7 @@ _GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9
 
 def parse_grpc_timeout(value: str) -> float | None:
     """gRPC's ``grpc-timeout`` (at most 8 digits and a unit) in seconds, or None."""
-    if not 2 <= len(value) <= 9 or not value[:-1].isdigit():
+    if not 2 <= len(value) <= 9 or not _digits(value[:-1]):
         return None
     unit = _GRPC_UNITS.get(value[-1])
     if unit is None:
@@ -174,10 +175,16 @@ def format_grpc_timeout(seconds: float) -> str:
 def parse_hops(value: str) -> int | None:
     """The hop count that arrived, or None when it is not a plausible count."""
     text = value.strip()
-    if not text.isdigit() or len(text) > 6:
+    if not _digits(text) or len(text) > 6:
         return None
     hops = int(text)
     return hops if hops <= HOPS_MAX else None
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` is also true for superscripts ("²", which int()
+    refuses: a fuzzer found the crash) and other scripts' digits (which int() reads)."""
+    return text.isascii() and text.isdigit()
 
 
 def parse_path(value: str) -> tuple[str, ...]:

@@ -93,3 +93,12 @@ def test_propagation_headers_filters_and_lowercases() -> None:
         {"TraceParent": "v", "X-Meshagent-Hops": "2", "content-type": "application/json"}
     )
     assert found == {"traceparent": "v", "x-meshagent-hops": "2"}
+
+
+@pytest.mark.parametrize("digits", ["\u00b2", "\u0661\u0662", "1_0", "\uff11"])
+def test_only_ascii_digits_are_numbers(digits: str) -> None:
+    # A superscript passed str.isdigit() and crashed int() (found by the fuzzer); other
+    # scripts' digits were read as numbers (Arabic-Indic "12").
+    assert p.parse_hops(digits) is None
+    assert p.parse_grpc_timeout(digits + "S") is None
+    assert p.parse_timeout_ms(digits) is None
