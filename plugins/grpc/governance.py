@@ -82,19 +82,14 @@ def pick_context(context: ListenerContext, record: Call | None, server_context: 
     return PickContext(exclude=excluded) if excluded else NO_CONTEXT
 
 
-async def governed_pick(record: Call, cluster: Cluster, metadata: Mapping[str, str]) -> PickContext:
-    """For the JSON invocation: wait an injected delay, then the endpoints the rule's
-    traffic split leaves to the call (the request's ``metadata`` as headers)."""
+def subset_out(record: Call, cluster: Cluster, metadata: Mapping[str, str]) -> frozenset[str]:
+    """For the JSON invocation: the endpoints the rule's traffic split leaves out of the
+    call (the request's ``metadata`` as headers); none without a split."""
     decision = decision_of(record)
-    if decision is None:
-        return NO_CONTEXT
-    if decision.delay_s > 0:
-        await asyncio.sleep(decision.delay_s)
-    if not decision.splits:
-        return NO_CONTEXT
+    if decision is None or not decision.splits:
+        return frozenset()
     lowered = {key.lower(): value for key, value in metadata.items()}
-    excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata, lowered.get)
-    return PickContext(exclude=excluded) if excluded else NO_CONTEXT
+    return decision.excluded(cluster.hosts(), lambda h: h.instance.metadata, lowered.get)
 
 
 # What grpc reports when no HTTP/2 connection to the endpoint could be made: nothing

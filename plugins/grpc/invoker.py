@@ -18,15 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.calls import Call, CallRejected, Direction, Outcome, outcome_of
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
-from agent.cluster.lb import PickContext
+from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.config import ServiceConfig
 from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError
-from agent.governance.policy import Degraded, connection_refusal, retry_delay
+from agent.exchange import Action, Exchange
+from agent.governance.policy import Degraded, connection_refusal
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc.channels import ChannelPool, target
-from plugins.grpc.governance import failure_of, governed_pick
+from plugins.grpc.governance import failure_of, subset_out
 from plugins.grpc.reflection import (
     DescriptorCache,
     DescriptorSetError,
@@ -253,9 +254,16 @@ async def _invoke(
 ) -> InvokeResult:
     grpc_service, method = split_method(request.service, request.method)
     cluster = request.cluster
-    pick = await governed_pick(call, cluster, body.metadata)
+    # The call's attempts (agent/exchange.py). gRPC has no retries of its own: a rule's
+    # only, for a failure before the first reply.
+    exchange = Exchange(call)
+    exchange.exclude_subset(subset_out(call, cluster, body.metadata))
+    step = exchange.begin()  # an injected delay, or attempt now
     while True:
-        host = cluster.choose(pick)
+        if step.action is Action.WAIT:
+            await asyncio.sleep(step.delay_s)
+        excluded = exchange.excluded
+        host = cluster.choose(PickContext(exclude=excluded) if excluded else NO_CONTEXT)
         if host is None:
             raise NoEndpointError(f"no provider of {request.service.name} is available")
         try:
@@ -270,16 +278,15 @@ async def _invoke(
                 if isinstance(exc, ReflectionError)
                 else _failure(exc)
             )
-            delay = retry_delay(call, failure)
-            if delay is None or isinstance(exc, DescriptorSetError):
+            if isinstance(exc, DescriptorSetError):
+                raise
+            step = exchange.failed(host.id, failure)
+            if step.action is Action.GIVE_UP:
                 raise
             if call.attempts and call.attempts[-1].ended is None:
                 status = _status_name(exc)
                 outcome = _TRANSPORT_OUTCOMES.get(status) or outcome_of(exc)
                 call.end_attempt(call.attempts[-1], outcome, status)
-            pick = PickContext(hash_key=pick.hash_key, exclude=pick.exclude | {host.id})
-            if delay > 0:
-                await asyncio.sleep(delay)
 
 
 def _failure(error: RemoteApplicationError) -> Failure:
