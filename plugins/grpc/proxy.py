@@ -22,7 +22,8 @@ from agent.calls import Call, CallRejected
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.errors import InvalidRequest, InvokeNotSupported, MeshAgentError, NoEndpointError
-from agent.governance.policy import Degraded, connection_refusal, retry_delay
+from agent.exchange import Action, Exchange, Next
+from agent.governance.policy import Degraded, connection_refusal
 from agent.governance.retry import Failure
 from agent.runtime.protocols import BoundListener, ListenerContext
 from agent.telemetry.propagation import TIMEOUT_MS
@@ -83,12 +84,19 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             await self._fallback(method, record, server_context)
             return
         pick = governance.pick_context(context, record, server_context)
+        # The call's attempts (agent/exchange.py): a rule's retries only (gRPC has none
+        # of its own), never once part of the answer reached the client.
+        exchange = Exchange(record)
+        exchange.exclude_subset(pick.exclude)
         client_metadata = forwardable(server_context.invocation_metadata())
         code: Any = None
         try:
             shape: _Shape = await _request_shape(requests)
             while True:
-                host = context.cluster.choose(pick)
+                excluded = exchange.excluded
+                host = context.cluster.choose(
+                    PickContext(pick.hash_key, excluded) if excluded else pick
+                )
                 if host is None:
                     if code is not None:
                         break  # every provider tried: the last failure is the answer
@@ -106,15 +114,14 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 code, details, trailers = result.code, result.details, result.trailers
                 if record is None or code == grpc.StatusCode.OK or result.relayed:
                     break
-                retry = self._retry_shape(shape, result.unsent, code, details, record)
+                retry = self._retry_shape(exchange, host.id, shape, result.unsent, code, details)
                 if retry is None:
                     break
-                shape, delay = retry
+                shape, step = retry
                 # Counted as the attempt it was; the call goes on to another provider.
                 record.end_attempt(record.attempts[-1], governance.attempt_outcome(code), code.name)
-                pick = PickContext(exclude=pick.exclude | {host.id})
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                if step.action is Action.WAIT:
+                    await asyncio.sleep(step.delay_s)
             server_context.set_trailing_metadata(forwardable(trailers))
             if code != grpc.StatusCode.OK:
                 await server_context.abort(code, details or "")
@@ -184,23 +191,28 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     @staticmethod
     def _retry_shape(
-        shape: _Shape, unsent: bytes | None, code: Any, details: str | None, record: Call
-    ) -> tuple[_Shape, float] | None:
-        """What to send again and after how long, when the call's retry rule retries this
-        failure; None when it does not. A client stream can be sent again only when none
-        of it reached the provider (the agent keeps no copy of streamed messages)."""
+        exchange: Exchange,
+        endpoint: str,
+        shape: _Shape,
+        unsent: bytes | None,
+        code: Any,
+        details: str | None,
+    ) -> tuple[_Shape, Next] | None:
+        """What to send again and when, when the call driver retries this failure; None
+        when it does not. A client stream can be sent again only when none of it reached
+        the provider (the agent keeps no copy of streamed messages)."""
         failure = governance.failure_of(code, details)
         if not isinstance(shape, bytes):
             if unsent is None:
                 return None
             failure = Failure(failure.kind, sent=False)
-        delay = retry_delay(record, failure)
-        if delay is None:
+        step = exchange.failed(endpoint, failure)
+        if step.action is Action.GIVE_UP:
             return None
         if isinstance(shape, bytes):
-            return shape, delay
+            return shape, step
         assert unsent is not None
-        return _Resend(unsent), delay
+        return _Resend(unsent), step
 
     async def _attempt(
         self,
