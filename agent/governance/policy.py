@@ -154,22 +154,6 @@ def connection_refusal(call: Call, cluster: str, open_connections: Callable[[], 
     )
 
 
-def retry_delay(call: Call, failure: Failure) -> float | None:
-    """Under the call's retry rule: seconds to wait before the next attempt, or None (no
-    retry rule, a failure the rule does not retry, the budget spent, or a backoff that
-    would end past the call's deadline)."""
-    decision = decision_of(call)
-    if decision is None or decision.retry_attempts is None:
-        return None
-    delay = decision.retry_after(failure)
-    if delay is None:
-        return None
-    remaining = call.remaining_s()
-    if remaining is not None and remaining <= delay:
-        return None
-    return delay
-
-
 @dataclass
 class RulesState:
     """The rule set in force and where it came from."""

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from agent.calls import Call, CallRejected, Calls, Direction, Outcome
-from agent.governance.policy import Degraded, GovernancePolicy, decision_of, retry_delay
+from agent.governance.policy import Degraded, GovernancePolicy, decision_of
 from agent.governance.retry import Failure, FailureKind
 from agent.governance.rules import RuleSet
 
@@ -163,19 +163,6 @@ def test_retries_follow_the_rule_and_the_budget() -> None:
         assert decision.retries <= 3
     assert retries == 20  # 0.2 x 100 calls
     assert policy.counters.retries == 20 and policy.counters.retries_over_budget == 100
-
-
-def test_retry_delay_never_waits_past_the_deadline() -> None:
-    rule = {"retry": {"attempts": 3, "budget": {"ratio": 1.0}, "backoff_base_ms": 100}}
-    calls, _, clock = hub({"rules": [rule]})
-    failure = Failure(FailureKind.CONNECT, sent=False)
-    assert retry_delay(start(calls, timeout_s=5), failure) is not None
-    short = start(calls, timeout_s=5)
-    clock.now += 5  # the call's deadline has come
-    assert retry_delay(short, failure) is None
-    # Without a retry rule: never.
-    plain, _, _ = hub({"rules": []})
-    assert retry_delay(start(plain), failure) is None
 
 
 def test_set_rules_swaps_the_table_and_keeps_loads() -> None:
