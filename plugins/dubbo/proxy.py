@@ -42,6 +42,7 @@ from agent.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from agent.exchange import Action, Exchange
 from agent.governance.policy import Decision, Degraded, decision_of
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.client_connection import (
@@ -146,6 +147,9 @@ def _method_of(head: InvocationHead, body: bytes) -> str:
     return head.method
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 class _Call:
     """One two-way request from the client, from dispatch to its answer."""
 
@@ -155,13 +159,13 @@ class _Call:
         "connection",
         "deadline",
         "done",
+        "exchange",
         "frame",
         "host",
         "method",
         "proxy",
         "record",
         "timeout_ms",
-        "tried",
         "upstream_id",
     )
 
@@ -178,8 +182,9 @@ class _Call:
         # The call as the Calls hub sees it (metrics, tracing), and its current attempt.
         self.record = record
         self.attempt: Attempt | None = None
-        # Providers a governance retry moves away from.
-        self.tried: frozenset[str] = frozenset()
+        # Its attempts' driver (agent/exchange.py), made at its first retryable failure
+        # under a governance retry rule (the listener has no retries of its own).
+        self.exchange: Exchange | None = None
         self.frame = frame
         self.client_id = frame.header.request_id
         self.method = method
@@ -259,10 +264,13 @@ class _Call:
             status, failure = Status.SERVICE_ERROR, Failure(FailureKind.RESET, sent=True)
         if failure is None:
             return False
-        delay = decision.retry_after(failure)
-        proxy = self.proxy
-        if delay is None or proxy.loop.time() + delay >= self.deadline:
+        exchange = self.exchange
+        if exchange is None:
+            exchange = self.exchange = Exchange(self.record)
+        step = exchange.failed(host.id, failure)
+        if step.action is Action.GIVE_UP:
             return False
+        proxy = self.proxy
         if self.attempt is not None:
             self.record.end_attempt(
                 self.attempt, _OUTCOMES.get(status, Outcome.UPSTREAM_ERROR), str(int(status))
@@ -272,10 +280,9 @@ class _Call:
             proxy.context.cluster.report_failure(host)
         # Off the provider that failed: the call waits for its retry holding no upstream.
         host.active_requests -= 1
-        self.tried = self.tried | {host.id}
         self.connection = None
         self.host = None
-        proxy.retry_later(self, delay)
+        proxy.retry_later(self, step.delay_s)
         return True
 
     def _record(self, outcome: Outcome, status: str, error: BaseException | None = None) -> None:
@@ -509,8 +516,9 @@ class DubboProxyConnection(BatchedClientConnection):
 
     def _choose(self, call: _Call, decision: Decision | None) -> Host | None:
         cluster = self.context.cluster
+        tried = call.exchange.tried if call.exchange is not None else _NONE
         if decision is None or not decision.splits:
-            return cluster.choose(NO_CONTEXT if not call.tried else PickContext(exclude=call.tried))
+            return cluster.choose(NO_CONTEXT if not tried else PickContext(exclude=tried))
         header = None
         if decision.uses_headers:
             # Canary matches read attachments: the whole body is decoded (O(body)), only
@@ -524,8 +532,8 @@ class DubboProxyConnection(BatchedClientConnection):
         excluded = decision.excluded(
             cluster.hosts(), lambda h: h.instance.metadata, header or (lambda name: None)
         )
-        host = cluster.choose(PickContext(exclude=excluded | call.tried))
-        if host is None and call.tried:
+        host = cluster.choose(PickContext(exclude=excluded | tried))
+        if host is None and tried:
             host = cluster.choose(PickContext(exclude=excluded))  # round again, as failover
         return host
 
