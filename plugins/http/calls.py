@@ -15,9 +15,10 @@ import json
 from collections.abc import Callable, Mapping
 
 from agent.calls import Call, CallRejected, Outcome
+from agent.exchange import Exchange
 from agent.governance.policy import Degraded
 from plugins.http.headers import Headers
-from plugins.http.routing import problem_body
+from plugins.http.routing import IDEMPOTENT, Target, problem_body
 
 # Provider answers a retry rule may retry (Envoy's "gateway-error" plus 503).
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
@@ -34,6 +35,32 @@ def with_outgoing(fields: Headers, outgoing: Mapping[str, str]) -> Headers:
     added = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in outgoing.items()]
     names = {name for name, _ in added}
     return [(n, v) for n, v in fields if n.lower() not in names] + added
+
+
+def exchange_for(
+    call: Call | None, target: Target, method: bytes, has_body: bool, headers: Headers
+) -> Exchange:
+    """The driver of an HTTP request's attempts (agent/exchange.py): the route's retries
+    for an idempotent method without a body (RFC 9110 9.2.2), which may be sent again
+    whatever reached the provider; a body streams to the provider and is not kept; a
+    traffic-splitting rule's subset, drawn by the request's headers when it matches them."""
+    idempotent = method in IDEMPOTENT
+    exchange = Exchange(
+        call,
+        retries=target.retries if idempotent and not has_body else 0,
+        idempotent=idempotent,
+        resendable=not has_body,
+    )
+    decision = exchange.decision
+    if decision is not None and decision.splits:
+        exchange.exclude_subset(
+            decision.excluded(
+                target.cluster.hosts(),
+                lambda host: host.instance.metadata,
+                header_lookup(headers) if decision.uses_headers else no_header,
+            )
+        )
+    return exchange
 
 
 def no_header(name: str) -> str | None:

@@ -29,8 +29,7 @@ from agent.exchange import Action, Exchange
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import ListenerContext, ListenerStats
 from plugins.http.calls import (
-    header_lookup,
-    no_header,
+    exchange_for,
     outcome_of_status,
     refusal,
     with_outgoing,
@@ -48,7 +47,6 @@ from plugins.http.headers import (
 from plugins.http.pool import UpstreamConnection, UpstreamPool
 from plugins.http.protocol import HttpConfig
 from plugins.http.routing import (
-    IDEMPOTENT,
     Router,
     Target,
     problem_body,
@@ -365,22 +363,7 @@ class _Session:
         except CallRejected as exc:
             await self._refusal(exc, name)
             return True
-        idempotent = request.method in IDEMPOTENT
-        exchange = Exchange(
-            call,
-            retries=target.retries if idempotent and not has_body else 0,
-            idempotent=idempotent,
-            resendable=not has_body,  # a body is streamed to the provider, not kept
-        )
-        decision = exchange.decision
-        if decision is not None and decision.splits:
-            exchange.exclude_subset(
-                decision.excluded(
-                    target.cluster.hosts(),
-                    lambda host: host.instance.metadata,
-                    header_lookup(raw) if decision.uses_headers else no_header,
-                )
-            )
+        exchange = exchange_for(call, target, request.method, has_body, raw)
         try:
             return await self._attempts(exchange, call, upstream_request, target, has_body)
         except BaseException as exc:

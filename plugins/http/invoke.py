@@ -19,15 +19,15 @@ import h11
 
 from agent.calls import Call, Direction, Outcome, outcome_of
 from agent.errors import ConnectError, UpstreamError, UpstreamTimeout
-from agent.exchange import Action, Exchange
+from agent.exchange import Action
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import HttpInvokeRequest, HttpInvokeResult
 from agent.telemetry.propagation import propagation_headers
-from plugins.http.calls import RETRYABLE_STATUSES, header_lookup, no_header
+from plugins.http.calls import RETRYABLE_STATUSES, exchange_for
 from plugins.http.headers import Headers, end_to_end, header_value
 from plugins.http.pool import UpstreamConnection, UpstreamPool
 from plugins.http.protocol import HttpConfig
-from plugins.http.routing import IDEMPOTENT, Target, service_target
+from plugins.http.routing import Target, service_target
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +89,10 @@ async def forward(
     name = target.service.name
     if has_body and header_value(headers, b"content-length") is None:
         headers = [*headers, (b"Transfer-Encoding", b"chunked")]
-    idempotent = method in IDEMPOTENT
     # The call's attempts (agent/exchange.py): which providers, the rule's retries or the
     # service's, backoff, the deadline, the stale keep-alive resend.
-    exchange = Exchange(
-        call,
-        retries=target.retries if idempotent and not has_body else 0,
-        idempotent=idempotent,
-        resendable=not has_body,  # the body streams to the provider: it cannot be replayed
-    )
+    exchange = exchange_for(call, target, method, has_body, headers)
     decision = exchange.decision
-    if decision is not None and decision.splits:
-        exchange.exclude_subset(
-            decision.excluded(
-                target.cluster.hosts(),
-                lambda host: host.instance.metadata,
-                header_lookup(headers) if decision.uses_headers else no_header,
-            )
-        )
     step = exchange.begin()
     while True:
         if step.action is Action.WAIT:

@@ -44,8 +44,7 @@ from agent.runtime.protocols import ListenerContext, RouteStats
 from plugins.http.calls import (
     RETRYABLE_STATUSES,
     chain_of,
-    header_lookup,
-    no_header,
+    exchange_for,
     outcome_of_status,
     refusal,
     with_outgoing,
@@ -54,7 +53,7 @@ from plugins.http.h2_server import PREFACE
 from plugins.http.h11_session import H11Connection
 from plugins.http.headers import Headers, end_to_end, forwarding, split_fields
 from plugins.http.protocol import HttpConfig
-from plugins.http.routing import IDEMPOTENT, Router, Target, problem_body
+from plugins.http.routing import Router, Target, problem_body
 from plugins.http.upstream import FastPool, UpstreamConnection
 
 if TYPE_CHECKING:
@@ -733,25 +732,12 @@ class _Exchange:
         remaining = call.remaining_s()
         if remaining is not None and remaining < self.timeout_s:
             self.timeout_s = remaining  # never wait past the call's deadline
-        idempotent = request.method in IDEMPOTENT
-        self.driver = driver = Exchange(
-            call,
-            retries=self.target.retries if idempotent and not request.has_body else 0,
-            idempotent=idempotent,
-            resendable=not request.has_body,  # a body is streamed on, not kept
+        self.driver = driver = exchange_for(
+            call, self.target, request.method, request.has_body, request.headers
         )
-        decision = driver.decision
-        if decision is None:
+        if driver.decision is None:
             self.attempt()
             return
-        if decision.splits:
-            driver.exclude_subset(
-                decision.excluded(
-                    self.target.cluster.hosts(),
-                    lambda host: host.instance.metadata,
-                    header_lookup(request.headers) if decision.uses_headers else no_header,
-                )
-            )
         self._step(driver.begin())  # an injected delay, or the first attempt now
 
     def _attempt_later(self) -> None:
