@@ -12,19 +12,17 @@ call metrics, the LB policies. Left interpreted, and why:
   interpreted code (``Degraded``): a compiled class's methods check ``self`` by exact
   type and would refuse the subclass;
 - agent/api/ndjson.py: an async generator (mypyc does not compile them);
-- tried compiled and left interpreted for now, each with the suite's failure that showed
-  why (docs/benchmarks.md, issue 20): agent/runtime/multiplex.py and
-  plugins/dubbo/strategies.py (interpreted code subclasses their classes: "interpreted
-  classes cannot inherit from compiled"; a forking deadline test was cancelled),
-  plugins/http/proxy.py and upstream.py (an upgraded connection's hand-over to the h11
-  session lost the connection), and the other listeners' client sides
-  (agent/runtime/tcp_proxy.py, client_connection.py, the Dubbo and Thrift proxies), not
-  yet run through the integration suite compiled;
 - plugins/dubbo/hessian2/values.py: ``JavaLong`` subclasses ``int`` (a builtin);
 - pydantic models (mypyc cannot compile a class whose attributes hold ``Field``s): the
   compiled modules' models live in modules of their own (plugins/dubbo/options.py,
   plugins/dubbo/invoke_body.py, agent/cluster/lb_config.py), as do the configuration and
   management modules, which run once or rarely.
+
+Compiled after a first failure, each fixed at its cause (docs/benchmarks.md, issues 19
+and 20): agent/runtime/multiplex.py (``MultiplexCodec`` allows interpreted subclasses;
+its ``max_id`` and ``unit`` are class variables), plugins/dubbo/strategies.py (no
+``await`` inside a ``finally``: compiled, the exception pending there was lost across the
+suspension), the listeners and their client sides.
 """
 
 from __future__ import annotations
