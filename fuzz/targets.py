@@ -130,21 +130,23 @@ def http2_server(data: bytes) -> None:
         pass
 
 
-class _Transport:
-    """What the API connection asks of its transport, in memory."""
+class MemoryTransport:
+    """What the API connection asks of its transport, in memory: what it wrote is kept
+    (tests read the answers; a fuzz execution's output is small)."""
 
     def __init__(self) -> None:
         self.closing = False
-        self.written = 0
+        self.out = bytearray()
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return ("127.0.0.1", 40000) if name == "peername" else default
 
     def write(self, data: bytes) -> None:
-        self.written += len(data)
+        self.out += data
 
     def writelines(self, chunks: list[bytes]) -> None:
-        self.written += sum(len(chunk) for chunk in chunks)
+        for chunk in chunks:
+            self.out += chunk
 
     def close(self) -> None:
         self.closing = True
@@ -179,7 +181,7 @@ async def _http1_heads(data: bytes) -> None:
     server = ApiServer(lambda request: _OK, socket.socket(), Http1Limits(max_body_bytes=4096))
     try:
         connection = ApiConnection(server)
-        transport = _Transport()
+        transport = MemoryTransport()
         connection.connection_made(transport)  # type: ignore[arg-type]
         for piece in _split(data):
             if transport.closing:

@@ -13,6 +13,7 @@ import pytest
 
 from agent.api.http1 import ApiRequest, ApiServer, Http1Limits, Reply
 from agent.runtime.admin import bind
+from fuzz.targets import MemoryTransport
 from tests.support.work import interpreted, lines_run
 
 Handler = Callable[[ApiRequest], "Reply | Awaitable[Reply]"]
@@ -303,32 +304,6 @@ async def test_many_pipelined_requests_pause_reading_and_are_all_answered() -> N
         writer.close()
 
 
-class _MemoryTransport:
-    """What ApiConnection asks of its transport, in memory (no socket: lines are counted)."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closing = False
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closing = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 async def test_a_large_head_in_small_reads_costs_work_linear_in_its_size() -> None:
     # Issue 25: the URL and headers arrive in pieces (httptools keeps its place); the
     # server's own part must not look back either. Lines of http1.py run (an interpreted
@@ -349,7 +324,7 @@ async def test_a_large_head_in_small_reads_costs_work_linear_in_its_size() -> No
             sock,
             http1.Http1Limits(max_head_bytes=1 << 22),
         )
-        transport = _MemoryTransport()
+        transport = MemoryTransport()
 
         def feed() -> bytes:
             connection = http1.ApiConnection(server)
