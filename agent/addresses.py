@@ -21,7 +21,8 @@ def parse_address(text: str) -> tuple[str, int | None]:
         raise ValueError(f"{text!r}: not an IP address (names are not resolved here)") from None
     port: int | None = None
     if port_text:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        # ASCII digits only: int() and isdigit() also take other scripts' digits.
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
             raise ValueError(f"{text!r}: port must be between 1 and 65535")
         port = int(port_text)
     return str(ip), port

@@ -62,8 +62,8 @@ COMPILED: tuple[str, ...] = (
     "plugins/dubbo/proxy.py",
     "plugins/thrift/proxy.py",
     "plugins/thrift/upstream.py",
-    "plugins/http/proxy.py",
-    "plugins/http/upstream.py",
+    "plugins/http/h1_listener.py",
+    "plugins/http/h1_upstream.py",
     "agent/runtime/deadlines.py",
     # the calls hub, telemetry and governance decisions, balancing
     "agent/calls.py",

@@ -14,10 +14,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from agent.addresses import parse_address
 from agent.discovery.config_source import check_part
@@ -120,6 +128,9 @@ class OutlierConfig(Strict):
     max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = 10
 
 
+OptionsModel = TypeVar("OptionsModel", bound=BaseModel)
+
+
 class ServiceConfig(Strict):
     name: str = Field(min_length=1)
     registry: str = "local"
@@ -135,6 +146,18 @@ class ServiceConfig(Strict):
     # The protocol's per-service settings (Dubbo: cluster strategy, timeouts, retries, per
     # method), validated by the protocol plugin's ``service_options_model``.
     options: dict[str, Any] = Field(default_factory=dict)
+    # ``options`` through that model, kept: validate_plugins sets it, so that protocol
+    # paths read validated options without validating them again per call.
+    _protocol_options: BaseModel | None = PrivateAttr(default=None)
+
+    def protocol_options(self, model: type[OptionsModel]) -> OptionsModel:
+        """``options`` as ``model`` (the protocol plugin's ``service_options_model``):
+        kept from validate_plugins, or validated now and kept (a config built in code)."""
+        kept = self._protocol_options
+        if type(kept) is not model:
+            kept = model.model_validate(self.options)
+            self._protocol_options = kept
+        return kept
 
 
 class ListenerConfig(Strict):
@@ -570,7 +593,8 @@ def validate_plugins(config: AgentConfig) -> None:
         name_path: str,
         raw: object,
         path: str,
-        options: tuple[dict[str, Any], str] | None = None,
+        options: ServiceConfig | None = None,
+        options_path: str = "",
     ) -> None:
         try:
             plugin = load(kind, name)
@@ -581,7 +605,8 @@ def validate_plugins(config: AgentConfig) -> None:
             if raw is not None:
                 plugin.validate_config(raw, path)
             if options is not None:
-                plugin.validate_service_options(*options)
+                validated = plugin.validate_service_options(options.options, options_path)
+                options._protocol_options = validated
         except ConfigError as exc:
             errors.extend(exc.errors)
 
@@ -607,7 +632,8 @@ def validate_plugins(config: AgentConfig) -> None:
             f"{at}.protocol",
             None,
             "",
-            (service.options, f"{at}.options"),
+            service,
+            f"{at}.options",
         )
     for i, listener in enumerate(config.listeners):
         at = f"listeners[{i}]"

@@ -44,8 +44,8 @@ from agent.config import ListenerConfig, ServiceConfig  # noqa: E402
 from agent.discovery.types import Instance, Reset  # noqa: E402
 from agent.runtime.protocols import ListenerContext  # noqa: E402
 from plugins.dubbo.body import request_frame  # noqa: E402
+from plugins.dubbo.config import DubboConfig  # noqa: E402
 from plugins.dubbo.frame import HEADER, MAGIC  # noqa: E402
-from plugins.dubbo.protocol import DubboConfig  # noqa: E402
 from plugins.dubbo.proxy import DubboProxyConnection  # noqa: E402
 from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool  # noqa: E402
 

@@ -47,7 +47,7 @@ from plugins.thrift.codec import (  # noqa: E402
     encode_header,
     frame,
 )
-from plugins.thrift.protocol import ThriftConfig  # noqa: E402
+from plugins.thrift.config import ThriftConfig  # noqa: E402
 from plugins.thrift.proxy import ThriftProxyConnection  # noqa: E402
 from plugins.thrift.upstream import UpstreamPool  # noqa: E402
 

@@ -14,7 +14,6 @@ import time
 
 from agent.calls import Attempt, Call, CallRejected, Direction, Outcome, outcome_of
 from agent.cluster.host import Host
-from agent.config import ServiceConfig
 from agent.errors import (
     InvalidRequest,
     LocalProtocolError,
@@ -34,6 +33,7 @@ from plugins.dubbo.body import (
     request_frame,
     with_attachments,
 )
+from plugins.dubbo.config import DubboConfig
 from plugins.dubbo.frame import Status
 from plugins.dubbo.generic import (
     ArgumentError,
@@ -45,25 +45,11 @@ from plugins.dubbo.generic import (
 from plugins.dubbo.governance import over_connection_limit
 from plugins.dubbo.invoke_body import AttachmentValue, InvokeBody, parse_body
 from plugins.dubbo.options import DubboServiceOptions
-from plugins.dubbo.protocol import DubboConfig
 from plugins.dubbo.strategies import ProviderStatusError, Settings
 from plugins.dubbo.upstream import UpstreamPool
 from plugins.zookeeper.matching import group_matches, version_matches
 
 log = logging.getLogger(__name__)
-
-# Options are validated when the config loads; here they are only turned into the model,
-# once per ServiceConfig object (a reload brings new objects).
-_options_cache: dict[str, tuple[ServiceConfig, DubboServiceOptions]] = {}
-
-
-def service_options(service: ServiceConfig) -> DubboServiceOptions:
-    cached = _options_cache.get(service.name)
-    if cached is not None and cached[0] is service:
-        return cached[1]
-    options = DubboServiceOptions.model_validate(service.options)
-    _options_cache[service.name] = (service, options)
-    return options
 
 
 def _selected(host: Host, version: str, group: str) -> bool:
@@ -120,7 +106,7 @@ async def _invoke(
 ) -> tuple[InvokeResult, bool]:
     """The result, and whether the agent answered instead of a provider (failsafe)."""
     service = request.service
-    options = service_options(service)
+    options = service.protocol_options(DubboServiceOptions)
     version = body.version if body.version is not None else service.attributes.get("version", "")
     group = body.group if body.group is not None else service.attributes.get("group", "")
     generic = GenericCall(

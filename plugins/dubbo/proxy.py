@@ -66,6 +66,7 @@ from plugins.dubbo.body import (
     value_response_frame,
     with_attachments,
 )
+from plugins.dubbo.config import DubboConfig
 from plugins.dubbo.frame import (
     HESSIAN2,
     BodyTooLarge,
@@ -75,7 +76,6 @@ from plugins.dubbo.frame import (
     frame_with_id,
 )
 from plugins.dubbo.governance import over_connection_limit, rejection_status
-from plugins.dubbo.protocol import DubboConfig
 from plugins.dubbo.strategies import status_failure
 from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool
 

@@ -30,7 +30,8 @@ import h11
 from agent.errors import MeshAgentError, NoEndpointError
 from agent.runtime.protocols import BoundListener, InvokeRequest, ListenerContext
 from plugins.grpc.channels import ChannelPool, target
-from plugins.grpc.invoker import invoke, service_options
+from plugins.grpc.config import GrpcServiceOptions
+from plugins.grpc.invoker import invoke
 from plugins.grpc.proxy import GrpcListener, serve
 from plugins.grpc.reflection import DescriptorCache, MethodInfo
 from plugins.grpc.transcode import NoRoute, Route, match, reply_json, request_message, routes
@@ -237,7 +238,7 @@ class _Front:
         """The service's HTTP routes, from the descriptors JSON invocation also uses (and
         so refreshed when they are: on UNIMPLEMENTED or INTERNAL from a provider)."""
         service = self.context.service
-        options = service_options(service)
+        options = service.protocol_options(GrpcServiceOptions)
         host = self.context.cluster.choose()
         if host is None:
             raise NoEndpointError(f"no provider of {service.name} is available")

@@ -27,6 +27,7 @@ from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc.channels import ChannelPool, target
+from plugins.grpc.config import GrpcServiceOptions
 from plugins.grpc.governance import failure_of, subset_out
 from plugins.grpc.reflection import (
     DescriptorCache,
@@ -38,21 +39,6 @@ from plugins.grpc.reflection import (
 from plugins.grpc.triple import triple_headers
 
 log = logging.getLogger(__name__)
-
-
-class GrpcServiceOptions(BaseModel):
-    """``services[].options`` of a gRPC service."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # The fully qualified gRPC service (``helloworld.Greeter``) that JSON invocations
-    # call; omitted: the service's name.
-    grpc_service: str | None = None
-    # Deadline of a JSON invocation unless the request sets timeout_ms.
-    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000
-    # A FileDescriptorSet (protoc --descriptor_set_out --include_imports) describing the
-    # service: used instead of the provider's server reflection.
-    descriptor_set: str | None = None
 
 
 class InvokeBody(BaseModel):
@@ -114,23 +100,12 @@ def parse_body(body: dict[str, Any]) -> InvokeBody:
         ) from None
 
 
-_options_cache: dict[str, tuple[ServiceConfig, GrpcServiceOptions]] = {}
-
-
-def service_options(service: ServiceConfig) -> GrpcServiceOptions:
-    cached = _options_cache.get(service.name)
-    if cached is None or cached[0] is not service:
-        cached = (service, GrpcServiceOptions.model_validate(service.options))
-        _options_cache[service.name] = cached
-    return cached[1]
-
-
 def split_method(service: ServiceConfig, method: str) -> tuple[str, str]:
     """(gRPC service, method) from ``Method`` or ``package.Service.Method``."""
     if "." in method:
         grpc_service, _, name = method.rpartition(".")
         return grpc_service, name
-    return service_options(service).grpc_service or service.name, method
+    return service.protocol_options(GrpcServiceOptions).grpc_service or service.name, method
 
 
 async def resolve(
@@ -184,7 +159,7 @@ def to_json(message: Any) -> Any:
 
 async def invoke(request: InvokeRequest, pool: ChannelPool, cache: DescriptorCache) -> InvokeResult:
     body = parse_body(request.body)
-    options = service_options(request.service)
+    options = request.service.protocol_options(GrpcServiceOptions)
     calls = request.calls
     try:
         call = calls.start(

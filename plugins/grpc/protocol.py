@@ -1,4 +1,5 @@
-"""The ``grpc`` protocol plugin: a gRPC-aware outbound listener that needs no protos.
+"""The ``grpc`` protocol's runtime part: the listener (a grpc.aio server or the h2 relay),
+invocation, the shared channels.
 
 The listener is a grpc.aio server of its own (:meth:`GrpcProtocol.bind`), relaying every
 method as bytes over pooled per-endpoint channels (plugins/grpc/proxy.py). JSON invocation
@@ -9,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from agent.plugins import Plugin, PluginKind
 from agent.runtime.protocols import (
     BoundListener,
     InvokeRequest,
@@ -22,29 +20,8 @@ from agent.runtime.protocols import (
     ProtocolSupport,
 )
 from plugins.grpc.channels import ChannelPool
-from plugins.grpc.invoker import GrpcServiceOptions
+from plugins.grpc.config import GrpcConfig
 from plugins.grpc.reflection import DescriptorCache
-
-# gRPC's own default receive limit.
-DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
-
-
-class GrpcConfig(BaseModel):
-    """Settings of a gRPC listener (``listeners[].config``) and of JSON invocation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Larger messages, either way, end the call with RESOURCE_EXHAUSTED.
-    max_message_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = DEFAULT_MAX_MESSAGE
-    # A server reflection lookup (JSON invocation) that takes longer fails.
-    reflection_timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    # HTTP/1.1 requests on the listener's port are transcoded to gRPC calls by the
-    # service's google.api.http rules; gRPC (HTTP/2) shares the port (plugins/grpc/front.py).
-    http_transcoding: bool = False
-    # The listener's engine: "grpcio", a grpc.aio server relaying messages (plugins/grpc/
-    # proxy.py), or "h2", an HTTP/2 frame relay on the agent's own loop (plugins/grpc/
-    # h2relay.py). Not combined with http_transcoding (which splices to "grpcio").
-    relay: Literal["grpcio", "h2"] = "grpcio"
 
 
 class GrpcProtocol(ProtocolSupport):
@@ -86,12 +63,3 @@ class GrpcProtocol(ProtocolSupport):
         await self.pool.close()
         if self._h2_pool is not None:
             self._h2_pool.close()
-
-
-PLUGIN: Plugin[ProtocolSupport] = Plugin(
-    PluginKind.PROTOCOL,
-    "grpc",
-    GrpcConfig,
-    GrpcProtocol,
-    service_options_model=GrpcServiceOptions,
-)

@@ -29,6 +29,7 @@ from agent.runtime.protocols import BoundListener, ListenerContext
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc import governance
 from plugins.grpc.channels import ChannelPool
+from plugins.grpc.config import GrpcServiceOptions
 from plugins.grpc.reflection import DescriptorCache
 from plugins.grpc.triple import triple_headers
 
@@ -165,7 +166,7 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
     async def _encode_fallback(self, method: str, value: Any) -> bytes:
         from google.protobuf import json_format  # type: ignore[import-untyped]
 
-        from plugins.grpc.invoker import resolve, service_options
+        from plugins.grpc.invoker import resolve
 
         context = self._context
         if self._descriptors is None:
@@ -174,7 +175,7 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         host = context.cluster.choose(NO_CONTEXT)
         if host is None:
             raise NoEndpointError(f"no provider of {context.service.name} to describe {method}")
-        options = service_options(context.service)
+        options = context.service.protocol_options(GrpcServiceOptions)
         info = await resolve(
             self._descriptors,
             context.cluster.name,

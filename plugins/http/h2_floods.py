@@ -1,5 +1,5 @@
 """HTTP/2 flood limits, the same on every HTTP/2 surface the agent serves with h2: the
-HTTP listener's HTTP/2 side (plugins/http/h2_server.py) and the gRPC ``relay: h2``
+HTTP listener's HTTP/2 side (plugins/http/h2_listener.py) and the gRPC ``relay: h2``
 (plugins/grpc/h2relay.py).
 
 The 2023 rapid-reset attack (CVE-2023-44487) opens streams and resets them at once, so

@@ -1,7 +1,6 @@
-"""The ``http`` protocol plugin: an HTTP/1.1 and HTTP/2-aware outbound listener, and
-HTTP invocation.
+"""The ``http`` protocol's runtime part: the listener factory, invocation, the shared pools.
 
-The listener (plugins/http/proxy.py) and the invoker (plugins/http/invoke.py) are imported
+The listener (plugins/http/h1_listener.py) and the invoker (plugins/http/invoker.py) are imported
 when first used, so an agent without HTTP services never loads httptools, h11 or h2.
 """
 
@@ -9,94 +8,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from agent.plugins import Plugin, PluginKind
 from agent.runtime.protocols import (
     HttpInvokeRequest,
     HttpInvokeResult,
     ListenerContext,
     ProtocolSupport,
 )
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HttpRoute(Strict):
-    """Requests whose Host and path match go to ``service``; routes are tried in order."""
-
-    # Exact host name, case-insensitive, port ignored; None matches any host.
-    host: str | None = None
-    path_prefix: str = "/"
-    service: str = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _prefix_is_absolute(self) -> HttpRoute:
-        if not self.path_prefix.startswith("/"):
-            raise ValueError("path_prefix must start with '/'")
-        return self
-
-    def matches(self, host: str, path: str) -> bool:
-        return (self.host is None or self.host.lower() == host) and path.startswith(
-            self.path_prefix
-        )
-
-
-class HttpConfig(Strict):
-    """Settings of an HTTP listener (``listeners[].config``) and of HTTP invocation."""
-
-    # Requests matching no route go to the listener's own ``service``.
-    routes: list[HttpRoute] = Field(default_factory=list)
-
-    def service_references(self) -> list[tuple[str, str]]:
-        return [(f"routes[{i}].service", route.service) for i, route in enumerate(self.routes)]
-
-    # The request line plus headers; past it the client gets 431 (nginx: 8 KiB per
-    # line, 4 lines of large buffers; Envoy: 60 KiB total). 16 KiB is h11's default.
-    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
-    # Set X-Forwarded-For/-Proto/-Host from the client's connection (off by default: a
-    # sidecar that adds them to every localhost call would tell the provider nothing).
-    x_forwarded: bool = False
-    # Append this hop to Forwarded (RFC 7239: for, host, proto); off by default, likewise.
-    forwarded: bool = False
-    # Idle keep-alive connections per endpoint kept for reuse, and for how long.
-    max_idle_per_endpoint: Annotated[int, Field(ge=0, le=10_000)] = 64
-    idle_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    # A client connection with no request in progress for this long is closed.
-    client_idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
-    # Chunks of body read from one side before waiting for the other to take them.
-    read_chunk_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
-    # HTTP/2 from clients (prior knowledge and h2c upgrade); providers get HTTP/1.1.
-    http2: bool = True
-    # Streams open at once on one client connection (nginx and Envoy: 100 and 100).
-    h2_max_concurrent_streams: Annotated[int, Field(ge=1, le=10_000)] = 100
-    # Past these, per connection and second, the client gets GOAWAY: streams it resets
-    # (rapid reset), and SETTINGS and PING frames (control frame floods).
-    h2_max_resets_per_s: Annotated[int, Field(ge=1)] = 100
-    h2_max_control_frames_per_s: Annotated[int, Field(ge=1)] = 100
-
-
-class HttpServiceOptions(Strict):
-    """``services[].options`` for HTTP services."""
-
-    # From sending the request to the response head (bodies may stream for longer).
-    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 15_000
-    # Further tries on another endpoint when a try fails before a response head arrives
-    # (connection refused or reset; not a timeout). Only requests that can be sent again
-    # are retried: idempotent methods without a body (a streamed body is not kept).
-    retries: Annotated[int, Field(ge=0, le=5)] = 0
+from plugins.http.config import HttpConfig
 
 
 class HttpProtocol(ProtocolSupport):
     name = "http"
 
     def __init__(self, config: HttpConfig) -> None:
-        from plugins.http.pool import UpstreamPool
-        from plugins.http.upstream import FastPool
+        from plugins.http.h1_upstream import FastPool
+        from plugins.http.h11_pool import UpstreamPool
 
         self.config = config
         # h11 stream connections (invocation, HTTP/2 streams, upgrades) ...
@@ -109,7 +36,7 @@ class HttpProtocol(ProtocolSupport):
         self.contexts: list[ListenerContext] = []
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
-        from plugins.http.proxy import HttpProxyConnection
+        from plugins.http.h1_listener import HttpProxyConnection
         from plugins.http.routing import Router
 
         # Routes to unknown services were refused when the agent was built
@@ -121,13 +48,13 @@ class HttpProtocol(ProtocolSupport):
         )
 
     async def invoke_http(self, request: HttpInvokeRequest) -> HttpInvokeResult:
-        from plugins.http.invoke import invoke_http
+        from plugins.http.invoker import invoke_http
 
         return await invoke_http(request, self.config, self.pool)
 
     def drain(self) -> None:
-        from plugins.http.h11_session import H11Connection
-        from plugins.http.proxy import HttpProxyConnection
+        from plugins.http.h1_listener import HttpProxyConnection
+        from plugins.http.h1_session import H11Connection
 
         for context in self.contexts:
             for transport in list(context.connections):
@@ -144,12 +71,3 @@ class HttpProtocol(ProtocolSupport):
             await asyncio.gather(*sessions, return_exceptions=True)
         self.fast_pool.close()
         await self.pool.close()
-
-
-PLUGIN: Plugin[ProtocolSupport] = Plugin(
-    PluginKind.PROTOCOL,
-    "http",
-    HttpConfig,
-    HttpProtocol,
-    service_options_model=HttpServiceOptions,
-)

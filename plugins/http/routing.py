@@ -14,8 +14,8 @@ from agent.calls import Route
 from agent.cluster.cluster import Cluster
 from agent.config import ServiceConfig
 from agent.runtime.protocols import ListenerContext
+from plugins.http.config import HttpRoute, HttpServiceOptions
 from plugins.http.headers import Headers
-from plugins.http.protocol import HttpRoute, HttpServiceOptions
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 def service_target(service: ServiceConfig, cluster: Cluster) -> Target:
     # Services of another protocol (a tcp service routed by path) take HTTP's defaults.
     options = (
-        HttpServiceOptions.model_validate(service.options)
+        service.protocol_options(HttpServiceOptions)
         if service.protocol == "http"
         else HttpServiceOptions()
     )

@@ -36,7 +36,6 @@ from thriftpy2.thrift import TApplicationException, TMessageType, TType
 
 from agent.calls import Call, CallRejected, Direction, Outcome, outcome_of
 from agent.cluster.lb import PickContext
-from agent.config import ServiceConfig
 from agent.errors import (
     ConnectError,
     InvalidRequest,
@@ -64,7 +63,7 @@ from plugins.thrift.codec import (
     encode_header,
     frame,
 )
-from plugins.thrift.protocol import ThriftConfig, ThriftServiceOptions
+from plugins.thrift.config import ThriftConfig, ThriftServiceOptions
 from plugins.thrift.upstream import UpstreamPool
 
 # thriftpy2's constructors are untyped; Any keeps mypy --strict quiet about each call.
@@ -327,18 +326,6 @@ def with_base(
 
 # -- the call ---------------------------------------------------------------------------
 
-_options_cache: dict[str, tuple[ServiceConfig, ThriftServiceOptions]] = {}
-
-
-def service_options(service: ServiceConfig) -> ThriftServiceOptions:
-    # Validated when the config loaded; turned into the model once per ServiceConfig object.
-    cached = _options_cache.get(service.name)
-    if cached is not None and cached[0] is service:
-        return cached[1]
-    options = ThriftServiceOptions.model_validate(service.options)
-    _options_cache[service.name] = (service, options)
-    return options
-
 
 def _protocol(buffer: Any, proto: Proto) -> Any:
     return TCompactProtocol(buffer) if proto is Proto.COMPACT else TBinaryProtocol(buffer)
@@ -422,7 +409,7 @@ async def invoke(request: InvokeRequest, config: ThriftConfig, pool: UpstreamPoo
         raise InvalidRequest(
             [(".".join(["body", *map(str, e["loc"])]), e["msg"]) for e in exc.errors()]
         ) from None
-    options = service_options(request.service)
+    options = request.service.protocol_options(ThriftServiceOptions)
     service = load_service(options, request.service.name)
     method = request.method
     if method not in service.thrift_services:

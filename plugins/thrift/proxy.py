@@ -61,7 +61,7 @@ from plugins.thrift.codec import (
     application_exception,
     with_seqid,
 )
-from plugins.thrift.protocol import ThriftConfig
+from plugins.thrift.config import ThriftConfig, ThriftServiceOptions
 from plugins.thrift.upstream import UpstreamConnection, UpstreamPool, WireForm
 
 log = logging.getLogger(__name__)
@@ -708,9 +708,9 @@ def _load_idl(service: ServiceConfig, where: str) -> Any:
     if not service.options.get("idl"):
         return None
     # thriftpy2 is needed only here, for services that name an IDL.
-    from plugins.thrift.invoker import load_service, service_options
+    from plugins.thrift.invoker import load_service
 
     try:
-        return load_service(service_options(service), service.name)
+        return load_service(service.protocol_options(ThriftServiceOptions), service.name)
     except Exception as exc:
         raise ConfigError([f"{where}: service {service.name!r}: {exc}"]) from None

@@ -25,8 +25,8 @@ from plugins.dubbo.body import (
     request_frame,
     value_response_frame,
 )
+from plugins.dubbo.config import DubboConfig
 from plugins.dubbo.frame import Frame, FrameDecoder, Status
-from plugins.dubbo.protocol import DubboConfig
 from plugins.dubbo.proxy import DubboProxyConnection
 from plugins.dubbo.upstream import UpstreamConnection, UpstreamPool
 

@@ -18,6 +18,7 @@ from plugins.thrift.codec import (
     application_exception,
     encode_header,
 )
+from plugins.thrift.config import ThriftServiceOptions
 from plugins.thrift.invoker import (
     _Bad,
     decode_reply,
@@ -28,7 +29,6 @@ from plugins.thrift.invoker import (
     struct_to_json,
     with_base,
 )
-from plugins.thrift.protocol import ThriftServiceOptions
 from tests.support.thrift_messages import IDL, big_item, echo_thrift
 
 OPTIONS = ThriftServiceOptions(idl=str(IDL))

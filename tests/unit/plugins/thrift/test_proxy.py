@@ -10,7 +10,7 @@ from agent.cluster.lb import RoundRobin
 from agent.config import ListenerConfig, ServiceConfig
 from agent.errors import ConfigError
 from agent.runtime.protocols import ListenerContext
-from plugins.thrift.protocol import ThriftConfig
+from plugins.thrift.config import ThriftConfig
 from plugins.thrift.proxy import Routes
 from tests.fixtures.thrift_server import IDL
 

@@ -17,7 +17,7 @@ import pytest
 from agent.config import parse_config
 from agent.errors import ConfigError
 from agent.runtime.agent import Agent
-from plugins.http.protocol import HttpRoute
+from plugins.http.config import HttpRoute
 from plugins.http.routing import Router, service_target
 from tests.fixtures.net import async_wait_until, free_port
 

@@ -4,7 +4,7 @@ The hot path is asyncio Protocol callbacks and httptools (llhttp, C) on both sid
 no coroutine, stream buffer or timeout context per request: a request head is parsed,
 routed (Host and path prefix to a service), balanced (the service's cluster picks the
 endpoint per request, so one keep-alive client is spread over every provider), written
-once to a pooled keep-alive provider connection (plugins/http/upstream.py), and the
+once to a pooled keep-alive provider connection (plugins/http/h1_upstream.py), and the
 provider's response head and body chunks are written to the client as the provider's
 parser reports them. Header work is one pass per head: hop-by-hop fields out, framing
 read. Bodies are forwarded chunk by chunk as they arrive (Content-Length bodies as the
@@ -17,7 +17,7 @@ Pipelined requests are answered in order: requests parsed while one is served ar
 queued, and reading from the client pauses until the queue drains (bounded buffering).
 
 What is not plain request/response is handed to the h11 stream session
-(plugins/http/h11_session.py), between requests: the HTTP/2 preface, upgrade requests
+(plugins/http/h1_session.py), between requests: the HTTP/2 preface, upgrade requests
 (WebSocket, h2c) and CONNECT.
 
 Bad input (a malformed request line or header, a header block over the limit, both
@@ -49,15 +49,15 @@ from plugins.http.calls import (
     refusal,
     with_outgoing,
 )
-from plugins.http.h2_server import PREFACE
-from plugins.http.h11_session import H11Connection
+from plugins.http.config import HttpConfig
+from plugins.http.h1_session import H11Connection
+from plugins.http.h1_upstream import FastPool, UpstreamConnection
+from plugins.http.h2_listener import PREFACE
 from plugins.http.headers import Headers, end_to_end, forwarding, split_fields
-from plugins.http.protocol import HttpConfig
 from plugins.http.routing import Router, Target, problem_body
-from plugins.http.upstream import FastPool, UpstreamConnection
 
 if TYPE_CHECKING:
-    from plugins.http.pool import UpstreamPool
+    from plugins.http.h11_pool import UpstreamPool
 
 log = logging.getLogger(__name__)
 

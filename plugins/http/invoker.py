@@ -24,9 +24,9 @@ from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import HttpInvokeRequest, HttpInvokeResult
 from agent.telemetry.propagation import propagation_headers
 from plugins.http.calls import RETRYABLE_STATUSES, exchange_for
+from plugins.http.config import HttpConfig
+from plugins.http.h11_pool import UpstreamConnection, UpstreamPool
 from plugins.http.headers import Headers, end_to_end, header_value
-from plugins.http.pool import UpstreamConnection, UpstreamPool
-from plugins.http.protocol import HttpConfig
 from plugins.http.routing import Target, service_target
 
 log = logging.getLogger(__name__)

@@ -40,11 +40,11 @@ from agent.errors import NoEndpointError, UpstreamError, UpstreamTimeout
 from plugins.http.calls import chain_of, outcome_of_status, refusal
 from plugins.http.h2_floods import FloodGuard
 from plugins.http.headers import PROPAGATED, Headers, end_to_end, forwarding
-from plugins.http.invoke import forward
+from plugins.http.invoker import forward
 from plugins.http.routing import problem_body
 
 if TYPE_CHECKING:
-    from plugins.http.h11_session import _Session
+    from plugins.http.h1_session import _Session
 
 log = logging.getLogger(__name__)
 

@@ -1,105 +1,18 @@
-"""The etcd plugin's pure parts: key layout, configuration, and the per-service state."""
+"""The etcd plugin's per-service state: listings and watch events into Reset/Add/Remove."""
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 
 import pytest
 
 from agent.discovery.logonce import LogOnce
 from agent.discovery.types import Add, Instance, Remove, Reset, frozen_mapping
-from agent.errors import ConfigError
-from plugins.etcd import PLUGIN
-from plugins.etcd.config import EtcdConfig
-from plugins.etcd.layout import KeyLayout, OutsideLayout, range_end
+from plugins.etcd.layout import KeyLayout
 from plugins.etcd.state import KeyValue, ServiceState
 
 LAYOUT = KeyLayout("/meshagent/services")
-
-
-# layout
-
-
-def test_key_layout_round_trip_and_encoding() -> None:
-    key = LAYOUT.key("org.example/Orders v1", "10.0.0.1:80")
-    assert key == b"/meshagent/services/org.example%2FOrders%20v1/10.0.0.1%3A80"
-    assert LAYOUT.parse(key) == ("org.example/Orders v1", "10.0.0.1:80")
-    assert LAYOUT.service_prefix("orders") == b"/meshagent/services/orders/"
-    # A service's range never takes in another whose name starts the same.
-    assert not LAYOUT.key("orders-v2", "x").startswith(LAYOUT.service_prefix("orders"))
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
-        b"/elsewhere/orders/a",
-        b"/meshagent/services/orders",
-        b"/meshagent/services/orders/",
-        b"/meshagent/services//a",
-        b"/meshagent/services/orders/a/b",
-        b"/meshagent/services/orders/%zz",
-        b"/meshagent/services/orders/%ff",
-        b"/meshagent/services/orders/a b",  # not the canonical spelling of "a b"
-        b"/meshagent/services/orders/\xff",
-    ],
-)
-def test_keys_outside_the_layout(key: bytes) -> None:
-    with pytest.raises(OutsideLayout):
-        LAYOUT.parse(key)
-
-
-def test_range_end() -> None:
-    assert range_end(b"/a/") == b"/a0"
-    assert range_end(b"a\xff") == b"b"
-    assert range_end(b"\xff\xff") == b"\0"
-
-
-# config
-
-
-def test_config_defaults_and_plugin() -> None:
-    config = EtcdConfig()
-    assert config.endpoints == ["127.0.0.1:2379"]
-    assert config.keepalive_every_s == pytest.approx(10 / 3)
-    assert PLUGIN.name == "etcd" and PLUGIN.config_model is EtcdConfig
-
-
-@pytest.mark.parametrize(
-    ("raw", "fragment"),
-    [
-        ({"endpoints": []}, "endpoints"),
-        ({"endpoints": ["localhost"]}, "bad host:port"),
-        ({"endpoints": ["h:0"]}, "bad host:port"),
-        ({"prefix": "meshagent"}, "prefix"),
-        ({"prefix": "/a/"}, "prefix"),
-        ({"lease_ttl_s": 1}, "lease_ttl_s"),
-        ({"lease_ttl_s": 5, "keepalive_interval_s": 5}, "keepalive_interval_s"),
-        ({"grpc_keepalive_s": 1}, "grpc_keepalive_s"),
-        ({"reconnect": {"base_s": 2, "max_s": 1}}, "max_s"),
-        ({"hosts": "x"}, "hosts"),
-    ],
-)
-def test_config_errors_name_the_field(raw: dict[str, object], fragment: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        PLUGIN.validate_config(raw, "registries.e")
-    assert fragment in str(caught.value)
-    assert str(caught.value).startswith("registries.e")
-
-
-def test_the_plugin_imports_no_etcd_client_until_built() -> None:
-    code = (
-        "import sys, plugins.etcd\n"
-        "assert 'aetcd' not in sys.modules and 'grpc' not in sys.modules, 'eager import'\n"
-        "registry = plugins.etcd.PLUGIN.build({}, 'r')\n"
-        "assert 'aetcd' in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-
-
-# state
 
 
 def kv(id_: str, value: object, create: int, mod: int | None = None) -> KeyValue:

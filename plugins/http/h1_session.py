@@ -1,8 +1,8 @@
 """HTTP/1.1 over asyncio streams with h11: the connections the listener's fast path
-(plugins/http/proxy.py) hands over, because they stop being plain request/response.
+(plugins/http/h1_listener.py) hands over, because they stop being plain request/response.
 
 - HTTP/2 clients: the connection preface (prior knowledge) goes to
-  plugins/http/h2_server.py through here;
+  plugins/http/h2_listener.py through here;
 - upgrade requests (``Connection: upgrade``: WebSocket, h2c) and CONNECT: the handshake is
   relayed (or, for h2c, answered) here, and after a 101 both connections are spliced as raw
   TCP (or served as HTTP/2).
@@ -34,7 +34,9 @@ from plugins.http.calls import (
     refusal,
     with_outgoing,
 )
-from plugins.http.h2_server import PREFACE, H2Session, upgrade_settings_problem
+from plugins.http.config import HttpConfig
+from plugins.http.h2_listener import PREFACE, H2Session, upgrade_settings_problem
+from plugins.http.h11_pool import UpstreamConnection, UpstreamPool
 from plugins.http.headers import (
     Headers,
     comma_tokens,
@@ -44,8 +46,6 @@ from plugins.http.headers import (
     is_upgrade,
     split_fields,
 )
-from plugins.http.pool import UpstreamConnection, UpstreamPool
-from plugins.http.protocol import HttpConfig
 from plugins.http.routing import (
     Router,
     Target,

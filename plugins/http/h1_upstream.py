@@ -2,11 +2,11 @@
 responses with httptools (llhttp, C callbacks), and their keep-alive pool.
 
 No coroutine and no stream buffer per response: the parser's callbacks go straight to the
-exchange that owns the connection (plugins/http/proxy.py), which writes the head and the
+exchange that owns the connection (plugins/http/h1_listener.py), which writes the head and the
 body chunks to the client as they arrive. Idle connections are watched by their protocol:
 a provider closing one (EOF, or any unsolicited byte) takes it out of the pool at once.
 
-Invocation and HTTP/2 streams keep the h11 stream pool (plugins/http/pool.py): their
+Invocation and HTTP/2 streams keep the h11 stream pool (plugins/http/h11_pool.py): their
 caller is a coroutine anyway, and they are not the per-request hot path.
 """
 

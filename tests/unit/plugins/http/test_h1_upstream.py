@@ -14,7 +14,7 @@ from agent.cluster.outlier import OutlierPolicy
 from agent.config import ServiceConfig
 from agent.discovery.types import Instance, Reset
 from agent.errors import ConnectError, NoEndpointError
-from plugins.http.upstream import FastPool, UpstreamConnection
+from plugins.http.h1_upstream import FastPool, UpstreamConnection
 from tests.fixtures.net import async_wait_until, free_port
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import ConfigError
+from plugins.thrift import PLUGIN, ThriftConfig, ThriftServiceOptions
 from plugins.thrift.health import PLUGIN as HEALTH
-from plugins.thrift.protocol import PLUGIN, ThriftConfig, ThriftServiceOptions
 
 
 def test_defaults() -> None:

@@ -1,0 +1,45 @@
+"""The ``grpc`` plugin's settings: listeners (``listeners[].config``) and services
+(``services[].options``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# gRPC's own default receive limit.
+DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+
+
+class GrpcConfig(BaseModel):
+    """Settings of a gRPC listener (``listeners[].config``) and of JSON invocation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Larger messages, either way, end the call with RESOURCE_EXHAUSTED.
+    max_message_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = DEFAULT_MAX_MESSAGE
+    # A server reflection lookup (JSON invocation) that takes longer fails.
+    reflection_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # HTTP/1.1 requests on the listener's port are transcoded to gRPC calls by the
+    # service's google.api.http rules; gRPC (HTTP/2) shares the port (plugins/grpc/front.py).
+    http_transcoding: bool = False
+    # The listener's engine: "grpcio", a grpc.aio server relaying messages (plugins/grpc/
+    # proxy.py), or "h2", an HTTP/2 frame relay on the agent's own loop (plugins/grpc/
+    # h2relay.py). Not combined with http_transcoding (which splices to "grpcio").
+    relay: Literal["grpcio", "h2"] = "grpcio"
+
+
+class GrpcServiceOptions(BaseModel):
+    """``services[].options`` of a gRPC service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The fully qualified gRPC service (``helloworld.Greeter``) that JSON invocations
+    # call; omitted: the service's name.
+    grpc_service: str | None = None
+    # Deadline of a JSON invocation unless the request sets timeout_ms.
+    timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000
+    # A FileDescriptorSet (protoc --descriptor_set_out --include_imports) describing the
+    # service: used instead of the provider's server reflection.
+    descriptor_set: str | None = None
