@@ -46,6 +46,8 @@ COMPILED: tuple[str, ...] = (
     "plugins/thrift/codec.py",
     "plugins/thrift/base.py",
     "plugins/grpc/framing.py",
+    "agent/h2/hpack.py",
+    "agent/h2/connection.py",
     "agent/telemetry/propagation.py",
     # the API's server and fast routes; the Dubbo invocation and its upstream
     "agent/api/http1.py",
