@@ -120,7 +120,7 @@ class Sink(Handler):
         if end_stream:
             self.ended.append(stream_id)
 
-    def data_received(self, stream_id: int, data: bytes, flow: int, end_stream: bool) -> None:
+    def stream_data(self, stream_id: int, data: bytes, flow: int, end_stream: bool) -> None:
         self.connection.ack(stream_id, flow)
         if end_stream:
             self.ended.append(stream_id)

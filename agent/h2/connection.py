@@ -131,7 +131,7 @@ class Handler:
     ) -> None:
         """A header block: ``kind`` is HEAD, INFORMATIONAL or TRAILERS (then ``end_stream``)."""
 
-    def data_received(self, stream_id: int, data: bytes, flow: int, end_stream: bool) -> None:
+    def stream_data(self, stream_id: int, data: bytes, flow: int, end_stream: bool) -> None:
         """DATA: ``flow`` (``len(data)`` plus padding) is to be given back with ``ack``."""
 
     def stream_reset(self, stream_id: int, code: int) -> None:
@@ -562,7 +562,7 @@ class Connection:
             self._stream_error(stream, STREAM_CLOSED)
             return
         if flow == 0 and not flags & END_STREAM and self.control.exceeded(self.clock()):
-            raise ProtocolError(ENHANCE_YOUR_CALM, "empty DATA frames flood")
+            raise ProtocolError(ENHANCE_YOUR_CALM, self._flood("empty DATA"))
         if flow > stream.recv_window:
             self.ack(0, flow)
             self._stream_error(stream, FLOW_CONTROL_ERROR)
@@ -579,7 +579,7 @@ class Connection:
                 return
         if end_stream:
             self._close_remote(stream)
-        self.handler.data_received(stream_id, data, flow, end_stream)
+        self.handler.stream_data(stream_id, data, flow, end_stream)
         if end_stream:
             self._maybe_forget(stream)
 
@@ -629,7 +629,7 @@ class Connection:
         if flags & END_HEADERS:
             self._end_block()
         elif not payload and self.control.exceeded(self.clock()):
-            raise ProtocolError(ENHANCE_YOUR_CALM, "empty CONTINUATION frames flood")
+            raise ProtocolError(ENHANCE_YOUR_CALM, self._flood("empty CONTINUATION"))
 
     def _end_block(self) -> None:
         stream_id = self._block_stream
@@ -758,7 +758,8 @@ class Connection:
             raise ProtocolError(PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
         if self.resets.exceeded(self.clock()):
             raise ProtocolError(
-                ENHANCE_YOUR_CALM, f"over {self.resets.limit} stream resets per second"
+                ENHANCE_YOUR_CALM,
+                f"over {self.resets.limit} stream resets per second (rapid reset)",
             )
         stream = self.streams.get(stream_id)
         if stream is None:
@@ -778,7 +779,7 @@ class Connection:
         if len(payload) % 6:
             raise ProtocolError(FRAME_SIZE_ERROR, "SETTINGS of a wrong size")
         if self.control.exceeded(self.clock()):
-            raise ProtocolError(ENHANCE_YOUR_CALM, "SETTINGS/PING flood")
+            raise ProtocolError(ENHANCE_YOUR_CALM, self._flood("SETTINGS/PING"))
         window_changed = False
         for offset in range(0, len(payload), 6):
             identifier, value = _SETTING.unpack_from(payload, offset)
@@ -820,7 +821,7 @@ class Connection:
         if flags & ACK:
             return
         if self.control.exceeded(self.clock()):
-            raise ProtocolError(ENHANCE_YOUR_CALM, "SETTINGS/PING flood")
+            raise ProtocolError(ENHANCE_YOUR_CALM, self._flood("SETTINGS/PING"))
         self._frame(PING, ACK, 0, payload)
 
     def _on_priority(self, stream_id: int, payload: bytes) -> None:
@@ -834,7 +835,7 @@ class Connection:
                 self.handler.stream_reset(stream_id, FRAME_SIZE_ERROR)
             return
         if self.control.exceeded(self.clock()):
-            raise ProtocolError(ENHANCE_YOUR_CALM, "PRIORITY flood")
+            raise ProtocolError(ENHANCE_YOUR_CALM, self._flood("PRIORITY"))
         dependency = _UINT32.unpack(payload[:4])[0] & 0x7FFFFFFF
         if dependency == stream_id:
             stream = self.streams.get(stream_id)
@@ -853,6 +854,9 @@ class Connection:
         code = _UINT32.unpack(payload[4:8])[0]
         self.goaway_received = True
         self.handler.goaway_received(last, code)
+
+    def _flood(self, what: str) -> str:
+        return f"over {self.control.limit} {what} frames per second"
 
     # -- stream ends -----------------------------------------------------------------------
 

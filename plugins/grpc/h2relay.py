@@ -33,24 +33,30 @@ from collections import deque
 from collections.abc import Callable
 from urllib.parse import quote
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-
 from agent.calls import Call, CallRejected, Direction, Outcome
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.governance.policy import decision_of
+from agent.h2.connection import (
+    CANCEL,
+    ENHANCE_YOUR_CALM,
+    HEAD,
+    NO_ERROR,
+    REFUSED_STREAM,
+    TRAILERS,
+    Connection,
+    Handler,
+    ProtocolError,
+    Settings,
+    StreamGone,
+    StreamLimit,
+)
 from agent.runtime.protocols import ListenerContext
 from agent.telemetry.propagation import INCOMING, TIMEOUT_MS
 from plugins.grpc.channels import target
 from plugins.grpc.framing import MessageSizes, MessageTooLarge
 from plugins.grpc.triple import triple_headers
-from plugins.http.h2_floods import FloodGuard
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +64,6 @@ log = logging.getLogger(__name__)
 # WINDOW_UPDATEs, small enough to bound what one stream can make the agent buffer.
 _STREAM_WINDOW = 4 * 1024 * 1024
 _CONNECTION_WINDOW = 16 * 1024 * 1024
-_DEFAULT_WINDOW = 65535
-_MAX_FRAME = 16384
 
 # Request headers that do not go upstream: per-hop, or set by the relay itself.
 _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade", b"host"})
@@ -99,27 +103,9 @@ def parse_timeout(value: bytes) -> float | None:
     return None if unit is None else int(value[:-1]) * unit
 
 
-def _config(client: bool) -> h2.config.H2Configuration:
-    return h2.config.H2Configuration(
-        client_side=client,
-        header_encoding=None,
-        # Headers are relayed as they were received (and validated) on the other side.
-        validate_outbound_headers=False,
-        normalize_outbound_headers=False,
-    )
-
-
-def _open(conn: h2.connection.H2Connection) -> None:
-    conn.initiate_connection()
-    conn.update_settings(
-        {
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
-            # Larger DATA frames from peers that honour it (grpc-go does): fewer frames,
-            # and so fewer events, per large message.
-            h2.settings.SettingCodes.MAX_FRAME_SIZE: _MAX_FRAME,
-        }
-    )
-    conn.increment_flow_control_window(_CONNECTION_WINDOW - _DEFAULT_WINDOW)
+def _settings() -> Settings:
+    # Streams per client connection: the HTTP listener's default (nginx and Envoy: 100).
+    return Settings(stream_window=_STREAM_WINDOW, connection_window=_CONNECTION_WINDOW)
 
 
 class _Buffer:
@@ -227,17 +213,19 @@ class _Call:
         conn = up.conn
         try:
             while self.to_up:
-                window = conn.local_flow_control_window(self.up_id)
-                size = min(window, conn.max_outbound_frame_size)
+                size = conn.window(self.up_id)
                 if size <= 0:
                     return
                 chunk = self.to_up.take(size)
-                conn.send_data(self.up_id, chunk)
+                end = self.request_ended and not self.to_up
+                conn.send_data(self.up_id, chunk, end_stream=end)
                 self.client.ack(self.client_id, len(chunk))
+                if end:
+                    self.request_ended = False
             if self.request_ended:
                 conn.end_stream(self.up_id)
                 self.request_ended = False
-        except h2.exceptions.StreamClosedError:
+        except StreamGone:
             # The provider already ended the call; its status is on its way.
             self.to_up.clear()
         up.dirty = True
@@ -282,8 +270,7 @@ class _Call:
         conn = self.client.conn
         try:
             while self.to_client:
-                window = conn.local_flow_control_window(self.client_id)
-                size = min(window, conn.max_outbound_frame_size)
+                size = conn.window(self.client_id)
                 if size <= 0:
                     return
                 chunk = self.to_client.take(size)
@@ -295,7 +282,7 @@ class _Call:
                 conn.send_headers(self.client_id, trailers, end_stream=True)
                 self.client.dirty = True
                 self.finish(_status_of(trailers))
-        except h2.exceptions.StreamClosedError:
+        except StreamGone:
             self.finish(CANCELLED)
         self.client.dirty = True
 
@@ -309,16 +296,15 @@ class _Call:
         trailers = [(b"grpc-status", str(code).encode()), (b"grpc-message", _encode(message))]
         if not self.headers_sent:
             trailers = [(b":status", b"200"), (b"content-type", b"application/grpc"), *trailers]
-        with contextlib.suppress(h2.exceptions.StreamClosedError):
+        with contextlib.suppress(StreamGone):
             self.client.conn.send_headers(self.client_id, trailers, end_stream=True)
         self.client.dirty = True
         self.finish(code)
 
-    def reset_up(self, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
+    def reset_up(self, code: int = CANCEL) -> None:
         up = self.up
         if up is not None and not self.ended:
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
-                up.conn.reset_stream(self.up_id, code)
+            up.conn.reset(self.up_id, code)
             up.dirty = True
 
     def client_reset(self) -> None:
@@ -329,11 +315,11 @@ class _Call:
     def upstream_reset(self, error_code: int) -> None:
         if self.ended:
             return
-        if error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+        if error_code == REFUSED_STREAM:
             self.fail(UNAVAILABLE, "meshagent: the provider refused the stream")
         else:
             self.fail(
-                CANCELLED if error_code == h2.errors.ErrorCodes.CANCEL else INTERNAL,
+                CANCELLED if error_code == CANCEL else INTERNAL,
                 f"meshagent: the provider reset the stream ({error_code})",
             )
 
@@ -345,6 +331,11 @@ class _Call:
         if self.timer is not None:
             self.timer.cancel()
         self.client.calls.pop(self.client_id, None)
+        conn = self.client.conn
+        stream = conn.streams.get(self.client_id)
+        if stream is not None and not stream.local_open:
+            # Answered while the client is still sending: tell it to stop (RFC 9113 §8.1).
+            conn.reset(self.client_id, NO_ERROR)
         if self.up is not None:
             self.up.calls.pop(self.up_id, None)
         self.host.active_requests -= 1
@@ -384,29 +375,27 @@ def _encode(message: str) -> bytes:
     return quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()
 
 
-class _Upstream(asyncio.Protocol):
+class _Upstream(asyncio.Protocol, Handler):
     """One HTTP/2 connection to an endpoint, shared by the calls relayed to it."""
 
     def __init__(self, pool: UpstreamPool, address: str) -> None:
         self.pool = pool
         self.address = address
-        self.conn = h2.connection.H2Connection(_config(client=True))
+        self.conn = Connection(self, client=True, settings=_settings())
         self.calls: dict[int, _Call] = {}
         self.transport: asyncio.Transport | None = None
         self.dirty = False
         self.closed = False
+        self.touched: set[_Client] = set()  # clients whose calls this read moved
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        _open(self.conn)
         self.flush()
 
     def ack(self, stream_id: int, size: int) -> None:
-        if size <= 0 or self.closed:
-            return
-        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            self.conn.acknowledge_received_data(size, stream_id)
-        self.dirty = True
+        if size > 0 and not self.closed:
+            self.conn.ack(stream_id, size)
+            self.dirty = True
 
     def flush(self) -> None:
         self.dirty = False
@@ -416,46 +405,68 @@ class _Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+            self.conn.receive(data)
+        except ProtocolError as exc:
             log.warning(
                 "provider broke HTTP/2", extra={"endpoint": self.address, "error": str(exc)}
             )
             self.flush()
             self._lost(f"the provider broke HTTP/2: {exc}")
             return
-        touched: set[_Client] = set()
-        for event in events:
-            call = self.calls.get(getattr(event, "stream_id", 0) or 0)
-            if isinstance(event, h2.events.ResponseReceived):
-                if call is not None:
-                    call.response_headers(event.headers, event.stream_ended is not None)
-            elif isinstance(event, h2.events.DataReceived):
-                if call is not None:
-                    call.response_data(event.data, event.flow_controlled_length)
-                else:
-                    self.ack(event.stream_id, event.flow_controlled_length)
-            elif isinstance(event, h2.events.TrailersReceived):
-                if call is not None:
-                    call.response_trailers(event.headers)
-            elif isinstance(event, h2.events.StreamReset):
-                if call is not None:
-                    call.upstream_reset(event.error_code)
-            elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-                calls = [call] if call is not None else list(self.calls.values())
-                for each in calls:
-                    each.flush_up()
-                    # What was sent is acknowledged to its client: that one needs a flush.
-                    touched.add(each.client)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.flush()
-                self._lost("the provider closed the connection (GOAWAY)")
-                return
-            if call is not None:
-                touched.add(call.client)
         self.flush()
-        for client in touched:
-            client.flush()
+        touched = self.touched
+        if touched:
+            self.touched = set()
+            for client in touched:
+                client.flush()
+
+    # The connection's events (agent/h2/connection.py Handler).
+
+    def headers_received(
+        self, stream_id: int, headers: list[tuple[bytes, bytes]], kind: int, end_stream: bool
+    ) -> None:
+        call = self.calls.get(stream_id)
+        if call is None:
+            return
+        if kind == HEAD:
+            call.response_headers(headers, end_stream)
+        elif kind == TRAILERS:
+            call.response_trailers(headers)
+        self.touched.add(call.client)
+
+    def stream_data(self, stream_id: int, data: bytes, flow: int, end_stream: bool) -> None:
+        call = self.calls.get(stream_id)
+        if call is None:
+            self.ack(stream_id, flow)
+            return
+        call.response_data(data, flow)
+        if end_stream:
+            call.response_trailers([])  # ended without trailers: no grpc-status
+        self.touched.add(call.client)
+
+    def stream_reset(self, stream_id: int, code: int) -> None:
+        call = self.calls.get(stream_id)
+        if call is not None:
+            call.upstream_reset(code)
+            self.touched.add(call.client)
+
+    def window_opened(self, stream_id: int) -> None:
+        call = self.calls.get(stream_id) if stream_id else None
+        for each in [call] if call is not None else list(self.calls.values()):
+            each.flush_up()
+            # What was sent is acknowledged to its client: that one needs a flush.
+            self.touched.add(each.client)
+
+    def goaway_received(self, last_stream_id: int, code: int) -> None:
+        # No new calls here; those the provider will not process end UNAVAILABLE (nothing
+        # of them was run), the others finish on this connection.
+        self.pool.forget(self)
+        for stream_id, call in list(self.calls.items()):
+            if stream_id > last_stream_id:
+                call.fail(UNAVAILABLE, "meshagent: the provider is going away (GOAWAY)")
+                self.touched.add(call.client)
+        if not self.calls and self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost("the connection to the provider was lost")
@@ -521,26 +532,26 @@ class UpstreamPool:
         self._connections.clear()
 
 
-class _Client(asyncio.Protocol):
+class _Client(asyncio.Protocol, Handler):
     """One client's HTTP/2 connection to the listener."""
 
     def __init__(self, context: ListenerContext, pool: UpstreamPool, limit: int) -> None:
         self.context = context
         self.pool = pool
         self.limit = limit
-        self.conn = h2.connection.H2Connection(_config(client=False))
+        # Rapid reset and control-frame floods are counted by the connection
+        # (agent/h2/connection.py), at the HTTP listener's default limits.
+        self.conn = Connection(self, client=False, settings=_settings())
         self.calls: dict[int, _Call] = {}
         self.transport: asyncio.Transport | None = None
         self.dirty = False
         self.closed = False
-        # Rapid reset and control-frame floods: the HTTP listener's limits (h2_floods.py).
-        self.floods = FloodGuard()
+        self.upstreams: set[_Upstream] = set()  # upstreams this read touched
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.context.track(self.transport)  # type: ignore[arg-type]
         self.context.stats.accepted += 1
-        _open(self.conn)
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -554,11 +565,9 @@ class _Client(asyncio.Protocol):
             self.context.untrack(self.transport)
 
     def ack(self, stream_id: int, size: int) -> None:
-        if size <= 0 or self.closed:
-            return
-        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            self.conn.acknowledge_received_data(size, stream_id)
-        self.dirty = True
+        if size > 0 and not self.closed:
+            self.conn.ack(stream_id, size)
+            self.dirty = True
 
     def flush(self) -> None:
         self.dirty = False
@@ -570,69 +579,80 @@ class _Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.context.stats.bytes_in += len(data)
         try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+            self.conn.receive(data)
+        except ProtocolError as exc:
             # A client that breaks HTTP/2 loses its connection (GOAWAY), nobody else.
-            log.info("client broke HTTP/2", extra={"error": str(exc)})
+            if exc.code == ENHANCE_YOUR_CALM:
+                log.warning(
+                    "http/2 connection refused: %s",
+                    exc,
+                    extra={"listener": self.context.listener.display_name},
+                )
+                self.context.stats.rejected += 1
+            else:
+                log.info("client broke HTTP/2", extra={"error": str(exc)})
             self.flush()
             if self.transport is not None:
-                self.transport.close()
+                self.transport.close()  # connection_lost resets the calls still open
             return
-        upstreams: set[_Upstream] = set()
-        for event in events:
-            flood = self.floods.check(event)
-            if flood is not None:
-                self._refuse_connection(flood)
-                break
-            stream_id = getattr(event, "stream_id", 0) or 0
+        upstreams = self.upstreams
+        if upstreams:
+            self.upstreams = set()
+            for upstream in upstreams:
+                upstream.flush()
+        self.flush()
+
+    # The connection's events (agent/h2/connection.py Handler).
+
+    def headers_received(
+        self, stream_id: int, headers: list[tuple[bytes, bytes]], kind: int, end_stream: bool
+    ) -> None:
+        if kind == HEAD:
+            call = self._start(stream_id, headers, end_stream)
+        else:  # trailers from a client: gRPC has none to pass on; they end the request
             call = self.calls.get(stream_id)
-            if isinstance(event, h2.events.RequestReceived):
-                call = self._start(event)
-            elif isinstance(event, h2.events.DataReceived):
-                if call is not None:
-                    call.request_data(event.data, event.flow_controlled_length)
-                else:
-                    self.ack(stream_id, event.flow_controlled_length)
-            elif isinstance(event, h2.events.StreamEnded):
-                if call is not None:
-                    call.request_end()
-            elif isinstance(event, h2.events.StreamReset):
-                if call is not None:
-                    call.client_reset()
-            elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-                calls = [call] if call is not None else list(self.calls.values())
-                for each in calls:
-                    each.flush_client()
-                    if each.up is not None:
-                        upstreams.add(each.up)
-            elif isinstance(event, h2.events.ConnectionTerminated) and self.transport is not None:
-                self.transport.close()
-            if call is not None and call.up is not None:
-                upstreams.add(call.up)
-        for upstream in upstreams:
-            upstream.flush()
-        self.flush()
+            if call is not None:
+                call.request_end()
+        if call is not None and call.up is not None:
+            self.upstreams.add(call.up)
 
-    def _refuse_connection(self, reason: str) -> None:
-        """GOAWAY (ENHANCE_YOUR_CALM) and close: this client floods, the others go on."""
-        log.warning(
-            "http/2 connection refused: %s",
-            reason,
-            extra={"listener": self.context.listener.display_name},
-        )
-        self.context.stats.rejected += 1
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.conn.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-        self.flush()
-        if self.transport is not None:
-            self.transport.close()  # connection_lost resets the calls still open
+    def stream_data(self, stream_id: int, data: bytes, flow: int, end_stream: bool) -> None:
+        call = self.calls.get(stream_id)
+        if call is None:
+            self.ack(stream_id, flow)
+            return
+        call.request_data(data, flow)
+        if end_stream:
+            call.request_end()
+        if call.up is not None:
+            self.upstreams.add(call.up)
 
-    def _start(self, event: h2.events.RequestReceived) -> _Call | None:
+    def stream_reset(self, stream_id: int, code: int) -> None:
+        call = self.calls.get(stream_id)
+        if call is not None:
+            up = call.up
+            call.client_reset()
+            if up is not None:
+                self.upstreams.add(up)
+
+    def window_opened(self, stream_id: int) -> None:
+        call = self.calls.get(stream_id) if stream_id else None
+        for each in [call] if call is not None else list(self.calls.values()):
+            each.flush_client()
+            if each.up is not None:
+                self.upstreams.add(each.up)
+
+    def goaway_received(self, last_stream_id: int, code: int) -> None:
+        # The client opens no more streams; those open finish, then it closes.
+        return
+
+    def _start(
+        self, stream_id: int, received: list[tuple[bytes, bytes]], ended: bool
+    ) -> _Call | None:
         context = self.context
         context.stats.requests += 1
-        stream_id = event.stream_id
         cluster: Cluster = context.cluster
-        headers = [(k, v) for k, v in event.headers if k not in _HOP]
+        headers = [(k, v) for k, v in received if k not in _HOP]
         timeout: float | None = None
         path = b""
         for key, value in headers:
@@ -686,7 +706,7 @@ class _Client(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         if timeout is not None:
             call.timer = loop.call_later(timeout, self._expire, call)
-        if event.stream_ended is not None:
+        if ended:
             call.request_ended = True
         if delay > 0:
             # An injected delay: the request waits in the call's buffer meanwhile.
@@ -735,10 +755,10 @@ class _Client(asyncio.Protocol):
 
     def _attach(self, call: _Call, upstream: _Upstream, headers: list[tuple[bytes, bytes]]) -> None:
         try:
-            stream_id = upstream.conn.get_next_available_stream_id()
+            stream_id = upstream.conn.open_stream()
             end = call.request_ended and not call.to_up
             upstream.conn.send_headers(stream_id, headers, end_stream=end)
-        except (h2.exceptions.TooManyStreamsError, h2.exceptions.ProtocolError) as exc:
+        except StreamLimit as exc:
             call.fail(UNAVAILABLE, f"meshagent: no stream to {call.host.id}: {exc}")
             return
         if end:

@@ -39,6 +39,7 @@ from agent.calls import Attempt, Call, CallRejected, Outcome
 from agent.cluster.host import Host
 from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
 from agent.exchange import GIVE_UP, Action, Exchange, Next
+from agent.governance.policy import decision_of
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import ListenerContext, RouteStats
 from plugins.http.calls import (
@@ -687,7 +688,8 @@ class _Exchange:
         self.route = route
         route.requests += 1
         # The call's attempts (agent/exchange.py): which providers, retries, deadline.
-        # Replaced once the call is open (its rule); until then one shared, never used.
+        # Made when first needed (a rule in force, a failure): until then one shared and
+        # never changed, so that a request that succeeds at once allocates no driver.
         self.driver = _NO_DRIVER
         self.upstream: UpstreamConnection | None = None
         self.host: Host | None = None
@@ -732,13 +734,21 @@ class _Exchange:
         remaining = call.remaining_s()
         if remaining is not None and remaining < self.timeout_s:
             self.timeout_s = remaining  # never wait past the call's deadline
-        self.driver = driver = exchange_for(
-            call, self.target, request.method, request.has_body, request.headers
-        )
-        if driver.decision is None:
+        if decision_of(call) is None:
+            # No rule: the driver is made at the first failure, if any (nothing per call).
             self.attempt()
             return
-        self._step(driver.begin())  # an injected delay, or the first attempt now
+        self._step(self._driver().begin())  # an injected delay, or the first attempt now
+
+    def _driver(self) -> Exchange:
+        """The call's driver, made now if it was not (a failure, or a rule in force)."""
+        driver = self.driver
+        if driver is _NO_DRIVER:
+            request = self.request
+            driver = self.driver = exchange_for(
+                self.call, self.target, request.method, request.has_body, request.headers
+            )
+        return driver
 
     def _attempt_later(self) -> None:
         self.timer = None
@@ -798,7 +808,7 @@ class _Exchange:
                 call.end_attempt(call.begin_attempt(host.id), Outcome.CONNECT_ERROR)
             connect_failed = Failure(FailureKind.CONNECT, sent=False)
             if isinstance(exc, ConnectError) and self._step(
-                self.driver.failed(host.id, connect_failed)
+                self._driver().failed(host.id, connect_failed)
             ):
                 return
             status = 503 if isinstance(exc, NoEndpointError) else 502
@@ -868,8 +878,9 @@ class _Exchange:
         until_close = not no_body and length is None and not chunked
         driver = self.driver
         if status in RETRYABLE_STATUSES and driver.decision is not None and request.complete:
-            # Under a retry rule, a gateway error may be retried: read it to its end and
-            # drop it (response_end tries again), unless the rule or budget says no.
+            # Under a retry rule (whose driver exists since the call opened), a gateway
+            # error may be retried: read it to its end and drop it (response_end tries
+            # again), unless the rule or budget says no.
             step = driver.failed(self.host.id, Failure(FailureKind.STATUS, True))
             if step.action is not Action.GIVE_UP:
                 self.discarding = True
@@ -877,7 +888,10 @@ class _Exchange:
                 self._end_attempt(Outcome.APP_ERROR, str(status))
                 self.retry_step = step
                 return until_close
-        driver.answer_started()
+        # Once responded the driver is not asked again (upstream_failed cuts the client);
+        # the shared no-driver is left alone.
+        if driver is not _NO_DRIVER:
+            driver.answer_started()
         self.responded = True
         self.status = status
         self._end_attempt(outcome_of_status(status), str(status))
@@ -966,7 +980,7 @@ class _Exchange:
             return
         self.discarding = False
         self.conn.deadline = 0.0
-        driver = self.driver
+        driver = self._driver()
         if upstream.reused:
             # A kept-alive connection the provider closed as we reused it: the request
             # never reached it, and without a body it can be sent again (once).

@@ -65,7 +65,7 @@ class Recorder(Handler):
     def headers_received(self, stream_id: int, headers: Headers, kind: int, end: bool) -> None:
         self.events.append(("headers", stream_id, headers, kind, end))
 
-    def data_received(self, stream_id: int, data: bytes, flow: int, end: bool) -> None:
+    def stream_data(self, stream_id: int, data: bytes, flow: int, end: bool) -> None:
         self.events.append(("data", stream_id, data, flow, end))
 
     def stream_reset(self, stream_id: int, code: int) -> None:
