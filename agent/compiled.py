@@ -66,6 +66,7 @@ COMPILED: tuple[str, ...] = (
     "plugins/thrift/upstream.py",
     "plugins/http/h1_listener.py",
     "plugins/http/h1_upstream.py",
+    "plugins/grpc/h2relay.py",
     "agent/runtime/deadlines.py",
     # the calls hub, telemetry and governance decisions, balancing
     "agent/calls.py",

@@ -31,6 +31,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import quote
 
 from agent.calls import Call, CallRejected, Direction, Outcome
@@ -375,8 +376,9 @@ def _encode(message: str) -> bytes:
     return quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()
 
 
-class _Upstream(asyncio.Protocol, Handler):
-    """One HTTP/2 connection to an endpoint, shared by the calls relayed to it."""
+class _Upstream(Handler):
+    """One HTTP/2 connection to an endpoint, shared by the calls relayed to it: an asyncio
+    protocol by its methods (a compiled class has one base: the connection's Handler)."""
 
     def __init__(self, pool: UpstreamPool, address: str) -> None:
         self.pool = pool
@@ -471,6 +473,15 @@ class _Upstream(asyncio.Protocol, Handler):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost("the connection to the provider was lost")
 
+    def eof_received(self) -> bool | None:
+        return None  # close: HTTP/2 has no half-closed connections
+
+    def pause_writing(self) -> None:
+        return None
+
+    def resume_writing(self) -> None:
+        return None
+
     def _lost(self, why: str) -> None:
         if self.closed:
             return
@@ -509,9 +520,12 @@ class UpstreamPool:
     async def _dial(self, address: str, host: str, port: int) -> _Upstream:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._timeout):
-            _, upstream = await loop.create_connection(lambda: _Upstream(self, address), host, port)
-        self._connections[address] = upstream
-        return upstream
+            _, upstream = await loop.create_connection(
+                lambda: cast(asyncio.Protocol, _Upstream(self, address)), host, port
+            )
+        made = cast(_Upstream, upstream)
+        self._connections[address] = made
+        return made
 
     def retire_gone(self, live: set[str]) -> None:
         """Close idle connections to endpoints no longer in the cluster."""
@@ -532,8 +546,8 @@ class UpstreamPool:
         self._connections.clear()
 
 
-class _Client(asyncio.Protocol, Handler):
-    """One client's HTTP/2 connection to the listener."""
+class _Client(Handler):
+    """One client's HTTP/2 connection to the listener (an asyncio protocol by its methods)."""
 
     def __init__(self, context: ListenerContext, pool: UpstreamPool, limit: int) -> None:
         self.context = context
@@ -563,6 +577,15 @@ class _Client(asyncio.Protocol, Handler):
             upstream.flush()
         if self.transport is not None:
             self.context.untrack(self.transport)
+
+    def eof_received(self) -> bool | None:
+        return None  # close: HTTP/2 has no half-closed connections
+
+    def pause_writing(self) -> None:
+        return None
+
+    def resume_writing(self) -> None:
+        return None
 
     def ack(self, stream_id: int, size: int) -> None:
         if size > 0 and not self.closed:
@@ -822,6 +845,6 @@ def protocol_factory(
     context: ListenerContext, pool: UpstreamPool, max_message_bytes: int
 ) -> Callable[[], asyncio.Protocol]:
     def make() -> asyncio.Protocol:
-        return _Client(context, pool, max_message_bytes)
+        return cast(asyncio.Protocol, _Client(context, pool, max_message_bytes))
 
     return make

@@ -514,6 +514,19 @@ def test_control_frame_floods_end_the_connection(flood: bytes) -> None:
     connection_error(conn, flood, ENHANCE_YOUR_CALM)
 
 
+def test_pings_answering_our_data_are_not_a_flood() -> None:
+    # grpc-go pings each time it receives DATA (bandwidth-delay estimation).
+    clock = [0.0]
+    conn, _ = server(Settings(max_control_frames_per_s=10, stream_window=1 << 20), clock)
+    conn.receive(frame(HEADERS, END_HEADERS, 1, request_block()))
+    conn.send_headers(1, [(b":status", b"200")])
+    for _ in range(100):
+        conn.send_data(1, b"x")
+        conn.receive(frame(PING, 0, 0, b"12345678"))
+    assert [kind for kind, _, _, _ in frames(conn.data_to_send())].count(PING) == 100
+    connection_error(conn, frame(PING, 0, 0, b"12345678") * 11, ENHANCE_YOUR_CALM)
+
+
 def test_rapid_reset_ends_the_connection() -> None:
     clock = [0.0]
     conn, recorder = server(Settings(max_resets_per_s=10), clock)
