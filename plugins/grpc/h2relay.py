@@ -1,4 +1,5 @@
-"""The gRPC listener as an HTTP/2 frame relay (``relay: h2``), below grpc.aio.
+"""The gRPC listener as an HTTP/2 frame relay (``relay: h2``), on the agent's own HTTP/2
+engine (agent/h2) and compiled: no grpc.aio and no python-h2 on the path.
 
 Each client stream (one gRPC call) gets an endpoint of its own (LB per call) and a stream
 on that endpoint's pooled, multiplexed HTTP/2 connection; the stream id is the upstream
@@ -18,10 +19,15 @@ resets the upstream stream.
 
 Each stream is a call on the agent's Calls hub, as on the grpcio relay (tracing, metrics,
 the hop count and budget sent on, governance): refusals are answered with the status of
-plugins/grpc/governance.py, an injected delay holds the upstream stream back, traffic
-splits use the request headers. Not on this relay: retries (a stream's bytes are passed
-on as they come, not kept to be sent again) and fallback values (no reflection here: a
-degradation is answered UNAVAILABLE).
+plugins/grpc/governance.py, a degradation's fallback value as the reply
+(plugins/grpc/fallback.py), an injected delay holds the upstream stream back, traffic
+splits use the request headers, ``max_connections`` is checked when a provider
+connection is to be made. Another attempt is the call driver's (agent/exchange.py): a
+request of up to ``_KEEP`` bytes is kept until the provider answers, so a connect
+failure (within the service's ``connect_attempts``, or a rule's), a stream the provider
+refused or did not process before its GOAWAY (sent again once), or a rule's retryable
+status in a trailers-only answer goes to another provider; never once part of the
+answer reached the client.
 """
 
 from __future__ import annotations
@@ -32,18 +38,20 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from typing import cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from agent.calls import Call, CallRejected, Direction, Outcome
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
-from agent.governance.policy import decision_of
+from agent.errors import MeshAgentError
+from agent.exchange import Action, Exchange
+from agent.governance.policy import Degraded, connection_refusal, decision_of
+from agent.governance.retry import Failure, FailureKind
 from agent.h2.connection import (
     CANCEL,
     ENHANCE_YOUR_CALM,
     HEAD,
-    NO_ERROR,
     REFUSED_STREAM,
     TRAILERS,
     Connection,
@@ -56,7 +64,9 @@ from agent.h2.connection import (
 from agent.runtime.protocols import ListenerContext
 from agent.telemetry.propagation import INCOMING, TIMEOUT_MS
 from plugins.grpc.channels import target
+from plugins.grpc.fallback import encode_fallback
 from plugins.grpc.framing import MessageSizes, MessageTooLarge
+from plugins.grpc.reflection import DescriptorCache
 from plugins.grpc.triple import triple_headers
 
 log = logging.getLogger(__name__)
@@ -65,6 +75,10 @@ log = logging.getLogger(__name__)
 # WINDOW_UPDATEs, small enough to bound what one stream can make the agent buffer.
 _STREAM_WINDOW = 4 * 1024 * 1024
 _CONNECTION_WINDOW = 16 * 1024 * 1024
+# A request up to this size is kept until the provider answers, so that another attempt
+# can send it again (a unary call's one message, a short client stream).
+_KEEP = 64 * 1024
+_CONNECT_ONLY = frozenset({FailureKind.CONNECT})
 
 # Request headers that do not go upstream: per-hop, or set by the relay itself.
 _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade", b"host"})
@@ -145,15 +159,23 @@ class _Call:
     """One relayed gRPC call: a client stream and its upstream stream."""
 
     __slots__ = (
+        "base_headers",
         "client",
         "client_id",
         "down_sizes",
+        "driver",
         "ended",
         "headers_sent",
         "host",
+        "kept",
+        "kept_ended",
+        "kept_size",
+        "last_failure",
         "record",
         "request_ended",
+        "resent",
         "status",
+        "subset_out",
         "timer",
         "to_client",
         "to_client_end",
@@ -161,6 +183,7 @@ class _Call:
         "up",
         "up_id",
         "up_sizes",
+        "waiting",
     )
 
     def __init__(self, client: _Client, client_id: int, host: Host, limit: int) -> None:
@@ -181,8 +204,31 @@ class _Call:
         self.up_sizes = MessageSizes(limit)  # requests
         self.down_sizes = MessageSizes(limit)  # replies
         self.record: Call | None = None  # the call record (agent/calls.py)
+        # For another attempt: the request's headers before the per-endpoint ones, and
+        # its bytes as they came (None once past _KEEP or once the provider answered).
+        self.base_headers: list[tuple[bytes, bytes]] = []
+        self.kept: list[bytes] | None = []
+        self.kept_size = 0
+        self.kept_ended = False
+        self.resent = 0  # bytes at the head of to_up whose window the client already has
+        self.driver: Exchange | None = None  # made at the first failed attempt
+        self.subset_out: frozenset[str] = frozenset()
+        self.last_failure = (UNAVAILABLE, "")
+        # Headers to open the first attempt with once the request's first bytes arrive
+        # (None: opened, or not waiting).
+        self.waiting: list[tuple[bytes, bytes]] | None = None
 
     # client -> upstream
+
+    def start_when_read(self) -> None:
+        """The request's first bytes (or its end) arrived: open the first attempt now. The
+        agent's own answers (no provider could be reached) then come after the client has
+        written its message: grpc core's client fails a message it is still sending when
+        the status arrives first, as INTERNAL, whatever the status said."""
+        headers = self.waiting
+        if headers is not None:
+            self.waiting = None
+            self.client.go_upstream(self, headers)
 
     def request_data(self, data: bytes, flow: int) -> None:
         if self.ended:
@@ -195,8 +241,18 @@ class _Call:
         except MessageTooLarge as exc:
             self.fail(RESOURCE_EXHAUSTED, f"meshagent: request {exc}")
             return
+        kept = self.kept
+        if kept is not None:
+            if self.kept_size + len(data) <= _KEEP:
+                kept.append(data)
+                self.kept_size += len(data)
+            else:
+                self.kept = None  # a stream too long to send again: no more attempts
         self.to_up.append(data)
-        self.flush_up()
+        if self.waiting is not None:
+            self.start_when_read()
+        else:
+            self.flush_up()
 
     def request_end(self) -> None:
         if self.ended:
@@ -205,7 +261,11 @@ class _Call:
             self.fail(INTERNAL, "meshagent: the request stream ended inside a message")
             return
         self.request_ended = True
-        self.flush_up()
+        self.kept_ended = True
+        if self.waiting is not None:
+            self.start_when_read()
+        else:
+            self.flush_up()
 
     def flush_up(self) -> None:
         up = self.up
@@ -220,7 +280,12 @@ class _Call:
                 chunk = self.to_up.take(size)
                 end = self.request_ended and not self.to_up
                 conn.send_data(self.up_id, chunk, end_stream=end)
-                self.client.ack(self.client_id, len(chunk))
+                fresh = len(chunk)
+                if self.resent:  # sent again: the client had this window back already
+                    again = fresh if fresh < self.resent else self.resent
+                    self.resent -= again
+                    fresh -= again
+                self.client.ack(self.client_id, fresh)
                 if end:
                     self.request_ended = False
             if self.request_ended:
@@ -237,9 +302,17 @@ class _Call:
         if self.ended:
             return
         if ended:  # trailers-only: the status is in these headers
+            status = _status_of(headers)
+            if status in (UNAVAILABLE, RESOURCE_EXHAUSTED):
+                # gRPC's retryable statuses (gRFC A6): the call driver may try elsewhere.
+                failure = Failure(FailureKind.STATUS, sent=True)
+                self.last_failure = (status, _message_of(headers))
+                if self.retry(failure, unsent=False, code=status):
+                    return
             self.to_client_end = headers
             self.flush_client()
             return
+        self.kept = None  # the provider answers: this attempt is the call's last
         self.client.conn.send_headers(self.client_id, headers)
         self.headers_sent = True
         self.client.dirty = True
@@ -317,12 +390,116 @@ class _Call:
         if self.ended:
             return
         if error_code == REFUSED_STREAM:
-            self.fail(UNAVAILABLE, "meshagent: the provider refused the stream")
+            # The provider did not process the stream (RFC 9113 §8.7): safe to send again.
+            self.attempt_failed(
+                Failure(FailureKind.RESET, sent=False),
+                UNAVAILABLE,
+                "meshagent: the provider refused the stream",
+                unsent=True,
+            )
         else:
-            self.fail(
+            self.attempt_failed(
+                Failure(FailureKind.RESET, sent=True),
                 CANCELLED if error_code == CANCEL else INTERNAL,
                 f"meshagent: the provider reset the stream ({error_code})",
             )
+
+    # another attempt (agent/exchange.py decides)
+
+    def attempt_failed(
+        self, failure: Failure, code: int, message: str, unsent: bool = False
+    ) -> None:
+        """This attempt failed: another one, if the call driver says so, else the end."""
+        self.last_failure = (code, message)
+        if not self.retry(failure, unsent, code):
+            self.fail(code, message)
+
+    def retry(self, failure: Failure, unsent: bool, code: int) -> bool:
+        """Whether the call goes on to another attempt. Never once part of the answer
+        reached the client, nor when the request's bytes were not all kept. ``unsent``:
+        the provider said it did not process the stream (sent again once, at once)."""
+        if self.ended or self.headers_sent or self.kept is None:
+            return False
+        driver = self.driver
+        if driver is None:
+            # Without a rule: connect failures move on while connect_attempts last.
+            service = self.client.context.service
+            driver = self.driver = Exchange(
+                self.record, retries=service.connect_attempts - 1, retry_on=_CONNECT_ONLY
+            )
+            driver.exclude_subset(self.subset_out)
+        host = self.host
+        step = driver.stale(host.id) if unsent else driver.failed(host.id, failure)
+        if step.action is Action.GIVE_UP:
+            return False
+        self.client.context.cluster.report_failure(host)
+        self._leave_upstream()
+        record = self.record
+        if record is not None and record.attempts:
+            record.end_attempt(record.attempts[-1], Outcome.UPSTREAM_ERROR, _name(code))
+        if step.action is Action.WAIT:
+            # Not cancelled when the call ends first: reattempt then does nothing.
+            asyncio.get_running_loop().call_later(step.delay_s, self.reattempt, True)
+        else:
+            # Flushed here: the next provider's connection is not the one being read.
+            self.reattempt(True)
+        return True
+
+    def _leave_upstream(self) -> None:
+        up = self.up
+        if up is None:
+            return
+        up.calls.pop(self.up_id, None)
+        if self.up_id in up.conn.streams:
+            up.conn.reset(self.up_id, CANCEL)
+            up.dirty = True
+        # What the provider sent on this attempt and was not relayed: its window back.
+        if self.to_client:
+            up.ack(self.up_id, self.to_client.size)
+            self.to_client.clear()
+        self.up = None
+        self.up_id = 0
+
+    def reattempt(self, later: bool) -> None:
+        """The next attempt: another provider (outside those tried), the kept request."""
+        if self.ended:
+            return
+        client = self.client
+        driver = self.driver
+        assert driver is not None and self.kept is not None
+        excluded = driver.excluded
+        host = client.context.cluster.choose(
+            PickContext(exclude=excluded) if excluded else NO_CONTEXT
+        )
+        if host is None:
+            code, message = self.last_failure
+            self.fail(code, message)  # every provider tried: the last failure is the answer
+            if later:
+                client.flush()
+            return
+        self.host.active_requests -= 1
+        host.active_requests += 1
+        self.host = host
+        waiting = self.to_up.size  # never sent, so never acknowledged to the client
+        self.to_up = _Buffer()
+        for chunk in self.kept:
+            self.to_up.append(chunk)
+        self.resent = self.kept_size - waiting
+        self.request_ended = self.kept_ended
+        client.go_upstream(self, self.headers_for(host), later)
+
+    def headers_for(self, host: Host) -> list[tuple[bytes, bytes]]:
+        """The request's headers for an attempt on ``host``: the Triple selectors its
+        metadata asks for, what observers send (opening the attempt's record)."""
+        headers = list(self.base_headers)
+        context = self.client.context
+        sent = [(k.decode("latin-1"), v) for k, v in headers]
+        for name, text in triple_headers(host.instance.metadata, sent, context.service.attributes):
+            headers.append((name.encode(), text.encode()))
+        record = self.record
+        if record is not None:
+            headers = _with_outgoing(headers, record.outgoing(record.begin_attempt(host.id)))
+        return headers
 
     def finish(self, status: int) -> None:
         if self.ended:
@@ -331,12 +508,10 @@ class _Call:
         self.status = status
         if self.timer is not None:
             self.timer.cancel()
+        # A client still sending when answered is not reset (RFC 9113 §8.1 allows
+        # RST_STREAM NO_ERROR, but grpc core's client then fails its pending send as
+        # INTERNAL): what it still sends is read and dropped, its window given back.
         self.client.calls.pop(self.client_id, None)
-        conn = self.client.conn
-        stream = conn.streams.get(self.client_id)
-        if stream is not None and not stream.local_open:
-            # Answered while the client is still sending: tell it to stop (RFC 9113 §8.1).
-            conn.reset(self.client_id, NO_ERROR)
         if self.up is not None:
             self.up.calls.pop(self.up_id, None)
         self.host.active_requests -= 1
@@ -349,16 +524,28 @@ class _Call:
         if self.up is not None and self.to_client:
             self.up.ack(self.up_id, self.to_client.size)
         if self.to_up:
-            self.client.ack(self.client_id, self.to_up.size)
+            self.client.ack(self.client_id, self.to_up.size - self.resent)
         self.to_up.clear()
         self.to_client.clear()
+        self.kept = None
         record = self.record
         if record is not None:
             outcome = _OUTCOMES.get(status, Outcome.APP_ERROR)
-            name = _STATUS_NAMES[status] if 0 <= status < len(_STATUS_NAMES) else str(status)
+            name = _name(status)
             if record.attempts:
                 record.end_attempt(record.attempts[-1], outcome, name)
             record.finish(outcome, name)
+
+
+def _name(status: int) -> str:
+    return _STATUS_NAMES[status] if 0 <= status < len(_STATUS_NAMES) else str(status)
+
+
+def _message_of(headers: list[tuple[bytes, bytes]]) -> str:
+    for key, value in headers:
+        if key == b"grpc-message":
+            return unquote(value.decode("latin-1"))
+    return ""
 
 
 def _status_of(headers: list[tuple[bytes, bytes]]) -> int:
@@ -465,8 +652,14 @@ class _Upstream(Handler):
         self.pool.forget(self)
         for stream_id, call in list(self.calls.items()):
             if stream_id > last_stream_id:
-                call.fail(UNAVAILABLE, "meshagent: the provider is going away (GOAWAY)")
+                # Not processed (RFC 9113 §6.8): sent again elsewhere, once.
                 self.touched.add(call.client)
+                call.attempt_failed(
+                    Failure(FailureKind.RESET, sent=False),
+                    UNAVAILABLE,
+                    "meshagent: the provider is going away (GOAWAY)",
+                    unsent=True,
+                )
         if not self.calls and self.transport is not None:
             self.transport.close()
 
@@ -488,7 +681,9 @@ class _Upstream(Handler):
         self.closed = True
         self.pool.forget(self)
         for call in list(self.calls.values()):
-            call.fail(UNAVAILABLE, f"meshagent: {why}")
+            call.attempt_failed(
+                Failure(FailureKind.RESET, sent=True), UNAVAILABLE, f"meshagent: {why}"
+            )
             call.client.flush()
         if self.transport is not None:
             self.transport.close()
@@ -527,6 +722,11 @@ class UpstreamPool:
         self._connections[address] = made
         return made
 
+    def open_to(self, hosts: list[Host]) -> int:
+        """Connections open to ``hosts``."""
+        connections = self._connections
+        return sum(1 for h in hosts if target(h.instance.host, h.instance.port) in connections)
+
     def retire_gone(self, live: set[str]) -> None:
         """Close idle connections to endpoints no longer in the cluster."""
         for address, upstream in list(self._connections.items()):
@@ -549,10 +749,17 @@ class UpstreamPool:
 class _Client(Handler):
     """One client's HTTP/2 connection to the listener (an asyncio protocol by its methods)."""
 
-    def __init__(self, context: ListenerContext, pool: UpstreamPool, limit: int) -> None:
+    def __init__(
+        self,
+        context: ListenerContext,
+        pool: UpstreamPool,
+        limit: int,
+        descriptors: DescriptorCache | None,
+    ) -> None:
         self.context = context
         self.pool = pool
         self.limit = limit
+        self.descriptors = descriptors  # fallback values: the reply type by reflection
         # Rapid reset and control-frame floods are counted by the connection
         # (agent/h2/connection.py), at the HTTP listener's default limits.
         self.conn = Connection(self, client=False, settings=_settings())
@@ -693,6 +900,16 @@ class _Client(Handler):
             route = calls.outbound_route(context.service.name, path.decode("latin-1").lstrip("/"))
             try:
                 record = calls.start("grpc", Direction.OUTBOUND, route, fields, timeout)
+            except Degraded as degraded:
+                if degraded.has_value:
+                    task = asyncio.get_running_loop().create_task(
+                        self._fallback(stream_id, path.decode("latin-1"), degraded.value)
+                    )
+                    task.add_done_callback(_log_failure)
+                    return None
+                context.stats.request_errors += 1
+                self._refuse(stream_id, f"meshagent: {degraded.reason}: {degraded}")
+                return None
             except CallRejected as exc:
                 context.stats.request_errors += 1
                 code = RESOURCE_EXHAUSTED if exc.reason == "rate_limited" else UNAVAILABLE
@@ -711,13 +928,12 @@ class _Client(Handler):
         host.active_requests += 1
         call = _Call(self, stream_id, host, self.limit)
         self.calls[stream_id] = call
-        sent = [(k.decode("latin-1"), v) for k, v in headers]
-        for name, text in triple_headers(host.instance.metadata, sent, context.service.attributes):
-            headers.append((name.encode(), text.encode()))
+        call.base_headers = headers
+        call.subset_out = pick.exclude
+        call.record = record
+        headers = call.headers_for(host)
         delay = 0.0
         if record is not None:
-            call.record = record
-            headers = _with_outgoing(headers, record.outgoing(record.begin_attempt(host.id)))
             remaining = record.remaining_s()
             if remaining is not None and (timeout is None or remaining < timeout):
                 # A shorter budget (a rule's timeout, one that arrived): the agent's own
@@ -733,12 +949,45 @@ class _Client(Handler):
             call.request_ended = True
         if delay > 0:
             # An injected delay: the request waits in the call's buffer meanwhile.
-            loop.call_later(delay, self._go_upstream, call, headers, True)
+            loop.call_later(delay, self.go_upstream, call, headers, True)
+        elif ended:
+            self.go_upstream(call, headers)
         else:
-            self._go_upstream(call, headers)
+            call.waiting = headers  # opened by the request's first bytes (start_when_read)
         return call
 
-    def _go_upstream(
+    async def _fallback(self, stream_id: int, method: str, value: object) -> None:
+        """Answer a degradation's fallback value as the method's one reply."""
+        context = self.context
+        try:
+            reply = await encode_fallback(context, self.descriptors, method, value)
+        except MeshAgentError as exc:
+            log.warning(
+                "fallback value not answered: %s",
+                exc,
+                extra={"listener": context.listener.display_name, "method": method},
+            )
+            context.stats.request_errors += 1
+            if stream_id in self.conn.streams:
+                self._refuse(
+                    stream_id, f"meshagent: degraded: the fallback value cannot be encoded: {exc}"
+                )
+                self.flush()
+            return
+        if stream_id not in self.conn.streams or self.closed:
+            return  # the client gave up meanwhile
+        message = b"\x00" + len(reply).to_bytes(4, "big") + reply
+        if self.conn.window(stream_id) < len(message):
+            self._refuse(stream_id, "meshagent: degraded: no window for the fallback value")
+        else:
+            self.conn.send_headers(
+                stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc")]
+            )
+            self.conn.send_data(stream_id, message)
+            self.conn.send_headers(stream_id, [(b"grpc-status", b"0")], end_stream=True)
+        self.flush()
+
+    def go_upstream(
         self, call: _Call, headers: list[tuple[bytes, bytes]], later: bool = False
     ) -> None:
         """Open the upstream stream. ``later``: from a timer, so flush here (else the read
@@ -751,6 +1000,9 @@ class _Client(Handler):
             self._attach(call, upstream, headers)
             if later:
                 upstream.flush()
+                self.flush()
+        elif self._over_connection_limit(call):
+            if later:
                 self.flush()
         else:
             task = asyncio.get_running_loop().create_task(self._connect(call, headers))
@@ -767,7 +1019,11 @@ class _Client(Handler):
             upstream = await self.pool.connect(host.instance.host, host.instance.port)
         except (OSError, TimeoutError) as exc:
             if not call.ended:
-                call.fail(UNAVAILABLE, f"meshagent: cannot connect to {host.id}: {exc}")
+                call.attempt_failed(
+                    Failure(FailureKind.CONNECT, sent=False),
+                    UNAVAILABLE,
+                    f"meshagent: cannot connect to {host.id}: {exc}",
+                )
                 self.flush()
             return
         if call.ended:
@@ -776,13 +1032,33 @@ class _Client(Handler):
         upstream.flush()
         self.flush()
 
+    def _over_connection_limit(self, call: _Call) -> bool:
+        """Refuse the call when a connection to its provider would pass the cluster's
+        ``max_connections`` (asked only when a connection is to be made)."""
+        record = call.record
+        if record is None:
+            return False
+        cluster = self.context.cluster
+        pool = self.pool
+        refused = connection_refusal(record, cluster.name, lambda: pool.open_to(cluster.hosts()))
+        if refused is None:
+            return False
+        self.context.stats.request_errors += 1
+        record.fail(CallRejected("overloaded", refused))
+        call.fail(UNAVAILABLE, f"meshagent: overloaded: {refused}")
+        return True
+
     def _attach(self, call: _Call, upstream: _Upstream, headers: list[tuple[bytes, bytes]]) -> None:
         try:
             stream_id = upstream.conn.open_stream()
             end = call.request_ended and not call.to_up
             upstream.conn.send_headers(stream_id, headers, end_stream=end)
         except StreamLimit as exc:
-            call.fail(UNAVAILABLE, f"meshagent: no stream to {call.host.id}: {exc}")
+            call.attempt_failed(
+                Failure(FailureKind.CONNECT, sent=False),
+                UNAVAILABLE,
+                f"meshagent: no stream to {call.host.id}: {exc}",
+            )
             return
         if end:
             call.request_ended = False
@@ -842,9 +1118,12 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 
 
 def protocol_factory(
-    context: ListenerContext, pool: UpstreamPool, max_message_bytes: int
+    context: ListenerContext,
+    pool: UpstreamPool,
+    max_message_bytes: int,
+    descriptors: DescriptorCache | None = None,
 ) -> Callable[[], asyncio.Protocol]:
     def make() -> asyncio.Protocol:
-        return cast(asyncio.Protocol, _Client(context, pool, max_message_bytes))
+        return cast(asyncio.Protocol, _Client(context, pool, max_message_bytes, descriptors))
 
     return make

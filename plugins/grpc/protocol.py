@@ -52,7 +52,9 @@ class GrpcProtocol(ProtocolSupport):
 
         if self._h2_pool is None:
             self._h2_pool = UpstreamPool(context.service.connect_timeout_s)
-        return protocol_factory(context, self._h2_pool, self.config.max_message_bytes)
+        return protocol_factory(
+            context, self._h2_pool, self.config.max_message_bytes, self.descriptors
+        )
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         from plugins.grpc.invoker import invoke

@@ -20,8 +20,8 @@ import grpc  # type: ignore[import-untyped]
 
 from agent.calls import Call, CallRejected
 from agent.cluster.host import Host
-from agent.cluster.lb import NO_CONTEXT, PickContext
-from agent.errors import InvalidRequest, InvokeNotSupported, MeshAgentError, NoEndpointError
+from agent.cluster.lb import PickContext
+from agent.errors import MeshAgentError
 from agent.exchange import Action, Exchange, Next
 from agent.governance.policy import Degraded, connection_refusal
 from agent.governance.retry import Failure
@@ -29,7 +29,7 @@ from agent.runtime.protocols import BoundListener, ListenerContext
 from agent.telemetry.propagation import TIMEOUT_MS
 from plugins.grpc import governance
 from plugins.grpc.channels import ChannelPool
-from plugins.grpc.config import GrpcServiceOptions
+from plugins.grpc.fallback import encode_fallback
 from plugins.grpc.reflection import DescriptorCache
 from plugins.grpc.triple import triple_headers
 
@@ -149,7 +149,7 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         by the reply type that reflection (or the service's descriptor set) describes."""
         context = self._context
         try:
-            reply = await self._encode_fallback(method, degraded.value)
+            reply = await encode_fallback(self._context, self._descriptors, method, degraded.value)
         except MeshAgentError as exc:
             log.warning(
                 "fallback value not answered: %s",
@@ -162,33 +162,6 @@ class _RelayHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 f"meshagent: degraded: the fallback value cannot be encoded: {exc}",
             )
         await server_context.write(reply)
-
-    async def _encode_fallback(self, method: str, value: Any) -> bytes:
-        from google.protobuf import json_format  # type: ignore[import-untyped]
-
-        from plugins.grpc.invoker import resolve
-
-        context = self._context
-        if self._descriptors is None:
-            raise InvokeNotSupported("no descriptor cache on this listener")
-        grpc_service, _, name = method.lstrip("/").partition("/")
-        host = context.cluster.choose(NO_CONTEXT)
-        if host is None:
-            raise NoEndpointError(f"no provider of {context.service.name} to describe {method}")
-        options = context.service.protocol_options(GrpcServiceOptions)
-        info = await resolve(
-            self._descriptors,
-            context.cluster.name,
-            host,
-            grpc_service,
-            name,
-            options.descriptor_set,
-        )
-        try:
-            message = json_format.ParseDict(value, info.output())
-        except json_format.ParseError as exc:
-            raise InvalidRequest([("degrade.value", str(exc))]) from None
-        return bytes(message.SerializeToString())
 
     @staticmethod
     def _retry_shape(
