@@ -511,7 +511,10 @@ class _Call:
         # A client still sending when answered is not reset (RFC 9113 §8.1 allows
         # RST_STREAM NO_ERROR, but grpc core's client then fails its pending send as
         # INTERNAL): what it still sends is read and dropped, its window given back.
-        self.client.calls.pop(self.client_id, None)
+        client = self.client
+        client.calls.pop(self.client_id, None)
+        if client.draining and not client.calls:
+            asyncio.get_running_loop().call_soon(client.close_if_drained)
         if self.up is not None:
             self.up.calls.pop(self.up_id, None)
         self.host.active_requests -= 1
@@ -760,6 +763,7 @@ class _Client(Handler):
         self.pool = pool
         self.limit = limit
         self.descriptors = descriptors  # fallback values: the reply type by reflection
+        self.draining = False
         # Rapid reset and control-frame floods are counted by the connection
         # (agent/h2/connection.py), at the HTTP listener's default limits.
         self.conn = Connection(self, client=False, settings=_settings())
@@ -875,6 +879,21 @@ class _Client(Handler):
     def goaway_received(self, last_stream_id: int, code: int) -> None:
         # The client opens no more streams; those open finish, then it closes.
         return
+
+    def drain(self) -> None:
+        """The agent is draining: GOAWAY (the calls open finish, the client opens new ones
+        elsewhere), and the connection closes once its last call has finished."""
+        if self.closed or self.draining:
+            return
+        self.draining = True
+        self.conn.goaway()
+        self.flush()
+        self.close_if_drained()
+
+    def close_if_drained(self) -> None:
+        if self.draining and not self.calls and self.transport is not None:
+            self.flush()
+            self.transport.close()
 
     def _start(
         self, stream_id: int, received: list[tuple[bytes, bytes]], ended: bool
@@ -1115,6 +1134,13 @@ def _with_outgoing(
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("h2 relay: upstream setup failed", exc_info=task.exception())
+
+
+def drain_connection(protocol: object) -> None:
+    """Drain one of the listener's client connections (a capture listener's set may hold
+    other protocols' connections too)."""
+    if isinstance(protocol, _Client):
+        protocol.drain()
 
 
 def protocol_factory(

@@ -32,6 +32,7 @@ class GrpcProtocol(ProtocolSupport):
         self.pool = ChannelPool(config.max_message_bytes)
         self.descriptors = DescriptorCache(config.reflection_timeout_s)
         self._h2_pool: Any = None
+        self._contexts: list[ListenerContext] = []  # the h2 relay's, for drain()
 
     async def bind(self, context: ListenerContext) -> BoundListener | None:
         config = self.config
@@ -50,11 +51,21 @@ class GrpcProtocol(ProtocolSupport):
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
         from plugins.grpc.h2relay import UpstreamPool, protocol_factory
 
+        self._contexts.append(context)
         if self._h2_pool is None:
             self._h2_pool = UpstreamPool(context.service.connect_timeout_s)
         return protocol_factory(
             context, self._h2_pool, self.config.max_message_bytes, self.descriptors
         )
+
+    def drain(self) -> None:
+        """GOAWAY on the h2 relay's client connections (the grpcio relay's server is
+        stopped with a grace period by the runtime)."""
+        from plugins.grpc.h2relay import drain_connection
+
+        for context in self._contexts:
+            for transport in list(context.connections):
+                drain_connection(transport.get_protocol())
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         from plugins.grpc.invoker import invoke
