@@ -24,10 +24,10 @@ class GrpcConfig(BaseModel):
     # HTTP/1.1 requests on the listener's port are transcoded to gRPC calls by the
     # service's google.api.http rules; gRPC (HTTP/2) shares the port (plugins/grpc/front.py).
     http_transcoding: bool = False
-    # The listener's engine: "grpcio", a grpc.aio server relaying messages (plugins/grpc/
-    # proxy.py), or "h2", an HTTP/2 frame relay on the agent's own loop (plugins/grpc/
-    # h2relay.py). Not combined with http_transcoding (which splices to "grpcio").
-    relay: Literal["grpcio", "h2"] = "grpcio"
+    # The listener's engine: "h2" (the default), an HTTP/2 frame relay on the agent's own
+    # engine (plugins/grpc/h2relay.py, agent/h2), or "grpcio", a grpc.aio server relaying
+    # messages (plugins/grpc/proxy.py). http_transcoding splices HTTP/2 to "grpcio".
+    relay: Literal["grpcio", "h2"] = "h2"
 
 
 class GrpcServiceOptions(BaseModel):

@@ -12,7 +12,7 @@ from plugins.grpc.config import DEFAULT_MAX_MESSAGE, GrpcConfig, GrpcServiceOpti
 def test_defaults() -> None:
     config = GrpcConfig()
     assert config.max_message_bytes == DEFAULT_MAX_MESSAGE == 4 * 1024 * 1024  # gRPC's own
-    assert (config.relay, config.http_transcoding) == ("grpcio", False)
+    assert (config.relay, config.http_transcoding) == ("h2", False)
     options = GrpcServiceOptions()
     assert (options.grpc_service, options.timeout_ms, options.descriptor_set) == (None, 5000, None)
 
