@@ -8,7 +8,7 @@ COMPILED_STAMP := $(VENV)/.compiled-stamp
 COMPILED_SRC := $(shell sed -n 's/^    "\(.*\.py\)",$$/\1/p' agent/compiled.py)
 CONFIG ?= examples/agent.yaml
 
-.PHONY: compiled run demo test test-deps venv system-deps peers helm otelcol lint typecheck unit integration openapi fuzz bench clean
+.PHONY: compiled run demo test test-deps venv system-deps peers helm h2spec otelcol lint typecheck unit integration openapi fuzz bench clean
 
 # First the dependencies (mypy among them: it brings mypyc) with the package interpreted...
 $(STAMP): pyproject.toml
@@ -51,6 +51,10 @@ peers: system-deps
 helm: venv
 	scripts/install-helm.sh
 
+## h2spec, the HTTP/2 conformance tester (built with go install; instant when present).
+h2spec: venv
+	scripts/install-h2spec.sh
+
 ## The OpenTelemetry Collector the tracing tests export to (built with the collector's
 ## builder from the Go module proxy, ~8 minutes on two cores when cold; then cached).
 otelcol: venv
@@ -59,7 +63,7 @@ otelcol: venv
 ## What the suite needs besides Python packages, built side by side: the Maven builds and
 ## the two Go builds take minutes each on a cold machine.
 test-deps: venv system-deps
-	$(MAKE) -j3 peers helm otelcol
+	$(MAKE) -j3 peers helm h2spec otelcol
 
 lint: venv
 	$(BIN)/ruff check .

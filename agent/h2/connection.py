@@ -77,6 +77,11 @@ DEFAULT_WINDOW: Final = 65535
 MAX_WINDOW: Final = (1 << 31) - 1
 DEFAULT_MAX_FRAME: Final = 16384
 
+# How a stream closed (Connection.closed_streams).
+_ENDED: Final = 0
+_RESET_BY_US: Final = 1
+_RESET_BY_PEER: Final = 2
+
 # What a header block's kind is, for the handler.
 HEAD: Final = 0  # a request's headers (server) or a final response's (client)
 INFORMATIONAL: Final = 1  # a 1xx response (client)
@@ -265,9 +270,9 @@ class Connection:
         self.last_remote_id = 0
         self.open_remote = 0  # streams the peer opened that are not closed
         self.open_local = 0
-        # Streams closed lately: id -> whether we reset it (its frames in flight are then
-        # ignored; others are STREAM_CLOSED). Bounded; an id forgotten is treated as closed.
-        self.closed_streams: dict[int, bool] = {}
+        # Streams closed lately: id -> how (_ENDED, _RESET_BY_US, _RESET_BY_PEER), which
+        # decides what a late frame for it is. Bounded; an id forgotten is a stream error.
+        self.closed_streams: dict[int, int] = {}
         self._block_dependency_error = False
         self._sent_since_ping = False  # HEADERS or DATA sent since the last PING received
         # A header block arriving in pieces: its stream, flags, kind and bytes so far.
@@ -397,7 +402,7 @@ class Connection:
         if stream is None:
             return
         self._frame(RST_STREAM, 0, stream_id, _UINT32.pack(code))
-        self._forget(stream, by_us=True)
+        self._forget(stream, _RESET_BY_US)
 
     def ack(self, stream_id: int, size: int) -> None:
         """``size`` received bytes were consumed: the peer may send them again, the stream's
@@ -587,16 +592,19 @@ class Connection:
             self._maybe_forget(stream)
 
     def _gone_stream(self, stream_id: int, frame_type: int) -> None:
-        """A frame for a stream not open: idle (never opened) is a connection error, as is
-        HEADERS opening a stream below the last one the peer opened (§5.1.1); closed is a
-        stream error, unless we reset it: then frames in flight are ignored."""
+        """A frame for a stream not open (§5.1): idle (never opened) is a connection error,
+        as is HEADERS opening a stream below the last one the peer opened (§5.1.1); after
+        both sides ended it, a connection error STREAM_CLOSED; after the peer reset it, a
+        stream error; after we reset it, nothing: frames in flight are ignored."""
         if self._idle(stream_id):
             raise ProtocolError(PROTOCOL_ERROR, f"frame {frame_type} on idle stream {stream_id}")
-        by_us = self.closed_streams.get(stream_id)
-        if by_us is None and frame_type == HEADERS and (stream_id & 1 == 1) != self.client:
+        how = self.closed_streams.get(stream_id, -1)
+        if how == -1 and frame_type == HEADERS and (stream_id & 1 == 1) != self.client:
             raise ProtocolError(PROTOCOL_ERROR, f"stream {stream_id} below the last one opened")
-        if by_us:
+        if how == _RESET_BY_US:
             return
+        if how == _ENDED:
+            raise ProtocolError(STREAM_CLOSED, f"frame {frame_type} on ended stream {stream_id}")
         self._frame(RST_STREAM, 0, stream_id, _UINT32.pack(STREAM_CLOSED))
 
     def _idle(self, stream_id: int) -> bool:
@@ -697,7 +705,7 @@ class Connection:
             return  # GOAWAY named an earlier last stream: this one is ignored
         if self.open_remote >= self.local.max_concurrent_streams:
             self._frame(RST_STREAM, 0, stream_id, _UINT32.pack(REFUSED_STREAM))
-            self._remember(stream_id, True)
+            self._remember(stream_id, _RESET_BY_US)
             return
         expected = _content_length(headers)
         if (
@@ -708,7 +716,7 @@ class Connection:
             or (end_stream and expected > 0)
         ):
             self._frame(RST_STREAM, 0, stream_id, _UINT32.pack(PROTOCOL_ERROR))
-            self._remember(stream_id, True)
+            self._remember(stream_id, _RESET_BY_US)
             return
         stream = Stream(stream_id, self.peer_initial_window, self._initial_recv_window())
         stream.head_seen = True
@@ -768,7 +776,7 @@ class Connection:
         if stream is None:
             return
         code = _UINT32.unpack(payload)[0]
-        self._forget(stream, by_us=False)
+        self._forget(stream, _RESET_BY_PEER)
         self.handler.stream_reset(stream_id, code)
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
@@ -838,7 +846,7 @@ class Connection:
             self._frame(RST_STREAM, 0, stream_id, _UINT32.pack(FRAME_SIZE_ERROR))
             stream = self.streams.get(stream_id)
             if stream is not None:
-                self._forget(stream, by_us=True)
+                self._forget(stream, _RESET_BY_US)
                 self.handler.stream_reset(stream_id, FRAME_SIZE_ERROR)
             return
         if self.control.exceeded(self.clock()):
@@ -870,7 +878,7 @@ class Connection:
     def _stream_error(self, stream: Stream, code: int) -> None:
         """Reset the stream for breaking the protocol and tell the handler."""
         self._frame(RST_STREAM, 0, stream.stream_id, _UINT32.pack(code))
-        self._forget(stream, by_us=True)
+        self._forget(stream, _RESET_BY_US)
         self.handler.stream_reset(stream.stream_id, code)
 
     def _close_local(self, stream: Stream) -> None:
@@ -882,9 +890,9 @@ class Connection:
 
     def _maybe_forget(self, stream: Stream) -> None:
         if not stream.local_open and not stream.remote_open:
-            self._forget(stream, by_us=False)
+            self._forget(stream, _ENDED)
 
-    def _forget(self, stream: Stream, by_us: bool) -> None:
+    def _forget(self, stream: Stream, how: int) -> None:
         stream_id = stream.stream_id
         if self.streams.pop(stream_id, None) is None:
             return
@@ -894,15 +902,15 @@ class Connection:
             self.open_local -= 1
         else:
             self.open_remote -= 1
-        self._remember(stream_id, by_us)
+        self._remember(stream_id, how)
         # Received and not yet consumed: the handler's later ack for this stream finds no
         # stream and gives the connection's window back only.
 
-    def _remember(self, stream_id: int, by_us: bool) -> None:
+    def _remember(self, stream_id: int, how: int) -> None:
         closed = self.closed_streams
         if len(closed) >= 1024:
             closed.clear()  # bounded: a frame for a forgotten stream is a stream error
-        closed[stream_id] = by_us
+        closed[stream_id] = how
 
 
 class StreamGone(Exception):

@@ -284,20 +284,34 @@ def test_unknown_frames_and_flags_are_ignored_and_ping_is_answered() -> None:
 # -- streams ---------------------------------------------------------------------------------
 
 
-def test_stream_ids_must_grow_and_frames_after_end_are_stream_closed() -> None:
+def test_stream_ids_must_grow() -> None:
     conn, recorder = server()
     encoder = Encoder()
     conn.receive(frame(HEADERS, END_HEADERS | END_STREAM, 5, request_block(encoder=encoder)))
     assert recorder.events[-1][:2] == ("headers", 5)
     conn.send_headers(5, [(b":status", b"200")], end_stream=True)
     conn.data_to_send()
-    # DATA on the stream that ended both ways: a stream error, STREAM_CLOSED.
-    conn.receive(frame(DATA, 0, 5, b"x"))
-    assert sent_errors(conn) == [("rst", 5, STREAM_CLOSED)]
     # A new stream below the last one opened: a connection error.
     connection_error(
         conn, frame(HEADERS, END_HEADERS, 3, request_block(encoder=encoder)), PROTOCOL_ERROR
     )
+
+
+def test_frames_after_a_stream_ended_both_ways_are_a_connection_error() -> None:
+    conn, _ = server()
+    conn.receive(frame(HEADERS, END_HEADERS | END_STREAM, 1, request_block()))
+    conn.send_headers(1, [(b":status", b"200")], end_stream=True)
+    conn.data_to_send()
+    # RFC 9113 §5.1 (closed): frames after END_STREAM both ways, STREAM_CLOSED (h2spec 5.1.12).
+    connection_error(conn, frame(DATA, 0, 1, b"x"), STREAM_CLOSED)
+
+
+def test_frames_after_the_peer_reset_a_stream_are_a_stream_error() -> None:
+    conn, _ = server()
+    conn.receive(frame(HEADERS, END_HEADERS, 1, request_block()))
+    conn.receive(frame(RST_STREAM, 0, 1, struct.pack(">I", CANCEL)))
+    conn.receive(frame(DATA, 0, 1, b"x"))
+    assert sent_errors(conn) == [("rst", 1, STREAM_CLOSED)]
 
 
 def test_half_closed_remote_refuses_more_data() -> None:

@@ -20,9 +20,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"sort"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -71,6 +74,8 @@ func main() {
 		client(os.Args[2:])
 	case "load":
 		load(os.Args[2:])
+	case "h2c":
+		h2cServer(os.Args[2:])
 	default:
 		os.Exit(2)
 	}
@@ -106,6 +111,33 @@ func server(args []string) {
 	fmt.Printf("go peer ready on %d\n", listener.Addr().(*net.TCPAddr).Port)
 	if err := s.Serve(listener); err != nil {
 		panic(err)
+	}
+}
+
+// h2cServer answers every HTTP/2 request (prior knowledge, no TLS) with 200 and a short
+// body, after reading the request's: the plain HTTP/2 peer behind the agent when h2spec
+// runs against the gRPC listener (x/net/http2, the Go standard library's HTTP/2).
+func h2cServer(args []string) {
+	flags := flag.NewFlagSet("h2c", flag.ExitOnError)
+	port := flags.Int("port", 0, "port")
+	flags.Parse(args)
+	listener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
+	if err != nil {
+		panic(err)
+	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("content-type", "text/plain")
+		w.Write([]byte("ok\n"))
+	})
+	server := &http2.Server{}
+	fmt.Printf("go peer ready on %d\n", listener.Addr().(*net.TCPAddr).Port)
+	for {
+		conn, err := listener.Accept()
+		if err != nil {
+			panic(err)
+		}
+		go server.ServeConn(conn, &http2.ServeConnOpts{Handler: handler})
 	}
 }
 
