@@ -3,6 +3,7 @@ grpc-go servers, and the agent's health checks and JSON invocation against grpc-
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +132,46 @@ def test_json_invocation_by_go_server_reflection(agent: AgentProcess) -> None:
     outcome: dict[str, Any] = response.json()
     assert outcome["result"] == {"status": "SERVING"}
     assert outcome["endpoint"] == "go-a"
+
+
+def test_a_provider_rolling_its_connections_loses_no_call(
+    tmp_path: Path, go_binary: Path, relay: str
+) -> None:
+    """grpc-go's MaxConnectionAge: every 100 ms the provider sends GOAWAY on its connection
+    and finishes what it has; calls go on, on new connections, without an error."""
+    with GoPeer(tmp_path, go_binary, "go-rolling", "server", "-max-age", "100ms") as peer:
+        config = {
+            "services": [{"name": GO, "protocol": "grpc", "health": {"enabled": False}}],
+            "listeners": [
+                {"port": free_port(), "service": GO, "protocol": "grpc", "config": {"relay": relay}}
+            ],
+        }
+        agent = start_agent(tmp_path / "agent", config)
+        try:
+            with agent.client() as client:
+                client.put(
+                    f"/v1/registrations/{GO}/{peer.name}",
+                    json={"host": "127.0.0.1", "port": peer.port},
+                ).raise_for_status()
+            agent.wait_endpoints(GO, 1)
+            done = subprocess.run(
+                [
+                    go_binary,
+                    "load",
+                    "-target",
+                    f"127.0.0.1:{agent.listener_port()}",
+                    "-duration",
+                    "2",
+                    "-concurrency",
+                    "8",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+        finally:
+            agent.stop()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # Twenty GOAWAYs or so in two seconds, and thousands of calls across them.
+    assert result["calls"] > 1000 and result["errors"] == 0, result

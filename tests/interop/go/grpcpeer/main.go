@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
@@ -85,6 +86,7 @@ func server(args []string) {
 	flags := flag.NewFlagSet("server", flag.ExitOnError)
 	port := flags.Int("port", 0, "port")
 	name := flags.String("name", "go-peer", "server name")
+	maxAge := flags.Duration("max-age", 0, "close each connection this long after it opened, with GOAWAY (0: never)")
 	flags.Parse(args)
 	listener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
 	if err != nil {
@@ -105,7 +107,14 @@ func server(args []string) {
 			}
 		}
 	}
-	s := grpc.NewServer(grpc.UnknownServiceHandler(echo))
+	options := []grpc.ServerOption{grpc.UnknownServiceHandler(echo)}
+	if *maxAge > 0 {
+		// grpc-go's own rolling of connections: GOAWAY, the calls in flight finish.
+		options = append(options, grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge: *maxAge, MaxConnectionAgeGrace: 10 * time.Second,
+		}))
+	}
+	s := grpc.NewServer(options...)
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	reflection.Register(s)
 	fmt.Printf("go peer ready on %d\n", listener.Addr().(*net.TCPAddr).Port)
