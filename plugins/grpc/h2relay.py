@@ -79,6 +79,8 @@ _CONNECTION_WINDOW = 16 * 1024 * 1024
 # can send it again (a unary call's one message, a short client stream).
 _KEEP = 64 * 1024
 _CONNECT_ONLY = frozenset({FailureKind.CONNECT})
+# How long a client connection refused for a protocol error lingers before it closes.
+_LINGER_S = 1.0
 
 # Request headers that do not go upstream: per-hop, or set by the relay itself.
 _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade", b"host"})
@@ -826,8 +828,7 @@ class _Client(Handler):
             else:
                 log.info("client broke HTTP/2", extra={"error": str(exc)})
             self.flush()
-            if self.transport is not None:
-                self.transport.close()  # connection_lost resets the calls still open
+            self._linger()
             return
         upstreams = self.upstreams
         if upstreams:
@@ -835,6 +836,23 @@ class _Client(Handler):
             for upstream in upstreams:
                 upstream.flush()
         self.flush()
+
+    def _linger(self) -> None:
+        """After a connection error's GOAWAY: end our side (FIN) and close a second later
+        or at the client's end, whichever is first; what it sends meanwhile is dropped
+        (the connection reads no more). Closed at once with unread bytes, the socket
+        would answer with a reset, which can reach the client before the GOAWAY."""
+        transport = self.transport
+        if transport is None:
+            return
+        upstreams = {call.up for call in self.calls.values() if call.up is not None}
+        for call in list(self.calls.values()):
+            call.client_reset()  # the calls end now, not when the socket closes
+        for upstream in upstreams:
+            upstream.flush()
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
 
     # The connection's events (agent/h2/connection.py Handler).
 

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How long a connection refused for a protocol error still reads before it closes.
+_LINGER_S = 1.0
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -143,6 +146,19 @@ class H2Session:
         if not self.streams:
             self.writer.close()
 
+    async def _linger(self) -> None:
+        """After a connection error's GOAWAY: end our side (FIN) and read what the client
+        still sends, for at most a second, before closing. Closed at once with unread
+        bytes in its buffer, the socket would answer with a reset, which can reach the
+        client before the GOAWAY does (nginx's lingering close, for the same reason)."""
+        reader = self.session.reader
+        with contextlib.suppress(OSError, TimeoutError, RuntimeError):
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            async with asyncio.timeout(_LINGER_S):
+                while await reader.read(self.config.read_chunk_bytes):
+                    pass
+
     async def flush(self, now: bool = False) -> None:
         """Send what h2 has queued. Streams' flushes are coalesced: the bytes go out once
         per turn of the loop (one send for every stream answered in it, rather than two
@@ -189,6 +205,7 @@ class H2Session:
                 except h2.exceptions.ProtocolError as exc:
                     self._refuse(f"HTTP/2 protocol error: {exc}", _error_code(exc))
                     await self.flush(now=True)
+                    await self._linger()
                     return
                 received = b""
                 for event in events:
