@@ -1,6 +1,6 @@
-"""HTTP/2 flood limits, the same on every HTTP/2 surface the agent serves with h2: the
-HTTP listener's HTTP/2 side (plugins/http/h2_listener.py) and the gRPC ``relay: h2``
-(plugins/grpc/h2relay.py).
+"""HTTP/2 flood limits of the HTTP listener's HTTP/2 side (plugins/http/h2_listener.py),
+which runs python-h2; the gRPC ``relay: h2`` runs the agent's own engine, which counts the
+same floods itself at the same default limits (agent/h2/connection.py).
 
 The 2023 rapid-reset attack (CVE-2023-44487) opens streams and resets them at once, so
 that the server starts work for each and the client pays nothing; control-frame floods
