@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import struct
 import sys
 import tempfile
 import time
@@ -26,9 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.h2.connection import HEAD, TRAILERS, Connection, Handler  # noqa: E402
+from agent.h2.connection import TRAILERS, Connection, Handler  # noqa: E402
 from tests.fixtures.agent_process import AgentProcess, start_agent  # noqa: E402
 from tests.fixtures.grpc_peer import ECHO, EchoServer, generate_stubs  # noqa: E402
+from tests.support.grpc_h2 import framed, request_headers  # noqa: E402
 
 PER_CONNECTION = 100
 
@@ -42,14 +42,11 @@ def rss_kib(pid: int) -> int:
 
 class Calls(Handler):
     def __init__(self) -> None:
-        self.heads = 0
         self.ended = 0
 
     def headers_received(
         self, stream_id: int, headers: list[tuple[bytes, bytes]], kind: int, end_stream: bool
     ) -> None:
-        if kind == HEAD:
-            self.heads += 1
         if kind == TRAILERS or end_stream:
             self.ended += 1
 
@@ -58,7 +55,7 @@ def request(hold_ms: int) -> bytes:
     import echo_pb2
 
     message = echo_pb2.EchoRequest(message="x", count=1, delay_ms=hold_ms).SerializeToString()
-    return struct.pack(">BI", 0, len(message)) + message
+    return framed(message)
 
 
 def round_of(port: int, streams: int, hold_ms: int, pid: int) -> tuple[int, int]:
@@ -70,19 +67,11 @@ def round_of(port: int, streams: int, hold_ms: int, pid: int) -> tuple[int, int]
     for first in range(0, streams, PER_CONNECTION):
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         conn = Connection(handler, client=True)
-        conn.receive(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # their SETTINGS, assumed
         for _ in range(min(PER_CONNECTION, streams - first)):
             stream = conn.open_stream()
             conn.send_headers(
                 stream,
-                [
-                    (b":method", b"POST"),
-                    (b":scheme", b"http"),
-                    (b":path", f"/{ECHO}/ServerStream".encode()),
-                    (b":authority", b"meshagent"),
-                    (b"content-type", b"application/grpc"),
-                    (b"te", b"trailers"),
-                ],
+                request_headers(f"/{ECHO}/ServerStream"),
             )
             conn.send_data(stream, body, end_stream=True)
         sock.sendall(conn.data_to_send())
@@ -98,7 +87,6 @@ def round_of(port: int, streams: int, hold_ms: int, pid: int) -> tuple[int, int]
             except TimeoutError:
                 continue
             if data:
-                conn._settings_pending = False
                 conn.receive(data)
                 sock.sendall(conn.data_to_send())
         # The echo server sends its headers with its reply, after the hold: every call is

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import struct
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from agent.h2.connection import HEAD, TRAILERS, Connection, Handler
 from tests.fixtures.agent_process import start_agent
 from tests.fixtures.grpc_peer import EchoServer
 from tests.integration.grpc.conftest import ECHO, grpc_agent_config, register
+from tests.support.grpc_h2 import framed, request_headers
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def _echo_request(grpc_stubs: Path) -> bytes:
     import echo_pb2
 
     message = echo_pb2.EchoRequest(message="slow", count=2, delay_ms=400).SerializeToString()
-    return struct.pack(">BI", 0, len(message)) + message
+    return framed(message)
 
 
 class Events(Handler):
@@ -63,14 +63,7 @@ def test_a_drain_sends_goaway_and_lets_the_call_finish(
         stream = conn.open_stream()
         conn.send_headers(
             stream,
-            [
-                (b":method", b"POST"),
-                (b":scheme", b"http"),
-                (b":path", f"/{ECHO}/ServerStream".encode()),
-                (b":authority", b"meshagent"),
-                (b"content-type", b"application/grpc"),
-                (b"te", b"trailers"),
-            ],
+            request_headers(f"/{ECHO}/ServerStream"),
         )
         conn.send_data(stream, _echo_request(grpc_stubs), end_stream=True)
         sock.sendall(conn.data_to_send())

@@ -4,7 +4,6 @@ slowly; the agent holds about a window of it, not the stream."""
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from agent.h2.connection import HEAD, TRAILERS, Connection, Handler
 from tests.fixtures.agent_process import AgentProcess
 from tests.fixtures.grpc_peer import ECHO
+from tests.support.grpc_h2 import framed, request_headers
 
 pytestmark = pytest.mark.integration
 
@@ -61,16 +61,9 @@ def test_a_slow_reader_slows_the_provider_instead_of_filling_the_agent(
     stream = conn.open_stream()
     conn.send_headers(
         stream,
-        [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", f"/{ECHO}/ServerStream".encode()),
-            (b":authority", b"meshagent"),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-        ],
+        request_headers(f"/{ECHO}/ServerStream"),
     )
-    body = struct.pack(">BI", 0, len(request)) + request
+    body = framed(request)
     sent = 0
     highest = before
     reads = 0
