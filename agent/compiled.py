@@ -64,8 +64,10 @@ COMPILED: tuple[str, ...] = (
     "plugins/dubbo/proxy.py",
     "plugins/thrift/proxy.py",
     "plugins/thrift/upstream.py",
+    "plugins/http/h1_exchange.py",
     "plugins/http/h1_listener.py",
     "plugins/http/h1_upstream.py",
+    "plugins/http/h2_listener.py",
     "plugins/grpc/h2relay.py",
     "agent/runtime/deadlines.py",
     # the calls hub, telemetry and governance decisions, balancing

@@ -18,13 +18,11 @@ import contextlib
 import socket
 from collections.abc import Callable
 
-import h2.config
-import h2.connection
-import h2.exceptions
-
 from agent.api.http1 import ApiConnection, ApiServer, Http1Limits, Reply
 from agent.codec import NEED_DATA
 from agent.errors import ProtocolError
+from agent.h2.connection import PREFACE, Connection, Handler, StreamGone
+from agent.h2.connection import ProtocolError as H2ProtocolError
 from agent.runtime.sniff import sniff
 from agent.telemetry.propagation import (
     incoming_trace,
@@ -37,7 +35,6 @@ from plugins.dubbo.body import decode_invocation, decode_result, timeout_attachm
 from plugins.dubbo.frame import FrameDecoder, Header
 from plugins.dubbo.hessian2 import decode_all
 from plugins.grpc.framing import MessageSizes, MessageTooLarge
-from plugins.http.h2_floods import FloodGuard
 from plugins.thrift.base import BaseValues, read_extra, with_base
 from plugins.thrift.codec import MessageDecoder, Proto, Transport, check_body
 
@@ -114,19 +111,35 @@ def grpc_framing(data: bytes) -> None:
         pass
 
 
+class _Answering(Handler):
+    """A handler that answers every request at once and gives back every window, so that
+    the fuzzed bytes reach the engine's sending side too."""
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+
+    def headers_received(
+        self, stream_id: int, headers: list[tuple[bytes, bytes]], kind: int, end_stream: bool
+    ) -> None:
+        assert self.conn is not None
+        with contextlib.suppress(StreamGone):
+            self.conn.send_headers(stream_id, [(b":status", b"200")], end_stream=True)
+
+    def stream_data(self, stream_id: int, data: bytes, flow: int, end_stream: bool) -> None:
+        assert self.conn is not None
+        self.conn.ack(stream_id, flow)
+
+
 def http2_server(data: bytes) -> None:
-    """h2 as the HTTP listener and the gRPC h2 relay run it, with the flood guard."""
-    conn = h2.connection.H2Connection(
-        h2.config.H2Configuration(client_side=False, header_encoding=None)
-    )
-    conn.initiate_connection()
-    guard = FloodGuard()
+    """The agent's HTTP/2 engine (agent/h2) in the server role, as the HTTP listener and
+    the gRPC relay run it, with its flood limits."""
+    handler = _Answering()
+    conn = handler.conn = Connection(handler, client=False)
     try:
-        for piece in _split(b"\x00" + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + data[1:]):
-            for event in conn.receive_data(piece):
-                guard.check(event)
+        for piece in _split(b"\x00" + PREFACE + data[1:]):
+            conn.receive(piece)
             conn.data_to_send()
-    except (h2.exceptions.ProtocolError, h2.exceptions.FrameTooLargeError):
+    except H2ProtocolError:
         pass
 
 

@@ -207,6 +207,7 @@ class Settings:
         "max_frame_size",
         "max_header_list_size",
         "max_resets_per_s",
+        "oversized_to_handler",
         "stream_window",
     )
 
@@ -220,6 +221,7 @@ class Settings:
         header_table_size: int = 4096,
         max_resets_per_s: int = 100,
         max_control_frames_per_s: int = 100,
+        oversized_to_handler: bool = False,
     ) -> None:
         self.stream_window = stream_window
         self.connection_window = connection_window
@@ -229,6 +231,10 @@ class Settings:
         self.header_table_size = header_table_size
         self.max_resets_per_s = max_resets_per_s
         self.max_control_frames_per_s = max_control_frames_per_s
+        # A request whose header list is over max_header_list_size: reset (False), or
+        # opened for the handler to answer (431, RFC 9113 §10.5.1), which then sees
+        # ``decoder.oversized`` set in headers_received.
+        self.oversized_to_handler = oversized_to_handler
 
 
 class Connection:
@@ -337,6 +343,24 @@ class Connection:
 
     def can_open(self) -> bool:
         return self.open_local < self.peer_max_streams and not self.goaway_received
+
+    def upgrade(self, settings: bytes) -> int:
+        """h2c (RFC 7540 §3.2, server role): the client's ``HTTP2-Settings`` (decoded) apply
+        as a SETTINGS frame would (the 101 acknowledged them), and the HTTP/1.1 request
+        that asked for the upgrade is stream 1, half-closed by the client: the caller
+        answers it like any stream. Raises :class:`ProtocolError` for bad settings."""
+        if self.client or self.last_remote_id:
+            raise ValueError("only a server's fresh connection can be upgraded")
+        if len(settings) % 6:
+            raise ProtocolError(PROTOCOL_ERROR, "HTTP2-Settings of a wrong size")
+        self._apply_settings(settings)
+        stream = Stream(1, self.peer_initial_window, self._initial_recv_window())
+        stream.head_seen = True
+        stream.remote_open = False
+        self.streams[1] = stream
+        self.open_remote += 1
+        self.last_remote_id = 1
+        return 1
 
     def send_headers(
         self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool = False
@@ -710,7 +734,7 @@ class Connection:
         expected = _content_length(headers)
         if (
             bad
-            or self.decoder.oversized
+            or (self.decoder.oversized and not self.local.oversized_to_handler)
             or not _valid_request(headers)
             or expected == -2
             or (end_stream and expected > 0)
@@ -791,6 +815,13 @@ class Connection:
             raise ProtocolError(FRAME_SIZE_ERROR, "SETTINGS of a wrong size")
         if self.control.exceeded(self.clock()):
             raise ProtocolError(ENHANCE_YOUR_CALM, self._flood("SETTINGS/PING"))
+        window_changed = self._apply_settings(payload)
+        self._frame(SETTINGS, ACK, 0, b"")
+        if window_changed:
+            self.handler.window_opened(0)
+
+    def _apply_settings(self, payload: bytes) -> bool:
+        """The peer's settings (a SETTINGS payload); True when its initial window changed."""
         window_changed = False
         for offset in range(0, len(payload), 6):
             identifier, value = _SETTING.unpack_from(payload, offset)
@@ -820,9 +851,7 @@ class Connection:
             elif identifier == MAX_HEADER_LIST_SIZE:
                 self.peer_max_header_list = value
             # Unknown settings are ignored (§6.5.2).
-        self._frame(SETTINGS, ACK, 0, b"")
-        if window_changed:
-            self.handler.window_opened(0)
+        return window_changed
 
     def _on_ping(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id != 0:

@@ -35,27 +35,26 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from agent.calls import Attempt, Call, CallRejected, Outcome
-from agent.cluster.host import Host
-from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamTimeout
-from agent.exchange import GIVE_UP, Action, Exchange, Next
-from agent.governance.policy import decision_of
-from agent.governance.retry import Failure, FailureKind
-from agent.runtime.protocols import ListenerContext, RouteStats
-from plugins.http.calls import (
-    RETRYABLE_STATUSES,
-    chain_of,
-    exchange_for,
-    outcome_of_status,
-    refusal,
-    with_outgoing,
-)
+from agent.runtime.protocols import ListenerContext
 from plugins.http.config import HttpConfig
+from plugins.http.h1_exchange import ClientSide, H1Exchange, Request, serialise
 from plugins.http.h1_session import H11Connection
-from plugins.http.h1_upstream import FastPool, UpstreamConnection
-from plugins.http.h2_listener import PREFACE
-from plugins.http.headers import Headers, end_to_end, forwarding, split_fields
-from plugins.http.routing import Router, Target, problem_body
+from plugins.http.h1_upstream import FastPool
+from plugins.http.h2_listener import (
+    PREFACE,
+    H2ClientConnection,
+    upgrade_settings,
+    upgrade_settings_problem,
+)
+from plugins.http.headers import (
+    Headers,
+    comma_tokens,
+    end_to_end,
+    forwarding,
+    header_value,
+    split_fields,
+)
+from plugins.http.routing import Router, problem_body
 
 if TYPE_CHECKING:
     from plugins.http.h11_pool import UpstreamPool
@@ -73,8 +72,9 @@ _QUEUED = 1
 _UPSTREAM_FULL = 2
 _PENDING = 4
 
-_NO_BODY_STATUSES = frozenset({204, 304})
-_NONE: frozenset[str] = frozenset()
+_SWITCHING_TO_H2C = (
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+)
 
 
 class _HeadTooLarge(Exception):
@@ -85,54 +85,9 @@ class _BadRequest(Exception):
     """A request the listener refuses with 400 and this text (raised in a parser callback)."""
 
 
-class _Request:
-    """One request as parsed; its body chunks wait in ``pending`` until a provider
-    connection takes them (then they are written as they arrive)."""
-
-    __slots__ = (
-        "chunked",
-        "complete",
-        "exchange",
-        "fields",
-        "first",
-        "has_body",
-        "headers",
-        "host",
-        "incoming",
-        "keep_alive",
-        "method",
-        "pending",
-        "pending_bytes",
-        "trailers",
-        "upgrade",
-        "url",
-        "version",
-    )
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: Headers = []
-        self.trailers: Headers = []
-        self.method = b""
-        self.version = "1.1"
-        self.host: bytes | None = None
-        # The request line and end-to-end fields to send (serialised per attempt, with
-        # what the call's observers add), and the propagation fields that arrived.
-        self.first = b""
-        self.fields: Headers = []
-        self.incoming: dict[str, str] = {}
-        self.keep_alive = True
-        self.chunked = False
-        self.has_body = False
-        self.complete = False
-        self.upgrade = False
-        self.pending: list[bytes] = []
-        self.pending_bytes = 0
-        self.exchange: _Exchange | None = None
-
-
-class HttpProxyConnection(asyncio.Protocol):
-    """One client connection on the listener (HTTP/1.1 fast path)."""
+class HttpProxyConnection(ClientSide):
+    """One client connection on the listener (HTTP/1.1 fast path): an asyncio protocol by
+    its methods (a compiled class has one base, the exchange's ClientSide)."""
 
     def __init__(
         self,
@@ -151,15 +106,16 @@ class HttpProxyConnection(asyncio.Protocol):
         self.router = router
         self.sessions = sessions
         self.transport: asyncio.Transport | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+        # Made in the loop (the listener's protocol factory).
+        self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.sniffing = config.http2
         self.sniffed = b""
         # The request the parser is filling, and those parsed and not yet answered (the
         # first is being served).
-        self.current: _Request | None = None
-        self.queue: deque[_Request] = deque()
-        self.exchange: _Exchange | None = None
+        self.current: Request | None = None
+        self.queue: deque[Request] = deque()
+        self.exchange: H1Exchange | None = None
         self.in_head = False
         self.head_size = 0
         self.url_parts: list[bytes] = []
@@ -194,7 +150,6 @@ class HttpProxyConnection(asyncio.Protocol):
         self.stats.accepted += 1
         self.stats.active += 1
         self.context.track(self.transport)
-        self.loop = asyncio.get_running_loop()
         self.idle_timer = self.loop.call_later(self.config.client_idle_timeout_s, self._idle)
 
     def data_received(self, data: bytes) -> None:
@@ -212,7 +167,7 @@ class HttpProxyConnection(asyncio.Protocol):
             self.sniffing = False
             self.sniffed = b""
             if data.startswith(PREFACE):
-                self._hand_over(data, sniff=True)
+                self._to_h2(data)
                 return
         try:
             self.parser.feed_data(data)
@@ -265,7 +220,7 @@ class HttpProxyConnection(asyncio.Protocol):
     # -- httptools callbacks (requests) ----------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.current = _Request()
+        self.current = Request()
         self.in_head = True
         self.head_size = 0
         self.url_parts.clear()
@@ -342,7 +297,7 @@ class HttpProxyConnection(asyncio.Protocol):
             return
         if request.chunked:
             end = (
-                _serialise(b"0\r\n", end_to_end(request.trailers))
+                serialise(b"0\r\n", end_to_end(request.trailers))
                 if request.trailers
                 else b"0\r\n\r\n"
             )
@@ -368,10 +323,10 @@ class HttpProxyConnection(asyncio.Protocol):
             self._client_ip = str(peer[0]) if peer else "unknown"
         return self._client_ip
 
-    def _begin(self, request: _Request) -> None:
+    def _begin(self, request: Request) -> None:
         self.stats.requests += 1
         target = self.router.route(request.host, request.url)
-        exchange = _Exchange(self, request, target, self.stats.route(target.service.name))
+        exchange = H1Exchange(self, request, target, self.stats.route(target.service.name))
         self.exchange = exchange
         request.exchange = exchange
         exchange.open()
@@ -401,23 +356,11 @@ class HttpProxyConnection(asyncio.Protocol):
         if held and self.transport is not None and not self.closed:
             self.transport.writelines(held)
 
-    def answer(
-        self,
-        exchange: _Exchange,
-        status: int,
-        detail: str,
-        extensions: dict[str, object] | None = None,
-    ) -> None:
-        """The agent's own error for the exchange's request (problem details); ends it."""
-        body = problem_body(status, detail, exchange.target.service.name, extensions)
-        self.stats.request_errors += 1
-        self.respond(exchange, status, b"application/problem+json", body)
-
-    def respond(self, exchange: _Exchange, status: int, content_type: bytes, body: bytes) -> None:
+    def respond(self, exchange: H1Exchange, status: int, content_type: bytes, body: bytes) -> None:
         """An answer of the agent's own for the exchange's request; ends it."""
         request = exchange.request
         keep = request.keep_alive and request.complete and not self.draining
-        head = _serialise(
+        head = serialise(
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
             [
                 (b"Content-Type", content_type),
@@ -450,7 +393,7 @@ class HttpProxyConnection(asyncio.Protocol):
             return
         if self.handoff is not None:
             data, self.handoff = self.handoff, None
-            self._hand_over(data, sniff=False)
+            self._hand_over(data)
             return
         if self.refusal is not None:
             self._refuse(*self.refusal)
@@ -460,7 +403,72 @@ class HttpProxyConnection(asyncio.Protocol):
             return
         self._resume(_QUEUED)
 
-    def upstream_writable(self, writable: bool) -> None:
+    # -- the provider's response, framed for HTTP/1.1 (ClientSide) ----------------------
+
+    def informational(
+        self, exchange: H1Exchange, status: int, reason: bytes, fields: Headers
+    ) -> None:
+        head = serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields)
+        exchange.route.bytes_out += len(head)
+        self.write(head)
+
+    def response_started(
+        self,
+        exchange: H1Exchange,
+        status: int,
+        reason: bytes,
+        fields: Headers,
+        chunked: bool,
+        until_close: bool,
+    ) -> None:
+        request = exchange.request
+        # A body without framing is chunked for the client (its connection stays), except
+        # for an HTTP/1.0 client, which reads it to the close.
+        exchange.chunked_out = chunked_out = chunked or (until_close and request.version == "1.1")
+        exchange.keep = keep = (
+            request.keep_alive
+            and request.complete
+            and not (until_close and not chunked_out)
+            and not self.draining
+        )
+        if chunked_out:
+            fields.append((b"Transfer-Encoding", b"chunked"))
+        if not keep:
+            fields.append((b"Connection", b"close"))
+        head = serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields)
+        exchange.route.bytes_out += len(head)
+        self.write(head)
+
+    def response_data(self, exchange: H1Exchange, data: bytes) -> None:
+        if exchange.chunked_out:
+            size = b"%x\r\n" % len(data)
+            exchange.route.bytes_out += len(size) + len(data) + 2
+            self.writelines([size, data, b"\r\n"])
+        else:
+            exchange.route.bytes_out += len(data)
+            self.write(data)
+
+    def response_trailers(self, exchange: H1Exchange, trailers: Headers) -> None:
+        if exchange.chunked_out:
+            last = serialise(b"0\r\n", end_to_end(trailers))
+            exchange.route.bytes_out += len(last)
+            self.write(last)
+            exchange.chunked_out = False  # the last chunk is written
+
+    def response_done(self, exchange: H1Exchange) -> None:
+        if exchange.chunked_out:
+            exchange.route.bytes_out += 5
+            self.write(b"0\r\n\r\n")
+        self.exchange_done(exchange.keep)
+
+    def response_cut(self, exchange: H1Exchange) -> None:
+        self.exchange = None
+        self._close()
+
+    def body_taken(self, exchange: H1Exchange) -> None:
+        self._resume(_PENDING)
+
+    def upstream_writable(self, exchange: H1Exchange, writable: bool) -> None:
         if writable:
             self._resume(_UPSTREAM_FULL)
         else:
@@ -480,7 +488,7 @@ class HttpProxyConnection(asyncio.Protocol):
         if (request is None or request.complete) and not self.in_head:
             self._close()
             return
-        assert self.transport is not None and self.loop is not None
+        assert self.transport is not None
         self.uncork()
         self.discarding = 0
         self.paused = 0
@@ -500,7 +508,7 @@ class HttpProxyConnection(asyncio.Protocol):
         if exchange is not None:
             exchange.cancel()
 
-    def arm(self, timeout_s: float) -> None:
+    def arm(self, exchange: H1Exchange, timeout_s: float) -> None:
         """The exchange under way must have its response head within ``timeout_s``.
 
         A uvloop timer made and cancelled per request costs more than the rest of the
@@ -508,7 +516,6 @@ class HttpProxyConnection(asyncio.Protocol):
         re-arms itself when it fires instead.
         """
         loop = self.loop
-        assert loop is not None
         self.deadline = deadline = loop.time() + timeout_s
         if self.deadline_timer is not None:
             if self.deadline_timer_at <= deadline:
@@ -517,13 +524,15 @@ class HttpProxyConnection(asyncio.Protocol):
         self.deadline_timer = loop.call_at(deadline, self._check_deadline)
         self.deadline_timer_at = deadline
 
+    def disarm(self, exchange: H1Exchange) -> None:
+        self.deadline = 0.0
+
     def _check_deadline(self) -> None:
         self.deadline_timer = None
         deadline = self.deadline
         exchange = self.exchange
         if not deadline or exchange is None or self.closed:
             return
-        assert self.loop is not None
         if self.loop.time() >= deadline:
             self.deadline = 0.0
             exchange.timeout()
@@ -534,7 +543,6 @@ class HttpProxyConnection(asyncio.Protocol):
     def _idle(self) -> None:
         """Close a connection with no request answered for a whole idle period (checked
         once per period: closed between one and two periods after its last request)."""
-        assert self.loop is not None
         if self.closed:
             return
         if self.exchange is None and self.served == self.idle_mark:
@@ -565,27 +573,98 @@ class HttpProxyConnection(asyncio.Protocol):
     # -- hand-over and bad input -----------------------------------------------------------
 
     def _upgrade(self, rest: bytes) -> None:
-        """An upgrade request (or CONNECT) was parsed: the h11 session serves it."""
+        """An upgrade request (or CONNECT) was parsed: h2c is served here (as the only
+        request on the connection); everything else by the h11 session."""
         request = self.current
         assert request is not None
-        head = _serialise(
+        settings = self._h2c_settings(request)
+        if settings is not None and self.exchange is None and not self.queue:
+            problem = upgrade_settings_problem(settings)
+            if problem is not None:
+                self._refuse(400, problem)
+                return
+            self._upgrade_to_h2(request, settings, rest)
+            return
+        head = serialise(
             request.method + b" " + request.url + b" HTTP/" + request.version.encode() + b"\r\n",
             request.headers,
         )
         if self.exchange is None and not self.queue:
-            self._hand_over(head + rest, sniff=False)
+            self._hand_over(head + rest)
         else:
             self.handoff = head + rest
             self._pause(_QUEUED)
 
-    def _hand_over(self, data: bytes, sniff: bool) -> None:
+    def _h2c_settings(self, request: Request) -> bytes | None:
+        """The HTTP2-Settings of an h2c upgrade this listener takes (RFC 7540 §3.2), or
+        None. Only for a request without a body (as curl sends it); with a body, or
+        behind pipelined requests, the Upgrade is ignored and the request served over
+        HTTP/1.1, which the RFC allows."""
+        headers = request.headers
+        if not self.config.http2 or request.method == b"CONNECT":
+            return None
+        settings = header_value(headers, b"http2-settings")
+        if (
+            settings is None
+            or header_value(headers, b"content-length") not in (None, b"0")
+            or header_value(headers, b"transfer-encoding") is not None
+            or b"h2c" not in comma_tokens(headers, b"upgrade")
+            or b"http2-settings" not in comma_tokens(headers, b"connection")
+        ):
+            return None
+        return settings
+
+    def _upgrade_to_h2(self, request: Request, settings: bytes, rest: bytes) -> None:
+        """101, then HTTP/2 with this request as stream 1."""
+        payload = upgrade_settings(settings)
+        assert payload is not None  # checked by upgrade_settings_problem
+        authority = header_value(request.headers, b"host") or b""
+        headers = [
+            (b":method", request.method),
+            (b":scheme", b"http"),
+            (b":authority", authority),
+            (b":path", request.url),
+            *(
+                (name.lower(), value)
+                for name, value in end_to_end(request.headers)
+                if name.lower() not in (b"host", b"http2-settings")
+            ),
+        ]
+        self.write(_SWITCHING_TO_H2C)
+        self._to_h2(rest, (payload, headers))
+
+    def _to_h2(self, data: bytes, upgrade: tuple[bytes, Headers] | None = None) -> None:
+        """The HTTP/2 connection preface (or an h2c upgrade): the engine's connection
+        (plugins/http/h2_listener.py) takes the socket, with what was read so far."""
+        assert self.transport is not None
+        self.uncork()
+        for timer in (self.idle_timer, self.deadline_timer):
+            if timer is not None:
+                timer.cancel()
+        self.idle_timer = self.deadline_timer = None
+        connection = H2ClientConnection(self.context, self.config, self.pool, self.router)
+        transport = self.transport
+        # From here on the HTTP/2 connection owns the socket, its tracking and its close.
+        self.transport = None
+        self.closed = True
+        transport.set_protocol(cast(asyncio.Protocol, connection))
+        connection.connection_made(transport)
+        if upgrade is not None:
+            connection.upgraded(*upgrade)
+        # Counted once already, as this connection read them.
+        self.stats.bytes_in -= len(data)
+        if data:
+            connection.data_received(data)
+        transport.resume_reading()
+
+    def _hand_over(self, data: bytes) -> None:
         assert self.transport is not None
         self.uncork()
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
         session = H11Connection(
-            self.context, self.config, self.stream_pool, self.router, self.sessions, sniff=sniff
+            self.context, self.config, self.stream_pool, self.router, self.sessions
         )
         transport = self.transport
         # From here on the h11 session owns the connection, its tracking and its close.
@@ -634,7 +713,7 @@ class HttpProxyConnection(asyncio.Protocol):
         )
         self.stats.rejected += 1
         body = problem_body(status, reason, self.router.default.service.name)
-        head = _serialise(
+        head = serialise(
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
             [
                 (b"Content-Type", b"application/problem+json"),
@@ -646,432 +725,6 @@ class HttpProxyConnection(asyncio.Protocol):
         self.current = None
         self.in_head = True  # unread input may follow: linger
         self._finish()
-
-
-class _Exchange:
-    """One request's way to a provider and its response's way back.
-
-    The request is one call on the agent's Calls hub (metrics, traces, governance): opened
-    when it is routed, an attempt per provider tried, finished when the response's last
-    byte is written (or the client or provider goes away).
-    """
-
-    __slots__ = (
-        "call",
-        "chunked_out",
-        "conn",
-        "connecting",
-        "discarding",
-        "done",
-        "driver",
-        "host",
-        "keep",
-        "record",
-        "request",
-        "responded",
-        "retry_step",
-        "route",
-        "sending",
-        "status",
-        "target",
-        "timeout_s",
-        "timer",
-        "upstream",
-    )
-
-    def __init__(
-        self, conn: HttpProxyConnection, request: _Request, target: Target, route: RouteStats
-    ) -> None:
-        self.conn = conn
-        self.request = request
-        self.target = target
-        self.route = route
-        route.requests += 1
-        # The call's attempts (agent/exchange.py): which providers, retries, deadline.
-        # Made when first needed (a rule in force, a failure): until then one shared and
-        # never changed, so that a request that succeeds at once allocates no driver.
-        self.driver = _NO_DRIVER
-        self.upstream: UpstreamConnection | None = None
-        self.host: Host | None = None
-        self.connecting: asyncio.Task[None] | None = None
-        # A delayed attempt (an injected delay, a retry's backoff).
-        self.timer: asyncio.TimerHandle | None = None
-        # The request head went out: body chunks are written as they arrive.
-        self.sending = False
-        self.responded = False
-        # A provider's retryable answer being read to its end and dropped (a retry follows).
-        self.discarding = False
-        self.retry_step = GIVE_UP  # the driver's step after a dropped answer
-        self.chunked_out = False
-        self.keep = False
-        self.done = False
-        self.status = 0
-        self.timeout_s = target.timeout_s
-        self.call: Call | None = None
-        self.record: Attempt | None = None
-
-    # -- the call ---------------------------------------------------------------------------
-
-    def open(self) -> None:
-        """Open the call (policies may refuse it), then send, or wait an injected delay."""
-        conn = self.conn
-        request = self.request
-        service = self.target.service.name
-        try:
-            self.call = call = conn.context.calls.start(
-                "http",
-                conn.router.direction,
-                conn.router.call_routes.route(service, request.method),
-                request.incoming,
-            )
-        except CallRejected as exc:
-            self.done = True
-            status, content_type, body = refusal(exc, service)
-            if status >= 400:
-                conn.stats.request_errors += 1
-            conn.respond(self, status, content_type, body)
-            return
-        remaining = call.remaining_s()
-        if remaining is not None and remaining < self.timeout_s:
-            self.timeout_s = remaining  # never wait past the call's deadline
-        if decision_of(call) is None:
-            # No rule: the driver is made at the first failure, if any (nothing per call).
-            self.attempt()
-            return
-        self._step(self._driver().begin())  # an injected delay, or the first attempt now
-
-    def _driver(self) -> Exchange:
-        """The call's driver, made now if it was not (a failure, or a rule in force)."""
-        driver = self.driver
-        if driver is _NO_DRIVER:
-            request = self.request
-            driver = self.driver = exchange_for(
-                self.call, self.target, request.method, request.has_body, request.headers
-            )
-        return driver
-
-    def _attempt_later(self) -> None:
-        self.timer = None
-        if not self.done:
-            self.attempt()
-
-    def _end_attempt(self, outcome: Outcome, status: str = "") -> None:
-        record, self.record = self.record, None
-        if record is not None and self.call is not None:
-            self.call.end_attempt(record, outcome, status)
-
-    def _step(self, step: Next) -> bool:
-        """Do what the driver says: attempt now or after a wait (True), or nothing (False:
-        the caller answers with the failure)."""
-        if step.action is Action.GIVE_UP:
-            return False
-        if step.action is Action.WAIT:
-            assert self.conn.loop is not None
-            self.timer = self.conn.loop.call_later(step.delay_s, self._attempt_later)
-        else:
-            self.attempt()
-        return True
-
-    # -- getting a provider connection ------------------------------------------------------
-
-    def attempt(self) -> None:
-        driver = self.driver
-        tried = driver.tried
-        try:
-            got = self.conn.pool.choose(
-                self.target.cluster,
-                tried,
-                fresh=driver.stale_resent,
-                subset_out=driver.subset_out,
-            )
-        except NoEndpointError as exc:
-            self._fail_before_response(503, exc)
-            return
-        if isinstance(got, UpstreamConnection):
-            self._send(got)
-            return
-        assert self.conn.loop is not None
-        self.connecting = self.conn.loop.create_task(self._connect(got))
-
-    async def _connect(self, host: Host) -> None:
-        target = self.target
-        try:
-            upstream = await self.conn.pool.connect(
-                target.cluster, target.service, host, self.driver.excluded
-            )
-        except UpstreamError as exc:
-            self.connecting = None
-            if self.done:
-                return
-            call = self.call
-            if call is not None and isinstance(exc, ConnectError):
-                call.end_attempt(call.begin_attempt(host.id), Outcome.CONNECT_ERROR)
-            connect_failed = Failure(FailureKind.CONNECT, sent=False)
-            if isinstance(exc, ConnectError) and self._step(
-                self._driver().failed(host.id, connect_failed)
-            ):
-                return
-            status = 503 if isinstance(exc, NoEndpointError) else 502
-            self._fail_before_response(status, exc)
-            return
-        self.connecting = None
-        if self.done:
-            self.conn.pool.release(upstream)
-            return
-        self._send(upstream)
-
-    def _send(self, upstream: UpstreamConnection) -> None:
-        request = self.request
-        self.upstream = upstream
-        self.host = host = upstream.host
-        host.active_requests += 1
-        fields = request.fields
-        call = self.call
-        if call is not None:
-            self.record = record = call.begin_attempt(host.id)
-            outgoing = call.outgoing(record)
-            if outgoing:
-                fields = with_outgoing(fields, outgoing)
-        head = _serialise(request.first, fields)
-        upstream.start(self, head_only=request.method == b"HEAD")
-        if self.conn.write_paused:
-            upstream.pause_reading()
-        self.route.bytes_in += len(head) + sum(map(len, request.pending))
-        if request.pending:
-            upstream.writelines([head, *request.pending])
-            request.pending = []
-            request.pending_bytes = 0
-            self.conn._resume(_PENDING)
-        else:
-            upstream.write(head)
-        self.sending = True
-        timeout_s = self.timeout_s
-        if call is not None and call.deadline is not None:
-            timeout_s = min(timeout_s, call.remaining_s() or 0.0)  # a retry's share
-        self.conn.arm(timeout_s)
-
-    def send_body(self, framed: list[bytes]) -> None:
-        upstream = self.upstream
-        if upstream is not None:
-            self.route.bytes_in += sum(map(len, framed))
-            upstream.writelines(framed)
-
-    # -- ResponseSink (called by the provider connection) ----------------------------------
-
-    def response_head(self, status: int, reason: bytes, headers: Headers) -> bool:
-        conn = self.conn
-        request = self.request
-        fields, length, chunked, _ = split_fields(headers)
-        if status < 200:
-            # 100 Continue (the client's Expect was forwarded) and 103 Early Hints.
-            head = _serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields)
-            self.route.bytes_out += len(head)
-            conn.write(head)
-            return False
-        self.conn.deadline = 0.0
-        assert self.host is not None
-        if status >= 500:
-            self.target.cluster.report_failure(self.host)
-        else:
-            self.target.cluster.report_success(self.host)
-        no_body = request.method == b"HEAD" or status in _NO_BODY_STATUSES
-        until_close = not no_body and length is None and not chunked
-        driver = self.driver
-        if status in RETRYABLE_STATUSES and driver.decision is not None and request.complete:
-            # Under a retry rule (whose driver exists since the call opened), a gateway
-            # error may be retried: read it to its end and drop it (response_end tries
-            # again), unless the rule or budget says no.
-            step = driver.failed(self.host.id, Failure(FailureKind.STATUS, True))
-            if step.action is not Action.GIVE_UP:
-                self.discarding = True
-                self.status = status
-                self._end_attempt(Outcome.APP_ERROR, str(status))
-                self.retry_step = step
-                return until_close
-        # Once responded the driver is not asked again (upstream_failed cuts the client);
-        # the shared no-driver is left alone.
-        if driver is not _NO_DRIVER:
-            driver.answer_started()
-        self.responded = True
-        self.status = status
-        self._end_attempt(outcome_of_status(status), str(status))
-        # A body without framing is chunked for the client (its connection stays), except
-        # for an HTTP/1.0 client, which reads it to the close.
-        self.chunked_out = chunked or (until_close and request.version == "1.1")
-        self.keep = (
-            request.keep_alive
-            and request.complete
-            and not (until_close and not self.chunked_out)
-            and not conn.draining
-        )
-        if self.chunked_out:
-            fields.append((b"Transfer-Encoding", b"chunked"))
-        if not self.keep:
-            fields.append((b"Connection", b"close"))
-        head = _serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields)
-        self.route.bytes_out += len(head)
-        conn.write(head)
-        return until_close
-
-    def response_body(self, data: bytes) -> None:
-        if self.discarding:
-            return
-        if self.chunked_out:
-            size = b"%x\r\n" % len(data)
-            self.route.bytes_out += len(size) + len(data) + 2
-            self.conn.writelines([size, data, b"\r\n"])
-        else:
-            self.route.bytes_out += len(data)
-            self.conn.write(data)
-
-    def response_trailers(self, trailers: Headers) -> None:
-        if self.chunked_out and not self.discarding:
-            last = _serialise(b"0\r\n", end_to_end(trailers))
-            self.route.bytes_out += len(last)
-            self.conn.write(last)
-            self.chunked_out = False  # the last chunk is written
-
-    def response_end(self) -> None:
-        upstream = self.upstream
-        assert upstream is not None and self.host is not None
-        self.host.active_requests -= 1
-        if self.discarding:
-            # The dropped answer is read: the connection goes back, the retry goes out.
-            self.discarding = False
-            self.upstream = None
-            self.sending = False
-            self.conn.pool.release(upstream)
-            self._step(self.retry_step)
-            return
-        if self.chunked_out:
-            self.route.bytes_out += 5
-            self.conn.write(b"0\r\n\r\n")
-        self.done = True
-        if self.request.complete:
-            if self.conn.write_paused:
-                upstream.resume_reading()
-            self.conn.pool.release(upstream)
-        else:
-            # The provider answered before the client finished sending: neither
-            # connection can carry another request.
-            upstream.detach()
-        if self.call is not None:
-            self.call.finish(outcome_of_status(self.status), str(self.status))
-        self.conn.exchange_done(self.keep)
-
-    def upstream_failed(self, reason: str) -> None:
-        upstream = self.upstream
-        assert upstream is not None and self.host is not None
-        self.upstream = None
-        self.sending = False
-        self.host.active_requests -= 1
-        upstream.detach()
-        self._end_attempt(Outcome.UPSTREAM_ERROR)
-        if self.responded:
-            # Mid-body: the status is sent, so the only honest signal is a cut.
-            log.warning(
-                "http upstream failed mid-response: %s", reason, extra={"endpoint": self.host.id}
-            )
-            self.done = True
-            self.conn.exchange = None
-            if self.call is not None:
-                self.call.finish(Outcome.UPSTREAM_ERROR, str(self.status))
-            self.conn._close()
-            return
-        self.discarding = False
-        self.conn.deadline = 0.0
-        driver = self._driver()
-        if upstream.reused:
-            # A kept-alive connection the provider closed as we reused it: the request
-            # never reached it, and without a body it can be sent again (once).
-            step = driver.stale(self.host.id)
-            if step.action is Action.RESEND:
-                self.attempt()
-                return
-        else:
-            step = driver.failed(self.host.id, Failure(FailureKind.RESET, True))
-        self.target.cluster.report_failure(self.host)
-        if self._step(step):
-            return
-        name = self.target.service.name
-        log.warning("http upstream failed: %s", reason, extra={"service": name})
-        self._fail_before_response(
-            502,
-            UpstreamError(f"service {name!r}: endpoint {self.host.id} failed: {reason}"),
-            logged=True,
-        )
-
-    def upstream_writable(self, writable: bool) -> None:
-        self.conn.upstream_writable(writable)
-
-    def cork(self) -> None:
-        self.conn.cork()
-
-    def uncork(self) -> None:
-        self.conn.uncork()
-
-    # -- ends ------------------------------------------------------------------------------
-
-    def timeout(self) -> None:
-        upstream = self.upstream
-        assert upstream is not None and self.host is not None
-        self.upstream = None
-        self.host.active_requests -= 1
-        upstream.detach()
-        self._end_attempt(Outcome.TIMEOUT)
-        self.target.cluster.report_failure(self.host)
-        detail = (
-            f"service {self.target.service.name!r}: endpoint {self.host.id} sent no "
-            f"response within {self.timeout_s:g}s"
-        )
-        log.warning(
-            "http upstream timeout: %s", detail, extra={"service": self.target.service.name}
-        )
-        self._fail_before_response(504, UpstreamTimeout(detail), logged=True)
-
-    def _fail_before_response(
-        self, status: int, error: UpstreamError, *, logged: bool = False
-    ) -> None:
-        self.done = True
-        if not logged:
-            log.warning(
-                "http request not forwarded: %s",
-                error,
-                extra={"service": self.target.service.name},
-            )
-        call = self.call
-        if call is not None:
-            call.fail(error, str(status))
-        self.conn.answer(self, status, str(error), chain_of(call))
-
-    def cancel(self) -> None:
-        """The client went away: drop the provider side (never reused)."""
-        self.done = True
-        self.conn.deadline = 0.0
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
-        upstream, self.upstream = self.upstream, None
-        if upstream is not None and self.host is not None:
-            self.host.active_requests -= 1
-            upstream.abort()
-        self._end_attempt(Outcome.CANCELLED)
-        if self.call is not None:
-            self.call.finish(Outcome.CANCELLED, str(self.status) if self.responded else "")
-
-
-_NO_DRIVER = Exchange(None)
-
-
-def _serialise(first_line: bytes, fields: Headers) -> bytes:
-    parts = [first_line]
-    for name, value in fields:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 _REASONS = {

@@ -1,11 +1,11 @@
 """HTTP/1.1 over asyncio streams with h11: the connections the listener's fast path
 (plugins/http/h1_listener.py) hands over, because they stop being plain request/response.
 
-- HTTP/2 clients: the connection preface (prior knowledge) goes to
-  plugins/http/h2_listener.py through here;
-- upgrade requests (``Connection: upgrade``: WebSocket, h2c) and CONNECT: the handshake is
-  relayed (or, for h2c, answered) here, and after a 101 both connections are spliced as raw
-  TCP (or served as HTTP/2).
+- upgrade requests (``Connection: upgrade``: WebSocket) and CONNECT: the handshake is
+  relayed here, and after a 101 both connections are spliced as raw TCP. (HTTP/2, by its
+  preface or an h2c upgrade, goes from the fast path to plugins/http/h2_listener.py; an
+  h2c upgrade that reaches this session, behind pipelined requests, is ignored and the
+  request served over HTTP/1.1, as RFC 7540 §3.2 allows.)
 
 The fast path hands a connection over only between requests, so h11 starts on a fresh
 request; it gets the bytes read so far (the request head, re-serialised from the parsed
@@ -35,7 +35,6 @@ from plugins.http.calls import (
     with_outgoing,
 )
 from plugins.http.config import HttpConfig
-from plugins.http.h2_listener import PREFACE, H2Session, upgrade_settings_problem
 from plugins.http.h11_pool import UpstreamConnection, UpstreamPool
 from plugins.http.headers import (
     Headers,
@@ -80,8 +79,6 @@ class H11Connection(asyncio.StreamReaderProtocol):
         pool: UpstreamPool,
         router: Router,
         sessions: set[asyncio.Task[None]],
-        *,
-        sniff: bool = True,
     ) -> None:
         self.reader = asyncio.StreamReader(limit=2 * config.read_chunk_bytes)
         super().__init__(self.reader)
@@ -93,8 +90,6 @@ class H11Connection(asyncio.StreamReaderProtocol):
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
         self.session: _Session | None = None
-        # Look for the HTTP/2 preface first (False: an HTTP/1.1 request is what comes).
-        self.sniff = sniff and config.http2
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Takes over a connection the fast path accepted, counted and tracked."""
@@ -115,14 +110,12 @@ class H11Connection(asyncio.StreamReaderProtocol):
 
     def drain(self) -> None:
         """The agent is draining: an idle connection closes now; a busy one after its
-        response (``Connection: close``); HTTP/2 gets GOAWAY and ends with its streams."""
+        response (``Connection: close``)."""
         session = self.session
         if session is None:
             return
         session.draining = True
-        if session.h2 is not None:
-            session.h2.drain()
-        elif not session.busy and self.task is not None:
+        if not session.busy and self.task is not None:
             self.task.cancel()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -147,7 +140,6 @@ class _Session:
         # A request is being served (not waiting for the next one).
         self.busy = False
         self.draining = False
-        self.h2: H2Session | None = None
 
     # -- client side -------------------------------------------------------------------
 
@@ -213,17 +205,6 @@ class _Session:
             self.writer.close()
 
     async def _serve(self) -> None:
-        if self.owner.sniff:
-            try:
-                async with asyncio.timeout(self.config.client_idle_timeout_s):
-                    first = await self._sniff()
-            except TimeoutError:
-                return
-            if first.startswith(PREFACE):
-                self.h2 = H2Session(self)
-                await self.h2.run(first)
-                return
-            self.conn.receive_data(first)
         while True:
             try:
                 async with asyncio.timeout(self.config.client_idle_timeout_s):
@@ -247,19 +228,6 @@ class _Session:
                 self.conn.start_next_cycle()
             else:
                 return
-
-    async def _sniff(self) -> bytes:
-        """The first bytes: enough to tell the HTTP/2 preface from an HTTP/1 request."""
-        received = b""
-        while len(received) < len(PREFACE) and PREFACE.startswith(received):
-            try:
-                data = await self.reader.read(self.config.read_chunk_bytes)
-            except ConnectionError as exc:
-                raise _ClientGone from exc
-            if not data:
-                break
-            received += data
-        return received
 
     async def _linger(self) -> None:
         """Close without losing our last response to a client still sending.
@@ -314,21 +282,6 @@ class _Session:
             await self._refuse(400, "both Content-Length and Transfer-Encoding")
             return False
         host = header_value(raw, b"host")
-        settings = header_value(raw, b"http2-settings")
-        if (
-            self.config.http2
-            and settings is not None
-            and length is None
-            and not chunked
-            and b"h2c" in comma_tokens(raw, b"upgrade")
-            and b"http2-settings" in comma_tokens(raw, b"connection")
-        ):
-            problem = upgrade_settings_problem(settings)
-            if problem is not None:
-                await self._refuse(400, problem)
-                return False
-            await self._upgrade_to_h2(request, raw, settings)
-            return False
         target = self.owner.router.route(host, request.target)
         self.context.stats.route(target.service.name).requests += 1
         # An h2c upgrade not taken (a body, or HTTP/2 off) is ours to ignore, not the
@@ -468,34 +421,6 @@ class _Session:
         await self._send(h11.Response(status_code=status, headers=headers + self._closing()))
         await self._send(h11.Data(data=body))
         await self._send(h11.EndOfMessage())
-
-    async def _upgrade_to_h2(self, request: h11.Request, raw: Headers, settings: bytes) -> None:
-        """h2c (RFC 7540 3.2): 101, then HTTP/2, with this request as stream 1.
-
-        Only for requests without a body (as curl sends it); with a body the Upgrade is
-        ignored and the request served over HTTP/1.1, which the RFC allows.
-        """
-        end = await self._next()
-        assert isinstance(end, h11.EndOfMessage)
-        await self._send(
-            h11.InformationalResponse(
-                status_code=101, headers=[(b"Connection", b"Upgrade"), (b"Upgrade", b"h2c")]
-            )
-        )
-        authority = header_value(raw, b"host") or b""
-        headers = [
-            (b":method", request.method),
-            (b":scheme", b"http"),
-            (b":authority", authority),
-            (b":path", request.target),
-            *(
-                (name.lower(), value)
-                for name, value in end_to_end(raw)
-                if name.lower() not in (b"host", b"http2-settings")
-            ),
-        ]
-        self.h2 = H2Session(self)
-        await self.h2.run(self.conn.trailing_data[0], (settings, headers))
 
     async def _forward(
         self,

@@ -1,19 +1,26 @@
-"""HTTP/2 from clients on the HTTP listener: prior knowledge and the h2c upgrade.
+"""HTTP/2 from clients on the HTTP listener (prior knowledge and the h2c upgrade), on the
+agent's own HTTP/2 engine (agent/h2) and compiled: no python-h2 on the path.
 
-h2 runs the connection (framing, HPACK, flow control); each stream is one request,
-routed and balanced on its own and forwarded to the provider over pooled HTTP/1.1
-connections (the same path as HTTP invocation), so one multiplexed client connection is
-spread over every endpoint. Bodies stream both ways under HTTP/2 flow control: a request
-chunk's window is given back only once the provider's connection took it, and a response
-chunk is sent only within the client's window.
+The engine runs the connection (framing, HPACK, flow control, stream states, the RFC 9113
+checks). Each stream is one request, routed and balanced on its own and forwarded to the
+provider over a pooled HTTP/1.1 connection by the same exchange as an HTTP/1.1 client's
+request (plugins/http/h1_exchange.py: the call record, retries, deadlines, passive
+health), so one multiplexed client connection is spread over every endpoint. A stream is
+that exchange's client side (:class:`_Stream`): it turns the provider's response into
+HEADERS, DATA and trailers, and the request's DATA into an HTTP/1.1 body (as sent, with
+its Content-Length, or chunked when the client gave none).
 
-Defenses (the 2023 rapid-reset attack, CVE-2023-44487, and control-frame floods; the
-counters in plugins/http/h2_floods.py, shared with the gRPC h2 relay): at most
-``h2_max_concurrent_streams`` open streams (h2 refuses more); streams the client resets,
-and SETTINGS and PING frames, are counted per second, and past ``h2_max_resets_per_s`` /
-``h2_max_control_frames_per_s`` the connection gets GOAWAY (ENHANCE_YOUR_CALM) and is
-closed, with a log line. Replies h2 queues (SETTINGS and PING ACKs) are flushed with an
-awaited drain before more is read, so a client that does not read stops being read.
+Flow control both ways: a request's DATA is acknowledged (its window given back to the
+client) once it went to the provider's connection, not while it waits for one or while
+that connection's socket is full; a response's body is sent within the client's windows,
+and past ``_HELD_HIGH`` bytes waiting for them the provider's connection is not read.
+
+Defences (CVE-2023-44487 rapid reset, SETTINGS/PING/CONTINUATION floods, header list
+size, stream limits) are the engine's, at the listener's ``h2_max_concurrent_streams``,
+``h2_max_resets_per_s``, ``h2_max_control_frames_per_s`` and ``max_header_bytes``: past a
+rate the connection gets GOAWAY ENHANCE_YOUR_CALM and a log line. A connection error's
+GOAWAY is followed by a lingering close. Idle connections (no stream for
+``client_idle_timeout_s``) get GOAWAY and are closed.
 """
 
 from __future__ import annotations
@@ -21,40 +28,54 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import struct
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections import deque
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-import hyperframe.frame
+from agent.h2.connection import (
+    ENHANCE_YOUR_CALM,
+    HEAD,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    PREFACE,
+    Connection,
+    Handler,
+    ProtocolError,
+    Settings,
+    StreamGone,
+)
+from agent.runtime.protocols import ListenerContext
+from plugins.http.config import HttpConfig
+from plugins.http.h1_exchange import ClientSide, H1Exchange, Request, serialise
+from plugins.http.h1_upstream import FastPool
+from plugins.http.headers import Headers, end_to_end, forwarding, split_fields
+from plugins.http.routing import Router
 
-from agent.calls import CallRejected, Outcome
-from agent.errors import NoEndpointError, UpstreamError, UpstreamTimeout
-from plugins.http.calls import chain_of, outcome_of_status, refusal
-from plugins.http.h2_floods import FloodGuard
-from plugins.http.headers import PROPAGATED, Headers, end_to_end, forwarding
-from plugins.http.invoker import forward
-from plugins.http.routing import problem_body
-
-if TYPE_CHECKING:
-    from plugins.http.h1_session import _Session
+__all__ = ["PREFACE", "H2ClientConnection", "upgrade_settings_problem"]
 
 log = logging.getLogger(__name__)
 
-# How long a connection refused for a protocol error still reads before it closes.
+# How long a connection refused for a protocol error lingers before it closes.
 _LINGER_S = 1.0
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
+# Response bytes one stream may hold waiting for the client's window before its provider
+# connection stops being read.
+_HELD_HIGH = 256 * 1024
+# Receive windows we advertise: 1 MiB per stream, 4 MiB for the connection (a request body
+# streams without waiting for WINDOW_UPDATEs; bounded what a client can make us hold).
+_STREAM_WINDOW = 1024 * 1024
+_CONNECTION_WINDOW = 4 * 1024 * 1024
 
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def upgrade_settings(value: bytes) -> bytes | None:
+    """The SETTINGS payload an ``HTTP2-Settings`` header carries (base64url, no padding),
+    or None when it is not base64url."""
+    try:
+        standard = value.translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(value) % 4)
+        return base64.b64decode(standard, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def upgrade_settings_problem(value: bytes) -> str | None:
@@ -63,10 +84,8 @@ def upgrade_settings_problem(value: bytes) -> str | None:
     RFC 9113 3.2.1 (7540 3.2.1): base64url, no padding, of a SETTINGS frame's payload;
     checked before the 101 is sent, so a bad one gets 400 instead of a connection that
     switches protocol and then fails."""
-    try:
-        standard = value.translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(value) % 4)
-        payload = base64.b64decode(standard, validate=True)
-    except (binascii.Error, ValueError):
+    payload = upgrade_settings(value)
+    if payload is None:
         return "HTTP2-Settings is not base64url"
     if len(payload) % 6:
         return "HTTP2-Settings is not a sequence of 6-byte settings"
@@ -81,381 +100,554 @@ def upgrade_settings_problem(value: bytes) -> str | None:
     return None
 
 
-# Past this many bytes waiting in the client socket's buffer, a stream's flush writes and
-# waits for the buffer to drain (asyncio's default high-water mark).
-_WRITE_BUFFER_HIGH = 64 * 1024
+class _Stream(ClientSide):
+    """One client stream: its request's client side (plugins/http/h1_exchange.py)."""
 
+    def __init__(self, client: H2ClientConnection, stream_id: int, request: Request) -> None:
+        self.client = client
+        self.stream_id = stream_id
+        self.request = request
+        self.context = client.context
+        self.stats = client.stats
+        self.router = client.router
+        self.pool = client.pool
+        self.loop = client.loop
+        self.write_paused = client.write_paused
+        self.exchange: H1Exchange | None = None
+        # Request body bytes read and not yet given back to the client (waiting for a
+        # provider connection, or for its socket to drain).
+        self.held_in = 0
+        self.upstream_full = False
+        # Response body waiting for the client's window, and what ends the response once
+        # it is out (trailers, or None for END_STREAM on the last DATA).
+        self.out: deque[bytes] = deque()
+        self.out_size = 0
+        self.out_end = False
+        self.out_trailers: Headers | None = None
+        # The response is on its way (HEADERS sent), and wholly sent.
+        self.started = False
+        self.finished = False
 
-class _Stream:
-    __slots__ = ("body", "ended", "task")
+    # -- the request -------------------------------------------------------------------
 
-    def __init__(self) -> None:
-        # (chunk, flow-controlled length); None ends the body.
-        self.body: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
-        self.task: asyncio.Task[None] | None = None
-        # The client's END_STREAM arrived: its half of the stream is done.
-        self.ended = False
+    def request_data(self, data: bytes, flow: int, end_stream: bool) -> None:
+        client = self.client
+        if flow > len(data):  # padding: nothing to forward, given back now
+            client.conn.ack(self.stream_id, flow - len(data))
+        exchange = self.exchange
+        request = self.request
+        if exchange is None or exchange.done or self.finished:
+            client.conn.ack(self.stream_id, len(data))  # answered already: dropped
+        elif data:
+            framed = [b"%x\r\n" % len(data), data, b"\r\n"] if request.chunked else [data]
+            if exchange.sending:
+                exchange.send_body(framed)
+                if self.upstream_full:
+                    self.held_in += len(data)
+                else:
+                    client.conn.ack(self.stream_id, len(data))
+            else:
+                request.pending += framed
+                request.pending_bytes += len(data)
+                self.held_in += len(data)
+        if end_stream:
+            self.request_end([])
 
+    def request_end(self, trailers: Headers) -> None:
+        request = self.request
+        request.complete = True
+        exchange = self.exchange
+        if not request.chunked or exchange is None or exchange.done:
+            return  # (trailers on a body with a length have no HTTP/1.1 form: dropped)
+        end = serialise(b"0\r\n", end_to_end(trailers)) if trailers else b"0\r\n\r\n"
+        if exchange.sending:
+            exchange.send_body([end])
+        else:
+            request.pending.append(end)
 
-class H2Session:
-    def __init__(self, session: _Session) -> None:
-        self.session = session
-        self.config = session.config
-        self.writer = session.writer
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None)
+    def _give_back(self) -> None:
+        held, self.held_in = self.held_in, 0
+        if held:
+            self.client.conn.ack(self.stream_id, held)
+            self.client.schedule_flush()
+
+    # -- ClientSide: what the exchange asks ---------------------------------------------
+
+    def body_taken(self, exchange: H1Exchange) -> None:
+        if not self.upstream_full:
+            self._give_back()
+
+    def upstream_writable(self, exchange: H1Exchange, writable: bool) -> None:
+        self.upstream_full = not writable
+        if writable:
+            self._give_back()
+
+    def arm(self, exchange: H1Exchange, timeout_s: float) -> None:
+        self.client.arm(exchange, timeout_s)
+
+    def disarm(self, exchange: H1Exchange) -> None:
+        exchange.deadline = 0.0
+
+    def cork(self) -> None:
+        return None
+
+    def uncork(self) -> None:
+        self.client.schedule_flush()
+
+    def respond(self, exchange: H1Exchange, status: int, content_type: bytes, body: bytes) -> None:
+        self.response_started(
+            exchange,
+            status,
+            b"",
+            [(b"content-type", content_type), (b"content-length", b"%d" % len(body))],
+            False,
+            False,
         )
-        # Before initiate_connection, so that the first SETTINGS frame carries them.
-        self.h2.local_settings = h2.settings.Settings(
+        self.response_data(exchange, body)
+        self.response_done(exchange)
+
+    def informational(
+        self, exchange: H1Exchange, status: int, reason: bytes, fields: Headers
+    ) -> None:
+        if status == 101 or self.started:
+            return  # no HTTP/2 form (the upgrade was the client's to ask for, not ours)
+        headers = [(b":status", b"%d" % status), *_lowered(fields)]
+        try:
+            self.client.conn.send_headers(self.stream_id, headers)
+        except StreamGone:
+            return
+
+    def response_started(
+        self,
+        exchange: H1Exchange,
+        status: int,
+        reason: bytes,
+        fields: Headers,
+        chunked: bool,
+        until_close: bool,
+    ) -> None:
+        self.started = True
+        headers = [(b":status", b"%d" % status), *_lowered(fields)]
+        try:
+            self.client.conn.send_headers(self.stream_id, headers)
+        except StreamGone:
+            self.finished = True  # the client reset it meanwhile
+
+    def response_data(self, exchange: H1Exchange, data: bytes) -> None:
+        if self.finished or not data:
+            return
+        exchange.route.bytes_out += len(data)
+        if self.out_size:
+            self.out.append(data)
+            self.out_size += len(data)
+        else:
+            conn = self.client.conn
+            window = conn.window(self.stream_id)
+            if window >= len(data):
+                conn.send_data(self.stream_id, data)
+                return
+            if window > 0:
+                conn.send_data(self.stream_id, data[:window])
+                data = data[window:]
+            self.out.append(data)
+            self.out_size = len(data)
+        if self.out_size > _HELD_HIGH and not self.write_paused:
+            self.write_paused = True
+            upstream = exchange.upstream
+            if upstream is not None:
+                upstream.pause_reading()
+
+    def response_trailers(self, exchange: H1Exchange, trailers: Headers) -> None:
+        self.out_trailers = _lowered(end_to_end(trailers))
+
+    def response_done(self, exchange: H1Exchange) -> None:
+        self.out_end = True
+        self.flush_out()
+
+    def response_cut(self, exchange: H1Exchange) -> None:
+        self.client.reset_stream(self, INTERNAL_ERROR)
+
+    # -- sending the response -----------------------------------------------------------
+
+    def flush_out(self) -> None:
+        """Send what waits for the client's window; end the stream once all is out."""
+        if self.finished:
+            return
+        conn = self.client.conn
+        stream_id = self.stream_id
+        try:
+            while self.out:
+                window = conn.window(stream_id)
+                if window <= 0:
+                    return
+                chunk = self.out.popleft()
+                if len(chunk) > window:
+                    self.out.appendleft(chunk[window:])
+                    chunk = chunk[:window]
+                self.out_size -= len(chunk)
+                conn.send_data(stream_id, chunk)
+            if self.write_paused and not self.client.write_paused:
+                self.write_paused = False
+                exchange = self.exchange
+                if exchange is not None and not exchange.done and exchange.upstream is not None:
+                    exchange.upstream.resume_reading()
+            if self.out_end:
+                if self.out_trailers:
+                    conn.send_headers(stream_id, self.out_trailers, end_stream=True)
+                else:
+                    conn.end_stream(stream_id)
+                self.client.stream_finished(self)
+        except StreamGone:
+            self.client.stream_finished(self)
+
+
+def _lowered(fields: Headers) -> Headers:
+    """HTTP/1.1 fields as HTTP/2 ones: lower-case names (RFC 9113 §8.2.1)."""
+    return [(name.lower(), value) for name, value in fields]
+
+
+class H2ClientConnection(Handler):
+    """One client's HTTP/2 connection to the HTTP listener: an asyncio protocol by its
+    methods (a compiled class has one base: the engine's Handler). Takes over a connection
+    the HTTP/1.1 fast path accepted, counted and tracked."""
+
+    def __init__(
+        self, context: ListenerContext, config: HttpConfig, pool: FastPool, router: Router
+    ) -> None:
+        self.context = context
+        self.stats = context.stats
+        self.config = config
+        self.pool = pool
+        self.router = router
+        self.loop = asyncio.get_running_loop()
+        self.conn = Connection(
+            self,
             client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: (
-                    self.config.h2_max_concurrent_streams
-                ),
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.config.max_header_bytes,
-            },
+            settings=Settings(
+                stream_window=_STREAM_WINDOW,
+                connection_window=_CONNECTION_WINDOW,
+                max_concurrent_streams=config.h2_max_concurrent_streams,
+                max_header_list_size=config.max_header_bytes,
+                max_resets_per_s=config.h2_max_resets_per_s,
+                max_control_frames_per_s=config.h2_max_control_frames_per_s,
+                oversized_to_handler=True,  # answered 431 (_start)
+            ),
         )
         self.streams: dict[int, _Stream] = {}
-        # Set whenever the client opens flow-control windows; senders wait on it.
-        self.window_opened = asyncio.Event()
-        self.floods = FloodGuard(
-            self.config.h2_max_resets_per_s, self.config.h2_max_control_frames_per_s
-        )
-        self.closing = False
-        # A write of h2's queued bytes is due on the loop's next turn (flush()).
-        self.write_scheduled = False
-        # GOAWAY sent for a drain: streams up to ``last_stream`` finish, no new ones.
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
         self.draining = False
-        self.last_stream = 0
+        self.write_paused = False  # the client's socket buffer is full
+        self.flush_scheduled = False
+        self.client_ip = "unknown"
+        # One timer for every stream's response deadline (re-armed, not made per request).
+        self.deadline_timer: asyncio.TimerHandle | None = None
+        self.deadline_timer_at = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.served = 0
+        self.idle_mark = -1
+
+    # -- asyncio protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = str(peer[0])
+        self.idle_timer = self.loop.call_later(self.config.client_idle_timeout_s, self._idle)
+
+    def upgraded(self, settings: bytes, request_headers: Headers) -> None:
+        """h2c: the 101 is sent; the request that asked is stream 1 (RFC 7540 §3.2)."""
+        stream_id = self.conn.upgrade(settings)
+        self._start(stream_id, request_headers, True)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.stats.bytes_in += len(data)
+        try:
+            self.conn.receive(data)
+        except ProtocolError as exc:
+            # A client that breaks HTTP/2 loses its connection (GOAWAY), nobody else.
+            if exc.code == ENHANCE_YOUR_CALM:
+                log.warning(
+                    "http/2 connection refused: %s",
+                    exc,
+                    extra={
+                        "listener": self.context.listener.display_name,
+                        "client": self.client_ip,
+                    },
+                )
+                self.stats.rejected += 1
+            else:
+                log.info("client broke HTTP/2", extra={"error": str(exc)})
+            self._linger()
+            return
+        self.flush()
+
+    def eof_received(self) -> bool | None:
+        return None  # close: HTTP/2 has no half-closed connections
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for timer in (self.deadline_timer, self.idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._cancel_all()
+        if self.transport is not None:
+            self.stats.active -= 1
+            self.context.untrack(self.transport)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for stream in self.streams.values():
+            stream.write_paused = True
+            exchange = stream.exchange
+            if exchange is not None and not exchange.done and exchange.upstream is not None:
+                exchange.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            if stream.out_size <= _HELD_HIGH:
+                stream.write_paused = False
+                exchange = stream.exchange
+                if exchange is not None and not exchange.done and exchange.upstream is not None:
+                    exchange.upstream.resume_reading()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.closed:
+            self.stats.bytes_out += len(data)
+            self.transport.write(data)
+
+    def schedule_flush(self) -> None:
+        """Flush on the loop's next turn: the answers of every provider read in this turn
+        go out in one send."""
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def _linger(self) -> None:
+        """After a connection error's GOAWAY: end our side (FIN) and close a second later
+        or at the client's end, whichever is first; what it sends meanwhile is dropped.
+        Closed at once with unread bytes, the socket would answer with a reset, which can
+        reach the client before the GOAWAY."""
+        self._cancel_all()
+        self.flush()
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.loop.call_later(_LINGER_S, transport.close)
+
+    def _cancel_all(self) -> None:
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            stream.finished = True
+            exchange = stream.exchange
+            if exchange is not None and not exchange.done:
+                exchange.cancel()
+
+    # -- the engine's events (agent/h2/connection.py Handler) -----------------------------
+
+    def headers_received(
+        self, stream_id: int, headers: list[tuple[bytes, bytes]], kind: int, end_stream: bool
+    ) -> None:
+        if kind == HEAD:
+            self._start(stream_id, headers, end_stream)
+            return
+        stream = self.streams.get(stream_id)  # trailers: they end the request
+        if stream is not None:
+            stream.request_end(headers)
+
+    def stream_data(self, stream_id: int, data: bytes, flow: int, end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            self.conn.ack(stream_id, flow)
+            return
+        stream.request_data(data, flow, end_stream)
+
+    def stream_reset(self, stream_id: int, code: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        stream.finished = True
+        exchange = stream.exchange
+        if exchange is not None and not exchange.done:
+            exchange.cancel()  # the provider's side goes too (never reused)
+        self._stream_gone()
+
+    def window_opened(self, stream_id: int) -> None:
+        if stream_id:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                stream.flush_out()
+            return
+        for each in list(self.streams.values()):
+            if each.out_size or each.out_end:
+                each.flush_out()
+
+    def goaway_received(self, last_stream_id: int, code: int) -> None:
+        return None  # the client opens no more streams; those open finish
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def _start(self, stream_id: int, headers: Headers, ended: bool) -> None:
+        stats = self.stats
+        stats.requests += 1
+        request = Request()
+        method = path = b""
+        authority: bytes | None = None
+        regular: Headers = []
+        cookies: list[bytes] = []
+        for name, value in headers:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+            elif name == b"cookie":
+                cookies.append(value)  # one field for HTTP/1.1 (RFC 9113 §8.2.3)
+            else:
+                regular.append((name, value))
+        if cookies:
+            regular.append((b"cookie", b"; ".join(cookies)))
+        fields, length, _, host = split_fields(regular, request.incoming)
+        if authority is None:
+            authority = host
+        request.method = method
+        request.url = path
+        request.host = authority
+        request.headers = regular
+        request.complete = ended
+        request.has_body = not ended
+        target = self.router.route(authority, path)
+        stream = _Stream(self, stream_id, request)
+        self.streams[stream_id] = stream
+        exchange = H1Exchange(stream, request, target, stats.route(target.service.name))
+        stream.exchange = exchange
+        request.exchange = exchange
+        if method == b"CONNECT" or not path:
+            exchange.done = True
+            stream.answer(exchange, 501, "CONNECT is not supported over HTTP/2")
+            return
+        if self.conn.decoder.oversized:
+            exchange.done = True
+            limit = self.config.max_header_bytes
+            stream.answer(exchange, 431, f"header list over {limit} bytes")
+            return
+        if host is None and authority is not None:
+            fields.insert(0, (b"host", authority))
+        elif authority is not None and host != authority:
+            fields = [(b"host", authority) if n.lower() == b"host" else (n, v) for n, v in fields]
+        if request.has_body and length is None:
+            request.chunked = True
+            fields.append((b"transfer-encoding", b"chunked"))
+        config = self.config
+        if config.x_forwarded or config.forwarded:
+            fields = forwarding(
+                fields, config.x_forwarded, config.forwarded, self.client_ip, authority
+            )
+        request.first = method + b" " + path + b" HTTP/1.1\r\n"
+        request.fields = fields
+        exchange.open()
+
+    def stream_finished(self, stream: _Stream) -> None:
+        """The stream's response is wholly sent (or the stream is gone)."""
+        if stream.finished:
+            return
+        stream.finished = True
+        self.served += 1
+        if self.streams.get(stream.stream_id) is stream:
+            del self.streams[stream.stream_id]
+        if not stream.request.complete and stream.stream_id in self.conn.streams:
+            # Answered before the client finished sending (RFC 9113 §8.1): it may stop.
+            self.conn.reset(stream.stream_id, NO_ERROR)
+        unread = stream.held_in + stream.request.pending_bytes
+        stream.held_in = 0
+        if unread:
+            self.conn.ack(stream.stream_id, unread)  # the connection's window comes back
+        self.schedule_flush()
+        self._stream_gone()
+
+    def reset_stream(self, stream: _Stream, code: int) -> None:
+        if stream.stream_id in self.conn.streams:
+            self.conn.reset(stream.stream_id, code)
+        stream.out.clear()
+        stream.out_size = 0
+        self.stream_finished(stream)
+
+    def _stream_gone(self) -> None:
+        if self.draining and not self.streams:
+            self.loop.call_soon(self._close)
+
+    # -- deadlines, idle, drain ------------------------------------------------------------
+
+    def arm(self, exchange: H1Exchange, timeout_s: float) -> None:
+        """``exchange``'s response head is due within ``timeout_s`` (one timer for all the
+        connection's streams, set for the earliest deadline)."""
+        deadline = self.loop.time() + timeout_s
+        exchange.deadline = deadline
+        timer = self.deadline_timer
+        if timer is not None:
+            if self.deadline_timer_at <= deadline:
+                return
+            timer.cancel()
+        self.deadline_timer = self.loop.call_at(deadline, self._check_deadlines)
+        self.deadline_timer_at = deadline
+
+    def _check_deadlines(self) -> None:
+        self.deadline_timer = None
+        if self.closed:
+            return
+        now = self.loop.time()
+        earliest = 0.0
+        for stream in list(self.streams.values()):
+            exchange = stream.exchange
+            if exchange is None or not exchange.deadline:
+                continue
+            if exchange.deadline <= now:
+                exchange.deadline = 0.0
+                exchange.timeout()
+            elif not earliest or exchange.deadline < earliest:
+                earliest = exchange.deadline
+        if earliest:
+            self.deadline_timer = self.loop.call_at(earliest, self._check_deadlines)
+            self.deadline_timer_at = earliest
+        self.schedule_flush()
+
+    def _idle(self) -> None:
+        """GOAWAY and close when no stream was served for a whole idle period (checked once
+        per period: closed between one and two periods after its last stream)."""
+        if self.closed:
+            return
+        if not self.streams and self.served == self.idle_mark:
+            self.conn.goaway()
+            self._close()
+            return
+        self.idle_mark = self.served
+        self.idle_timer = self.loop.call_later(self.config.client_idle_timeout_s, self._idle)
 
     def drain(self) -> None:
-        """Graceful GOAWAY (NO_ERROR, RFC 9113 6.8): the streams open finish, then the
-        connection closes; streams the client opens after it are refused.
-
-        Written beside h2 rather than through ``close_connection``, which would close h2's
-        state machine to the open streams' remaining frames.
-        """
-        if self.draining or self.closing:
+        """The agent is draining: GOAWAY (RFC 9113 §6.8: the streams open finish, the
+        client opens new ones elsewhere), and the connection closes after its last."""
+        if self.closed or self.draining:
             return
         self.draining = True
-        self.last_stream = self.h2.highest_inbound_stream_id
-        goaway = hyperframe.frame.GoAwayFrame(0, last_stream_id=self.last_stream, error_code=0)
-        data = self.h2.data_to_send() + goaway.serialize()
-        self.session.context.stats.bytes_out += len(data)
-        self.writer.write(data)
+        self.conn.goaway()
+        self.flush()
         if not self.streams:
-            self.writer.close()
+            self._close()
 
-    async def _linger(self) -> None:
-        """After a connection error's GOAWAY: end our side (FIN) and read what the client
-        still sends, for at most a second, before closing. Closed at once with unread
-        bytes in its buffer, the socket would answer with a reset, which can reach the
-        client before the GOAWAY does (nginx's lingering close, for the same reason)."""
-        reader = self.session.reader
-        with contextlib.suppress(OSError, TimeoutError, RuntimeError):
-            if self.writer.can_write_eof():
-                self.writer.write_eof()
-            async with asyncio.timeout(_LINGER_S):
-                while await reader.read(self.config.read_chunk_bytes):
-                    pass
-
-    async def flush(self, now: bool = False) -> None:
-        """Send what h2 has queued. Streams' flushes are coalesced: the bytes go out once
-        per turn of the loop (one send for every stream answered in it, rather than two
-        or three per stream), unless the socket's buffer is already full, when the
-        stream waits for it like any writer. ``now``: write at once (the read loop, and
-        before a close)."""
-        if not now and self.writer.transport.get_write_buffer_size() < _WRITE_BUFFER_HIGH:
-            if not self.write_scheduled:
-                self.write_scheduled = True
-                asyncio.get_running_loop().call_soon(self._write_queued)
-            return
-        self._write_queued()
-        await self.writer.drain()
-
-    def _write_queued(self) -> None:
-        self.write_scheduled = False
-        if self.writer.is_closing():
-            return
-        data = self.h2.data_to_send()
-        if data:
-            self.session.context.stats.bytes_out += len(data)
-            self.writer.write(data)
-
-    async def run(
-        self, received: bytes, upgrade: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
-    ) -> None:
-        """Serve until the connection ends. ``upgrade``: the HTTP2-Settings value and the
-        HTTP/1.1 request (as HTTP/2 headers) that asked for h2c, answered on stream 1."""
-        if upgrade is None:
-            self.h2.initiate_connection()
-        else:
-            self.h2.initiate_upgrade_connection(upgrade[0])
-            self._start_stream(1, upgrade[1], has_body=False)
-        await self.flush(now=True)
-        reader = self.session.reader
-        try:
-            while not self.closing:
-                if not received:
-                    received = await reader.read(self.config.read_chunk_bytes)
-                    if not received:
-                        return
-                try:
-                    events = self.h2.receive_data(received)
-                except h2.exceptions.ProtocolError as exc:
-                    self._refuse(f"HTTP/2 protocol error: {exc}", _error_code(exc))
-                    await self.flush(now=True)
-                    await self._linger()
-                    return
-                received = b""
-                for event in events:
-                    self._on_event(event)
-                await self.flush(now=True)
-        finally:
-            for stream in self.streams.values():
-                if stream.task is not None:
-                    stream.task.cancel()
-            tasks = [s.task for s in self.streams.values() if s.task is not None]
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _refuse(self, reason: str, code: int = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM) -> None:
-        log.warning(
-            "http/2 connection refused: %s",
-            reason,
-            extra={
-                "listener": self.session.context.listener.display_name,
-                "client": self.session.client_ip,
-            },
-        )
-        self.session.context.stats.rejected += 1
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.h2.close_connection(error_code=code)
-        self.closing = True
-
-    def _on_event(self, event: h2.events.Event) -> None:
-        if self.closing:
-            return
-        if isinstance(event, h2.events.RequestReceived):
-            if self.draining and (event.stream_id or 0) > self.last_stream:
-                # Opened after our GOAWAY: safe for the client to retry elsewhere.
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self.h2.reset_stream(event.stream_id or 0, h2.errors.ErrorCodes.REFUSED_STREAM)
-                return
-            headers = [(bytes(n), bytes(v)) for n, v in event.headers or []]
-            self._start_stream(event.stream_id, headers, has_body=event.stream_ended is None)
-        elif isinstance(event, h2.events.DataReceived):
-            stream = self.streams.get(event.stream_id)
-            length = event.flow_controlled_length or 0
-            if stream is not None and event.data is not None:
-                stream.body.put_nowait((event.data, length))
-            elif length and event.stream_id is not None:
-                # A stream already answered: nobody will read this, but the connection's
-                # window must be given back, or every other stream would stall.
-                self.h2.acknowledge_received_data(length, event.stream_id)
-        elif isinstance(event, h2.events.StreamEnded):
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.ended = True
-                stream.body.put_nowait(None)
-        elif isinstance(event, h2.events.StreamReset):
-            stream = self.streams.pop(event.stream_id, None)
-            if stream is not None and stream.task is not None:
-                stream.task.cancel()
-            flood = self.floods.check(event)
-            if flood is not None:
-                self._refuse(flood)
-        elif isinstance(event, h2.events.RemoteSettingsChanged | h2.events.PingReceived):
-            flood = self.floods.check(event)
-            if flood is not None:
-                self._refuse(flood)
-            self.window_opened.set()  # a new initial window size may open streams
-        elif isinstance(event, h2.events.WindowUpdated):
-            self.window_opened.set()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.closing = True
-
-    def _start_stream(self, stream_id: int, headers: Headers, has_body: bool) -> None:
-        stream = _Stream()
-        if not has_body:
-            stream.ended = True
-            stream.body.put_nowait(None)
-        self.streams[stream_id] = stream
-        stream.task = asyncio.get_running_loop().create_task(
-            self._serve_stream(stream_id, stream, headers, has_body)
-        )
-
-    async def _serve_stream(
-        self, stream_id: int, stream: _Stream, headers: Headers, has_body: bool
-    ) -> None:
-        try:
-            await self._handle_stream(stream_id, stream, headers, has_body)
-        except asyncio.CancelledError:
-            # Reset by the client, or the connection is going: nothing more to send.
-            self.streams.pop(stream_id, None)
-            raise
-        self.streams.pop(stream_id, None)
-        self._return_unread(stream_id, stream)
-        last = self.draining and not self.streams
-        with contextlib.suppress(ConnectionError):
-            await self.flush(now=last)
-        if last:
-            self.writer.close()  # the last stream before the GOAWAY is answered
-
-    async def _handle_stream(
-        self, stream_id: int, stream: _Stream, headers: Headers, has_body: bool
-    ) -> None:
-        session = self.session
-        context = session.context
-        context.stats.requests += 1
-        pseudo = {name: value for name, value in headers if name.startswith(b":")}
-        regular = [(name, value) for name, value in headers if not name.startswith(b":")]
-        method = pseudo.get(b":method", b"GET")
-        path = pseudo.get(b":path", b"")
-        authority = pseudo.get(b":authority") or next((v for n, v in regular if n == b"host"), None)
-        target = session.owner.router.route(authority, path)
-        name = target.service.name
-        context.stats.route(name).requests += 1
-        try:
-            if method == b"CONNECT" or not path:
-                await self._problem(stream_id, 501, "CONNECT is not supported", name)
-                return
-            size = sum(len(n) + len(v) + 32 for n, v in headers)
-            if size > self.config.max_header_bytes:
-                await self._problem(stream_id, 431, f"header list of {size} bytes", name)
-                return
-            outgoing = [(n, v) for n, v in end_to_end(regular) if n != b"host"]
-            incoming = {
-                n.decode("latin-1"): v.decode("latin-1") for n, v in regular if n in PROPAGATED
-            }
-            try:
-                call = context.calls.start(
-                    "http",
-                    context.direction,
-                    session.owner.router.call_routes.route(name, method),
-                    incoming,
-                )
-            except CallRejected as exc:
-                await self._answer(stream_id, *refusal(exc, name))
-                return
-            config = self.config
-            if config.x_forwarded or config.forwarded:
-                outgoing = forwarding(
-                    outgoing, config.x_forwarded, config.forwarded, session.client_ip, authority
-                )
-            try:
-                result = await forward(
-                    session.owner.pool,
-                    target,
-                    method,
-                    path,
-                    outgoing,
-                    authority,
-                    has_body,
-                    self._request_body(stream_id, stream),
-                    call,
-                )
-            except UpstreamError as exc:
-                status = 502
-                if isinstance(exc, UpstreamTimeout):
-                    status = 504
-                elif isinstance(exc, NoEndpointError):
-                    status = 503
-                call.fail(exc, str(status))
-                log.warning("http/2 request not forwarded: %s", exc, extra={"service": name})
-                body = problem_body(status, str(exc), name, chain_of(call))
-                await self._answer(stream_id, status, b"application/problem+json", body)
-                return
-            except BaseException as exc:
-                call.fail(exc)
-                raise
-            try:
-                response = [(b":status", str(result.status).encode())]
-                response += [(n.lower(), v) for n, v in result.headers]
-                self.h2.send_headers(stream_id, response)
-                await self.flush()
-                async for chunk in result.body:
-                    await self._send_data(stream_id, chunk)
-                self.h2.end_stream(stream_id)
-                await self.flush()
-                call.finish(outcome_of_status(result.status), str(result.status))
-            finally:
-                # Not finished above: the client reset the stream or the provider cut it.
-                call.finish(Outcome.UPSTREAM_ERROR, str(result.status))
-                await result.close()
-        except (h2.exceptions.StreamClosedError, ConnectionError):
-            pass  # the client reset the stream or went away: nothing to tell it
-        except h2.exceptions.ProtocolError as exc:
-            log.warning("http/2 stream failed: %s", exc, extra={"service": name})
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
-        except Exception as exc:
-            # Mid-response failures (the provider cut the body): reset this stream only.
-            log.warning("http/2 stream failed: %s", exc, extra={"service": name})
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            with contextlib.suppress(ConnectionError):
-                await self.flush()
-
-    def _return_unread(self, stream_id: int, stream: _Stream) -> None:
-        """Give back the connection window of body data the stream left unread, and ask a
-        client still sending to stop (RST_STREAM NO_ERROR after a complete response, RFC
-        9113 8.1)."""
-        if not stream.ended and not self.closing:
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
-        unread = 0
-        while not stream.body.empty():
-            item = stream.body.get_nowait()
-            if item is not None:
-                unread += item[1]
-        if unread and not self.closing:
-            self.h2.acknowledge_received_data(unread, stream_id)
-
-    async def _request_body(self, stream_id: int, stream: _Stream) -> AsyncIterator[bytes]:
-        while (item := await stream.body.get()) is not None:
-            chunk, flow_length = item
-            yield chunk
-            # The provider's connection took it: the client may send that much more.
-            if flow_length and stream_id in self.streams:
-                with contextlib.suppress(h2.exceptions.StreamClosedError):
-                    self.h2.acknowledge_received_data(flow_length, stream_id)
-                await self.flush()
-
-    async def _send_data(self, stream_id: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            window = self.h2.local_flow_control_window(stream_id)
-            if window <= 0:
-                self.window_opened.clear()
-                await self.window_opened.wait()
-                continue
-            size = min(window, len(view), self.h2.max_outbound_frame_size)
-            self.h2.send_data(stream_id, view[:size].tobytes())
-            view = view[size:]
-            await self.flush()
-
-    async def _problem(self, stream_id: int, status: int, detail: str, service: str) -> None:
-        body = problem_body(status, detail, service)
-        await self._answer(stream_id, status, b"application/problem+json", body)
-
-    async def _answer(self, stream_id: int, status: int, content_type: bytes, body: bytes) -> None:
-        """An answer of the agent's own (problem details, a fallback value)."""
-        if status >= 400:
-            self.session.context.stats.request_errors += 1
-        self.h2.send_headers(
-            stream_id,
-            [
-                (b":status", str(status).encode()),
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        )
-        await self._send_data(stream_id, body)
-        self.h2.end_stream(stream_id)
-        await self.flush()
-
-
-def _error_code(exc: h2.exceptions.ProtocolError) -> int:
-    code = getattr(exc, "error_code", None)
-    return int(code) if code is not None else int(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+    def _close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.flush()
+            self.closed = True
+            self.transport.close()

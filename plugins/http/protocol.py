@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 
 from agent.runtime.protocols import (
     HttpInvokeRequest,
@@ -43,9 +44,14 @@ class HttpProtocol(ProtocolSupport):
         # (HttpConfig.service_references, checked in agent/runtime/agent.py).
         router = Router(context, self.config.routes)
         self.contexts.append(context)
-        return lambda: HttpProxyConnection(
-            context, self.config, self.fast_pool, self.pool, router, self.sessions
-        )
+        config, fast_pool, pool, sessions = self.config, self.fast_pool, self.pool, self.sessions
+
+        def make() -> asyncio.Protocol:
+            # An asyncio protocol by its methods (compiled, its one base is ClientSide).
+            connection = HttpProxyConnection(context, config, fast_pool, pool, router, sessions)
+            return cast(asyncio.Protocol, connection)
+
+        return make
 
     async def invoke_http(self, request: HttpInvokeRequest) -> HttpInvokeResult:
         from plugins.http.invoker import invoke_http
@@ -55,12 +61,13 @@ class HttpProtocol(ProtocolSupport):
     def drain(self) -> None:
         from plugins.http.h1_listener import HttpProxyConnection
         from plugins.http.h1_session import H11Connection
+        from plugins.http.h2_listener import H2ClientConnection
 
         for context in self.contexts:
             for transport in list(context.connections):
                 # Capture contexts share their connection set with other protocols.
                 connection = transport.get_protocol()
-                if isinstance(connection, HttpProxyConnection | H11Connection):
+                if isinstance(connection, HttpProxyConnection | H11Connection | H2ClientConnection):
                     connection.drain()
 
     async def close(self) -> None:

@@ -150,7 +150,6 @@ WITHOUT_OWN_TEST_MODULE = {
     "plugins/http/protocol.py": "tests/integration/http (uvicorn and nginx providers)",
     "plugins/http/h11_pool.py": "tests/integration/http/test_invoker.py, and through "
     "tests/unit/plugins/http/test_h1_session.py",
-    "plugins/http/h2_listener.py": "tests/integration/http/test_http2.py (curl, httpx, raw frames)",
     "plugins/thrift/protocol.py": "the plugin's runtime part: tests/integration/thrift "
     "(thriftpy2 peers) and tests/interop/test_thrift_java.py",
 }

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import h11
 import httpx
 import pytest
 
@@ -19,138 +16,8 @@ from agent.errors import ConfigError
 from agent.runtime.agent import Agent
 from plugins.http.config import HttpRoute
 from plugins.http.routing import Router, service_target
-from tests.fixtures.net import async_wait_until, free_port
-
-
-class Provider:
-    """An h11 server answering ``{"name": ..., "path": ...}``; ``mode`` breaks it on purpose.
-
-    ``close_after``: closes each connection after one response, without saying so.
-    ``short_body``: promises 100 bytes, sends 10 and closes.
-    """
-
-    def __init__(self, name: str, mode: str = "ok") -> None:
-        self.name = name
-        self.mode = mode
-        self.connections = 0
-        self.open = 0
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> Provider:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.open += 1
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await reader.read(65536))
-                    continue
-                if isinstance(event, h11.Request):
-                    target = event.target
-                    while not isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                        event = conn.next_event()
-                        if event is h11.NEED_DATA:
-                            conn.receive_data(await reader.read(65536))
-                    if isinstance(event, h11.ConnectionClosed):
-                        return
-                    await self._answer(conn, writer, target)
-                    if self.mode != "ok":
-                        return
-                    conn.start_next_cycle()
-                    continue
-                return
-        except (ConnectionError, h11.RemoteProtocolError):
-            return
-        finally:
-            self.open -= 1
-            writer.close()
-
-    async def _answer(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, target: bytes
-    ) -> None:
-        body = json.dumps({"name": self.name, "path": target.decode()}).encode()
-        length = b"100" if self.mode == "short_body" else str(len(body)).encode()
-        if self.mode == "short_body":
-            body = body[:10]
-        writer.write(
-            conn.send(h11.Response(status_code=200, headers=[(b"content-length", length)]))
-        )
-        writer.write(conn.send(h11.Data(data=body)))
-        if self.mode != "short_body":
-            writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-
-def config(ports: list[int], **listener: Any) -> dict[str, Any]:
-    return {
-        "admin": {"port": 0},
-        "registries": [
-            {
-                "name": "local",
-                "type": "local",
-                "config": {
-                    "services": {
-                        "api": [{"host": "127.0.0.1", "port": p} for p in ports],
-                        "empty": [],
-                    }
-                },
-            }
-        ],
-        "services": [
-            {"name": "api", "protocol": "http", "health": {"enabled": False}},
-            {"name": "empty", "protocol": "http", "health": {"enabled": False}},
-        ],
-        "listeners": [
-            {"port": free_port(), "service": "api", "protocol": "http", "config": listener}
-        ],
-        "drain_timeout_s": 1,
-    }
-
-
-@pytest.fixture
-async def providers() -> AsyncIterator[Callable[..., Any]]:
-    started: list[Provider] = []
-
-    async def start(name: str, mode: str = "ok") -> Provider:
-        provider = await Provider(name, mode).start()
-        started.append(provider)
-        return provider
-
-    yield start
-    for provider in started:
-        await provider.stop()
-
-
-@pytest.fixture
-async def agents() -> AsyncIterator[Callable[..., Any]]:
-    started: list[Agent] = []
-
-    async def start(raw: dict[str, Any]) -> Agent:
-        agent = Agent(parse_config(raw))
-        await agent.start()
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        await agent.stop()
-
-
-def url(agent: Agent) -> str:
-    host, port = agent.listeners[0].address
-    return f"http://{host}:{port}"
+from tests.fixtures.net import async_wait_until
+from tests.support.http_providers import config, url
 
 
 async def test_upstream_connections_are_pooled(providers: Any, agents: Any) -> None:
@@ -246,53 +113,6 @@ async def test_router_matches_host_without_port_and_path_prefix() -> None:
         await agent.stop()
 
 
-class RawProvider:
-    """Answers each request with the bytes ``answers`` holds for its path (wire-level
-    cases h11 would not write: close-delimited bodies, trailers); counts connections."""
-
-    def __init__(self, answers: dict[bytes, bytes]) -> None:
-        self.answers = answers
-        # Paths answered only once ``gate`` is set (a response under way at a drain).
-        self.gated: set[bytes] = set()
-        self.gate = asyncio.Event()
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> RawProvider:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                self.requests.append(head)
-                length = re.search(rb"(?i)content-length: *(\d+)", head)
-                if length:
-                    await reader.readexactly(int(length.group(1)))
-                path = head.split(b" ", 2)[1]
-                if path in self.gated:
-                    await self.gate.wait()
-                answer = self.answers[path]
-                writer.write(answer)
-                await writer.drain()
-                if b"Connection: close" in answer:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.gate.set()  # gated handlers finish instead of being cancelled mid-wait
-        self.server.close()
-        await self.server.wait_closed()
-
-
 async def exchange_raw(agent: Agent, data: bytes, responses: int) -> bytes:
     """Send ``data`` on one connection and read until ``responses`` complete responses
     (each ending its body, by Content-Length or the last chunk) have come back."""
@@ -321,20 +141,6 @@ def _complete(received: bytes) -> bool:
     if length:
         return len(body) >= int(length.group(1))
     return body.endswith(b"\r\n\r\n")  # the last chunk (and trailers) ends so
-
-
-@pytest.fixture
-async def raw_provider() -> AsyncIterator[Callable[..., Any]]:
-    started: list[RawProvider] = []
-
-    async def start(answers: dict[bytes, bytes]) -> RawProvider:
-        provider = await RawProvider(answers).start()
-        started.append(provider)
-        return provider
-
-    yield start
-    for provider in started:
-        await provider.stop()
 
 
 async def test_head_response_does_not_wait_for_a_body(raw_provider: Any, agents: Any) -> None:

@@ -14,7 +14,7 @@ import pytest
 from agent.calls import Call, CallObserver
 from agent.config import parse_config
 from agent.runtime.agent import Agent
-from tests.unit.plugins.http.test_h1_listener import config
+from tests.support.http_providers import config
 
 
 class UpgradeProvider:
