@@ -64,6 +64,8 @@ COMPILED: tuple[str, ...] = (
     "plugins/dubbo/proxy.py",
     "plugins/thrift/proxy.py",
     "plugins/thrift/upstream.py",
+    "plugins/http/calls.py",
+    "plugins/http/headers.py",
     "plugins/http/h1_exchange.py",
     "plugins/http/h1_listener.py",
     "plugins/http/h1_upstream.py",

@@ -32,9 +32,15 @@ def outcome_of_status(status: int) -> Outcome:
 def with_outgoing(fields: Headers, outgoing: Mapping[str, str]) -> Headers:
     """``fields`` with what the call's observers want sent on this attempt, replacing the
     caller's fields of those names (a client's traceparent becomes the agent's span)."""
-    added = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in outgoing.items()]
-    names = {name for name, _ in added}
-    return [(n, v) for n, v in fields if n.lower() not in names] + added
+    added: Headers = []
+    names: set[bytes] = set()
+    for key, value in outgoing.items():
+        name = key.encode("latin-1")
+        names.add(name)
+        added.append((name, value.encode("latin-1")))
+    kept = [(n, v) for n, v in fields if n.lower() not in names]
+    kept += added
+    return kept
 
 
 def exchange_for(

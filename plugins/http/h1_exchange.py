@@ -49,7 +49,6 @@ class Request:
     __slots__ = (
         "chunked",
         "complete",
-        "exchange",
         "fields",
         "first",
         "has_body",
@@ -85,7 +84,6 @@ class Request:
         self.upgrade = False
         self.pending: list[bytes] = []
         self.pending_bytes = 0
-        self.exchange: H1Exchange | None = None
 
 
 class ClientSide:

@@ -282,8 +282,8 @@ class HttpProxyConnection(ClientSide):
         request = self.current
         assert request is not None
         framed = [b"%x\r\n" % len(body), body, b"\r\n"] if request.chunked else [body]
-        exchange = request.exchange
-        if exchange is not None and exchange.sending:
+        exchange = self.exchange  # the queue's first request's, if this is that one
+        if exchange is not None and exchange.request is request and exchange.sending:
             exchange.send_body(framed)
         else:
             request.pending += framed
@@ -301,8 +301,8 @@ class HttpProxyConnection(ClientSide):
                 if request.trailers
                 else b"0\r\n\r\n"
             )
-            exchange = request.exchange
-            if exchange is not None and exchange.sending:
+            exchange = self.exchange
+            if exchange is not None and exchange.request is request and exchange.sending:
                 exchange.send_body([end])
             else:
                 request.pending.append(end)
@@ -328,7 +328,6 @@ class HttpProxyConnection(ClientSide):
         target = self.router.route(request.host, request.url)
         exchange = H1Exchange(self, request, target, self.stats.route(target.service.name))
         self.exchange = exchange
-        request.exchange = exchange
         exchange.open()
 
     def write(self, data: bytes) -> None:

@@ -449,7 +449,7 @@ class H2ClientConnection(Handler):
         self.streams.clear()
         for stream in streams:
             stream.finished = True
-            exchange = stream.exchange
+            exchange, stream.exchange = stream.exchange, None
             if exchange is not None and not exchange.done:
                 exchange.cancel()
 
@@ -477,7 +477,7 @@ class H2ClientConnection(Handler):
         if stream is None:
             return
         stream.finished = True
-        exchange = stream.exchange
+        exchange, stream.exchange = stream.exchange, None
         if exchange is not None and not exchange.done:
             exchange.cancel()  # the provider's side goes too (never reused)
         self._stream_gone()
@@ -533,7 +533,6 @@ class H2ClientConnection(Handler):
         self.streams[stream_id] = stream
         exchange = H1Exchange(stream, request, target, stats.route(target.service.name))
         stream.exchange = exchange
-        request.exchange = exchange
         if method == b"CONNECT" or not path:
             exchange.done = True
             stream.answer(exchange, 501, "CONNECT is not supported over HTTP/2")
@@ -564,6 +563,7 @@ class H2ClientConnection(Handler):
         if stream.finished:
             return
         stream.finished = True
+        stream.exchange = None  # (a reference cycle with its side: freed without the gc)
         self.served += 1
         if self.streams.get(stream.stream_id) is stream:
             del self.streams[stream.stream_id]
