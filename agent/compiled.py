@@ -71,6 +71,7 @@ COMPILED: tuple[str, ...] = (
     "plugins/http/h1_upstream.py",
     "plugins/http/h2_listener.py",
     "plugins/grpc/h2relay.py",
+    "agent/h2/upstream.py",
     "agent/runtime/deadlines.py",
     # the calls hub, telemetry and governance decisions, balancing
     "agent/calls.py",

@@ -264,6 +264,8 @@ class Connection:
         self._need = 0  # bytes ``_in`` must hold before a frame can be parsed
         self._preface_pending = not client  # a server first reads the client's preface
         self._settings_pending = True  # the peer's first frame must be SETTINGS
+        # The peer's first SETTINGS arrived (its stream limit and windows are known).
+        self.peer_settings_received = False
         self.decoder = Decoder(self.local.header_table_size, self.local.max_header_list_size)
         self.encoder = Encoder()
         # The peer's settings, as far as they matter here.
@@ -822,6 +824,7 @@ class Connection:
         if self.control.exceeded(self.clock()):
             raise ProtocolError(ENHANCE_YOUR_CALM, self._flood("SETTINGS/PING"))
         window_changed = self._apply_settings(payload)
+        self.peer_settings_received = True
         self._frame(SETTINGS, ACK, 0, b"")
         if window_changed:
             self.handler.window_opened(0)

@@ -28,6 +28,18 @@ class GrpcConfig(BaseModel):
     # engine (plugins/grpc/h2relay.py, agent/h2), or "grpcio", a grpc.aio server relaying
     # messages (plugins/grpc/proxy.py). http_transcoding splices HTTP/2 to "grpcio".
     relay: Literal["grpcio", "h2"] = "h2"
+    # Relay h2, connections to providers (agent/h2/upstream.py): another connection to
+    # an endpoint is made when every one has as many calls as its provider allows
+    # (SETTINGS_MAX_CONCURRENT_STREAMS), up to this many.
+    max_connections_per_endpoint: Annotated[int, Field(ge=1, le=1024)] = 8
+    # A provider connection with calls open on which nothing was read for
+    # ping_interval_s gets a PING; with nothing read ping_timeout_s after it, the provider
+    # is taken for gone: the connection is closed and its calls end UNAVAILABLE (or go
+    # elsewhere when nothing of them was sent). 0 turns the pings off. The default is
+    # grpc-go's server enforcement (MinTime, 5 minutes): pinged more often, it answers
+    # GOAWAY "too_many_pings"; lower it for providers whose policy allows.
+    ping_interval_s: Annotated[float, Field(ge=0)] = 300.0
+    ping_timeout_s: Annotated[float, Field(gt=0)] = 20.0
 
 
 class GrpcServiceOptions(BaseModel):

@@ -53,7 +53,6 @@ from agent.h2.connection import (
     ENHANCE_YOUR_CALM,
     HEAD,
     REFUSED_STREAM,
-    TRAILERS,
     Connection,
     Handler,
     ProtocolError,
@@ -61,6 +60,7 @@ from agent.h2.connection import (
     StreamGone,
     StreamLimit,
 )
+from agent.h2.upstream import EndpointBusy, H2Pool, H2Upstream, StreamSink
 from agent.runtime.protocols import ListenerContext
 from agent.telemetry.propagation import INCOMING, TIMEOUT_MS
 from plugins.grpc.channels import target
@@ -125,6 +125,11 @@ def _settings() -> Settings:
     return Settings(stream_window=_STREAM_WINDOW, connection_window=_CONNECTION_WINDOW)
 
 
+def upstream_settings() -> Settings:
+    """What the relay's provider connections announce (the pool's, agent/h2/upstream.py)."""
+    return _settings()
+
+
 class _Buffer:
     """Bytes waiting for the other side's flow-control window, as the chunks they came in
     (a bytearray would move its whole tail on every frame taken from its head)."""
@@ -157,8 +162,9 @@ class _Buffer:
         self.size = 0
 
 
-class _Call:
-    """One relayed gRPC call: a client stream and its upstream stream."""
+class _Call(StreamSink):
+    """One relayed gRPC call: a client stream and its upstream stream (the owner of the
+    stream on the provider's connection, agent/h2/upstream.py)."""
 
     __slots__ = (
         "base_headers",
@@ -192,7 +198,7 @@ class _Call:
         self.client = client
         self.client_id = client_id
         self.host = host
-        self.up: _Upstream | None = None
+        self.up: H2Upstream | None = None
         self.up_id = 0
         self.to_up = _Buffer()
         self.request_ended = False
@@ -406,6 +412,26 @@ class _Call:
                 f"meshagent: the provider reset the stream ({error_code})",
             )
 
+    # the provider's connection (StreamSink)
+
+    def upstream_writable(self) -> None:
+        self.flush_up()
+
+    def upstream_unprocessed(self) -> None:
+        # Not processed (RFC 9113 §6.8): sent again elsewhere, once.
+        self.attempt_failed(
+            Failure(FailureKind.RESET, sent=False),
+            UNAVAILABLE,
+            "meshagent: the provider is going away (GOAWAY)",
+            unsent=True,
+        )
+
+    def upstream_lost(self, why: str) -> None:
+        self.attempt_failed(Failure(FailureKind.RESET, sent=True), UNAVAILABLE, why)
+
+    def flush_downstream(self) -> None:
+        self.client.flush()
+
     # another attempt (agent/exchange.py decides)
 
     def attempt_failed(
@@ -451,7 +477,7 @@ class _Call:
         up = self.up
         if up is None:
             return
-        up.calls.pop(self.up_id, None)
+        up.streams.pop(self.up_id, None)
         if self.up_id in up.conn.streams:
             up.conn.reset(self.up_id, CANCEL)
             up.dirty = True
@@ -518,7 +544,7 @@ class _Call:
         if client.draining and not client.calls:
             client.loop.call_soon(client.close_if_drained)
         if self.up is not None:
-            self.up.calls.pop(self.up_id, None)
+            self.up.streams.pop(self.up_id, None)
         self.host.active_requests -= 1
         cluster = self.client.context.cluster
         if status == UNAVAILABLE:
@@ -568,196 +594,13 @@ def _encode(message: str) -> bytes:
     return quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()
 
 
-class _Upstream(Handler):
-    """One HTTP/2 connection to an endpoint, shared by the calls relayed to it: an asyncio
-    protocol by its methods (a compiled class has one base: the connection's Handler)."""
-
-    def __init__(self, pool: UpstreamPool, address: str) -> None:
-        self.pool = pool
-        self.address = address
-        self.conn = Connection(self, client=True, settings=_settings())
-        self.calls: dict[int, _Call] = {}
-        self.transport: asyncio.Transport | None = None
-        self.dirty = False
-        self.closed = False
-        self.touched: set[_Client] = set()  # clients whose calls this read moved
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.flush()
-
-    def ack(self, stream_id: int, size: int) -> None:
-        if size > 0 and not self.closed:
-            self.conn.ack(stream_id, size)
-            self.dirty = True
-
-    def flush(self) -> None:
-        self.dirty = False
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.conn.receive(data)
-        except ProtocolError as exc:
-            log.warning(
-                "provider broke HTTP/2", extra={"endpoint": self.address, "error": str(exc)}
-            )
-            self.flush()
-            self._lost(f"the provider broke HTTP/2: {exc}")
-            return
-        self.flush()
-        touched = self.touched
-        if touched:
-            self.touched = set()
-            for client in touched:
-                client.flush()
-
-    # The connection's events (agent/h2/connection.py Handler).
-
-    def headers_received(
-        self, stream_id: int, headers: list[tuple[bytes, bytes]], kind: int, end_stream: bool
-    ) -> None:
-        call = self.calls.get(stream_id)
-        if call is None:
-            return
-        if kind == HEAD:
-            call.response_headers(headers, end_stream)
-        elif kind == TRAILERS:
-            call.response_trailers(headers)
-        self.touched.add(call.client)
-
-    def stream_data(self, stream_id: int, data: bytes, flow: int, end_stream: bool) -> None:
-        call = self.calls.get(stream_id)
-        if call is None:
-            self.ack(stream_id, flow)
-            return
-        call.response_data(data, flow)
-        if end_stream:
-            call.response_trailers([])  # ended without trailers: no grpc-status
-        self.touched.add(call.client)
-
-    def stream_reset(self, stream_id: int, code: int) -> None:
-        call = self.calls.get(stream_id)
-        if call is not None:
-            call.upstream_reset(code)
-            self.touched.add(call.client)
-
-    def window_opened(self, stream_id: int) -> None:
-        call = self.calls.get(stream_id) if stream_id else None
-        for each in [call] if call is not None else list(self.calls.values()):
-            each.flush_up()
-            # What was sent is acknowledged to its client: that one needs a flush.
-            self.touched.add(each.client)
-
-    def goaway_received(self, last_stream_id: int, code: int) -> None:
-        # No new calls here; those the provider will not process end UNAVAILABLE (nothing
-        # of them was run), the others finish on this connection.
-        self.pool.forget(self)
-        for stream_id, call in list(self.calls.items()):
-            if stream_id > last_stream_id:
-                # Not processed (RFC 9113 §6.8): sent again elsewhere, once.
-                self.touched.add(call.client)
-                call.attempt_failed(
-                    Failure(FailureKind.RESET, sent=False),
-                    UNAVAILABLE,
-                    "meshagent: the provider is going away (GOAWAY)",
-                    unsent=True,
-                )
-        if not self.calls and self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost("the connection to the provider was lost")
-
-    def eof_received(self) -> bool | None:
-        return None  # close: HTTP/2 has no half-closed connections
-
-    def pause_writing(self) -> None:
-        return None
-
-    def resume_writing(self) -> None:
-        return None
-
-    def _lost(self, why: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.pool.forget(self)
-        for call in list(self.calls.values()):
-            call.attempt_failed(
-                Failure(FailureKind.RESET, sent=True), UNAVAILABLE, f"meshagent: {why}"
-            )
-            call.client.flush()
-        if self.transport is not None:
-            self.transport.close()
-
-
-class UpstreamPool:
-    """One HTTP/2 connection per endpoint address, made on first use."""
-
-    def __init__(self, connect_timeout_s: float = 5.0) -> None:
-        self._connections: dict[str, _Upstream] = {}
-        self._connecting: dict[str, asyncio.Future[_Upstream]] = {}
-        self._timeout = connect_timeout_s
-
-    def ready(self, address: str) -> _Upstream | None:
-        return self._connections.get(address)
-
-    async def connect(self, host: str, port: int) -> _Upstream:
-        address = target(host, port)
-        existing = self._connections.get(address)
-        if existing is not None:
-            return existing
-        pending = self._connecting.get(address)
-        if pending is None:
-            pending = asyncio.ensure_future(self._dial(address, host, port))
-            self._connecting[address] = pending
-            pending.add_done_callback(lambda _: self._connecting.pop(address, None))
-        return await asyncio.shield(pending)
-
-    async def _dial(self, address: str, host: str, port: int) -> _Upstream:
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._timeout):
-            _, upstream = await loop.create_connection(
-                lambda: cast(asyncio.Protocol, _Upstream(self, address)), host, port
-            )
-        made = cast(_Upstream, upstream)
-        self._connections[address] = made
-        return made
-
-    def open_to(self, hosts: list[Host]) -> int:
-        """Connections open to ``hosts``."""
-        connections = self._connections
-        return sum(1 for h in hosts if target(h.instance.host, h.instance.port) in connections)
-
-    def retire_gone(self, live: set[str]) -> None:
-        """Close idle connections to endpoints no longer in the cluster."""
-        for address, upstream in list(self._connections.items()):
-            if address not in live and not upstream.calls:
-                del self._connections[address]
-                if upstream.transport is not None:
-                    upstream.transport.close()
-
-    def forget(self, upstream: _Upstream) -> None:
-        if self._connections.get(upstream.address) is upstream:
-            del self._connections[upstream.address]
-
-    def close(self) -> None:
-        for upstream in list(self._connections.values()):
-            if upstream.transport is not None:
-                upstream.transport.close()
-        self._connections.clear()
-
-
 class _Client(Handler):
     """One client's HTTP/2 connection to the listener (an asyncio protocol by its methods)."""
 
     def __init__(
         self,
         context: ListenerContext,
-        pool: UpstreamPool,
+        pool: H2Pool,
         limit: int,
         descriptors: DescriptorCache | None,
     ) -> None:
@@ -776,7 +619,7 @@ class _Client(Handler):
         self.transport: asyncio.Transport | None = None
         self.dirty = False
         self.closed = False
-        self.upstreams: set[_Upstream] = set()  # upstreams this read touched
+        self.upstreams: set[H2Upstream] = set()  # upstreams this read touched
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -1056,8 +899,12 @@ class _Client(Handler):
             {target(h.instance.host, h.instance.port) for h in self.context.cluster.hosts()}
         )
         try:
-            upstream = await self.pool.connect(host.instance.host, host.instance.port)
-        except (OSError, TimeoutError) as exc:
+            upstream = await self.pool.connect(
+                host.instance.host,
+                host.instance.port,
+                target(host.instance.host, host.instance.port),
+            )
+        except (OSError, TimeoutError, EndpointBusy) as exc:
             if not call.ended:
                 call.attempt_failed(
                     Failure(FailureKind.CONNECT, sent=False),
@@ -1080,7 +927,13 @@ class _Client(Handler):
             return False
         cluster = self.context.cluster
         pool = self.pool
-        refused = connection_refusal(record, cluster.name, lambda: pool.open_to(cluster.hosts()))
+        refused = connection_refusal(
+            record,
+            cluster.name,
+            lambda: pool.open_to(
+                [target(h.instance.host, h.instance.port) for h in cluster.hosts()]
+            ),
+        )
         if refused is None:
             return False
         self.context.stats.request_errors += 1
@@ -1088,7 +941,9 @@ class _Client(Handler):
         call.fail(UNAVAILABLE, f"meshagent: overloaded: {refused}")
         return True
 
-    def _attach(self, call: _Call, upstream: _Upstream, headers: list[tuple[bytes, bytes]]) -> None:
+    def _attach(
+        self, call: _Call, upstream: H2Upstream, headers: list[tuple[bytes, bytes]]
+    ) -> None:
         try:
             stream_id = upstream.conn.open_stream()
             end = call.request_ended and not call.to_up
@@ -1104,7 +959,7 @@ class _Client(Handler):
             call.request_ended = False
         call.up = upstream
         call.up_id = stream_id
-        upstream.calls[stream_id] = call
+        upstream.streams[stream_id] = call
         upstream.dirty = True
         call.flush_up()
 
@@ -1166,7 +1021,7 @@ def drain_connection(protocol: object) -> None:
 
 def protocol_factory(
     context: ListenerContext,
-    pool: UpstreamPool,
+    pool: H2Pool,
     max_message_bytes: int,
     descriptors: DescriptorCache | None = None,
 ) -> Callable[[], asyncio.Protocol]:

@@ -49,11 +49,19 @@ class GrpcProtocol(ProtocolSupport):
         )
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
-        from plugins.grpc.h2relay import UpstreamPool, protocol_factory
+        from agent.h2.upstream import H2Pool
+        from plugins.grpc.h2relay import protocol_factory, upstream_settings
 
         self._contexts.append(context)
         if self._h2_pool is None:
-            self._h2_pool = UpstreamPool(context.service.connect_timeout_s)
+            config = self.config
+            self._h2_pool = H2Pool(
+                upstream_settings(),
+                context.service.connect_timeout_s,
+                config.max_connections_per_endpoint,
+                config.ping_interval_s,
+                config.ping_timeout_s,
+            )
         return protocol_factory(
             context, self._h2_pool, self.config.max_message_bytes, self.descriptors
         )

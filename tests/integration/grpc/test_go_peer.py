@@ -175,3 +175,91 @@ def test_a_provider_rolling_its_connections_loses_no_call(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     # Twenty GOAWAYs or so in two seconds, and thousands of calls across them.
     assert result["calls"] > 1000 and result["errors"] == 0, result
+
+
+def _agent_for(tmp_path: Path, peer: GoPeer, **listener: Any) -> AgentProcess:
+    config = {
+        "services": [{"name": GO, "protocol": "grpc", "health": {"enabled": False}}],
+        "listeners": [
+            {
+                "port": free_port(),
+                "service": GO,
+                "protocol": "grpc",
+                "config": {"relay": "h2", **listener},
+            }
+        ],
+    }
+    agent = start_agent(tmp_path / "agent", config)
+    with agent.client() as client:
+        client.put(
+            f"/v1/registrations/{GO}/{peer.name}",
+            json={"host": "127.0.0.1", "port": peer.port},
+        ).raise_for_status()
+    agent.wait_endpoints(GO, 1)
+    return agent
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections whose remote end is 127.0.0.1:``port`` (/proc/net/tcp)."""
+    remote = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(1 for row in rows if row[2] == remote and row[3] == "01")
+
+
+def test_a_provider_stream_limit_gets_the_relay_more_connections(
+    tmp_path: Path, go_binary: Path
+) -> None:
+    """grpc-go allowing 2 concurrent streams per connection: 12 calls at once through the
+    h2 relay get 0 errors, on as many provider connections as they need (one connection
+    refused the third stream: UNAVAILABLE)."""
+    with GoPeer(tmp_path, go_binary, "go-narrow", "server", "-max-streams", "2") as peer:
+        agent = _agent_for(tmp_path, peer)
+        try:
+            done = subprocess.run(
+                [
+                    go_binary,
+                    "load",
+                    "-target",
+                    f"127.0.0.1:{agent.listener_port()}",
+                    "-duration",
+                    "2",
+                    "-concurrency",
+                    "12",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            opened = _connections_to(peer.port)
+        finally:
+            agent.stop()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["calls"] > 500 and result["errors"] == 0, result
+    assert 2 <= opened <= 8, opened  # max_connections_per_endpoint (8)
+
+
+def test_a_frozen_provider_is_found_by_ping_and_its_calls_end(
+    tmp_path: Path, go_binary: Path
+) -> None:
+    """The provider's process stops (SIGSTOP: its kernel still holds the connection, so
+    no reset comes): the relay's PING goes unanswered, the connection is closed after
+    ping_timeout_s and the call on it ends UNAVAILABLE saying so, long before the client's
+    own 10 s deadline; once the provider runs again, calls go to a new connection."""
+    with GoPeer(tmp_path, go_binary, "go-frozen", "server") as peer:
+        agent = _agent_for(tmp_path, peer, ping_interval_s=0.2, ping_timeout_s=0.4)
+        port = agent.listener_port()
+        call = ["-method", "/any.Thing/Echo", "-hex", "0a026869"]
+        try:
+            assert go_client(go_binary, port, *call)[-1] == "status OK"
+            peer.process.freeze()
+            try:
+                frozen = go_client(go_binary, port, *call)
+            finally:
+                peer.process.thaw()
+            assert go_client(go_binary, port, *call)[-1] == "status OK"
+        finally:
+            agent.stop()
+    assert frozen[-1].startswith("status Unavailable"), frozen
+    assert "no answer to a ping within 0.4s" in frozen[-1], frozen

@@ -87,6 +87,7 @@ func server(args []string) {
 	port := flags.Int("port", 0, "port")
 	name := flags.String("name", "go-peer", "server name")
 	maxAge := flags.Duration("max-age", 0, "close each connection this long after it opened, with GOAWAY (0: never)")
+	maxStreams := flags.Uint("max-streams", 0, "SETTINGS_MAX_CONCURRENT_STREAMS per connection (0: grpc-go's default)")
 	flags.Parse(args)
 	listener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
 	if err != nil {
@@ -108,6 +109,9 @@ func server(args []string) {
 		}
 	}
 	options := []grpc.ServerOption{grpc.UnknownServiceHandler(echo)}
+	if *maxStreams > 0 {
+		options = append(options, grpc.MaxConcurrentStreams(uint32(*maxStreams)))
+	}
 	if *maxAge > 0 {
 		// grpc-go's own rolling of connections: GOAWAY, the calls in flight finish.
 		options = append(options, grpc.KeepaliveParams(keepalive.ServerParameters{
