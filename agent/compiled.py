@@ -67,6 +67,7 @@ COMPILED: tuple[str, ...] = (
     "plugins/http/calls.py",
     "plugins/http/headers.py",
     "plugins/http/h1_exchange.py",
+    "plugins/http/h2_exchange.py",
     "plugins/http/h1_listener.py",
     "plugins/http/h1_upstream.py",
     "plugins/http/h2_listener.py",

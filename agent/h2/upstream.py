@@ -85,6 +85,7 @@ class H2Upstream(Handler):
         self.streams: dict[int, StreamSink] = {}
         self.transport: asyncio.Transport | None = None
         self.dirty = False
+        self.flush_scheduled = False
         self.closed = False
         self.loop = asyncio.get_running_loop()
         # Sinks whose client this read moved (flushed once the read is handled).
@@ -114,8 +115,16 @@ class H2Upstream(Handler):
             self.conn.ack(stream_id, size)
             self.dirty = True
 
+    def schedule_flush(self) -> None:
+        """Flush on the loop's next turn: every stream started or fed in this turn goes
+        out in one send."""
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
     def flush(self) -> None:
         self.dirty = False
+        self.flush_scheduled = False
         data = self.conn.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
@@ -295,8 +304,9 @@ class H2Pool:
                 pending = asyncio.ensure_future(self._dial(address, host, port))
                 self._connecting[address] = pending
                 pending.add_done_callback(lambda _: self._connecting.pop(address, None))
-                return await asyncio.shield(pending)
             made = await asyncio.shield(pending)
+            # Others may have filled it between its preface and this task's turn (a
+            # request arriving meanwhile finds it ready): then another one.
             if made.available:
                 return made
 

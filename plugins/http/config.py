@@ -4,7 +4,7 @@ services (``services[].options``).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -61,7 +61,8 @@ class HttpConfig(Strict):
     client_idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     # Chunks of body read from one side before waiting for the other to take them.
     read_chunk_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
-    # HTTP/2 from clients (prior knowledge and h2c upgrade); providers get HTTP/1.1.
+    # HTTP/2 from clients (prior knowledge and h2c upgrade); providers get HTTP/1.1
+    # unless their service says upstream_protocol: h2.
     http2: bool = True
     # Streams open at once on one client connection (nginx and Envoy: 100 and 100).
     h2_max_concurrent_streams: Annotated[int, Field(ge=1, le=10_000)] = 100
@@ -80,3 +81,8 @@ class HttpServiceOptions(Strict):
     # (connection refused or reset; not a timeout). Only requests that can be sent again
     # are retried: idempotent methods without a body (a streamed body is not kept).
     retries: Annotated[int, Field(ge=0, le=5)] = 0
+    # How the listener talks to the providers: "http1" (pooled keep-alive connections),
+    # or "h2": HTTP/2 with prior knowledge (cleartext h2c), every request a stream on a
+    # pooled, multiplexed connection (agent/h2/upstream.py), whichever protocol the
+    # client spoke. TLS to providers is not offered on either.
+    upstream_protocol: Literal["http1", "h2"] = "http1"

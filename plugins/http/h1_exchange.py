@@ -24,6 +24,7 @@ from agent.errors import ConnectError, NoEndpointError, UpstreamError, UpstreamT
 from agent.exchange import GIVE_UP, Action, Exchange, Next
 from agent.governance.policy import decision_of
 from agent.governance.retry import Failure, FailureKind
+from agent.h2.upstream import H2Pool
 from agent.runtime.protocols import ListenerContext, ListenerStats, RouteStats
 from plugins.http.calls import (
     RETRYABLE_STATUSES,
@@ -34,7 +35,7 @@ from plugins.http.calls import (
     with_outgoing,
 )
 from plugins.http.h1_upstream import FastPool, UpstreamConnection
-from plugins.http.headers import Headers, split_fields
+from plugins.http.headers import Headers, end_to_end, split_fields
 from plugins.http.routing import Router, Target, problem_body
 
 log = logging.getLogger(__name__)
@@ -95,19 +96,22 @@ class ClientSide:
     stats: ListenerStats
     router: Router
     pool: FastPool
+    h2_pool: H2Pool  # providers whose service says upstream_protocol: h2
     loop: asyncio.AbstractEventLoop
     # The client cannot take more now: the provider connection is not read meanwhile.
     write_paused: bool
 
     # -- the agent's own answers ---------------------------------------------------------
 
-    def respond(self, exchange: H1Exchange, status: int, content_type: bytes, body: bytes) -> None:
+    def respond(
+        self, exchange: ProviderExchange, status: int, content_type: bytes, body: bytes
+    ) -> None:
         """An answer of the agent's own for the exchange's request; ends it."""
         raise NotImplementedError
 
     def answer(
         self,
-        exchange: H1Exchange,
+        exchange: ProviderExchange,
         status: int,
         detail: str,
         extensions: dict[str, object] | None = None,
@@ -120,14 +124,14 @@ class ClientSide:
     # -- the provider's response ---------------------------------------------------------
 
     def informational(
-        self, exchange: H1Exchange, status: int, reason: bytes, fields: Headers
+        self, exchange: ProviderExchange, status: int, reason: bytes, fields: Headers
     ) -> None:
         """A 1xx response (100 Continue, 103 Early Hints)."""
         raise NotImplementedError
 
     def response_started(
         self,
-        exchange: H1Exchange,
+        exchange: ProviderExchange,
         status: int,
         reason: bytes,
         fields: Headers,
@@ -138,35 +142,36 @@ class ClientSide:
         ``chunked``/``until_close`` say how the provider frames the body."""
         raise NotImplementedError
 
-    def response_data(self, exchange: H1Exchange, data: bytes) -> None:
+    def response_data(self, exchange: ProviderExchange, data: bytes) -> None:
         raise NotImplementedError
 
-    def response_trailers(self, exchange: H1Exchange, trailers: Headers) -> None:
+    def response_trailers(self, exchange: ProviderExchange, trailers: Headers) -> None:
         raise NotImplementedError
 
-    def response_done(self, exchange: H1Exchange) -> None:
+    def response_done(self, exchange: ProviderExchange) -> None:
         """The response is complete and the call finished."""
         raise NotImplementedError
 
-    def response_cut(self, exchange: H1Exchange) -> None:
+    def response_cut(self, exchange: ProviderExchange) -> None:
         """The provider failed mid-response: the client must see the response cut."""
         raise NotImplementedError
 
     # -- timing and flow -----------------------------------------------------------------
 
-    def arm(self, exchange: H1Exchange, timeout_s: float) -> None:
+    def arm(self, exchange: ProviderExchange, timeout_s: float) -> None:
         """The exchange's response head is due within ``timeout_s``: call its
         :meth:`H1Exchange.timeout` if it is not there by then."""
         raise NotImplementedError
 
-    def disarm(self, exchange: H1Exchange) -> None:
+    def disarm(self, exchange: ProviderExchange) -> None:
         raise NotImplementedError
 
-    def body_taken(self, exchange: H1Exchange) -> None:
-        """The request's pending body went to a provider connection."""
+    def body_sent(self, exchange: ProviderExchange, size: int) -> None:
+        """``size`` bytes of the request's body that waited went to the provider (its
+        client may send that much more)."""
         raise NotImplementedError
 
-    def upstream_writable(self, exchange: H1Exchange, writable: bool) -> None:
+    def upstream_writable(self, exchange: ProviderExchange, writable: bool) -> None:
         """The provider's socket buffer filled (stop reading the request body) or drained."""
         raise NotImplementedError
 
@@ -177,32 +182,11 @@ class ClientSide:
         return None
 
 
-class H1Exchange:
-    """One request's way to a provider and its response's way back (see the module)."""
-
-    __slots__ = (
-        "call",
-        "chunked_out",
-        "connecting",
-        "deadline",
-        "discarding",
-        "done",
-        "driver",
-        "host",
-        "keep",
-        "record",
-        "request",
-        "responded",
-        "retry_step",
-        "route",
-        "sending",
-        "side",
-        "status",
-        "target",
-        "timeout_s",
-        "timer",
-        "upstream",
-    )
+class ProviderExchange:
+    """One request's way to a provider and its response's way back: what every provider
+    protocol shares (the call, the driver's steps, the agent's own failure answers). The
+    provider side is the subclass's: HTTP/1.1 connections (:class:`H1Exchange`) or a
+    stream on a pooled HTTP/2 connection (plugins/http/h2_exchange.py)."""
 
     def __init__(
         self, side: ClientSide, request: Request, target: Target, route: RouteStats
@@ -215,18 +199,14 @@ class H1Exchange:
         # The call's attempts (agent/exchange.py): which providers, retries, deadline.
         # Made when first needed (a rule in force, a failure): until then one shared and
         # never changed, so that a request that succeeds at once allocates no driver.
-        self.driver = _NO_DRIVER
-        self.upstream: UpstreamConnection | None = None
+        self.driver = NO_DRIVER
         self.host: Host | None = None
         self.connecting: asyncio.Task[None] | None = None
         # A delayed attempt (an injected delay, a retry's backoff).
         self.timer: asyncio.TimerHandle | None = None
-        # The request head went out: body chunks are written as they arrive.
+        # The request head went out: body chunks are sent as they arrive.
         self.sending = False
         self.responded = False
-        # A provider's retryable answer being read to its end and dropped (a retry follows).
-        self.discarding = False
-        self.retry_step = GIVE_UP  # the driver's step after a dropped answer
         # The client side's framing of the response (HTTP/1.1: chunked for the client;
         # the connection kept after it).
         self.chunked_out = False
@@ -273,7 +253,7 @@ class H1Exchange:
     def _driver(self) -> Exchange:
         """The call's driver, made now if it was not (a failure, or a rule in force)."""
         driver = self.driver
-        if driver is _NO_DRIVER:
+        if driver is NO_DRIVER:
             request = self.request
             driver = self.driver = exchange_for(
                 self.call, self.target, request.method, request.has_body, request.headers
@@ -300,6 +280,143 @@ class H1Exchange:
         else:
             self.attempt()
         return True
+
+    def _outgoing(self, host: Host) -> Headers:
+        """The request's fields for an attempt on ``host`` (opening the attempt's record):
+        what the call's observers send replaces the client's fields of those names."""
+        fields = self.request.fields
+        call = self.call
+        if call is not None:
+            self.record = record = call.begin_attempt(host.id)
+            outgoing = call.outgoing(record)
+            if outgoing:
+                fields = with_outgoing(fields, outgoing)
+        return fields
+
+    def _response_timeout_s(self) -> float:
+        timeout_s = self.timeout_s
+        call = self.call
+        if call is not None and call.deadline is not None:
+            timeout_s = min(timeout_s, call.remaining_s() or 0.0)  # a retry's share
+        return timeout_s
+
+    def _connect_failed(self, host: Host, exc: Exception) -> None:
+        """A connection to ``host`` could not be made: another attempt, or 502/503."""
+        self.connecting = None
+        if self.done:
+            return
+        call = self.call
+        connect_error = isinstance(exc, ConnectError | OSError | TimeoutError)
+        if call is not None and connect_error:
+            call.end_attempt(call.begin_attempt(host.id), Outcome.CONNECT_ERROR)
+        connect_failed = Failure(FailureKind.CONNECT, sent=False)
+        if connect_error and self._step(self._driver().failed(host.id, connect_failed)):
+            return
+        if isinstance(exc, UpstreamError):
+            error = exc
+        else:
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            error = ConnectError(
+                f"could not connect to service {self.target.service.name!r}: "
+                f"{host.id}: {reason or type(exc).__name__}"
+            )
+        self._fail_before_response(503 if isinstance(exc, NoEndpointError) else 502, error)
+
+    # -- what the subclass does ------------------------------------------------------------
+
+    def attempt(self) -> None:
+        """Send the request to a provider (the driver's exclusions apply)."""
+        raise NotImplementedError
+
+    def send_body(self, data: bytes) -> bool:
+        """Body bytes from the client: True when they went to the provider now; False when
+        they wait (``ClientSide.body_sent`` says when they go)."""
+        raise NotImplementedError
+
+    def end_body(self) -> None:
+        """The client's request is complete (``request.trailers`` holds its trailers)."""
+        raise NotImplementedError
+
+    def pause_response(self) -> None:
+        """The client cannot take more of the response now: stop reading the provider."""
+
+    def resume_response(self) -> None:
+        return None
+
+    def timeout(self) -> None:
+        """The response head did not come in time (the client side's timer)."""
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """The client went away: drop the provider side."""
+        raise NotImplementedError
+
+    # -- ends ------------------------------------------------------------------------------
+
+    def _timed_out(self) -> None:
+        assert self.host is not None
+        self._end_attempt(Outcome.TIMEOUT)
+        self.target.cluster.report_failure(self.host)
+        detail = (
+            f"service {self.target.service.name!r}: endpoint {self.host.id} sent no "
+            f"response within {self.timeout_s:g}s"
+        )
+        log.warning(
+            "http upstream timeout: %s", detail, extra={"service": self.target.service.name}
+        )
+        self._fail_before_response(504, UpstreamTimeout(detail), logged=True)
+
+    def _provider_failed(self, host: Host, why: str) -> None:
+        """The provider failed the request before answering, and no attempt is left: 502."""
+        name = self.target.service.name
+        log.warning("http upstream failed: %s", why, extra={"service": name})
+        self._fail_before_response(
+            502,
+            UpstreamError(f"service {name!r}: endpoint {host.id} failed: {why}"),
+            logged=True,
+        )
+
+    def _fail_before_response(
+        self, status: int, error: UpstreamError, *, logged: bool = False
+    ) -> None:
+        self.done = True
+        if not logged:
+            log.warning(
+                "http request not forwarded: %s",
+                error,
+                extra={"service": self.target.service.name},
+            )
+        call = self.call
+        if call is not None:
+            call.fail(error, str(status))
+        self.side.answer(self, status, str(error), chain_of(call))
+
+    def _cancelled(self) -> None:
+        self.done = True
+        self.side.disarm(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        self._end_attempt(Outcome.CANCELLED)
+        if self.call is not None:
+            self.call.finish(Outcome.CANCELLED, str(self.status) if self.responded else "")
+
+
+class H1Exchange(ProviderExchange):
+    """A request to an HTTP/1.1 provider: one pooled keep-alive connection per attempt
+    (plugins/http/h1_upstream.py), whose parser reports the response here."""
+
+    def __init__(
+        self, side: ClientSide, request: Request, target: Target, route: RouteStats
+    ) -> None:
+        super().__init__(side, request, target, route)
+        self.upstream: UpstreamConnection | None = None
+        # A provider's retryable answer being read to its end and dropped (a retry follows).
+        self.discarding = False
+        self.retry_step = GIVE_UP  # the driver's step after a dropped answer
 
     # -- getting a provider connection ------------------------------------------------------
 
@@ -328,19 +445,7 @@ class H1Exchange:
                 target.cluster, target.service, host, self.driver.excluded
             )
         except UpstreamError as exc:
-            self.connecting = None
-            if self.done:
-                return
-            call = self.call
-            if call is not None and isinstance(exc, ConnectError):
-                call.end_attempt(call.begin_attempt(host.id), Outcome.CONNECT_ERROR)
-            connect_failed = Failure(FailureKind.CONNECT, sent=False)
-            if isinstance(exc, ConnectError) and self._step(
-                self._driver().failed(host.id, connect_failed)
-            ):
-                return
-            status = 503 if isinstance(exc, NoEndpointError) else 502
-            self._fail_before_response(status, exc)
+            self._connect_failed(host, exc)
             return
         self.connecting = None
         if self.done:
@@ -354,37 +459,63 @@ class H1Exchange:
         self.upstream = upstream
         self.host = host = upstream.host
         host.active_requests += 1
-        fields = request.fields
-        call = self.call
-        if call is not None:
-            self.record = record = call.begin_attempt(host.id)
-            outgoing = call.outgoing(record)
-            if outgoing:
-                fields = with_outgoing(fields, outgoing)
-        head = serialise(request.first, fields)
+        head = serialise(request.first, self._outgoing(host))
         upstream.start(self, head_only=request.method == b"HEAD")
         if side.write_paused:
             upstream.pause_reading()
-        self.route.bytes_in += len(head) + sum(map(len, request.pending))
-        if request.pending:
-            upstream.writelines([head, *request.pending])
-            request.pending = []
-            request.pending_bytes = 0
-            side.body_taken(self)
-        else:
-            upstream.write(head)
-        self.sending = True
-        timeout_s = self.timeout_s
-        if call is not None and call.deadline is not None:
-            timeout_s = min(timeout_s, call.remaining_s() or 0.0)  # a retry's share
-        side.arm(self, timeout_s)
-
-    def send_body(self, framed: list[bytes]) -> None:
-        """Body bytes, framed for the provider."""
-        upstream = self.upstream
-        if upstream is not None:
+        waiting = request.pending_bytes
+        if request.pending or (request.complete and request.chunked):
+            framed = [head]
+            for data in request.pending:
+                framed += self._framed(data)
+            if request.complete and request.chunked:
+                framed.append(self._last_chunk())
             self.route.bytes_in += sum(map(len, framed))
             upstream.writelines(framed)
+            request.pending = []
+            request.pending_bytes = 0
+        else:
+            self.route.bytes_in += len(head)
+            upstream.write(head)
+        self.sending = True
+        if waiting:
+            side.body_sent(self, waiting)
+        side.arm(self, self._response_timeout_s())
+
+    def _framed(self, data: bytes) -> list[bytes]:
+        if self.request.chunked:
+            return [b"%x\r\n" % len(data), data, b"\r\n"]
+        return [data]
+
+    def _last_chunk(self) -> bytes:
+        trailers = self.request.trailers
+        return serialise(b"0\r\n", end_to_end(trailers)) if trailers else b"0\r\n\r\n"
+
+    def send_body(self, data: bytes) -> bool:
+        upstream = self.upstream
+        if not self.sending or upstream is None:
+            self.request.pending.append(data)
+            self.request.pending_bytes += len(data)
+            return False
+        framed = self._framed(data)
+        self.route.bytes_in += sum(map(len, framed))
+        upstream.writelines(framed)
+        return True
+
+    def end_body(self) -> None:
+        upstream = self.upstream
+        if self.sending and upstream is not None and self.request.chunked:
+            last = self._last_chunk()
+            self.route.bytes_in += len(last)
+            upstream.write(last)
+
+    def pause_response(self) -> None:
+        if self.upstream is not None and not self.done:
+            self.upstream.pause_reading()
+
+    def resume_response(self) -> None:
+        if self.upstream is not None and not self.done:
+            self.upstream.resume_reading()
 
     # -- ResponseSink (called by the provider connection) ----------------------------------
 
@@ -418,7 +549,7 @@ class H1Exchange:
                 return until_close
         # Once responded the driver is not asked again (upstream_failed cuts the client);
         # the shared no-driver is left alone.
-        if driver is not _NO_DRIVER:
+        if driver is not NO_DRIVER:
             driver.answer_started()
         self.responded = True
         self.status = status
@@ -448,6 +579,7 @@ class H1Exchange:
             self._step(self.retry_step)
             return
         self.done = True
+        self.upstream = None
         if self.request.complete:
             if side.write_paused:
                 upstream.resume_reading()
@@ -493,13 +625,7 @@ class H1Exchange:
         self.target.cluster.report_failure(self.host)
         if self._step(step):
             return
-        name = self.target.service.name
-        log.warning("http upstream failed: %s", reason, extra={"service": name})
-        self._fail_before_response(
-            502,
-            UpstreamError(f"service {name!r}: endpoint {self.host.id} failed: {reason}"),
-            logged=True,
-        )
+        self._provider_failed(self.host, reason)
 
     def upstream_writable(self, writable: bool) -> None:
         self.side.upstream_writable(self, writable)
@@ -513,58 +639,23 @@ class H1Exchange:
     # -- ends ------------------------------------------------------------------------------
 
     def timeout(self) -> None:
-        """The response head did not come in time (the client side's timer)."""
         upstream = self.upstream
         assert upstream is not None and self.host is not None
         self.upstream = None
         self.host.active_requests -= 1
         upstream.detach()
-        self._end_attempt(Outcome.TIMEOUT)
-        self.target.cluster.report_failure(self.host)
-        detail = (
-            f"service {self.target.service.name!r}: endpoint {self.host.id} sent no "
-            f"response within {self.timeout_s:g}s"
-        )
-        log.warning(
-            "http upstream timeout: %s", detail, extra={"service": self.target.service.name}
-        )
-        self._fail_before_response(504, UpstreamTimeout(detail), logged=True)
-
-    def _fail_before_response(
-        self, status: int, error: UpstreamError, *, logged: bool = False
-    ) -> None:
-        self.done = True
-        if not logged:
-            log.warning(
-                "http request not forwarded: %s",
-                error,
-                extra={"service": self.target.service.name},
-            )
-        call = self.call
-        if call is not None:
-            call.fail(error, str(status))
-        self.side.answer(self, status, str(error), chain_of(call))
+        self._timed_out()
 
     def cancel(self) -> None:
         """The client went away: drop the provider side (never reused)."""
-        self.done = True
-        self.side.disarm(self)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
         upstream, self.upstream = self.upstream, None
         if upstream is not None and self.host is not None:
             self.host.active_requests -= 1
             upstream.abort()
-        self._end_attempt(Outcome.CANCELLED)
-        if self.call is not None:
-            self.call.finish(Outcome.CANCELLED, str(self.status) if self.responded else "")
+        self._cancelled()
 
 
-_NO_DRIVER = Exchange(None)
+NO_DRIVER = Exchange(None)
 
 
 def serialise(first_line: bytes, fields: Headers) -> bytes:

@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from agent.h2.upstream import H2Pool
 from agent.runtime.protocols import ListenerContext
 from plugins.http.config import HttpConfig
-from plugins.http.h1_exchange import ClientSide, H1Exchange, Request, serialise
+from plugins.http.h1_exchange import ClientSide, ProviderExchange, Request, serialise
 from plugins.http.h1_session import H11Connection
 from plugins.http.h1_upstream import FastPool
+from plugins.http.h2_exchange import new_exchange
 from plugins.http.h2_listener import (
     PREFACE,
     H2ClientConnection,
@@ -94,6 +96,7 @@ class HttpProxyConnection(ClientSide):
         context: ListenerContext,
         config: HttpConfig,
         pool: FastPool,
+        h2_pool: H2Pool,
         stream_pool: UpstreamPool,
         router: Router,
         sessions: set[asyncio.Task[None]],
@@ -102,6 +105,7 @@ class HttpProxyConnection(ClientSide):
         self.stats = context.stats
         self.config = config
         self.pool = pool
+        self.h2_pool = h2_pool
         self.stream_pool = stream_pool
         self.router = router
         self.sessions = sessions
@@ -115,7 +119,7 @@ class HttpProxyConnection(ClientSide):
         # first is being served).
         self.current: Request | None = None
         self.queue: deque[Request] = deque()
-        self.exchange: H1Exchange | None = None
+        self.exchange: ProviderExchange | None = None
         self.in_head = False
         self.head_size = 0
         self.url_parts: list[bytes] = []
@@ -208,14 +212,14 @@ class HttpProxyConnection(ClientSide):
     def pause_writing(self) -> None:
         self.write_paused = True
         exchange = self.exchange
-        if exchange is not None and exchange.upstream is not None:
-            exchange.upstream.pause_reading()
+        if exchange is not None:
+            exchange.pause_response()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         exchange = self.exchange
-        if exchange is not None and exchange.upstream is not None:
-            exchange.upstream.resume_reading()
+        if exchange is not None:
+            exchange.resume_response()
 
     # -- httptools callbacks (requests) ----------------------------------------------------
 
@@ -281,12 +285,11 @@ class HttpProxyConnection(ClientSide):
     def on_body(self, body: bytes) -> None:
         request = self.current
         assert request is not None
-        framed = [b"%x\r\n" % len(body), body, b"\r\n"] if request.chunked else [body]
         exchange = self.exchange  # the queue's first request's, if this is that one
-        if exchange is not None and exchange.request is request and exchange.sending:
-            exchange.send_body(framed)
+        if exchange is not None and exchange.request is request:
+            exchange.send_body(body)
         else:
-            request.pending += framed
+            request.pending.append(body)
             request.pending_bytes += len(body)
 
     def on_message_complete(self) -> None:
@@ -295,17 +298,9 @@ class HttpProxyConnection(ClientSide):
         request.complete = True
         if request.upgrade:
             return
-        if request.chunked:
-            end = (
-                serialise(b"0\r\n", end_to_end(request.trailers))
-                if request.trailers
-                else b"0\r\n\r\n"
-            )
-            exchange = self.exchange
-            if exchange is not None and exchange.request is request and exchange.sending:
-                exchange.send_body([end])
-            else:
-                request.pending.append(end)
+        exchange = self.exchange
+        if exchange is not None and exchange.request is request:
+            exchange.end_body()
         if (
             not request.has_body
             and self.queue
@@ -326,7 +321,7 @@ class HttpProxyConnection(ClientSide):
     def _begin(self, request: Request) -> None:
         self.stats.requests += 1
         target = self.router.route(request.host, request.url)
-        exchange = H1Exchange(self, request, target, self.stats.route(target.service.name))
+        exchange = new_exchange(self, request, target, self.stats.route(target.service.name))
         self.exchange = exchange
         exchange.open()
 
@@ -355,7 +350,9 @@ class HttpProxyConnection(ClientSide):
         if held and self.transport is not None and not self.closed:
             self.transport.writelines(held)
 
-    def respond(self, exchange: H1Exchange, status: int, content_type: bytes, body: bytes) -> None:
+    def respond(
+        self, exchange: ProviderExchange, status: int, content_type: bytes, body: bytes
+    ) -> None:
         """An answer of the agent's own for the exchange's request; ends it."""
         request = exchange.request
         keep = request.keep_alive and request.complete and not self.draining
@@ -405,7 +402,7 @@ class HttpProxyConnection(ClientSide):
     # -- the provider's response, framed for HTTP/1.1 (ClientSide) ----------------------
 
     def informational(
-        self, exchange: H1Exchange, status: int, reason: bytes, fields: Headers
+        self, exchange: ProviderExchange, status: int, reason: bytes, fields: Headers
     ) -> None:
         head = serialise(b"HTTP/1.1 %d %s\r\n" % (status, reason), fields)
         exchange.route.bytes_out += len(head)
@@ -413,7 +410,7 @@ class HttpProxyConnection(ClientSide):
 
     def response_started(
         self,
-        exchange: H1Exchange,
+        exchange: ProviderExchange,
         status: int,
         reason: bytes,
         fields: Headers,
@@ -438,7 +435,7 @@ class HttpProxyConnection(ClientSide):
         exchange.route.bytes_out += len(head)
         self.write(head)
 
-    def response_data(self, exchange: H1Exchange, data: bytes) -> None:
+    def response_data(self, exchange: ProviderExchange, data: bytes) -> None:
         if exchange.chunked_out:
             size = b"%x\r\n" % len(data)
             exchange.route.bytes_out += len(size) + len(data) + 2
@@ -447,27 +444,27 @@ class HttpProxyConnection(ClientSide):
             exchange.route.bytes_out += len(data)
             self.write(data)
 
-    def response_trailers(self, exchange: H1Exchange, trailers: Headers) -> None:
+    def response_trailers(self, exchange: ProviderExchange, trailers: Headers) -> None:
         if exchange.chunked_out:
             last = serialise(b"0\r\n", end_to_end(trailers))
             exchange.route.bytes_out += len(last)
             self.write(last)
             exchange.chunked_out = False  # the last chunk is written
 
-    def response_done(self, exchange: H1Exchange) -> None:
+    def response_done(self, exchange: ProviderExchange) -> None:
         if exchange.chunked_out:
             exchange.route.bytes_out += 5
             self.write(b"0\r\n\r\n")
         self.exchange_done(exchange.keep)
 
-    def response_cut(self, exchange: H1Exchange) -> None:
+    def response_cut(self, exchange: ProviderExchange) -> None:
         self.exchange = None
         self._close()
 
-    def body_taken(self, exchange: H1Exchange) -> None:
+    def body_sent(self, exchange: ProviderExchange, size: int) -> None:
         self._resume(_PENDING)
 
-    def upstream_writable(self, exchange: H1Exchange, writable: bool) -> None:
+    def upstream_writable(self, exchange: ProviderExchange, writable: bool) -> None:
         if writable:
             self._resume(_UPSTREAM_FULL)
         else:
@@ -507,7 +504,7 @@ class HttpProxyConnection(ClientSide):
         if exchange is not None:
             exchange.cancel()
 
-    def arm(self, exchange: H1Exchange, timeout_s: float) -> None:
+    def arm(self, exchange: ProviderExchange, timeout_s: float) -> None:
         """The exchange under way must have its response head within ``timeout_s``.
 
         A uvloop timer made and cancelled per request costs more than the rest of the
@@ -523,7 +520,7 @@ class HttpProxyConnection(ClientSide):
         self.deadline_timer = loop.call_at(deadline, self._check_deadline)
         self.deadline_timer_at = deadline
 
-    def disarm(self, exchange: H1Exchange) -> None:
+    def disarm(self, exchange: ProviderExchange) -> None:
         self.deadline = 0.0
 
     def _check_deadline(self) -> None:
@@ -641,7 +638,9 @@ class HttpProxyConnection(ClientSide):
             if timer is not None:
                 timer.cancel()
         self.idle_timer = self.deadline_timer = None
-        connection = H2ClientConnection(self.context, self.config, self.pool, self.router)
+        connection = H2ClientConnection(
+            self.context, self.config, self.pool, self.h2_pool, self.router
+        )
         transport = self.transport
         # From here on the HTTP/2 connection owns the socket, its tracking and its close.
         self.transport = None

@@ -249,6 +249,20 @@ class UpstreamConnection(asyncio.Protocol):
         return self.keep_alive and not self.unsolicited and not self.closed
 
 
+def pick_endpoint(cluster: Cluster, exclude: frozenset[str], subset_out: frozenset[str]) -> Host:
+    """The endpoint the cluster picks for an attempt: outside ``exclude`` (endpoints earlier
+    attempts failed on) while others are left, never in ``subset_out`` (outside the call's
+    traffic-splitting subset). Raises NoEndpointError."""
+    avoid = exclude | subset_out if subset_out else exclude
+    host = cluster.choose(PickContext(None, avoid)) if avoid else cluster.choose()
+    if host is None and exclude:
+        # Every endpoint was tried by earlier tries: one of them again beats none.
+        host = cluster.choose(PickContext(None, subset_out)) if subset_out else cluster.choose()
+    if host is None:
+        raise NoEndpointError(f"no endpoint available for service {cluster.name!r}")
+    return host
+
+
 class FastPool:
     """Idle keep-alive connections per endpoint (bounded, aged out), and connecting.
 
@@ -272,13 +286,7 @@ class FastPool:
         connect to. ``exclude``: endpoints earlier tries failed on (avoided while others
         are left); ``subset_out``: endpoints outside the call's traffic-splitting subset
         (never chosen). Raises NoEndpointError."""
-        avoid = exclude | subset_out if subset_out else exclude
-        host = cluster.choose(PickContext(None, avoid)) if avoid else cluster.choose()
-        if host is None and exclude:
-            # Every endpoint was tried by earlier tries: one of them again beats none.
-            host = cluster.choose(PickContext(None, subset_out)) if subset_out else cluster.choose()
-        if host is None:
-            raise NoEndpointError(f"no endpoint available for service {cluster.name!r}")
+        host = pick_endpoint(cluster, exclude, subset_out)
         if not fresh:
             idle = self._take_idle(host)
             if idle is not None:

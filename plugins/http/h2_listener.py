@@ -44,10 +44,12 @@ from agent.h2.connection import (
     Settings,
     StreamGone,
 )
+from agent.h2.upstream import H2Pool
 from agent.runtime.protocols import ListenerContext
 from plugins.http.config import HttpConfig
-from plugins.http.h1_exchange import ClientSide, H1Exchange, Request, serialise
+from plugins.http.h1_exchange import ClientSide, ProviderExchange, Request
 from plugins.http.h1_upstream import FastPool
+from plugins.http.h2_exchange import new_exchange
 from plugins.http.headers import Headers, end_to_end, forwarding, split_fields
 from plugins.http.routing import Router
 
@@ -66,6 +68,11 @@ _STREAM_WINDOW = 1024 * 1024
 _CONNECTION_WINDOW = 4 * 1024 * 1024
 
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def upstream_settings() -> Settings:
+    """What the listener's HTTP/2 provider connections announce (the same windows)."""
+    return Settings(stream_window=_STREAM_WINDOW, connection_window=_CONNECTION_WINDOW)
 
 
 def upgrade_settings(value: bytes) -> bytes | None:
@@ -111,9 +118,10 @@ class _Stream(ClientSide):
         self.stats = client.stats
         self.router = client.router
         self.pool = client.pool
+        self.h2_pool = client.h2_pool
         self.loop = client.loop
         self.write_paused = client.write_paused
-        self.exchange: H1Exchange | None = None
+        self.exchange: ProviderExchange | None = None
         # Request body bytes read and not yet given back to the client (waiting for a
         # provider connection, or for its socket to drain).
         self.held_in = 0
@@ -135,35 +143,23 @@ class _Stream(ClientSide):
         if flow > len(data):  # padding: nothing to forward, given back now
             client.conn.ack(self.stream_id, flow - len(data))
         exchange = self.exchange
-        request = self.request
         if exchange is None or exchange.done or self.finished:
             client.conn.ack(self.stream_id, len(data))  # answered already: dropped
         elif data:
-            framed = [b"%x\r\n" % len(data), data, b"\r\n"] if request.chunked else [data]
-            if exchange.sending:
-                exchange.send_body(framed)
-                if self.upstream_full:
-                    self.held_in += len(data)
-                else:
-                    client.conn.ack(self.stream_id, len(data))
+            if exchange.send_body(data) and not self.upstream_full:
+                client.conn.ack(self.stream_id, len(data))
             else:
-                request.pending += framed
-                request.pending_bytes += len(data)
-                self.held_in += len(data)
+                self.held_in += len(data)  # given back by body_sent or upstream_writable
         if end_stream:
             self.request_end([])
 
     def request_end(self, trailers: Headers) -> None:
         request = self.request
         request.complete = True
+        request.trailers = trailers
         exchange = self.exchange
-        if not request.chunked or exchange is None or exchange.done:
-            return  # (trailers on a body with a length have no HTTP/1.1 form: dropped)
-        end = serialise(b"0\r\n", end_to_end(trailers)) if trailers else b"0\r\n\r\n"
-        if exchange.sending:
-            exchange.send_body([end])
-        else:
-            request.pending.append(end)
+        if exchange is not None and not exchange.done:
+            exchange.end_body()
 
     def _give_back(self) -> None:
         held, self.held_in = self.held_in, 0
@@ -173,19 +169,22 @@ class _Stream(ClientSide):
 
     # -- ClientSide: what the exchange asks ---------------------------------------------
 
-    def body_taken(self, exchange: H1Exchange) -> None:
-        if not self.upstream_full:
-            self._give_back()
+    def body_sent(self, exchange: ProviderExchange, size: int) -> None:
+        size = min(size, self.held_in)
+        if size > 0:
+            self.held_in -= size
+            self.client.conn.ack(self.stream_id, size)
+            self.client.schedule_flush()
 
-    def upstream_writable(self, exchange: H1Exchange, writable: bool) -> None:
+    def upstream_writable(self, exchange: ProviderExchange, writable: bool) -> None:
         self.upstream_full = not writable
         if writable:
             self._give_back()
 
-    def arm(self, exchange: H1Exchange, timeout_s: float) -> None:
+    def arm(self, exchange: ProviderExchange, timeout_s: float) -> None:
         self.client.arm(exchange, timeout_s)
 
-    def disarm(self, exchange: H1Exchange) -> None:
+    def disarm(self, exchange: ProviderExchange) -> None:
         exchange.deadline = 0.0
 
     def cork(self) -> None:
@@ -194,7 +193,9 @@ class _Stream(ClientSide):
     def uncork(self) -> None:
         self.client.schedule_flush()
 
-    def respond(self, exchange: H1Exchange, status: int, content_type: bytes, body: bytes) -> None:
+    def respond(
+        self, exchange: ProviderExchange, status: int, content_type: bytes, body: bytes
+    ) -> None:
         self.response_started(
             exchange,
             status,
@@ -207,7 +208,7 @@ class _Stream(ClientSide):
         self.response_done(exchange)
 
     def informational(
-        self, exchange: H1Exchange, status: int, reason: bytes, fields: Headers
+        self, exchange: ProviderExchange, status: int, reason: bytes, fields: Headers
     ) -> None:
         if status == 101 or self.started:
             return  # no HTTP/2 form (the upgrade was the client's to ask for, not ours)
@@ -219,7 +220,7 @@ class _Stream(ClientSide):
 
     def response_started(
         self,
-        exchange: H1Exchange,
+        exchange: ProviderExchange,
         status: int,
         reason: bytes,
         fields: Headers,
@@ -233,7 +234,7 @@ class _Stream(ClientSide):
         except StreamGone:
             self.finished = True  # the client reset it meanwhile
 
-    def response_data(self, exchange: H1Exchange, data: bytes) -> None:
+    def response_data(self, exchange: ProviderExchange, data: bytes) -> None:
         if self.finished or not data:
             return
         exchange.route.bytes_out += len(data)
@@ -253,18 +254,16 @@ class _Stream(ClientSide):
             self.out_size = len(data)
         if self.out_size > _HELD_HIGH and not self.write_paused:
             self.write_paused = True
-            upstream = exchange.upstream
-            if upstream is not None:
-                upstream.pause_reading()
+            exchange.pause_response()
 
-    def response_trailers(self, exchange: H1Exchange, trailers: Headers) -> None:
+    def response_trailers(self, exchange: ProviderExchange, trailers: Headers) -> None:
         self.out_trailers = _lowered(end_to_end(trailers))
 
-    def response_done(self, exchange: H1Exchange) -> None:
+    def response_done(self, exchange: ProviderExchange) -> None:
         self.out_end = True
         self.flush_out()
 
-    def response_cut(self, exchange: H1Exchange) -> None:
+    def response_cut(self, exchange: ProviderExchange) -> None:
         self.client.reset_stream(self, INTERNAL_ERROR)
 
     # -- sending the response -----------------------------------------------------------
@@ -289,8 +288,8 @@ class _Stream(ClientSide):
             if self.write_paused and not self.client.write_paused:
                 self.write_paused = False
                 exchange = self.exchange
-                if exchange is not None and not exchange.done and exchange.upstream is not None:
-                    exchange.upstream.resume_reading()
+                if exchange is not None:
+                    exchange.resume_response()
             if self.out_end:
                 if self.out_trailers:
                     conn.send_headers(stream_id, self.out_trailers, end_stream=True)
@@ -312,12 +311,18 @@ class H2ClientConnection(Handler):
     the HTTP/1.1 fast path accepted, counted and tracked."""
 
     def __init__(
-        self, context: ListenerContext, config: HttpConfig, pool: FastPool, router: Router
+        self,
+        context: ListenerContext,
+        config: HttpConfig,
+        pool: FastPool,
+        h2_pool: H2Pool,
+        router: Router,
     ) -> None:
         self.context = context
         self.stats = context.stats
         self.config = config
         self.pool = pool
+        self.h2_pool = h2_pool
         self.router = router
         self.loop = asyncio.get_running_loop()
         self.conn = Connection(
@@ -402,8 +407,8 @@ class H2ClientConnection(Handler):
         for stream in self.streams.values():
             stream.write_paused = True
             exchange = stream.exchange
-            if exchange is not None and not exchange.done and exchange.upstream is not None:
-                exchange.upstream.pause_reading()
+            if exchange is not None:
+                exchange.pause_response()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -411,8 +416,8 @@ class H2ClientConnection(Handler):
             if stream.out_size <= _HELD_HIGH:
                 stream.write_paused = False
                 exchange = stream.exchange
-                if exchange is not None and not exchange.done and exchange.upstream is not None:
-                    exchange.upstream.resume_reading()
+                if exchange is not None:
+                    exchange.resume_response()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -531,7 +536,7 @@ class H2ClientConnection(Handler):
         target = self.router.route(authority, path)
         stream = _Stream(self, stream_id, request)
         self.streams[stream_id] = stream
-        exchange = H1Exchange(stream, request, target, stats.route(target.service.name))
+        exchange = new_exchange(stream, request, target, stats.route(target.service.name))
         stream.exchange = exchange
         if method == b"CONNECT" or not path:
             exchange.done = True
@@ -570,7 +575,7 @@ class H2ClientConnection(Handler):
         if not stream.request.complete and stream.stream_id in self.conn.streams:
             # Answered before the client finished sending (RFC 9113 §8.1): it may stop.
             self.conn.reset(stream.stream_id, NO_ERROR)
-        unread = stream.held_in + stream.request.pending_bytes
+        unread = stream.held_in
         stream.held_in = 0
         if unread:
             self.conn.ack(stream.stream_id, unread)  # the connection's window comes back
@@ -590,7 +595,7 @@ class H2ClientConnection(Handler):
 
     # -- deadlines, idle, drain ------------------------------------------------------------
 
-    def arm(self, exchange: H1Exchange, timeout_s: float) -> None:
+    def arm(self, exchange: ProviderExchange, timeout_s: float) -> None:
         """``exchange``'s response head is due within ``timeout_s`` (one timer for all the
         connection's streams, set for the earliest deadline)."""
         deadline = self.loop.time() + timeout_s

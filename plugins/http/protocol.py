@@ -23,14 +23,18 @@ class HttpProtocol(ProtocolSupport):
     name = "http"
 
     def __init__(self, config: HttpConfig) -> None:
+        from agent.h2.upstream import H2Pool
         from plugins.http.h1_upstream import FastPool
+        from plugins.http.h2_listener import upstream_settings
         from plugins.http.h11_pool import UpstreamPool
 
         self.config = config
         # h11 stream connections (invocation, HTTP/2 streams, upgrades) ...
         self.pool = UpstreamPool(config.max_idle_per_endpoint, config.idle_timeout_s)
-        # ... and the listener's HTTP/1.1 fast path's protocol connections.
+        # ... the listener's HTTP/1.1 fast path's protocol connections ...
         self.fast_pool = FastPool(config.max_idle_per_endpoint, config.idle_timeout_s)
+        # ... and HTTP/2 connections to providers whose service says upstream_protocol: h2.
+        self.h2_pool = H2Pool(upstream_settings())
         # Client connections' tasks, so that close() ends those a drain left open.
         self.sessions: set[asyncio.Task[None]] = set()
         # The listeners (and capture pipelines) served, whose connections a drain ends.
@@ -45,10 +49,13 @@ class HttpProtocol(ProtocolSupport):
         router = Router(context, self.config.routes)
         self.contexts.append(context)
         config, fast_pool, pool, sessions = self.config, self.fast_pool, self.pool, self.sessions
+        h2_pool = self.h2_pool
 
         def make() -> asyncio.Protocol:
             # An asyncio protocol by its methods (compiled, its one base is ClientSide).
-            connection = HttpProxyConnection(context, config, fast_pool, pool, router, sessions)
+            connection = HttpProxyConnection(
+                context, config, fast_pool, h2_pool, pool, router, sessions
+            )
             return cast(asyncio.Protocol, connection)
 
         return make
@@ -77,4 +84,5 @@ class HttpProtocol(ProtocolSupport):
         if sessions:
             await asyncio.gather(*sessions, return_exceptions=True)
         self.fast_pool.close()
+        self.h2_pool.close()
         await self.pool.close()

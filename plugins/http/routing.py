@@ -24,6 +24,7 @@ class Target:
     cluster: Cluster
     timeout_s: float
     retries: int
+    h2: bool = False  # the providers speak HTTP/2 (upstream_protocol: h2)
 
 
 # Methods a retry may send twice (RFC 9110 9.2.2).
@@ -37,7 +38,13 @@ def service_target(service: ServiceConfig, cluster: Cluster) -> Target:
         if service.protocol == "http"
         else HttpServiceOptions()
     )
-    return Target(service, cluster, options.timeout_ms / 1000, options.retries)
+    return Target(
+        service,
+        cluster,
+        options.timeout_ms / 1000,
+        options.retries,
+        options.upstream_protocol == "h2",
+    )
 
 
 _ROUTES_MAX = 1024

@@ -236,7 +236,7 @@ def test_a_provider_stream_limit_gets_the_relay_more_connections(
         finally:
             agent.stop()
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["calls"] > 500 and result["errors"] == 0, result
+    assert result["calls"] > 500 and result["errors"] == 0, (result, done.stderr)
     assert 2 <= opened <= 8, opened  # max_connections_per_endpoint (8)
 
 

@@ -62,12 +62,8 @@ def providers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, in
             process.stop()
 
 
-@pytest.fixture(scope="session")
-def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    workdir = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    (workdir / "www").mkdir()
-    (workdir / "www" / "big.bin").write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+def start_nginx(workdir: Path, servers: str) -> ManagedProcess:
+    """nginx (one worker) with these ``server`` blocks, its temporary files in ``workdir``."""
     conf = workdir / "nginx.conf"
     # As root, nginx's workers drop to ``nobody``, who cannot read pytest's 0700 dirs.
     user = "user root;" if os.geteuid() == 0 else ""
@@ -86,12 +82,7 @@ http {{
     fastcgi_temp_path {workdir}/fastcgi;
     uwsgi_temp_path {workdir}/uwsgi;
     scgi_temp_path {workdir}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {workdir}/www;
-        location = /hello {{ default_type text/plain; return 200 "hello from nginx\\n"; }}
-        location = /teapot {{ return 418; }}
-    }}
+    {servers}
 }}
 """,
         encoding="utf-8",
@@ -101,10 +92,59 @@ http {{
         name="nginx",
         log_path=workdir / "nginx.log",
     )
-    process.start()
+    return process.start()
+
+
+@pytest.fixture(scope="session")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    workdir = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    (workdir / "www").mkdir()
+    (workdir / "www" / "big.bin").write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    servers = f"""
+    server {{
+        listen 127.0.0.1:{port};
+        root {workdir}/www;
+        location = /hello {{ default_type text/plain; return 200 "hello from nginx\\n"; }}
+        location = /teapot {{ return 418; }}
+    }}"""
+    process = start_nginx(workdir, servers)
     try:
         process.wait_for_port(port, 20)
         yield port
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def h2c_providers(
+    tmp_path_factory: pytest.TempPathFactory, providers: dict[str, int]
+) -> Iterator[dict[str, int]]:
+    """HTTP/2 providers (cleartext, prior knowledge): nginx in front of each uvicorn
+    provider, saying in ``x-proto`` which protocol it was asked in. The second allows two
+    concurrent streams per connection (``http2_max_concurrent_streams``)."""
+    workdir = tmp_path_factory.mktemp("nginx-h2c")
+    ports = {"a": free_port(), "b": free_port()}
+    servers = "".join(
+        f"""
+    server {{
+        listen 127.0.0.1:{ports[name]} http2;
+        {"http2_max_concurrent_streams 2;" if name == "b" else ""}
+        client_max_body_size 64m;
+        location / {{
+            proxy_pass http://127.0.0.1:{providers[name]};
+            proxy_request_buffering off;
+            proxy_set_header Host $http_host;
+            add_header x-proto $server_protocol always;
+        }}
+    }}"""
+        for name in ports
+    )
+    process = start_nginx(workdir, servers)
+    try:
+        for port in ports.values():
+            process.wait_for_port(port, 20)
+        yield ports
     finally:
         process.stop()
 

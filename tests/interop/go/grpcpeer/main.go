@@ -274,6 +274,9 @@ func load(args []string) {
 				t := time.Now()
 				err := conn.Invoke(context.Background(), "/bench.Echo/Unary", &request, &reply)
 				if err != nil {
+					if failed == 0 {
+						fmt.Fprintln(os.Stderr, "call failed:", err)
+					}
 					failed++
 					continue
 				}

@@ -99,9 +99,9 @@ async def clients() -> AsyncIterator[list[Client]]:
 
 
 def connections(agent: Agent) -> list[H2ClientConnection]:
-    found = []
+    found: list[H2ClientConnection] = []
     for transport in agent.listeners[0].context.connections:
-        protocol = transport.get_protocol()
+        protocol: object = transport.get_protocol()
         if isinstance(protocol, H2ClientConnection):
             found.append(protocol)
     return found
@@ -226,6 +226,7 @@ async def test_h2c_upgrade_answers_stream_one_then_serves_streams(
     reader, writer = await asyncio.open_connection(host, port)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     settings = conn.initiate_upgrade_connection()  # the header's value, base64url
+    assert settings is not None
     writer.write(
         b"GET /first HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
         b"Upgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\n\r\n"
