@@ -4,20 +4,26 @@ http listener, HAProxy in HTTP mode} -> two nginx endpoints.
     /work/main/.venv/bin/python bench/http_proxy.py [--rounds N --duration S --connections C]
 
 Everything runs on 127.0.0.1 and is started (and stopped) here: one nginx (one worker)
-listening on two ports, the two endpoints, each answering ``GET /`` with 2 bytes, plus one
-HTTP/2 cleartext port for the direct h2 run; one meshagent process from this checkout (an
-http listener, round_robin per request over both endpoints, pooled keep-alive
-upstreams, no health checks); one HAProxy (``nbthread 1``, ``mode http``, roundrobin,
-``http-reuse always``, h2 prior knowledge on a second bind). "direct" is nginx's first port
-(one endpoint, no balancing). Each round runs every (client, target) pair once, the order
-rotated every round; figures are medians over rounds, ratios medians of per-round ratios.
+listening on two ports, the two endpoints, each answering ``GET /`` with 2 bytes, plus two
+HTTP/2 cleartext ports (the direct h2 run, the h2h2 endpoints); one meshagent process
+from this checkout (an http listener, round_robin per request over both endpoints,
+pooled keep-alive upstreams, no health checks); one HAProxy (``nbthread 1``, ``mode
+http``, roundrobin, ``http-reuse always``, h2 prior knowledge on a second bind).
+"direct" is nginx's first port (one endpoint, no balancing). Each round runs every
+(client, target) pair once, the order rotated every round; figures are medians over
+rounds, ratios medians of per-round ratios.
 
 CPU per request: the proxy process's utime+stime (/proc/PID/stat) over the client's run
 divided by the requests the client completed.
 
+Clients: ``wrk`` (HTTP/1.1 both sides), ``h2load`` (HTTP/2 clients, the HTTP/1.1
+endpoints), ``h2h2`` (HTTP/2 on both sides: h2load to the agent's second listener, whose
+service says ``upstream_protocol: h2``, and to HAProxy's third frontend, ``proto h2``
+servers; both to two nginx HTTP/2 cleartext ports); ``--clients wrk`` runs one of them.
+
 ``--baseline DIR`` adds another checkout's agent (``git archive REV | tar -x -C DIR``) as the
-target "agent@base", in the same rounds, for before/after under the same noise;
-``--clients wrk`` leaves h2load out.
+target "agent@base", in the same rounds, for before/after under the same noise (not for
+h2h2).
 """
 
 from __future__ import annotations
@@ -46,8 +52,12 @@ from bench.common import cpu_us  # noqa: E402
 from tests.fixtures.agent_process import start_agent  # noqa: E402
 from tests.fixtures.processes import ManagedProcess, free_port  # noqa: E402
 
-TARGET_RATE_RATIO = 0.6  # agent requests/s >= 0.6x HAProxy-HTTP's (issue 20)
-TARGET_CPU_US = 40.0  # agent CPU per request under wrk (issue 20)
+# Targets by client: agent requests/s over HAProxy's, and agent CPU per request.
+TARGETS = {
+    "wrk": (0.6, 40.0),  # issue 20
+    "h2load": (0.4, 60.0),  # issue 22: HTTP/2 clients, HTTP/1.1 providers
+    "h2h2": (0.4, 60.0),  # issue 22: HTTP/2 on both sides
+}
 
 
 @dataclass
@@ -63,9 +73,9 @@ class Run:
     cpu_us_per_request: list[float] = field(default_factory=list)
 
 
-def start_nginx(tmp: Path) -> tuple[ManagedProcess, list[int], int]:
+def start_nginx(tmp: Path) -> tuple[ManagedProcess, list[int], list[int]]:
     ports = [free_port(), free_port()]
-    h2_port = free_port()
+    h2_port, h2_second = free_port(), free_port()
     user = "user root;" if os.geteuid() == 0 else ""
     conf = tmp / "nginx.conf"
     conf.write_text(
@@ -88,6 +98,7 @@ http {{
         listen 127.0.0.1:{ports[0]};
         listen 127.0.0.1:{ports[1]};
         listen 127.0.0.1:{h2_port} http2;
+        listen 127.0.0.1:{h2_second} http2;
         location / {{ default_type text/plain; return 200 "ok"; }}
     }}
 }}
@@ -100,14 +111,19 @@ http {{
         log_path=tmp / "nginx.log",
     )
     process.start()
-    for port in (*ports, h2_port):
+    for port in (*ports, h2_port, h2_second):
         process.wait_for_port(port, 10)
-    return process, ports, h2_port
+    return process, ports, [h2_port, h2_second]
 
 
-def start_haproxy(tmp: Path, upstreams: list[int]) -> tuple[ManagedProcess, int, int]:
-    port, h2_port = free_port(), free_port()
+def start_haproxy(
+    tmp: Path, upstreams: list[int], h2_upstreams: list[int]
+) -> tuple[ManagedProcess, int, int, int]:
+    port, h2_port, h2h2_port = free_port(), free_port(), free_port()
     servers = "\n".join(f"    server e{i} 127.0.0.1:{p}" for i, p in enumerate(upstreams))
+    h2_servers = "\n".join(
+        f"    server e{i} 127.0.0.1:{p} proto h2" for i, p in enumerate(h2_upstreams)
+    )
     conf = tmp / "haproxy.cfg"
     conf.write_text(
         f"""
@@ -124,9 +140,15 @@ frontend web
     bind 127.0.0.1:{port}
     bind 127.0.0.1:{h2_port} proto h2
     default_backend endpoints
+frontend h2h2
+    bind 127.0.0.1:{h2h2_port} proto h2
+    default_backend h2_endpoints
 backend endpoints
     balance roundrobin
 {servers}
+backend h2_endpoints
+    balance roundrobin
+{h2_servers}
 """
     )
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -135,29 +157,24 @@ backend endpoints
     )
     process.start()
     process.wait_for_port(port, 10)
-    return process, port, h2_port
+    return process, port, h2_port, h2h2_port
 
 
-def agent_config(upstreams: list[int]) -> dict[str, Any]:
+def agent_config(upstreams: list[int], h2_upstreams: list[int] | None = None) -> dict[str, Any]:
+    """One listener to the HTTP/1.1 endpoints; with ``h2_upstreams``, a second one to
+    those, spoken to in HTTP/2 (``upstream_protocol: h2``)."""
+    services: dict[str, Any] = {"web": [{"host": "127.0.0.1", "port": p} for p in upstreams]}
+    service = {"protocol": "http", "lb": {"policy": "round_robin"}, "health": {"enabled": False}}
+    definitions = [{"name": "web", **service}]
+    listeners = [{"port": free_port(), "service": "web", "protocol": "http"}]
+    if h2_upstreams:
+        services["web-h2"] = [{"host": "127.0.0.1", "port": p} for p in h2_upstreams]
+        definitions.append({"name": "web-h2", **service, "options": {"upstream_protocol": "h2"}})
+        listeners.append({"port": free_port(), "service": "web-h2", "protocol": "http"})
     return {
-        "registries": [
-            {
-                "name": "local",
-                "type": "local",
-                "config": {
-                    "services": {"web": [{"host": "127.0.0.1", "port": p} for p in upstreams]}
-                },
-            }
-        ],
-        "services": [
-            {
-                "name": "web",
-                "protocol": "http",
-                "lb": {"policy": "round_robin"},
-                "health": {"enabled": False},
-            }
-        ],
-        "listeners": [{"port": free_port(), "service": "web", "protocol": "http"}],
+        "registries": [{"name": "local", "type": "local", "config": {"services": services}}],
+        "services": definitions,
+        "listeners": listeners,
         "log_level": "WARNING",
         "drain_timeout_s": 1,
     }
@@ -254,18 +271,19 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
     for client in args.clients.split(","):
         by_target = {r.target: r for r in runs if r.client == client}
         agent, haproxy = by_target["agent"], by_target["haproxy"]
+        target_ratio, target_cpu_us = TARGETS[client]
         ratios = [a / h for a, h in zip(agent.rate, haproxy.rate, strict=True)]
-        verdict = "met" if med(ratios) >= TARGET_RATE_RATIO else "NOT met"
+        verdict = "met" if med(ratios) >= target_ratio else "NOT met"
         print(
             f"\n{client}: agent/HAProxy requests/s {med(ratios):.2f}x "
-            f"(target >= {TARGET_RATE_RATIO}x: {verdict})"
+            f"(target >= {target_ratio}x: {verdict})"
         )
         if agent.cpu_us_per_request:
             cpu_us_agent = med(agent.cpu_us_per_request)
-            cpu_verdict = "met" if cpu_us_agent <= TARGET_CPU_US else "NOT met"
+            cpu_verdict = "met" if cpu_us_agent <= target_cpu_us else "NOT met"
             print(
                 f"{client}: agent CPU per request {cpu_us_agent:.1f} us "
-                f"(target <= {TARGET_CPU_US:.0f} us: {cpu_verdict})"
+                f"(target <= {target_cpu_us:.0f} us: {cpu_verdict})"
             )
         for other in ("direct", "agent@base"):
             if other in by_target:
@@ -273,11 +291,11 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
                 print(f"{client}: agent/{other} requests/s {med(rates):.2f}x")
         base = by_target.get("agent@base")
         if base is not None:
-            cpu = [
+            cpu_ratios = [
                 a / b
                 for a, b in zip(agent.cpu_us_per_request, base.cpu_us_per_request, strict=True)
             ]
-            print(f"{client}: agent/agent@base CPU per request {med(cpu):.2f}x")
+            print(f"{client}: agent/agent@base CPU per request {med(cpu_ratios):.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--baseline", type=Path, default=None)
-    parser.add_argument("--clients", default="wrk,h2load")
+    parser.add_argument("--clients", default="wrk,h2load,h2h2")
     args = parser.parse_args(argv)
     for tool in ("wrk", "h2load", "nginx"):
         if shutil.which(tool) is None:
@@ -296,11 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     nginx, upstreams, nginx_h2 = start_nginx(tmp)
     stop: list[ManagedProcess] = [nginx]
     try:
-        haproxy, haproxy_port, haproxy_h2 = start_haproxy(tmp, upstreams)
+        haproxy, haproxy_port, haproxy_h2, haproxy_h2h2 = start_haproxy(tmp, upstreams, nginx_h2)
         stop.append(haproxy)
-        agent = start_agent(tmp, agent_config(upstreams))
+        agent = start_agent(tmp, agent_config(upstreams, nginx_h2))
         stop.append(agent.process)
         agent.wait_endpoints("web", 2)
+        agent.wait_endpoints("web-h2", 2)
         port = agent.listener_port()
         clients = args.clients.split(",")
         runs = []
@@ -312,22 +331,31 @@ def main(argv: list[str] | None = None) -> int:
             ]
         if "h2load" in clients:
             runs += [
-                Run("h2load", "direct", nginx_h2),
+                Run("h2load", "direct", nginx_h2[0]),
                 Run("h2load", "agent", port, agent.pid),
                 Run("h2load", "haproxy", haproxy_h2, haproxy.pid),
+            ]
+        if "h2h2" in clients:
+            runs += [
+                Run("h2h2", "direct", nginx_h2[0]),
+                Run("h2h2", "agent", agent.listener_port(1), agent.pid),
+                Run("h2h2", "haproxy", haproxy_h2h2, haproxy.pid),
             ]
         if args.baseline is not None:
             base = start_agent(tmp / "base", agent_config(upstreams), root=args.baseline.resolve())
             stop.append(base.process)
             base.wait_endpoints("web", 2)
+            # (h2h2 has no baseline: an agent before upstream_protocol cannot be one.)
             runs += [
-                Run(client, "agent@base", base.listener_port(), base.pid) for client in clients
+                Run(client, "agent@base", base.listener_port(), base.pid)
+                for client in clients
+                if client != "h2h2"
             ]
         for round_no in range(args.rounds):
             shift = round_no % len(runs)
             for run in runs[shift:] + runs[:shift]:
                 before = cpu_us(run.pid) if run.pid else 0.0
-                client = run_wrk if run.client == "wrk" else run_h2load
+                client = run_wrk if run.client == "wrk" else run_h2load  # h2load, h2h2
                 result = client(run.port, args.duration, args.connections)
                 run.rate.append(result["rate"])
                 run.p50_ms.append(result["p50"])
