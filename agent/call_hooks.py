@@ -2,9 +2,9 @@
 the error a policy refuses a call with.
 
 A module of its own, interpreted: agent/calls.py is compiled by mypyc, and these classes
-are subclassed by interpreted code, twice over by GovernancePolicy and CallContext (a
-policy and an observer at once), which compiled classes cannot allow (mypyc's classes
-have fixed layouts, and its methods check ``self`` by exact type).
+are subclassed by interpreted code (tests, plugins), which compiled classes would refuse
+(mypyc's methods check ``self`` by exact type). GovernancePolicy and CallContext, a policy
+and an observer at once and compiled, derive from :class:`CallHook` (one base).
 """
 
 from __future__ import annotations
@@ -48,6 +48,14 @@ class CallPolicy(ABC):  # noqa: B024 - every hook is optional
 
     def admit(self, call: Call) -> None:
         return None
+
+
+class CallHook(CallPolicy, CallObserver):
+    """A policy and an observer at once, as one base: the classes that are both
+    (GovernancePolicy, CallContext) are compiled, and mypyc compiles single inheritance
+    only (a native class may have one non-native base)."""
+
+    name = "hook"
 
 
 class CallRejected(MeshAgentError):

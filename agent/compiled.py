@@ -6,11 +6,10 @@ modules run interpreted, with the same behaviour. Chosen by profile (docs/benchm
 issue 20): the codecs, the per-request code of the listeners and the API, the calls hub,
 call metrics, the LB policies. Left interpreted, and why:
 
-- agent/telemetry/context.py, agent/governance/policy.py: classes that are both a call
-  policy and a call observer (mypyc compiles single inheritance only);
 - agent/call_hooks.py: the call hooks' base classes and ``CallRejected``, subclassed by
-  interpreted code (``Degraded``): a compiled class's methods check ``self`` by exact
-  type and would refuse the subclass;
+  interpreted code (tests, plugins): a compiled class's methods check ``self`` by exact
+  type and would refuse the subclass (the compiled policy and observer classes derive
+  from them: a native class may have one non-native base, hence ``CallHook``);
 - agent/api/ndjson.py: an async generator (mypyc does not compile them);
 - plugins/dubbo/hessian2/values.py: ``JavaLong`` subclasses ``int`` (a builtin);
 - pydantic models (mypyc cannot compile a class whose attributes hold ``Field``s): the
@@ -80,6 +79,8 @@ COMPILED: tuple[str, ...] = (
     "agent/telemetry/call_metrics.py",
     "agent/telemetry/exposition.py",
     "agent/telemetry/tracing.py",
+    "agent/telemetry/context.py",
+    "agent/governance/policy.py",
     "agent/governance/breaker.py",
     "agent/governance/ratelimit.py",
     "agent/governance/retry.py",

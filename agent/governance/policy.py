@@ -24,7 +24,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.calls import Attempt, Call, CallObserver, CallPolicy, CallRejected, Route
+from mypy_extensions import mypyc_attr
+
+from agent.call_hooks import CallHook
+from agent.calls import Attempt, Call, CallRejected, Route
 from agent.governance.breaker import ClusterLoad, connection_allowed, over_limit
 from agent.governance.retry import Failure
 from agent.governance.rules import Degrade, RuleSet
@@ -166,7 +169,9 @@ class RulesState:
     applied_at: float
 
 
-class GovernancePolicy(CallPolicy, CallObserver):
+# Compiled (agent/compiled.py); tests subclass it.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class GovernancePolicy(CallHook):
     name = "governance"
 
     def __init__(

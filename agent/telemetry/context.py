@@ -23,7 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from agent.calls import Attempt, Call, CallObserver, CallPolicy, CallRejected
+from mypy_extensions import mypyc_attr
+
+from agent.call_hooks import CallHook
+from agent.calls import Attempt, Call, CallRejected
 from agent.errors import MeshAgentError
 from agent.telemetry import propagation as p
 
@@ -56,7 +59,9 @@ _HOP_COUNTS_MAX = 64
 _HOP_COUNTS = tuple(str(n + 1) for n in range(_HOP_COUNTS_MAX))
 
 
-class CallContext(CallPolicy, CallObserver):
+# Compiled (agent/compiled.py); tests subclass it.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class CallContext(CallHook):
     name = NAME
 
     def __init__(self, max_hops: int = 16, max_timeout_s: float = 300.0) -> None:
