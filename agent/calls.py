@@ -25,8 +25,7 @@ import asyncio
 import enum
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -43,14 +42,15 @@ from agent.errors import (
 from agent.telemetry.propagation import PATH
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """The call's five-tuple: who calls whom, which method.
 
     ``source``/``source_cluster`` name the calling app and its cluster (the agent's own
     ``app`` config for outbound calls; the caller's, as far as it says, for inbound ones);
     ``target``/``target_cluster`` the service called and the cluster it is asked of.
-    Rules (governance) and metrics (observability) are both addressed by it.
+    Rules (governance) and metrics (observability) are both addressed by it. A tuple: it
+    keys the rule index and the metrics on every call, and a tuple's hash is C's (a frozen
+    dataclass's ran as Python on every lookup).
     """
 
     source: str
@@ -106,41 +106,77 @@ def outcome_of(error: BaseException) -> Outcome:
     return Outcome.UPSTREAM_ERROR
 
 
-@dataclass(slots=True)
 class Attempt:
-    """One try of a call on one endpoint."""
+    """One try of a call on one endpoint. (Plain classes with an ``__init__`` of their own,
+    Attempt and Call: compiled, a dataclass's generated ``__init__`` ran as Python on every
+    call.)"""
 
-    endpoint: str  # the host id, "host:port"
-    started: float
-    ended: float | None = None
-    outcome: Outcome | None = None
-    # The protocol's own status as text (HTTP "503", gRPC "UNAVAILABLE", Dubbo "70").
-    status: str = ""
-    # What the attempt sends in the protocol's metadata (see Call.outgoing).
-    headers: dict[str, str] = field(default_factory=dict)
-    # Observers' per-attempt state (a client span), keyed by the observer's name.
-    state: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("ended", "endpoint", "headers", "outcome", "started", "state", "status")
+
+    def __init__(self, endpoint: str, started: float) -> None:
+        self.endpoint = endpoint  # the host id, "host:port"
+        self.started = started
+        self.ended: float | None = None
+        self.outcome: Outcome | None = None
+        # The protocol's own status as text (HTTP "503", gRPC "UNAVAILABLE", Dubbo "70").
+        self.status = ""
+        # What the attempt sends in the protocol's metadata (see Call.outgoing).
+        self.headers: dict[str, str] = {}
+        # Observers' per-attempt state (a client span), keyed by the observer's name.
+        self.state: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Attempt({self.endpoint!r}, outcome={self.outcome}, status={self.status!r})"
 
 
 # Tests subclass calls; compiled, a class allows that only when it says so.
 @mypyc_attr(allow_interpreted_subclasses=True)
-@dataclass(slots=True, eq=False)
 class Call:
-    protocol: str
-    direction: Direction
-    route: Route
-    started: float
-    # Absolute time (on the Calls clock) past which nobody waits; None: no deadline.
-    deadline: float | None = None
-    # The propagation headers that arrived with the request, lower-case names.
-    incoming: Mapping[str, str] = field(default_factory=dict)
-    attempts: list[Attempt] = field(default_factory=list)
-    outcome: Outcome | None = None
-    status: str = ""
-    error: BaseException | None = None
-    # Observers' and policies' per-call state (a server span, a rule), by their name.
-    state: dict[str, Any] = field(default_factory=dict)
-    hub: Calls | None = None
+    """One call as its caller sees it: opened once (Calls.start), finished once."""
+
+    __slots__ = (
+        "attempts",
+        "deadline",
+        "direction",
+        "error",
+        "hub",
+        "incoming",
+        "outcome",
+        "protocol",
+        "route",
+        "started",
+        "state",
+        "status",
+    )
+
+    def __init__(
+        self,
+        protocol: str,
+        direction: Direction,
+        route: Route,
+        started: float,
+        deadline: float | None = None,
+        incoming: Mapping[str, str] | None = None,
+        hub: Calls | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.direction = direction
+        self.route = route
+        self.started = started
+        # Absolute time (on the Calls clock) past which nobody waits; None: no deadline.
+        self.deadline = deadline
+        # The propagation headers that arrived with the request, lower-case names.
+        self.incoming: Mapping[str, str] = incoming if incoming is not None else {}
+        self.attempts: list[Attempt] = []
+        self.outcome: Outcome | None = None
+        self.status = ""
+        self.error: BaseException | None = None
+        # Observers' and policies' per-call state (a server span, a rule), by their name.
+        self.state: dict[str, Any] = {}
+        self.hub = hub
+
+    def __repr__(self) -> str:
+        return f"Call({self.protocol!r}, {self.route!r}, outcome={self.outcome})"
 
     def remaining_s(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without one."""

@@ -273,6 +273,13 @@ class GovernancePolicy(CallHook):
 
     # -- CallObserver --------------------------------------------------------------------
 
+    # (No-ops of its own: the base's, interpreted, would run as Python on every call.)
+    def call_started(self, call: Call) -> None:
+        return None
+
+    def attempt_finished(self, call: Call, attempt: Attempt) -> None:
+        return None
+
     def attempt_started(self, call: Call, attempt: Attempt) -> None:
         decision = call.state.get(STATE_KEY)
         if isinstance(decision, Decision) and decision.pending:

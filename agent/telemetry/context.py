@@ -120,6 +120,13 @@ class CallContext(CallHook):
 
     # -- CallObserver --------------------------------------------------------------------
 
+    # (No-ops of its own: the base's, interpreted, would run as Python on every call.)
+    def call_started(self, call: Call) -> None:
+        return None
+
+    def attempt_finished(self, call: Call, attempt: Attempt) -> None:
+        return None
+
     def attempt_started(self, call: Call, attempt: Attempt) -> None:
         hop = call.state.get(NAME)
         if not isinstance(hop, Hop):

@@ -321,7 +321,7 @@ class HttpProxyConnection(ClientSide):
     def _begin(self, request: Request) -> None:
         self.stats.requests += 1
         target = self.router.route(request.host, request.url)
-        exchange = new_exchange(self, request, target, self.stats.route(target.service.name))
+        exchange = new_exchange(self, request, target, self.router.route_stats(target))
         self.exchange = exchange
         exchange.open()
 

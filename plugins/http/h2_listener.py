@@ -536,7 +536,7 @@ class H2ClientConnection(Handler):
         target = self.router.route(authority, path)
         stream = _Stream(self, stream_id, request)
         self.streams[stream_id] = stream
-        exchange = new_exchange(stream, request, target, stats.route(target.service.name))
+        exchange = new_exchange(stream, request, target, self.router.route_stats(target))
         stream.exchange = exchange
         if method == b"CONNECT" or not path:
             exchange.done = True

@@ -13,7 +13,7 @@ from http import HTTPStatus
 from agent.calls import Route
 from agent.cluster.cluster import Cluster
 from agent.config import ServiceConfig
-from agent.runtime.protocols import ListenerContext
+from agent.runtime.protocols import ListenerContext, RouteStats
 from plugins.http.config import HttpRoute, HttpServiceOptions
 from plugins.http.headers import Headers
 
@@ -77,6 +77,9 @@ class Router:
         self.routes = routes
         self.call_routes = RouteCache(context)
         self.direction = context.direction
+        self._stats = context.stats
+        # The listener's per-service counters, by service (one lookup per request).
+        self._route_stats: dict[str, RouteStats] = {}
         self.default = service_target(context.service, context.cluster)
         self.targets = {
             route.service: service_target(
@@ -84,6 +87,14 @@ class Router:
             )
             for route in routes
         }
+
+    def route_stats(self, target: Target) -> RouteStats:
+        """The listener's counters of requests routed to ``target``'s service."""
+        name = target.service.name
+        stats = self._route_stats.get(name)
+        if stats is None:
+            stats = self._route_stats[name] = self._stats.route(name)
+        return stats
 
     def route(self, host: bytes | None, target: bytes) -> Target:
         if not self.routes:
