@@ -140,36 +140,9 @@ def test_a_provider_rolling_its_connections_loses_no_call(
     """grpc-go's MaxConnectionAge: every 100 ms the provider sends GOAWAY on its connection
     and finishes what it has; calls go on, on new connections, without an error."""
     with GoPeer(tmp_path, go_binary, "go-rolling", "server", "-max-age", "100ms") as peer:
-        config = {
-            "services": [{"name": GO, "protocol": "grpc", "health": {"enabled": False}}],
-            "listeners": [
-                {"port": free_port(), "service": GO, "protocol": "grpc", "config": {"relay": relay}}
-            ],
-        }
-        agent = start_agent(tmp_path / "agent", config)
+        agent = _agent_for(tmp_path, peer, relay=relay)
         try:
-            with agent.client() as client:
-                client.put(
-                    f"/v1/registrations/{GO}/{peer.name}",
-                    json={"host": "127.0.0.1", "port": peer.port},
-                ).raise_for_status()
-            agent.wait_endpoints(GO, 1)
-            done = subprocess.run(
-                [
-                    go_binary,
-                    "load",
-                    "-target",
-                    f"127.0.0.1:{agent.listener_port()}",
-                    "-duration",
-                    "2",
-                    "-concurrency",
-                    "8",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            )
+            done = _load(go_binary, agent.listener_port(), concurrency=8)
         finally:
             agent.stop()
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -199,6 +172,27 @@ def _agent_for(tmp_path: Path, peer: GoPeer, **listener: Any) -> AgentProcess:
     return agent
 
 
+def _load(binary: Path, port: int, concurrency: int) -> subprocess.CompletedProcess[str]:
+    """The grpc-go load generator through the listener for 2 s: unary calls, ``concurrency``
+    in flight on one connection; its last stdout line is the JSON result."""
+    return subprocess.run(
+        [
+            binary,
+            "load",
+            "-target",
+            f"127.0.0.1:{port}",
+            "-duration",
+            "2",
+            "-concurrency",
+            str(concurrency),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
 def _connections_to(port: int) -> int:
     """Established TCP connections whose remote end is 127.0.0.1:``port`` (/proc/net/tcp)."""
     remote = f"0100007F:{port:04X}"
@@ -216,22 +210,7 @@ def test_a_provider_stream_limit_gets_the_relay_more_connections(
     with GoPeer(tmp_path, go_binary, "go-narrow", "server", "-max-streams", "2") as peer:
         agent = _agent_for(tmp_path, peer)
         try:
-            done = subprocess.run(
-                [
-                    go_binary,
-                    "load",
-                    "-target",
-                    f"127.0.0.1:{agent.listener_port()}",
-                    "-duration",
-                    "2",
-                    "-concurrency",
-                    "12",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            )
+            done = _load(go_binary, agent.listener_port(), concurrency=12)
             opened = _connections_to(peer.port)
         finally:
             agent.stop()
