@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def fuzz_one(name: str, libfuzzer_args: list[str]) -> int:
     import atheris  # the fuzz extra (make fuzz installs it); not a dependency of the agent
 
+    # agent/__init__.py puts its source-first finder at the head of sys.meta_path
+    # (MESHAGENT_PURE_PYTHON=1); done inside the block below it would sit ahead of
+    # atheris's instrumenting finder, and the listed modules would run uninstrumented.
+    import agent  # noqa: F401
+
     with atheris.instrument_imports():
         from fuzz.seeds import SEEDS
         from fuzz.targets import TARGETS
