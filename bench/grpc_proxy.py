@@ -1,5 +1,5 @@
 """gRPC listener benchmark: grpc-go load generator -> {grpc-go server direct, meshagent grpc
-listener (relay grpcio and relay h2), HAProxy tcp} -> the grpc-go server.
+listener (the h2 relay), HAProxy tcp} -> the grpc-go server.
 
     /work/main/.venv/bin/python bench/grpc_proxy.py [--rounds N --duration S --concurrency C]
 
@@ -52,7 +52,7 @@ class Target:
     mb_per_s: list[float] = field(default_factory=list)
 
 
-def agent_config(server_port: int, relay: str) -> dict[str, Any]:
+def agent_config(server_port: int) -> dict[str, Any]:
     return {
         "registries": [
             {
@@ -69,14 +69,7 @@ def agent_config(server_port: int, relay: str) -> dict[str, Any]:
                 "outlier": {"enabled": True},
             }
         ],
-        "listeners": [
-            {
-                "port": free_port(),
-                "service": SERVICE,
-                "protocol": "grpc",
-                "config": {"relay": relay},
-            }
-        ],
+        "listeners": [{"port": free_port(), "service": SERVICE, "protocol": "grpc"}],
         "drain_timeout_s": 1,
         "log_level": "WARNING",
     }
@@ -109,16 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     binary = build_go_peer(tmp)
     haproxy: ManagedProcess | None = None
     with GoPeer(tmp, binary, "go-server") as server:
-        agent = start_agent(tmp / "agent", agent_config(server.port, "grpcio"))
-        agent_h2 = start_agent(tmp / "agent-h2", agent_config(server.port, "h2"))
+        agent = start_agent(tmp / "agent", agent_config(server.port))
         try:
             agent.wait_endpoints(SERVICE, 1)
-            agent_h2.wait_endpoints(SERVICE, 1)
             haproxy, haproxy_port = start_haproxy_tcp(tmp, server.port)
             targets = [
                 Target("direct", server.port),
                 Target("agent", agent.listener_port(), agent.pid),
-                Target("agent-h2", agent_h2.listener_port(), agent_h2.pid),
                 Target("haproxy", haproxy_port, haproxy.pid),
             ]
             for round_no in range(args.rounds):
@@ -155,14 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             report(targets, args)
         finally:
             agent.stop()
-            agent_h2.stop()
             if haproxy is not None:
                 haproxy.stop()
     return 0
 
 
 def report(targets: list[Target], args: argparse.Namespace) -> None:
-    direct, agent, agent_h2, haproxy = targets
+    direct, agent, haproxy = targets
     print(
         f"\ngRPC unary 16 B, {args.concurrency} in flight over one connection, "
         f"{args.duration:g}s x {args.rounds} rounds (medians)\n"
@@ -183,14 +172,6 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
     print(
         f"\nagent/haproxy calls/s {ratio:.2f}x, agent/direct {direct_ratio:.2f}x, "
         f"agent/haproxy CPU per call {cpu_ratio:.1f}x"
-    )
-    h2_ratio = med([a / h for a, h in zip(agent_h2.rate, haproxy.rate, strict=True)])
-    h2_direct = med([a / d for a, d in zip(agent_h2.rate, direct.rate, strict=True)])
-    h2_cpu = med([a / h for a, h in zip(agent_h2.cpu_per_call, haproxy.cpu_per_call, strict=True)])
-    h2_vs = med([a / g for a, g in zip(agent_h2.rate, agent.rate, strict=True)])
-    print(
-        f"agent-h2/haproxy calls/s {h2_ratio:.2f}x, agent-h2/direct {h2_direct:.2f}x, "
-        f"agent-h2/haproxy CPU per call {h2_cpu:.1f}x, agent-h2/agent calls/s {h2_vs:.2f}x"
     )
 
 

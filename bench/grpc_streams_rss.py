@@ -1,10 +1,10 @@
 """What 1,000 concurrent gRPC streams cost the agent in memory (issue 22: RSS growth at
-most 20 MB), through the h2 relay (``--relays h2,grpcio`` for both).
+most 20 MB), through the gRPC listener (the h2 relay).
 
     /work/main/.venv/bin/python bench/grpc_streams_rss.py [--streams N --hold-ms MS]
 
 Starts on 127.0.0.1 a grpcio echo server (tests/fixtures/grpc/echo_server.py) and one
-agent per relay; a client (the agent's own HTTP/2 engine, agent/h2, in this process)
+agent; a client (the agent's own HTTP/2 engine, agent/h2, in this process)
 opens N server-streaming calls over N/100 connections (100 streams per connection, the
 listener's limit), each answered after ``--hold-ms``. The agent's resident set
 (/proc/PID/status VmRSS) is read before the calls and at its highest while every call is
@@ -112,49 +112,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--hold-ms", type=int, default=3000)
-    # The grpcio relay ends these calls at once under this load (not yet looked into).
-    parser.add_argument("--relays", default="h2")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-grpc-rss-"))
     stubs = generate_stubs(tmp / "stubs")
     sys.path.insert(0, str(stubs))
     with EchoServer(tmp, stubs, "echo-a") as server:
-        for relay in args.relays.split(","):
-            config = {
-                "services": [{"name": ECHO, "protocol": "grpc", "health": {"enabled": False}}],
-                "listeners": [
-                    {
-                        "port": 0,
-                        "service": ECHO,
-                        "protocol": "grpc",
-                        "config": {"relay": relay},
-                        "max_connections": 4096,
-                    }
-                ],
-                "log_level": "WARNING",
-            }
-            from tests.fixtures.processes import free_port
+        from tests.fixtures.processes import free_port
 
-            config["listeners"][0]["port"] = free_port()  # type: ignore[index]
-            agent = start_agent(tmp / f"agent-{relay}", config)
-            try:
-                with agent.client() as client:
-                    client.put(
-                        f"/v1/registrations/{ECHO}/echo-a",
-                        json={"host": "127.0.0.1", "port": server.port},
-                    ).raise_for_status()
-                agent.wait_endpoints(ECHO, 1)
-                for name, (before, peak) in zip(
-                    ("first", "second"), measure(agent, args.streams, args.hold_ms), strict=True
-                ):
-                    print(
-                        f"relay {relay:6} {name} round: RSS {before / 1024:.1f} MB before, "
-                        f"{peak / 1024:.1f} MB with {args.streams} streams open: "
-                        f"growth {(peak - before) / 1024:.1f} MB (target <= 20 MB)",
-                        flush=True,
-                    )
-            finally:
-                agent.stop()
+        config = {
+            "services": [{"name": ECHO, "protocol": "grpc", "health": {"enabled": False}}],
+            "listeners": [
+                {"port": free_port(), "service": ECHO, "protocol": "grpc", "max_connections": 4096}
+            ],
+            "log_level": "WARNING",
+        }
+        agent = start_agent(tmp / "agent", config)
+        try:
+            with agent.client() as client:
+                client.put(
+                    f"/v1/registrations/{ECHO}/echo-a",
+                    json={"host": "127.0.0.1", "port": server.port},
+                ).raise_for_status()
+            agent.wait_endpoints(ECHO, 1)
+            for name, (before, peak) in zip(
+                ("first", "second"), measure(agent, args.streams, args.hold_ms), strict=True
+            ):
+                print(
+                    f"{name} round: RSS {before / 1024:.1f} MB before, "
+                    f"{peak / 1024:.1f} MB with {args.streams} streams open: "
+                    f"growth {(peak - before) / 1024:.1f} MB (target <= 20 MB)",
+                    flush=True,
+                )
+        finally:
+            agent.stop()
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # gRPC's own default receive limit.
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
@@ -24,10 +24,10 @@ class GrpcConfig(BaseModel):
     # HTTP/1.1 requests on the listener's port are transcoded to gRPC calls by the
     # service's google.api.http rules; gRPC (HTTP/2) shares the port (plugins/grpc/front.py).
     http_transcoding: bool = False
-    # The listener's engine: "h2" (the default), an HTTP/2 frame relay on the agent's own
-    # engine (plugins/grpc/h2relay.py, agent/h2), or "grpcio", a grpc.aio server relaying
-    # messages (plugins/grpc/proxy.py). http_transcoding splices HTTP/2 to "grpcio".
-    relay: Literal["grpcio", "h2"] = "h2"
+    # The listener's engine: "h2", an HTTP/2 frame relay on the agent's own engine
+    # (plugins/grpc/h2relay.py, agent/h2), the only one since the grpc.aio relay
+    # ("grpcio") was removed in session 11 (docs/grpc.md says why).
+    relay: Literal["h2"] = "h2"
     # Relay h2, connections to providers (agent/h2/upstream.py): another connection to
     # an endpoint is made when every one has as many calls as its provider allows
     # (SETTINGS_MAX_CONCURRENT_STREAMS), up to this many.
@@ -40,6 +40,16 @@ class GrpcConfig(BaseModel):
     # GOAWAY "too_many_pings"; lower it for providers whose policy allows.
     ping_interval_s: Annotated[float, Field(ge=0)] = 300.0
     ping_timeout_s: Annotated[float, Field(gt=0)] = 20.0
+
+    @field_validator("relay", mode="before")
+    @classmethod
+    def _removed_relay(cls, value: object) -> object:
+        if value == "grpcio":
+            raise ValueError(
+                "the grpcio relay was removed: the h2 relay (the default) does all it did,"
+                " transcoding included; delete this setting"
+            )
+        return value
 
 
 class GrpcServiceOptions(BaseModel):

@@ -1,11 +1,11 @@
 """gRPC and HTTP/JSON on one port: the listener's ``http_transcoding: true``.
 
-The port is an asyncio server that looks at each connection's first bytes:
+Each connection's first bytes decide who serves it (:class:`_Sniffing`):
 
 - the HTTP/2 client preface (every gRPC client: gRPC is HTTP/2 only, with content-type
-  ``application/grpc``): the connection is spliced, bytes both ways, to the listener's own
-  grpc.aio relay (plugins/grpc/proxy.py), bound on an ephemeral loopback port, because a
-  grpc.aio server cannot be handed a connection it did not accept;
+  ``application/grpc``): the connection is handed, with what was read, to the listener's
+  h2 relay (plugins/grpc/h2relay.py), as if the relay had accepted it, so a transcoding
+  port has the relay's cost, governance and HTTP/2 defences (flood and stream limits);
 - anything else is HTTP/1.1 (h11): each request is matched against the service's
   ``google.api.http`` rules (plugins/grpc/transcode.py) and sent as a gRPC call through
   the same path as JSON invocation (plugins/grpc/invoker.py: endpoint per request,
@@ -17,10 +17,9 @@ So REST over HTTP/2 (h2c) is not transcoded: an HTTP/2 connection is taken for g
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -28,17 +27,17 @@ from urllib.parse import parse_qsl
 import h11
 
 from agent.errors import MeshAgentError, NoEndpointError
-from agent.runtime.protocols import BoundListener, InvokeRequest, ListenerContext
+from agent.h2.connection import PREFACE
+from agent.runtime.handover import hand_over
+from agent.runtime.protocols import InvokeRequest, ListenerContext
 from plugins.grpc.channels import ChannelPool, target
 from plugins.grpc.config import GrpcServiceOptions
 from plugins.grpc.invoker import invoke
-from plugins.grpc.proxy import GrpcListener, serve
 from plugins.grpc.reflection import DescriptorCache, MethodInfo
 from plugins.grpc.transcode import NoRoute, Route, match, reply_json, request_message, routes
 
 log = logging.getLogger(__name__)
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # A connection that has not said which protocol it speaks within this long is closed.
 _SNIFF_TIMEOUT_S = 10.0
 _IDLE_TIMEOUT_S = 60.0
@@ -48,60 +47,96 @@ _METADATA_PREFIX = "grpc-metadata-"
 _MAX_HEADER_BYTES = 64 * 1024
 
 
-class MixedListener(BoundListener):
-    def __init__(
-        self, server: asyncio.Server, relay: GrpcListener, front: _Front, address: tuple[str, int]
-    ) -> None:
-        self._server = server
-        self._relay = relay
-        self._front = front
-        self._address = address
+def protocol_factory(
+    context: ListenerContext,
+    pool: ChannelPool,
+    cache: DescriptorCache,
+    max_body: int,
+    relay: Callable[[], asyncio.Protocol],
+) -> Callable[[], asyncio.Protocol]:
+    """Connections of a transcoding listener: HTTP/2 to ``relay`` (the h2 relay's
+    protocol factory), HTTP/1.1 transcoded."""
+    front = _Front(context, pool, cache, max_body)
 
-    @property
-    def address(self) -> tuple[str, int]:
-        return self._address
+    def make() -> asyncio.Protocol:
+        return _Sniffing(front, relay)
 
-    async def close(self, grace_s: float) -> None:
-        self._server.close()
-        # The relay waits for its open calls (spliced gRPC connections) up to grace_s.
-        await self._relay.close(grace_s)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace_s):
-                await self._front.context.idle.wait()
-        for writer in list(self._front.writers):
-            writer.close()
+    return make
+
+
+class _Sniffing(asyncio.Protocol):
+    """A connection until its first bytes say HTTP/2 (the preface) or not."""
+
+    def __init__(self, front: _Front, relay: Callable[[], asyncio.Protocol]) -> None:
+        self.front = front
+        self.relay = relay
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.handed_over = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+        # Counted in now (the listener's connection limit), as every listener protocol.
+        self.front.context.track(self.transport)
+        self.timer = asyncio.get_running_loop().call_later(_SNIFF_TIMEOUT_S, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self.timer = None
+        if self.transport is not None and not self.handed_over:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= len(PREFACE) or not PREFACE.startswith(self.buffer):
+            self._hand_over(eof=False)
+
+    def eof_received(self) -> bool:
+        if self.handed_over or not self.buffer:
+            return False  # nothing said: closed
+        return self._hand_over(eof=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.handed_over and self.transport is not None:
+            self.front.context.untrack(self.transport)
+
+    def _hand_over(self, eof: bool) -> bool:
+        assert self.transport is not None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.handed_over = True
+        buffered, self.buffer = self.buffer, b""
+        if buffered.startswith(PREFACE):
+            # The relay counts the connection in itself, in its connection_made.
+            self.front.context.untrack(self.transport)
+            return hand_over(self.transport, self.relay(), buffered, eof)
+        # HTTP/1.1: a stream reader for h11's loop; the connection stays counted in until
+        # _Front.connection ends.
+        reader = asyncio.StreamReader(limit=_CHUNK)
+        protocol = asyncio.StreamReaderProtocol(reader, self.front.connection)
+        return hand_over(self.transport, protocol, buffered, eof)
 
 
 class _Front:
     def __init__(
-        self,
-        context: ListenerContext,
-        pool: ChannelPool,
-        cache: DescriptorCache,
-        relay: tuple[str, int],
-        max_body: int,
+        self, context: ListenerContext, pool: ChannelPool, cache: DescriptorCache, max_body: int
     ) -> None:
         self.context = context
         self.pool = pool
         self.cache = cache
-        self.relay = relay
         self.max_body = max_body
-        self.writers: set[asyncio.StreamWriter] = set()
         self._table: tuple[dict[str, MethodInfo] | None, list[Route]] = (None, [])
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         transport = cast(asyncio.Transport, writer.transport)
-        self.context.track(transport)
         self.context.stats.accepted += 1
-        self.writers.add(writer)
         try:
-            async with asyncio.timeout(_SNIFF_TIMEOUT_S):
-                head = await _sniff(reader)
-            if head == PREFACE:
-                await self._splice(head, reader, writer)
-            elif head:
-                await self._http1(head, reader, writer)
+            await self._http1(reader, writer)
         except (TimeoutError, ConnectionError):
             pass
         except Exception:
@@ -111,25 +146,11 @@ class _Front:
                 extra={"listener": self.context.listener.display_name},
             )
         finally:
-            self.writers.discard(writer)
             writer.close()
             self.context.untrack(transport)
 
-    async def _splice(
-        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.relay)
-        try:
-            up_writer.write(head)
-            await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
-        finally:
-            up_writer.close()
-
-    async def _http1(
-        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _http1(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
-        conn.receive_data(head)
         while True:
             try:
                 request, body = await self._read_request(conn, reader)
@@ -291,28 +312,6 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _sniff(reader: asyncio.StreamReader) -> bytes:
-    """The first bytes: the whole HTTP/2 preface, or as far as they differ from it."""
-    head = b""
-    while len(head) < len(PREFACE) and PREFACE.startswith(head):
-        chunk = await reader.read(len(PREFACE) - len(head))
-        if not chunk:
-            break
-        head += chunk
-    return head
-
-
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while chunk := await reader.read(_CHUNK):
-            writer.write(chunk)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except ConnectionError:
-        writer.close()
-
-
 def _problem(status: int, detail: str) -> bytes:
     from agent.api.problems import problem
 
@@ -347,20 +346,3 @@ async def _respond(
     await _send(conn, writer, response)
     await _send(conn, writer, h11.Data(data=payload))
     await _send(conn, writer, h11.EndOfMessage())
-
-
-async def serve_mixed(
-    context: ListenerContext, pool: ChannelPool, cache: DescriptorCache, max_message_bytes: int
-) -> MixedListener:
-    relay = await serve(context, pool, max_message_bytes, bind=("127.0.0.1", 0), descriptors=cache)
-    front = _Front(context, pool, cache, relay.address, max_message_bytes)
-    config = context.listener
-    try:
-        server = await asyncio.start_server(
-            front.connection, config.host, config.port, limit=_CHUNK
-        )
-    except OSError:
-        await relay.close(0)
-        raise
-    sockname = server.sockets[0].getsockname()
-    return MixedListener(server, relay, front, (config.host, int(sockname[1])))

@@ -1,85 +1,23 @@
-"""gRPC's side of traffic governance on the listener (agent/governance).
+"""gRPC's side of traffic governance (agent/governance) for calls made through grpcio
+channels: the JSON invocation and transcoded HTTP/1.1 requests (plugins/grpc/invoker.py).
+The listener's relay (plugins/grpc/h2relay.py) applies the same rules on its own frames.
 
-A call a rule refuses ends with the status gRPC clients treat as overload:
-RESOURCE_EXHAUSTED for a rate limit (Envoy's local rate limit answers the same), else
-UNAVAILABLE (circuit breaking, an injected abort, a degradation without a value). A
-degradation's fallback value is answered as the method's reply: the listener relays bytes
-without protos, so the reply type is read by server reflection from a provider (or the
-service's ``descriptor_set``); when it cannot be had or the value does not fit it, the
-call is answered UNAVAILABLE and the log says why.
-Rules see the method as ``package.Service/Method`` (the path without its leading slash)
-on the listener, and as written in the URL on the JSON invocation
+Rules see the method as written in the URL on the JSON invocation
 (``/v1/invoke/grpc/{service}/{method}``: ``Method`` or ``package.Service.Method``), where a
 degradation's fallback value is the JSON result.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from agent.calls import Call, CallRejected, Direction, Outcome
+from agent.calls import Call
 from agent.cluster.cluster import Cluster
-from agent.cluster.lb import NO_CONTEXT, PickContext
-from agent.governance.policy import Degraded, decision_of
+from agent.governance.policy import decision_of
 from agent.governance.retry import Failure, FailureKind
-from agent.runtime.protocols import ListenerContext
-from agent.telemetry.propagation import propagation_headers
-
-
-def status_code(rejected: CallRejected) -> Any:
-    if rejected.reason == "rate_limited":
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    return grpc.StatusCode.UNAVAILABLE
-
-
-async def admit(
-    context: ListenerContext, method: str, server_context: Any
-) -> Call | Degraded | None:
-    """Open the call record; a refused call is aborted here with its status. A degradation
-    with a fallback value is returned, for the listener to answer with."""
-    calls = context.calls
-    if not (calls.policies or calls.observers):
-        return None
-    route = calls.outbound_route(context.service.name, method.lstrip("/"))
-    try:
-        metadata = server_context.invocation_metadata() or ()
-        incoming = propagation_headers({k: v for k, v in metadata if isinstance(v, str)})
-        record = calls.start(
-            "grpc", Direction.OUTBOUND, route, incoming, server_context.time_remaining()
-        )
-    except Degraded as exc:
-        if exc.has_value:
-            return exc
-        context.stats.request_errors += 1
-        await server_context.abort(status_code(exc), f"meshagent: {exc.reason}: {exc}")
-        raise AssertionError("abort raises") from None
-    except CallRejected as exc:
-        context.stats.request_errors += 1
-        await server_context.abort(status_code(exc), f"meshagent: {exc.reason}: {exc}")
-        raise AssertionError("abort raises") from None
-    decision = decision_of(record)
-    if decision is not None and decision.delay_s > 0:
-        await asyncio.sleep(decision.delay_s)  # an injected delay
-    return record
-
-
-def pick_context(context: ListenerContext, record: Call | None, server_context: Any) -> PickContext:
-    """The endpoints a rule's traffic split leaves to this call (metadata as headers)."""
-    decision = decision_of(record) if record is not None else None
-    if decision is None or not decision.splits:
-        return NO_CONTEXT
-    metadata = {
-        str(key).lower(): value
-        for key, value in server_context.invocation_metadata() or ()
-        if isinstance(value, str)
-    }
-    cluster = context.cluster
-    excluded = decision.excluded(cluster.hosts(), lambda h: h.instance.metadata, metadata.get)
-    return PickContext(exclude=excluded) if excluded else NO_CONTEXT
 
 
 def subset_out(record: Call, cluster: Cluster, metadata: Mapping[str, str]) -> frozenset[str]:
@@ -116,27 +54,3 @@ def failure_of(code: Any, details: str | None) -> Failure:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return Failure(FailureKind.TIMEOUT, sent=True)
     return Failure(FailureKind.OTHER, sent=True)
-
-
-def attempt_outcome(code: Any) -> Outcome:
-    if code == grpc.StatusCode.OK:
-        return Outcome.OK
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return Outcome.TIMEOUT
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return Outcome.UPSTREAM_ERROR
-    return Outcome.APP_ERROR
-
-
-def finish(record: Call | None, code: Any) -> None:
-    if record is None:
-        return
-    if code is None:
-        outcome, status = Outcome.CANCELLED, ""
-    elif code == grpc.StatusCode.OK:
-        outcome, status = Outcome.OK, code.name
-    else:
-        outcome, status = Outcome.APP_ERROR, code.name
-    if record.attempts:
-        record.end_attempt(record.attempts[-1], outcome, status)
-    record.finish(outcome, status)

@@ -1,9 +1,11 @@
-"""The ``grpc`` protocol's runtime part: the listener (a grpc.aio server or the h2 relay),
-invocation, the shared channels.
+"""The ``grpc`` protocol's runtime part: the listener (the h2 relay, with HTTP/1.1
+transcoding on the same port when configured), invocation, the shared channels.
 
-The listener is a grpc.aio server of its own (:meth:`GrpcProtocol.bind`), relaying every
-method as bytes over pooled per-endpoint channels (plugins/grpc/proxy.py). JSON invocation
-finds messages by server reflection (plugins/grpc/invoker.py, plugins/grpc/reflection.py).
+The listener relays every method as HTTP/2 frames on the agent's engine
+(plugins/grpc/h2relay.py, agent/h2), over pooled per-endpoint provider connections; a
+transcoding listener sniffs each connection first (plugins/grpc/front.py). JSON invocation
+and transcoded calls find messages by server reflection (plugins/grpc/invoker.py,
+plugins/grpc/reflection.py) and call through grpcio channels (plugins/grpc/channels.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.runtime.protocols import (
-    BoundListener,
     InvokeRequest,
     InvokeResult,
     ListenerContext,
@@ -34,20 +35,6 @@ class GrpcProtocol(ProtocolSupport):
         self._h2_pool: Any = None
         self._contexts: list[ListenerContext] = []  # the h2 relay's, for drain()
 
-    async def bind(self, context: ListenerContext) -> BoundListener | None:
-        config = self.config
-        if config.relay == "h2" and not config.http_transcoding:
-            return None  # the runtime binds outbound_listener() on its own loop
-        if config.http_transcoding:
-            from plugins.grpc.front import serve_mixed
-
-            return await serve_mixed(context, self.pool, self.descriptors, config.max_message_bytes)
-        from plugins.grpc.proxy import serve
-
-        return await serve(
-            context, self.pool, config.max_message_bytes, descriptors=self.descriptors
-        )
-
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
         from agent.h2.upstream import H2Pool
         from plugins.grpc.h2relay import protocol_factory, upstream_settings
@@ -62,13 +49,20 @@ class GrpcProtocol(ProtocolSupport):
                 config.ping_interval_s,
                 config.ping_timeout_s,
             )
-        return protocol_factory(
+        relay = protocol_factory(
             context, self._h2_pool, self.config.max_message_bytes, self.descriptors
+        )
+        if not self.config.http_transcoding:
+            return relay
+        from plugins.grpc import front
+
+        return front.protocol_factory(
+            context, self.pool, self.descriptors, self.config.max_message_bytes, relay
         )
 
     def drain(self) -> None:
-        """GOAWAY on the h2 relay's client connections (the grpcio relay's server is
-        stopped with a grace period by the runtime)."""
+        """GOAWAY on the h2 relay's client connections (a transcoding listener's HTTP/1.1
+        connections are closed by the runtime after their grace period)."""
         from plugins.grpc.h2relay import drain_connection
 
         for context in self._contexts:

@@ -69,14 +69,13 @@ def triple_providers(
             provider.stop()
 
 
-@pytest.fixture(scope="module", params=["grpcio", "h2"])
+@pytest.fixture(scope="module")
 def triple_agent(
-    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     zookeeper: ZooKeeperServer,
     triple_providers: list[DubboProvider],
 ) -> Iterator[AgentProcess]:
-    """The agent, its listener with each relay (``relay``): both add the Triple headers."""
+    """The agent with a gRPC listener for the Triple interface: it adds the Triple headers."""
     config = {
         "registries": [{"name": "zk", "type": "zookeeper", "config": {"hosts": zookeeper.hosts}}],
         "services": [
@@ -89,14 +88,7 @@ def triple_agent(
                 "health": {"checker": "grpc", "interval_s": 1, "config": {}},
             }
         ],
-        "listeners": [
-            {
-                "port": free_port(),
-                "service": TRIPLE_INTERFACE,
-                "protocol": "grpc",
-                "config": {"relay": request.param},
-            }
-        ],
+        "listeners": [{"port": free_port(), "service": TRIPLE_INTERFACE, "protocol": "grpc"}],
         "drain_timeout_s": 2,
     }
     agent = start_agent(tmp_path_factory.mktemp("triple-agent"), config)

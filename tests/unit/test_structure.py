@@ -146,7 +146,6 @@ WITHOUT_OWN_TEST_MODULE = {
     "plugins/dubbo/health.py": "the heartbeat checker against a Java provider: "
     "tests/interop/test_dubbo_codec_java.py",
     "plugins/grpc/protocol.py": "tests/integration/grpc (grpc-go and Python peers)",
-    "plugins/grpc/channels.py": "grpc.aio channels: tests/integration/grpc/test_proxy.py",
     "plugins/http/protocol.py": "tests/integration/http (uvicorn and nginx providers)",
     "plugins/http/h11_pool.py": "tests/integration/http/test_invoker.py, and through "
     "tests/unit/plugins/http/test_h1_session.py",

@@ -82,20 +82,13 @@ def register(agent: AgentProcess, service: str, server: EchoServer) -> None:
         response.raise_for_status()
 
 
-@pytest.fixture(scope="module", params=["grpcio", "h2"])
-def relay(request: pytest.FixtureRequest) -> str:
-    """The listener's engine (``relay``): the listener tests run against both."""
-    return str(request.param)
-
-
 @pytest.fixture(scope="module")
 def grpc_agent(
     tmp_path_factory: pytest.TempPathFactory,
     echo_servers: list[EchoServer],
     bare_server: EchoServer,
-    relay: str,
 ) -> Iterator[AgentProcess]:
-    agent = start_agent(tmp_path_factory.mktemp("agent"), grpc_agent_config(relay=relay))
+    agent = start_agent(tmp_path_factory.mktemp("agent"), grpc_agent_config())
     try:
         for server in echo_servers:
             register(agent, ECHO, server)

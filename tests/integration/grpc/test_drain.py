@@ -49,7 +49,7 @@ class Events(Handler):
 def test_a_drain_sends_goaway_and_lets_the_call_finish(
     tmp_path: Path, echo_servers: list[EchoServer], grpc_stubs: Path
 ) -> None:
-    config = grpc_agent_config(relay="h2")
+    config = grpc_agent_config()
     config["drain_timeout_s"] = 10
     agent = start_agent(tmp_path, config)
     try:

@@ -45,10 +45,8 @@ class Reader(Handler):
         self.pending.append((stream_id, flow))
 
 
-# The h2 relay only: the grpcio relay's buffering is grpc core's, not this engine's.
-@pytest.mark.parametrize("relay", ["h2"], indirect=True)
 def test_a_slow_reader_slows_the_provider_instead_of_filling_the_agent(
-    grpc_agent: AgentProcess, relay: str, grpc_stubs: Path
+    grpc_agent: AgentProcess, grpc_stubs: Path
 ) -> None:
     import echo_pb2
 

@@ -36,7 +36,6 @@ def agent(
     tmp_path_factory: pytest.TempPathFactory,
     go_server: GoPeer,
     echo_servers: list[EchoServer],
-    relay: str,
 ) -> Iterator[AgentProcess]:
     health = {
         "checker": "grpc",
@@ -51,8 +50,8 @@ def agent(
             {"name": ECHO, "protocol": "grpc", "health": health},
         ],
         "listeners": [
-            {"port": free_port(), "service": GO, "protocol": "grpc", "config": {"relay": relay}},
-            {"port": free_port(), "service": ECHO, "protocol": "grpc", "config": {"relay": relay}},
+            {"port": free_port(), "service": GO, "protocol": "grpc"},
+            {"port": free_port(), "service": ECHO, "protocol": "grpc"},
         ],
         "drain_timeout_s": 1,
     }
@@ -134,13 +133,11 @@ def test_json_invocation_by_go_server_reflection(agent: AgentProcess) -> None:
     assert outcome["endpoint"] == "go-a"
 
 
-def test_a_provider_rolling_its_connections_loses_no_call(
-    tmp_path: Path, go_binary: Path, relay: str
-) -> None:
+def test_a_provider_rolling_its_connections_loses_no_call(tmp_path: Path, go_binary: Path) -> None:
     """grpc-go's MaxConnectionAge: every 100 ms the provider sends GOAWAY on its connection
     and finishes what it has; calls go on, on new connections, without an error."""
     with GoPeer(tmp_path, go_binary, "go-rolling", "server", "-max-age", "100ms") as peer:
-        agent = _agent_for(tmp_path, peer, relay=relay)
+        agent = _agent_for(tmp_path, peer)
         try:
             done = _load(go_binary, agent.listener_port(), concurrency=8)
         finally:
@@ -158,7 +155,7 @@ def _agent_for(tmp_path: Path, peer: GoPeer, **listener: Any) -> AgentProcess:
                 "port": free_port(),
                 "service": GO,
                 "protocol": "grpc",
-                "config": {"relay": "h2", **listener},
+                "config": listener,
             }
         ],
     }

@@ -33,7 +33,6 @@ def relay_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProce
                     "port": free_port(),
                     "service": SERVICE,
                     "protocol": "grpc",
-                    "config": {"relay": "h2"},
                 }
             ],
         }

@@ -1,6 +1,6 @@
 """grpc-go's own interop suite (google.golang.org/grpc/interop: client and server, a
 conformance check nobody here wrote) through the gRPC listener: every case that passes
-between the client and the server directly must pass through the agent, on both relays."""
+between the client and the server directly must pass through the agent."""
 
 from __future__ import annotations
 
@@ -82,21 +82,14 @@ def passing_directly(interop: tuple[Path, int]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def agent(
-    tmp_path_factory: pytest.TempPathFactory, interop: tuple[Path, int], relay: str
+    tmp_path_factory: pytest.TempPathFactory, interop: tuple[Path, int]
 ) -> Iterator[AgentProcess]:
     _, port = interop
     config = {
         "services": [{"name": SERVICE, "protocol": "grpc", "health": {"enabled": False}}],
-        "listeners": [
-            {
-                "port": free_port(),
-                "service": SERVICE,
-                "protocol": "grpc",
-                "config": {"relay": relay},
-            }
-        ],
+        "listeners": [{"port": free_port(), "service": SERVICE, "protocol": "grpc"}],
     }
-    started = start_agent(tmp_path_factory.mktemp(f"agent-interop-{relay}"), config)
+    started = start_agent(tmp_path_factory.mktemp("agent-interop"), config)
     try:
         with started.client() as api:
             api.put(

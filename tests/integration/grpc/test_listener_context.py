@@ -1,4 +1,4 @@
-"""The call context through the gRPC listener (both relays): hop count read from the
+"""The call context through the gRPC listener: hop count read from the
 client's metadata (a loop is refused with the path named), garbage ignored, each call
 counted and traced (a server span continuing the caller's trace, a client span whose
 context reaches the provider)."""
@@ -77,9 +77,8 @@ def traced_agent(
     tmp_path_factory: pytest.TempPathFactory,
     echo_servers: list[EchoServer],
     collector: Collector,
-    relay: str,
 ) -> Iterator[AgentProcess]:
-    config = grpc_agent_config(relay=relay)
+    config = grpc_agent_config()
     config["app"] = {"name": "app-g"}
     config["telemetry"] = {
         "tracing": {
@@ -103,7 +102,7 @@ async def test_a_call_is_traced_into_the_providers_metadata(
 ) -> None:
     import echo_pb2_grpc
 
-    trace = secrets.token_hex(16)  # a trace of its own: the collector serves both relays
+    trace = secrets.token_hex(16)  # a trace of its own: the collector serves other tests
     metadata = (("traceparent", f"00-{trace}-{PARENT}-01"), ("x-echo-key", "traceparent"))
     address = f"127.0.0.1:{traced_agent.listener_port(0)}"
     async with grpc.aio.insecure_channel(address) as channel:

@@ -1,10 +1,9 @@
 """Malformed length-prefixed messages, sent with a raw HTTP/2 client (h2): the call ends
 with an error status, and the connection and its other calls go on.
 
-A message cut short by the end of the client's stream is not an error to grpc's core: the
-call waits for the rest, in grpcio's own server as in the grpcio relay, until the client's
-deadline (or its reset). So those cases send a deadline and expect it to end them; the h2
-relay, which counts message sizes, ends them at once with INTERNAL.
+A message cut short by the end of the client's stream is not an error to grpc's core (a
+grpcio server waits for the rest until the client's deadline); the relay counts message
+sizes and ends such a call at once with INTERNAL.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import h2.exceptions
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess
+from tests.support.grpc_h2 import rapid_reset
 
 pytestmark = pytest.mark.integration
 
@@ -84,24 +84,20 @@ def framed(message: bytes, declared: int | None = None, compressed: int = 0) -> 
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        (framed(b"abc", declared=100), "4"),  # shorter than its prefix says: DEADLINE_EXCEEDED
-        (b"\x00\x00\x00", "4"),  # a prefix cut short: DEADLINE_EXCEEDED
+        (framed(b"abc", declared=100), "13"),  # shorter than its prefix says: INTERNAL
+        (b"\x00\x00\x00", "13"),  # a prefix cut short: INTERNAL
         (framed(b"abc", compressed=1), "13"),  # compressed, no grpc-encoding: INTERNAL
     ],
     ids=["short-message", "short-prefix", "compressed-without-encoding"],
 )
 def test_malformed_message_ends_the_call_not_the_connection(
-    grpc_agent: AgentProcess, relay: str, body: bytes, status: str
+    grpc_agent: AgentProcess, body: bytes, status: str
 ) -> None:
-    if relay == "h2" and status == "4":
-        # The h2 relay counts message sizes: a stream that ends inside a message is
-        # INTERNAL at once, without waiting for the deadline.
-        status = "13"
     client = RawClient(grpc_agent.listener_port(0))
     try:
         bad = client.call("/meshtest.Echo/Unary", body, timeout="500m")
         assert bad.get("grpc-status") == status, bad
-        if status == "13" and relay == "h2" and body[0] == 0:
+        if body[0] == 0:
             assert "ended inside a message" in bad.get("grpc-message", "")
         good = client.call("/meshtest.Echo/Unary", framed(b""))
         assert good.get("grpc-status") == "0"
@@ -110,49 +106,7 @@ def test_malformed_message_ends_the_call_not_the_connection(
         client.close()
 
 
-def rapid_reset(port: int, pairs: int) -> tuple[int | None, int]:
-    """HEADERS then RST_STREAM, ``pairs`` times on one connection, until the agent closes
-    it; (the GOAWAY's error code or None, the pairs sent before the connection ended)."""
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    sent = 0
-    code = None
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(conn.data_to_send())
-        try:
-            for _ in range(pairs):
-                stream = conn.get_next_available_stream_id()
-                conn.send_headers(
-                    stream,
-                    [
-                        (":method", "POST"),
-                        (":scheme", "http"),
-                        (":path", "/meshtest.Echo/Unary"),
-                        (":authority", "x"),
-                        ("content-type", "application/grpc"),
-                        ("te", "trailers"),
-                    ],
-                )
-                conn.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
-                sock.sendall(conn.data_to_send())
-                sent += 1
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the agent closed the connection
-        try:
-            while data := sock.recv(65536):
-                for event in conn.receive_data(data):
-                    if isinstance(event, h2.events.ConnectionTerminated):
-                        code = event.error_code
-        except (OSError, h2.exceptions.ProtocolError):
-            pass
-    return code, sent
-
-
-# The h2 relay only: the grpcio relay (grpc core's own server) has no such limit yet, and
-# under this flood a following call from another client was seen CANCELLED (issue 22).
-@pytest.mark.parametrize("relay", ["h2"], indirect=True)
-def test_rapid_reset_gets_goaway_on_the_h2_relay(grpc_agent: AgentProcess, relay: str) -> None:
+def test_rapid_reset_gets_goaway(grpc_agent: AgentProcess) -> None:
     # Issue 25: 20,000 HEADERS + RST_STREAM pairs on one connection, and no GOAWAY.
     code, _sent = rapid_reset(grpc_agent.listener_port(), 2_000)
     assert code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM

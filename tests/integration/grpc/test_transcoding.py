@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import h2.errors
 import httpx
 import pytest
 
@@ -28,6 +29,7 @@ from tests.fixtures.grpc_peer import (
     generate_stubs,
 )
 from tests.fixtures.processes import free_port
+from tests.support.grpc_h2 import rapid_reset
 
 pytestmark = pytest.mark.integration
 
@@ -278,6 +280,17 @@ async def test_grpc_on_the_same_port(library_agent: AgentProcess, library_stubs:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.GetBook(pb.GetBookRequest(name="none"), timeout=10)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_http2_on_the_transcoding_port_has_the_relay_defences(
+    library_agent: AgentProcess, rest: httpx.Client
+) -> None:
+    """Issue 25: HTTP/2 on this port went to a grpc.aio server with no rapid-reset limit
+    (20,000 HEADERS + RST_STREAM pairs, no GOAWAY); it is the h2 relay's now."""
+    code, _sent = rapid_reset(library_agent.listener_port(0), 2_000)
+    assert code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert "over 100 stream resets per second (rapid reset)" in library_agent.process.output()
+    assert rest.get("/v1/shelves/1/books/1").status_code == 200
 
 
 def described(library_agent: AgentProcess) -> httpx.Client:

@@ -25,6 +25,12 @@ def test_bad_listener_settings_are_refused(raw: dict[str, object]) -> None:
         GrpcConfig.model_validate(raw)
 
 
+def test_the_removed_grpcio_relay_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ValidationError, match=r"grpcio relay was removed.*delete this setting"):
+        GrpcConfig.model_validate({"relay": "grpcio"})
+    assert GrpcConfig.model_validate({"relay": "h2"}).relay == "h2"
+
+
 def test_a_misspelt_service_option_is_refused() -> None:
     with pytest.raises(ValidationError, match="grpc_servise"):
         GrpcServiceOptions.model_validate({"grpc_servise": "x"})

@@ -2,16 +2,8 @@ from __future__ import annotations
 
 import grpc
 
-from agent.calls import CallRejected
 from agent.governance.retry import Failure, FailureKind
-from plugins.grpc.governance import failure_of, status_code
-
-
-def test_rate_limits_are_resource_exhausted_the_rest_unavailable() -> None:
-    assert status_code(CallRejected("rate_limited", "x")) == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert status_code(CallRejected("overloaded", "x")) == grpc.StatusCode.UNAVAILABLE
-    assert status_code(CallRejected("fault", "x", 503)) == grpc.StatusCode.UNAVAILABLE
-    assert status_code(CallRejected("degraded", "x")) == grpc.StatusCode.UNAVAILABLE
+from plugins.grpc.governance import failure_of
 
 
 def test_failures_by_status_and_transport_words() -> None:
