@@ -48,7 +48,6 @@ from agent.runtime.dynamic import DocumentStatus, WatchedDocument
 from agent.runtime.health import HealthChecker, HealthScheduler
 from agent.runtime.inbound import InboundListener
 from agent.runtime.protocols import (
-    BoundListener,
     HttpInvokeRequest,
     HttpInvokeResult,
     InvokeRequest,
@@ -73,15 +72,11 @@ class Listener:
     config: ListenerConfig
     context: ListenerContext
     server: asyncio.Server | None = None
-    # Instead of ``server``, for a protocol that binds with a server of its own (gRPC).
-    bound: BoundListener | None = None
     # Connections closed at accept, over this listener's or the agent's limit.
     refusals: Refusals | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        if self.bound is not None:
-            return self.bound.address
         assert self.server is not None
         sockname = self.server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
@@ -273,24 +268,21 @@ class Agent:
             plugin = load(PluginKind.PROTOCOL, config.protocol)
             support: ProtocolSupport = plugin.factory(listener.context.protocol_config)
             self._supports.append(support)
+            assert listener.refusals is not None
             try:
-                listener.bound = await support.bind(listener.context)
-                if listener.bound is None:
-                    assert listener.refusals is not None
-                    connections = listener.context.connections
-                    listener.server = await loop.create_server(
-                        gated(
-                            connections.__len__,
-                            config.max_connections,
-                            self.connection_budget,
-                            listener.refusals,
-                            support.outbound_listener(listener.context),
-                        ),
-                        config.host,
-                        config.port,
-                        reuse_address=True,
-                        backlog=1024,
-                    )
+                listener.server = await loop.create_server(
+                    gated(
+                        listener.context.connections.__len__,
+                        config.max_connections,
+                        self.connection_budget,
+                        listener.refusals,
+                        support.outbound_listener(listener.context),
+                    ),
+                    config.host,
+                    config.port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
             except OSError as exc:
                 await self._close_servers()
                 raise StartupError(
@@ -373,15 +365,9 @@ class Agent:
             idle.append(self.inbound.context.idle.wait())
         if self.capture is not None:
             idle.append(self.capture.idle.wait())
-        # Servers of their own stop accepting and wait for their calls the same way.
-        own = [
-            listener.bound.close(self.config.drain_timeout_s)
-            for listener in self.listeners
-            if listener.bound is not None
-        ]
         try:
             async with asyncio.timeout(self.config.drain_timeout_s):
-                await asyncio.gather(*idle, *own)
+                await asyncio.gather(*idle)
         except TimeoutError:
             log.warning(
                 "drain timeout: closing open connections", extra={"open": self.open_connections()}
@@ -431,9 +417,6 @@ class Agent:
                 listener.server.close()
                 # Server.wait_closed waits for every connection in 3.12+; drain handles that.
                 listener.server = None
-            if listener.bound is not None:
-                bound, listener.bound = listener.bound, None
-                await bound.close(0)
         if self.inbound is not None:
             self.inbound.stop_accepting()
         if self.capture is not None:
@@ -593,8 +576,4 @@ class Agent:
         return found
 
     def listener_addresses(self) -> list[tuple[Listener, str, int]]:
-        return [
-            (listener, *listener.address)
-            for listener in self.listeners
-            if listener.server or listener.bound
-        ]
+        return [(listener, *listener.address) for listener in self.listeners if listener.server]

@@ -9,7 +9,7 @@ relay; ``dubbo``, ``thrift``, ``grpc`` and ``http`` add request awareness.
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -115,19 +115,6 @@ class ListenerContext:
             self.idle.set()
 
 
-class BoundListener(ABC):
-    """A listener whose socket the protocol's own server owns (see ProtocolSupport.bind)."""
-
-    @property
-    @abstractmethod
-    def address(self) -> tuple[str, int]:
-        """Where it listens (the port the kernel chose when the config says 0)."""
-
-    @abstractmethod
-    async def close(self, grace_s: float) -> None:
-        """Stop accepting, let open calls finish for up to ``grace_s``, then cut them."""
-
-
 @dataclass(frozen=True)
 class InvokeRequest:
     """A JSON invocation from the OpenAPI: ``POST /v1/invoke/{protocol}/{service}/{method}``.
@@ -197,21 +184,8 @@ class ProtocolSupport(ABC):
     name: str
 
     def outbound_listener(self, context: ListenerContext) -> Callable[[], asyncio.Protocol]:
-        """The protocol factory for connections accepted on an outbound listener.
-
-        Every protocol gives either this or :meth:`bind`.
-        """
-        raise NotImplementedError(f"protocol {self.name!r} binds its own listeners")
-
-    async def bind(self, context: ListenerContext) -> BoundListener | None:
-        """Bind the listener with a server of the protocol's own, or None (the default)
-        for the runtime to bind it with ``outbound_listener``.
-
-        For protocols whose library owns the server socket: grpc.aio's server does its own
-        accepting and HTTP/2, so it cannot be handed connections from an asyncio server.
-        Raises OSError when the address cannot be bound, like ``loop.create_server``.
-        """
-        return None
+        """The protocol factory for connections accepted on an outbound listener."""
+        raise NotImplementedError(f"protocol {self.name!r} has no listener")
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         """Call ``request.method`` of the service from JSON; errors are MeshAgentErrors."""
