@@ -6,11 +6,12 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 
 from agent import __version__, capture_cli
-from agent.config import AgentConfig, load_config
+from agent.config import AgentConfig, ignored_env_variables, load_config
 from agent.errors import ConfigError, MeshAgentError
 from agent.injector import cli as injector_cli
 
@@ -97,6 +98,8 @@ def _run(args: argparse.Namespace) -> int:
         _print_config_errors(args.config, exc)
         return EXIT_CONFIG
     logfmt.configure(config.log_level)
+    for name in ignored_env_variables(os.environ):
+        log.warning("environment variable ignored: it names no setting", extra={"variable": name})
     try:
         import uvloop
 
@@ -120,6 +123,8 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return EXIT_CONFIG
+    for name in ignored_env_variables(os.environ):
+        print(f"meshagent: {name} ignored: it names no setting", file=sys.stderr)
     print(f"{args.config}: ok")
     return 0
 

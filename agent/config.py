@@ -6,7 +6,12 @@ the named plugin declares, once the plugin is loaded (see :func:`validate_plugin
 
 Environment overrides: ``MESHAGENT_ADMIN__PORT=15001`` sets ``admin.port``; ``__``
 separates path parts, numbers index lists, and the value is read as YAML
-(``MESHAGENT_LISTENERS__0__PORT=9001``).
+(``MESHAGENT_LISTENERS__0__PORT=9001``). Only a variable whose first part names a
+top-level setting is an override; any other ``MESHAGENT_*`` variable is ignored, with one
+warning line naming it (:func:`ignored_env_variables`): Kubernetes gives every pod
+``MESHAGENT_SERVICE_HOST``, ``MESHAGENT_PORT`` and the like for a Service named
+``meshagent``, and an agent must not refuse to start over them. An override whose deeper
+path is wrong is a configuration error naming the variable.
 """
 
 from __future__ import annotations
@@ -532,12 +537,45 @@ def _duplicates(section: str, field: str, names: list[str], errors: list[str]) -
         seen.add(name)
 
 
+def _env_path(key: str) -> list[str]:
+    return [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
+
+
+def _overrides(environ: Mapping[str, str]) -> list[str]:
+    """The variables that are overrides: ``MESHAGENT_*`` naming a top-level setting."""
+    return sorted(
+        key
+        for key in environ
+        if key.startswith(ENV_PREFIX)
+        and key not in NOT_SETTINGS
+        and _env_path(key)[0] in AgentConfig.model_fields
+    )
+
+
+def ignored_env_variables(environ: Mapping[str, str]) -> list[str]:
+    """``MESHAGENT_*`` variables that name no setting (and are not the config path or
+    the interpreted-build switch): left alone, for the caller to warn about."""
+    overrides = set(_overrides(environ))
+    return sorted(
+        key
+        for key in environ
+        if key.startswith(ENV_PREFIX) and key not in NOT_SETTINGS and key not in overrides
+    )
+
+
+def _display(path: list[str]) -> str:
+    """An override's path as validation errors write it: ``listeners[1].port``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text
+
+
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """Return ``raw`` with ``MESHAGENT_A__B__0__C=value`` overrides applied."""
-    for key, text in sorted(environ.items()):
-        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
-            continue
-        path = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
+    for key in _overrides(environ):
+        text = environ[key]
+        path = _env_path(key)
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -670,8 +708,25 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}: invalid YAML at {where}: {problem}"]) from None
+    environ = os.environ if environ is None else environ
     if isinstance(raw, dict):
-        raw = apply_env_overrides(raw, os.environ if environ is None else environ)
-    config = parse_config(raw)
-    validate_plugins(config)
+        raw = apply_env_overrides(raw, environ)
+    try:
+        config = parse_config(raw)
+        validate_plugins(config)
+    except ConfigError as exc:
+        raise ConfigError(_blame_overrides(exc.errors, environ)) from None
     return config
+
+
+def _blame_overrides(errors: list[str], environ: Mapping[str, str]) -> list[str]:
+    """Each error under a path an environment variable set, with the variable named."""
+    paths = [(_display(_env_path(key)), key) for key in _overrides(environ)]
+    blamed = []
+    for line in errors:
+        for path, key in paths:
+            if line.startswith((f"{path}:", f"{path}.", f"{path}[")):
+                line = f"{line} (set by {key})"
+                break
+        blamed.append(line)
+    return blamed

@@ -25,6 +25,16 @@ def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) ->
     assert "ok" in capsys.readouterr().out
 
 
+def test_check_config_names_ignored_environment_variables(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESHAGENT_SERVICE_HOST", "10.0.0.1")
+    assert main(["check-config", "examples/agent.yaml"]) == 0
+    captured = capsys.readouterr()
+    assert "ok" in captured.out
+    assert "meshagent: MESHAGENT_SERVICE_HOST ignored: it names no setting" in captured.err
+
+
 def test_check_config_prints_every_error_with_its_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

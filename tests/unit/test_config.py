@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, apply_env_overrides, load_config, parse_config
+from agent.config import (
+    AgentConfig,
+    apply_env_overrides,
+    ignored_env_variables,
+    load_config,
+    parse_config,
+)
 from agent.errors import ConfigError
 
 VALID = """
@@ -199,6 +205,40 @@ def test_telemetry_settings_are_checked_with_their_paths(tmp_path: Path) -> None
     assert "telemetry.tracing.exporter" in text
     assert "telemetry.tracing.sample_ratio" in text
     assert "telemetry.context.max_hops" in text
+
+
+def test_a_variable_naming_no_setting_is_ignored_and_reported(tmp_path: Path) -> None:
+    # Kubernetes sets these in every pod of a namespace with a Service named "meshagent";
+    # they used to stop the agent ("service_host: Extra inputs are not permitted").
+    environ = {
+        "MESHAGENT_SERVICE_HOST": "10.0.0.1",
+        "MESHAGENT_PORT": "tcp://10.0.0.1:15000",
+        "MESHAGENT_CHECKOUT": "x",
+        "MESHAGENT_ADMIN__PORT": "16000",
+        "MESHAGENT_CONFIG": "/etc/meshagent.yaml",
+    }
+    config = load_config(write(tmp_path, VALID), environ)
+    assert config.admin.port == 16000
+    assert ignored_env_variables(environ) == [
+        "MESHAGENT_CHECKOUT",
+        "MESHAGENT_PORT",
+        "MESHAGENT_SERVICE_HOST",
+    ]
+
+
+def test_a_wrong_path_under_a_setting_names_its_variable(tmp_path: Path) -> None:
+    errors = errors_of(
+        tmp_path, VALID, {"MESHAGENT_ADMIN__PROT": "1", "MESHAGENT_LISTENERS__1__PORT": "x"}
+    )
+    assert any(
+        line.startswith("admin.prot:") and line.endswith("(set by MESHAGENT_ADMIN__PROT)")
+        for line in errors
+    ), errors
+    assert any(
+        line.startswith("listeners[1].port:")
+        and line.endswith("(set by MESHAGENT_LISTENERS__1__PORT)")
+        for line in errors
+    ), errors
 
 
 def test_the_pure_python_switch_is_not_a_setting() -> None:
