@@ -25,7 +25,7 @@ from agent.errors import (
 from agent.governance.policy import Degraded, decision_of
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
-from plugins.dubbo import strategies
+from plugins.dubbo import provider_errors, strategies
 from plugins.dubbo.body import (
     Result,
     decode_result,
@@ -272,7 +272,14 @@ def check_status(result: Result, host: Host, method: str, settings: Settings) ->
     except ValueError:
         name = str(result.status)
     alive = result.status in _ALIVE_STATUSES
-    raise ProviderStatusError(f"{host.id}: {name}: {message}", result.status, alive)
+    # The exception and its causes, not the provider's Java stack (at DEBUG in the log).
+    said = provider_errors.parse(message)
+    if said.thrown_at:
+        log.debug("provider error with its stack", extra={"endpoint": host.id, "error": message})
+    refused = result.status == Status.SERVICE_ERROR and provider_errors.refused_the_request(said)
+    raise ProviderStatusError(
+        f"{host.id}: {name}: {provider_errors.describe(said)}", result.status, alive, refused
+    )
 
 
 # Answers about the request, not the provider's health (overload and server errors are).

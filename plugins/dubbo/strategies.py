@@ -152,12 +152,15 @@ class ProviderStatusError(UpstreamError):
 
     ``alive``: the answer says the provider is fine and only this request is not (no such
     method, a request it cannot read), so it must not count toward ejecting the provider.
+    ``refused``: the provider failed before running the method, on this request itself
+    (plugins/dubbo/provider_errors.py): every provider would answer the same.
     """
 
-    def __init__(self, message: str, status: int, alive: bool) -> None:
+    def __init__(self, message: str, status: int, alive: bool, refused: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.alive = alive
+        self.refused = refused
 
 
 class Balancer(Protocol):
@@ -206,8 +209,9 @@ def failure_of(error: BaseException) -> Failure:
 
     Connect failures never reached a provider; an overload or unavailable status, a
     provider's server error or a dropped connection may succeed elsewhere. A provider's own
-    exception is an answer, and a status about the request (bad request, client error) would
-    fail the same way on every provider: neither is retried."""
+    exception is an answer, and a status about the request (bad request, client error, a
+    generic call's arguments the provider could not convert) would fail the same way on
+    every provider: neither is retried."""
     if isinstance(error, ConnectError):
         return Failure(FailureKind.CONNECT, sent=False)
     if isinstance(error, RemoteApplicationError | NoEndpointError):
@@ -215,6 +219,8 @@ def failure_of(error: BaseException) -> Failure:
     if isinstance(error, UpstreamTimeout):
         return Failure(FailureKind.TIMEOUT, sent=True)
     if isinstance(error, ProviderStatusError):
+        if error.refused:
+            return Failure(FailureKind.OTHER, sent=True)
         return status_failure(error.status) or Failure(FailureKind.OTHER, sent=True)
     # Sent, then the connection broke or the answer could not be read.
     return Failure(FailureKind.RESET, sent=True)

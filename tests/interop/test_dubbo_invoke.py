@@ -280,3 +280,21 @@ def test_a_lone_surrogate_goes_to_java_and_comes_back_as_an_escape(agent: AgentP
     assert response.status_code == 200, response.text
     assert b'"a\\ud800b"' in response.content
     assert json.loads(response.content)["result"] == "a\ud800b"
+
+
+def test_an_argument_the_provider_cannot_convert_is_answered_at_once(
+    agent: AgentProcess,
+) -> None:
+    """Issue 23: a generic call's argument the provider could not convert (its GenericFilter
+    throws, SERVICE_ERROR) was sent three times, "trying another provider"; every provider
+    would answer the same. Answered at once now, with the exception and no Java stack."""
+    person = {"class": "org.meshagent.interop.api.Person", "name": "x", "age": "abc"}
+    body = {"types": ["org.meshagent.interop.api.Person"], "args": [person]}
+    before = agent.process.output().count("trying another provider")
+    with agent.client() as client:
+        response, _ = call(client, "describe", body)
+    assert response.status_code == 502, response.text
+    detail = response.json()["detail"]
+    assert 'java.lang.NumberFormatException: For input string: "abc"' in detail
+    assert "\tat " not in detail and "GenericFilter" not in detail
+    assert agent.process.output().count("trying another provider") == before
