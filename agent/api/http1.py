@@ -321,7 +321,8 @@ class ApiConnection(asyncio.Protocol):
             raise _Reject(
                 problem_reply(
                     413,
-                    f"body of {int(declared)} bytes is over the limit of {limit}",
+                    f"body of {int(declared)} bytes is over the limit of {limit}"
+                    " (admin.max_body_bytes)",
                     "Content Too Large",
                 ),
                 "body too large",
@@ -343,7 +344,8 @@ class ApiConnection(asyncio.Protocol):
             raise _Reject(
                 problem_reply(
                     413,
-                    f"body is over the limit of {self.limits.max_body_bytes} bytes",
+                    f"body is over the limit of {self.limits.max_body_bytes} bytes"
+                    " (admin.max_body_bytes)",
                     "Content Too Large",
                 ),
                 "body too large",

@@ -111,7 +111,8 @@ class ApiGuard:
                         send,
                         413,
                         "Content Too Large",
-                        f"body of {declared} bytes is over the limit of {limit}",
+                        f"body of {declared} bytes is over the limit of {limit}"
+                        " (admin.max_body_bytes)",
                     )
                     return
         if method in SAFE_METHODS:
@@ -129,7 +130,10 @@ class ApiGuard:
             size += len(chunk)
             if size > limit:
                 await _send_problem(
-                    send, 413, "Content Too Large", f"body is over the limit of {limit} bytes"
+                    send,
+                    413,
+                    "Content Too Large",
+                    f"body is over the limit of {limit} bytes (admin.max_body_bytes)",
                 )
                 return
             chunks.append(chunk)

@@ -397,7 +397,8 @@ def test_bad_api_input_is_refused_and_the_agent_keeps_serving(
     assert "body.port" in invalid_field["detail"]
 
     big = {"host": LOOPBACK, "port": 1, "metadata": {"pad": "x" * 4096}}
-    assert "limit of 2048" in problem(http.put(url, json=big), 413)["detail"]
+    # The answer names the setting that raises the limit (issue 23).
+    assert "limit of 2048 (admin.max_body_bytes)" in problem(http.put(url, json=big), 413)["detail"]
     # Streamed without a Content-Length: the limit holds as the body is read.
     streamed = http.put(
         url,

@@ -30,7 +30,8 @@ def test_failures_say_whether_the_provider_may_have_run_the_call() -> None:
     assert failure_of(ProviderStatusError("bad", Status.BAD_REQUEST, True)).kind == "other"
     # SERVICE_ERROR is retried, unless the provider refused the request itself (issue 23:
     # an argument it could not convert was sent to every provider in turn).
-    assert failure_of(ProviderStatusError("e", Status.SERVICE_ERROR, True)).kind == FailureKind.STATUS
+    service_error = ProviderStatusError("e", Status.SERVICE_ERROR, True)
+    assert failure_of(service_error).kind == FailureKind.STATUS
     refused = ProviderStatusError("e", Status.SERVICE_ERROR, True, refused=True)
     assert failure_of(refused).kind == FailureKind.OTHER
     assert status_failure(Status.SERVER_THREADPOOL_EXHAUSTED_ERROR) == Failure(
