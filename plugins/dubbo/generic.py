@@ -42,8 +42,28 @@ _THROWABLE_FIELDS = frozenset(
 
 _LONGS = frozenset({"long", "java.lang.Long"})
 _DOUBLES = frozenset({"double", "float", "java.lang.Double", "java.lang.Float"})
-_DATES = frozenset({"java.util.Date", "java.sql.Date", "java.sql.Timestamp"})
+# java.util.Date is a hessian date; the java.sql kinds are objects of their class with one
+# field, "value", the date (hessian's SqlDateSerializer): sent as a plain date, the
+# provider's GenericFilter handed a java.util.Date to a Timestamp parameter
+# (ClassCastException, issue 23).
+_DATE = "java.util.Date"
+_SQL_DATES = frozenset({"java.sql.Date", "java.sql.Time", "java.sql.Timestamp"})
 _DECIMALS = frozenset({"java.math.BigDecimal"})
+# BigInteger travels as hessian's JavaSerializer writes any object: its fields, the
+# primitive ones first (signum and the cached values, 0 = not computed), then the
+# magnitude as big-endian 32-bit words (int[]).
+BIG_INTEGER = "java.math.BigInteger"
+_BIG_INTEGER_CACHES = (
+    "bitCountPlusOne",
+    "bitLengthPlusOne",
+    "lowestSetBitPlusTwo",
+    "firstNonzeroIntNumPlusTwo",
+)
+# A BigInteger's magnitude in words (8,192 bits, 2,467 decimal digits): Java's own limit
+# is 2^26 words, but this is a JSON API, and Python refuses to turn an int of more than
+# 4,300 digits into text (or text into one) unless told to.
+_MAX_BIG_INTEGER_WORDS = 256
+_MAX_DIGITS = 2467
 _BYTES = frozenset({"byte[]", "[B"})
 
 
@@ -105,8 +125,12 @@ def _coerce(value: Any, type_name: str, path: str) -> Any:
         return JavaLong(value)
     if type_name in _DOUBLES and isinstance(value, int):
         return float(value)
-    if type_name in _DATES:
+    if type_name == _DATE:
         return parse_date(value, path)
+    if type_name in _SQL_DATES:
+        return JavaObject(type_name, {"value": parse_date(value, path)})
+    if type_name == BIG_INTEGER and isinstance(value, int | str):
+        return big_integer(_integer(value, path), path)
     if type_name in _DECIMALS and isinstance(value, int | float | str):
         try:
             decimal = Decimal(str(value))
@@ -121,6 +145,51 @@ def _coerce(value: Any, type_name: str, path: str) -> Any:
         except (binascii.Error, ValueError):
             raise ArgumentError(path, "byte[] is given as base64 text; this is not") from None
     return _NOT_COERCED
+
+
+def _integer(value: int | str, path: str) -> int:
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    digits = text[1:] if text[:1] in ("-", "+") else text
+    # ASCII digits only: int() also takes "1_000" and other scripts' digits.
+    if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > _MAX_DIGITS:
+        raise ArgumentError(path, f"{value[:40]!r} is not an integer")
+    return int(text)
+
+
+def big_integer(value: int, path: str = "value") -> JavaObject:
+    """``value`` as the java.math.BigInteger object hessian-lite writes."""
+    magnitude = abs(value)
+    words: list[int] = []
+    while magnitude:
+        word = magnitude & 0xFFFFFFFF
+        words.append(word - (1 << 32) if word >= 1 << 31 else word)  # Java's int
+        magnitude >>= 32
+    if len(words) > _MAX_BIG_INTEGER_WORDS:
+        raise ArgumentError(path, f"integer over {_MAX_BIG_INTEGER_WORDS * 32} bits")
+    words.reverse()
+    fields: dict[str, Any] = {"signum": (value > 0) - (value < 0)}
+    fields.update(dict.fromkeys(_BIG_INTEGER_CACHES, 0))
+    fields["mag"] = TypedList("[int", words)
+    return JavaObject(BIG_INTEGER, fields)
+
+
+def _big_integer_value(fields: Mapping[str, Any]) -> int | None:
+    """A decoded BigInteger's value, or None when its fields are not a BigInteger's."""
+    signum = fields.get("signum")
+    mag = fields.get("mag")
+    words = mag.items if isinstance(mag, TypedList) else mag
+    if not isinstance(signum, int) or signum not in (-1, 0, 1) or not isinstance(words, list):
+        return None
+    if len(words) > _MAX_BIG_INTEGER_WORDS:
+        return None  # shown as the object it is
+    magnitude = 0
+    for word in words:
+        if not isinstance(word, int) or isinstance(word, bool):
+            return None
+        magnitude = (magnitude << 32) | (word & 0xFFFFFFFF)
+    return signum * magnitude
 
 
 def parse_date(value: Any, path: str = "value") -> datetime:
@@ -237,6 +306,9 @@ def _to_json(value: Any, active: set[int]) -> Any:
     active.add(marker)
     try:
         if isinstance(value, JavaObject):
+            known = _known_object(value)
+            if known is not None:
+                return known
             fields = {k: _to_json(v, active) for k, v in value.fields.items()}
             return {"class": value.class_name, **fields}
         if isinstance(value, TypedMap):
@@ -250,6 +322,19 @@ def _to_json(value: Any, active: set[int]) -> Any:
     finally:
         active.discard(marker)
     return str(value)
+
+
+def _known_object(value: JavaObject) -> str | None:
+    """JDK value classes hessian writes as plain objects, as JSON text: a java.sql date as
+    ISO 8601 (like java.util.Date), a BigInteger as its decimal digits (like BigDecimal:
+    exact, where a JSON number past 2^53 is not for many parsers)."""
+    if value.class_name in _SQL_DATES:
+        date = value.fields.get("value")
+        return format_date(date) if isinstance(date, datetime) else None
+    if value.class_name == BIG_INTEGER:
+        number = _big_integer_value(value.fields)
+        return None if number is None else str(number)
+    return None
 
 
 def _map_to_json(entries: Mapping[Any, Any], active: set[int]) -> dict[str, Any]:

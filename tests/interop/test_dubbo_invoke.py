@@ -298,3 +298,35 @@ def test_an_argument_the_provider_cannot_convert_is_answered_at_once(
     assert 'java.lang.NumberFormatException: For input string: "abc"' in detail
     assert "\tat " not in detail and "GenericFilter" not in detail
     assert agent.process.output().count("trying another provider") == before
+
+
+@pytest.mark.parametrize("at", ["2023-11-14T22:13:20Z", 1700000000000])
+def test_a_sql_timestamp_goes_as_java_sends_it_and_comes_back_as_iso(
+    agent: AgentProcess, at: object
+) -> None:
+    """Issue 23: java.sql.Timestamp, listed as supported, failed with the provider's
+    ClassCastException (a java.util.Date was sent)."""
+    body = {"types": ["java.sql.Timestamp", "long"], "args": [at, 1500]}
+    with agent.client() as client:
+        response, _ = call(client, "laterBy", body)
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == "2023-11-14T22:13:21.500Z"
+
+
+@pytest.mark.parametrize(
+    ("value", "doubled"),
+    [
+        ("123456789012345678901234567890", "246913578024691357802469135780"),
+        (123456789012345678901234567890, "246913578024691357802469135780"),  # a JSON integer
+        ("-9223372036854775809", "-18446744073709551618"),  # past a Java long
+        (0, "0"),
+        ("2147483648", "4294967296"),  # a magnitude word with its top bit set
+    ],
+)
+def test_a_big_integer_both_ways(agent: AgentProcess, value: object, doubled: str) -> None:
+    """Issue 23: a BigInteger came back as its internal fields (mag, signum, ...), and a
+    JSON integer past a Java long was refused even when types said BigInteger."""
+    with agent.client() as client:
+        response, _ = call(client, "doubled", {"types": ["java.math.BigInteger"], "args": [value]})
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == doubled

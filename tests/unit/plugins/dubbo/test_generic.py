@@ -91,6 +91,55 @@ def test_declared_types_are_coerced(value: Any, type_name: str, expected: Any) -
     assert type(got) is type(expected)
 
 
+AT = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("kind", ["java.sql.Timestamp", "java.sql.Date", "java.sql.Time"])
+def test_sql_dates_are_objects_of_their_class_with_the_date_as_value(kind: str) -> None:
+    # hessian's SqlDateSerializer: sent as a plain date, the provider's GenericFilter gave
+    # a java.util.Date to a Timestamp parameter (ClassCastException, issue 23).
+    for given in (1700000000000, "2023-11-14T22:13:20Z"):
+        assert to_java(given, kind) == JavaObject(kind, {"value": AT})
+    assert to_json(JavaObject(kind, {"value": AT})) == "2023-11-14T22:13:20.000Z"
+
+
+@pytest.mark.parametrize(
+    ("value", "signum", "words"),
+    [
+        (0, 0, []),
+        (1, 1, [1]),
+        (-1, -1, [1]),
+        (2**31, 1, [-(2**31)]),  # a word is a Java int: the top bit is its sign
+        (2**32 + 5, 1, [1, 5]),
+        (-(2**64), -1, [1, 0, 0]),
+    ],
+)
+def test_big_integers_are_sign_and_magnitude_words(
+    value: int, signum: int, words: list[int]
+) -> None:
+    for given in (value, str(value)):
+        sent = to_java(given, "java.math.BigInteger")
+        assert isinstance(sent, JavaObject) and sent.class_name == "java.math.BigInteger"
+        assert sent.fields["signum"] == signum
+        assert sent.fields["mag"] == TypedList("[int", words)
+        # The field order hessian-lite writes (primitives, then the int[]).
+        names = list(sent.fields)
+        assert names[0] == "signum" and names[-1] == "mag"
+        assert to_json(sent) == str(value)
+
+
+def test_a_big_integer_as_java_sends_it_comes_back_as_its_digits() -> None:
+    # As decoded from a provider: the int[] may come as a plain list.
+    sent = JavaObject(
+        "java.math.BigInteger",
+        {"signum": -1, "mag": [1, -1], "bitCountPlusOne": 0, "bitLengthPlusOne": 34},
+    )
+    assert to_json(sent) == str(-((1 << 32) | 0xFFFFFFFF))
+    # Not a BigInteger's fields: shown as the object it is.
+    odd = JavaObject("java.math.BigInteger", {"signum": 7, "mag": []})
+    assert to_json(odd) == {"class": "java.math.BigInteger", "signum": 7, "mag": []}
+
+
 def test_pojos_and_maps_travel_as_maps_with_their_class_key() -> None:
     person = {"class": PERSON, "name": "ann", "address": {"city": "x"}, "tags": ["a"]}
     assert to_java(person, PERSON) == person
@@ -105,6 +154,12 @@ def test_pojos_and_maps_travel_as_maps_with_their_class_key() -> None:
         ("ten", "java.math.BigDecimal", "args[0]"),
         ("NaN", "java.math.BigDecimal", "args[0]"),
         ("***", "byte[]", "args[0]"),
+        ("1_000", "java.math.BigInteger", "args[0]"),
+        ("١٢", "java.math.BigInteger", "args[0]"),  # Arabic-Indic digits: not for int()
+        ("12.5", "java.math.BigInteger", "args[0]"),
+        ("soon", "java.sql.Timestamp", "args[0]"),
+        pytest.param(1 << (32 * 256), "java.math.BigInteger", "args[0]", id="over-8192-bits"),
+        pytest.param("9" * 2468, "java.math.BigInteger", "args[0]", id="over-2467-digits"),
     ],
 )
 def test_bad_arguments_name_their_path(value: Any, type_name: str, path: str) -> None:

@@ -1,6 +1,8 @@
 package org.meshagent.interop.api;
 
 import java.math.BigDecimal;
+import java.math.BigInteger;
+import java.sql.Timestamp;
 import java.util.Date;
 import java.util.List;
 import java.util.Map;
@@ -50,6 +52,12 @@ public interface GreetingService {
     Date addDays(Date date, int days);
 
     BigDecimal addDecimal(BigDecimal a, BigDecimal b);
+
+    /** {@code at} plus {@code millis}, as a java.sql.Timestamp (hessian's SqlDateSerializer). */
+    Timestamp laterBy(Timestamp at, long millis);
+
+    /** Twice {@code value}; null for null. */
+    BigInteger doubled(BigInteger value);
 
     /** Void: remembers the event; {@link #recordedCount()} tells how many were seen. */
     void record(String event);

@@ -1,6 +1,8 @@
 package org.meshagent.interop.provider;
 
 import java.math.BigDecimal;
+import java.math.BigInteger;
+import java.sql.Timestamp;
 import java.util.ArrayList;
 import java.util.Date;
 import java.util.LinkedHashMap;
@@ -117,6 +119,16 @@ public final class GreetingServiceImpl implements GreetingService {
     @Override
     public BigDecimal addDecimal(BigDecimal a, BigDecimal b) {
         return a.add(b);
+    }
+
+    @Override
+    public Timestamp laterBy(Timestamp at, long millis) {
+        return new Timestamp(at.getTime() + millis);
+    }
+
+    @Override
+    public BigInteger doubled(BigInteger value) {
+        return value == null ? null : value.shiftLeft(1);
     }
 
     @Override
