@@ -305,6 +305,20 @@ class NacosClient:
         )
         self._wake_listen_round()
 
+    async def redo_now(self) -> None:
+        """Re-send this client's subscriptions (and registrations) at once, after a
+        reconnect. nacos-sdk-python 3.2 marks them for redo when the connection drops, but
+        runs its redo only when its queue is fed, which nothing does, or every 30 s: until
+        then the restarted server knows no subscription and pushes nothing, so a provider
+        registered after the restart was seen 20-30 s late (issue 27). The redo re-subscribes
+        and reads each list from the server, which updates the SDK's cache and calls back."""
+        proxy = getattr(self._naming, "grpc_client_proxy", None)
+        redo = getattr(getattr(proxy, "redo_service", None), "redo_task", None)
+        if redo is None:  # a later SDK may have moved it: its own redo still runs
+            log.warning("Nacos SDK has no redo task to run: rediscovery may lag 30 s")
+            return
+        await self._call("redo subscriptions", redo())
+
     def _wake_listen_round(self) -> None:
         """Have the SDK send its listen request now. nacos-sdk-python 3.2's ``add_listener``
         only records the key; the server learns of it (and starts pushing changes) on the

@@ -426,6 +426,12 @@ class NacosRegistry(Registry):
                 await self._flush_withdrawn(client)
             except NacosCallError as exc:
                 log.warning("withdrawing persistent instances failed: %s", exc)
+        if self._feeds:
+            try:
+                await client.redo_now()
+            except NacosCallError as exc:
+                self._record_error(str(exc))
+                log.warning("re-subscribing failed, the SDK retries within 30 s: %s", exc)
         for feed in list(self._feeds.values()):
             await self._sync_feed(client, feed)
         for hook in list(self._reconnect_hooks):

@@ -74,6 +74,20 @@ async def test_unreachable_at_start_then_restarted(
         assert set(model.instances) == {"o-1"}
         assert not any(seen_empty), "the consumer saw an empty endpoint set"
         assert not any(isinstance(u, Remove) for u in model.updates), "o-1 was removed"
+
+        # Issue 27: a provider that registers after the restart reached the consumer 20-30 s
+        # after Nacos listed it (the SDK re-subscribed only on its 30 s redo round). The
+        # consumer re-subscribes as it reconnects now: the server's push brings it at once.
+        await provider.register(Registration("orders", "o-2", "10.3.0.2", 8080))
+
+        def both_listed() -> bool:
+            params = {"serviceName": "orders", "groupName": "resilience"}
+            hosts = nacos.http("GET", "/v3/client/ns/instance/list", params)
+            return sorted(h["ip"] for h in hosts) == ["10.3.0.1", "10.3.0.2"]
+
+        await eventually(lambda: _quiet(both_listed), 60, "o-2 listed by Nacos")
+        # Generous against a push (milliseconds), well under the 30 s redo round.
+        await model.until(lambda m: set(m.instances) == {"o-1", "o-2"}, within_s=10)
     finally:
         await provider.close()
         await consumer.close()
