@@ -124,7 +124,12 @@ class NacosClient:
             .log_dir(f"{work_dir}/logs")
             .cache_dir(f"{work_dir}/cache")
             .log_level(logging.WARNING)
-            .grpc_config(GRPCConfig(grpc_timeout=int(config.request_timeout_s * 1000)))
+            .grpc_config(
+                GRPCConfig(
+                    grpc_timeout=int(config.request_timeout_s * 1000),
+                    port_offset=config.grpc_port_offset,
+                )
+            )
         )
         if config.username is not None:
             builder = builder.username(config.username).password(config.password or "")

@@ -34,7 +34,12 @@ class NacosConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     server_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:8848"], min_length=1)
-    """``host:port`` of the Nacos servers' HTTP port; the client speaks gRPC to port + 1000."""
+    """``host:port`` of the Nacos servers' HTTP port; the client speaks gRPC to port +
+    ``grpc_port_offset``."""
+    grpc_port_offset: int = Field(1000, ge=1, le=64510)
+    """Where the gRPC port is, from the HTTP port. Nacos servers always listen 1000 above
+    their HTTP port; a load balancer or port mapping in front of them may not keep that
+    distance (the SDK's ``port_offset``)."""
     namespace: str = ""
     """Namespace id; empty is Nacos' ``public``. An unknown namespace is refused by Nacos 3:
     registrations fail with its error and status says so."""

@@ -23,6 +23,8 @@ from agent.errors import RegistryError
 from plugins.nacos.config import NacosConfig
 from plugins.nacos.registry import NacosRegistry
 from tests.fixtures.nacos import NacosServer
+from tests.fixtures.processes import free_port
+from tests.fixtures.tcp_forwarder import TcpForwarder
 from tests.support.discovery import Consumer, eventually, next_update
 
 pytestmark = pytest.mark.integration
@@ -256,3 +258,41 @@ async def test_deregister_and_reregister_are_seen(make: Make) -> None:
     await model.until(lambda m: m.instances.get("a") is not None and m.instances["a"].weight == 300)
     assert any(isinstance(u, Add) and u.instance.id == "a" for u in model.updates)
     await eventually(lambda: registry.status().connected, what="still connected")
+
+
+async def test_a_nacos_behind_a_port_mapping_with_another_grpc_offset(
+    nacos_server: NacosServer, make: Make
+) -> None:
+    """Issue 27: a load balancer or port mapping in front of Nacos need not keep the gRPC port
+    1000 above the HTTP one; ``grpc_port_offset`` says where it is. Two forwarders expose
+    the session server's HTTP port at P and its gRPC port at P + 2000."""
+    forwarders = await _free_forward_pair(nacos_server, offset=2000)
+    try:
+        registry = await make(
+            server_addresses=[forwarders[0].endpoint], grpc_port_offset=2000, default_mode="plain"
+        )
+        await registry.register(Registration("mapped", "m-1", "10.0.0.9", 80))
+        consumer = await make(default_mode="plain")  # straight to the server
+        model = Consumer(consumer.subscribe(ServiceKey("mapped")))
+        await model.until(lambda m: set(m.instances) == {"m-1"})
+        assert registry.status().connected
+    finally:
+        for forwarder in forwarders:
+            await forwarder.stop()
+
+
+async def _free_forward_pair(nacos: NacosServer, offset: int) -> tuple[TcpForwarder, TcpForwarder]:
+    """Forwarders on P (to Nacos' HTTP port) and P + offset (to its gRPC port)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            http = await TcpForwarder(nacos.port, port=port).start()
+        except OSError:
+            continue
+        try:
+            grpc = await TcpForwarder(nacos.grpc_port, port=port + offset).start()
+        except OSError:
+            await http.stop()
+            continue
+        return http, grpc
+    raise AssertionError("no free port pair for the forwarders")
