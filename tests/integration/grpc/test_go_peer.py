@@ -4,6 +4,7 @@ grpc-go servers, and the agent's health checks and JSON invocation against grpc-
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.grpc_peer import ECHO, EchoServer, GoPeer, build_go_peer
-from tests.fixtures.processes import free_port
+from tests.fixtures.processes import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +240,46 @@ def test_a_frozen_provider_is_found_by_ping_and_its_calls_end(
             agent.stop()
     assert frozen[-1].startswith("status Unavailable"), frozen
     assert "no answer to a ping within 0.4s" in frozen[-1], frozen
+
+
+def test_a_provider_stopping_gracefully_loses_no_call(tmp_path: Path, go_binary: Path) -> None:
+    """Issue 27: one of two grpc-go providers is stopped with SIGTERM (GracefulStop: GOAWAY
+    on its connections, the calls in flight finish, then it exits) under load; calls after
+    its GOAWAY go to the other provider and none fails."""
+    with (
+        GoPeer(tmp_path / "a", go_binary, "go-stopping") as stopping,
+        GoPeer(tmp_path / "b", go_binary, "go-staying") as staying,
+    ):
+        agent = _agent_for(tmp_path, stopping)
+        try:
+            with agent.client() as client:
+                client.put(
+                    f"/v1/registrations/{GO}/{staying.name}",
+                    json={"host": "127.0.0.1", "port": staying.port},
+                ).raise_for_status()
+            agent.wait_endpoints(GO, 2)
+            target = f"127.0.0.1:{agent.listener_port()}"
+            load = subprocess.Popen(
+                [go_binary, "load", "-target", target, "-duration", "3", "-concurrency", "8"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            agent.process.wait_for(
+                lambda: (
+                    any(
+                        e["id"] == stopping.name and e["requests"] > 500
+                        for e in agent.endpoints(GO)
+                    )
+                    or None
+                ),
+                30,
+                what="calls reaching the provider to stop",
+            )
+            stopping.process.send_signal(signal.SIGTERM)
+            out, _ = load.communicate(timeout=60)
+            wait_until(lambda: (not stopping.process.running) or None, 30, what="its exit")
+            assert stopping.process.returncode == 0  # Serve returned: a graceful stop
+        finally:
+            agent.stop()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["calls"] > 1000 and result["errors"] == 0, result

@@ -1,6 +1,7 @@
 // grpcpeer: a grpc-go server and client for meshagent's interop tests.
 //
-//	grpcpeer server -port P -name N   echo any method as raw bytes; health and reflection
+//	grpcpeer server -port P -name N   echo any method as raw bytes; health and reflection;
+//	                                  SIGTERM stops it gracefully (GracefulStop)
 //	grpcpeer client -target HOST:PORT -method /pkg.Svc/M -hex HEX [-health]
 //	grpcpeer load -target HOST:PORT -duration S -concurrency C [-size B] [-stream]
 //
@@ -22,7 +23,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"sort"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -121,6 +124,14 @@ func server(args []string) {
 	s := grpc.NewServer(options...)
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	reflection.Register(s)
+	// SIGTERM: grpc-go's graceful stop, as a deployment's stop would do it: GOAWAY to every
+	// connection, no new calls, the calls in flight finish, then the process exits.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM)
+	go func() {
+		<-stop
+		s.GracefulStop()
+	}()
 	fmt.Printf("go peer ready on %d\n", listener.Addr().(*net.TCPAddr).Port)
 	if err := s.Serve(listener); err != nil {
 		panic(err)
