@@ -79,18 +79,24 @@ def test_java_provider_in_nacos_is_discovered_and_invoked(
         agent.stop()
 
 
+@pytest.mark.parametrize(
+    ("register_mode", "agent_mode"), [("interface", "interface"), ("instance", "application")]
+)
 def test_a_rolling_restart_in_nacos_loses_no_call(
+    register_mode: str,
+    agent_mode: str,
     nacos_server: NacosServer,
     dubbo_provider_factory: Callable[..., DubboProvider],
     tmp_path: Path,
 ) -> None:
-    """Issue 27: one of two providers in Nacos (interface level) stopped with SIGTERM (a 2 s
-    shutdown wait: it says READONLY and finishes what it has; Nacos lists it until it exits)
-    and started again on the same port, three times in a row, under a Java consumer calling
+    """Issue 27: one of two providers in Nacos (interface or application level) stopped with
+    SIGTERM (a 2 s shutdown wait: it says READONLY and finishes what it has; Nacos lists it
+    until it exits) and started again on the same port, three times in a row, under a Java
+    consumer calling
     through the Dubbo listener and a caller of the JSON invocation every 50 ms: no call
     fails on either path."""
     registry = f"{nacos_server.url}?nacos.check=false"
-    common = {"registry": registry, "register_mode": "interface", "app": "rolling"}
+    common = {"registry": registry, "register_mode": register_mode, "app": f"rolling-{agent_mode}"}
     dubbo_provider_factory(**common, provider_id="steady")
     port = free_port()
     rolling = ["--shutdown-wait", "2000"]
@@ -104,12 +110,12 @@ def test_a_rolling_restart_in_nacos_loses_no_call(
             "type": "nacos",
             "config": {
                 "server_addresses": [nacos_server.server_addr],
-                "default_mode": "interface",
+                "default_mode": agent_mode,
                 "connect_timeout_s": 30,
             },
         }
     ]
-    agent = start_agent(tmp_path / "agent", config, name="agent-nacos-rolling")
+    agent = start_agent(tmp_path / "agent", config, name=f"agent-nacos-rolling-{agent_mode}")
     stop = threading.Event()
     invoked: list[int] = []
     failed: list[str] = []
