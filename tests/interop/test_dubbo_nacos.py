@@ -92,9 +92,8 @@ def test_a_rolling_restart_in_nacos_loses_no_call(
     """Issue 27: one of two providers in Nacos (interface or application level) stopped with
     SIGTERM (a 2 s shutdown wait: it says READONLY and finishes what it has; Nacos lists it
     until it exits) and started again on the same port, three times in a row, under a Java
-    consumer calling
-    through the Dubbo listener and a caller of the JSON invocation every 50 ms: no call
-    fails on either path."""
+    consumer calling through the Dubbo listener and a caller of the JSON invocation every
+    50 ms: no call fails on either path."""
     registry = f"{nacos_server.url}?nacos.check=false"
     common = {"registry": registry, "register_mode": register_mode, "app": f"rolling-{agent_mode}"}
     dubbo_provider_factory(**common, provider_id="steady")
