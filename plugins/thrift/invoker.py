@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import itertools
+import json
 import math
 import secrets
 import time
@@ -141,6 +142,30 @@ def _split(type_spec: Any) -> tuple[int, Any]:
     return (type_spec[0], type_spec[1]) if isinstance(type_spec, tuple) else (type_spec, None)
 
 
+def _enum_value(extra: Any, name: object) -> int | None:
+    """An enum constant by its name: only the enum's own names (``mro`` or ``__class__``
+    are attributes of the generated class, not constants)."""
+    names = getattr(extra, "_NAMES_TO_VALUES", None)
+    if isinstance(names, dict) and isinstance(name, str):
+        value = names.get(name)
+        return value if isinstance(value, int) else None
+    return None
+
+
+def _integer_text(text: str) -> int | None:
+    """An integer written in ASCII digits (an optional sign): ``int()`` also takes
+    ``"1_000"`` and other scripts' digits."""
+    digits = text[1:] if text[:1] in ("-", "+") else text
+    if not digits or len(digits) > 20 or not digits.isascii() or not digits.isdigit():
+        return None
+    return int(text)
+
+
+# JSON has no NaN or infinities: they travel as these strings (protobuf's JSON mapping and
+# Thrift's own TJSONProtocol write the same).
+_FLOAT_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
 def from_json(value: Any, ttype: int, extra: Any, path: str) -> Any:
     if value is None:
         raise _Bad(path, "null is not a Thrift value (leave the field out)")
@@ -149,13 +174,14 @@ def from_json(value: Any, ttype: int, extra: Any, path: str) -> Any:
             raise _Bad(path, "expected a boolean")
         return value
     if ttype in _RANGES:
-        if extra is not None and isinstance(value, str) and hasattr(extra, value):
-            return getattr(extra, value)  # an enum by name
+        constant = _enum_value(extra, value)
+        if constant is not None:
+            return constant  # an enum by name
         if isinstance(value, str) and ttype == TType.I64:
-            try:
-                value = int(value)
-            except ValueError:
-                raise _Bad(path, "expected an integer or a string of digits") from None
+            parsed = _integer_text(value)
+            if parsed is None:
+                raise _Bad(path, "expected an integer or a string of digits")
+            value = parsed
         if isinstance(value, bool) or not isinstance(value, int):
             names = getattr(extra, "_NAMES_TO_VALUES", None)
             if names:
@@ -166,12 +192,23 @@ def from_json(value: Any, ttype: int, extra: Any, path: str) -> Any:
             raise _Bad(path, f"{value} is out of range for a {bits + 1}-bit integer")
         return value
     if ttype == TType.DOUBLE:
+        if isinstance(value, str) and value in _FLOAT_NAMES:
+            return _FLOAT_NAMES[value]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Bad(path, "expected a number")
-        return float(value)
+            raise _Bad(path, 'expected a number (or "NaN", "Infinity", "-Infinity")')
+        try:
+            return float(value)
+        except OverflowError:
+            raise _Bad(path, "out of range for a double") from None
     if ttype == TType.STRING:
         if not isinstance(value, str):
             raise _Bad(path, "expected a string")
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                # A lone UTF-16 surrogate (JSON can say "\ud800"): no UTF-8 for it.
+                raise _Bad(path, "holds a lone surrogate, which UTF-8 cannot carry") from None
         return value
     if ttype == TType.BINARY:
         if not isinstance(value, str):
@@ -188,23 +225,64 @@ def from_json(value: Any, ttype: int, extra: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise _Bad(path, "expected an array")
         element, element_extra = _split(extra)
-        return [from_json(v, element, element_extra, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = [from_json(v, element, element_extra, f"{path}[{i}]") for i, v in enumerate(value)]
+        if ttype == TType.SET:
+            _check_distinct(items, path)
+        return items
     if ttype == TType.MAP:
         if not isinstance(value, dict):
             raise _Bad(path, "expected an object")
         (key_type, key_extra), (value_type, value_extra) = _split(extra[0]), _split(extra[1])
         out = {}
         for key, item in value.items():
-            if key_type in _RANGES and not hasattr(key_extra, key):
-                try:
-                    key = int(key)
-                except ValueError:
-                    raise _Bad(f"{path}.{key}", "expected an integer key") from None
-            out[from_json(key, key_type, key_extra, f"{path}.{key}")] = from_json(
-                item, value_type, value_extra, f"{path}.{key}"
+            where = f"{path}.{key}"
+            out[_key_from_json(key, key_type, key_extra, where)] = from_json(
+                item, value_type, value_extra, where
             )
         return out
     raise _Bad(path, f"Thrift type {ttype} is not supported")
+
+
+def _key_from_json(key: str, ttype: int, extra: Any, path: str) -> Any:
+    """A map key: JSON keys are text, so numbers, booleans and (for struct, list or set
+    keys) JSON values come as their text, as :func:`to_json` writes them."""
+    if ttype in _RANGES and _enum_value(extra, key) is None:
+        number = _integer_text(key)
+        if number is None:
+            raise _Bad(path, "expected an integer key")
+        return from_json(number, ttype, extra, path)
+    if ttype == TType.BOOL:
+        if key not in ("true", "false"):
+            raise _Bad(path, 'expected "true" or "false"')
+        return key == "true"
+    if ttype == TType.DOUBLE:
+        real = _FLOAT_NAMES.get(key)
+        if real is None:
+            try:
+                real = float(key)
+            except ValueError:
+                raise _Bad(path, "expected a number key") from None
+        return real
+    if ttype in (TType.STRUCT, TType.LIST, TType.SET, TType.MAP):
+        try:
+            parsed = json.loads(key)
+        except ValueError:
+            raise _Bad(path, "a struct or collection key is given as its JSON text") from None
+        value = from_json(parsed, ttype, extra, path)
+        # Hashable, to be a key: thriftpy2 structs are; lists and sets as tuples.
+        return tuple(value) if isinstance(value, list) else value
+    return from_json(key, ttype, extra, path)
+
+
+def _check_distinct(items: list[Any], path: str) -> None:
+    seen: set[Any] = set()
+    for i, item in enumerate(items):
+        try:
+            if item in seen:
+                raise _Bad(f"{path}[{i}]", f"a set holds each element once; {item!r} repeats")
+            seen.add(item)
+        except TypeError:
+            return  # elements that cannot be hashed are not compared
 
 
 def struct_from_json(cls: Any, value: dict[str, Any], path: str) -> Any:
@@ -236,10 +314,15 @@ def to_json(value: Any, ttype: int, extra: Any) -> Any:
             return names[value]
         return str(value) if abs(value) > SAFE_INTEGER else value
     if ttype == TType.DOUBLE:
-        # JSON has no NaN or infinity: say them as strings rather than fail the answer.
-        return value if math.isfinite(value) else str(value)
+        # JSON has no NaN or infinity: said as protobuf's and TJSONProtocol's strings.
+        return value if math.isfinite(value) else _float_name(value)
     if ttype == TType.BINARY:
         return base64.b64encode(value).decode()
+    if ttype == TType.STRING and isinstance(value, bytes):
+        # thriftpy2 hands over the bytes of a string that is not UTF-8.
+        raise UpstreamError(
+            f"the provider's reply holds a string that is not UTF-8: {value[:40]!r}"
+        )
     if ttype == TType.STRUCT:
         return struct_to_json(value)
     if ttype in (TType.LIST, TType.SET):
@@ -248,10 +331,26 @@ def to_json(value: Any, ttype: int, extra: Any) -> Any:
     if ttype == TType.MAP:
         (key_type, key_extra), (value_type, value_extra) = _split(extra[0]), _split(extra[1])
         return {
-            str(to_json(k, key_type, key_extra)): to_json(v, value_type, value_extra)
+            _key_text(to_json(k, key_type, key_extra)): to_json(v, value_type, value_extra)
             for k, v in value.items()
         }
     return value
+
+
+def _float_name(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _key_text(key: Any) -> str:
+    """A map key as JSON text: strings as they are, booleans ``true``/``false``, structs
+    and collections their compact JSON (which :func:`_key_from_json` reads back)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, int | float):
+        return str(key)
+    return json.dumps(key, separators=(",", ":"), sort_keys=True)
 
 
 def struct_to_json(struct: Any) -> dict[str, Any]:
@@ -380,7 +479,16 @@ def decode_reply(service: Any, method: str, reply: Message) -> Any:
     if reply.header.type != MessageType.REPLY:
         raise UpstreamError(f"the provider answered {method} with message type {reply.header.type}")
     result = getattr(service, f"{method}_result")()
-    result.read(reader)
+    try:
+        result.read(reader)
+    except UnicodeDecodeError:
+        raise UpstreamError(
+            f"the provider's reply to {method} holds a string that is not UTF-8"
+        ) from None
+    except Exception as exc:  # thriftpy2 on bytes that do not fit the IDL: a bad answer
+        raise UpstreamError(
+            f"the provider's reply to {method} does not fit the IDL: {exc!r}"
+        ) from None
     for spec_id, spec in result.thrift_spec.items():
         if spec_id == 0:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from typing import Any
 
@@ -15,8 +16,14 @@ pytestmark = pytest.mark.integration
 
 
 def invoke(agent: AgentProcess, service: str, method: str, body: dict[str, Any]) -> Any:
+    # json.dumps escapes non-ASCII: a lone surrogate goes as JSON can say it ("\ud800").
+    content = json.dumps(body)
     with agent.client() as http:
-        return http.post(f"/v1/invoke/thrift/{service}/{method}", json=body)
+        return http.post(
+            f"/v1/invoke/thrift/{service}/{method}",
+            content=content,
+            headers={"content-type": "application/json"},
+        )
 
 
 ITEM = {
@@ -32,6 +39,10 @@ ITEM = {
     "small": -3,
     "tiny": 9,
     "flags": {"3": [True, False], "-1": []},
+    # Keys JSON carries as text, and a double JSON cannot say (issue 23).
+    "switches": {"true": "on", "false": "off"},
+    "places": {'{"x":1,"y":-2}': "here"},
+    "ratio": "NaN",
 }
 
 
@@ -79,6 +90,11 @@ def test_unknown_method_lists_the_idl(agent: AgentProcess) -> None:
         ({"item": {"id": 1}}, "body.args.item.name"),
         ({"item": {**ITEM, "flags": {"x": []}}}, "body.args.item.flags.x"),
         ({"item": {**ITEM, "numbers": ["1"]}}, "body.args.item.numbers[0]"),
+        # Each of these was a 500 with a traceback (issue 23).
+        ({"item": {**ITEM, "ratio": 10**400}}, "body.args.item.ratio"),
+        ({"item": {**ITEM, "name": "\ud800"}}, "body.args.item.name"),
+        ({"item": {**ITEM, "color": "mro"}}, "body.args.item.color"),
+        ({"item": {**ITEM, "tags": ["a", "a"]}}, "body.args.item.tags[1]"),
     ],
 )
 def test_bad_arguments_name_their_path(agent: AgentProcess, args: Any, path: str) -> None:

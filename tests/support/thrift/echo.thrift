@@ -10,6 +10,11 @@ enum Color {
     BLUE = 3,
 }
 
+struct Point {
+    1: i32 x,
+    2: i32 y,
+}
+
 struct Item {
     1: required string name,
     2: optional i64 id,
@@ -23,6 +28,10 @@ struct Item {
     10: optional i16 small,
     11: optional byte tiny,
     12: optional map<i32, list<bool>> flags,
+    // Keys JSON can only carry as text: booleans, structs.
+    13: optional map<bool, string> switches,
+    14: optional map<Point, string> places,
+    15: optional double ratio,
 }
 
 exception NotFound {

@@ -66,6 +66,58 @@ def test_bad_integers(value: dict[str, Any], path: str) -> None:
     assert info.value.path == f"args.{path}"
 
 
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        # Issue 23: each of these was a 500 with a traceback, or a silently wrong value.
+        ({"name": "x", "ratio": 10**400}, "ratio"),  # OverflowError
+        ({"name": "\ud800"}, "name"),  # UnicodeEncodeError
+        ({"name": "x", "color": "mro"}, "color"),  # an attribute of the enum class
+        ({"name": "x", "color": "__class__"}, "color"),
+        ({"name": "x", "id": "1_000"}, "id"),  # int() would take it
+        ({"name": "x", "id": "١٢"}, "id"),  # Arabic-Indic digits: int() would take them
+        ({"name": "x", "tags": ["a", "b", "a"]}, "tags[2]"),  # a set with a duplicate
+        ({"name": "x", "flags": {"mro": [True]}}, "flags.mro"),
+        ({"name": "x", "switches": {"True": "on"}}, "switches.True"),
+        ({"name": "x", "places": {"(1, 2)": "here"}}, "places.(1, 2)"),
+    ],
+)
+def test_bad_values_are_refused_with_their_path(value: dict[str, Any], path: str) -> None:
+    with pytest.raises(_Bad) as info:
+        struct_from_json(echo_thrift.Item, value, "item")
+    assert info.value.path == f"item.{path}"
+
+
+def test_keys_json_cannot_carry_and_double_specials_round_trip() -> None:
+    item = echo_thrift.Item(
+        name="x",
+        switches={True: "on", False: "off"},
+        places={echo_thrift.Point(x=1, y=2): "here"},
+        scores={"a": float("nan"), "b": float("inf"), "c": float("-inf")},
+        ratio=float("-inf"),
+        color=echo_thrift.Color.BLUE,
+    )
+    as_json = struct_to_json(item)
+    # Booleans as JSON writes them, a struct key as its compact JSON (was a Python repr).
+    assert as_json["switches"] == {"true": "on", "false": "off"}
+    assert as_json["places"] == {'{"x":1,"y":2}': "here"}
+    # NaN and infinities as protobuf and TJSONProtocol say them (were "nan", "inf").
+    assert as_json["scores"] == {"a": "NaN", "b": "Infinity", "c": "-Infinity"}
+    assert as_json["ratio"] == "-Infinity"
+    back = struct_from_json(echo_thrift.Item, as_json, "item")
+    assert back.switches == item.switches and back.places == item.places
+    assert back.ratio == float("-inf") and back.scores["b"] == float("inf")
+    assert back.color == echo_thrift.Color.BLUE
+
+
+def test_a_reply_string_that_is_not_utf8_is_a_bad_answer() -> None:
+    # thriftpy2 decodes strings as UTF-8: it raised UnicodeDecodeError, a 500 (issue 23).
+    head = encode_header(Header("ping", MessageType.REPLY, 1, Proto.BINARY))
+    body = b"\x0b\x00\x00\x00\x00\x00\x02\xff\xfe\x00"  # success: string 0xff 0xfe
+    with pytest.raises(UpstreamError, match="not UTF-8"):
+        decode_reply(Echo, "ping", reply(head + body))
+
+
 def reply(data: bytes) -> Any:
     decoder = MessageDecoder(Proto.BINARY, Transport.BUFFERED)
     decoder.receive_data(data)
