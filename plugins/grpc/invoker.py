@@ -20,12 +20,13 @@ from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.cluster.lb import NO_CONTEXT, PickContext
 from agent.config import ServiceConfig
-from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError
+from agent.errors import InvalidRequest, NoEndpointError, RemoteApplicationError, UpstreamError
 from agent.exchange import Action, Exchange
 from agent.governance.policy import Degraded, connection_refusal
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
+from plugins.grpc import json_checks
 from plugins.grpc.channels import ChannelPool, target
 from plugins.grpc.config import GrpcServiceOptions
 from plugins.grpc.governance import failure_of, subset_out
@@ -46,10 +47,11 @@ class InvokeBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # The request message in protobuf's JSON mapping (unary and server-streaming methods).
-    message: dict[str, Any] = Field(default_factory=dict)
+    # The request message in protobuf's JSON mapping (unary and server-streaming methods):
+    # an object, or for a well-known type its own JSON (a Timestamp is a string).
+    message: Any = Field(default_factory=dict)
     # The request messages of a client-streaming or bidirectional method.
-    messages: list[dict[str, Any]] | None = None
+    messages: list[Any] | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     timeout_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
 
@@ -134,8 +136,11 @@ async def resolve(
 def encode(info: MethodInfo, body: InvokeBody) -> list[Any]:
     from google.protobuf import json_format  # type: ignore[import-untyped]
 
-    items: list[tuple[str, int | None, dict[str, Any]]]
+    items: list[tuple[str, int | None, Any]]
     if info.client_streaming:
+        if "message" in body.model_fields_set:
+            # It used to send zero messages and answer 200 (issue 23).
+            raise InvalidRequest([("body.message", "the method takes a stream: use messages")])
         items = [("body.messages", i, m) for i, m in enumerate(body.messages or [])]
     elif body.messages is not None:
         raise InvalidRequest([("body.messages", "the method takes one message: use message")])
@@ -143,18 +148,34 @@ def encode(info: MethodInfo, body: InvokeBody) -> list[Any]:
         items = [("body.message", None, body.message)]
     requests = []
     for path, index, item in items:
+        where = path if index is None else f"{path}.{index}"
+        message = info.input()
         try:
-            requests.append(json_format.ParseDict(item, info.input()))
+            json_checks.check(item, message.DESCRIPTOR, where)
+            # The reflection data's pool: an Any's type is found there.
+            requests.append(
+                json_format.ParseDict(item, message, descriptor_pool=message.DESCRIPTOR.file.pool)
+            )
+        except json_checks.JsonProblem as exc:
+            raise InvalidRequest([(exc.path, exc.message)]) from None
         except json_format.ParseError as exc:
-            where = path if index is None else f"{path}.{index}"
             raise InvalidRequest([(where, str(exc))]) from None
     return requests
 
 
 def to_json(message: Any) -> Any:
+    """A reply in protobuf's JSON mapping; an Any whose type the provider's reflection data
+    does not hold cannot be written (a 502 saying so, not a 500)."""
     from google.protobuf import json_format
 
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    try:
+        return json_format.MessageToDict(
+            message,
+            always_print_fields_with_no_presence=True,
+            descriptor_pool=message.DESCRIPTOR.file.pool,
+        )
+    except (TypeError, KeyError, ValueError) as exc:
+        raise UpstreamError(f"the reply cannot be written as JSON: {exc}") from None
 
 
 async def invoke(request: InvokeRequest, pool: ChannelPool, cache: DescriptorCache) -> InvokeResult:

@@ -116,6 +116,28 @@ def test_bad_message_field_is_a_400_with_its_path(grpc_agent: AgentProcess) -> N
     assert response.json()["errors"][0]["path"] == "body.messages"
 
 
+@pytest.mark.parametrize(
+    ("method", "body", "path"),
+    [
+        # Each reached the provider as something else (issue 23): 1000, 12, empty bytes,
+        # and a client stream of no message at all (answered 200).
+        ("Unary", {"message": {"count": "1_000"}}, "body.message.count"),
+        ("Unary", {"message": {"count": "١٢"}}, "body.message.count"),
+        ("Unary", {"message": {"payload": "not base64!"}}, "body.message.payload"),
+        ("ClientStream", {"message": {"message": "a"}}, "body.message"),
+    ],
+)
+def test_values_protobufs_json_parser_would_take_wrongly_are_400(
+    grpc_agent: AgentProcess, method: str, body: dict[str, Any], path: str
+) -> None:
+    response = invoke(grpc_agent, method, body)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["path"] == path
+    # The same values written as protobuf means them go through.
+    fine = invoke(grpc_agent, "Unary", {"message": {"count": "12", "payload": "AAEC"}})
+    assert fine.status_code == 200, fine.text
+
+
 def test_no_provider_is_503(grpc_agent: AgentProcess) -> None:
     response = invoke(grpc_agent, "Unary", {}, service=NOBODY)
     assert response.status_code == 503

@@ -111,3 +111,22 @@ def test_status_error_carries_http_status_and_grpc_code() -> None:
     # Every non-OK code has a status; unknown ones are server errors.
     assert len(HTTP_STATUS) == 16
     assert status_error("NEW_CODE", 99, "", "").http_status == 500
+
+
+def test_a_reply_holding_an_any_of_an_unknown_type_is_a_bad_answer() -> None:
+    # json_format raised TypeError: a 500 with a traceback (issue 23).
+    from google.protobuf import any_pb2, timestamp_pb2
+
+    from agent.errors import UpstreamError
+    from plugins.grpc.invoker import to_json
+
+    unknown = any_pb2.Any(type_url="type.googleapis.com/x.Unknown", value=b"\x08\x01")
+    with pytest.raises(UpstreamError, match="cannot be written as JSON"):
+        to_json(unknown)
+    # One whose type is in the message's pool is written as protobuf's JSON mapping has it.
+    known = any_pb2.Any()
+    known.Pack(timestamp_pb2.Timestamp(seconds=1700000000))
+    assert to_json(known) == {
+        "@type": "type.googleapis.com/google.protobuf.Timestamp",
+        "value": "2023-11-14T22:13:20Z",
+    }
