@@ -255,8 +255,8 @@ class ApiConnection(asyncio.Protocol):
                 self._reject(refusal.reply, str(refusal))
             else:
                 self._reject(problem_reply(400, f"malformed request: {exc}"), f"malformed: {exc}")
-        except _Reject as exc:
-            self._reject(exc.reply, str(exc))
+        except _Reject as refused:
+            self._reject(refused.reply, str(refused))
 
     def eof_received(self) -> bool | None:
         # A half-closed client still gets the answers it asked for; then the connection ends.

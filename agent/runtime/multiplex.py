@@ -564,8 +564,8 @@ class MultiplexPool(Generic[RequestT, ResponseT]):
             raise ConnectError(f"connect to {host.id} timed out") from None
         except OSError as exc:
             raise ConnectError(f"connect to {host.id} failed: {exc.strerror or exc}") from None
-        except ValueError as exc:  # a host the resolver refuses (UnicodeError from IDNA)
-            raise ConnectError(f"connect to {host.id} failed: {exc}") from None
+        except ValueError as unresolvable:  # a host the resolver refuses (IDNA's UnicodeError)
+            raise ConnectError(f"connect to {host.id} failed: {unresolvable}") from None
         self.add(connection, kind)
         return connection
 

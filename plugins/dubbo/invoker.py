@@ -156,8 +156,8 @@ async def _invoke(
         body_for(generic.version, generic.group)
     except ArgumentError as exc:
         raise InvalidRequest([(f"body.{exc.path}", exc.message)]) from None
-    except LocalProtocolError as exc:
-        raise InvalidRequest([("body.args", str(exc))]) from None
+    except LocalProtocolError as encode_error:
+        raise InvalidRequest([("body.args", str(encode_error))]) from None
 
     ineligible = frozenset(
         h.id for h in request.cluster.hosts() if not _selected(h, version, group)

@@ -489,8 +489,8 @@ class DubboProxyConnection(BatchedClientConnection):
                 string_attachments(frame.body, _PROPAGATED),
                 timeout_ms / 1000,
             )
-        except CallRejected as exc:
-            self._refused(request_id, exc)
+        except CallRejected as rejected:
+            self._refused(request_id, rejected)
             return
         decision = decision_of(record)
         if record.deadline is not None:
@@ -654,8 +654,8 @@ class DubboProxyConnection(BatchedClientConnection):
                     exc,
                     extra={"listener": self.context.listener.display_name, "endpoint": chosen.id},
                 )
-            except UpstreamError as exc:  # closed between connect and send
-                last_error = str(exc)
+            except UpstreamError as lost:  # closed between connect and send
+                last_error = str(lost)
                 tried.add(chosen.id)
             if len(tried) >= attempts:
                 break

@@ -149,6 +149,8 @@ def encode(info: MethodInfo, body: InvokeBody) -> list[Any]:
     requests = []
     for path, index, item in items:
         where = path if index is None else f"{path}.{index}"
+        if item is None:
+            raise InvalidRequest([(where, "null is not a message (leave it out for an empty one)")])
         message = info.input()
         try:
             json_checks.check(item, message.DESCRIPTOR, where)
@@ -158,8 +160,10 @@ def encode(info: MethodInfo, body: InvokeBody) -> list[Any]:
             )
         except json_checks.JsonProblem as exc:
             raise InvalidRequest([(exc.path, exc.message)]) from None
-        except json_format.ParseError as exc:
-            raise InvalidRequest([(where, str(exc))]) from None
+        except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+            # json_format raises more than ParseError for JSON of the wrong shape (a list
+            # where a message goes): the caller's input, never a 500.
+            raise InvalidRequest([(where, str(exc) or type(exc).__name__)]) from None
     return requests
 
 

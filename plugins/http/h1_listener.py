@@ -178,8 +178,8 @@ class HttpProxyConnection(ClientSide):
         except httptools.HttpParserUpgrade as exc:
             self._upgrade(data[int(exc.args[0]) :])
             return
-        except httptools.HttpParserError as exc:
-            self._bad_input(exc)
+        except httptools.HttpParserError as malformed:
+            self._bad_input(malformed)
             return
         if len(self.queue) > 1:
             self._pause(_QUEUED)

@@ -478,8 +478,8 @@ class ThriftProxyConnection(BatchedClientConnection):
                     exc,
                     extra={"listener": self.context.listener.display_name, "endpoint": chosen.id},
                 )
-            except UpstreamError as exc:  # closed between connect and send
-                last_error = str(exc)
+            except UpstreamError as lost:  # closed between connect and send
+                last_error = str(lost)
             tried += 1
             step = exchange.failed(chosen.id, Failure(FailureKind.CONNECT, sent=False))
             if step.action is Action.GIVE_UP:

@@ -6,6 +6,7 @@ compiler exists); MESHAGENT_PURE_PYTHON=1 runs the same modules from source.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -58,3 +59,41 @@ def test_pure_python_runs_every_listed_module_from_source() -> None:
 
 def test_module_names() -> None:
     assert module_name("plugins/dubbo/body.py") == "plugins.dubbo.body"
+
+
+def _handlers(function: ast.AST) -> list[ast.ExceptHandler]:
+    """The except clauses of one function's own body (not of functions inside it)."""
+    found = []
+    stack = list(ast.iter_child_nodes(function))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            continue
+        if isinstance(node, ast.ExceptHandler):
+            found.append(node)
+        stack.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def test_no_compiled_function_binds_one_name_to_two_exception_types() -> None:
+    """mypyc gives ``except A as exc`` and a later ``except B as exc`` in one function one
+    variable typed A: when B is raised, the agent fails with "A object expected; got B".
+    It did in the Dubbo invocation (an argument hessian could not encode: a 500, issue
+    23), and lay in wait in five more places (a connection closed between connect and
+    send, a rate-limit refusal on the Dubbo listener...). One name per type."""
+    root = Path(__file__).resolve().parents[2]
+    clashes = []
+    for path in COMPILED:
+        tree = ast.parse((root / path).read_text(encoding="utf-8"))
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            bound: dict[str, str] = {}
+            for handler in sorted(_handlers(function), key=lambda h: h.lineno):
+                if handler.name is None or handler.type is None:
+                    continue
+                kind = ast.unparse(handler.type)
+                first = bound.setdefault(handler.name, kind)
+                if first != kind:
+                    clashes.append(f"{path}:{handler.lineno} {handler.name}: {first}, {kind}")
+    assert clashes == []
