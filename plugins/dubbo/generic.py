@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,6 +60,7 @@ _BIG_INTEGER_CACHES = (
     "lowestSetBitPlusTwo",
     "firstNonzeroIntNumPlusTwo",
 )
+UUID_CLASS = "java.util.UUID"
 # A BigInteger's magnitude in words (8,192 bits, 2,467 decimal digits): Java's own limit
 # is 2^26 words, but this is a JSON API, and Python refuses to turn an int of more than
 # 4,300 digits into text (or text into one) unless told to.
@@ -131,6 +133,8 @@ def _coerce(value: Any, type_name: str, path: str) -> Any:
         return JavaObject(type_name, {"value": parse_date(value, path)})
     if type_name == BIG_INTEGER and isinstance(value, int | str):
         return big_integer(_integer(value, path), path)
+    if type_name == UUID_CLASS and isinstance(value, str):
+        return uuid_object(value, path)
     if type_name in _DECIMALS and isinstance(value, int | float | str):
         try:
             decimal = Decimal(str(value))
@@ -156,6 +160,18 @@ def _integer(value: int | str, path: str) -> int:
     if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > _MAX_DIGITS:
         raise ArgumentError(path, f"{value[:40]!r} is not an integer")
     return int(text)
+
+
+def uuid_object(text: str, path: str = "value") -> JavaObject:
+    """A java.util.UUID as hessian-lite writes one: an object of that class whose one field,
+    ``value``, is its text (read back with ``UUID.fromString``). Sent as a plain string
+    the provider refused it (ClassCastException); as a class-keyed map, PojoUtils cannot
+    set a UUID's fields on Java 17."""
+    try:
+        parsed = uuid.UUID(text)
+    except ValueError:
+        raise ArgumentError(path, f"{text[:40]!r} is not a UUID") from None
+    return JavaObject(UUID_CLASS, {"value": str(parsed)})
 
 
 def big_integer(value: int, path: str = "value") -> JavaObject:
@@ -312,9 +328,9 @@ def _to_json(value: Any, active: set[int]) -> Any:
             fields = {k: _to_json(v, active) for k, v in value.fields.items()}
             return {"class": value.class_name, **fields}
         if isinstance(value, TypedMap):
-            return _map_to_json(value.entries, active)
+            return _known_map(value.entries) or _map_to_json(value.entries, active)
         if isinstance(value, dict):
-            return _map_to_json(value, active)
+            return _known_map(value) or _map_to_json(value, active)
         if isinstance(value, TypedList):
             return [_to_json(v, active) for v in value.items]
         if isinstance(value, list | tuple):
@@ -334,6 +350,20 @@ def _known_object(value: JavaObject) -> str | None:
     if value.class_name == BIG_INTEGER:
         number = _big_integer_value(value.fields)
         return None if number is None else str(number)
+    if value.class_name == UUID_CLASS:
+        text = value.fields.get("value")
+        return text if isinstance(text, str) else None
+    return None
+
+
+def _known_map(entries: Mapping[Any, Any]) -> str | None:
+    """A UUID the provider's PojoUtils generalized (a map of its class and its two longs,
+    from the getters), as its text."""
+    if entries.get("class") != UUID_CLASS:
+        return None
+    most, least = entries.get("mostSignificantBits"), entries.get("leastSignificantBits")
+    if isinstance(most, int) and isinstance(least, int) and len(entries) == 3:
+        return str(uuid.UUID(int=((most & (2**64 - 1)) << 64) | (least & (2**64 - 1))))
     return None
 
 

@@ -330,3 +330,18 @@ def test_a_big_integer_both_ways(agent: AgentProcess, value: object, doubled: st
         response, _ = call(client, "doubled", {"types": ["java.math.BigInteger"], "args": [value]})
     assert response.status_code == 200, response.text
     assert response.json()["result"] == doubled
+
+
+def test_a_uuid_goes_as_hessian_writes_it(agent: AgentProcess) -> None:
+    """Issue 23: a java.util.UUID given as text was refused by the provider
+    (ClassCastException), and given in the class-keyed map shape could not be realized
+    (Java 17 will not let PojoUtils set its fields). The agent sends what hessian-lite
+    writes for one (an object whose one field, "value", is its text) and reads one back as
+    text."""
+    body = {"types": ["java.util.UUID"], "args": ["123e4567-e89b-12d3-a456-426614174000"]}
+    with agent.client() as client:
+        response, _ = call(client, "nextUuid", body)
+        assert response.status_code == 200, response.text
+        assert response.json()["result"] == "123e4567-e89b-12d3-a456-426614174001"
+        bad, _ = call(client, "nextUuid", {"types": ["java.util.UUID"], "args": ["nope"]})
+        assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "body.args[0]"

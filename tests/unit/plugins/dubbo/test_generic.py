@@ -262,3 +262,18 @@ def test_parse_date_rejects_what_is_not_a_date() -> None:
         parse_date(float("inf"))
     with pytest.raises(ArgumentError):
         parse_date(True)
+
+
+def test_a_uuid_goes_as_hessian_lite_writes_it_and_comes_back_as_text() -> None:
+    text = "123e4567-e89b-12d3-a456-426614174000"
+    assert to_java(text.upper(), "java.util.UUID") == JavaObject("java.util.UUID", {"value": text})
+    with pytest.raises(ArgumentError):
+        to_java("nope", "java.util.UUID", "args[0]")
+    # Read back from hessian's own form, and from the map PojoUtils generalizes one into.
+    assert to_json(JavaObject("java.util.UUID", {"value": text})) == text
+    generalized = {
+        "class": "java.util.UUID",
+        "mostSignificantBits": 0x123E4567E89B12D3,
+        "leastSignificantBits": 0xA456426614174000 - 2**64,
+    }
+    assert to_json(generalized) == text

@@ -4,6 +4,7 @@ import java.math.BigDecimal;
 import java.math.BigInteger;
 import java.sql.Timestamp;
 import java.util.Date;
+import java.util.UUID;
 import java.util.List;
 import java.util.Map;
 
@@ -58,6 +59,9 @@ public interface GreetingService {
 
     /** Twice {@code value}; null for null. */
     BigInteger doubled(BigInteger value);
+
+    /** The UUID after {@code id} (its low bits plus one). */
+    UUID nextUuid(UUID id);
 
     /** Void: remembers the event; {@link #recordedCount()} tells how many were seen. */
     void record(String event);

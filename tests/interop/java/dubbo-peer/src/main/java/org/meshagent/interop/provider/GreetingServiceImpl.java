@@ -8,6 +8,7 @@ import java.util.Date;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.dubbo.rpc.RpcContext;
@@ -129,6 +130,11 @@ public final class GreetingServiceImpl implements GreetingService {
     @Override
     public BigInteger doubled(BigInteger value) {
         return value == null ? null : value.shiftLeft(1);
+    }
+
+    @Override
+    public UUID nextUuid(UUID id) {
+        return new UUID(id.getMostSignificantBits(), id.getLeastSignificantBits() + 1);
     }
 
     @Override
