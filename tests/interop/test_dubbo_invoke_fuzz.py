@@ -43,6 +43,7 @@ CALLS = st.sampled_from(
         ("addDecimal", ["java.math.BigDecimal", "java.math.BigDecimal"]),
         ("laterBy", ["java.sql.Timestamp", "long"]),
         ("doubled", ["java.math.BigInteger"]),
+        ("nextUuid", ["java.util.UUID"]),
         ("echoMap", ["java.util.Map"]),
         ("echoPerson", [PERSON]),
         ("describe", [PERSON]),
