@@ -15,24 +15,11 @@ from hypothesis import strategies as st
 from tests.fixtures.agent_process import AgentProcess
 from tests.interop.dubbo_invoke_support import INVOKE
 from tests.interop.test_dubbo_invoke import agent  # noqa: F401 (the module's agent)
+from tests.support.json_values import json_values
 
 pytestmark = pytest.mark.integration
 
-JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)  # lone surrogates included
-    | st.sampled_from(["NaN", "2023-11-14T22:13:20Z", "1_000", "AAEC", "LOW", "class"])
-)
-JSON = st.recursive(
-    JSON_SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
+JSON = json_values(["NaN", "2023-11-14T22:13:20Z", "1_000", "AAEC", "LOW", "class"], int_bits=80)
 PERSON = "org.meshagent.interop.api.Person"
 # (method, declared types): the provider's methods whose parameters these are.
 CALLS = st.sampled_from(

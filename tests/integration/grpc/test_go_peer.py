@@ -161,13 +161,17 @@ def _agent_for(tmp_path: Path, peer: GoPeer, **listener: Any) -> AgentProcess:
         ],
     }
     agent = start_agent(tmp_path / "agent", config)
+    _register(agent, peer)
+    agent.wait_endpoints(GO, 1)
+    return agent
+
+
+def _register(agent: AgentProcess, peer: GoPeer) -> None:
     with agent.client() as client:
         client.put(
             f"/v1/registrations/{GO}/{peer.name}",
             json={"host": "127.0.0.1", "port": peer.port},
         ).raise_for_status()
-    agent.wait_endpoints(GO, 1)
-    return agent
 
 
 def _load(binary: Path, port: int, concurrency: int) -> subprocess.CompletedProcess[str]:
@@ -252,11 +256,7 @@ def test_a_provider_stopping_gracefully_loses_no_call(tmp_path: Path, go_binary:
     ):
         agent = _agent_for(tmp_path, stopping)
         try:
-            with agent.client() as client:
-                client.put(
-                    f"/v1/registrations/{GO}/{staying.name}",
-                    json={"host": "127.0.0.1", "port": staying.port},
-                ).raise_for_status()
+            _register(agent, staying)
             agent.wait_endpoints(GO, 2)
             target = f"127.0.0.1:{agent.listener_port()}"
             load = subprocess.Popen(

@@ -14,24 +14,11 @@ from hypothesis import strategies as st
 
 from tests.fixtures.agent_process import AgentProcess
 from tests.fixtures.grpc_peer import ECHO
+from tests.support.json_values import json_values
 
 pytestmark = pytest.mark.integration
 
-JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)  # lone surrogates included
-    | st.sampled_from(["1_000", "١٢", "AAEC", "not base64!", "NaN", "-0", "+7"])
-)
-JSON = st.recursive(
-    JSON_SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
+JSON = json_values(["1_000", "١٢", "AAEC", "not base64!", "NaN", "-0", "+7"])
 # delay_ms is left out: the provider would sleep for it.
 MESSAGES = st.fixed_dictionaries(
     {}, optional={name: JSON for name in ("message", "count", "code", "payload")}

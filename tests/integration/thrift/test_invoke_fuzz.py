@@ -14,27 +14,17 @@ from hypothesis import strategies as st
 
 from tests.fixtures.agent_process import AgentProcess
 from tests.fixtures.thrift_server import load_idl
+from tests.support.json_values import json_values
 
 pytestmark = pytest.mark.integration
 
 echo_thrift = load_idl()
 
-JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.integers().map(lambda n: n * 10**300)  # past a double
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)  # lone surrogates included
-    | st.sampled_from(["NaN", "Infinity", "mro", "__class__", "1_000", "١٢", "GREEN", "true"])
-)
-JSON = st.recursive(
-    JSON_SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+# Past a double too (10**300 times an integer), and names the enum class has as attributes.
+JSON = json_values(
+    ["NaN", "Infinity", "mro", "__class__", "1_000", "١٢", "GREEN", "true", str(10**400)],
     max_leaves=12,
-)
+) | st.integers().map(lambda n: n * 10**300)
 FIELDS = [spec[1] for spec in echo_thrift.Item.thrift_spec.values()]
 ITEMS = st.fixed_dictionaries(
     {"name": JSON}, optional={name: JSON for name in FIELDS if name != "name"}
