@@ -72,7 +72,7 @@ def _rolling_restart(
 ) -> None:
     app = f"rolling-{registry['type']}-{agent_mode}"
     common = {"registry": registry_url, "register_mode": register_mode, "app": app}
-    dubbo_provider_factory(**common, provider_id="steady")
+    steady = dubbo_provider_factory(**common, provider_id="steady")
     port = free_port()
     rolling = ["--shutdown-wait", "2000"]
     doomed = dubbo_provider_factory(
@@ -107,7 +107,14 @@ def _rolling_restart(
         )
 
     try:
-        agent.wait_endpoints(INTERFACE, 2)
+        # Other tests' providers of the interface may be registered too (the session's):
+        # they take calls as well, which changes nothing here.
+        ours = {steady.address, doomed.address}
+        agent.process.wait_for(
+            lambda: ours <= {e["id"] for e in agent.endpoints(INTERFACE)} or None,
+            60,
+            what="both providers of the test",
+        )
         bench: dict[str, Any] = {}
         listener = f"dubbo://127.0.0.1:{agent.listener_port()}"
         runner = threading.Thread(
