@@ -27,6 +27,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from agent.errors import RemoteApplicationError
+from agent.integer_text import parse_integer_text
 from plugins.dubbo.body import Invocation
 from plugins.dubbo.hessian2 import JavaEnum, JavaLong, JavaObject, TypedList, TypedMap
 
@@ -154,12 +155,10 @@ def _coerce(value: Any, type_name: str, path: str) -> Any:
 def _integer(value: int | str, path: str) -> int:
     if isinstance(value, int):
         return value
-    text = value.strip()
-    digits = text[1:] if text[:1] in ("-", "+") else text
-    # ASCII digits only: int() also takes "1_000" and other scripts' digits.
-    if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > _MAX_DIGITS:
+    parsed = parse_integer_text(value.strip(), _MAX_DIGITS)
+    if parsed is None:
         raise ArgumentError(path, f"{value[:40]!r} is not an integer")
-    return int(text)
+    return parsed
 
 
 def uuid_object(text: str, path: str = "value") -> JavaObject:

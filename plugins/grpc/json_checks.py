@@ -21,6 +21,8 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor  # type: ignore[import-untyped]
 
+from agent.integer_text import parse_integer_text
+
 _INTEGERS = frozenset(
     {
         FieldDescriptor.TYPE_INT32,
@@ -37,7 +39,6 @@ _INTEGERS = frozenset(
 )
 _BYTES = FieldDescriptor.TYPE_BYTES
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
-_INTEGER_TEXT = re.compile(r"[-+]?[0-9]+\Z")
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}\Z")
 
 
@@ -87,7 +88,7 @@ def _scalar_or_message(value: Any, field: Any, path: str) -> None:
 
 
 def _integer(text: str, path: str) -> None:
-    if not _INTEGER_TEXT.match(text):
+    if parse_integer_text(text, 20) is None:
         raise JsonProblem(path, f"{text[:40]!r} is not an integer (ASCII digits)")
 
 

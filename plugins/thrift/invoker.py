@@ -51,6 +51,7 @@ from agent.errors import (
 from agent.exchange import Action, Exchange
 from agent.governance.policy import Degraded, connection_refusal
 from agent.governance.retry import Failure, FailureKind
+from agent.integer_text import parse_integer_text
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from plugins.thrift import governance
 from plugins.thrift.codec import (
@@ -152,15 +153,6 @@ def _enum_value(extra: Any, name: object) -> int | None:
     return None
 
 
-def _integer_text(text: str) -> int | None:
-    """An integer written in ASCII digits (an optional sign): ``int()`` also takes
-    ``"1_000"`` and other scripts' digits."""
-    digits = text[1:] if text[:1] in ("-", "+") else text
-    if not digits or len(digits) > 20 or not digits.isascii() or not digits.isdigit():
-        return None
-    return int(text)
-
-
 # JSON has no NaN or infinities: they travel as these strings (protobuf's JSON mapping and
 # Thrift's own TJSONProtocol write the same).
 _FLOAT_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -178,7 +170,7 @@ def from_json(value: Any, ttype: int, extra: Any, path: str) -> Any:
         if constant is not None:
             return constant  # an enum by name
         if isinstance(value, str) and ttype == TType.I64:
-            parsed = _integer_text(value)
+            parsed = parse_integer_text(value, 20)
             if parsed is None:
                 raise _Bad(path, "expected an integer or a string of digits")
             value = parsed
@@ -247,7 +239,7 @@ def _key_from_json(key: str, ttype: int, extra: Any, path: str) -> Any:
     """A map key: JSON keys are text, so numbers, booleans and (for struct, list or set
     keys) JSON values come as their text, as :func:`to_json` writes them."""
     if ttype in _RANGES and _enum_value(extra, key) is None:
-        number = _integer_text(key)
+        number = parse_integer_text(key, 20)
         if number is None:
             raise _Bad(path, "expected an integer key")
         return from_json(number, ttype, extra, path)
