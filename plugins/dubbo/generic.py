@@ -28,6 +28,7 @@ from typing import Any
 
 from agent.errors import RemoteApplicationError
 from agent.integer_text import parse_integer_text
+from plugins.dubbo import jdk_types
 from plugins.dubbo.body import Invocation
 from plugins.dubbo.hessian2 import JavaEnum, JavaLong, JavaObject, TypedList, TypedMap
 
@@ -122,6 +123,17 @@ _NOT_COERCED = object()
 
 
 def _coerce(value: Any, type_name: str, path: str) -> Any:
+    encoder = jdk_types.ENCODERS.get(type_name)
+    if encoder is not None:
+        try:
+            return encoder(value)
+        except jdk_types.JdkValueError as exc:
+            raise ArgumentError(path, str(exc)) from None
+    refused = jdk_types.REFUSED.get(type_name)
+    if refused is not None:
+        raise ArgumentError(path, refused)
+    if type_name in _MAPS and isinstance(value, dict):
+        _check_map_class(value, path)
     if isinstance(value, bool):
         return _NOT_COERCED
     if type_name in _LONGS and isinstance(value, int):
@@ -150,6 +162,47 @@ def _coerce(value: Any, type_name: str, path: str) -> Any:
         except (binascii.Error, ValueError):
             raise ArgumentError(path, "byte[] is given as base64 text; this is not") from None
     return _NOT_COERCED
+
+
+# Map types a parameter may be declared as. PojoUtils.realize reads a map's "class" key as
+# the class to make of it, whatever the declared type: {"class": "java.lang.String"} given
+# to a Map parameter arrives as an empty String, {"class": "java.util.Date"} as the current
+# time. Only a map class keeps the map (and its "class" entry) as it is.
+_MAPS = frozenset(
+    {
+        "java.util.Map",
+        "java.util.HashMap",
+        "java.util.LinkedHashMap",
+        "java.util.TreeMap",
+        "java.util.SortedMap",
+        "java.util.NavigableMap",
+        "java.util.Hashtable",
+        "java.util.concurrent.ConcurrentMap",
+        "java.util.concurrent.ConcurrentHashMap",
+        "java.util.concurrent.ConcurrentSkipListMap",
+    }
+)
+_MAP_CLASSES = frozenset(
+    {
+        "java.util.HashMap",
+        "java.util.LinkedHashMap",
+        "java.util.TreeMap",
+        "java.util.Hashtable",
+        "java.util.concurrent.ConcurrentHashMap",
+        "java.util.concurrent.ConcurrentSkipListMap",
+    }
+)
+
+
+def _check_map_class(value: dict[str, Any], path: str) -> None:
+    marker = value.get("class")
+    if "class" in value and marker not in _MAP_CLASSES:
+        raise ArgumentError(
+            f"{path}.class",
+            f'the provider reads a "class" key in a Map as the class to make of it '
+            f"(Dubbo's PojoUtils), so {str(marker)[:60]!r} would not arrive as a map entry; "
+            'rename the key, or give a map class ("java.util.HashMap") to keep it as one',
+        )
 
 
 def _integer(value: int | str, path: str) -> int:
@@ -326,10 +379,10 @@ def _to_json(value: Any, active: set[int]) -> Any:
                 return known
             fields = {k: _to_json(v, active) for k, v in value.fields.items()}
             return {"class": value.class_name, **fields}
-        if isinstance(value, TypedMap):
-            return _known_map(value.entries) or _map_to_json(value.entries, active)
-        if isinstance(value, dict):
-            return _known_map(value) or _map_to_json(value, active)
+        if isinstance(value, TypedMap | dict):
+            entries = value.entries if isinstance(value, TypedMap) else value
+            known = _known_map(entries)
+            return known if known is not None else _map_to_json(entries, active)
         if isinstance(value, TypedList):
             return [_to_json(v, active) for v in value.items]
         if isinstance(value, list | tuple):
@@ -339,7 +392,7 @@ def _to_json(value: Any, active: set[int]) -> Any:
     return str(value)
 
 
-def _known_object(value: JavaObject) -> str | None:
+def _known_object(value: JavaObject) -> Any:
     """JDK value classes hessian writes as plain objects, as JSON text: a java.sql date as
     ISO 8601 (like java.util.Date), a BigInteger as its decimal digits (like BigDecimal:
     exact, where a JSON number past 2^53 is not for many parsers)."""
@@ -352,14 +405,15 @@ def _known_object(value: JavaObject) -> str | None:
     if value.class_name == UUID_CLASS:
         text = value.fields.get("value")
         return text if isinstance(text, str) else None
-    return None
+    return jdk_types.from_handle(value)
 
 
-def _known_map(entries: Mapping[Any, Any]) -> str | None:
-    """A UUID the provider's PojoUtils generalized (a map of its class and its two longs,
-    from the getters), as its text."""
+def _known_map(entries: Mapping[Any, Any]) -> Any:
+    """A JDK value the provider's PojoUtils generalized (a map of its getters and its
+    class) as the JSON a caller sends for it: a UUID as its text, the java.time and other
+    classes of plugins/dubbo/jdk_types.py as theirs. None: an ordinary map."""
     if entries.get("class") != UUID_CLASS:
-        return None
+        return jdk_types.from_generalized(entries)
     most, least = entries.get("mostSignificantBits"), entries.get("leastSignificantBits")
     if isinstance(most, int) and isinstance(least, int) and len(entries) == 3:
         return str(uuid.UUID(int=((most & (2**64 - 1)) << 64) | (least & (2**64 - 1))))

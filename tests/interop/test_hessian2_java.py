@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from plugins.dubbo import jdk_types
+from plugins.dubbo.generic import to_json
 from plugins.dubbo.hessian2 import (
     JavaEnum,
     JavaLong,
@@ -29,6 +31,7 @@ from plugins.dubbo.hessian2 import (
 )
 from tests.fixtures.programs import require
 from tests.support.hessian2_graph import graph_diff
+from tests.support.jdk_values import JDK_VALUES
 
 PROJECT = Path(__file__).parent / "java" / "hessian-vectors"
 MAIN_CLASS = "meshagent.interop.HessianVectors"
@@ -241,6 +244,7 @@ VECTORS: dict[str, list[object]] = {
             "-0.00",
         )
     ],
+    "jdk_types": [jdk_types.ENCODERS[declared](text) for declared, text in JDK_VALUES],
     "dubbo_request": [
         "2.0.2",
         "com.example.DemoService",
@@ -303,6 +307,13 @@ def test_encoder_writes_javas_bytes(name: str, java_vectors: dict[str, bytes]) -
 def test_decoder_reads_javas_bytes(name: str, java_vectors: dict[str, bytes]) -> None:
     problem = graph_diff(VECTORS[name], decode_all(java_vectors[name]))
     assert problem is None, problem
+
+
+def test_javas_jdk_values_read_as_the_json_a_caller_sends(
+    java_vectors: dict[str, bytes],
+) -> None:
+    decoded = decode_all(java_vectors["jdk_types"])
+    assert [to_json(value) for value in decoded] == [text for _, text in JDK_VALUES]
 
 
 def test_java_reads_our_bytes(java_classpath: str, tmp_path: Path) -> None:

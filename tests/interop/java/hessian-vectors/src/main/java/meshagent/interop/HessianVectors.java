@@ -113,6 +113,34 @@ public final class HessianVectors {
         v.put("big_decimals", new Object[] {new BigDecimal("0"), new BigDecimal("1.50"),
             new BigDecimal("-123.456"), new BigDecimal("1E+3"), new BigDecimal("1E-10"),
             new BigDecimal("12345678901234567890.123456789"), new BigDecimal("0.00")});
+        // JDK value classes hessian-lite writes with its own serializers (handles); a generic
+        // call's arguments declared as these are written the same way by the agent.
+        v.put("jdk_types", new Object[] {
+            java.time.Instant.ofEpochSecond(1700000000L, 123456789),
+            java.time.Instant.ofEpochSecond(-1L, 0),
+            java.time.LocalDate.of(2024, 2, 29),
+            java.time.LocalTime.of(13, 45, 30, 5000),
+            java.time.LocalTime.of(0, 0),
+            java.time.LocalDateTime.of(2024, 2, 29, 13, 45, 30, 5000),
+            java.time.OffsetDateTime.of(2024, 2, 29, 13, 45, 30, 0, java.time.ZoneOffset.ofHours(8)),
+            java.time.OffsetTime.of(13, 45, 30, 0, java.time.ZoneOffset.ofHoursMinutes(-5, -30)),
+            java.time.ZonedDateTime.of(2024, 2, 29, 13, 45, 30, 0, java.time.ZoneId.of("Asia/Shanghai")),
+            java.time.ZoneId.of("Europe/Paris"),
+            java.time.ZoneOffset.ofHours(8),
+            java.time.Duration.ofSeconds(90061, 5),
+            java.time.Duration.ofMillis(-500),
+            java.time.Period.of(1, 2, 3),
+            java.time.Year.of(2024),
+            java.time.YearMonth.of(2024, 2),
+            java.time.MonthDay.of(2, 29),
+            java.util.Locale.forLanguageTag("zh-CN"),
+            new java.util.Locale("en", "US", "POSIX"),
+            java.util.Currency.getInstance("EUR"),
+            java.net.URI.create("https://example.com/a%20b?c=d#e"),
+            String.class,
+            'x',
+            new char[] {'a', 'b', '\u00e9'},
+        });
         Map<Object, Object> attachments = new HashMap<>();
         attachments.put("path", "com.example.DemoService");
         v.put("dubbo_request", new Object[] {"2.0.2", "com.example.DemoService", "0.0.0", "sayHello",
@@ -242,12 +270,19 @@ public final class HessianVectors {
             if (e == null || a == null) {
                 return e == a ? null : path + ": expected " + e + ", got " + a;
             }
+            if ((e instanceof Character || e instanceof char[]) && a instanceof String) {
+                // hessian writes char and char[] as strings; read untyped they are Strings
+                // (a method's declared char or char[] reads them back as such).
+                String text = e instanceof Character ? e.toString() : new String((char[]) e);
+                return text.equals(a) ? null : path + ": expected " + text + ", got " + a;
+            }
             if (!e.getClass().equals(a.getClass())) {
                 return path + ": expected a " + e.getClass().getName() + ", got a "
                     + a.getClass().getName() + " (" + a + ")";
             }
             if (e instanceof Number || e instanceof String || e instanceof Boolean
-                    || e instanceof Date || e instanceof Enum) {
+                    || e instanceof Date || e instanceof Enum || e instanceof Character
+                    || e instanceof Class || isJdkValue(e)) {
                 return e.equals(a) ? null : path + ": expected " + e + ", got " + a;
             }
             if (e.getClass().isArray() && e.getClass().getComponentType().isPrimitive()) {
@@ -304,6 +339,13 @@ public final class HessianVectors {
                 }
             }
             return null;
+        }
+
+        /** java.time and the other JDK values: their fields are closed to reflection. */
+        private static boolean isJdkValue(Object e) {
+            String name = e.getClass().getName();
+            return (name.startsWith("java.time.") || name.startsWith("java.util.Locale")
+                || name.startsWith("java.util.Currency") || name.startsWith("java.net."));
         }
 
         private String items(Collection<?> e, Collection<?> a, String path) {

@@ -82,4 +82,53 @@ public interface GreetingService {
 
     /** Sleeps {@code millis}, then returns "slept N". Its timeout is configured to 500 ms. */
     String slow(int millis);
+
+    // JDK value classes (tests/interop/test_dubbo_jdk_types.py): jdk returns what it got,
+    // jdkReceived says what arrived (its class and toString).
+
+    java.time.Instant jdk(java.time.Instant value);
+    java.time.LocalDate jdk(java.time.LocalDate value);
+    java.time.LocalTime jdk(java.time.LocalTime value);
+    java.time.LocalDateTime jdk(java.time.LocalDateTime value);
+    java.time.OffsetDateTime jdk(java.time.OffsetDateTime value);
+    java.time.OffsetTime jdk(java.time.OffsetTime value);
+    java.time.ZonedDateTime jdk(java.time.ZonedDateTime value);
+    java.time.ZoneId jdk(java.time.ZoneId value);
+    java.time.ZoneOffset jdk(java.time.ZoneOffset value);
+    java.time.Duration jdk(java.time.Duration value);
+    java.time.Period jdk(java.time.Period value);
+    java.time.Year jdk(java.time.Year value);
+    java.time.YearMonth jdk(java.time.YearMonth value);
+    java.time.MonthDay jdk(java.time.MonthDay value);
+    java.util.Locale jdk(java.util.Locale value);
+    java.util.Currency jdk(java.util.Currency value);
+    java.net.URI jdk(java.net.URI value);
+    Class<?> jdk(Class<?> value);
+    char jdk(char value);
+    Character jdk(Character value);
+    char[] jdk(char[] value);
+    String jdkReceived(java.time.Instant value);
+    String jdkReceived(java.time.LocalDate value);
+    String jdkReceived(java.time.LocalTime value);
+    String jdkReceived(java.time.LocalDateTime value);
+    String jdkReceived(java.time.OffsetDateTime value);
+    String jdkReceived(java.time.OffsetTime value);
+    String jdkReceived(java.time.ZonedDateTime value);
+    String jdkReceived(java.time.ZoneId value);
+    String jdkReceived(java.time.ZoneOffset value);
+    String jdkReceived(java.time.Duration value);
+    String jdkReceived(java.time.Period value);
+    String jdkReceived(java.time.Year value);
+    String jdkReceived(java.time.YearMonth value);
+    String jdkReceived(java.time.MonthDay value);
+    String jdkReceived(java.util.Locale value);
+    String jdkReceived(java.util.Currency value);
+    String jdkReceived(java.net.URI value);
+    String jdkReceived(Class<?> value);
+    String jdkReceived(char value);
+    String jdkReceived(Character value);
+    String jdkReceived(char[] value);
+    String jdkReceived(java.net.URL value);
+    String jdkReceived(java.net.InetAddress value);
+    String jdkReceived(java.util.Optional<String> value);
 }

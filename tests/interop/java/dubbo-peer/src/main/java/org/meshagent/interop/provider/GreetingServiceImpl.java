@@ -181,4 +181,229 @@ public final class GreetingServiceImpl implements GreetingService {
         }
         return "slept " + millis;
     }
+
+    @Override
+    public java.time.Instant jdk(java.time.Instant value) {
+        return value;
+    }
+
+    @Override
+    public java.time.LocalDate jdk(java.time.LocalDate value) {
+        return value;
+    }
+
+    @Override
+    public java.time.LocalTime jdk(java.time.LocalTime value) {
+        return value;
+    }
+
+    @Override
+    public java.time.LocalDateTime jdk(java.time.LocalDateTime value) {
+        return value;
+    }
+
+    @Override
+    public java.time.OffsetDateTime jdk(java.time.OffsetDateTime value) {
+        return value;
+    }
+
+    @Override
+    public java.time.OffsetTime jdk(java.time.OffsetTime value) {
+        return value;
+    }
+
+    @Override
+    public java.time.ZonedDateTime jdk(java.time.ZonedDateTime value) {
+        return value;
+    }
+
+    @Override
+    public java.time.ZoneId jdk(java.time.ZoneId value) {
+        return value;
+    }
+
+    @Override
+    public java.time.ZoneOffset jdk(java.time.ZoneOffset value) {
+        return value;
+    }
+
+    @Override
+    public java.time.Duration jdk(java.time.Duration value) {
+        return value;
+    }
+
+    @Override
+    public java.time.Period jdk(java.time.Period value) {
+        return value;
+    }
+
+    @Override
+    public java.time.Year jdk(java.time.Year value) {
+        return value;
+    }
+
+    @Override
+    public java.time.YearMonth jdk(java.time.YearMonth value) {
+        return value;
+    }
+
+    @Override
+    public java.time.MonthDay jdk(java.time.MonthDay value) {
+        return value;
+    }
+
+    @Override
+    public java.util.Locale jdk(java.util.Locale value) {
+        return value;
+    }
+
+    @Override
+    public java.util.Currency jdk(java.util.Currency value) {
+        return value;
+    }
+
+    @Override
+    public java.net.URI jdk(java.net.URI value) {
+        return value;
+    }
+
+    @Override
+    public Class<?> jdk(Class<?> value) {
+        return value;
+    }
+
+    @Override
+    public char jdk(char value) {
+        return value;
+    }
+
+    @Override
+    public Character jdk(Character value) {
+        return value;
+    }
+
+    @Override
+    public char[] jdk(char[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.Instant value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.LocalDate value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.LocalTime value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.LocalDateTime value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.OffsetDateTime value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.OffsetTime value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.ZonedDateTime value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.ZoneId value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.ZoneOffset value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.Duration value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.Period value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.Year value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.YearMonth value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.time.MonthDay value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.util.Locale value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.util.Currency value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.net.URI value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(Class<?> value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(char value) {
+        return "char " + value;
+    }
+
+    @Override
+    public String jdkReceived(Character value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(char[] value) {
+        return "char[] " + new String(value);
+    }
+
+    @Override
+    public String jdkReceived(java.net.URL value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.net.InetAddress value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
+
+    @Override
+    public String jdkReceived(java.util.Optional<String> value) {
+        return value == null ? "null" : value.getClass().getName() + " " + value;
+    }
 }
