@@ -28,7 +28,7 @@ from typing import Any
 
 from agent.errors import RemoteApplicationError
 from agent.integer_text import parse_integer_text
-from plugins.dubbo import jdk_types
+from plugins.dubbo import jdk_types, provider_errors
 from plugins.dubbo.body import Invocation
 from plugins.dubbo.hessian2 import JavaEnum, JavaLong, JavaObject, TypedList, TypedMap
 
@@ -460,7 +460,9 @@ def remote_exception(exception: Any) -> RemoteApplicationError:
         ):
             message = fields.get("exceptionMessage")
             return RemoteApplicationError(
-                "" if message is None else str(message), str(fields["exceptionClass"])
+                "" if message is None else str(message),
+                str(fields["exceptionClass"]),
+                _causes(fields.get("detailMessage")),
             )
         message = fields.get("detailMessage")
         extra = {
@@ -477,6 +479,20 @@ def remote_exception(exception: Any) -> RemoteApplicationError:
         message = exception.get("exceptionMessage") or exception.get("detailMessage") or ""
         return RemoteApplicationError(str(message), str(kind))
     return RemoteApplicationError(str(exception), "java.lang.Throwable")
+
+
+def _causes(printed: Any) -> dict[str, Any] | None:
+    """The causes and suppressed exceptions of a GenericException's message, which Dubbo
+    fills with the real exception's printed stack (StringUtils.toString); None: neither."""
+    if not isinstance(printed, str):
+        return None
+    said = provider_errors.parse(printed)
+    details: dict[str, Any] = {}
+    if said.causes:
+        details["causes"] = [provider_errors.exception_parts(c) for c in said.causes]
+    if said.suppressed:
+        details["suppressed"] = [provider_errors.exception_parts(s) for s in said.suppressed]
+    return details or None
 
 
 def check_types(types: Sequence[str] | None, args: Sequence[Any]) -> None:

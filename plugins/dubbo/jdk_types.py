@@ -417,6 +417,11 @@ REFUSED: dict[str, str] = {
         "java.util.Optional is not Serializable: hessian2 cannot write it (Java's own "
         "consumer fails the same call); declare the parameter as its content's type"
     ),
+    "java.util.EnumMap": (
+        "java.util.EnumMap: hessian-lite reads one back as a HashMap, which the provider "
+        "cannot pass to an EnumMap parameter (Java's own consumer fails the same call); "
+        "declare a Map"
+    ),
     "java.net.URL": f"java.net.URL: {_JAVA_NET} or java.net.URI",
     "java.net.InetAddress": f"java.net.InetAddress: {_JAVA_NET}",
     "java.net.Inet4Address": f"java.net.Inet4Address: {_JAVA_NET}",

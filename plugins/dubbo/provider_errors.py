@@ -22,12 +22,17 @@ MAX_DETAIL = 2048
 MAX_CAUSES = 16
 _GENERIC_FILTER = "org.apache.dubbo.rpc.filter.GenericFilter.invoke"
 _CAUSED_BY = "Caused by: "
+# printStackTrace writes the outermost exception's suppressed ones one tab in, before its
+# first "Caused by:" (the causes' own suppressed come after, the suppressed ones' causes
+# two tabs in).
+_SUPPRESSED = "\tSuppressed: "
 
 
 class ProviderError(NamedTuple):
     summary: str  # the exception's toString(): "class: message"
     causes: tuple[str, ...]  # each "Caused by:" line's exception, outermost first
     thrown_at: str  # the first stack frame ("package.Class.method"), or ""
+    suppressed: tuple[str, ...] = ()  # the outermost exception's suppressed ones
 
 
 def parse(text: str) -> ProviderError:
@@ -35,6 +40,7 @@ def parse(text: str) -> ProviderError:
     summary: list[str] = []
     summary_size = 0
     causes: list[str] = []
+    suppressed: list[str] = []
     thrown_at = ""
     in_stack = False
     for line in text.splitlines():
@@ -43,16 +49,28 @@ def parse(text: str) -> ProviderError:
             if not thrown_at and not causes:
                 thrown_at = stripped[3:].split("(", 1)[0]
             in_stack = True
-        elif stripped.startswith(_CAUSED_BY):
+        elif line.startswith(_CAUSED_BY):  # the outermost chain; indented: a suppressed one's
             if len(causes) < MAX_CAUSES:
                 causes.append(stripped[len(_CAUSED_BY) :][:MAX_DETAIL])
             in_stack = True
-        elif stripped.startswith("...") or stripped.startswith("Suppressed: "):
+        elif line.startswith(_SUPPRESSED) and not causes:
+            if len(suppressed) < MAX_CAUSES:
+                suppressed.append(line[len(_SUPPRESSED) :][:MAX_DETAIL])
+            in_stack = True
+        elif stripped.startswith(("...", "Suppressed: ", _CAUSED_BY)):
             in_stack = True
         elif not in_stack and summary_size <= MAX_DETAIL:
             summary.append(line)  # a message may span lines before the stack begins
             summary_size += len(line) + 1
-    return ProviderError("\n".join(summary).strip()[: MAX_DETAIL + 1], tuple(causes), thrown_at)
+    return ProviderError(
+        "\n".join(summary).strip()[: MAX_DETAIL + 1], tuple(causes), thrown_at, tuple(suppressed)
+    )
+
+
+def exception_parts(line: str) -> dict[str, str]:
+    """``"java.io.IOException: disk gone"`` as ``{"type": ..., "message": ...}``."""
+    kind, _, message = line.partition(": ")
+    return {"type": kind.strip(), "message": message}
 
 
 def describe(error: ProviderError) -> str:

@@ -89,6 +89,7 @@ def test_a_result_reads_back_as_the_text_sent(
         ("char", "xy", "one character"),
         ("java.time.Year", True, "a number"),
         ("java.util.Optional", "x", "not Serializable"),
+        ("java.util.EnumMap", {"RED": 1}, "back as a HashMap"),
         ("java.net.URL", "https://example.com", "cannot read it"),
         ("java.net.InetAddress", "10.0.0.1", "cannot read it"),
     ],
@@ -123,3 +124,26 @@ def test_a_class_key_in_a_map_argument(agent: AgentProcess) -> None:
     assert kept.json()["result"]["a"] == 1 and kept.json()["result"]["class"] == "java.util.HashMap"
     assert refused.status_code == 400, refused.text
     assert refused.json()["errors"][0]["path"] == "body.args[0].class"
+
+
+def test_a_provider_exception_carries_its_causes_and_suppressed(agent: AgentProcess) -> None:
+    """A generic call's exception is a GenericException whose message is the provider's
+    printed stack (StringUtils.toString): the agent gives the causes and the suppressed
+    exceptions, outermost first, without the stack."""
+    with agent.client() as client:
+        response, _ = call(
+            client, "failWithCauses", {"types": ["java.lang.String"], "args": ["boom"]}
+        )
+    print(response.text)
+    assert response.status_code == 502
+    exception = response.json()["exception"]
+    assert exception["type"] == "java.lang.IllegalStateException"
+    assert exception["message"] == "boom"
+    assert exception["details"] == {
+        "causes": [
+            {"type": "java.io.IOException", "message": "disk gone"},
+            {"type": "java.io.EOFException", "message": "at byte 7"},
+        ],
+        "suppressed": [{"type": "java.lang.IllegalArgumentException", "message": "cleanup failed"}],
+    }
+    assert "\tat " not in response.text

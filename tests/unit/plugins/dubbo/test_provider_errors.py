@@ -8,6 +8,7 @@ from plugins.dubbo.provider_errors import (
     MAX_DETAIL,
     ProviderError,
     describe,
+    exception_parts,
     parse,
     refused_the_request,
 )
@@ -64,3 +65,32 @@ def test_bounded_whatever_the_provider_sends() -> None:
     said = parse(huge)
     assert len(said.causes) == 16
     assert len(describe(said)) <= MAX_DETAIL
+
+
+# Java's printStackTrace of IllegalStateException("boom") caused by IOException caused by
+# EOFException, one IllegalArgumentException suppressed (which has a cause of its own, and
+# the IOException a suppressed one of its own).
+NESTED = (
+    "java.lang.IllegalStateException: boom\n"
+    "\tat p.Impl.failWithCauses(Impl.java:10)\n"
+    "\tSuppressed: java.lang.IllegalArgumentException: cleanup failed\n"
+    "\t\tat p.Impl.failWithCauses(Impl.java:11)\n"
+    "\tCaused by: java.lang.RuntimeException: inside the suppressed one\n"
+    "\t\t... 3 more\n"
+    "Caused by: java.io.IOException: disk gone\n"
+    "\tat p.Impl.failWithCauses(Impl.java:9)\n"
+    "\tSuppressed: java.lang.Error: the cause's own\n"
+    "Caused by: java.io.EOFException: at byte 7\n"
+    "\t... 4 more\n"
+)
+
+
+def test_causes_and_suppressed_of_the_outermost_exception_only() -> None:
+    said = parse(NESTED)
+    assert said.causes == ("java.io.IOException: disk gone", "java.io.EOFException: at byte 7")
+    assert said.suppressed == ("java.lang.IllegalArgumentException: cleanup failed",)
+    assert exception_parts(said.causes[0]) == {
+        "type": "java.io.IOException",
+        "message": "disk gone",
+    }
+    assert exception_parts("java.lang.Error") == {"type": "java.lang.Error", "message": ""}

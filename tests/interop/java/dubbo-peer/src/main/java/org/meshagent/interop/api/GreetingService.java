@@ -131,4 +131,8 @@ public interface GreetingService {
     String jdkReceived(java.net.URL value);
     String jdkReceived(java.net.InetAddress value);
     String jdkReceived(java.util.Optional<String> value);
+
+    // Throws IllegalStateException(message) caused by an IOException caused by an
+    // EOFException, with an IllegalArgumentException suppressed.
+    String failWithCauses(String message);
 }

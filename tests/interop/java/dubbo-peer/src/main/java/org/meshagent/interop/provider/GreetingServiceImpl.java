@@ -406,4 +406,12 @@ public final class GreetingServiceImpl implements GreetingService {
     public String jdkReceived(java.util.Optional<String> value) {
         return value == null ? "null" : value.getClass().getName() + " " + value;
     }
+
+    @Override
+    public String failWithCauses(String message) {
+        IllegalStateException failure = new IllegalStateException(
+            message, new java.io.IOException("disk gone", new java.io.EOFException("at byte 7")));
+        failure.addSuppressed(new IllegalArgumentException("cleanup failed"));
+        throw failure;
+    }
 }
