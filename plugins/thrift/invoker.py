@@ -109,6 +109,7 @@ def load_service(options: ThriftServiceOptions, service_name: str) -> Any:
         except Exception as exc:  # a missing file or a parse error: the config's fault
             raise InvokeNotSupported(f"cannot load Thrift IDL {options.idl}: {exc}") from None
         _modules[key] = module
+        _unions.update(_union_classes(module, set()))
     services = {
         name: value for name, value in vars(module).items() if hasattr(value, "thrift_services")
     }
@@ -121,6 +122,24 @@ def load_service(options: ThriftServiceOptions, service_name: str) -> Any:
         f"IDL {options.idl} has services {', '.join(sorted(services)) or 'none'}; "
         "name one in services[].options.idl_service"
     )
+
+
+def _union_classes(module: Any, seen: set[int]) -> set[Any]:
+    """The unions an IDL and its includes declare: thriftpy2 makes a union the same kind
+    of class as a struct, and records it only in the module's ``__thrift_meta__``."""
+    if id(module) in seen:
+        return set()
+    seen.add(id(module))
+    meta = getattr(module, "__thrift_meta__", {})
+    found = set(meta.get("unions", ()))
+    for included in meta.get("includes", ()):
+        found |= _union_classes(included, seen)
+    return found
+
+
+# Union classes of every loaded IDL (a thrift union takes exactly one field: a Java or Go
+# peer refuses a union with none or two set, after the call was sent).
+_unions: set[Any] = set()
 
 
 # -- JSON → thriftpy2 values ------------------------------------------------------------
@@ -286,6 +305,12 @@ def struct_from_json(cls: Any, value: dict[str, Any], path: str) -> Any:
     for name in value:
         if name not in known:
             raise _Bad(f"{path}.{name}", f"{cls.__name__} has no field {name!r}")
+    if cls in _unions and sum(value.get(name) is not None for name in known) != 1:
+        raise _Bad(
+            path,
+            f"{cls.__name__} is a union: give exactly one of its fields "
+            f"({', '.join(known)}), not null",
+        )
     for name, (ttype, extra, required) in known.items():
         if name in value:
             fields[name] = from_json(value[name], ttype, extra, f"{path}.{name}")

@@ -43,6 +43,7 @@ ITEM = {
     "switches": {"true": "on", "false": "off"},
     "places": {'{"x":1,"y":-2}': "here"},
     "ratio": "NaN",
+    "shape": {"point": {"x": 3, "y": 4}},
 }
 
 
@@ -95,6 +96,10 @@ def test_unknown_method_lists_the_idl(agent: AgentProcess) -> None:
         ({"item": {**ITEM, "name": "\ud800"}}, "body.args.item.name"),
         ({"item": {**ITEM, "color": "mro"}}, "body.args.item.color"),
         ({"item": {**ITEM, "tags": ["a", "a"]}}, "body.args.item.tags[1]"),
+        # A union takes exactly one field (issue 23).
+        ({"item": {**ITEM, "shape": {}}}, "body.args.item.shape"),
+        ({"item": {**ITEM, "shape": {"radius": 1, "label": "x"}}}, "body.args.item.shape"),
+        ({"item": {**ITEM, "shape": {"radius": None}}}, "body.args.item.shape"),
     ],
 )
 def test_bad_arguments_name_their_path(agent: AgentProcess, args: Any, path: str) -> None:

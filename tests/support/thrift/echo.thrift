@@ -15,6 +15,13 @@ struct Point {
     2: i32 y,
 }
 
+// One of its fields exactly (the agent refuses none or two).
+union Shape {
+    1: Point point,
+    2: double radius,
+    3: string label,
+}
+
 struct Item {
     1: required string name,
     2: optional i64 id,
@@ -32,6 +39,7 @@ struct Item {
     13: optional map<bool, string> switches,
     14: optional map<Point, string> places,
     15: optional double ratio,
+    16: optional Shape shape,
 }
 
 exception NotFound {

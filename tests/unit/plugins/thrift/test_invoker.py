@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +179,23 @@ def test_fallback_value_of_the_wrong_type_is_refused() -> None:
     with pytest.raises(InvalidRequest) as caught:
         encode_reply(Echo, "slow", {"x": 1}, call, Transport.FRAMED)
     assert caught.value.errors[0][0] == "degrade.value"
+
+
+def test_a_union_takes_exactly_one_field_in_its_idl_and_includes(tmp_path: Path) -> None:
+    (tmp_path / "shapes.thrift").write_text("union Size { 1: i32 small, 2: i64 large }\n")
+    (tmp_path / "main.thrift").write_text(
+        'include "shapes.thrift"\n'
+        "union Pick { 1: string name, 2: i32 number }\n"
+        "struct Plain { 1: optional string a, 2: optional string b }\n"
+        "service S { Pick choose(1: Pick pick, 2: shapes.Size size, 3: Plain plain) }\n"
+    )
+    service = load_service(ThriftServiceOptions(idl=str(tmp_path / "main.thrift")), "s")
+    spec = service.choose_args.thrift_spec
+    pick, size, plain = spec[1][2], spec[2][2], spec[3][2]
+    assert struct_from_json(pick, {"number": 3}, "args.pick").number == 3
+    assert struct_from_json(size, {"large": 5}, "args.size").large == 5
+    assert struct_from_json(plain, {}, "args.plain").a is None  # a struct may be empty
+    for cls, value in ((pick, {}), (pick, {"name": "a", "number": 1}), (size, {"small": None})):
+        with pytest.raises(_Bad) as caught:
+            struct_from_json(cls, value, "args.x")
+        assert caught.value.path == "args.x" and "is a union" in caught.value.message
