@@ -26,7 +26,7 @@ from agent.governance.policy import Degraded, connection_refusal
 from agent.governance.retry import Failure, FailureKind
 from agent.runtime.protocols import InvokeRequest, InvokeResult
 from agent.telemetry.propagation import TIMEOUT_MS
-from plugins.grpc import json_checks
+from plugins.grpc import any_types, json_checks
 from plugins.grpc.channels import ChannelPool, target
 from plugins.grpc.config import GrpcServiceOptions
 from plugins.grpc.governance import failure_of, subset_out
@@ -178,7 +178,8 @@ def to_json(message: Any) -> Any:
             always_print_fields_with_no_presence=True,
             descriptor_pool=message.DESCRIPTOR.file.pool,
         )
-    except (TypeError, KeyError, ValueError) as exc:
+    except (TypeError, KeyError, ValueError, json_format.Error) as exc:
+        # json_format.Error: a field it cannot write (an Any it has no type for)
         raise UpstreamError(f"the reply cannot be written as JSON: {exc}") from None
 
 
@@ -337,7 +338,16 @@ async def _invoke_on(
     else:
         rpc = channel.unary_stream(info.path, **kwargs)(requests[0], **call_options)
     host.active_requests += 1
-    reply = _replies(rpc, host, cluster, cache, grpc_service)
+    # Types an Any holds may be fetched from the provider's reflection (not with a
+    # descriptor set: the config is the only source then).
+    fetch = (
+        None
+        if info.files is None
+        else _Fetch(target(host.instance.host, host.instance.port), info.files, cache.timeout_s)
+    )
+    reply = _replies(
+        rpc, host, cluster, cache, grpc_service, info.output.DESCRIPTOR.file.pool, fetch
+    )
     try:
         # The first reply (or the status) before the HTTP answer starts: an error here
         # is still a problem response with its HTTP status.
@@ -360,6 +370,40 @@ async def _invoke_on(
 _END: Any = object()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Fetch:
+    """Where the types of an attempt's Anys are fetched from: its provider's reflection,
+    into the database behind the method's pool."""
+
+    address: str
+    files: Any
+    timeout_s: float
+
+    async def __call__(self, pool: Any, names: list[str]) -> list[str]:
+        return await any_types.fetch_types(self.address, pool, self.files, names, self.timeout_s)
+
+
+async def _reply_json(message: Any, pool: Any, fetch: _Fetch | None) -> Any:
+    """``to_json``, after fetching from the provider's reflection the types of Anys the
+    method's files do not define (plugins/grpc/any_types.py)."""
+    try:
+        return to_json(message)
+    except UpstreamError:
+        if fetch is None:
+            raise
+        names = [n for n in any_types.any_type_names(message) if not any_types.knows(pool, n)]
+        if not names or not await fetch(pool, names):
+            raise
+    return to_json(message)
+
+
+def _status_details(metadata: Any) -> bytes | None:
+    for key, value in metadata or ():
+        if key == any_types.STATUS_DETAILS and isinstance(value, bytes):
+            return value
+    return None
+
+
 async def _prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
     try:
         if first is not _END:
@@ -371,7 +415,13 @@ async def _prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerato
 
 
 async def _replies(
-    call: Any, host: Host, cluster: Cluster, cache: DescriptorCache, grpc_service: str
+    call: Any,
+    host: Host,
+    cluster: Cluster,
+    cache: DescriptorCache,
+    grpc_service: str,
+    pool: Any,
+    fetch: _Fetch | None,
 ) -> AsyncGenerator[Any, None]:
     import grpc
 
@@ -379,14 +429,22 @@ async def _replies(
     try:
         try:
             while (message := await call.read()) is not grpc.aio.EOF:
-                yield to_json(message)
+                yield await _reply_json(message, pool, fetch)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             failed = code == grpc.StatusCode.UNAVAILABLE
             if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL):
                 # Possibly descriptors of another version: read them again next time.
                 cache.forget(cluster.name, grpc_service)
-            raise status_error(code.name, code.value[0], exc.details() or "", host.id) from None
+            error = status_error(code.name, code.value[0], exc.details() or "", host.id)
+            trailer = _status_details(exc.trailing_metadata())
+            if trailer is not None and isinstance(error.details, dict):
+                if fetch is not None:
+                    await fetch(pool, any_types.detail_type_names(trailer))
+                details = any_types.status_details(trailer, pool)
+                if details is not None:
+                    error.details["grpc_status_details"] = details
+            raise error from None
     finally:
         call.cancel()
         host.active_requests -= 1

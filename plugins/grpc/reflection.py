@@ -30,6 +30,10 @@ class MethodInfo:
     server_streaming: bool
     # Its google.api.http bindings, for HTTP/JSON transcoding (none: gRPC only).
     bindings: tuple[Binding, ...] = ()
+    # The files its pool reads, when they came from the provider's reflection: more are
+    # added there (plugins/grpc/any_types.py) for an Any of a type they lack. None: a
+    # descriptor set, the only source.
+    files: Any = None
 
 
 class ReflectionError(UpstreamError):
@@ -55,7 +59,7 @@ def _bindings(method: Any) -> tuple[Binding, ...]:
         return ()
 
 
-def _methods(pool: Any, service: str, where: str) -> dict[str, MethodInfo]:
+def _methods(pool: Any, service: str, where: str, files: Any = None) -> dict[str, MethodInfo]:
     from google.protobuf.message_factory import GetMessageClass  # type: ignore[import-untyped]
 
     try:
@@ -70,6 +74,7 @@ def _methods(pool: Any, service: str, where: str) -> dict[str, MethodInfo]:
             method.client_streaming,
             method.server_streaming,
             _bindings(method),
+            files,
         )
         for method in descriptor.methods
     }
@@ -81,8 +86,51 @@ def _lookup(channel: Any, service: str) -> dict[str, MethodInfo]:
         ProtoReflectionDescriptorDatabase,
     )
 
-    pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
-    return _methods(pool, service, "the provider")
+    files = provider_files(ProtoReflectionDescriptorDatabase(channel))
+    try:
+        return _methods(DescriptorPool(files), service, "the provider", files)
+    finally:
+        files.reflection = None  # its channel closes now: later misses are KeyErrors
+
+
+def provider_files(reflection: Any) -> Any:
+    """A descriptor database of what a provider's reflection gave: it asks ``reflection``
+    while that is set (during a lookup, in a worker thread), and afterwards answers from
+    what it holds, so a pool miss on the loop never blocks on (or fails with) a channel.
+    any_types.fetch_types adds files to it."""
+    from google.protobuf.descriptor_database import (  # type: ignore[import-untyped]
+        DescriptorDatabase,
+    )
+
+    class ProviderFiles(DescriptorDatabase):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.reflection: Any = reflection
+
+        def FindFileByName(self, name: str) -> Any:
+            try:
+                return super().FindFileByName(name)
+            except KeyError:
+                if self.reflection is None:
+                    raise
+            return self.keep(self.reflection.FindFileByName(name))
+
+        def FindFileContainingSymbol(self, symbol: str) -> Any:
+            try:
+                return super().FindFileContainingSymbol(symbol)
+            except KeyError:
+                if self.reflection is None:
+                    raise
+            return self.keep(self.reflection.FindFileContainingSymbol(symbol))
+
+        def keep(self, proto: Any) -> Any:
+            try:
+                super().FindFileByName(proto.name)
+            except KeyError:
+                self.Add(proto)
+            return proto
+
+    return ProviderFiles()
 
 
 # A descriptor set is a config file, read whole: bound it like one.
@@ -148,6 +196,7 @@ class DescriptorCache:
 
     def __init__(self, timeout_s: float) -> None:
         self._timeout_s = timeout_s
+        self.timeout_s = timeout_s  # also bounds a fetch of an Any's type (any_types.py)
         self._services: dict[tuple[str, str], dict[str, MethodInfo]] = {}
 
     async def methods(

@@ -40,6 +40,38 @@ def test_unary(grpc_agent: AgentProcess) -> None:
     assert outcome["endpoint"] in {"echo-a", "echo-b"}
 
 
+def test_an_any_of_a_type_the_methods_files_lack_is_found_by_reflection(
+    grpc_agent: AgentProcess,
+) -> None:
+    """EchoReply.attached holds a meshtest.extra.Note, from a file echo.proto does not
+    import: the agent asks the provider's reflection for it (it was a 502, issue 23)."""
+    for _ in range(2):  # the second time the type is known already
+        response = invoke(grpc_agent, "Unary", {"message": {"message": "attach"}})
+        assert response.status_code == 200, response.text
+        assert response.json()["result"]["attached"] == {
+            "@type": "type.googleapis.com/meshtest.extra.Note",
+            "text": "from the provider",
+            "count": str(2**40),
+        }
+
+
+def test_a_status_carries_its_details(grpc_agent: AgentProcess) -> None:
+    """grpc-status-details-bin (a google.rpc.Status) in the problem: a google.rpc error
+    type, a type the provider's reflection gives, and an unknown one as bytes."""
+    response = invoke(grpc_agent, "Unary", {"message": {"message": "with details", "code": 3}})
+    assert response.status_code == 400, response.text
+    details = response.json()["exception"]["details"]
+    assert details["grpc_status"] == "INVALID_ARGUMENT"
+    assert details["grpc_status_details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": "message", "description": "rude"}],
+        },
+        {"@type": "type.googleapis.com/meshtest.extra.Note", "text": "see me", "count": "3"},
+        {"@type": "type.googleapis.com/nobody.Knows", "value": "CAE="},
+    ]
+
+
 def test_fully_qualified_method_name(grpc_agent: AgentProcess) -> None:
     response = invoke(grpc_agent, "meshtest.Echo.Unary", {"message": {"message": "fq"}})
     assert response.status_code == 200, response.text
