@@ -381,6 +381,8 @@ def _to_json(value: Any, active: set[int]) -> Any:
             return {"class": value.class_name, **fields}
         if isinstance(value, TypedMap | dict):
             entries = value.entries if isinstance(value, TypedMap) else value
+            if _THROWABLE_GETTERS.issubset(entries):
+                return _throwable_to_json(entries, active)
             known = _known_map(entries)
             return known if known is not None else _map_to_json(entries, active)
         if isinstance(value, TypedList):
@@ -390,6 +392,28 @@ def _to_json(value: Any, active: set[int]) -> Any:
     finally:
         active.discard(marker)
     return str(value)
+
+
+# A Throwable the provider generalized (a result or field holding one): a map of its
+# getters. The stack (thousands of frames' maps) and the localized message (the message
+# again) are left out; the cause and the suppressed ones are Throwables in turn.
+_THROWABLE_GETTERS = frozenset(
+    {"class", "message", "localizedMessage", "stackTrace", "suppressed", "cause"}
+)
+
+
+def _throwable_to_json(entries: Mapping[Any, Any], active: set[int]) -> dict[str, Any]:
+    result: dict[str, Any] = {"class": entries["class"], "message": entries["message"]}
+    if entries["cause"] is not None:
+        result["cause"] = _to_json(entries["cause"], active)
+    suppressed = entries["suppressed"]
+    items = suppressed.items if isinstance(suppressed, TypedList) else suppressed
+    if isinstance(items, list) and items:
+        result["suppressed"] = [_to_json(item, active) for item in items]
+    for key, item in entries.items():
+        if key not in _THROWABLE_GETTERS and isinstance(key, str):
+            result[key] = _to_json(item, active)  # the exception's own properties
+    return result
 
 
 def _known_object(value: JavaObject) -> Any:

@@ -147,3 +147,23 @@ def test_a_provider_exception_carries_its_causes_and_suppressed(agent: AgentProc
         "suppressed": [{"type": "java.lang.IllegalArgumentException", "message": "cleanup failed"}],
     }
     assert "\tat " not in response.text
+
+
+def test_a_throwable_result_reads_without_its_stack(agent: AgentProcess) -> None:
+    """A Throwable returned (not thrown) is generalized by the provider into a map of its
+    getters, the stack frames included: it reads as class, message, cause and suppressed."""
+    with agent.client() as client:
+        response, _ = call(client, "failure", {"types": ["java.lang.String"], "args": ["boom"]})
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == {
+        "class": "java.lang.IllegalStateException",
+        "message": "boom",
+        "cause": {
+            "class": "java.io.IOException",
+            "message": "disk gone",
+            "cause": {"class": "java.io.EOFException", "message": "at byte 7"},
+        },
+        "suppressed": [
+            {"class": "java.lang.IllegalArgumentException", "message": "cleanup failed"}
+        ],
+    }

@@ -277,3 +277,26 @@ def test_a_uuid_goes_as_hessian_lite_writes_it_and_comes_back_as_text() -> None:
         "leastSignificantBits": 0xA456426614174000 - 2**64,
     }
     assert to_json(generalized) == text
+
+
+def test_a_generalized_throwable_reads_without_its_stack() -> None:
+    frame = {"class": "java.lang.StackTraceElement", "methodName": "run", "lineNumber": 7}
+    cause = {
+        "class": "java.io.IOException",
+        "message": "inner",
+        "localizedMessage": "inner",
+        "stackTrace": [frame],
+        "suppressed": [],
+        "cause": None,
+    }
+    outer = {**cause, "class": "x.Failed", "message": "outer", "cause": cause, "code": 7}
+    outer["suppressed"] = TypedList("[object", [cause])
+    assert to_json(outer) == {
+        "class": "x.Failed",
+        "message": "outer",
+        "cause": {"class": "java.io.IOException", "message": "inner"},
+        "suppressed": [{"class": "java.io.IOException", "message": "inner"}],
+        "code": 7,
+    }
+    # A map with some of those keys is data.
+    assert to_json({"message": "m", "cause": None}) == {"message": "m", "cause": None}

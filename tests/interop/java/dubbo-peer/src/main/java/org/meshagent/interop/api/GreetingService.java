@@ -135,4 +135,7 @@ public interface GreetingService {
     // Throws IllegalStateException(message) caused by an IOException caused by an
     // EOFException, with an IllegalArgumentException suppressed.
     String failWithCauses(String message);
+
+    // Returns (not throws) the exception failWithCauses throws.
+    RuntimeException failure(String message);
 }

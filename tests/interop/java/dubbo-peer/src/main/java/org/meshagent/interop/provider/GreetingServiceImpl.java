@@ -409,9 +409,14 @@ public final class GreetingServiceImpl implements GreetingService {
 
     @Override
     public String failWithCauses(String message) {
+        throw failure(message);
+    }
+
+    @Override
+    public RuntimeException failure(String message) {
         IllegalStateException failure = new IllegalStateException(
             message, new java.io.IOException("disk gone", new java.io.EOFException("at byte 7")));
         failure.addSuppressed(new IllegalArgumentException("cleanup failed"));
-        throw failure;
+        return failure;
     }
 }
