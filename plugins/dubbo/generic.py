@@ -132,6 +132,10 @@ def _coerce(value: Any, type_name: str, path: str) -> Any:
     refused = jdk_types.REFUSED.get(type_name)
     if refused is not None:
         raise ArgumentError(path, refused)
+    array = _ARRAYS.get(type_name)
+    if array is not None and isinstance(value, list):
+        list_type, element = array
+        return TypedList(list_type, [element(v, f"{path}[{i}]") for i, v in enumerate(value)])
     if type_name in _MAPS and isinstance(value, dict):
         _check_map_class(value, path)
     if isinstance(value, bool):
@@ -162,6 +166,73 @@ def _coerce(value: Any, type_name: str, path: str) -> Any:
         except (binascii.Error, ValueError):
             raise ArgumentError(path, "byte[] is given as base64 text; this is not") from None
     return _NOT_COERCED
+
+
+def _array_int(low: int, high: int, boxed: bool) -> Any:
+    def element(value: Any, path: str) -> Any:
+        if value is None and boxed:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ArgumentError(path, f"expected an integer from {low} to {high}")
+        return JavaLong(value) if high > 2**31 else value
+
+    return element
+
+
+def _array_double(boxed: bool) -> Any:
+    def element(value: Any, path: str) -> Any:
+        if value is None and boxed:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ArgumentError(path, "expected a number")
+        return float(value)
+
+    return element
+
+
+def _array_of(kind: type, boxed: bool, what: str) -> Any:
+    def element(value: Any, path: str) -> Any:
+        if (value is None and boxed) or isinstance(value, kind):
+            return value
+        raise ArgumentError(path, f"expected {what}")
+
+    return element
+
+
+_SHORT, _INT, _LONG = (-(2**15), 2**15 - 1), (-(2**31), 2**31 - 1), (-(2**63), 2**63 - 1)
+# Arrays as hessian-lite writes them (BasicSerializer's typed lists, ArraySerializer's
+# "[" + the component class): the declared element type decides each element's form (a
+# long[] holds longs even when small). Keys in both of Dubbo's spellings.
+_ARRAYS: dict[str, tuple[str, Any]] = {}
+for _names, _list_type, _element in (
+    (("boolean[]", "[Z"), "[boolean", _array_of(bool, False, "true or false")),
+    (("short[]", "[S"), "[short", _array_int(*_SHORT, boxed=False)),
+    (("int[]", "[I"), "[int", _array_int(*_INT, boxed=False)),
+    (("long[]", "[J"), "[long", _array_int(*_LONG, boxed=False)),
+    (("float[]", "[F"), "[float", _array_double(boxed=False)),
+    (("double[]", "[D"), "[double", _array_double(boxed=False)),
+    (("java.lang.String[]", "[Ljava.lang.String;"), "[string", _array_of(str, True, "a string")),
+    (
+        ("java.lang.Boolean[]", "[Ljava.lang.Boolean;"),
+        "[java.lang.Boolean",
+        _array_of(bool, True, "true, false or null"),
+    ),
+    (
+        ("java.lang.Short[]", "[Ljava.lang.Short;"),
+        "[java.lang.Short",
+        _array_int(*_SHORT, boxed=True),
+    ),
+    (
+        ("java.lang.Integer[]", "[Ljava.lang.Integer;"),
+        "[java.lang.Integer",
+        _array_int(*_INT, boxed=True),
+    ),
+    (("java.lang.Long[]", "[Ljava.lang.Long;"), "[java.lang.Long", _array_int(*_LONG, boxed=True)),
+    (("java.lang.Float[]", "[Ljava.lang.Float;"), "[java.lang.Float", _array_double(boxed=True)),
+    (("java.lang.Double[]", "[Ljava.lang.Double;"), "[java.lang.Double", _array_double(boxed=True)),
+):
+    for _name in _names:
+        _ARRAYS[_name] = (_list_type, _element)
 
 
 # Map types a parameter may be declared as. PojoUtils.realize reads a map's "class" key as

@@ -17,7 +17,7 @@ from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.java_dubbo import INTERFACE, DubboProvider
 from tests.fixtures.zookeeper import ZooKeeperServer
 from tests.interop.dubbo_invoke_support import call, invoke_agent_config
-from tests.support.jdk_values import JDK_VALUES
+from tests.support.jdk_values import ARRAY_VALUES, JDK_VALUES
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +167,39 @@ def test_a_throwable_result_reads_without_its_stack(agent: AgentProcess) -> None
             {"class": "java.lang.IllegalArgumentException", "message": "cleanup failed"}
         ],
     }
+
+
+@pytest.mark.parametrize(("declared", "items"), ARRAY_VALUES, ids=[v[0] for v in ARRAY_VALUES])
+def test_arrays_of_every_kind_both_ways(
+    agent: AgentProcess, declared: str, items: list[object]
+) -> None:
+    """Written as hessian-lite writes each kind (test_hessian2_java.py "arrays"): the
+    provider receives that array, and its result reads back as the JSON sent."""
+    java = declared.removeprefix("java.lang.")
+    with agent.client() as client:
+        received, _ = call(client, "jdkReceived", {"types": [declared], "args": [items]})
+        echoed, _ = call(client, "jdk", {"types": [declared], "args": [items]})
+    assert received.status_code == 200, received.text
+    shown = ", ".join(_java_text(item, declared) for item in items)
+    assert received.json()["result"] == f"{java} [{shown}]"
+    assert echoed.status_code == 200, echoed.text
+    assert echoed.json()["result"] == [
+        float(i) if "double" in declared.lower() or "float" in declared else i for i in items
+    ]
+
+
+def _java_text(item: object, declared: str) -> str:
+    if item is None:
+        return "null"
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    if "float" in declared or "ouble" in declared:
+        return str(float(item))  # type: ignore[arg-type]
+    return str(item)
+
+
+def test_an_array_element_of_the_wrong_kind_is_400_with_its_index(agent: AgentProcess) -> None:
+    with agent.client() as client:
+        response, _ = call(client, "jdkReceived", {"types": ["short[]"], "args": [[1, 40000]]})
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["path"] == "body.args[0][1]"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from plugins.dubbo import jdk_types
-from plugins.dubbo.generic import to_json
+from plugins.dubbo.generic import to_java, to_json
 from plugins.dubbo.hessian2 import (
     JavaEnum,
     JavaLong,
@@ -31,7 +31,7 @@ from plugins.dubbo.hessian2 import (
 )
 from tests.fixtures.programs import require
 from tests.support.hessian2_graph import graph_diff
-from tests.support.jdk_values import JDK_VALUES
+from tests.support.jdk_values import ARRAY_VALUES, JDK_VALUES
 
 PROJECT = Path(__file__).parent / "java" / "hessian-vectors"
 MAIN_CLASS = "meshagent.interop.HessianVectors"
@@ -245,6 +245,7 @@ VECTORS: dict[str, list[object]] = {
         )
     ],
     "jdk_types": [jdk_types.ENCODERS[declared](text) for declared, text in JDK_VALUES],
+    "arrays": [to_java(items, declared) for declared, items in ARRAY_VALUES],
     "dubbo_request": [
         "2.0.2",
         "com.example.DemoService",

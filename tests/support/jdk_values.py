@@ -34,3 +34,19 @@ JDK_VALUES: list[tuple[str, object]] = [
     ("char", "x"),
     ("char[]", "ab\u00e9"),
 ]
+
+# Arrays of every primitive and boxed kind, with their declared type (HessianVectors.java
+# "arrays", in this order).
+ARRAY_VALUES: list[tuple[str, list[object]]] = [
+    ("boolean[]", [True, False]),
+    ("short[]", [1, -2]),
+    ("int[]", [1, -2]),
+    ("long[]", [1, 2**40]),
+    ("float[]", [1.5, -2]),
+    ("double[]", [1.5, 2]),
+    ("java.lang.Integer[]", [1, None]),
+    ("java.lang.Long[]", [1, None]),
+    ("java.lang.String[]", ["a", None]),
+    ("java.lang.Double[]", [1.5]),
+    ("java.lang.Boolean[]", [True]),
+]

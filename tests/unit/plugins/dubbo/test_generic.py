@@ -300,3 +300,15 @@ def test_a_generalized_throwable_reads_without_its_stack() -> None:
     }
     # A map with some of those keys is data.
     assert to_json({"message": "m", "cause": None}) == {"message": "m", "cause": None}
+
+
+def test_declared_arrays_are_typed_lists_with_checked_elements() -> None:
+    longs = to_java([1, 2**40], "long[]")
+    assert longs == TypedList("[long", [1, 2**40])
+    assert all(isinstance(v, JavaLong) for v in longs.items)
+    assert to_java([1, None], "[Ljava.lang.Integer;") == TypedList("[java.lang.Integer", [1, None])
+    assert to_java([1], "double[]").items == [1.0]
+    for declared, items in (("int[]", [None]), ("short[]", [2**15]), ("boolean[]", [1])):
+        with pytest.raises(ArgumentError) as caught:
+            to_java(items, declared, "args[2]")
+        assert caught.value.path == "args[2][0]"

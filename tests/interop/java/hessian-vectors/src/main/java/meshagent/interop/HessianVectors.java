@@ -141,6 +141,10 @@ public final class HessianVectors {
             'x',
             new char[] {'a', 'b', '\u00e9'},
         });
+        v.put("arrays", new Object[] {new boolean[] {true, false}, new short[] {1, -2},
+            new int[] {1, -2}, new long[] {1L, 1L << 40}, new float[] {1.5f, -2f},
+            new double[] {1.5, 2}, new Integer[] {1, null}, new Long[] {1L, null},
+            new String[] {"a", null}, new Double[] {1.5}, new Boolean[] {true}});
         Map<Object, Object> attachments = new HashMap<>();
         attachments.put("path", "com.example.DemoService");
         v.put("dubbo_request", new Object[] {"2.0.2", "com.example.DemoService", "0.0.0", "sayHello",

@@ -138,4 +138,28 @@ public interface GreetingService {
 
     // Returns (not throws) the exception failWithCauses throws.
     RuntimeException failure(String message);
+
+    // Arrays of every primitive and boxed kind (jdkReceived: the kind and Arrays.toString).
+    boolean[] jdk(boolean[] value);
+    String jdkReceived(boolean[] value);
+    short[] jdk(short[] value);
+    String jdkReceived(short[] value);
+    int[] jdk(int[] value);
+    String jdkReceived(int[] value);
+    long[] jdk(long[] value);
+    String jdkReceived(long[] value);
+    float[] jdk(float[] value);
+    String jdkReceived(float[] value);
+    double[] jdk(double[] value);
+    String jdkReceived(double[] value);
+    Integer[] jdk(Integer[] value);
+    String jdkReceived(Integer[] value);
+    Long[] jdk(Long[] value);
+    String jdkReceived(Long[] value);
+    String[] jdk(String[] value);
+    String jdkReceived(String[] value);
+    Double[] jdk(Double[] value);
+    String jdkReceived(Double[] value);
+    Boolean[] jdk(Boolean[] value);
+    String jdkReceived(Boolean[] value);
 }

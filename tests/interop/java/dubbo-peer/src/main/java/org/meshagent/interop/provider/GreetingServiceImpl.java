@@ -419,4 +419,114 @@ public final class GreetingServiceImpl implements GreetingService {
         failure.addSuppressed(new IllegalArgumentException("cleanup failed"));
         return failure;
     }
+
+    @Override
+    public boolean[] jdk(boolean[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(boolean[] value) {
+        return "boolean[] " + java.util.Arrays.toString(value);
+    }
+
+    @Override
+    public short[] jdk(short[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(short[] value) {
+        return "short[] " + java.util.Arrays.toString(value);
+    }
+
+    @Override
+    public int[] jdk(int[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(int[] value) {
+        return "int[] " + java.util.Arrays.toString(value);
+    }
+
+    @Override
+    public long[] jdk(long[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(long[] value) {
+        return "long[] " + java.util.Arrays.toString(value);
+    }
+
+    @Override
+    public float[] jdk(float[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(float[] value) {
+        return "float[] " + java.util.Arrays.toString(value);
+    }
+
+    @Override
+    public double[] jdk(double[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(double[] value) {
+        return "double[] " + java.util.Arrays.toString(value);
+    }
+
+    @Override
+    public Integer[] jdk(Integer[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(Integer[] value) {
+        return "Integer[] " + java.util.Arrays.toString(value);
+    }
+
+    @Override
+    public Long[] jdk(Long[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(Long[] value) {
+        return "Long[] " + java.util.Arrays.toString(value);
+    }
+
+    @Override
+    public String[] jdk(String[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(String[] value) {
+        return "String[] " + java.util.Arrays.toString(value);
+    }
+
+    @Override
+    public Double[] jdk(Double[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(Double[] value) {
+        return "Double[] " + java.util.Arrays.toString(value);
+    }
+
+    @Override
+    public Boolean[] jdk(Boolean[] value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(Boolean[] value) {
+        return "Boolean[] " + java.util.Arrays.toString(value);
+    }
 }
