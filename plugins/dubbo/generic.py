@@ -174,7 +174,10 @@ def _array_int(low: int, high: int, boxed: bool) -> Any:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ArgumentError(path, f"expected an integer from {low} to {high}")
-        return JavaLong(value) if high > 2**31 else value
+        if high > 2**31:
+            # Not a conditional expression: compiled, its type (int) would drop JavaLong.
+            return JavaLong(value)
+        return value
 
     return element
 
