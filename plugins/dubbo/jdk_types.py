@@ -48,6 +48,7 @@ YEAR_HANDLE = _JAVA8 + "YearHandle"
 YEAR_MONTH_HANDLE = _JAVA8 + "YearMonthHandle"
 MONTH_DAY_HANDLE = _JAVA8 + "MonthDayHandle"
 LOCALE_HANDLE = _HESSIAN + "LocaleHandle"
+CALENDAR_HANDLE = _HESSIAN + "CalendarHandle"
 
 _MAX_TEXT = 512  # no JDK value here is longer as text; a longer string is refused early
 
@@ -361,6 +362,26 @@ def java_class(value: Any) -> JavaEnum:
     return JavaEnum("java.lang.Class", text)
 
 
+def calendar(value: Any) -> JavaObject:
+    """``java.util.Calendar`` (a GregorianCalendar) from epoch milliseconds or ISO 8601 with
+    an offset: hessian-lite's CalendarHandle, its date and a null type (GregorianCalendar)."""
+    moment = instant(value)
+    seconds, nanos = int(moment.fields["seconds"]), int(moment.fields["nanos"])
+    try:
+        date = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1_000_000 * 1000)
+    except OverflowError:
+        raise JdkValueError("a Calendar between the years 1 and 9999") from None
+    return JavaObject(CALENDAR_HANDLE, {"date": date, "type": None})
+
+
+def file(value: Any) -> JavaObject:
+    """``java.io.File``: its path, as hessian-lite's StringValueSerializer writes it."""
+    text = _text(value, "java.io.File", "/var/data/a.txt")
+    if "\x00" in text:
+        raise JdkValueError("a file path has no NUL character")
+    return JavaObject("java.io.File", {"value": text})
+
+
 def character(value: Any) -> str:
     """``char``: one UTF-16 code unit, which hessian writes as a string of length one."""
     if not isinstance(value, str) or len(value) != 1 or ord(value) > 0xFFFF:
@@ -398,6 +419,9 @@ ENCODERS: dict[str, Callable[[Any], Any]] = {
     "java.util.Currency": currency,
     "java.net.URI": uri,
     "java.lang.Class": java_class,
+    "java.util.Calendar": calendar,
+    "java.util.GregorianCalendar": calendar,
+    "java.io.File": file,
     "char": character,
     "java.lang.Character": character,
     "char[]": characters,
@@ -615,6 +639,9 @@ def from_handle(value: JavaObject) -> Any:
     if name == MONTH_DAY_HANDLE:
         parts = _ints(fields, "month", "day")
         return None if parts is None else f"--{parts[0]:02d}-{parts[1]:02d}"
+    if name == CALENDAR_HANDLE:
+        date = fields.get("date")
+        return _millis_text(date) if isinstance(date, datetime) else None
     text_field = _TEXT_FIELDS.get(name)
     if text_field is not None:
         text = fields.get(text_field)
@@ -627,7 +654,15 @@ _TEXT_FIELDS = {
     LOCALE_HANDLE: "value",
     "java.util.Currency": "currencyCode",
     "java.net.URI": "string",
+    "java.io.File": "value",
 }
+
+
+def _millis_text(date: datetime) -> str:
+    """A date as java.util.Date reads (generic.format_date's form)."""
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=UTC)
+    return date.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def from_generalized(entries: Mapping[Any, Any]) -> Any:

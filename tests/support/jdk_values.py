@@ -31,6 +31,8 @@ JDK_VALUES: list[tuple[str, object]] = [
     ("java.util.Currency", "EUR"),
     ("java.net.URI", "https://example.com/a%20b?c=d#e"),
     ("java.lang.Class", "java.lang.String"),
+    ("java.util.Calendar", "2023-11-14T22:13:20.123Z"),
+    ("java.io.File", "/tmp/a b.txt"),
     ("char", "x"),
     ("char[]", "ab\u00e9"),
 ]

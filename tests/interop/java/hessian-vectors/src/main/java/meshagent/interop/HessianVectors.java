@@ -138,6 +138,8 @@ public final class HessianVectors {
             java.util.Currency.getInstance("EUR"),
             java.net.URI.create("https://example.com/a%20b?c=d#e"),
             String.class,
+            calendar(1700000000123L),
+            new java.io.File("/tmp/a b.txt"),
             'x',
             new char[] {'a', 'b', '\u00e9'},
         });
@@ -150,6 +152,12 @@ public final class HessianVectors {
         v.put("dubbo_request", new Object[] {"2.0.2", "com.example.DemoService", "0.0.0", "sayHello",
             "Ljava/lang/String;", "world", attachments});
         return v;
+    }
+
+    static java.util.Calendar calendar(long millis) {
+        java.util.Calendar calendar = new java.util.GregorianCalendar();
+        calendar.setTimeInMillis(millis);
+        return calendar;
     }
 
     static Person person() {
@@ -349,7 +357,8 @@ public final class HessianVectors {
         private static boolean isJdkValue(Object e) {
             String name = e.getClass().getName();
             return (name.startsWith("java.time.") || name.startsWith("java.util.Locale")
-                || name.startsWith("java.util.Currency") || name.startsWith("java.net."));
+                || name.startsWith("java.util.Currency") || name.startsWith("java.net.")
+                || name.startsWith("java.io.File") || name.equals("java.util.GregorianCalendar"));
         }
 
         private String items(Collection<?> e, Collection<?> a, String path) {

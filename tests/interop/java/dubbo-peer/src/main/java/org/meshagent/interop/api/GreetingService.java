@@ -162,4 +162,12 @@ public interface GreetingService {
     String jdkReceived(Double[] value);
     Boolean[] jdk(Boolean[] value);
     String jdkReceived(Boolean[] value);
+
+    java.util.Calendar jdk(java.util.Calendar value);
+
+    String jdkReceived(java.util.Calendar value);
+
+    java.io.File jdk(java.io.File value);
+
+    String jdkReceived(java.io.File value);
 }

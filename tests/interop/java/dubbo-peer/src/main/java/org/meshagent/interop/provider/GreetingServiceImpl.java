@@ -529,4 +529,24 @@ public final class GreetingServiceImpl implements GreetingService {
     public String jdkReceived(Boolean[] value) {
         return "Boolean[] " + java.util.Arrays.toString(value);
     }
+
+    @Override
+    public java.util.Calendar jdk(java.util.Calendar value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(java.util.Calendar value) {
+        return value.getClass().getName() + " " + value.toInstant();
+    }
+
+    @Override
+    public java.io.File jdk(java.io.File value) {
+        return value;
+    }
+
+    @Override
+    public String jdkReceived(java.io.File value) {
+        return value.getClass().getName() + " " + value.getPath();
+    }
 }
