@@ -19,7 +19,10 @@ from tests.support.json_values import json_values
 
 pytestmark = pytest.mark.integration
 
-JSON = json_values(["NaN", "2023-11-14T22:13:20Z", "1_000", "AAEC", "LOW", "class"], int_bits=80)
+JSON = json_values(
+    ["NaN", "2023-11-14T22:13:20Z", "1_000", "AAEC", "LOW", "class", "PT1H", "zh_CN", "--02-29"],
+    int_bits=80,
+)
 PERSON = "org.meshagent.interop.api.Person"
 # (method, declared types): the provider's methods whose parameters these are.
 CALLS = st.sampled_from(
@@ -34,12 +37,22 @@ CALLS = st.sampled_from(
         ("echoMap", ["java.util.Map"]),
         ("echoPerson", [PERSON]),
         ("describe", [PERSON]),
+        # JDK classes and arrays (plugins/dubbo/jdk_types.py, generic.py's _ARRAYS).
+        ("jdkReceived", ["java.time.Instant"]),
+        ("jdkReceived", ["java.time.Duration"]),
+        ("jdkReceived", ["java.time.ZonedDateTime"]),
+        ("jdkReceived", ["java.util.Locale"]),
+        ("jdkReceived", ["java.time.Year"]),
+        ("jdkReceived", ["java.util.Calendar"]),
+        ("jdkReceived", ["char"]),
+        ("jdkReceived", ["long[]"]),
+        ("jdkReceived", ["java.lang.Integer[]"]),
     ]
 )
 
 
 @settings(
-    max_examples=120,
+    max_examples=200,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
