@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from agent import __version__, capture_cli
+from agent import __version__, capture_cli, stat_cli
 from agent.config import AgentConfig, ignored_env_variables, load_config
 from agent.errors import ConfigError, MeshAgentError
 from agent.injector import cli as injector_cli
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("version", help="print the version")
     capture_cli.add_parsers(commands)
     injector_cli.add_parser(commands)
+    stat_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "iptables":
         return capture_cli.run_iptables(args)
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return capture_cli.run_wait_ready(args)
     if args.command == "injector":
         return injector_cli.run(args)
+    if args.command == "stat":
+        return stat_cli.run(args)
     if args.command == "run":
         return _run(args)
     if args.command == "check-config":

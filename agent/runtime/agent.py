@@ -59,6 +59,7 @@ from agent.runtime.protocols import (
 from agent.runtime.registrations import Registrations
 from agent.runtime.settings import DynamicSettings
 from agent.telemetry import setup as telemetry
+from agent.telemetry.loop_lag import LoopLag
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.started_at = time.time()
+        self.loop_lag = LoopLag()
         self.calls = Calls(config.app.name, config.app.cluster)
         self.telemetry = telemetry.install(self.calls, config.telemetry)
         # Wall-clock time of each service's last discovery update (metrics: its age).
@@ -218,6 +220,7 @@ class Agent:
         if health:
             self._spawn(health.run())
         self._spawn(self._expire_registrations())
+        self.loop_lag.start()
         self._start_dynamic_settings()
         if self.inbound is not None:
             self._spawn(self.inbound.run_health_checks())
@@ -381,6 +384,7 @@ class Agent:
         await self.stop()
 
     async def stop(self) -> None:
+        self.loop_lag.stop()
         if self.settings_document is not None:
             await self.settings_document.close()
         if self.rules_document is not None:

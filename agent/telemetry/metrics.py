@@ -287,6 +287,7 @@ def _capture_metrics(agent: Agent) -> Iterator[Metric]:
 def metrics_registry(agent: Agent) -> Registry:
     registry = Registry()
     registry.register(AgentCollector(agent))
+    registry.register(agent.loop_lag)
     return registry
 
 
