@@ -7,10 +7,10 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from agent import __version__
-from agent.api import config_api, fast_routes, invoke_http, problems
+from agent.api import config_api, fast_routes, invoke_http, problems, status_page
 from agent.api.limits import ApiGuard
 from agent.api.models import (
     ClusterLoadView,
@@ -102,6 +102,13 @@ def create_app(agent: Agent) -> FastAPI:
     )
     async def metrics() -> Response:
         return Response(render(registry), media_type=PROMETHEUS_TEXT)
+
+    @app.get("/ui", include_in_schema=False, response_class=HTMLResponse)
+    async def status_page_view(request: Request) -> HTMLResponse:
+        """The status page (agent/api/status_page.py); its script asks for the tables
+        alone with ``x-fragment: 1``."""
+        fragment = request.headers.get("x-fragment") == "1"
+        return HTMLResponse(status_page.render(agent, dict(request.query_params), fragment))
 
     v1 = APIRouter(prefix="/v1")
 

@@ -59,6 +59,7 @@ from agent.runtime.protocols import (
 from agent.runtime.registrations import Registrations
 from agent.runtime.settings import DynamicSettings
 from agent.telemetry import setup as telemetry
+from agent.telemetry.call_window import CallWindow, RecentFailures
 from agent.telemetry.loop_lag import LoopLag
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,11 @@ class Agent:
         self.loop_lag = LoopLag()
         self.calls = Calls(config.app.name, config.app.cluster)
         self.telemetry = telemetry.install(self.calls, config.telemetry)
+        # The status page's data: the last minute's calls and the failed ones of late.
+        metrics = self.telemetry.metrics
+        self.call_window = CallWindow(metrics.collect if metrics is not None else None)
+        self.recent_failures = RecentFailures()
+        self.calls.observers.append(self.recent_failures)
         # Wall-clock time of each service's last discovery update (metrics: its age).
         self.last_update: dict[str, float] = {}
         # Identifies the config in force (metrics), so a rollout can be followed.
@@ -221,6 +227,7 @@ class Agent:
             self._spawn(health.run())
         self._spawn(self._expire_registrations())
         self.loop_lag.start()
+        self.call_window.start()
         self._start_dynamic_settings()
         if self.inbound is not None:
             self._spawn(self.inbound.run_health_checks())
@@ -385,6 +392,7 @@ class Agent:
 
     async def stop(self) -> None:
         self.loop_lag.stop()
+        self.call_window.stop()
         if self.settings_document is not None:
             await self.settings_document.close()
         if self.rules_document is not None:

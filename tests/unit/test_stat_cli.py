@@ -1,70 +1,14 @@
-"""agent/stat_cli.py with exposition text alone (the live agent is
-tests/integration/http/test_stat.py's)."""
+"""agent/stat_cli.py's table (the arithmetic is tests/unit/telemetry/test_call_stats.py's,
+the live agent tests/integration/http/test_stat.py's)."""
 
 from __future__ import annotations
 
-import math
-
-import pytest
-
 from agent import stat_cli
-
-LABELS = 'direction="outbound",from="app",method="GET",protocol="http",to="api"'
-
-
-def _scrape(ok: int, failed: int, retries: int, buckets: dict[str, int]) -> str:
-    lines = [
-        "# TYPE meshagent_calls_total counter",
-        f'meshagent_calls_total{{{LABELS},outcome="ok"}} {ok}.0',
-        f'meshagent_calls_total{{{LABELS},outcome="app_error"}} {failed}.0',
-        f"meshagent_call_retries_total{{{LABELS}}} {retries}.0",
-        'meshagent_calls_total{to="we\\"ird\\\\name",method="x\\ny",outcome="ok"} 1.0',
-        "meshagent_something_else 5",
-        "meshagent_calls_total{broken",
-    ]
-    for le, count in buckets.items():
-        lines.append(
-            f'meshagent_call_duration_seconds_bucket{{{LABELS},le="{le}",outcome="ok"}} {count}.0'
-        )
-    return "\n".join(lines)
-
-
-def test_parse_reads_escaped_labels_and_skips_the_rest() -> None:
-    samples = stat_cli.parse_samples(_scrape(1, 0, 0, {}))
-    weird = [labels for (name, labels) in samples if ("to", 'we"ird\\name') in labels]
-    assert weird and ("method", "x\ny") in weird[0]
-    assert all(name.startswith("meshagent_call") for name, _ in samples)
-
-
-def test_rows_are_the_differences_over_the_window() -> None:
-    before = stat_cli.parse_samples(_scrape(10, 2, 1, {"0.01": 10, "0.1": 10, "+Inf": 10}))
-    after = stat_cli.parse_samples(_scrape(40, 12, 4, {"0.01": 20, "0.1": 40, "+Inf": 40}))
-    (row,) = [r for r in stat_cli.rows(before, after, 10.0, {"api": 1}) if r.service == "api"]
-    assert row.requests_per_s == 4.0  # 40 calls in 10 s
-    assert row.success_rate == 0.75
-    assert row.retries == 3 and row.ejected_endpoints == 1
-    # 30 new observations: 10 up to 10 ms, 20 in (10 ms, 100 ms].
-    assert row.p50_ms == pytest.approx(32.5)  # rank 15: 10 + 90 * 5/20
-    assert row.p99_ms == pytest.approx(98.65)
-
-
-def test_a_counter_that_went_down_counts_from_zero() -> None:
-    before = stat_cli.parse_samples(_scrape(100, 0, 0, {}))
-    after = stat_cli.parse_samples(_scrape(5, 0, 0, {}))
-    (row,) = [r for r in stat_cli.rows(before, after, 1.0) if r.service == "api"]
-    assert row.requests_per_s == 5.0
-
-
-def test_quantile_is_prometheus_histogram_quantile() -> None:
-    assert stat_cli.quantile(0.5, {}) is None
-    assert stat_cli.quantile(0.5, {0.1: 0.0, math.inf: 0.0}) is None
-    assert stat_cli.quantile(0.5, {0.1: 4.0, math.inf: 4.0}) == pytest.approx(0.05)
-    # In the +Inf bucket: the highest finite bound.
-    assert stat_cli.quantile(0.99, {0.1: 1.0, 1.0: 1.0, math.inf: 10.0}) == 1.0
+from agent.telemetry import call_stats
 
 
 def test_table_has_a_header_and_a_dash_for_no_calls() -> None:
-    row = stat_cli.Row("api", "GET", "http", "outbound", 0.0, None, None, None, None, 0, 0)
+    row = call_stats.Row("api", "GET", "http", "outbound", 0.0, None, None, None, None, 0, 0)
     text = stat_cli.table([row])
     assert text.splitlines()[0].split() == [
         "SERVICE",
@@ -80,8 +24,3 @@ def test_table_has_a_header_and_a_dash_for_no_calls() -> None:
         "EJECTED",
     ]
     assert text.splitlines()[1].split()[5:9] == ["-", "-", "-", "-"]
-
-
-def test_ejected_by_service() -> None:
-    clusters = [{"name": "api", "endpoints": [{"ejected": True}, {"ejected": False}]}]
-    assert stat_cli.ejected_by_service(clusters) == {"api": 1}
