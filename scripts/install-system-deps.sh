@@ -6,7 +6,7 @@
 set -euo pipefail
 
 case "${1:-test}" in
-  test)  packages=(zookeeper etcd-server openjdk-17-jdk-headless maven nginx curl git gcc iptables iproute2 util-linux chromium chromium-driver) ;;
+  test)  packages=(zookeeper etcd-server openjdk-17-jdk-headless maven nginx curl git gcc iptables iproute2 util-linux chromium chromium-driver prometheus) ;;
   bench) packages=(nginx haproxy wrk nghttp2-client) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac

@@ -18,6 +18,7 @@ from agent.telemetry.exposition import (
 )
 from agent.telemetry.exposition import render as render_text
 from agent.telemetry.governance_metrics import governance_metrics
+from agent.telemetry.process_metrics import ProcessMetrics
 
 if TYPE_CHECKING:
     from agent.runtime.agent import Agent
@@ -288,6 +289,7 @@ def metrics_registry(agent: Agent) -> Registry:
     registry = Registry()
     registry.register(AgentCollector(agent))
     registry.register(agent.loop_lag)
+    registry.register(ProcessMetrics())
     return registry
 
 
