@@ -340,7 +340,7 @@ def test_secret_values_reach_the_config_as_the_same_string(helm: Helm, secret: s
             environ[entry["name"]] = secrets[entry["valueFrom"]["secretKeyRef"]["key"]]
         elif "value" in entry:
             environ[entry["name"]] = _expand(entry["value"], environ)
-    raw = yaml.safe_load(find(documents, "ConfigMap")["data"]["agent.yaml"])
+    raw = yaml.safe_load(find(documents, "ConfigMap", "meshagent-agent")["data"]["agent.yaml"])
     overridden = apply_env_overrides(raw, environ)
     assert overridden["registries"][1]["config"]["password"] == secret
     assert overridden["registries"][1]["config"]["username"] == "mesh"
