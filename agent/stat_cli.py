@@ -94,6 +94,14 @@ def sample_window(api: str, window_s: float, timeout_s: float = 5.0) -> list[Row
         return rows(before, after, elapsed, ejected_now(client))
 
 
+def _json(row: Row) -> dict[str, Any]:
+    # Rows here are per service and method: the five-tuple's other parts are empty.
+    fields = asdict(row)
+    for name in ("source", "source_cluster", "target_cluster"):
+        del fields[name]
+    return fields
+
+
 def add_parser(commands: Any) -> None:
     stat = commands.add_parser(
         "stat", help="calls per service and method of a running agent (like linkerd viz stat)"
@@ -116,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"meshagent stat: {args.api}: {exc}", file=sys.stderr)
                 return 1
             if args.output == "json":
-                print(json.dumps([asdict(row) for row in found]), flush=True)
+                print(json.dumps([_json(row) for row in found]), flush=True)
             else:
                 if args.watch:
                     print("\x1b[2J\x1b[H", end="")

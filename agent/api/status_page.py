@@ -164,9 +164,12 @@ def _calls(agent: Agent) -> str:
             if success is None
             else ("ok" if success >= 0.99 else "bad" if success < 0.9 else "warn")
         )
+        caller = f"{row.source or '-'}" + (f" ({row.source_cluster})" if row.source_cluster else "")
+        target = row.service + (f" ({row.target_cluster})" if row.target_cluster else "")
         rows.append(
             "<tr>"
-            + _cell(row.service)
+            + _cell(caller)
+            + _cell(target)
             + _cell(row.method)
             + _cell(row.protocol)
             + _cell(row.direction)
@@ -185,7 +188,8 @@ def _calls(agent: Agent) -> str:
     note = f'<p class="muted">over the last {span:.0f} s</p>'
     return note + _table(
         [
-            "service",
+            "from",
+            "to",
             "method",
             "protocol",
             "direction",

@@ -100,29 +100,44 @@ class Row:
     p99_ms: float | None
     retries: int
     ejected_endpoints: int
+    # The rest of the five-tuple, when rows are by five-tuple (``rows(..., by_caller=True)``).
+    source: str = ""
+    source_cluster: str = ""
+    target_cluster: str = ""
 
 
-def _key(labels: Mapping[str, str]) -> tuple[str, str, str, str]:
+Key = tuple[str, str, str, str, str, str, str]
+
+
+def _key(labels: Mapping[str, str], by_caller: bool) -> Key:
     return (
         labels.get("to", ""),
         labels.get("method", ""),
         labels.get("protocol", ""),
         labels.get("direction", ""),
+        labels.get("from", "") if by_caller else "",
+        labels.get("from_cluster", "") if by_caller else "",
+        labels.get("to_cluster", "") if by_caller else "",
     )
 
 
 def rows(
-    before: Samples, after: Samples, seconds: float, ejected: Mapping[str, int] | None = None
+    before: Samples,
+    after: Samples,
+    seconds: float,
+    ejected: Mapping[str, int] | None = None,
+    by_caller: bool = False,
 ) -> list[Row]:
     """What happened between two scrapes ``seconds`` apart, per (service, method,
-    protocol, direction): counters are differences (a counter that went down, an agent
-    restarted, counts from zero)."""
-    calls: dict[tuple[str, str, str, str], list[float]] = {}  # [all, ok]
-    buckets: dict[tuple[str, str, str, str], dict[float, float]] = {}
-    retries: dict[tuple[str, str, str, str], float] = {}
+    protocol, direction), and per caller too with ``by_caller`` (the whole five-tuple):
+    counters are differences (a counter that went down, an agent restarted, counts from
+    zero)."""
+    calls: dict[Key, list[float]] = {}  # [all, ok]
+    buckets: dict[Key, dict[float, float]] = {}
+    retries: dict[Key, float] = {}
     for (name, label_items), value in after.items():
         labels = dict(label_items)
-        key = _key(labels)
+        key = _key(labels, by_caller)
         delta = value - before.get((name, label_items), 0.0)
         if delta < 0:
             delta = value
@@ -154,6 +169,9 @@ def rows(
                 p99_ms=_ms(quantiles[2]),
                 retries=int(retries.get(key, 0.0)),
                 ejected_endpoints=(ejected or {}).get(key[0], 0),
+                source=key[4],
+                source_cluster=key[5],
+                target_cluster=key[6],
             )
         )
     return out

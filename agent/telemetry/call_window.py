@@ -73,13 +73,14 @@ class CallWindow:
             self._handle = None
 
     def rows(self) -> tuple[list[Row], float]:
-        """The statistics from the oldest reading kept to now, and the seconds they span."""
+        """The statistics by five-tuple from the oldest reading kept to now, and the
+        seconds they span."""
         now = self.clock()
         current = self.read()
         if not self.readings:
-            return rows({}, current, 0.0), 0.0
+            return rows({}, current, 0.0, by_caller=True), 0.0
         started, oldest = self.readings[0]
-        return rows(oldest, current, now - started), now - started
+        return rows(oldest, current, now - started, by_caller=True), now - started
 
 
 @dataclass(frozen=True)

@@ -66,3 +66,15 @@ async def test_the_fragment_is_the_tables_alone(agent: Agent) -> None:
     fragment = status_page.render(agent, {}, fragment=True)
     assert fragment.startswith('<section id="services">') and "<script>" not in fragment
     assert status_page.render(agent, {"to": HOSTILE}, fragment=True).count("<script>") == 0
+
+
+async def test_every_table_row_has_a_cell_per_header(agent: Agent) -> None:
+    calls = agent.calls
+    call = calls.start("http", Direction.OUTBOUND, calls.outbound_route("orders", "GET"))
+    call.fail(UpstreamError("broke"), "502")
+    html = status_page.render(agent, {}, fragment=True)
+    for table in html.split("<table>")[1:]:
+        body = table.split("</table>")[0]
+        headers = body.split("</thead>")[0].count("<th>")
+        for row in body.split("<tbody>")[1].split("</tr>")[:-1]:
+            assert row.count("<td") == headers, row

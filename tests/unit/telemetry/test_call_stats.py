@@ -66,3 +66,19 @@ def test_quantile_is_prometheus_histogram_quantile() -> None:
 def test_ejected_by_service() -> None:
     clusters = [{"name": "api", "endpoints": [{"ejected": True}, {"ejected": False}]}]
     assert stat_cli.ejected_by_service(clusters) == {"api": 1}
+
+
+def test_by_caller_rows_are_per_five_tuple() -> None:
+    text = "\n".join(
+        f'meshagent_calls_total{{from="{caller}",to="api",to_cluster="east",method="GET",'
+        f'outcome="ok"}} {count}'
+        for caller, count in (("web", 6), ("batch", 4))
+    )
+    after = stat_cli.parse_samples(text)
+    by_service = stat_cli.rows({}, after, 1.0)
+    by_caller = stat_cli.rows({}, after, 1.0, by_caller=True)
+    assert [(r.service, r.requests_per_s) for r in by_service] == [("api", 10.0)]
+    assert sorted((r.source, r.target_cluster, r.requests_per_s) for r in by_caller) == [
+        ("batch", "east", 4.0),
+        ("web", "east", 6.0),
+    ]
