@@ -78,6 +78,7 @@ COMPILED: tuple[str, ...] = (
     "agent/calls.py",
     "agent/exchange.py",
     "agent/telemetry/call_metrics.py",
+    "agent/telemetry/recent_failures.py",
     "agent/telemetry/exposition.py",
     "agent/telemetry/tracing.py",
     "agent/telemetry/context.py",

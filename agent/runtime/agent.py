@@ -59,8 +59,9 @@ from agent.runtime.protocols import (
 from agent.runtime.registrations import Registrations
 from agent.runtime.settings import DynamicSettings
 from agent.telemetry import setup as telemetry
-from agent.telemetry.call_window import CallWindow, RecentFailures
+from agent.telemetry.call_window import CallWindow
 from agent.telemetry.loop_lag import LoopLag
+from agent.telemetry.recent_failures import RecentFailures
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,7 @@ class Agent:
         # The status page's data: the last minute's calls and the failed ones of late.
         metrics = self.telemetry.metrics
         self.call_window = CallWindow(metrics.collect if metrics is not None else None)
-        self.recent_failures = RecentFailures()
-        self.calls.observers.append(self.recent_failures)
+        self.recent_failures = metrics.failures if metrics is not None else RecentFailures()
         # Wall-clock time of each service's last discovery update (metrics: its age).
         self.last_update: dict[str, float] = {}
         # Identifies the config in force (metrics), so a rollout can be followed.

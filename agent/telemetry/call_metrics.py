@@ -15,13 +15,14 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from agent.calls import Call, CallObserver, Direction, Outcome, Route
+from agent.calls import Attempt, Call, CallObserver, Direction, Outcome, Route
 from agent.telemetry.exposition import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from agent.telemetry.recent_failures import RecentFailures
 
 NAME = "metrics"
 OTHER_METHOD = "_other"
@@ -67,6 +68,9 @@ class CallMetrics(CallObserver):
         # Methods admitted as labels, per (protocol, target).
         self.methods: dict[tuple[str, str], set[str]] = {}
         self._by_route: dict[tuple[Route, str, Direction], _Series] = {}
+        # The last failed calls, for the status page: recorded here, where every call's
+        # end is seen already (an observer of their own would cost every call).
+        self.failures = RecentFailures()
 
     def _method_label(self, protocol: str, target: str, method: str) -> str:
         known = self.methods.get((protocol, target))
@@ -94,6 +98,14 @@ class CallMetrics(CallObserver):
             series = self.series[key] = _Series()
         return series
 
+    # Its own no-ops: inherited, they would be the interpreted base's, a Python call each
+    # on every attempt.
+    def attempt_started(self, call: Call, attempt: Attempt) -> None:
+        return None
+
+    def attempt_finished(self, call: Call, attempt: Attempt) -> None:
+        return None
+
     def call_started(self, call: Call) -> None:
         by_route = (call.route, call.protocol, call.direction)
         series = self._by_route.get(by_route)
@@ -110,6 +122,8 @@ class CallMetrics(CallObserver):
             return
         series.in_flight -= 1
         outcome = call.outcome or Outcome.CANCELLED
+        if outcome is not Outcome.OK:
+            self.failures.record(call)
         tally = series.outcomes.get(outcome)
         if tally is None:
             tally = series.outcomes[outcome] = _Tally()

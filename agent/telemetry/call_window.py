@@ -13,16 +13,12 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from agent.call_hooks import CallObserver
-from agent.calls import Call, Outcome
 from agent.telemetry.call_stats import Row, Samples, parse_samples, rows
 from agent.telemetry.exposition import Metric, Registry, render
 
 INTERVAL_S = 10.0
 SPAN_S = 60.0
-MAX_FAILED = 50
 
 
 class _Families:
@@ -81,47 +77,3 @@ class CallWindow:
             return rows({}, current, 0.0, by_caller=True), 0.0
         started, oldest = self.readings[0]
         return rows(oldest, current, now - started, by_caller=True), now - started
-
-
-@dataclass(frozen=True)
-class FailedCall:
-    at: float  # wall-clock time
-    protocol: str
-    direction: str
-    source: str
-    target: str
-    method: str
-    outcome: str
-    status: str
-    error: str
-    chain: tuple[dict[str, str], ...]
-
-
-class RecentFailures(CallObserver):
-    """The last ``MAX_FAILED`` calls that did not end ok (an observer: one append each)."""
-
-    name = "recent_failures"
-
-    def __init__(self, limit: int = MAX_FAILED) -> None:
-        self.calls: deque[FailedCall] = deque(maxlen=limit)
-
-    def call_finished(self, call: Call) -> None:
-        if call.outcome is None or call.outcome is Outcome.OK:
-            return
-        from agent.telemetry.context import chain_of
-
-        route = call.route
-        self.calls.append(
-            FailedCall(
-                time.time(),
-                call.protocol,
-                str(call.direction),
-                route.source,
-                route.target,
-                route.method,
-                str(call.outcome),
-                call.status,
-                "" if call.error is None else str(call.error)[:500],
-                chain_of(call),
-            )
-        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from agent.calls import Calls, Direction, Outcome
 from agent.errors import UpstreamError
 from agent.telemetry.call_metrics import CallMetrics
-from agent.telemetry.call_window import CallWindow, RecentFailures
+from agent.telemetry.call_window import CallWindow
 
 
 def _hub() -> tuple[Calls, CallMetrics]:
@@ -44,20 +44,3 @@ def test_the_window_is_the_difference_from_the_oldest_reading_kept() -> None:
 def test_no_metrics_no_rows() -> None:
     window = CallWindow(None)
     assert window.rows() == ([], 0.0)
-
-
-def test_recent_failures_keeps_the_last_failed_calls() -> None:
-    calls, _ = _hub()
-    failures = RecentFailures(limit=2)
-    calls.observers.append(failures)
-    for ok in (False, True, False, False):
-        _call(calls, ok)
-    assert len(failures.calls) == 2
-    last = failures.calls[-1]
-    assert (last.target, last.method, last.outcome, last.status) == (
-        "orders",
-        "GET",
-        "upstream_error",
-        "502",
-    )
-    assert last.chain and last.chain[-1]["service"] == "orders"
