@@ -67,8 +67,7 @@ _PATTERNS = {
     "date": re.compile(_DATE),
     "time": re.compile(_TIME),
     "date_time": re.compile(f"{_DATE}T{_TIME}"),
-    "instant": re.compile(f"{_DATE}T{_TIME}{_OFFSET}"),
-    "offset_date_time": re.compile(f"{_DATE}T{_TIME}{_OFFSET}"),
+    "date_time_offset": re.compile(f"{_DATE}T{_TIME}{_OFFSET}"),  # Instant, OffsetDateTime
     "offset_time": re.compile(f"{_TIME}{_OFFSET}"),
     "zoned_date_time": re.compile(f"{_DATE}T{_TIME}{_OFFSET}{_ZONE}"),
 }
@@ -177,7 +176,7 @@ def instant(value: Any) -> JavaObject:
             INSTANT_HANDLE, {"nanos": millis * 1_000_000, "seconds": JavaLong(seconds)}
         )
     found = _match(
-        "instant",
+        "date_time_offset",
         _text(value, "java.time.Instant", "2024-02-29T13:45:30.5Z"),
         "java.time.Instant",
         "2024-02-29T13:45:30.5Z",
@@ -208,7 +207,7 @@ def local_date_time(value: Any) -> JavaObject:
 def offset_date_time(value: Any) -> JavaObject:
     example = "2024-02-29T13:45:30+08:00"
     text = _text(value, "java.time.OffsetDateTime", example)
-    found = _match("offset_date_time", text, "java.time.OffsetDateTime", example)
+    found = _match("date_time_offset", text, "java.time.OffsetDateTime", example)
     return JavaObject(
         OFFSET_DATE_TIME_HANDLE,
         {
