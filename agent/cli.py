@@ -7,13 +7,26 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agent import __version__, capture_cli, stat_cli
 from agent.config import AgentConfig, ignored_env_variables, load_config
 from agent.errors import ConfigError, MeshAgentError
 from agent.injector import cli as injector_cli
+from agent.runtime.cpus import available_cpus
+
+if TYPE_CHECKING:
+    from agent.api.http1 import ApiServer
+    from agent.runtime.agent import Agent
+    from agent.runtime.zygote import Zygote
+    from agent.telemetry.exposition import Metric
 
 log = logging.getLogger("meshagent")
 
@@ -27,10 +40,7 @@ def _print_config_errors(path: str, exc: ConfigError) -> None:
 
 
 async def serve(config: AgentConfig) -> int:
-    # Imported here so that check-config and version stay fast and light.
-    from agent.api.asgi_bridge import AsgiApp, AsgiBridge
-    from agent.api.fast_routes import FastRoutes
-    from agent.api.http1 import ApiServer, Http1Limits
+    """One process does everything (``workers: 1``)."""
     from agent.runtime.admin import bind
     from agent.runtime.agent import Agent
 
@@ -41,7 +51,35 @@ async def serve(config: AgentConfig) -> int:
     except MeshAgentError:
         admin_socket.close()
         raise
-    settings = config.admin
+    admin = await _serve_api(agent, admin_socket, None)
+    for listener, lhost, lport in agent.listener_addresses():
+        name, service = listener.config.display_name, listener.config.service
+        print(f"listener {name} on {lhost}:{lport} -> {service}", flush=True)
+    if agent.capture is not None:
+        for chost, cport in agent.capture.addresses:
+            print(f"capture on {chost}:{cport}", flush=True)
+    if agent.inbound is not None:
+        ihost, iport = agent.inbound.address
+        inbound = config.inbound
+        print(f"inbound on {ihost}:{iport} -> {inbound.app_host}:{inbound.app_port}", flush=True)
+    _ready(admin.address)
+    await _until_signal()
+    log.info("signal received, draining")
+    await agent.drain_and_stop()
+    await admin.stop()
+    log.info("stopped")
+    return 0
+
+
+async def _serve_api(
+    agent: Agent, admin_socket: socket.socket, metrics: Callable[[], Awaitable[bytes]] | None
+) -> ApiServer:
+    # Imported here so that check-config and version stay fast and light.
+    from agent.api.asgi_bridge import AsgiApp, AsgiBridge
+    from agent.api.fast_routes import FastRoutes
+    from agent.api.http1 import ApiServer, Http1Limits
+
+    settings = agent.config.admin
 
     def management_app() -> AsgiApp:
         # FastAPI only on the first request off the fast path (agent/api/asgi_bridge.py).
@@ -56,37 +94,101 @@ async def serve(config: AgentConfig) -> int:
         idle_timeout_s=settings.idle_timeout_s,
         max_connections=settings.max_connections,
     )
-    admin = ApiServer(FastRoutes(agent, bridge, settings.allow_remote_invoke), admin_socket, limits)
+    routes = FastRoutes(agent, bridge, settings.allow_remote_invoke, metrics)
+    admin = ApiServer(routes, admin_socket, limits)
     agent.api_connections = (admin.connections.__len__, admin.refusals)
     await admin.start()
     host, port = admin.address
     log.info("OpenAPI on http://%s:%d (docs at /docs)", host, port)
-    for listener, lhost, lport in agent.listener_addresses():
-        name, service = listener.config.display_name, listener.config.service
-        print(f"listener {name} on {lhost}:{lport} -> {service}", flush=True)
-    if agent.capture is not None:
-        for chost, cport in agent.capture.addresses:
-            print(f"capture on {chost}:{cport}", flush=True)
-    if agent.inbound is not None:
-        ihost, iport = agent.inbound.address
-        inbound = config.inbound
-        print(f"inbound on {ihost}:{iport} -> {inbound.app_host}:{inbound.app_port}", flush=True)
+    return admin
+
+
+def _ready(address: tuple[str, int]) -> None:
     # What start-up built lives as long as the agent: moved out of the collector's way, so
     # the full collections a busy agent runs walk only what its requests create.
     gc.collect()
     gc.freeze()
+    host, port = address
     print(f"meshagent ready: OpenAPI on http://{host}:{port}", flush=True)
 
+
+async def _until_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+
+
+async def serve_supervisor(config: AgentConfig, plan: WorkerPlan) -> int:
+    """``workers: N``: the supervisor (docs/workers.md); its workers are forked by
+    ``plan.zygote`` and connect to ``plan.socket_path``."""
+    from agent.runtime.admin import bind
+    from agent.runtime.agent import Agent, Role
+    from agent.runtime.supervisor import Supervisor
+    from agent.telemetry.exposition import Registry, render
+    from agent.telemetry.metrics import metrics_registry
+    from agent.telemetry.worker_merge import merge
+
+    agent = Agent(config, Role.SUPERVISOR)
+    supervisor = Supervisor(
+        agent, plan.count, plan.zygote, plan.socket_path, config.worker_watchdog_s
+    )
+    admin_socket = bind(config.admin.host, config.admin.port)
+    try:
+        await agent.start()
+        await supervisor.start()
+    except MeshAgentError:
+        admin_socket.close()
+        await supervisor.stop()
+        await agent.stop()
+        raise
+    own = metrics_registry(agent)
+    own.register(supervisor)
+
+    async def metrics() -> bytes:
+        merged = merge(list(own.collect()), await supervisor.worker_metrics())
+        registry = Registry()
+        registry.register(_Families(merged))
+        return render(registry)
+
+    admin = await _serve_api(agent, admin_socket, metrics)
+    for listener in config.listeners:
+        print(
+            f"listener {listener.display_name} on {listener.host}:{listener.port} "
+            f"-> {listener.service}",
+            flush=True,
+        )
+    if config.capture.enabled:
+        print(f"capture on {config.capture.host}:{config.capture.port}", flush=True)
+    if config.inbound.enabled:
+        inbound = config.inbound
+        print(
+            f"inbound on {inbound.host}:{inbound.port} -> {inbound.app_host}:{inbound.app_port}",
+            flush=True,
+        )
+    print(f"workers: {plan.count}", flush=True)
+    _ready(admin.address)
+    await _until_signal()
     log.info("signal received, draining")
-    await agent.drain_and_stop()
+    agent.draining = True
+    deregistering = asyncio.ensure_future(agent.registrations.delete_all())
+    await supervisor.drain(config.drain_timeout_s)
+    await deregistering
+    await agent.stop()
     await admin.stop()
     log.info("stopped")
     return 0
+
+
+class _Families:
+    """A registry of fixed families (the merged scrape)."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._metrics)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -103,13 +205,57 @@ def _run(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
-        return uvloop.run(serve(config))
+        count = config.workers if isinstance(config.workers, int) else available_cpus()
+        if count == 1:
+            return uvloop.run(serve(config))
+        return _run_workers(config, count)
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return EXIT_CONFIG
     except MeshAgentError as exc:
         print(f"meshagent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    count: int
+    zygote: Zygote
+    socket_path: str
+
+
+def _run_workers(config: AgentConfig, count: int) -> int:
+    """Reserve the ports, fork the zygote (before any thread or loop exists), then run
+    the supervisor; each worker runs ``serve_worker`` in a process the zygote forks."""
+    import uvloop
+
+    from agent.runtime import worker as worker_module
+    from agent.runtime.ports import reserve_ports
+    from agent.runtime.zygote import Zygote
+    from agent.telemetry import logfmt
+
+    # Bind first, as one process does: a port in use is a start-up error with its name.
+    config, reserved = reserve_ports(config)
+    worker_module.preload(config)
+    directory = tempfile.mkdtemp(prefix="meshagent-")
+    socket_path = os.path.join(directory, "mesh.sock")
+
+    def run_worker(number: int) -> int:
+        logfmt.add_field("worker", str(number))
+        return uvloop.run(worker_module.serve_worker(config, str(number), count, socket_path))
+
+    def release() -> None:
+        # In the zygote: the reservations are the supervisor's alone.
+        for sock in reserved:
+            os.close(sock.detach())
+
+    zygote = Zygote.start(run_worker, release)
+    try:
+        return uvloop.run(serve_supervisor(config, WorkerPlan(count, zygote, socket_path)))
+    finally:
+        for sock in reserved:
+            sock.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _check(args: argparse.Namespace) -> int:

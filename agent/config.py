@@ -403,6 +403,14 @@ class AgentConfig(Strict):
     dynamic_settings: DynamicSettingsConfig | None = None
     """Watch this document and apply it (LB policy, endpoint weights per service); off when
     unset. See agent/runtime/settings.py for its shape."""
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
+    """Worker processes serving the data plane (docs/workers.md). 1: one process does
+    everything, as always. N > 1: a supervisor keeps the registries, registrations, health
+    checks, rules and the API, and N workers serve every listener on SO_REUSEPORT sockets.
+    ``auto``: the CPUs this process may use (cgroup quota and affinity)."""
+    worker_watchdog_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    """A worker whose event loop does not answer the supervisor's ping this long is killed
+    and replaced."""
 
     @model_validator(mode="after")
     def _references_resolve(self) -> AgentConfig:

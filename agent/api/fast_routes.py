@@ -12,7 +12,7 @@ same functions below, so the bodies, statuses and problem details cannot drift a
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -49,8 +49,11 @@ def readiness(agent: Agent) -> tuple[int, bytes]:
         {"name": name, "connected": s.connected, "since": s.since, "detail": s.detail}
         for name, s in agent.registry_statuses().items()
     ]
-    body = dumps({"ready": ready, "reasons": reasons, "registries": registries})
-    return (200 if ready else 503), body
+    document: dict[str, Any] = {"ready": ready, "reasons": reasons, "registries": registries}
+    workers = agent.describe_workers()
+    if workers:
+        document["workers"] = workers
+    return (200 if ready else 503), dumps(document)
 
 
 def invoke_reply_body(result: Any, attachments: Mapping[str, Any], endpoint: str) -> bytes:
@@ -119,11 +122,20 @@ _FORBIDDEN = problem_reply(403, REMOTE_INVOKE_REFUSED, "Forbidden")
 class FastRoutes:
     """The server's handler: the hot routes here, the rest through ``bridge``."""
 
-    def __init__(self, agent: Agent, bridge: AsgiBridge, allow_remote_invoke: bool) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        bridge: AsgiBridge,
+        allow_remote_invoke: bool,
+        metrics: Callable[[], Awaitable[bytes]] | None = None,
+    ) -> None:
+        """``metrics``: the scrape's text when it is not this process's alone (the
+        supervisor's, merging its workers': agent/telemetry/worker_merge.py)."""
         self.agent = agent
         self.bridge = bridge
         self.allow_remote_invoke = allow_remote_invoke
         self.registry = metrics_registry(agent)
+        self.metrics = metrics
 
     def __call__(self, request: ApiRequest) -> Reply | Awaitable[Reply]:
         method = request.method
@@ -134,6 +146,8 @@ class FastRoutes:
             if path == b"/readyz":
                 return Reply(*readiness(self.agent), JSON)
             if path == b"/metrics":
+                if self.metrics is not None:
+                    return self._merged_metrics(self.metrics)
                 return Reply(200, render(self.registry), PROMETHEUS_TEXT.encode())
         elif method == "POST" and path.startswith(b"/v1/invoke/"):
             parts = path.split(b"/")
@@ -143,6 +157,9 @@ class FastRoutes:
                 if all("/" not in n for n in names):
                     return self._invoke(request, names[0], names[1], names[2])
         return self.bridge(request)
+
+    async def _merged_metrics(self, metrics: Callable[[], Awaitable[bytes]]) -> Reply:
+        return Reply(200, await metrics(), PROMETHEUS_TEXT.encode())
 
     def _invoke(
         self, request: ApiRequest, protocol: str, service: str, method: str

@@ -24,12 +24,21 @@ class RegistryState(Model):
     detail: str = ""
 
 
+class WorkerState(Model):
+    id: int
+    pid: int
+    serving: bool
+    ready: bool
+
+
 class Readiness(Model):
     ready: bool
     reasons: list[str]
     # A registry lost after the first snapshot does not make the agent unready (it serves
     # from the last known endpoints), but the probe says so, and since when.
     registries: list[RegistryState]
+    # With ``workers: N`` (docs/workers.md): each worker process and whether it serves.
+    workers: list[WorkerState] = []
 
 
 class ServiceSummary(Model):

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from agent.cluster.health import record_probe
 from agent.cluster.host import Host
@@ -23,6 +24,15 @@ from agent.discovery.types import Add, Remove, Reset, Update
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+
+class OutcomeSink(Protocol):
+    """Where a worker's cluster sends its passive outlier signals: the supervisor decides
+    ejections for every worker (agent/runtime/worker.py)."""
+
+    def failure(self, cluster: str, endpoint: str) -> None: ...
+
+    def success(self, cluster: str, endpoint: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,9 @@ class Cluster:
         self.listeners: list[Callable[[Cluster], None]] = []
         # Endpoint id -> weight, from the agent's dynamic settings (survives re-registration).
         self.weight_overrides: dict[str, int] = {}
+        # In a worker process: outcomes go to the supervisor, which sends back the
+        # endpoints' health and ejections (set_host_states); nothing is ejected here.
+        self.remote: OutcomeSink | None = None
 
     # -- membership --------------------------------------------------------------------
 
@@ -165,14 +178,40 @@ class Cluster:
 
     def report_success(self, host: Host) -> None:
         host.stats.requests += 1
+        remote = self.remote
+        if remote is not None:
+            # Only a streak the supervisor knows of needs ending: one line per success
+            # would cost every call.
+            if host.consecutive_failures:
+                remote.success(self.name, host.id)
+            return
         record_success(host)
 
     def report_failure(self, host: Host, connect: bool = False) -> None:
         host.stats.requests += 1
+        host.stats.failures += 1
         if connect:
             host.stats.connect_failures += 1
         if self._hosts.get(host.id) is not host:
             return  # replaced or removed meanwhile: its failures say nothing now
+        remote = self.remote
+        if remote is not None:
+            remote.failure(self.name, host.id)
+            return
+        self._record_failure(host)
+
+    def record_outcome(self, host_id: str, ok: bool) -> None:
+        """A worker's outcome on ``host_id`` (the supervisor's side): outlier detection
+        only; the worker counted the request in its own statistics."""
+        host = self._hosts.get(host_id)
+        if host is None:
+            return
+        if ok:
+            record_success(host)
+        else:
+            self._record_failure(host)
+
+    def _record_failure(self, host: Host) -> None:
         now = self._clock()
         until = record_failure(host, list(self._hosts.values()), self.outlier, now)
         if until is not None:
@@ -197,6 +236,31 @@ class Cluster:
                 "healthy" if ok else "unhealthy",
                 extra={"cluster": self.name, "endpoint": host.id},
             )
+            self._rebalance()
+
+    def host_states(self) -> dict[str, tuple[bool, float, bool]]:
+        """Each endpoint's (healthy, ejected_until, failure streak open): what workers
+        mirror (agent/runtime/mesh_stream.py)."""
+        return {
+            host.id: (host.healthy, host.ejected_until, host.consecutive_failures > 0)
+            for host in self._hosts.values()
+        }
+
+    def set_host_states(self, states: dict[str, tuple[bool, float, bool]]) -> None:
+        """The supervisor's verdicts on endpoints this worker knows (the worker's side)."""
+        changed = False
+        for host_id, (healthy, ejected_until, failing) in states.items():
+            host = self._hosts.get(host_id)
+            if host is None:
+                continue
+            if host.healthy != healthy or host.ejected_until != ejected_until:
+                host.healthy = healthy
+                if ejected_until > host.ejected_until:
+                    host.times_ejected += 1
+                host.ejected_until = ejected_until
+                changed = True
+            host.consecutive_failures = 1 if failing else 0
+        if changed:
             self._rebalance()
 
     def available_count(self) -> int:

@@ -33,7 +33,6 @@ def record_failure(
 ) -> float | None:
     """Count a failure; eject when the policy says so. Returns the ejection's end, if any."""
     host.consecutive_failures += 1
-    host.stats.failures += 1
     if not policy.enabled or host.ejected(now):
         return None
     if host.consecutive_failures < policy.consecutive_failures:

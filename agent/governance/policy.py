@@ -180,13 +180,16 @@ class GovernancePolicy(CallHook):
         local_zone: str = "",
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        share: float = 1.0,
     ) -> None:
         self.clock = clock
+        # This process's part of the agent's rate limits (1/workers; agent/governance/table.py).
+        self.share = share
         self.rng = rng or random.Random()
         self.local_zone = local_zone
         self.counters = Counters()
         self.loads: dict[str, ClusterLoad] = {}
-        self.table = RuleTable(rules or RuleSet(), local_zone, clock)
+        self.table = RuleTable(rules or RuleSet(), local_zone, clock, share=share)
         self.state = RulesState(self.table.rules, "static", None, time.time())
 
     # -- rules -------------------------------------------------------------------------
@@ -194,7 +197,9 @@ class GovernancePolicy(CallHook):
     def set_rules(self, rules: RuleSet, source: str, version: str | None) -> None:
         """Put a validated rule set in force. The swap is one assignment: a call sees the
         old table or the new one, never a mix, and calls in flight keep their decision."""
-        self.table = RuleTable(rules, self.local_zone, self.clock, previous=self.table)
+        self.table = RuleTable(
+            rules, self.local_zone, self.clock, previous=self.table, share=self.share
+        )
         self.state = RulesState(rules, source, version, time.time())
 
     def effective(self, route: Route) -> CompiledRule | None:

@@ -84,14 +84,18 @@ class RetryBudget:
 class RetryPolicy:
     __slots__ = ("attempts", "base_s", "budget", "idempotent", "max_s", "on")
 
-    def __init__(self, config: Retry, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: Retry, clock: Callable[[], float] = time.monotonic, share: float = 1.0
+    ) -> None:
+        """``share``: this process's part of the agent's calls (1/workers): the budget's
+        ratio holds per worker as it does for the sum, its floor is split."""
         self.attempts = config.attempts
         self.on = frozenset(FailureKind(kind) for kind in config.retry_on)
         self.idempotent = config.idempotent
         self.base_s = config.backoff_base_ms / 1000
         self.max_s = config.backoff_max_ms / 1000
         budget = config.budget
-        self.budget = RetryBudget(budget.ratio, budget.min_per_s, budget.window_s, clock)
+        self.budget = RetryBudget(budget.ratio, budget.min_per_s * share, budget.window_s, clock)
 
     def allows(self, failure: Failure, retries_done: int) -> bool:
         """Does the rule allow another attempt (before asking the budget)?"""

@@ -3,6 +3,7 @@ and splitter. Built once per version; lookups never allocate beyond the route ca
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,13 +37,18 @@ class RuleTable:
         local_zone: str = "",
         clock: Callable[[], float] = time.monotonic,
         previous: RuleTable | None = None,
+        share: float = 1.0,
     ) -> None:
+        """``share``: this process's part of the agent's limits (1/workers, docs/workers.md):
+        a rate limit's rate and burst and a retry budget's floor are split evenly, since the
+        kernel spreads connections evenly across workers."""
         self.rules = rules
+        self.share = share
         old: dict[Key, CompiledRule] = {}
         if previous is not None:
             old = {match_key(c.rule.match): c for c in previous.compiled}
         self.compiled: list[CompiledRule] = [
-            _compile(i, rule, local_zone, clock, old.get(match_key(rule.match)))
+            _compile(i, rule, local_zone, clock, old.get(match_key(rule.match)), share)
             for i, rule in enumerate(rules.rules)
         ]
         self.index: RuleIndex[CompiledRule] = RuleIndex(
@@ -64,6 +70,7 @@ def _compile(
     local_zone: str,
     clock: Callable[[], float],
     old: CompiledRule | None,
+    share: float = 1.0,
 ) -> CompiledRule:
     """Compile one rule; state (tokens, the retry budget's window) carries over from the
     previous version of the same rule when its settings are unchanged, so republishing a
@@ -73,10 +80,13 @@ def _compile(
         if old is not None and old.bucket is not None and old.rule.rate_limit == rule.rate_limit:
             bucket = old.bucket
         else:
-            bucket = TokenBucket(rule.rate_limit.per_s, rule.rate_limit.capacity, clock)
+            limit = rule.rate_limit
+            bucket = TokenBucket(
+                limit.per_s * share, max(1, math.ceil(limit.capacity * share)), clock
+            )
     retry = None
     if rule.retry is not None:
-        retry = RetryPolicy(rule.retry, clock)
+        retry = RetryPolicy(rule.retry, clock, share)
         if (
             old is not None
             and old.retry is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import logging
 import os
@@ -23,7 +24,13 @@ from agent.cluster.outlier import OutlierPolicy
 from agent.config import AgentConfig, ListenerConfig, ServiceConfig
 from agent.discovery.config_source import ConfigKey, ConfigSource
 from agent.discovery.registry import Registry, Subscription
-from agent.discovery.types import Registration, RegistryStatus, ServiceKey, frozen_mapping
+from agent.discovery.types import (
+    Registration,
+    RegistryStatus,
+    ServiceKey,
+    Update,
+    frozen_mapping,
+)
 from agent.discovery.validate import screen
 from agent.errors import (
     ConfigError,
@@ -70,6 +77,31 @@ class StartupError(MeshAgentError):
     """The agent cannot start as configured (a port in use, a plugin that fails to build)."""
 
 
+class Role(enum.Enum):
+    """What this process of the agent does (docs/workers.md)."""
+
+    # Everything, in one process (``workers: 1``).
+    SINGLE = "single"
+    # Registries, registrations, health checks, rules, settings and the API; no listener.
+    SUPERVISOR = "supervisor"
+    # Listeners, capture and inbound; the mesh's state streamed from the supervisor.
+    WORKER = "worker"
+
+
+class MeshPublisher:
+    """What the supervisor tells its workers as it happens (agent/runtime/supervisor.py);
+    these no-ops in a single process."""
+
+    def cluster_update(self, cluster: Cluster, update: Update) -> None:
+        pass
+
+    def rules(self, rules: RuleSet | None) -> None:
+        pass
+
+    def settings(self, settings: DynamicSettings | None) -> None:
+        pass
+
+
 @dataclass
 class Listener:
     config: ListenerConfig
@@ -86,12 +118,22 @@ class Listener:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self, config: AgentConfig, role: Role = Role.SINGLE, worker: str = "", workers: int = 1
+    ) -> None:
+        """``worker``: this worker's id; ``workers``: how many serve (Role.WORKER)."""
         self.config = config
+        self.role = role
+        self.worker = worker
         self.started_at = time.time()
         self.loop_lag = LoopLag()
         self.calls = Calls(config.app.name, config.app.cluster)
-        self.telemetry = telemetry.install(self.calls, config.telemetry)
+        self.telemetry = telemetry.install(self.calls, config.telemetry, worker)
+        # Set by the supervisor: its workers follow every change (agent/runtime/supervisor.py).
+        self.publisher = MeshPublisher()
+        # Set by the supervisor: why its workers are not ready (readiness), and what they are.
+        self.workers_not_ready: Callable[[], list[str]] = list
+        self.describe_workers: Callable[[], list[dict[str, Any]]] = list
         # The status page's data: the last minute's calls and the failed ones of late.
         metrics = self.telemetry.metrics
         self.call_window = CallWindow(metrics.collect if metrics is not None else None)
@@ -102,13 +144,19 @@ class Agent:
         self.config_version = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
         # Governance: the static rules now; a config-source key's, once started.
         governance = config.governance
-        self.governance = GovernancePolicy(governance.rules, governance.zone, self.calls.clock)
+        # A worker's part of agent-wide rate limits and retry floors (docs/workers.md).
+        share = 1 / workers if role is Role.WORKER else 1.0
+        self.governance = GovernancePolicy(
+            governance.rules, governance.zone, self.calls.clock, share=share
+        )
         self.calls.policies.append(self.governance)
         self.calls.observers.append(self.governance)
         self.rules_document: WatchedDocument[RuleSet] | None = None
+        # A worker never talks to a registry: the supervisor streams it the clusters.
         self.registries: dict[str, Registry] = {
             r.name: load(PluginKind.REGISTRY, r.type).build(r.config, f"registries[{i}].config")
             for i, r in enumerate(config.registries)
+            if role is not Role.WORKER
         }
         self.services: dict[str, ServiceConfig] = {s.name: s for s in config.services}
         self.clusters: dict[str, Cluster] = {}
@@ -131,7 +179,7 @@ class Agent:
                 HealthPolicy(service.health.healthy_threshold, service.health.unhealthy_threshold),
                 lb_policy=service.lb.policy,
             )
-            if service.health.enabled:
+            if service.health.enabled and role is not Role.WORKER:
                 self._checkers[service.name] = load(
                     PluginKind.HEALTH_CHECKER, service.health.checker
                 ).build(service.health.config, f"services[{i}].health.config")
@@ -183,10 +231,12 @@ class Agent:
         self.listening = False
         # Transparent capture and the inbound side (docs/capture.md); both off by default.
         self.capture: CaptureListener | None = None
-        if config.capture.enabled:
+        # The supervisor serves neither: its workers do.
+        if config.capture.enabled and role is not Role.SUPERVISOR:
             self.capture = CaptureListener(config.capture, self.services, self.clusters, self.calls)
+            self.capture.reuse_port = role is Role.WORKER
         self.inbound: InboundListener | None = None
-        if config.inbound.enabled:
+        if config.inbound.enabled and role is not Role.SUPERVISOR:
             health = config.inbound.health
             checker: HealthChecker | None = None
             if health.enabled:
@@ -194,12 +244,18 @@ class Agent:
                     health.config, "inbound.health.config"
                 )
             self.inbound = InboundListener(config.inbound, checker, self.calls)
+            self.inbound.reuse_port = role is Role.WORKER
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        # Bind first: a port in use is a startup error, before anything is published.
-        await self._bind_listeners()
+        if self.role is Role.WORKER:
+            await self._start_worker()
+            return
+        # Bind first: a port in use is a startup error, before anything is published. The
+        # supervisor binds nothing: its workers do, and it checked the ports (reserve_ports).
+        if self.role is Role.SINGLE:
+            await self._bind_listeners()
         # Protocols may hook into discovery (Dubbo's MetadataService for ZooKeeper's
         # application level), so their invokers exist before the first subscription.
         for service in self.config.services:
@@ -229,9 +285,24 @@ class Agent:
         self.loop_lag.start()
         self.call_window.start()
         self._start_dynamic_settings()
+        if self.inbound is not None and self.role is Role.SINGLE:
+            self._spawn(self.inbound.run_health_checks())
+        self.listening = True
+        if self.role is Role.SINGLE:
+            self._log_listeners()
+
+    async def _start_worker(self) -> None:
+        """Listeners, capture and inbound on SO_REUSEPORT sockets; clusters are fed by the
+        supervisor's stream (agent/runtime/worker.py), nothing else is started here."""
+        await self._bind_listeners()
+        self.loop_lag.start()
+        self.call_window.start()
         if self.inbound is not None:
             self._spawn(self.inbound.run_health_checks())
         self.listening = True
+        self._log_listeners()
+
+    def _log_listeners(self) -> None:
         for listener in self.listeners:
             host, port = listener.address
             log.info(
@@ -267,6 +338,7 @@ class Agent:
                 self.governance.set_rules(static, "static", None)
             else:
                 self.governance.set_rules(rules, str(key), None)
+            self.publisher.rules(rules)
 
         self.rules_document = WatchedDocument(source, key, RuleSet, apply)
         self.rules_document.start()
@@ -291,6 +363,8 @@ class Agent:
                     config.host,
                     config.port,
                     reuse_address=True,
+                    # Workers share each port; the kernel spreads connections among them.
+                    reuse_port=self.role is Role.WORKER,
                     backlog=1024,
                 )
             except OSError as exc:
@@ -339,6 +413,7 @@ class Agent:
                 )
             if admitted is not None:
                 cluster.apply(admitted)
+                self.publisher.cluster_update(cluster, admitted)
             self.last_update[cluster.name] = time.time()
 
     async def _expire_registrations(self) -> None:
@@ -455,6 +530,7 @@ class Agent:
             if not cluster.initialized:
                 registry = self.services[name].registry
                 reasons.append(f"service {name!r}: no snapshot yet from registry {registry!r}")
+        reasons.extend(self.workers_not_ready())
         inbound = self.inbound
         if inbound is not None and not inbound.app_healthy:
             app = f"{self.config.inbound.app_host}:{self.config.inbound.app_port}"
@@ -471,11 +547,14 @@ class Agent:
             return
         from agent.runtime.settings import SettingsApplier
 
+        applier = SettingsApplier(self)
+
+        def apply(settings: DynamicSettings | None) -> None:
+            applier(settings)
+            self.publisher.settings(settings)
+
         self.settings_document = WatchedDocument(
-            found[1],
-            ConfigKey(wanted.group, wanted.data_id),
-            DynamicSettings,
-            SettingsApplier(self),
+            found[1], ConfigKey(wanted.group, wanted.data_id), DynamicSettings, apply
         )
         self.settings_document.start()
 

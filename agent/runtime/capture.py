@@ -107,6 +107,8 @@ class CaptureListener:
         self.idle.set()
         self.servers: list[asyncio.Server] = []
         self.port = config.port
+        # In a worker process: the port is shared with the other workers (docs/workers.md).
+        self.reuse_port = False
         self._virtual: dict[tuple[str, int | None], str] = {}
         for entry in config.services:
             for text in entry.addresses:
@@ -125,7 +127,12 @@ class CaptureListener:
         hosts = [self.config.host] + (["::1"] if self.config.ipv6 else [])
         for host in hosts:
             server = await loop.create_server(
-                lambda: _Sniffing(self), host, self.port, reuse_address=True, backlog=1024
+                lambda: _Sniffing(self),
+                host,
+                self.port,
+                reuse_address=True,
+                reuse_port=self.reuse_port,
+                backlog=1024,
             )
             self.servers.append(server)
             # Port 0 (tests): every further address listens on the port the first one got.

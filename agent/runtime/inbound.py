@@ -72,11 +72,18 @@ class InboundListener:
         self.server: asyncio.Server | None = None
         self.relay: Callable[[], asyncio.Protocol] = TcpProtocol().outbound_listener(self.context)
         self._last_limit_log = 0.0
+        # In a worker process: the port is shared with the other workers (docs/workers.md).
+        self.reuse_port = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            self._accept, self.config.host, self.config.port, reuse_address=True, backlog=1024
+            self._accept,
+            self.config.host,
+            self.config.port,
+            reuse_address=True,
+            reuse_port=self.reuse_port,
+            backlog=1024,
         )
 
     @property

@@ -29,8 +29,11 @@ class AccessLog(CallObserver):
         path: str = "-",
         sample_ratio: float = 1.0,
         rand: Any = random.random,
+        worker: str = "",
     ) -> None:
         self.sample_ratio = sample_ratio
+        # With workers (docs/workers.md) each line says which process served the call.
+        self.worker = worker
         self.rand = rand
         self.stream: IO[str]
         if path == "-":
@@ -46,7 +49,10 @@ class AccessLog(CallObserver):
         if self.sample_ratio < 1.0 and self.rand() >= self.sample_ratio:
             return
         try:
-            self.stream.write(json.dumps(entry(call), separators=(",", ":")) + "\n")
+            line = entry(call)
+            if self.worker:
+                line["worker"] = self.worker
+            self.stream.write(json.dumps(line, separators=(",", ":")) + "\n")
             self.stream.flush()
             self.written += 1
         except (OSError, ValueError):

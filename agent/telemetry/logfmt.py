@@ -77,6 +77,23 @@ def _indented(chunks: list[str]) -> str:
     return "".join(f"\n  | {line}" for line in lines)
 
 
+class _Field(logging.Filter):
+    def __init__(self, name: str, value: str) -> None:
+        super().__init__()
+        self.field = name
+        self.value = value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        setattr(record, self.field, self.value)
+        return True
+
+
+def add_field(name: str, value: str) -> None:
+    """Every line from now on carries ``name=value`` (a worker process's id)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Field(name, value))
+
+
 def configure(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter())

@@ -37,7 +37,8 @@ class Telemetry:
             self.access_log.close()
 
 
-def install(calls: Calls, config: TelemetryConfig) -> Telemetry:
+def install(calls: Calls, config: TelemetryConfig, worker: str = "") -> Telemetry:
+    """``worker``: the worker process's id (docs/workers.md), on spans and access-log lines."""
     """Build what ``config`` enables and plug it into ``calls``.
 
     The context policy goes first among policies (a loop is refused before governance
@@ -57,14 +58,16 @@ def install(calls: Calls, config: TelemetryConfig) -> Telemetry:
             raise ConfigError(
                 [f"telemetry.tracing: needs the tracing extra (meshagent[tracing]): {exc}"]
             ) from None
-        telemetry.tracing = Tracing(config.tracing, calls.app)
+        telemetry.tracing = Tracing(config.tracing, calls.app, worker=worker)
         calls.observers.append(telemetry.tracing)
     if config.metrics.enabled:
         telemetry.metrics = CallMetrics(config.metrics.max_methods)
         calls.observers.append(telemetry.metrics)
     if config.access_log.enabled:
         try:
-            telemetry.access_log = AccessLog(config.access_log.path, config.access_log.sample_ratio)
+            telemetry.access_log = AccessLog(
+                config.access_log.path, config.access_log.sample_ratio, worker=worker
+            )
         except OSError as exc:
             raise ConfigError([f"telemetry.access_log.path: {exc}"]) from None
         calls.observers.append(telemetry.access_log)

@@ -210,11 +210,16 @@ class Tracing(CallObserver):
         app: str,
         exporter: SpanExporter | None = None,
         rand: Callable[[], float] = random.random,
+        worker: str = "",
     ) -> None:
         self.stats = TracingStats()
         self.sample_ratio = config.sample_ratio
         self.rand = rand
-        resource = Resource.create({"service.name": app or "meshagent"})
+        attributes = {"service.name": app or "meshagent"}
+        if worker:
+            # Which worker process served the span's call (docs/workers.md).
+            attributes["meshagent.worker"] = worker
+        resource = Resource.create(attributes)
         # Calls reach the SDK only once sampled (call_started decides: parent-based, else
         # the ratio), so the SDK records everything it is given.
         self.provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)

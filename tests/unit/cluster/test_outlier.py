@@ -61,4 +61,6 @@ def test_disabled_policy_never_ejects() -> None:
     policy = OutlierPolicy(enabled=False, consecutive_failures=1)
     for _ in range(10):
         assert record_failure(hosts[0], hosts, policy, now=0) is None
-    assert hosts[0].stats.failures == 10
+    # Counted (the cluster counts failures in its statistics), never ejected.
+    assert hosts[0].consecutive_failures == 10
+    assert hosts[0].stats.ejections == 0

@@ -1,0 +1,184 @@
+"""A worker process: the data plane, fed the mesh's state by the supervisor (docs/workers.md).
+
+The worker builds the agent in ``Role.WORKER`` (listeners, capture and inbound on
+SO_REUSEPORT sockets; no registry, registration, health check or API), connects to the
+supervisor's Unix socket, applies the snapshot before it binds anything (so its first
+client already sees every endpoint), then follows the stream in order. Its clusters send
+their passive outlier signals to the supervisor (``Cluster.remote``), which decides
+ejections for all workers; the supervisor's pings are answered from this loop, so a
+wedged loop is seen by the watchdog there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib
+import logging
+import os
+import signal
+
+from agent.config import AgentConfig
+from agent.errors import MeshAgentError
+from agent.governance.rules import RuleSet
+from agent.runtime.agent import Agent, Role
+from agent.runtime.mesh_stream import (
+    MAX_LINE,
+    Message,
+    StreamError,
+    decode,
+    encode,
+    host_states_from_json,
+    metrics_to_json,
+    update_from_json,
+)
+from agent.runtime.settings import DynamicSettings, SettingsApplier
+from agent.telemetry.metrics import metrics_registry
+
+log = logging.getLogger(__name__)
+
+EXIT_STARTUP = 2
+EXIT_STREAM = 3
+
+
+class SupervisorLink:
+    """The worker's end of the stream: applies what the supervisor sends, and is every
+    cluster's ``remote`` (the outlier signals go back over it)."""
+
+    def __init__(self, agent: Agent, writer: asyncio.StreamWriter) -> None:
+        self.agent = agent
+        self.writer = writer
+        self.synced = asyncio.Event()
+        self.drain_requested = asyncio.Event()
+        self._settings = SettingsApplier(agent)
+        self._registry = metrics_registry(agent)
+        self.applied = 0
+
+    # -- OutcomeSink ---------------------------------------------------------------------
+
+    def failure(self, cluster: str, endpoint: str) -> None:
+        self.send({"t": "fail", "c": cluster, "e": endpoint})
+
+    def success(self, cluster: str, endpoint: str) -> None:
+        self.send({"t": "ok", "c": cluster, "e": endpoint})
+
+    def send(self, message: Message) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(encode(message))
+
+    # -- the stream ----------------------------------------------------------------------
+
+    async def follow(self, reader: asyncio.StreamReader) -> None:
+        """Apply messages until the supervisor closes the stream."""
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:
+                raise StreamError(f"a line over {MAX_LINE} bytes") from None
+            if not line:
+                return
+            self.apply(decode(line))
+
+    def apply(self, message: Message) -> None:
+        kind = message["t"]
+        agent = self.agent
+        if kind == "update":
+            cluster = agent.clusters.get(str(message.get("c")))
+            if cluster is not None:
+                cluster.apply(update_from_json(message.get("u")))
+                self.applied += 1
+        elif kind == "hosts":
+            cluster = agent.clusters.get(str(message.get("c")))
+            if cluster is not None:
+                cluster.set_host_states(host_states_from_json(message.get("h")))
+        elif kind == "rules":
+            document = message.get("rules")
+            if document is None:
+                agent.governance.set_rules(agent.config.governance.rules, "static", None)
+            else:
+                rules = RuleSet.model_validate(document)
+                agent.governance.set_rules(rules, str(message.get("source", "")), None)
+        elif kind == "settings":
+            document = message.get("settings")
+            settings = DynamicSettings.model_validate(document) if document is not None else None
+            self._settings(settings)
+        elif kind == "ready":
+            self.synced.set()
+        elif kind == "ping":
+            ready, reasons = agent.ready()
+            self.send({"t": "pong", "n": message.get("n"), "ready": ready, "why": reasons})
+        elif kind == "metrics":
+            families = metrics_to_json(list(self._registry.collect()))
+            self.send({"t": "metrics", "n": message.get("n"), "families": families})
+        elif kind == "drain":
+            self.drain_requested.set()
+        else:
+            raise StreamError(f"unknown message type {kind!r}")
+
+
+async def serve_worker(config: AgentConfig, worker: str, workers: int, socket_path: str) -> int:
+    """Run one worker until it is told to drain (a signal or the supervisor) or loses
+    the supervisor. Returns the process's exit status."""
+    agent = Agent(config, Role.WORKER, worker, workers)
+    reader, writer = await asyncio.open_unix_connection(socket_path, limit=MAX_LINE)
+    link = SupervisorLink(agent, writer)
+    for cluster in agent.clusters.values():
+        cluster.remote = link
+    link.send({"t": "hello", "worker": worker, "pid": os.getpid()})
+    following = asyncio.ensure_future(link.follow(reader))
+    synced = asyncio.ensure_future(link.synced.wait())
+    await asyncio.wait([following, synced], return_when=asyncio.FIRST_COMPLETED)
+    if not link.synced.is_set():
+        synced.cancel()
+        log.error("supervisor stream ended before its snapshot")
+        return EXIT_STREAM
+    try:
+        await agent.start()
+    except MeshAgentError as exc:
+        log.error("worker cannot start: %s", exc)
+        return EXIT_STARTUP
+    link.send({"t": "listening"})
+    # As in a single agent: what start-up built stays out of the collector's way.
+    gc.collect()
+    gc.freeze()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    waits = [
+        following,
+        asyncio.ensure_future(stop.wait()),
+        asyncio.ensure_future(link.drain_requested.wait()),
+    ]
+    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    status = 0
+    if following in done:
+        # The supervisor is gone (it would have said drain): stop at once, as it did.
+        error = following.exception()
+        log.error(
+            "supervisor stream lost; stopping",
+            extra={"error": str(error) if error else "closed"},
+        )
+        status = EXIT_STREAM
+        await agent.stop()
+    else:
+        await agent.drain_and_stop()
+    for wait in waits:
+        wait.cancel()
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    return status
+
+
+def preload(config: AgentConfig) -> None:
+    """Import, before the zygote forks, the protocol modules the workers will run: their
+    pages are then shared by every worker instead of loaded by each."""
+    from agent.plugins import PluginKind, load
+
+    for listener in config.listeners:
+        plugin = load(PluginKind.PROTOCOL, listener.protocol)
+        module = plugin.factory.__module__
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"{module}.protocol")
