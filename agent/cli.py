@@ -25,6 +25,7 @@ from agent.runtime.cpus import available_cpus
 if TYPE_CHECKING:
     from agent.api.http1 import ApiServer
     from agent.runtime.agent import Agent
+    from agent.runtime.heartbeat import Heartbeats
     from agent.runtime.zygote import Zygote
     from agent.telemetry.exposition import Metric
 
@@ -132,7 +133,7 @@ async def serve_supervisor(config: AgentConfig, plan: WorkerPlan) -> int:
 
     agent = Agent(config, Role.SUPERVISOR)
     supervisor = Supervisor(
-        agent, plan.count, plan.zygote, plan.socket_path, config.worker_watchdog_s
+        agent, plan.count, plan.zygote, plan.socket_path, config.worker_watchdog_s, plan.heartbeats
     )
     admin_socket = bind(config.admin.host, config.admin.port)
     try:
@@ -222,6 +223,7 @@ class WorkerPlan:
     count: int
     zygote: Zygote
     socket_path: str
+    heartbeats: Heartbeats
 
 
 def _run_workers(config: AgentConfig, count: int) -> int:
@@ -230,6 +232,7 @@ def _run_workers(config: AgentConfig, count: int) -> int:
     import uvloop
 
     from agent.runtime import worker as worker_module
+    from agent.runtime.heartbeat import Heartbeats
     from agent.runtime.ports import reserve_ports
     from agent.runtime.zygote import Zygote
     from agent.telemetry import logfmt
@@ -240,9 +243,12 @@ def _run_workers(config: AgentConfig, count: int) -> int:
     directory = tempfile.mkdtemp(prefix="meshagent-")
     socket_path = os.path.join(directory, "mesh.sock")
 
+    heartbeats = Heartbeats(count)
+
     def run_worker(number: int) -> int:
         logfmt.add_field("worker", str(number))
-        return uvloop.run(worker_module.serve_worker(config, str(number), count, socket_path))
+        serving = worker_module.serve_worker(config, number, count, socket_path, heartbeats)
+        return uvloop.run(serving)
 
     def release() -> None:
         # In the zygote: the reservations are the supervisor's alone.
@@ -251,7 +257,8 @@ def _run_workers(config: AgentConfig, count: int) -> int:
 
     zygote = Zygote.start(run_worker, release)
     try:
-        return uvloop.run(serve_supervisor(config, WorkerPlan(count, zygote, socket_path)))
+        plan = WorkerPlan(count, zygote, socket_path, heartbeats)
+        return uvloop.run(serve_supervisor(config, plan))
     finally:
         for sock in reserved:
             sock.close()

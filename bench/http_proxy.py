@@ -184,9 +184,14 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def run_wrk(port: int, duration: float, connections: int) -> dict[str, float]:
+def run_wrk(
+    port: int, duration: float, connections: int, cpu: int | None = None
+) -> dict[str, float]:
+    """``cpu``: pin wrk to that CPU (taskset), as bench/workers.py does."""
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     out = subprocess.run(
         [
+            *pin,
             "wrk",
             "-t1",
             f"-c{connections}",

@@ -282,7 +282,10 @@ class Agent:
         if health:
             self._spawn(health.run())
         self._spawn(self._expire_registrations())
-        self.loop_lag.start()
+        if self.role is Role.SINGLE:
+            # The supervisor samples its lag on its watchdog's tick: one timer, not two
+            # (agent/runtime/supervisor.py).
+            self.loop_lag.start()
         self.call_window.start()
         self._start_dynamic_settings()
         if self.inbound is not None and self.role is Role.SINGLE:

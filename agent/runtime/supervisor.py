@@ -32,6 +32,7 @@ from agent.discovery.types import Reset, Update
 from agent.errors import MeshAgentError
 from agent.governance.rules import RuleSet
 from agent.runtime.agent import Agent, MeshPublisher
+from agent.runtime.heartbeat import Heartbeats
 from agent.runtime.mesh_stream import (
     MAX_LINE,
     Message,
@@ -66,16 +67,22 @@ class WorkerProcess:
     listening: bool = False
     ready: bool = False
     why: list[str] = field(default_factory=list)
-    last_pong: float = 0.0
     # Restarts in a row that came soon after a start (a crash loop backs off).
     quick_exits: int = 0
 
 
 class Supervisor(MeshPublisher):
     def __init__(
-        self, agent: Agent, count: int, zygote: Zygote, socket_path: str, watchdog_s: float
+        self,
+        agent: Agent,
+        count: int,
+        zygote: Zygote,
+        socket_path: str,
+        watchdog_s: float,
+        heartbeats: Heartbeats,
     ) -> None:
         self.agent = agent
+        self.heartbeats = heartbeats
         self.zygote = zygote
         self.socket_path = socket_path
         self.watchdog_s = watchdog_s
@@ -128,7 +135,8 @@ class Supervisor(MeshPublisher):
         worker.writer = None
         worker.listening = worker.ready = False
         worker.started = time.monotonic()
-        worker.last_pong = worker.started
+        # Its start counts as a beat: the watchdog gives it watchdog_s from now.
+        self.heartbeats.beat(worker.id, worker.started)
         self.zygote.spawn(worker.id)
 
     def _zygote_events(self) -> None:
@@ -245,8 +253,7 @@ class Supervisor(MeshPublisher):
             if cluster is not None:
                 cluster.record_outcome(str(message.get("e")), kind == "ok")
                 self._cluster_changed(cluster)
-        elif kind == "pong":
-            worker.last_pong = time.monotonic()
+        elif kind == "readiness":
             worker.ready = bool(message.get("ready"))
             why = message.get("why")
             worker.why = [str(w) for w in why] if isinstance(why, list) else []
@@ -329,30 +336,30 @@ class Supervisor(MeshPublisher):
     # -- watchdog, readiness, metrics ----------------------------------------------------
 
     async def _watchdog(self) -> None:
-        interval = min(1.0, self.watchdog_s / 4)
-        sequence = 0
+        # Every tick wakes an idle supervisor, which costs far more than the tick's work
+        # (hundreds of microseconds on a virtual machine): one tick reads the workers'
+        # heartbeats (shared memory: no message, no second wake-up) and samples the
+        # supervisor's own loop lag.
+        loop = asyncio.get_running_loop()
+        interval = self.watchdog_s / 2
+        self.agent.loop_lag.interval_s = interval
         while True:
+            due = loop.time() + interval
             await asyncio.sleep(interval)
-            sequence += 1
+            self.agent.loop_lag.record(max(0.0, loop.time() - due))
             now = time.monotonic()
             for worker in self.workers:
-                if worker.writer is None or not worker.pid:
+                silent = now - self.heartbeats.last(worker.id)
+                if not worker.pid or silent <= self.watchdog_s:
                     continue
-                if now - worker.last_pong > self.watchdog_s:
-                    log.error(
-                        "worker not answering: its event loop is blocked; replacing it",
-                        extra={
-                            "worker": worker.id,
-                            "pid": worker.pid,
-                            "silent_s": round(now - worker.last_pong, 1),
-                        },
-                    )
-                    self.restarts["watchdog"] += 1
-                    worker.last_pong = now  # one kill per wedge
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(worker.pid, signal.SIGKILL)
-                    continue
-                self._send(worker, {"t": "ping", "n": sequence})
+                log.error(
+                    "worker not answering: its event loop is blocked; replacing it",
+                    extra={"worker": worker.id, "pid": worker.pid, "silent_s": round(silent, 1)},
+                )
+                self.restarts["watchdog"] += 1
+                self.heartbeats.beat(worker.id, now)  # one kill per wedge
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
 
     def not_ready(self) -> list[str]:
         reasons = []

@@ -23,6 +23,7 @@ from agent.config import AgentConfig
 from agent.errors import MeshAgentError
 from agent.governance.rules import RuleSet
 from agent.runtime.agent import Agent, Role
+from agent.runtime.heartbeat import Heartbeats
 from agent.runtime.mesh_stream import (
     MAX_LINE,
     Message,
@@ -46,9 +47,18 @@ class SupervisorLink:
     """The worker's end of the stream: applies what the supervisor sends, and is every
     cluster's ``remote`` (the outlier signals go back over it)."""
 
-    def __init__(self, agent: Agent, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        writer: asyncio.StreamWriter,
+        heartbeats: Heartbeats | None = None,
+        number: int = 0,
+    ) -> None:
         self.agent = agent
         self.writer = writer
+        self.heartbeats = heartbeats
+        self.number = number
+        self._readiness: tuple[bool, list[str]] | None = None
         self.synced = asyncio.Event()
         self.drain_requested = asyncio.Event()
         self._settings = SettingsApplier(agent)
@@ -66,6 +76,16 @@ class SupervisorLink:
     def send(self, message: Message) -> None:
         if not self.writer.is_closing():
             self.writer.write(encode(message))
+
+    def tick(self) -> None:
+        """On each loop tick: the heartbeat the supervisor's watchdog reads, and this
+        worker's readiness when it changed (its probe is the supervisor's /readyz)."""
+        if self.heartbeats is not None:
+            self.heartbeats.beat(self.number)
+        readiness = self.agent.ready()
+        if readiness != self._readiness:
+            self._readiness = readiness
+            self.send({"t": "readiness", "ready": readiness[0], "why": readiness[1]})
 
     # -- the stream ----------------------------------------------------------------------
 
@@ -105,9 +125,6 @@ class SupervisorLink:
             self._settings(settings)
         elif kind == "ready":
             self.synced.set()
-        elif kind == "ping":
-            ready, reasons = agent.ready()
-            self.send({"t": "pong", "n": message.get("n"), "ready": ready, "why": reasons})
         elif kind == "metrics":
             families = metrics_to_json(list(self._registry.collect()))
             self.send({"t": "metrics", "n": message.get("n"), "families": families})
@@ -117,12 +134,16 @@ class SupervisorLink:
             raise StreamError(f"unknown message type {kind!r}")
 
 
-async def serve_worker(config: AgentConfig, worker: str, workers: int, socket_path: str) -> int:
+async def serve_worker(
+    config: AgentConfig, number: int, workers: int, socket_path: str, heartbeats: Heartbeats
+) -> int:
     """Run one worker until it is told to drain (a signal or the supervisor) or loses
     the supervisor. Returns the process's exit status."""
+    worker = str(number)
     agent = Agent(config, Role.WORKER, worker, workers)
     reader, writer = await asyncio.open_unix_connection(socket_path, limit=MAX_LINE)
-    link = SupervisorLink(agent, writer)
+    link = SupervisorLink(agent, writer, heartbeats, number)
+    agent.loop_lag.on_tick = link.tick
     for cluster in agent.clusters.values():
         cluster.remote = link
     link.send({"t": "hello", "worker": worker, "pid": os.getpid()})
@@ -139,6 +160,7 @@ async def serve_worker(config: AgentConfig, worker: str, workers: int, socket_pa
         log.error("worker cannot start: %s", exc)
         return EXIT_STARTUP
     link.send({"t": "listening"})
+    link.tick()
     # As in a single agent: what start-up built stays out of the collector's way.
     gc.collect()
     gc.freeze()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from agent.telemetry.exposition import GaugeMetricFamily, HistogramMetricFamily, Metric
 
@@ -29,6 +29,8 @@ class LoopLag:
         self.samples = 0
         self.buckets = [0] * (len(BUCKETS) + 1)
         self._handle: asyncio.TimerHandle | None = None
+        # Also run on each tick: a worker's heartbeat (agent/runtime/heartbeat.py).
+        self.on_tick: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._schedule(asyncio.get_running_loop())
@@ -45,6 +47,8 @@ class LoopLag:
     def _tick(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
         self.record(max(0.0, loop.time() - due))
         self._schedule(loop)
+        if self.on_tick is not None:
+            self.on_tick()
 
     def record(self, lag_s: float) -> None:
         self.last_s = lag_s

@@ -15,6 +15,7 @@ from agent.config import parse_config
 from agent.discovery.types import Add, Instance, frozen_mapping
 from agent.governance.rules import RuleSet
 from agent.runtime.agent import Agent, Role
+from agent.runtime.heartbeat import Heartbeats
 from agent.runtime.mesh_stream import (
     MAX_LINE,
     decode,
@@ -106,7 +107,7 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Supervisor, Zygote, Age
     agent = Agent(parse_config(CONFIG), Role.SUPERVISOR)
     zygote = Zygote()
     path = str(tmp_path / "mesh.sock")
-    supervisor = Supervisor(agent, 1, zygote, path, watchdog_s=5)  # type: ignore[arg-type]
+    supervisor = Supervisor(agent, 1, zygote, path, 5, Heartbeats(1))  # type: ignore[arg-type]
     await agent.start()
     yield supervisor, zygote, agent, path
     for writer in OPEN:
@@ -238,7 +239,7 @@ async def test_a_worker_exit_before_serving_fails_startup(running: Any) -> None:
 
 
 async def test_junk_from_a_worker_closes_only_its_stream(running: Any) -> None:
-    supervisor, _, _, path = running
+    supervisor, _, agent, path = running
     worker = await start(supervisor, path)
     reader, writer = await asyncio.open_unix_connection(path)
     OPEN.append(writer)
@@ -247,4 +248,36 @@ async def test_junk_from_a_worker_closes_only_its_stream(running: Any) -> None:
         assert await reader.read() == b""  # closed by the supervisor
     kept = supervisor.workers[0].writer
     assert kept is not None and not kept.is_closing()
-    worker.send({"t": "pong", "n": 1, "ready": True, "why": []})
+    worker.send({"t": "readiness", "ready": False, "why": ["app down"]})
+    # A metrics round trip: the stream is in order, so the readiness line is read by then.
+    asking = asyncio.ensure_future(supervisor.worker_metrics())
+    request = await worker.receive_type("metrics")
+    worker.send({"t": "metrics", "n": request["n"], "families": []})
+    await asking
+    assert agent.ready()[1] == ["worker 0: app down"]
+
+
+async def test_a_worker_whose_heartbeat_stops_is_killed(tmp_path: Path) -> None:
+    agent = Agent(parse_config(CONFIG), Role.SUPERVISOR)
+    zygote = Zygote()
+    path = str(tmp_path / "mesh.sock")
+    heartbeats = Heartbeats(1)
+    supervisor = Supervisor(agent, 1, zygote, path, 0.2, heartbeats)  # type: ignore[arg-type]
+    await agent.start()
+    wedged = await asyncio.create_subprocess_exec("sleep", "60")
+    try:
+        await start(supervisor, path)
+        zygote.emit("pid", 0, wedged.pid)
+        # Nothing beats: past watchdog_s the process is killed (SIGKILL), once.
+        async with asyncio.timeout(10):
+            assert await wedged.wait() == -9
+        assert supervisor.restarts["watchdog"] == 1
+    finally:
+        for writer in OPEN:
+            writer.close()
+        OPEN.clear()
+        if wedged.returncode is None:
+            wedged.kill()
+            await wedged.wait()
+        await supervisor.stop()
+        await agent.stop()

@@ -14,6 +14,7 @@ import pytest
 from agent.config import parse_config
 from agent.discovery.types import Add, Instance, Remove, Reset, frozen_mapping
 from agent.runtime.agent import Agent, Role
+from agent.runtime.heartbeat import Heartbeats
 from agent.runtime.mesh_stream import StreamError, decode, update_to_json
 from agent.runtime.worker import SupervisorLink
 
@@ -37,7 +38,7 @@ async def link() -> AsyncIterator[tuple[SupervisorLink, asyncio.StreamReader]]:
     _, writer = await asyncio.open_unix_connection(sock=mine)
     reader, their_writer = await asyncio.open_unix_connection(sock=theirs)
     agent = Agent(parse_config(CONFIG), Role.WORKER, "1", workers=4)
-    yield SupervisorLink(agent, writer), reader
+    yield SupervisorLink(agent, writer, Heartbeats(2), 1), reader
     writer.close()
     their_writer.close()
     await agent.stop()
@@ -106,9 +107,17 @@ async def test_rules_settings_pings_and_metrics(link: Any) -> None:
         {"t": "settings", "settings": {"services": {"svc": {"lb_policy": "least_request"}}}}
     )
     assert agent.clusters["svc"].lb_policy == "least_request"
-    worker.apply({"t": "ping", "n": 7})
-    pong = await receive(reader)
-    assert pong["t"] == "pong" and pong["n"] == 7 and pong["ready"] is False
+    before = time.monotonic()
+    worker.tick()
+    assert worker.heartbeats.last(1) >= before and worker.heartbeats.last(0) == 0
+    readiness = await receive(reader)
+    assert readiness["t"] == "readiness" and readiness["ready"] is False
+    assert readiness["why"] == [
+        "listeners are not up",
+        "service 'svc': no snapshot yet from registry 'zk'",
+        "service 'other': no snapshot yet from registry 'zk'",
+    ]
+    worker.tick()  # unchanged: nothing sent
     worker.apply({"t": "metrics", "n": 8})
     metrics = await receive(reader)
     names = {family[0] for family in metrics["families"]}

@@ -1,0 +1,219 @@
+"""Workers benchmark (issue 26): one agent with ``workers: 1`` against one with ``workers: 2``.
+
+    /work/main/.venv/bin/python bench/workers.py [--rounds N --duration S --connections C]
+
+Everything on 127.0.0.1, started and stopped here: one nginx (one worker process, a tiny
+static answer) as the provider; two agents from this checkout, each with a TCP listener
+and an HTTP listener to it (the embedded registry, round_robin, no health checks), one
+with ``workers: 1`` and one with ``workers: 2``. The load generator (wrk, one thread) and
+nginx are pinned to CPU 0 with ``taskset`` so that the agents have CPU 1 to themselves
+and share CPU 0 with them: on a 2-core machine this is the only way a second worker has a
+core to use at all, and it is why the figure here is a floor, not the scaling a node with
+free cores sees (docs/workers.md says what to expect there).
+
+Rounds are interleaved (workers: 1 then 2, the order rotated each round) so a noisy
+neighbour hits both alike; figures are medians over rounds, ratios medians of per-round
+ratios. Per target: requests/s under load (``--connections``) and p50/p99, the agent's CPU
+per request (every process of it: supervisor, zygote and workers, from schedstat), the
+p50 at low load (wrk -c1: the latency a hop adds); then each process's memory (private
+= what it alone holds, PSS = its share of what it shares) and the supervisor's CPU while
+idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(ROOT)
+else:
+    sys.path.insert(0, str(ROOT))
+
+import contextlib
+
+from bench.common import cpu_us  # noqa: E402
+from bench.http_proxy import run_wrk, start_nginx  # noqa: E402
+from tests.fixtures.agent_process import AgentProcess, start_agent  # noqa: E402
+from tests.fixtures.processes import free_port  # noqa: E402
+
+# The issue's targets (docs/benchmarks.md).
+TARGET_SCALING = 1.7  # throughput with 2 workers >= 1.7x one worker
+TARGET_WORKER_MB = 25.0  # memory per additional worker
+TARGET_SUPERVISOR_IDLE_US = 300.0  # supervisor CPU per second while idle
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it (the supervisor, its zygote, the workers)."""
+    found = [pid]
+    for current in found:
+        for task in Path(f"/proc/{current}/task").iterdir():
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            found.extend(int(child) for child in children)
+    return found
+
+
+def agent_cpu_us(pid: int) -> float:
+    total = 0.0
+    for process in descendants(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_us(process)
+    return total
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0])
+    return {
+        "rss": fields["Rss"],
+        "pss": fields["Pss"],
+        "private": fields["Private_Clean"] + fields["Private_Dirty"],
+    }
+
+
+def agent_config(upstream: int, workers: int) -> dict[str, Any]:
+    return {
+        "registries": [
+            {
+                "name": "local",
+                "type": "local",
+                "config": {
+                    "services": {
+                        name: [{"host": "127.0.0.1", "port": upstream}] for name in ("web", "raw")
+                    }
+                },
+            }
+        ],
+        "services": [
+            {"name": "web", "registry": "local", "protocol": "http", "health": {"enabled": False}},
+            {"name": "raw", "registry": "local", "protocol": "tcp", "health": {"enabled": False}},
+        ],
+        "listeners": [
+            {"port": free_port(), "service": "raw", "protocol": "tcp"},
+            {"port": free_port(), "service": "web", "protocol": "http"},
+        ],
+        "workers": workers,
+        "log_level": "WARNING",
+        "drain_timeout_s": 1,
+    }
+
+
+@dataclass
+class Target:
+    name: str
+    agent: AgentProcess
+    rps: dict[str, list[float]] = field(default_factory=dict)
+    p50: dict[str, list[float]] = field(default_factory=dict)
+    p99: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+    low_p50: dict[str, list[float]] = field(default_factory=dict)
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--keep", action="store_true", help="keep the logs' folder")
+    args = parser.parse_args(argv)
+    for tool in ("wrk", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is not installed (Debian: wrk, nginx, util-linux)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    nginx, ports, _ = start_nginx(tmp)
+    nginx_pids = descendants(nginx.pid or 0)
+    for pid in nginx_pids:
+        subprocess.run(["taskset", "-pc", "0", str(pid)], check=True, capture_output=True)
+    targets = [
+        Target(f"workers={n}", start_agent(tmp / f"w{n}", agent_config(ports[0], n), name=f"w{n}"))
+        for n in (1, 2)
+    ]
+    try:
+        for target in targets:
+            target.agent.wait_ready()
+        # Idle first: the supervisor's own CPU with nothing to serve.
+        supervisor = targets[1].agent.pid
+        before = cpu_us(supervisor)
+        time.sleep(10)
+        idle_us = (cpu_us(supervisor) - before) / 10
+        for round_number in range(args.rounds):
+            order = targets if round_number % 2 == 0 else targets[::-1]
+            for target in order:
+                for kind, port in zip(("tcp", "http"), target.agent.listener_ports, strict=True):
+                    cpu_before = agent_cpu_us(target.agent.pid)
+                    result = run_wrk(port, args.duration, args.connections, cpu=0)
+                    spent = agent_cpu_us(target.agent.pid) - cpu_before
+                    if not result["requests"]:
+                        raise SystemExit(f"{kind} {target.name}: no request answered: {result}")
+                    target.rps.setdefault(kind, []).append(result["rate"])
+                    target.p50.setdefault(kind, []).append(result["p50"] * 1000)
+                    target.p99.setdefault(kind, []).append(result["p99"] * 1000)
+                    target.cpu.setdefault(kind, []).append(spent / result["requests"])
+                    low = run_wrk(port, 3, 1, cpu=0)
+                    target.low_p50.setdefault(kind, []).append(low["p50"] * 1000)
+        report(targets, idle_us, args)
+    finally:
+        for target in targets:
+            target.agent.stop()
+        nginx.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def report(targets: list[Target], idle_us: float, args: argparse.Namespace) -> None:
+    one, two = targets
+    print(
+        f"\n{args.rounds} rounds, {args.duration:.0f} s per run, {args.connections} connections, "
+        "wrk -t1 and nginx pinned to CPU 0; medians"
+    )
+    print(f"{'':18}{'req/s':>10}{'p50 us':>9}{'p99 us':>9}{'CPU us/req':>12}{'p50 c1 us':>11}")
+    for kind in ("tcp", "http"):
+        for target in targets:
+            print(
+                f"{kind + ' ' + target.name:18}{med(target.rps[kind]):>10.0f}"
+                f"{med(target.p50[kind]):>9.0f}{med(target.p99[kind]):>9.0f}"
+                f"{med(target.cpu[kind]):>12.1f}{med(target.low_p50[kind]):>11.0f}"
+            )
+        ratios = [b / a for a, b in zip(one.rps[kind], two.rps[kind], strict=True)]
+        print(
+            f"  {kind}: 2 workers / 1 = {med(ratios):.2f}x requests/s "
+            f"(target >= {TARGET_SCALING}x); per round: " + ", ".join(f"{r:.2f}" for r in ratios)
+        )
+    print("\nmemory (kB): process, RSS, PSS, private")
+    for target in targets:
+        for pid in descendants(target.agent.pid):
+            mem = memory_kb(pid)
+            print(f"  {target.name} pid {pid}: {mem['rss']}, {mem['pss']}, {mem['private']}")
+    workers = descendants(two.agent.pid)[2:]
+    private = [memory_kb(pid)["private"] / 1024 for pid in workers]
+    print(
+        f"  private memory per worker: {', '.join(f'{p:.1f}' for p in private)} MB "
+        f"(target <= {TARGET_WORKER_MB:.0f} MB)"
+    )
+    print(
+        f"supervisor idle: {idle_us:.0f} us CPU per second (target <= "
+        f"{TARGET_SUPERVISOR_IDLE_US:.0f})"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
