@@ -7,8 +7,10 @@ what it owns. A scrape of the supervisor's ``/metrics`` merges them by family:
   rules, configuration) is its own samples; the workers' mirrors of it are left out, so
   an endpoint ejected once is counted once;
 - what is about a process (CPU, memory, descriptors, event-loop lag, the connection
-  budget from its open-file limit) keeps one series per process, labelled
-  ``worker="0"``... and ``worker="supervisor"``;
+  budget from its open-file limit) and the connections each listener accepted, holds and
+  refused keep one series per process, labelled ``worker="0"``... and
+  ``worker="supervisor"``: how the kernel spread the clients is visible, and
+  ``sum without (worker)`` gives the agent's;
 - everything else (calls, connections, bytes, per-endpoint requests and failures,
   governance decisions, ...) is summed over every process: a counter of the agent, as if
   one process had served it all. Gauges of the same kind (connections open now, buffered
@@ -40,7 +42,12 @@ OWNED = frozenset(
     }
 )
 
-PER_PROCESS_PREFIXES = ("process_", "meshagent_event_loop_lag", "meshagent_connection_budget")
+PER_PROCESS_PREFIXES = (
+    "process_",
+    "meshagent_event_loop_lag",
+    "meshagent_connection_budget",
+    "meshagent_listener_connections",
+)
 
 
 def per_process(name: str) -> bool:

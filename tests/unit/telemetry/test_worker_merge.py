@@ -59,8 +59,22 @@ def test_families_only_workers_have_are_kept() -> None:
     merged = merge(
         [],
         {
-            "0": [gauge("meshagent_listener_connections_active", 2)],
-            "1": [gauge("meshagent_listener_connections_active", 3)],
+            "0": [gauge("meshagent_calls_in_flight", 2)],
+            "1": [gauge("meshagent_calls_in_flight", 3)],
         },
     )
-    assert samples(merged, "meshagent_listener_connections_active") == [({}, 5)]
+    assert samples(merged, "meshagent_calls_in_flight") == [({}, 5)]
+
+
+def test_listener_connections_show_how_the_kernel_spread_them() -> None:
+    merged = merge(
+        [],
+        {
+            "0": [counter("meshagent_listener_connections", 3)],
+            "1": [counter("meshagent_listener_connections", 4)],
+        },
+    )
+    assert samples(merged, "meshagent_listener_connections") == [
+        ({"service": "a", "worker": "0"}, 3),
+        ({"service": "a", "worker": "1"}, 4),
+    ]
