@@ -37,6 +37,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if eq .Values.mode "sidecar" -}}
 {{- $_ := set $config "capture" $capture -}}
 {{- end -}}
+{{- if not (kindIs "invalid" $a.workers) -}}
+{{- $_ := set $config "workers" $a.workers -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
 

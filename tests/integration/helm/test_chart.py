@@ -360,6 +360,11 @@ def test_daemonset_serves_on_the_node_address(helm: Helm) -> None:
     ports = {p["name"]: p for p in spec["containers"][0]["ports"]}
     assert ports["admin"]["hostPort"] == 15000 and ports["listener-0"]["hostPort"] == 20880
 
+    # One worker per CPU of the container's limit by default (docs/workers.md).
+    assert env["MESHAGENT_WORKERS"]["value"] == "auto"
+    raw = yaml.safe_load(find(documents, "ConfigMap", "meshagent-agent")["data"]["agent.yaml"])
+    assert "workers" not in raw
+
     _, documents = helm.render(CASES["daemonset-host-port"])
     spec = find(documents, "DaemonSet")["spec"]["template"]["spec"]
     assert "hostNetwork" not in spec
@@ -369,11 +374,26 @@ def test_daemonset_serves_on_the_node_address(helm: Helm) -> None:
     assert env["MESHAGENT_ADMIN__ALLOW_REMOTE_INVOKE"]["value"] == "false"
 
 
+def test_workers_set_explicitly_apply_in_both_modes(helm: Helm) -> None:
+    for values in (CASES["daemonset"], {}):
+        _, documents = helm.render({**values, "agent": {**values.get("agent", {}), "workers": 3}})
+        raw = yaml.safe_load(find(documents, "ConfigMap", "meshagent-agent")["data"]["agent.yaml"])
+        assert raw["workers"] == 3
+        for daemonset in (d for d in documents if d["kind"] == "DaemonSet"):
+            env = daemonset["spec"]["template"]["spec"]["containers"][0]["env"]
+            assert "MESHAGENT_WORKERS" not in {e["name"] for e in env}
+    # A sidecar keeps one process unless told.
+    _, documents = helm.render({})
+    raw = yaml.safe_load(find(documents, "ConfigMap", "meshagent-agent")["data"]["agent.yaml"])
+    assert "workers" not in raw
+
+
 # -- values.schema.json -------------------------------------------------------------------
 
 REJECTED = {
     "port out of range": ({"sidecar": {"capture": {"port": 70000}}}, "/sidecar/capture/port"),
     "unknown mode": ({"mode": "both"}, "/mode"),
+    "workers not a count": ({"agent": {"workers": "many"}}, "/agent/workers"),
     "misspelt key": ({"injector": {"failurePolicyy": "Fail"}}, "failurePolicyy"),
     "failurePolicy": ({"injector": {"failurePolicy": "Never"}}, "/injector/failurePolicy"),
     "zookeeper without hosts": (
