@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from agent.runtime.agent import Agent
     from agent.runtime.heartbeat import Heartbeats
     from agent.runtime.zygote import Zygote
-    from agent.telemetry.exposition import Metric
 
 log = logging.getLogger("meshagent")
 
@@ -127,9 +126,6 @@ async def serve_supervisor(config: AgentConfig, plan: WorkerPlan) -> int:
     from agent.runtime.admin import bind
     from agent.runtime.agent import Agent, Role
     from agent.runtime.supervisor import Supervisor
-    from agent.telemetry.exposition import Registry, render
-    from agent.telemetry.metrics import metrics_registry
-    from agent.telemetry.worker_merge import merge
 
     agent = Agent(config, Role.SUPERVISOR)
     supervisor = Supervisor(
@@ -144,16 +140,7 @@ async def serve_supervisor(config: AgentConfig, plan: WorkerPlan) -> int:
         await supervisor.stop()
         await agent.stop()
         raise
-    own = metrics_registry(agent)
-    own.register(supervisor)
-
-    async def metrics() -> bytes:
-        merged = merge(list(own.collect()), await supervisor.worker_metrics())
-        registry = Registry()
-        registry.register(_Families(merged))
-        return render(registry)
-
-    admin = await _serve_api(agent, admin_socket, metrics)
+    admin = await _serve_api(agent, admin_socket, supervisor.render_metrics)
     for listener in config.listeners:
         print(
             f"listener {listener.display_name} on {listener.host}:{listener.port} "
@@ -180,16 +167,6 @@ async def serve_supervisor(config: AgentConfig, plan: WorkerPlan) -> int:
     await admin.stop()
     log.info("stopped")
     return 0
-
-
-class _Families:
-    """A registry of fixed families (the merged scrape)."""
-
-    def __init__(self, metrics: list[Metric]) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._metrics)
 
 
 def _run(args: argparse.Namespace) -> int:

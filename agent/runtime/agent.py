@@ -286,7 +286,8 @@ class Agent:
             # The supervisor samples its lag on its watchdog's tick: one timer, not two
             # (agent/runtime/supervisor.py).
             self.loop_lag.start()
-        self.call_window.start()
+            # The supervisor feeds its window from every worker's metrics (supervisor.py).
+            self.call_window.start()
         self._start_dynamic_settings()
         if self.inbound is not None and self.role is Role.SINGLE:
             self._spawn(self.inbound.run_health_checks())

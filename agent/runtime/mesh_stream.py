@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.discovery.types import Add, Instance, Remove, Reset, Update, frozen_mapping
 from agent.telemetry.exposition import Metric, Sample
+from agent.telemetry.recent_failures import FailedCall
 
 # A snapshot's Reset of a large cluster is one line: 100,000 instances fit.
 MAX_LINE = 64 * 1024 * 1024
@@ -158,3 +159,54 @@ def metrics_from_json(value: Any) -> list[Metric]:
 
 def _labels(value: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
+
+
+def failures_to_json(calls: list[FailedCall]) -> list[Any]:
+    return [
+        [
+            c.at,
+            c.protocol,
+            c.direction,
+            c.source,
+            c.target,
+            c.method,
+            c.outcome,
+            c.status,
+            c.error,
+            [dict(link) for link in c.chain],
+        ]
+        for c in calls
+    ]
+
+
+def failures_from_json(value: Any) -> list[FailedCall]:
+    if not isinstance(value, list):
+        raise StreamError("failed calls are a list")
+    found = []
+    for item in value:
+        if (
+            not isinstance(item, list)
+            or len(item) != 10
+            or not isinstance(item[0], int | float)
+            or not all(isinstance(field, str) for field in item[1:9])
+            or not isinstance(item[9], list)
+            or not all(isinstance(link, dict) for link in item[9])
+        ):
+            raise StreamError(f"not a failed call: {item!r:.80}")
+        protocol, direction, source, target, method, outcome, status, error = item[1:9]
+        chain = tuple(_labels(link) for link in item[9])
+        found.append(
+            FailedCall(
+                float(item[0]),
+                protocol,
+                direction,
+                source,
+                target,
+                method,
+                outcome,
+                status,
+                error,
+                chain,
+            )
+        )
+    return found

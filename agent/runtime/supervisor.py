@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,12 +39,23 @@ from agent.runtime.mesh_stream import (
     StreamError,
     decode,
     encode,
+    failures_from_json,
     metrics_from_json,
     update_to_json,
 )
 from agent.runtime.settings import DynamicSettings
 from agent.runtime.zygote import Zygote
-from agent.telemetry.exposition import CounterMetricFamily, GaugeMetricFamily, Metric
+from agent.telemetry.call_stats import parse_samples
+from agent.telemetry.exposition import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    Registry,
+    render,
+)
+from agent.telemetry.metrics import metrics_registry
+from agent.telemetry.recent_failures import FailedCall, RecentFailures
+from agent.telemetry.worker_merge import merge
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +108,13 @@ class Supervisor(MeshPublisher):
         self._requests: dict[int, asyncio.Future[Message]] = {}
         self._next_request = 0
         self._startup: asyncio.Future[None] | None = None
+        # The supervisor's own metrics (its registries, clusters, API calls) for the scrape.
+        self.own = metrics_registry(agent)
+        # The status page shows the failed calls of every process: the supervisor's own
+        # go on being recorded where its metrics put them, the shown list is rebuilt.
+        self._own_failures = agent.recent_failures
+        agent.recent_failures = RecentFailures()
+        self._worker_failures: dict[str, list[FailedCall]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._exited = asyncio.Event()
 
@@ -129,6 +147,18 @@ class Supervisor(MeshPublisher):
                 + "; ".join(self.not_ready())
             ) from None
         self._tasks.append(loop.create_task(self._watchdog()))
+        self._spawn_task(self._refresh_window())
+
+    def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("supervisor task failed", exc_info=task.exception())
 
     def _spawn(self, worker: WorkerProcess) -> None:
         worker.pid = 0
@@ -343,10 +373,16 @@ class Supervisor(MeshPublisher):
         loop = asyncio.get_running_loop()
         interval = self.watchdog_s / 2
         self.agent.loop_lag.interval_s = interval
+        # The status page's readings ride on the same tick, about every interval_s.
+        window_every = max(1, round(self.agent.call_window.interval_s / interval))
+        ticks = 0
         while True:
             due = loop.time() + interval
             await asyncio.sleep(interval)
             self.agent.loop_lag.record(max(0.0, loop.time() - due))
+            ticks += 1
+            if ticks % window_every == 0:
+                self._spawn_task(self._refresh_window())
             now = time.monotonic()
             for worker in self.workers:
                 silent = now - self.heartbeats.last(worker.id)
@@ -370,6 +406,30 @@ class Supervisor(MeshPublisher):
                 reasons.append(f"worker {worker.id}: {', '.join(worker.why) or 'not ready'}")
         return reasons
 
+    async def scrape(self) -> list[Metric]:
+        """One agent's metric families: the supervisor's own and each worker's, merged
+        (agent/telemetry/worker_merge.py); what /metrics answers."""
+        own = [*self.own.collect(), *self.collect()]
+        return merge(own, await self.worker_metrics())
+
+    async def render_metrics(self) -> bytes:
+        registry = Registry()
+        registry.register(_Fixed(await self.scrape()))
+        return render(registry)
+
+    async def _refresh_window(self) -> None:
+        """The status page's data: a reading of every process's call metrics, and the
+        failed calls of late across them (each worker keeps its own)."""
+        text = await self.render_metrics()
+        self.agent.call_window.add(parse_samples(text.decode()))
+        failed = [*self._own_failures.calls]
+        for calls in self._worker_failures.values():
+            failed.extend(calls)
+        failed.sort(key=lambda call: call.at)
+        shown = self.agent.recent_failures
+        shown.calls.clear()
+        shown.calls.extend(failed[-(shown.calls.maxlen or len(failed)) :])
+
     async def worker_metrics(self) -> dict[str, list[Metric]]:
         """Each serving worker's metric families, as its own scrape would give them."""
         loop = asyncio.get_running_loop()
@@ -388,7 +448,10 @@ class Supervisor(MeshPublisher):
         for worker_id, future in asked.items():
             if future.done():
                 with contextlib.suppress(StreamError):
-                    found[worker_id] = metrics_from_json(future.result().get("families"))
+                    reply = future.result()
+                    found[worker_id] = metrics_from_json(reply.get("families"))
+                    failures = failures_from_json(reply.get("failures", []))
+                    self._worker_failures[worker_id] = failures
             else:
                 future.cancel()
         for number, future in list(self._requests.items()):
@@ -418,3 +481,13 @@ class Supervisor(MeshPublisher):
             {"id": w.id, "pid": w.pid, "serving": w.listening, "ready": w.ready}
             for w in self.workers
         ]
+
+
+class _Fixed:
+    """Families already collected, as a collector (the merged scrape)."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._metrics)

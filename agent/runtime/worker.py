@@ -30,6 +30,7 @@ from agent.runtime.mesh_stream import (
     StreamError,
     decode,
     encode,
+    failures_to_json,
     host_states_from_json,
     metrics_to_json,
     update_from_json,
@@ -127,7 +128,9 @@ class SupervisorLink:
             self.synced.set()
         elif kind == "metrics":
             families = metrics_to_json(list(self._registry.collect()))
-            self.send({"t": "metrics", "n": message.get("n"), "families": families})
+            failures = failures_to_json(list(agent.recent_failures.calls))
+            reply = {"t": "metrics", "n": message.get("n"), "families": families}
+            self.send({**reply, "failures": failures})
         elif kind == "drain":
             self.drain_requested.set()
         else:

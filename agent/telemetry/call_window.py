@@ -44,6 +44,8 @@ class CallWindow:
         self.clock = clock
         self.readings: deque[tuple[float, Samples]] = deque()
         self._handle: asyncio.TimerHandle | None = None
+        # With workers, the supervisor feeds readings (``add``); the last one is "now".
+        self._fed: Samples | None = None
 
     def read(self) -> Samples:
         return parse_samples(render(self._registry).decode())
@@ -51,6 +53,15 @@ class CallWindow:
     def sample(self) -> None:
         now = self.clock()
         self.readings.append((now, self.read()))
+        while self.readings and now - self.readings[0][0] > self.span_s:
+            self.readings.popleft()
+
+    def add(self, samples: Samples) -> None:
+        """A reading made elsewhere: the supervisor's merge of its workers' and its own
+        call metrics (docs/workers.md), every ``interval_s`` on its watchdog's tick."""
+        now = self.clock()
+        self._fed = samples
+        self.readings.append((now, samples))
         while self.readings and now - self.readings[0][0] > self.span_s:
             self.readings.popleft()
 
@@ -72,7 +83,7 @@ class CallWindow:
         """The statistics by five-tuple from the oldest reading kept to now, and the
         seconds they span."""
         now = self.clock()
-        current = self.read()
+        current = self.read() if self._fed is None else self._fed
         if not self.readings:
             return rows({}, current, 0.0, by_caller=True), 0.0
         started, oldest = self.readings[0]

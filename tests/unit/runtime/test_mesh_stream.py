@@ -5,6 +5,8 @@ from agent.runtime.mesh_stream import (
     StreamError,
     decode,
     encode,
+    failures_from_json,
+    failures_to_json,
     host_states_from_json,
     metrics_from_json,
     metrics_to_json,
@@ -12,6 +14,7 @@ from agent.runtime.mesh_stream import (
     update_to_json,
 )
 from agent.telemetry.exposition import CounterMetricFamily, HistogramMetricFamily
+from agent.telemetry.recent_failures import FailedCall
 
 A = Instance("10.0.0.1:80", "10.0.0.1", 80, 50, frozen_mapping({"zone": "a"}), 7)
 B = Instance("10.0.0.2:80", "10.0.0.2", 80, 100, frozen_mapping(), 9)
@@ -86,3 +89,20 @@ def test_metric_families_round_trip() -> None:
     for bad in ({}, [["n", "d", "counter", [["s", {}, "1"]]]], [["n", "d"]]):
         with pytest.raises(StreamError):
             metrics_from_json(bad)
+
+
+def test_failed_calls_round_trip() -> None:
+    call = FailedCall(
+        12.5, "http", "outbound", "app", "web", "GET", "error", "502", "refused", ({"a": "b"},)
+    )
+    (back,) = failures_from_json(decode(encode({"t": "m", "f": failures_to_json([call])}))["f"])
+    assert (back.at, back.target, back.status, back.error, back.chain) == (
+        12.5,
+        "web",
+        "502",
+        "refused",
+        ({"a": "b"},),
+    )
+    for bad in ({}, [[1, "x"]], [[1, *["s"] * 8, "not a list"]], [["t", *["s"] * 8, []]]):
+        with pytest.raises(StreamError):
+            failures_from_json(bad)

@@ -208,13 +208,30 @@ async def test_rules_reach_workers_and_new_workers_get_them_in_the_snapshot(
 async def test_metrics_are_asked_of_each_serving_worker(running: Any) -> None:
     supervisor, _, _, path = running
     worker = await start(supervisor, path)
+    family = ["meshagent_calls", "Calls", "counter", [["meshagent_calls_total", {}, 4]]]
+    failed = [1.5, "tcp", "outbound", "app", "svc", "", "error", "", "refused", [{"at": "a"}]]
+    # The first request is the status page's reading at start-up; then the scrape's.
+    first = await worker.receive_type("metrics")
+    worker.send({"t": "metrics", "n": first["n"], "families": [family], "failures": [failed]})
     asking = asyncio.ensure_future(supervisor.worker_metrics())
     request = await worker.receive_type("metrics")
-    family = ["meshagent_calls", "Calls", "counter", [["meshagent_calls_total", {}, 4]]]
-    worker.send({"t": "metrics", "n": request["n"], "families": [family]})
+    worker.send({"t": "metrics", "n": request["n"], "families": [family], "failures": [failed]})
     found = await asking
     assert [m.name for m in found["0"]] == ["meshagent_calls"]
     assert found["0"][0].samples[0].value == 4
+    # The merged scrape sums the worker's counter with the supervisor's own (none here).
+    text = (await asyncio.gather(supervisor.render_metrics(), answer(worker, family)))[0]
+    assert b"meshagent_calls_total 4.0" in text
+    assert b'meshagent_workers{state="serving"} 1.0' in text
+    # The status page's failed calls include the worker's.
+    await asyncio.gather(supervisor._refresh_window(), answer(worker, family, [failed]))
+    shown = list(supervisor.agent.recent_failures.calls)
+    assert [(c.target, c.error, c.chain) for c in shown] == [("svc", "refused", ({"at": "a"},))]
+
+
+async def answer(worker: FakeWorker, family: list[Any], failures: list[Any] = []) -> None:  # noqa: B006
+    request = await worker.receive_type("metrics")
+    worker.send({"t": "metrics", "n": request["n"], "families": [family], "failures": failures})
 
 
 async def test_a_worker_exit_is_restarted_and_counted(running: Any) -> None:
