@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args)
     print(f"meshagent {__version__}")
     if args.command == "version":
+        # What `workers: auto` gives here: the CPUs this process may use (docs/workers.md).
+        print(f"workers: auto = {available_cpus()} (CPU affinity and cgroup quota)")
         from agent.compiled import compiled_modules
 
         found = compiled_modules()

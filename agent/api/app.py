@@ -145,23 +145,24 @@ def create_app(agent: Agent) -> FastAPI:
 
     @v1.get("/clusters", response_model=list[ClusterView], tags=["clusters"])
     async def clusters() -> list[ClusterView]:
+        # With workers, each counts the requests it sent: summed here (docs/workers.md).
+        summed = await agent.endpoint_stats() if agent.endpoint_stats is not None else None
         now = time.monotonic()
         statuses = agent.registry_statuses()
         views = []
         for name, cluster in agent.clusters.items():
             registry_name = agent.services[name].registry
-            endpoints = [
-                EndpointStats.model_validate(
-                    _instance_fields(host, now)
-                    | {
-                        "requests": host.stats.requests,
-                        "failures": host.stats.failures,
-                        "connect_failures": host.stats.connect_failures,
-                        "ejections": host.stats.ejections,
-                    }
-                )
-                for host in cluster.hosts()
-            ]
+            endpoints = []
+            for host in cluster.hosts():
+                fields = _instance_fields(host, now) | {
+                    "requests": host.stats.requests,
+                    "failures": host.stats.failures,
+                    "connect_failures": host.stats.connect_failures,
+                    "ejections": host.stats.ejections,
+                }
+                if summed is not None:
+                    fields |= summed.get((name, host.id), {})
+                endpoints.append(EndpointStats.model_validate(fields))
             views.append(
                 ClusterView(
                     name=name,

@@ -134,6 +134,10 @@ class Agent:
         # Set by the supervisor: why its workers are not ready (readiness), and what they are.
         self.workers_not_ready: Callable[[], list[str]] = list
         self.describe_workers: Callable[[], list[dict[str, Any]]] = list
+        # Set by the supervisor: endpoint statistics summed over the workers (/v1/clusters).
+        self.endpoint_stats: (
+            Callable[[], Awaitable[dict[tuple[str, str], dict[str, int]]]] | None
+        ) = None
         # The status page's data: the last minute's calls and the failed ones of late.
         metrics = self.telemetry.metrics
         self.call_window = CallWindow(metrics.collect if metrics is not None else None)

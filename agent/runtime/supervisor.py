@@ -126,6 +126,7 @@ class Supervisor(MeshPublisher):
         self.agent.publisher = self
         self.agent.workers_not_ready = self.not_ready
         self.agent.describe_workers = self.describe
+        self.agent.endpoint_stats = self.endpoint_stats
         for cluster in self.agent.clusters.values():
             cluster.listeners.append(self._cluster_changed)
             # What every worker will have: the snapshot gives it, changes are sent from here.
@@ -411,6 +412,25 @@ class Supervisor(MeshPublisher):
         (agent/telemetry/worker_merge.py); what /metrics answers."""
         own = [*self.own.collect(), *self.collect()]
         return merge(own, await self.worker_metrics())
+
+    async def endpoint_stats(self) -> dict[tuple[str, str], dict[str, int]]:
+        """Per (cluster, endpoint): requests, failures, connect failures and requests in
+        flight summed over every process, for /v1/clusters (each worker counts its own)."""
+        wanted = {
+            "meshagent_upstream_requests": "requests",
+            "meshagent_upstream_failures": "failures",
+            "meshagent_upstream_connect_failures": "connect_failures",
+            "meshagent_upstream_active_requests": "active_requests",
+        }
+        found: dict[tuple[str, str], dict[str, int]] = {}
+        for metric in await self.scrape():
+            field = wanted.get(metric.name)
+            if field is None:
+                continue
+            for sample in metric.samples:
+                key = (sample.labels.get("cluster", ""), sample.labels.get("endpoint", ""))
+                found.setdefault(key, {})[field] = int(sample.value)
+        return found
 
     async def render_metrics(self) -> bytes:
         registry = Registry()

@@ -8,6 +8,7 @@ import pytest
 
 from agent import __version__
 from agent.cli import main
+from agent.runtime.cpus import available_cpus
 from tests.fixtures.net import free_port
 
 
@@ -15,8 +16,9 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["version"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"meshagent {__version__}"
-    assert lines[1].startswith("compiled with mypyc: ")
-    listed = [line.split()[-1] for line in lines[2:]]
+    assert lines[1] == f"workers: auto = {available_cpus()} (CPU affinity and cgroup quota)"
+    assert lines[2].startswith("compiled with mypyc: ")
+    listed = [line.split()[-1] for line in lines[3:]]
     assert "plugins.dubbo.hessian2.encoder" in listed and "agent.api.http1" in listed
 
 

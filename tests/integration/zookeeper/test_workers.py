@@ -200,6 +200,12 @@ def test_both_workers_serve_tcp_and_http_clients_in_parallel(
     assert agent.metric("meshagent_listener_connections_total", listener="tcp") == 24
     assert agent.metric("meshagent_listener_connections_total", listener="http") == 8
     assert agent.metric("meshagent_workers", state="serving") == 2
+    # /v1/clusters sums what each worker sent to an endpoint.
+    web_endpoint = agent.endpoint("web", f"{LOOPBACK}:{web}")
+    assert web_endpoint["requests"] >= 160
+    assert web_endpoint["requests"] == agent.metric(
+        "meshagent_upstream_requests_total", cluster="web"
+    )
     for sock in connections:
         sock.close()
 
