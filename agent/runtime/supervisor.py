@@ -45,7 +45,7 @@ from agent.runtime.mesh_stream import (
 )
 from agent.runtime.settings import DynamicSettings
 from agent.runtime.zygote import Zygote
-from agent.telemetry.call_stats import parse_samples
+from agent.telemetry.call_stats import samples_of
 from agent.telemetry.exposition import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -439,9 +439,13 @@ class Supervisor(MeshPublisher):
 
     async def _refresh_window(self) -> None:
         """The status page's data: a reading of every process's call metrics, and the
-        failed calls of late across them (each worker keeps its own)."""
-        text = await self.render_metrics()
-        self.agent.call_window.add(parse_samples(text.decode()))
+        failed calls of late across them (each worker keeps its own). Only the call
+        families travel: this runs every call window interval, idle or not."""
+        own = self.agent.telemetry.metrics
+        families = [*(own.collect() if own is not None else ())]
+        for metrics in (await self.worker_metrics("window")).values():
+            families.extend(metrics)
+        self.agent.call_window.add(samples_of(families))
         failed = [*self._own_failures.calls]
         for calls in self._worker_failures.values():
             failed.extend(calls)
@@ -450,8 +454,9 @@ class Supervisor(MeshPublisher):
         shown.calls.clear()
         shown.calls.extend(failed[-(shown.calls.maxlen or len(failed)) :])
 
-    async def worker_metrics(self) -> dict[str, list[Metric]]:
-        """Each serving worker's metric families, as its own scrape would give them."""
+    async def worker_metrics(self, kind: str = "metrics") -> dict[str, list[Metric]]:
+        """Each serving worker's metric families, as its own scrape would give them
+        (``window``: its call metrics only, and its failed calls)."""
         loop = asyncio.get_running_loop()
         asked: dict[str, asyncio.Future[Message]] = {}
         for worker in self.workers:
@@ -461,7 +466,7 @@ class Supervisor(MeshPublisher):
             future: asyncio.Future[Message] = loop.create_future()
             self._requests[self._next_request] = future
             asked[str(worker.id)] = future
-            self._send(worker, {"t": "metrics", "n": self._next_request})
+            self._send(worker, {"t": kind, "n": self._next_request})
         if asked:
             await asyncio.wait(asked.values(), timeout=METRICS_TIMEOUT_S)
         found: dict[str, list[Metric]] = {}

@@ -126,6 +126,13 @@ class SupervisorLink:
             self._settings(settings)
         elif kind == "ready":
             self.synced.set()
+        elif kind == "window":
+            # The status page's reading: call metrics and failed calls only.
+            metrics = agent.telemetry.metrics
+            calls = list(metrics.collect()) if metrics is not None else []
+            failures = failures_to_json(list(agent.recent_failures.calls))
+            reply = {"t": "metrics", "n": message.get("n"), "families": metrics_to_json(calls)}
+            self.send({**reply, "failures": failures})
         elif kind == "metrics":
             families = metrics_to_json(list(self._registry.collect()))
             failures = failures_to_json(list(agent.recent_failures.calls))

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.telemetry.exposition import Metric
+
 CALLS = "meshagent_calls_total"
 BUCKET = "meshagent_call_duration_seconds_bucket"
 RETRIES = "meshagent_call_retries_total"
@@ -25,6 +27,18 @@ QUANTILES = (0.5, 0.95, 0.99)
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]
+
+
+def samples_of(metrics: Iterable[Metric]) -> Samples:
+    """The same samples from metric families, without writing and reading them as text
+    (the supervisor's window over its workers' call metrics)."""
+    samples: Samples = {}
+    for metric in metrics:
+        for sample in metric.samples:
+            if sample.name in _WANTED:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                samples[key] = samples.get(key, 0.0) + sample.value
+    return samples
 
 
 def parse_samples(text: str) -> Samples:

@@ -211,7 +211,7 @@ async def test_metrics_are_asked_of_each_serving_worker(running: Any) -> None:
     family = ["meshagent_calls", "Calls", "counter", [["meshagent_calls_total", {}, 4]]]
     failed = [1.5, "tcp", "outbound", "app", "svc", "", "error", "", "refused", [{"at": "a"}]]
     # The first request is the status page's reading at start-up; then the scrape's.
-    first = await worker.receive_type("metrics")
+    first = await worker.receive_type("window")
     worker.send({"t": "metrics", "n": first["n"], "families": [family], "failures": [failed]})
     asking = asyncio.ensure_future(supervisor.worker_metrics())
     request = await worker.receive_type("metrics")
@@ -224,13 +224,21 @@ async def test_metrics_are_asked_of_each_serving_worker(running: Any) -> None:
     assert b"meshagent_calls_total 4.0" in text
     assert b'meshagent_workers{state="serving"} 1.0' in text
     # The status page's failed calls include the worker's.
-    await asyncio.gather(supervisor._refresh_window(), answer(worker, family, [failed]))
+    await asyncio.gather(supervisor._refresh_window(), answer(worker, family, [failed], "window"))
+    # The window's reading: the worker's call counter (the supervisor made no call).
+    _, reading = supervisor.agent.call_window.readings[-1]
+    assert reading == {("meshagent_calls_total", ()): 4.0}
     shown = list(supervisor.agent.recent_failures.calls)
     assert [(c.target, c.error, c.chain) for c in shown] == [("svc", "refused", ({"at": "a"},))]
 
 
-async def answer(worker: FakeWorker, family: list[Any], failures: list[Any] = []) -> None:  # noqa: B006
-    request = await worker.receive_type("metrics")
+async def answer(
+    worker: FakeWorker,
+    family: list[Any],
+    failures: list[Any] = [],  # noqa: B006
+    kind: str = "metrics",
+) -> None:
+    request = await worker.receive_type(kind)
     worker.send({"t": "metrics", "n": request["n"], "families": [family], "failures": failures})
 
 

@@ -82,3 +82,29 @@ def test_by_caller_rows_are_per_five_tuple() -> None:
         ("batch", "east", 4.0),
         ("web", "east", 6.0),
     ]
+
+
+def test_samples_of_families_equal_the_parsed_text() -> None:
+    from agent.telemetry.call_stats import parse_samples, samples_of
+    from agent.telemetry.exposition import (
+        CounterMetricFamily,
+        HistogramMetricFamily,
+        Registry,
+        render,
+    )
+
+    calls = CounterMetricFamily("meshagent_calls", "c", labels=["service", "outcome"])
+    calls.add_metric(["a", "ok"], 3)
+    calls.add_metric(["a", "error"], 1)
+    durations = HistogramMetricFamily("meshagent_call_duration_seconds", "d", labels=["service"])
+    durations.add_metric(["a"], [("0.1", 2), ("+Inf", 4)], 0.3)
+    other = CounterMetricFamily("meshagent_other", "o", value=9)
+    registry = Registry()
+    for family in (calls, durations, other):
+        registry.register(type("C", (), {"collect": lambda self, f=family: [f]})())
+    assert samples_of([calls, durations, other]) == parse_samples(render(registry).decode())
+    # Two processes' families: summed.
+    assert (
+        samples_of([calls, calls])[("meshagent_calls_total", (("outcome", "ok"), ("service", "a")))]
+        == 6
+    )
