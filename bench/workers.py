@@ -23,6 +23,7 @@ idle.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -40,8 +41,6 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(ROOT)
 else:
     sys.path.insert(0, str(ROOT))
-
-import contextlib
 
 from bench.common import cpu_us  # noqa: E402
 from bench.http_proxy import run_wrk, start_nginx  # noqa: E402
@@ -147,7 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--keep", action="store_true", help="keep the logs' folder")
+    parser.add_argument(
+        "--dubbo",
+        action="store_true",
+        help="instead: the Dubbo listener, the Java consumer's bench mode over 2 connections "
+        "(8 threads) to the Java provider",
+    )
     args = parser.parse_args(argv)
+    if args.dubbo:
+        return dubbo(args)
     for tool in ("wrk", "nginx", "taskset"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed (Debian: wrk, nginx, util-linux)")
@@ -198,6 +205,60 @@ def main(argv: list[str] | None = None) -> int:
         nginx.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def dubbo(args: argparse.Namespace) -> int:
+    """The Dubbo listener, workers 1 and 2, interleaved: the Java consumer's ``bench``
+    (echo of 16 bytes, 8 threads) over two connections (``connections=2`` on its URL, so
+    that the kernel can give each worker one)."""
+    from bench.dubbo import agent_config as dubbo_config
+    from tests.fixtures.java_dubbo import (
+        BENCH_JVM_ARGS,
+        build_peer,
+        run_bench,
+        start_provider,
+    )
+
+    build_peer()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-workers-dubbo-"))
+    provider = start_provider(tmp, jvm_args=BENCH_JVM_ARGS, provider_id="bench")
+    agents: dict[int, AgentProcess] = {}
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    cpu: dict[int, list[float]] = {1: [], 2: []}
+    try:
+        for count in (1, 2):
+            config = {**dubbo_config(provider.port), "workers": count}
+            agents[count] = start_agent(tmp / f"w{count}", config, name=f"w{count}")
+            agents[count].wait_ready()
+        for round_number in range(args.rounds):
+            order = (1, 2) if round_number % 2 == 0 else (2, 1)
+            for count in order:
+                agent = agents[count]
+                url = f"dubbo://127.0.0.1:{agent.listener_port()}?connections=2"
+                before = agent_cpu_us(agent.pid)
+                summary = run_bench(url=url, threads=8, duration_s=args.duration)
+                spent = agent_cpu_us(agent.pid) - before
+                calls = float(summary["calls"])
+                rates[count].append(float(summary["calls_per_s"]))
+                cpu[count].append(spent / calls if calls else float("nan"))
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        provider.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nDubbo listener, {args.rounds} rounds of {args.duration:.0f} s, medians")
+    for count in (1, 2):
+        print(
+            f"  workers={count}: {med(rates[count]):.0f} calls/s, agent CPU "
+            f"{med(cpu[count]):.1f} us per call (whole consumer run)"
+        )
+    ratios = [b / a for a, b in zip(rates[1], rates[2], strict=True)]
+    print(
+        f"  2 workers / 1 = {med(ratios):.2f}x calls/s (target >= {TARGET_SCALING}x); "
+        "per round: " + ", ".join(f"{r:.2f}" for r in ratios)
+    )
     return 0
 
 

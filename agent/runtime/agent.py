@@ -303,8 +303,9 @@ class Agent:
         """Listeners, capture and inbound on SO_REUSEPORT sockets; clusters are fed by the
         supervisor's stream (agent/runtime/worker.py), nothing else is started here."""
         await self._bind_listeners()
+        # Its loop-lag tick is also its heartbeat (agent/runtime/worker.py); the status
+        # page's window is the supervisor's, read from the workers' metrics.
         self.loop_lag.start()
-        self.call_window.start()
         if self.inbound is not None:
             self._spawn(self.inbound.run_health_checks())
         self.listening = True
