@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -51,7 +52,7 @@ async def serve(config: AgentConfig) -> int:
     except MeshAgentError:
         admin_socket.close()
         raise
-    admin = await _serve_api(agent, admin_socket, None)
+    (admin,) = await _serve_api(agent, admin_socket, None)
     for listener, lhost, lport in agent.listener_addresses():
         name, service = listener.config.display_name, listener.config.service
         print(f"listener {name} on {lhost}:{lport} -> {service}", flush=True)
@@ -72,8 +73,13 @@ async def serve(config: AgentConfig) -> int:
 
 
 async def _serve_api(
-    agent: Agent, admin_socket: socket.socket, metrics: Callable[[], Awaitable[bytes]] | None
-) -> ApiServer:
+    agent: Agent,
+    admin_socket: socket.socket,
+    metrics: Callable[[], Awaitable[bytes]] | None,
+    forwarded_path: str | None = None,
+) -> list[ApiServer]:
+    """``forwarded_path``: also serve on this Unix socket, trusting its client header
+    (what the workers pass on, agent/api/forward.py)."""
     # Imported here so that check-config and version stay fast and light.
     from agent.api.asgi_bridge import AsgiApp, AsgiBridge
     from agent.api.fast_routes import FastRoutes
@@ -96,11 +102,22 @@ async def _serve_api(
     )
     routes = FastRoutes(agent, bridge, settings.allow_remote_invoke, metrics)
     admin = ApiServer(routes, admin_socket, limits)
-    agent.api_connections = (admin.connections.__len__, admin.refusals)
+    agent.api_connections = (admin.connections.__len__, admin.refusals, lambda: admin.accepted)
     await admin.start()
+    servers = [admin]
+    if forwarded_path is not None:
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        unix.bind(forwarded_path)
+        os.chmod(forwarded_path, 0o600)
+        unix.listen(128)
+        unix.setblocking(False)
+        trusted = dataclasses.replace(limits, trust_forwarded_client=True)
+        forwarded = ApiServer(routes, unix, trusted)
+        await forwarded.start()
+        servers.append(forwarded)
     host, port = admin.address
     log.info("OpenAPI on http://%s:%d (docs at /docs)", host, port)
-    return admin
+    return servers
 
 
 def _ready(address: tuple[str, int]) -> None:
@@ -123,7 +140,6 @@ async def _until_signal() -> None:
 async def serve_supervisor(config: AgentConfig, plan: WorkerPlan) -> int:
     """``workers: N``: the supervisor (docs/workers.md); its workers are forked by
     ``plan.zygote`` and connect to ``plan.socket_path``."""
-    from agent.runtime.admin import bind
     from agent.runtime.agent import Agent, Role
     from agent.runtime.supervisor import Supervisor
 
@@ -131,7 +147,9 @@ async def serve_supervisor(config: AgentConfig, plan: WorkerPlan) -> int:
     supervisor = Supervisor(
         agent, plan.count, plan.zygote, plan.socket_path, config.worker_watchdog_s, plan.heartbeats
     )
-    admin_socket = bind(config.admin.host, config.admin.port)
+    admin_socket = plan.admin_socket
+    admin_socket.listen(128)
+    admin_socket.setblocking(False)
     try:
         await agent.start()
         await supervisor.start()
@@ -140,7 +158,9 @@ async def serve_supervisor(config: AgentConfig, plan: WorkerPlan) -> int:
         await supervisor.stop()
         await agent.stop()
         raise
-    admin = await _serve_api(agent, admin_socket, supervisor.render_metrics)
+    admin, forwarded = await _serve_api(
+        agent, admin_socket, supervisor.render_metrics, plan.api_path
+    )
     for listener in config.listeners:
         print(
             f"listener {listener.display_name} on {listener.host}:{listener.port} "
@@ -164,6 +184,7 @@ async def serve_supervisor(config: AgentConfig, plan: WorkerPlan) -> int:
     await supervisor.drain(config.drain_timeout_s)
     await deregistering
     await agent.stop()
+    await forwarded.stop()
     await admin.stop()
     log.info("stopped")
     return 0
@@ -201,6 +222,10 @@ class WorkerPlan:
     zygote: Zygote
     socket_path: str
     heartbeats: Heartbeats
+    # The API's port (reserved with SO_REUSEPORT: the workers listen on it too), and the
+    # Unix socket where the supervisor answers what the workers pass on.
+    admin_socket: socket.socket
+    api_path: str
 
 
 def _run_workers(config: AgentConfig, count: int) -> int:
@@ -215,16 +240,18 @@ def _run_workers(config: AgentConfig, count: int) -> int:
     from agent.telemetry import logfmt
 
     # Bind first, as one process does: a port in use is a start-up error with its name.
-    config, reserved = reserve_ports(config)
+    config, reserved, admin_socket = reserve_ports(config)
     worker_module.preload(config)
     directory = tempfile.mkdtemp(prefix="meshagent-")
     socket_path = os.path.join(directory, "mesh.sock")
+    api_path = os.path.join(directory, "api.sock")
 
     heartbeats = Heartbeats(count)
 
     def run_worker(number: int) -> int:
         logfmt.add_field("worker", str(number))
-        serving = worker_module.serve_worker(config, number, count, socket_path, heartbeats)
+        paths = worker_module.SupervisorPaths(socket_path, api_path)
+        serving = worker_module.serve_worker(config, number, count, paths, heartbeats)
         return uvloop.run(serving)
 
     def release() -> None:
@@ -234,7 +261,7 @@ def _run_workers(config: AgentConfig, count: int) -> int:
 
     zygote = Zygote.start(run_worker, release)
     try:
-        plan = WorkerPlan(count, zygote, socket_path, heartbeats)
+        plan = WorkerPlan(count, zygote, socket_path, heartbeats, admin_socket, api_path)
         return uvloop.run(serve_supervisor(config, plan))
     finally:
         for sock in reserved:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from agent.api.http1 import ApiRequest, Reply, problem_reply
+from agent.api.http1 import ApiRequest, Handler, Reply, problem_reply
 from agent.api.limits import REMOTE_INVOKE_REFUSED, is_loopback
 from agent.api.ndjson import ndjson
 from agent.api.problem_details import PROBLEM_JSON, dumps, error_problem, invalid_request
@@ -26,7 +26,6 @@ from agent.telemetry.metrics import metrics_registry, render
 from agent.telemetry.propagation import INCOMING
 
 if TYPE_CHECKING:
-    from agent.api.asgi_bridge import AsgiBridge
     from agent.runtime.agent import Agent
 
 JSON = b"application/json"
@@ -125,17 +124,21 @@ class FastRoutes:
     def __init__(
         self,
         agent: Agent,
-        bridge: AsgiBridge,
+        bridge: Handler,
         allow_remote_invoke: bool,
         metrics: Callable[[], Awaitable[bytes]] | None = None,
+        own_probes: bool = True,
     ) -> None:
         """``metrics``: the scrape's text when it is not this process's alone (the
-        supervisor's, merging its workers': agent/telemetry/worker_merge.py)."""
+        supervisor's, merging its workers': agent/telemetry/worker_merge.py);
+        ``own_probes`` False: ``/readyz`` and ``/metrics`` are the bridge's (a worker's
+        API passes them to its supervisor, agent/api/forward.py)."""
         self.agent = agent
         self.bridge = bridge
         self.allow_remote_invoke = allow_remote_invoke
         self.registry = metrics_registry(agent)
         self.metrics = metrics
+        self.own_probes = own_probes
 
     def __call__(self, request: ApiRequest) -> Reply | Awaitable[Reply]:
         method = request.method
@@ -143,6 +146,8 @@ class FastRoutes:
         if method == "GET":
             if path == b"/healthz":
                 return _HEALTHZ
+            if not self.own_probes:
+                return self.bridge(request)
             if path == b"/readyz":
                 return Reply(*readiness(self.agent), JSON)
             if path == b"/metrics":

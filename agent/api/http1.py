@@ -50,6 +50,11 @@ _STATUS_LINES = {
 }
 
 
+# The header a worker adds when it forwards a request to its supervisor (the client's
+# "HOST PORT"); honoured only where ``Http1Limits.trust_forwarded_client`` says so.
+FORWARDED_CLIENT = b"x-meshagent-client"
+
+
 @dataclass(frozen=True)
 class Http1Limits:
     max_body_bytes: int = 1024 * 1024
@@ -60,6 +65,10 @@ class Http1Limits:
     max_queued: int = 16
     # Open connections at most; more are closed as they are accepted (admission.py).
     max_connections: int = 256
+    # Take the client's address from ``x-meshagent-client: HOST PORT``: only for the
+    # supervisor's Unix socket, where its workers forward what they do not answer
+    # (agent/api/forward.py; the socket is the supervisor's and its workers' alone).
+    trust_forwarded_client: bool = False
 
 
 class Connection(Protocol):
@@ -314,6 +323,10 @@ class ApiConnection(asyncio.Protocol):
                 problem_reply(400, "request path holds an escaped control character"),
                 "control character in path",
             )
+        if self.limits.trust_forwarded_client:
+            forwarded = request.header(FORWARDED_CLIENT)
+            host, _, port = (forwarded or b"").decode("latin-1").rpartition(" ")
+            request.client = (host, int(port)) if host and port.isdigit() else None
         limit = self.limits.max_body_bytes
         declared = request.header(b"content-length")
         # llhttp has already refused a malformed Content-Length.
@@ -581,6 +594,7 @@ class ApiServer:
         # listener must not take the probes and the management API down with it.
         self.refusals = Refusals("api")
         self.connections: set[ApiConnection] = set()
+        self.accepted = 0
         self.stopping = False
         # Seconds (monotonic), advanced once a second while there are connections.
         self.clock = time.monotonic()
@@ -593,6 +607,7 @@ class ApiServer:
         return str(name[0]), int(name[1])
 
     def _connection(self) -> ApiConnection:
+        self.accepted += 1
         if self._sweeper is None:
             self.clock = time.monotonic()
             self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_S, self._sweep)

@@ -231,7 +231,8 @@ class Agent:
         self.settings_document: WatchedDocument[DynamicSettings] | None = None
         self.draining = False
         # The API server's open connections and refusals, once it serves (for /metrics).
-        self.api_connections: tuple[Callable[[], int], Refusals] | None = None
+        # (open now, refusals, accepted so far)
+        self.api_connections: tuple[Callable[[], int], Refusals, Callable[[], int]] | None = None
         self.listening = False
         # Transparent capture and the inbound side (docs/capture.md); both off by default.
         self.capture: CaptureListener | None = None

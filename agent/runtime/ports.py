@@ -5,7 +5,8 @@ kernel spreads connections among the workers' listening sockets. The supervisor 
 same ports first with SO_REUSEPORT but never listens on them (a socket that does not
 listen gets no connection): a port in use is then a start-up error with the listener's
 name, as for one process; a port 0 is resolved once, so every worker binds the same one;
-and while a worker restarts, no process of another user can take the port.
+and while a worker restarts, no process of another user can take the port. The API's
+port is reserved the same way, and the supervisor listens on that socket itself.
 """
 
 from __future__ import annotations
@@ -31,10 +32,18 @@ def reserve(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
-def reserve_ports(config: AgentConfig) -> tuple[AgentConfig, list[socket.socket]]:
-    """The config with every port 0 resolved, and the reserving sockets (kept open)."""
+def reserve_ports(
+    config: AgentConfig,
+) -> tuple[AgentConfig, list[socket.socket], socket.socket]:
+    """The config with every port 0 resolved, the reserving sockets (kept open), and the
+    API's socket: the supervisor listens on it, and each worker on the same port."""
     reserved: list[socket.socket] = []
     try:
+        admin_socket = reserve(config.admin.host, config.admin.port, "admin")
+        reserved.append(admin_socket)
+        admin_port = int(admin_socket.getsockname()[1])
+        resolved_admin = config.admin.model_copy(update={"port": admin_port})
+        config = config.model_copy(update={"admin": resolved_admin})
         for listener in config.listeners:
             reserved.append(
                 reserve(listener.host, listener.port, f"listener {listener.display_name}")
@@ -62,4 +71,4 @@ def reserve_ports(config: AgentConfig) -> tuple[AgentConfig, list[socket.socket]
         for sock in reserved:
             sock.close()
         raise
-    return config, reserved
+    return config, reserved, admin_socket

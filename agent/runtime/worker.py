@@ -18,10 +18,15 @@ import importlib
 import logging
 import os
 import signal
+from dataclasses import dataclass
 
+from agent.api.fast_routes import FastRoutes
+from agent.api.forward import SupervisorForward
+from agent.api.http1 import ApiServer, Http1Limits
 from agent.config import AgentConfig
 from agent.errors import MeshAgentError
 from agent.governance.rules import RuleSet
+from agent.runtime.admin import bind
 from agent.runtime.agent import Agent, Role
 from agent.runtime.heartbeat import Heartbeats
 from agent.runtime.mesh_stream import (
@@ -144,14 +149,21 @@ class SupervisorLink:
             raise StreamError(f"unknown message type {kind!r}")
 
 
+@dataclass(frozen=True)
+class SupervisorPaths:
+    # The stream of the mesh's state, and the supervisor's API for what a worker passes on.
+    stream: str
+    api: str
+
+
 async def serve_worker(
-    config: AgentConfig, number: int, workers: int, socket_path: str, heartbeats: Heartbeats
+    config: AgentConfig, number: int, workers: int, paths: SupervisorPaths, heartbeats: Heartbeats
 ) -> int:
     """Run one worker until it is told to drain (a signal or the supervisor) or loses
     the supervisor. Returns the process's exit status."""
     worker = str(number)
     agent = Agent(config, Role.WORKER, worker, workers)
-    reader, writer = await asyncio.open_unix_connection(socket_path, limit=MAX_LINE)
+    reader, writer = await asyncio.open_unix_connection(paths.stream, limit=MAX_LINE)
     link = SupervisorLink(agent, writer, heartbeats, number)
     agent.loop_lag.on_tick = link.tick
     for cluster in agent.clusters.values():
@@ -166,6 +178,7 @@ async def serve_worker(
         return EXIT_STREAM
     try:
         await agent.start()
+        api = await _serve_api(agent, paths.api)
     except MeshAgentError as exc:
         log.error("worker cannot start: %s", exc)
         return EXIT_STARTUP
@@ -196,12 +209,32 @@ async def serve_worker(
         await agent.stop()
     else:
         await agent.drain_and_stop()
+    await api.stop()
     for wait in waits:
         wait.cancel()
     writer.close()
     with contextlib.suppress(Exception):
         await writer.wait_closed()
     return status
+
+
+async def _serve_api(agent: Agent, supervisor_api: str) -> ApiServer:
+    """The API port, shared with the supervisor and the other workers (SO_REUSEPORT): the
+    health probe and the JSON invocations answered here, the rest passed on."""
+    settings = agent.config.admin
+    sock = bind(settings.host, settings.port, reuse_port=True)
+    limits = Http1Limits(
+        max_body_bytes=settings.max_body_bytes,
+        request_timeout_s=settings.request_timeout_s,
+        idle_timeout_s=settings.idle_timeout_s,
+        max_connections=settings.max_connections,
+    )
+    forward = SupervisorForward(supervisor_api)
+    routes = FastRoutes(agent, forward, settings.allow_remote_invoke, own_probes=False)
+    api = ApiServer(routes, sock, limits)
+    agent.api_connections = (api.connections.__len__, api.refusals, lambda: api.accepted)
+    await api.start()
+    return api
 
 
 def preload(config: AgentConfig) -> None:

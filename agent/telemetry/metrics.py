@@ -87,7 +87,8 @@ class AgentCollector:
             buffer_pauses.add_metric(values, buffers.paused_total)
             request_timeouts.add_metric(values, buffers.timed_out_total)
         if agent.api_connections is not None:
-            open_now, api_refusals = agent.api_connections
+            open_now, api_refusals, api_accepted = agent.api_connections
+            accepted.add_metric(["api", ""], api_accepted())
             active.add_metric(["api", ""], open_now())
             refused.add_metric(["api", ""], api_refusals.total)
         # The capture and inbound listeners' relays, under the same families.

@@ -77,3 +77,20 @@ def test_java_consumers_in_parallel_through_both_workers(
         assert agent.metric("meshagent_listener_connections_total", worker=worker) > 0
     # Each worker's calls are counted once in the agent's totals.
     assert agent.metric("meshagent_calls_total", protocol="dubbo") >= 16
+
+
+def test_json_invocations_are_served_by_the_workers(agent: AgentProcess) -> None:
+    for i in range(16):
+        # A connection each: the kernel spreads them over the supervisor and the workers.
+        with agent.client() as client:
+            response = client.post(
+                f"/v1/invoke/dubbo/{INTERFACE}/echo",
+                json={"args": [f"json {i}"], "types": ["java.lang.String"]},
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["result"] == f"json {i}"
+    served = {
+        worker: agent.metric("meshagent_listener_connections_total", listener="api", worker=worker)
+        for worker in ("0", "1")
+    }
+    assert all(served.values()), served

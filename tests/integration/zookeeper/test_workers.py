@@ -200,6 +200,14 @@ def test_both_workers_serve_tcp_and_http_clients_in_parallel(
     assert agent.metric("meshagent_listener_connections_total", listener="tcp") == 24
     assert agent.metric("meshagent_listener_connections_total", listener="http") == 8
     assert agent.metric("meshagent_workers", state="serving") == 2
+    # The API port is every process's: probes and management over fresh connections are
+    # answered whichever process the kernel gave them to (a worker passes the supervisor's
+    # routes on).
+    for _ in range(24):
+        with agent.client() as client:
+            assert client.get("/readyz").json()["ready"] is True
+    for worker in ("0", "1"):
+        assert agent.metric("meshagent_listener_connections_total", listener="api", worker=worker)
     # /v1/clusters sums what each worker sent to an endpoint.
     web_endpoint = agent.endpoint("web", f"{LOOPBACK}:{web}")
     assert web_endpoint["requests"] >= 160

@@ -25,12 +25,16 @@ def config(port: int, **extra: object) -> AgentConfig:
 
 def test_reserved_ports_take_no_connection_and_workers_can_share_them() -> None:
     port = free_port()
-    resolved, reserved = reserve_ports(config(port, capture={"enabled": True, "port": 0}))
+    resolved, reserved, admin = reserve_ports(
+        config(port, admin={"port": 0}, capture={"enabled": True, "port": 0})
+    )
     try:
-        assert len(reserved) == 2
+        # The API's, the listener's, the capture's: ports 0 resolved once for every worker.
+        assert len(reserved) == 3 and reserved[0] is admin
+        assert resolved.admin.port == admin.getsockname()[1] != 0
         capture_port = resolved.capture.port
         assert capture_port != 0
-        assert reserved[1].getsockname()[1] == capture_port
+        assert reserved[2].getsockname()[1] == capture_port
         # Bound, not listening: a client is refused until a worker listens.
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2)
