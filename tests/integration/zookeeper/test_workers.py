@@ -21,6 +21,7 @@ from kazoo.client import KazooClient
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
 from tests.fixtures.processes import LOOPBACK, free_port, wait_until
+from tests.fixtures.programs import require
 from tests.fixtures.upstreams import Upstream
 from tests.fixtures.zookeeper import ZooKeeperServer
 
@@ -218,17 +219,20 @@ def test_both_workers_serve_tcp_and_http_clients_in_parallel(
         sock.close()
 
 
-def test_a_dead_provider_is_ejected_once_for_all_workers(
+def test_a_killed_provider_is_ejected_once_for_all_workers(
     zookeeper: ZooKeeperServer,
     upstream_factory: Callable[..., list[Upstream]],
     web: int,
     agent_of: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
-    (live,) = upstream_factory("live")
-    dead = free_port()  # nothing listens: every connect there fails
+    live, doomed = upstream_factory("live", "doomed")
+    dead = doomed.port
     config = workers_config(zookeeper, f"/w{uuid.uuid4().hex}", [live.port, dead], web)
     agent = agent_of(config)
     tcp_port = agent.listener_ports[0]
+    for sock in open_connections(tcp_port, 8):  # both providers serve
+        sock.close()
+    doomed.kill()  # SIGKILL: from now on every connect to it is refused
     # Connections through both workers; each failed connect to the dead one is retried on
     # the live one (the client sees no failure) and reported to the supervisor.
     connections = open_connections(tcp_port, 24)
@@ -391,7 +395,7 @@ def test_workers_auto_follows_the_cpus_this_process_may_use(
     wrap: tuple[str, ...]
     group: Path | None = None
     if kind == "taskset":
-        wrap = ("taskset", "-c", value)
+        wrap = (require("taskset"), "-c", value)
     else:
         # A cgroup CPU quota, as a container limit sets it (cgroup v1 here, v2 read alike:
         # tests/unit/runtime/test_cpus.py). The agent starts inside the group.
@@ -404,7 +408,12 @@ def test_workers_auto_follows_the_cpus_this_process_may_use(
             (group / "cpu.cfs_quota_us").write_text(str(quota))
         else:
             (group / "cpu.max").write_text(f"{quota} 100000")
-        wrap = ("sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh")
+        join = (
+            "import os, sys; "
+            f"open({str(group / 'cgroup.procs')!r}, 'w').write(str(os.getpid())); "
+            "os.execv(sys.argv[1], sys.argv[1:])"
+        )
+        wrap = (sys.executable, "-c", join)
     (echo,) = upstream_factory("e0")
     config = workers_config(zookeeper, f"/w{uuid.uuid4().hex}", [echo.port], web, workers="auto")
     agent = start_agent(tmp_path, config, wrap=wrap)

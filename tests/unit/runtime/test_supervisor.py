@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -289,7 +290,10 @@ async def test_a_worker_whose_heartbeat_stops_is_killed(tmp_path: Path) -> None:
     heartbeats = Heartbeats(1)
     supervisor = Supervisor(agent, 1, zygote, path, 0.2, heartbeats)  # type: ignore[arg-type]
     await agent.start()
-    wedged = await asyncio.create_subprocess_exec("sleep", "60")
+    # A process that stands for a worker whose loop never beats.
+    wedged = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(60)"
+    )
     try:
         await start(supervisor, path)
         zygote.emit("pid", 0, wedged.pid)
