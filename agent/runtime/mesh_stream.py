@@ -11,6 +11,7 @@ metric requests. A line is bounded (``MAX_LINE``); anything unreadable ends the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,16 @@ Message = dict[str, Any]
 
 class StreamError(ValueError):
     """A line the other side should never send: the stream is closed."""
+
+
+async def read_message(reader: asyncio.StreamReader) -> Message | None:
+    """The next message, None at the end of the stream (``reader`` made with
+    ``limit=MAX_LINE``: a longer line is a StreamError)."""
+    try:
+        line = await reader.readline()
+    except ValueError:
+        raise StreamError(f"a line over {MAX_LINE} bytes") from None
+    return decode(line) if line else None
 
 
 def encode(message: Message) -> bytes:

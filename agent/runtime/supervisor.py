@@ -41,6 +41,7 @@ from agent.runtime.mesh_stream import (
     encode,
     failures_from_json,
     metrics_from_json,
+    read_message,
     update_to_json,
 )
 from agent.runtime.settings import DynamicSettings
@@ -262,14 +263,8 @@ class Supervisor(MeshPublisher):
             worker = self.workers[int(number)]
             worker.writer = writer
             self._send_snapshot(writer)
-            while True:
-                try:
-                    line = await reader.readline()
-                except ValueError:
-                    raise StreamError(f"a line over {MAX_LINE} bytes") from None
-                if not line:
-                    break
-                self._received(worker, decode(line))
+            while (message := await read_message(reader)) is not None:
+                self._received(worker, message)
         except (StreamError, KeyError, OSError) as exc:
             log.error("worker stream closed: %s", exc, extra={"worker": worker and worker.id})
         finally:

@@ -33,11 +33,11 @@ from agent.runtime.mesh_stream import (
     MAX_LINE,
     Message,
     StreamError,
-    decode,
     encode,
     failures_to_json,
     host_states_from_json,
     metrics_to_json,
+    read_message,
     update_from_json,
 )
 from agent.runtime.settings import DynamicSettings, SettingsApplier
@@ -97,14 +97,8 @@ class SupervisorLink:
 
     async def follow(self, reader: asyncio.StreamReader) -> None:
         """Apply messages until the supervisor closes the stream."""
-        while True:
-            try:
-                line = await reader.readline()
-            except ValueError:
-                raise StreamError(f"a line over {MAX_LINE} bytes") from None
-            if not line:
-                return
-            self.apply(decode(line))
+        while (message := await read_message(reader)) is not None:
+            self.apply(message)
 
     def apply(self, message: Message) -> None:
         kind = message["t"]

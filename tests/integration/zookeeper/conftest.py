@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from kazoo.client import KazooClient
 
 from tests.fixtures.zookeeper import ZooKeeperServer
 
@@ -28,3 +29,13 @@ def zookeeper(zookeeper_server: ZooKeeperServer) -> ZooKeeperServer:
     else:
         server.start()
     return server
+
+
+@pytest.fixture
+def kz(zookeeper: ZooKeeperServer) -> Iterator[KazooClient]:
+    """A kazoo client of the running server, for tests that look at its nodes."""
+    client = KazooClient(hosts=zookeeper.hosts, timeout=4.0)
+    client.start(timeout=15)
+    yield client
+    client.stop()
+    client.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from kazoo.client import KazooClient
@@ -67,15 +67,6 @@ def metadata_json(app: str, revision: str, version: str) -> bytes:
 @pytest.fixture
 def root() -> str:
     return f"/app{next(_count)}"
-
-
-@pytest.fixture
-def kz(zookeeper: ZooKeeperServer) -> Iterator[KazooClient]:
-    client = KazooClient(hosts=zookeeper.hosts, timeout=4.0)
-    client.start(timeout=15)
-    yield client
-    client.stop()
-    client.close()
 
 
 @pytest.fixture

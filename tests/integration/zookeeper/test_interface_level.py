@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from kazoo.client import KazooClient
@@ -59,15 +59,6 @@ def provider_url(
 @pytest.fixture
 def root() -> str:
     return f"/it{next(_roots)}"
-
-
-@pytest.fixture
-def kz(zookeeper: ZooKeeperServer) -> Iterator[KazooClient]:
-    client = KazooClient(hosts=zookeeper.hosts, timeout=4.0)
-    client.start(timeout=15)
-    yield client
-    client.stop()
-    client.close()
 
 
 def make_config(zookeeper: ZooKeeperServer, root: str, **overrides: object) -> ZooKeeperConfig:

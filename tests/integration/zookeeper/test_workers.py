@@ -28,15 +28,6 @@ from tests.fixtures.zookeeper import ZooKeeperServer
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def kz(zookeeper: ZooKeeperServer) -> Iterator[KazooClient]:
-    client = KazooClient(hosts=zookeeper.hosts, timeout=4.0)
-    client.start(timeout=15)
-    yield client
-    client.stop()
-    client.close()
-
-
 def workers_config(
     zookeeper: ZooKeeperServer, root: str, echo: list[int], web: int, **top: Any
 ) -> dict[str, Any]:
@@ -129,20 +120,6 @@ def _connectable(port: int) -> bool:
         return False
 
 
-@pytest.fixture
-def agent_of(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], AgentProcess]]:
-    started: list[AgentProcess] = []
-
-    def make(config: dict[str, Any]) -> AgentProcess:
-        agent = start_agent(tmp_path / f"agent{len(started)}", config)
-        started.append(agent)
-        return agent.wait_ready()
-
-    yield make
-    for agent in started:
-        agent.stop()
-
-
 def worker_pids(agent: AgentProcess) -> dict[int, int]:
     with agent.client() as client:
         body = client.get("/readyz").json()
@@ -171,10 +148,10 @@ def test_both_workers_serve_tcp_and_http_clients_in_parallel(
     zookeeper: ZooKeeperServer,
     upstream_factory: Callable[..., list[Upstream]],
     web: int,
-    agent_of: Callable[[dict[str, Any]], AgentProcess],
+    agent_factory: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
     (echo,) = upstream_factory("e0")
-    agent = agent_of(workers_config(zookeeper, f"/w{uuid.uuid4().hex}", [echo.port], web))
+    agent = agent_factory(workers_config(zookeeper, f"/w{uuid.uuid4().hex}", [echo.port], web))
     assert sorted(worker_pids(agent)) == [0, 1]
     tcp_port, http_port = agent.listener_ports
     errors: list[str] = []
@@ -223,12 +200,12 @@ def test_a_killed_provider_is_ejected_once_for_all_workers(
     zookeeper: ZooKeeperServer,
     upstream_factory: Callable[..., list[Upstream]],
     web: int,
-    agent_of: Callable[[dict[str, Any]], AgentProcess],
+    agent_factory: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
     live, doomed = upstream_factory("live", "doomed")
     dead = doomed.port
     config = workers_config(zookeeper, f"/w{uuid.uuid4().hex}", [live.port, dead], web)
-    agent = agent_of(config)
+    agent = agent_factory(config)
     tcp_port = agent.listener_ports[0]
     for sock in open_connections(tcp_port, 8):  # both providers serve
         sock.close()
@@ -255,11 +232,11 @@ def test_a_worker_killed_under_load_is_replaced_and_the_other_keeps_serving(
     kz: KazooClient,
     upstream_factory: Callable[..., list[Upstream]],
     web: int,
-    agent_of: Callable[[dict[str, Any]], AgentProcess],
+    agent_factory: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
     root = f"/w{uuid.uuid4().hex}"
     (echo,) = upstream_factory("e0")
-    agent = agent_of(workers_config(zookeeper, root, [echo.port], web))
+    agent = agent_factory(workers_config(zookeeper, root, [echo.port], web))
     with agent.client() as client:
         response = client.put(
             "/v1/registrations/orders/orders-1", json={"host": "10.2.0.1", "port": 8080}
@@ -294,11 +271,11 @@ def test_sigterm_drains_every_worker_and_deregisters(
     kz: KazooClient,
     upstream_factory: Callable[..., list[Upstream]],
     web: int,
-    agent_of: Callable[[dict[str, Any]], AgentProcess],
+    agent_factory: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
     root = f"/w{uuid.uuid4().hex}"
     (echo,) = upstream_factory("e0")
-    agent = agent_of(workers_config(zookeeper, root, [echo.port], web))
+    agent = agent_factory(workers_config(zookeeper, root, [echo.port], web))
     with agent.client() as client:
         assert (
             client.put(
@@ -323,10 +300,10 @@ def test_a_killed_supervisor_takes_its_workers(
     zookeeper: ZooKeeperServer,
     upstream_factory: Callable[..., list[Upstream]],
     web: int,
-    agent_of: Callable[[dict[str, Any]], AgentProcess],
+    agent_factory: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
     (echo,) = upstream_factory("e0")
-    agent = agent_of(workers_config(zookeeper, f"/w{uuid.uuid4().hex}", [echo.port], web))
+    agent = agent_factory(workers_config(zookeeper, f"/w{uuid.uuid4().hex}", [echo.port], web))
     pids = list(worker_pids(agent).values())
     fds = [os.pidfd_open(pid) for pid in pids]
     agent.process.kill()
@@ -343,7 +320,7 @@ def test_rules_changed_at_run_time_apply_on_every_worker(
     zookeeper: ZooKeeperServer,
     upstream_factory: Callable[..., list[Upstream]],
     web: int,
-    agent_of: Callable[[dict[str, Any]], AgentProcess],
+    agent_factory: Callable[[dict[str, Any]], AgentProcess],
 ) -> None:
     (echo,) = upstream_factory("e0")
     config = workers_config(
@@ -354,7 +331,7 @@ def test_rules_changed_at_run_time_apply_on_every_worker(
         governance={"source": {"registry": "local", "data_id": "rules"}},
         config_api={"allow_writes": True},
     )
-    agent = agent_of(config)
+    agent = agent_factory(config)
     rules = "rules:\n  - match: {to: web}\n    fault: {abort: {percent: 100, status: 418}}\n"
     with agent.client() as client:
         response = client.put("/v1/config/meshagent/rules", json={"content": rules})

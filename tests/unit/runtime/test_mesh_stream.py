@@ -106,3 +106,19 @@ def test_failed_calls_round_trip() -> None:
     for bad in ({}, [[1, "x"]], [[1, *["s"] * 8, "not a list"]], [["t", *["s"] * 8, []]]):
         with pytest.raises(StreamError):
             failures_from_json(bad)
+
+
+async def test_read_message_ends_at_eof_and_refuses_an_overlong_line() -> None:
+    import asyncio
+
+    from agent.runtime.mesh_stream import read_message
+
+    reader = asyncio.StreamReader(limit=64)
+    reader.feed_data(encode({"t": "ready"}) + b'{"t":"x","pad":"' + b"a" * 100 + b'"}\n')
+    reader.feed_eof()
+    assert await read_message(reader) == {"t": "ready"}
+    with pytest.raises(StreamError, match="a line over"):
+        await read_message(reader)
+    done = asyncio.StreamReader()
+    done.feed_eof()
+    assert await read_message(done) is None
