@@ -37,7 +37,6 @@ from agent.runtime.mesh_stream import (
     MAX_LINE,
     Message,
     StreamError,
-    decode,
     encode,
     failures_from_json,
     metrics_from_json,
@@ -254,7 +253,10 @@ class Supervisor(MeshPublisher):
     ) -> None:
         worker: WorkerProcess | None = None
         try:
-            hello = decode(await reader.readline())
+            # The same bounded read as every later line: a hello over the limit is refused.
+            hello = await read_message(reader)
+            if hello is None:
+                raise StreamError("closed before its hello")
             number = hello.get("worker")
             if hello["t"] != "hello" or not isinstance(number, str) or not number.isdigit():
                 raise StreamError("the first message is a hello with the worker's id")
