@@ -96,8 +96,12 @@ def test_the_page_shows_the_mesh_and_follows_it(
             app.get("/hello")
 
     def doomed_is_ejected(_: object) -> bool:
-        rows = driver.find_elements(By.CSS_SELECTOR, "#services tr")  # type: ignore[attr-defined]
-        return any("doomed" in row.text and "ejected" in row.text for row in rows)
+        # The rows' text read in one script call: the page's refresh replaces the rows, so
+        # an element found by one WebDriver call may be gone by the next (stale reference).
+        rows: list[str] = driver.execute_script(  # type: ignore[attr-defined]
+            "return Array.from(document.querySelectorAll('#services tr'), r => r.innerText)"
+        )
+        return any("doomed" in row and "ejected" in row for row in rows)
 
     # No reload: the page's own refresh (every 5 s) brings the ejection.
     WebDriverWait(driver, 20, poll_frequency=0.2).until(doomed_is_ejected)
