@@ -90,6 +90,7 @@ COMPILED: tuple[str, ...] = (
     "agent/governance/index.py",
     "agent/governance/table.py",
     "agent/cluster/lb.py",
+    "agent/cluster/locality.py",
     "agent/cluster/cluster.py",
     "agent/cluster/host.py",
     "agent/cluster/outlier.py",

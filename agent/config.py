@@ -110,6 +110,24 @@ class RegistryConfig(Strict):
 class LbConfig(Strict):
     policy: str = "round_robin"
     config: dict[str, Any] = Field(default_factory=dict)
+    locality: bool = True
+    """Balance by priority levels of locality (agent/cluster/locality.py) when the agent's
+    ``locality`` is set: its zone first, then region, data center, other data centers."""
+    overprovisioning_factor: Annotated[float, Field(ge=1, le=100)] = 1.4
+    """A level keeps all its traffic while ``available / endpoints * factor ≥ 1`` (Envoy's
+    default 1.4: 72% available), and spills the rest to the next level in proportion."""
+    cross_dc: bool = True
+    """False: endpoints of other data centers get no call (the service stays local)."""
+
+
+class LocalityConfig(Strict):
+    """Where this agent runs; endpoints carry the same as registry labels ``dc``,
+    ``region``, ``zone``. Empty parts are unknown (they match anything)."""
+
+    dc: str = Field(default="", max_length=128)
+    region: str = Field(default="", max_length=128)
+    zone: str = Field(default="", max_length=128)
+    """Default: ``governance.zone``."""
 
 
 class HealthCheckConfig(Strict):
@@ -388,6 +406,7 @@ class AgentConfig(Strict):
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     inbound: InboundConfig = Field(default_factory=InboundConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+    locality: LocalityConfig = Field(default_factory=LocalityConfig)
 
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0

@@ -20,6 +20,7 @@ from agent.api.models import (
     Health,
     InstanceView,
     InvokeResponse,
+    PriorityLevelView,
     Readiness,
     RegistrationRequest,
     RegistrationView,
@@ -29,6 +30,7 @@ from agent.api.models import (
 )
 from agent.calls import Route
 from agent.cluster.host import Host
+from agent.cluster.locality import LEVEL_NAMES, PriorityLevels
 from agent.discovery.types import RegistryStatus
 from agent.discovery.validate import instance_id_problem
 from agent.errors import InvalidRequest
@@ -44,6 +46,31 @@ def _registry_state(name: str, status: RegistryStatus) -> RegistryState:
     return RegistryState(
         name=name, connected=status.connected, since=status.since, detail=status.detail
     )
+
+
+def _level_views(
+    levels: PriorityLevels | None, endpoints: list[EndpointStats]
+) -> list[PriorityLevelView]:
+    """Each non-empty level, with the requests its endpoints served (summed over the
+    workers like the endpoints' own)."""
+    if levels is None:
+        return []
+    served = [0] * len(LEVEL_NAMES)
+    for endpoint in endpoints:
+        if endpoint.priority is not None:
+            served[endpoint.priority] += endpoint.requests
+    return [
+        PriorityLevelView(
+            priority=level,
+            locality=name,
+            endpoints=levels.endpoints[level],
+            available=levels.available[level],
+            load=round(levels.loads[level], 4),
+            requests=served[level],
+        )
+        for level, name in enumerate(LEVEL_NAMES)
+        if levels.endpoints[level]
+    ]
 
 
 def _instance_fields(host: Host, now: float) -> dict[str, object]:
@@ -162,6 +189,8 @@ def create_app(agent: Agent) -> FastAPI:
                 }
                 if summed is not None:
                     fields |= summed.get((name, host.id), {})
+                if cluster.levels is not None:
+                    fields["priority"] = cluster.levels.level(host.id)
                 endpoints.append(EndpointStats.model_validate(fields))
             views.append(
                 ClusterView(
@@ -172,6 +201,7 @@ def create_app(agent: Agent) -> FastAPI:
                     revision=cluster.revision,
                     panic=cluster.panic,
                     endpoints=endpoints,
+                    levels=_level_views(cluster.levels, endpoints),
                 )
             )
         return views

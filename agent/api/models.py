@@ -72,6 +72,21 @@ class EndpointStats(InstanceView):
     failures: int
     connect_failures: int
     ejections: int
+    priority: int | None = Field(
+        default=None,
+        description="Locality priority level (0 the agent's zone, 1 its region, 2 its data "
+        "center, 3 another data center); null without locality-aware balancing, or for an "
+        "endpoint of another data center when the service is local-only",
+    )
+
+
+class PriorityLevelView(Model):
+    priority: int
+    locality: str = Field(description="zone, region, dc or remote: what it shares with the agent")
+    endpoints: int
+    available: int
+    load: float = Field(description="The share of new calls this level gets now (0 to 1)")
+    requests: int = Field(description="Requests its endpoints have served (the traffic it got)")
 
 
 class ClusterView(Model):
@@ -82,6 +97,10 @@ class ClusterView(Model):
     revision: int | None
     panic: bool = Field(description="No endpoint available: balancing over all of them")
     endpoints: list[EndpointStats]
+    levels: list[PriorityLevelView] = Field(
+        default_factory=list,
+        description="Locality-aware balancing's priority levels; empty when it is off",
+    )
 
 
 class RegistrationRequest(Model):

@@ -17,7 +17,8 @@ from typing import Protocol
 
 from agent.cluster.health import record_probe
 from agent.cluster.host import Host
-from agent.cluster.lb import NO_CONTEXT, LoadBalancer, PickContext
+from agent.cluster.lb import NO_CONTEXT, LoadBalancer, LoadBalancerFactory, PickContext
+from agent.cluster.locality import PriorityLevels
 from agent.cluster.outlier import OutlierPolicy, record_failure, record_success
 from agent.discovery.types import Add, Remove, Reset, Update
 
@@ -50,12 +51,16 @@ class Cluster:
         health: HealthPolicy | None = None,
         clock: Clock = time.monotonic,
         lb_policy: str = "",
+        levels: PriorityLevels | None = None,
     ) -> None:
         self.name = name
         self.lb_policy = lb_policy
         self.outlier = outlier or OutlierPolicy()
         self.health = health or HealthPolicy()
         self._balancer = balancer
+        # Locality-aware: the endpoints in priority levels, each with its own balancer
+        # (agent/cluster/locality.py); None: one balancer over every endpoint.
+        self.levels = levels
         self._clock = clock
         self._hosts: dict[str, Host] = {}
         self.revision: int | None = None  # registry revision of the last applied update
@@ -128,6 +133,9 @@ class Cluster:
     def choose(self, context: PickContext = NO_CONTEXT) -> Host | None:
         if self._clock() >= self._next_return:
             self._rebalance()
+        levels = self.levels
+        if levels is not None:
+            return levels.choose(context)
         return self._balancer.choose(context)
 
     def _host_changed(self, host: Host) -> None:
@@ -141,9 +149,11 @@ class Cluster:
         )
         self._rebalance()
 
-    def set_balancer(self, balancer: LoadBalancer, policy: str) -> None:
+    def set_balancer(self, make_balancer: LoadBalancerFactory, policy: str) -> None:
         """Switch the LB policy at run time (dynamic settings); hosts keep their state."""
-        self._balancer = balancer
+        self._balancer = make_balancer()
+        if self.levels is not None:
+            self.levels.set_balancer_factory(make_balancer)
         self.lb_policy = policy
         self._rebalance()
 
@@ -156,11 +166,16 @@ class Cluster:
         hosts = list(self._hosts.values())
         for host in hosts:
             host.weight_override = self.weight_overrides.get(host.id)
-        available = [h for h in hosts if h.available(now)]
-        self.panic = bool(hosts) and not available
+        levels = self.levels
+        if levels is not None:
+            levels.set_hosts(hosts, now)
+            self.panic = levels.panic
+        else:
+            available = [h for h in hosts if h.available(now)]
+            self.panic = bool(hosts) and not available
+            self._balancer.set_hosts(hosts if self.panic else available)
         if self.panic:
             log.warning("no available endpoint, balancing over all", extra={"cluster": self.name})
-        self._balancer.set_hosts(hosts if self.panic else available)
         ejected = {h.id for h in hosts if h.ejected(now)}
         for returned in self._ejected - ejected:
             if returned in self._hosts:

@@ -20,6 +20,7 @@ from typing import Any
 from agent.calls import Calls, Route
 from agent.cluster.cluster import Cluster, HealthPolicy
 from agent.cluster.lb import LoadBalancerFactory
+from agent.cluster.locality import Locality, PriorityLevels
 from agent.cluster.outlier import OutlierPolicy
 from agent.config import AgentConfig, ListenerConfig, ServiceConfig
 from agent.discovery.config_source import ConfigKey, ConfigSource
@@ -165,10 +166,20 @@ class Agent:
         self.services: dict[str, ServiceConfig] = {s.name: s for s in config.services}
         self.clusters: dict[str, Cluster] = {}
         self._checkers: dict[str, HealthChecker] = {}
+        place = config.locality
+        self.locality = Locality(place.dc, place.region, place.zone or governance.zone)
         for i, service in enumerate(config.services):
             lb_factory: LoadBalancerFactory = load(PluginKind.LB_POLICY, service.lb.policy).build(
                 service.lb.config, f"services[{i}].lb.config"
             )
+            levels = None
+            if service.lb.locality and self.locality != Locality():
+                levels = PriorityLevels(
+                    self.locality,
+                    lb_factory,
+                    service.lb.overprovisioning_factor,
+                    cross_dc=service.lb.cross_dc,
+                )
             outlier = service.outlier
             self.clusters[service.name] = Cluster(
                 service.name,
@@ -182,6 +193,7 @@ class Agent:
                 ),
                 HealthPolicy(service.health.healthy_threshold, service.health.unhealthy_threshold),
                 lb_policy=service.lb.policy,
+                levels=levels,
             )
             if service.health.enabled and role is not Role.WORKER:
                 self._checkers[service.name] = load(

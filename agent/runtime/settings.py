@@ -79,5 +79,5 @@ class SettingsApplier:
                     config.lb.policy,
                 )
             if cluster.lb_policy != factory_policy[1] or config.name in balancers:
-                cluster.set_balancer(factory_policy[0](), factory_policy[1])
+                cluster.set_balancer(factory_policy[0], factory_policy[1])
             cluster.set_weight_overrides(dict(override.weights) if override is not None else {})

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from agent.cluster.locality import LEVEL_NAMES
 from agent.telemetry.exposition import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -158,10 +159,30 @@ class AgentCollector:
             "Endpoints healthy and not ejected",
             labels=["cluster"],
         )
+        priority = GaugeMetricFamily(
+            "meshagent_upstream_priority",
+            "Locality priority level (0 the agent's zone, 1 its region, 2 its data center, "
+            "3 another data center); only with locality-aware balancing",
+            labels=host_labels,
+        )
+        level_load = GaugeMetricFamily(
+            "meshagent_cluster_priority_load",
+            "Share of new calls each locality level gets now (0 to 1)",
+            labels=["cluster", "locality"],
+        )
         for name, cluster in agent.clusters.items():
             hosts = cluster.hosts()
             members.add_metric([name], len(hosts))
             available.add_metric([name], cluster.available_count())
+            levels = cluster.levels
+            if levels is not None:
+                for level, locality in enumerate(LEVEL_NAMES):
+                    if levels.endpoints[level]:
+                        level_load.add_metric([name, locality], levels.loads[level])
+                for host in hosts:
+                    level_of = levels.level(host.id)
+                    if level_of is not None:
+                        priority.add_metric([name, host.id], level_of)
             for host in hosts:
                 values = [name, host.id]
                 requests.add_metric(values, host.stats.requests)
@@ -174,7 +195,7 @@ class AgentCollector:
                 in_flight.add_metric(values, host.active_requests)
         yield from (requests, failures, connect_failures, ejections, drains, draining)
         yield from (healthy, in_flight)
-        yield from (members, available)
+        yield from (members, available, priority, level_load)
 
         connected = GaugeMetricFamily(
             "meshagent_registry_connected", "1 when the registry is reachable", labels=["registry"]

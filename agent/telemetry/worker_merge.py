@@ -32,6 +32,8 @@ OWNED = frozenset(
         "meshagent_cluster_endpoints_available",
         "meshagent_upstream_healthy",
         "meshagent_upstream_ejections",
+        "meshagent_upstream_priority",
+        "meshagent_cluster_priority_load",
         "meshagent_registry_connected",
         "meshagent_discovery_last_update_age_seconds",
         "meshagent_config_info",

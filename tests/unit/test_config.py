@@ -246,3 +246,18 @@ def test_the_pure_python_switch_is_not_a_setting() -> None:
     # must not be read as a config key ("pure_python: Extra inputs are not permitted").
     raw = {"admin": {"port": 15000}}
     assert apply_env_overrides(raw, {"MESHAGENT_PURE_PYTHON": "1"}) == raw
+
+
+def test_locality_and_its_balancing_settings(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "lb: {policy: least_request}",
+        "lb: {policy: least_request, overprovisioning_factor: 2, cross_dc: false}",
+    )
+    config = load_config(write(tmp_path, text + "locality: {dc: a, zone: a-1}\n"), {})
+    assert config.locality.dc == "a" and config.locality.zone == "a-1"
+    lb = config.services[0].lb
+    assert lb.locality and lb.overprovisioning_factor == 2 and not lb.cross_dc
+    below_one = VALID.replace("{policy: least_request}", "{overprovisioning_factor: 0.5}")
+    assert errors_of(tmp_path, below_one) == [
+        "services[0].lb.overprovisioning_factor: Input should be greater than or equal to 1"
+    ]

@@ -193,6 +193,46 @@ async def test_clusters_and_registries_views(agent: Agent) -> None:
         assert (await api.get("/v1/services/nope/instances")).status_code == 404
 
 
+async def test_locality_levels_are_shown_per_endpoint_and_per_level() -> None:
+    settings = config()
+    settings["locality"] = {"dc": "a", "zone": "a-1"}
+    settings["registries"][0]["config"]["services"]["echo"] = [
+        {"host": "127.0.0.1", "port": 9, "metadata": {"zone": "a-1"}},
+        {"host": "127.0.0.1", "port": 10, "metadata": {"zone": "a-2"}},
+        {"host": "127.0.0.2", "port": 9, "metadata": {"dc": "b"}},
+    ]
+    agent = Agent(parse_config(settings))
+    await agent.start()
+    try:
+        cluster = agent.clusters["echo"]
+        await async_wait_until(lambda: len(cluster.hosts()) == 3)
+        near = cluster.get("127.0.0.1:9")
+        assert near is not None
+        near.healthy = False  # the zone has none left: its region takes the calls
+        cluster.set_weight_overrides({})  # (rebalances)
+        cluster.choose().stats.requests += 1  # type: ignore[union-attr]
+        async with client(agent) as api:
+            (view,) = (await api.get("/v1/clusters")).json()
+            metrics = (await api.get("/metrics")).text
+    finally:
+        await agent.stop()
+    priority = {e["id"]: e["priority"] for e in view["endpoints"]}
+    assert priority == {"127.0.0.1:9": 0, "127.0.0.1:10": 1, "127.0.0.2:9": 3}
+    assert [(v["locality"], v["available"], v["load"], v["requests"]) for v in view["levels"]] == [
+        ("zone", 0, 0.0, 0),
+        ("region", 1, 1.0, 1),
+        ("remote", 1, 0.0, 0),
+    ]
+    assert 'meshagent_upstream_priority{cluster="echo",endpoint="127.0.0.2:9"} 3.0' in metrics
+    assert 'meshagent_cluster_priority_load{cluster="echo",locality="region"} 1.0' in metrics
+
+
+async def test_without_a_locality_there_are_no_levels(agent: Agent) -> None:
+    async with client(agent) as api:
+        (view,) = (await api.get("/v1/clusters")).json()
+    assert view["levels"] == [] and view["endpoints"][0]["priority"] is None
+
+
 async def test_metrics_are_prometheus_text(agent: Agent) -> None:
     host = agent.clusters["echo"].hosts()[0]
     host.stats.connect_failures = 3
