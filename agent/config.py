@@ -16,6 +16,7 @@ path is wrong is a configuration error naming the variable.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +43,13 @@ ENV_PREFIX = "MESHAGENT_"
 # MESHAGENT_ variables that are not settings: the config file's path, and the switch that
 # runs the compiled modules from source (agent/compiled.py).
 NOT_SETTINGS = frozenset({"MESHAGENT_CONFIG", "MESHAGENT_PURE_PYTHON"})
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return value
 
 
 def _check_port(value: int) -> int:
@@ -221,6 +229,55 @@ class CaptureServiceConfig(Strict):
         for address in self.addresses:
             parse_address(address)  # raises ValueError with the reason
         return self
+
+
+class GatewayTlsConfig(Strict):
+    """The link's mutual TLS: this gateway's certificate (served to peers and presented
+    to them) and the CA whose certificates peers must have. Read again when the files
+    change (agent/tls.py)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+class GatewayPeerConfig(Strict):
+    """The gateways of another data center."""
+
+    dc: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    addresses: list[Annotated[str, AfterValidator(_host_port)]] = Field(min_length=1)
+    # The name their certificates carry (checked like any TLS server name).
+    server_name: str = Field(default="meshagent-gateway", min_length=1)
+
+
+class GatewayImportConfig(Strict):
+    """A service of another data center, served here: a port that relays each connection
+    to that data center's gateways, registered in this gateway's registry as an endpoint
+    of ``service`` labelled ``dc``."""
+
+    service: str = Field(min_length=1)
+    dc: str = Field(min_length=1, max_length=128)
+    host: str = "127.0.0.1"
+    port: Annotated[int, AfterValidator(_check_port)]
+    # The address this data center's agents reach the port on (default: ``host``).
+    advertise_host: str = ""
+
+
+class GatewayConfig(Strict):
+    """Gateway role (docs/gateway.md): this process links its data center to others."""
+
+    dc: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)]
+    """The link port peer gateways connect to (mutual TLS)."""
+    tls: GatewayTlsConfig
+    export: list[str] = Field(default_factory=list)
+    """Services (names or fnmatch patterns of configured services) peers may call here;
+    none by default."""
+    peers: list[GatewayPeerConfig] = Field(default_factory=list)
+    imports: list[GatewayImportConfig] = Field(default_factory=list)
+    handshake_timeout_s: PositiveSeconds = 5.0
+    """A link connection's TLS handshake and preamble must be done within this."""
 
 
 class CaptureConfig(Strict):
@@ -407,6 +464,7 @@ class AgentConfig(Strict):
     inbound: InboundConfig = Field(default_factory=InboundConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     locality: LocalityConfig = Field(default_factory=LocalityConfig)
+    gateway: GatewayConfig | None = None
 
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
@@ -456,6 +514,8 @@ class AgentConfig(Strict):
                     f"configured: {', '.join(service_names) or 'none'}"
                 )
         _port_clashes(self._bound_sockets(), errors)
+        if self.gateway is not None:
+            _gateway_references(self, service_names, errors)
         _relay_loops(self, errors)
         for i, captured in enumerate(self.capture.services):
             if captured.service not in service_names:
@@ -489,7 +549,35 @@ class AgentConfig(Strict):
             bound.append(("capture.port", self.capture.host, self.capture.port))
         if self.inbound.enabled:
             bound.append(("inbound.port", self.inbound.host, self.inbound.port))
+        if self.gateway is not None:
+            bound.append(("gateway.port", self.gateway.host, self.gateway.port))
+            bound += [
+                (f"gateway.imports[{i}].port", imported.host, imported.port)
+                for i, imported in enumerate(self.gateway.imports)
+            ]
         return bound
+
+
+def _gateway_references(config: AgentConfig, services: list[str], errors: list[str]) -> None:
+    gateway = config.gateway
+    assert gateway is not None
+    for i, pattern in enumerate(gateway.export):
+        if not fnmatch.filter(services, pattern):
+            errors.append(f"gateway.export[{i}]: {pattern!r} matches no configured service")
+    peers = [peer.dc for peer in gateway.peers]
+    _duplicates("gateway.peers", "dc", peers, errors)
+    if gateway.dc in peers:
+        errors.append(f"gateway.peers: {gateway.dc!r} is this gateway's own data center")
+    for i, imported in enumerate(gateway.imports):
+        if imported.service not in services:
+            errors.append(
+                f"gateway.imports[{i}].service: unknown service {imported.service!r} (it is "
+                "registered in that service's registry)"
+            )
+        if imported.dc not in peers:
+            errors.append(f"gateway.imports[{i}].dc: no peer for data center {imported.dc!r}")
+    if config.workers != 1:
+        errors.append("gateway: a gateway runs as one process (workers: 1)")
 
 
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})

@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     import ssl
 
     from agent.injector.config import load_injector_config
-    from agent.injector.server import RotatingCertificate, serve
+    from agent.injector.server import serve
     from agent.telemetry import logfmt
+    from agent.tls import RotatingCertificate
 
     try:
         config = load_injector_config(args.config)
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        RotatingCertificate(args.tls_cert, args.tls_key)
+        RotatingCertificate(args.tls_cert, args.tls_key, what="webhook")
     except (OSError, ssl.SSLError) as exc:
         print(f"meshagent injector: cannot load the TLS certificate: {exc}", file=sys.stderr)
         return EXIT_CONFIG

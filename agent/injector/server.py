@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
-import ssl
 from pathlib import Path
 
 from starlette.types import Receive, Scope, Send
@@ -20,57 +18,11 @@ from starlette.types import Receive, Scope, Send
 from agent.api.limits import ApiGuard
 from agent.injector.config import DEFAULT_MAX_BODY_BYTES, InjectorConfig
 from agent.injector.review import Source, Verdict, review
+from agent.tls import RotatingCertificate
 
 log = logging.getLogger(__name__)
 
 ROUTES = {"/inject/pod": Source.POD, "/inject/namespace": Source.NAMESPACE}
-
-
-def _load(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    return context
-
-
-class RotatingCertificate:
-    """A server context whose certificate is re-read when its files change.
-
-    A Secret mounted as a volume (cert-manager renews it) is updated in place by the
-    kubelet; the API server keeps its connections open, so handshakes are rare and checking
-    the files' stat on each ClientHello costs nothing. A new pair that does not load (say,
-    half-written) is logged and the previous one kept.
-    """
-
-    def __init__(self, cert: Path, key: Path) -> None:
-        self.cert, self.key = Path(cert), Path(key)
-        self._stamp = self._stat()
-        self._current = _load(self.cert, self.key)
-        self.context = _load(self.cert, self.key)
-        self.context.sni_callback = self._on_client_hello
-
-    def _stat(self) -> tuple[tuple[int, int, int], ...]:
-        stamps = []
-        for path in (self.cert, self.key):
-            st = os.stat(path)
-            stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(stamps)
-
-    def _on_client_hello(
-        self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
-    ) -> None:
-        try:
-            stamp = self._stat()
-            if stamp != self._stamp:
-                self._current = _load(self.cert, self.key)
-                self._stamp = stamp
-                log.info("webhook certificate reloaded", extra={"cert": str(self.cert)})
-        except (OSError, ssl.SSLError) as exc:
-            log.warning(
-                "webhook certificate not reloaded, keeping the previous one",
-                extra={"cert": str(self.cert), "error": str(exc)},
-            )
-        connection.context = self._current
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
@@ -150,7 +102,7 @@ async def serve(
 ) -> int:
     from agent.runtime.admin import AdminServer, bind
 
-    tls = RotatingCertificate(cert, key)
+    tls = RotatingCertificate(cert, key, what="webhook")
     server = AdminServer(create_webhook(config, max_body_bytes), bind(host, port), tls.context)
     await server.start()
     bound_host, bound_port = server.address

@@ -40,6 +40,7 @@ from agent.errors import (
     MeshAgentError,
     UnknownServiceError,
 )
+from agent.gateway.gateway import Gateway
 from agent.governance.policy import GovernancePolicy
 from agent.governance.rules import RuleSet
 from agent.governance.table import CompiledRule
@@ -167,7 +168,11 @@ class Agent:
         self.clusters: dict[str, Cluster] = {}
         self._checkers: dict[str, HealthChecker] = {}
         place = config.locality
-        self.locality = Locality(place.dc, place.region, place.zone or governance.zone)
+        gateway = config.gateway
+        # A gateway is in its own data center, and its clusters never reach another one: a
+        # gateway does not forward to a gateway, so calls cannot loop (docs/gateway.md).
+        dc = gateway.dc if gateway is not None else place.dc
+        self.locality = Locality(dc, place.region, place.zone or governance.zone)
         for i, service in enumerate(config.services):
             lb_factory: LoadBalancerFactory = load(PluginKind.LB_POLICY, service.lb.policy).build(
                 service.lb.config, f"services[{i}].lb.config"
@@ -178,7 +183,7 @@ class Agent:
                     self.locality,
                     lb_factory,
                     service.lb.overprovisioning_factor,
-                    cross_dc=service.lb.cross_dc,
+                    cross_dc=service.lb.cross_dc and gateway is None,
                 )
             outlier = service.outlier
             self.clusters[service.name] = Cluster(
@@ -252,6 +257,11 @@ class Agent:
         if config.capture.enabled and role is not Role.SUPERVISOR:
             self.capture = CaptureListener(config.capture, self.services, self.clusters, self.calls)
             self.capture.reuse_port = role is Role.WORKER
+        self.gateway: Gateway | None = None
+        if gateway is not None and role is Role.SINGLE:
+            self.gateway = Gateway(
+                gateway, self.services, self.clusters, self.calls, self.connection_budget
+            )
         self.inbound: InboundListener | None = None
         if config.inbound.enabled and role is not Role.SUPERVISOR:
             health = config.inbound.health
@@ -298,6 +308,8 @@ class Agent:
                 health.add(self.clusters[service.name], checker, service.health)
         if health:
             self._spawn(health.run())
+        if self.gateway is not None:
+            await self.gateway.register_imports(self._register_import)
         self._spawn(self._expire_registrations())
         if self.role is Role.SINGLE:
             # The supervisor samples its lag on its watchdog's tick: one timer, not two
@@ -412,7 +424,15 @@ class Agent:
         if self.inbound is not None:
             inbound = self.config.inbound
             found.append(("inbound", self.inbound.start, f"{inbound.host}:{inbound.port}"))
+        if self.gateway is not None:
+            gateway = self.gateway.config
+            found.append(("gateway", self.gateway.start, f"{gateway.host}:{gateway.port}"))
         return found
+
+    async def _register_import(
+        self, service: str, instance_id: str, host: str, port: int, metadata: dict[str, str]
+    ) -> object:
+        return await self.register(service, instance_id, host, port, 100, metadata, None)
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
@@ -530,9 +550,13 @@ class Agent:
             self.inbound.stop_accepting()
         if self.capture is not None:
             self.capture.stop_accepting()
+        if self.gateway is not None:
+            self.gateway.stop_accepting()
 
     def open_connections(self) -> int:
         count = sum(len(listener.context.connections) for listener in self.listeners)
+        if self.gateway is not None:
+            count += self.gateway.connections()
         if self.inbound is not None:
             count += len(self.inbound.context.connections)
         if self.capture is not None:

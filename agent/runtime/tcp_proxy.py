@@ -85,6 +85,7 @@ class _Downstream(asyncio.Protocol):
                 service.connect_timeout_s,
                 service.connect_attempts,
                 hash_key,
+                context.upstream_tls,
             )
         except UpstreamError as exc:
             context.stats.rejected += 1
@@ -108,7 +109,7 @@ class _Downstream(asyncio.Protocol):
             transport.write(b"".join(self._pending))
             self._pending.clear()
         if self.eof:
-            transport.write_eof()
+            _half_close(transport)
         elif not upstream.paused:
             # Unless flushing what was held already filled the upstream's buffer.
             self.transport.resume_reading()
@@ -128,7 +129,7 @@ class _Downstream(asyncio.Protocol):
             self._close_both()
             return False
         assert upstream.transport is not None
-        upstream.transport.write_eof()
+        _half_close(upstream.transport)
         return True
 
     def pause_writing(self) -> None:
@@ -198,7 +199,7 @@ class _Upstream(asyncio.Protocol):
         if downstream.eof or downstream.transport is None:
             downstream._close_both()
             return False
-        downstream.transport.write_eof()
+        _half_close(downstream.transport)
         return True
 
     def pause_writing(self) -> None:
@@ -219,6 +220,21 @@ class _Upstream(asyncio.Protocol):
             downstream.close()
         else:
             downstream.abort()
+
+
+def _half_close(transport: asyncio.Transport) -> None:
+    """Relay an EOF: a TLS transport (a gateway link) cannot half-close, so it closes
+    once what is buffered is written."""
+    if transport.can_write_eof():
+        transport.write_eof()
+    else:
+        transport.close()
+
+
+def relay(context: ListenerContext) -> asyncio.Protocol:
+    """The relay protocol for one connection to ``context``'s service (a gateway's link
+    hands it a connection whose preamble it has read)."""
+    return _Downstream(context)
 
 
 class TcpProtocol(ProtocolSupport):

@@ -1,16 +1,12 @@
 from __future__ import annotations
 
 import logging
-import ssl
-import types
-from pathlib import Path
 
 import httpx
 import pytest
 
 from agent.injector.config import InjectorConfig
-from agent.injector.server import RotatingCertificate, create_webhook
-from tests.fixtures.tls import issue, make_ca
+from agent.injector.server import create_webhook
 
 CONFIG = InjectorConfig(image="m:1")
 
@@ -51,37 +47,3 @@ async def test_each_review_is_logged(caplog: pytest.LogCaptureFixture) -> None:
         await client.post("/inject/pod", content=b"garbage")
     record = next(r for r in caplog.records if "malformed body" in r.getMessage())
     assert record.levelno == logging.WARNING and record.webhook == "pod"  # type: ignore[attr-defined]
-
-
-def _hello(rotating: RotatingCertificate) -> ssl.SSLContext:
-    connection = types.SimpleNamespace(context=rotating.context)
-    rotating._on_client_hello(connection, None, rotating.context)  # type: ignore[arg-type]
-    assert isinstance(connection.context, ssl.SSLContext)
-    return connection.context
-
-
-def test_certificate_files_are_reread_when_they_change(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    ca = make_ca()
-    cert, key, _ = issue(ca, tmp_path)
-    rotating = RotatingCertificate(cert, key)
-    first = _hello(rotating)
-    assert _hello(rotating) is first  # unchanged files: the same context
-    issue(ca, tmp_path)
-    second = _hello(rotating)
-    assert second is not first
-    # A broken pair (half-written) keeps the previous certificate, and says so.
-    cert.write_text("not a certificate")
-    caplog.set_level(logging.INFO)
-    assert _hello(rotating) is second
-    assert any("not reloaded" in r.getMessage() for r in caplog.records)
-    issue(ca, tmp_path)
-    assert _hello(rotating) is not second
-
-
-def test_an_unloadable_certificate_fails_at_start(tmp_path: Path) -> None:
-    (tmp_path / "tls.crt").write_text("x")
-    (tmp_path / "tls.key").write_text("y")
-    with pytest.raises(ssl.SSLError):
-        RotatingCertificate(tmp_path / "tls.crt", tmp_path / "tls.key")

@@ -1,0 +1,1 @@
+"""The cross-data-center gateway (docs/gateway.md)."""
