@@ -259,9 +259,7 @@ class Agent:
             self.capture.reuse_port = role is Role.WORKER
         self.gateway: Gateway | None = None
         if gateway is not None and role is Role.SINGLE:
-            self.gateway = Gateway(
-                gateway, self.services, self.clusters, self.calls, self.connection_budget
-            )
+            self.gateway = Gateway(gateway, self.services, self.clusters)
         self.inbound: InboundListener | None = None
         if config.inbound.enabled and role is not Role.SUPERVISOR:
             health = config.inbound.health
@@ -531,6 +529,8 @@ class Agent:
             await self.capture.close()
         if self.inbound is not None:
             await self.inbound.close()
+        if self.gateway is not None:
+            await self.gateway.close()
         for registry in self.registries.values():
             try:
                 await registry.close()

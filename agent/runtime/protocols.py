@@ -27,7 +27,6 @@ from agent.config import ListenerConfig, ServiceConfig
 from agent.discovery.registry import Registry
 from agent.errors import InvokeNotSupported
 from agent.runtime.admission import BufferBudget, ConnectionBudget
-from agent.runtime.upstream import UpstreamTls
 
 
 @dataclass
@@ -88,9 +87,6 @@ class ListenerContext:
     budget: ConnectionBudget = field(default_factory=lambda: ConnectionBudget(1 << 30))
     # Bytes of partly received requests across this listener's connections (Dubbo, Thrift).
     buffers: BufferBudget = field(default_factory=lambda: BufferBudget(1 << 62, 3600.0))
-    # Endpoints reached over TLS with a preamble (a gateway's import listener); the raw
-    # TCP relay honours it.
-    upstream_tls: UpstreamTls | None = None
 
     def __post_init__(self) -> None:
         self.idle.set()

@@ -85,7 +85,6 @@ class _Downstream(asyncio.Protocol):
                 service.connect_timeout_s,
                 service.connect_attempts,
                 hash_key,
-                context.upstream_tls,
             )
         except UpstreamError as exc:
             context.stats.rejected += 1
@@ -109,7 +108,7 @@ class _Downstream(asyncio.Protocol):
             transport.write(b"".join(self._pending))
             self._pending.clear()
         if self.eof:
-            _half_close(transport)
+            transport.write_eof()
         elif not upstream.paused:
             # Unless flushing what was held already filled the upstream's buffer.
             self.transport.resume_reading()
@@ -129,7 +128,7 @@ class _Downstream(asyncio.Protocol):
             self._close_both()
             return False
         assert upstream.transport is not None
-        _half_close(upstream.transport)
+        upstream.transport.write_eof()
         return True
 
     def pause_writing(self) -> None:
@@ -199,7 +198,7 @@ class _Upstream(asyncio.Protocol):
         if downstream.eof or downstream.transport is None:
             downstream._close_both()
             return False
-        _half_close(downstream.transport)
+        downstream.transport.write_eof()
         return True
 
     def pause_writing(self) -> None:
@@ -220,21 +219,6 @@ class _Upstream(asyncio.Protocol):
             downstream.close()
         else:
             downstream.abort()
-
-
-def _half_close(transport: asyncio.Transport) -> None:
-    """Relay an EOF: a TLS transport (a gateway link) cannot half-close, so it closes
-    once what is buffered is written."""
-    if transport.can_write_eof():
-        transport.write_eof()
-    else:
-        transport.close()
-
-
-def relay(context: ListenerContext) -> asyncio.Protocol:
-    """The relay protocol for one connection to ``context``'s service (a gateway's link
-    hands it a connection whose preamble it has read)."""
-    return _Downstream(context)
 
 
 class TcpProtocol(ProtocolSupport):

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from agent.cluster.cluster import Cluster
@@ -23,24 +21,12 @@ log = logging.getLogger(__name__)
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
-@dataclass(frozen=True)
-class UpstreamTls:
-    """Connections to the endpoints are TLS (a gateway's link to its peers): the client
-    context of now (certificates rotate), the name the peers' certificates carry, and the
-    bytes sent first on each connection (the link's preamble, agent/gateway/preamble.py)."""
-
-    context: Callable[[], ssl.SSLContext]
-    server_name: str
-    preamble: bytes = b""
-
-
 async def connect_upstream(
     cluster: Cluster,
     protocol_factory: Callable[[Host], P],
     timeout_s: float,
     attempts: int,
     hash_key: bytes | None = None,
-    tls: UpstreamTls | None = None,
 ) -> tuple[Host, asyncio.Transport, P]:
     loop = asyncio.get_running_loop()
     tried: set[str] = set()
@@ -52,21 +38,11 @@ async def connect_upstream(
         tried.add(host.id)
         try:
             async with asyncio.timeout(timeout_s):
-                if tls is None:
-                    transport, protocol = await loop.create_connection(
-                        lambda host=host: protocol_factory(host),  # type: ignore[misc]
-                        host.instance.host,
-                        host.instance.port,
-                    )
-                else:
-                    transport, protocol = await loop.create_connection(
-                        lambda host=host: protocol_factory(host),  # type: ignore[misc]
-                        host.instance.host,
-                        host.instance.port,
-                        ssl=tls.context(),
-                        server_hostname=tls.server_name,
-                    )
-                    transport.write(tls.preamble)
+                transport, protocol = await loop.create_connection(
+                    lambda host=host: protocol_factory(host),  # type: ignore[misc]
+                    host.instance.host,
+                    host.instance.port,
+                )
         except (OSError, TimeoutError, ValueError) as exc:
             # ValueError: a host the resolver refuses (UnicodeError from IDNA).
             reason = (

@@ -205,7 +205,7 @@ def test_a_peer_without_a_certificate_of_the_ca_is_refused_and_logged(
         socket.create_connection((LOOPBACK, mesh.link_b), timeout=5) as raw,
         context.wrap_socket(raw, server_hostname=SERVER_NAME) as link,
     ):
-        link.sendall(b"MESHAGENT-LINK/1 orders x\nGET /hello HTTP/1.1\r\n\r\n")
+        link.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         if not link.recv(1024):
             raise ConnectionError("closed")
     mesh.gateway_b.process.wait_for(
@@ -218,18 +218,49 @@ def test_a_peer_without_a_certificate_of_the_ca_is_refused_and_logged(
     )
 
 
-def test_a_service_not_exported_is_not_reachable(mesh: Mesh) -> None:
-    before = mesh.gateway_b.process.log_size()
+def h2_tunnel(mesh: Mesh, service: str, payload: bytes) -> tuple[int, bytes]:
+    """A CONNECT stream on a link to gateway B made with python-h2 (an HTTP/2 stack that
+    is not ours): the :status, and what came back for ``payload`` when it is 200."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    status, answer, ended = 0, b"", False
     with (
         socket.create_connection((LOOPBACK, mesh.link_b), timeout=5) as raw,
         _link_client(mesh.certs, "a").wrap_socket(raw, server_hostname=SERVER_NAME) as link,
     ):
-        link.sendall(b"MESHAGENT-LINK/1 secret a\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        try:
-            answer = link.recv(1024)
-        except (ssl.SSLError, ConnectionError):
-            answer = b""
-    assert answer == b""  # closed: not a byte of B's "secret" provider
+        stream = connection.get_next_available_stream_id()
+        connection.send_headers(
+            stream, [(":method", "CONNECT"), (":authority", service), ("meshagent-source-dc", "a")]
+        )
+        link.sendall(connection.data_to_send())
+        while not ended:
+            data = link.recv(65536)
+            if not data:
+                break
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                    if status == 200:
+                        connection.send_data(stream, payload)
+                    else:
+                        ended = True
+                elif isinstance(event, h2.events.DataReceived):
+                    answer += event.data
+                    connection.acknowledge_received_data(event.flow_controlled_length, stream)
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    ended = True
+            link.sendall(connection.data_to_send())
+    return status, answer
+
+
+def test_a_service_not_exported_is_not_reachable(mesh: Mesh) -> None:
+    before = mesh.gateway_b.process.log_size()
+    request = b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert h2_tunnel(mesh, "secret", request) == (404, b"")  # not a byte of B's "secret"
     log = mesh.gateway_b.process
     log.wait_for(
         lambda: "service 'secret' is not exported" in log.output(before) or None,
@@ -237,17 +268,8 @@ def test_a_service_not_exported_is_not_reachable(mesh: Mesh) -> None:
         what="the refusal logged",
     )
     # The same client, naming the exported service, is answered by B's provider.
-    with (
-        socket.create_connection((LOOPBACK, mesh.link_b), timeout=5) as raw,
-        _link_client(mesh.certs, "a").wrap_socket(raw, server_hostname=SERVER_NAME) as link,
-    ):
-        link.sendall(
-            b"MESHAGENT-LINK/1 orders a\nGET /hello HTTP/1.1\r\nHost: x\r\n"
-            b"Connection: close\r\n\r\n"
-        )
-        answer = b""
-        while chunk := link.recv(65536):
-            answer += chunk
+    status, answer = h2_tunnel(mesh, "orders", request)
+    assert status == 200
     assert answer.startswith(b"HTTP/1.1 200") and b"b-orders" in answer
 
 

@@ -1,103 +1,200 @@
-"""The link's handshake over real loopback sockets (TLS is agent/tls.py's and the
-integration test's: tests/integration/zookeeper/test_gateway.py)."""
+"""The link's exporting side over real loopback sockets, driven by python-h2 (an HTTP/2
+stack that is not ours); TLS is agent/tls.py's and the gateway tests'."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+from collections.abc import AsyncIterator
+from typing import cast
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
-from agent.cluster.cluster import Cluster
-from agent.cluster.lb import RoundRobin
-from agent.config import ListenerConfig, ServiceConfig
-from agent.discovery.types import Instance, Reset
-from agent.gateway.link import LinkHandshake, LinkStats
-from agent.gateway.preamble import encode
-from agent.runtime.protocols import ListenerContext
+from agent.gateway.link import STREAM_WINDOW, LinkConnection, Pipe, TcpEnd
+from tests.fixtures.net import async_wait_until
 
 
-async def echo_server() -> tuple[asyncio.Server, int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
+class Echo(asyncio.Protocol):
+    """Writes back what it reads; closes after the peer's EOF (no task to outlive a test)."""
+
+    def __init__(self, open_now: set[Echo]) -> None:
+        self.open_now = open_now
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.open_now.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open_now.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.transport.close()
+        return False
+
+
+async def echo_server() -> tuple[asyncio.Server, int, set[Echo]]:
+    open_now: set[Echo] = set()
+    server = await asyncio.get_running_loop().create_server(lambda: Echo(open_now), "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], open_now
+
+
+@contextlib.asynccontextmanager
+async def exporting_link(timeout_s: float = 5.0) -> AsyncIterator[tuple[int, list[str]]]:
+    """A link port whose one exported service, ``echo``, is an echo server."""
+    upstream, upstream_port, echoes = await echo_server()
+    asked: list[str] = []
+    tasks: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+
+    def on_connect(link: LinkConnection, stream_id: int, service: str, source: str) -> None:
+        asked.append(f"{service} from {source}")
+        if service != "echo":
+            link.answer(stream_id, 404)
+            return
+        pipe = Pipe(link, stream_id)
+        link.pipes[stream_id] = pipe
+
+        async def connect() -> None:
+            await loop.create_connection(lambda: TcpEnd(pipe), "127.0.0.1", upstream_port)
+            link.answer(stream_id, 200, end_stream=False)
+            pipe.open = True
+            pipe.flush()
+
+        tasks.add(loop.create_task(connect()))
+
+    server = await loop.create_server(
+        lambda: LinkConnection(False, timeout_s, on_connect), "127.0.0.1", 0
+    )
+    async with server, upstream:
+        yield server.sockets[0].getsockname()[1], asked
+        # Every provider connection ends with its stream or its link.
+        await async_wait_until(lambda: not echoes, what="the provider connections closed")
+
+
+class Client:
+    """python-h2 on an asyncio stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2.initiate_connection()
+        self.flush()
+
+    def flush(self) -> None:
+        self.writer.write(self.h2.data_to_send())
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+    async def events(self) -> list[h2.events.Event]:
+        data = await asyncio.wait_for(self.reader.read(65536), 5)
+        if not data:
+            raise ConnectionError("closed")
+        events = self.h2.receive_data(data)
+        self.flush()
+        return events
+
+    async def connect(self, service: str, method: str = "CONNECT") -> tuple[int, int]:
+        stream = self.h2.get_next_available_stream_id()
+        headers = [(":method", method), (":authority", service)]
+        if method != "CONNECT":
+            headers += [(":scheme", "https"), (":path", "/")]
+        self.h2.send_headers(stream, [*headers, ("meshagent-source-dc", "a")])
+        self.flush()
+        while True:
+            for event in await self.events():
+                if isinstance(event, h2.events.ResponseReceived):
+                    return stream, int(dict(event.headers)[b":status"])
+
+
+async def client(port: int) -> Client:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    return Client(reader, writer)
+
+
+async def test_a_connect_stream_is_relayed_both_ways_with_flow_control() -> None:
+    async with exporting_link() as (port, asked):
+        peer = await client(port)
+        stream, status = await peer.connect("echo")
+        assert status == 200 and asked == ["echo from a"]
+        # Four windows' worth: the relay gives the window back only as the echo takes it.
+        payload = bytes(range(256)) * (4 * STREAM_WINDOW // 256)
+        sent, received, ended = 0, bytearray(), False
+        while len(received) < len(payload):
+            window = min(peer.h2.local_flow_control_window(stream), 16384)
+            if sent < len(payload) and window:
+                peer.h2.send_data(stream, payload[sent : sent + window])
+                sent += window
+                peer.flush()
+                if sent < len(payload):
+                    continue
+            for event in await peer.events():
+                if isinstance(event, h2.events.DataReceived):
+                    received += event.data
+                    peer.h2.acknowledge_received_data(event.flow_controlled_length, stream)
+            peer.flush()
+        assert bytes(received) == payload
+        peer.h2.end_stream(stream)  # half-close: the echo server closes, the stream ends
+        peer.flush()
+        while not ended:
+            ended = any(isinstance(e, h2.events.StreamEnded) for e in await peer.events())
+        await peer.close()
+
+
+async def test_a_service_not_exported_is_answered_404_and_other_methods_405() -> None:
+    async with exporting_link() as (port, asked):
+        peer = await client(port)
+        assert (await peer.connect("secret"))[1] == 404
+        assert (await peer.connect("echo", method="GET"))[1] == 405
+        assert asked == ["secret from a"]
+        await peer.close()
+
+
+async def test_a_link_that_never_speaks_http2_is_closed() -> None:
+    async with exporting_link(timeout_s=0.05) as (port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PRI * HTTP/2.0\r\n")  # and then nothing
+        with contextlib.suppress(ConnectionResetError):
+            while await asyncio.wait_for(reader.read(65536), 5):
+                pass
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
 
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+
+async def test_a_reset_stream_closes_its_provider_connection() -> None:
+    async with exporting_link() as (port, _):
+        peer = await client(port)
+        stream, status = await peer.connect("echo")
+        assert status == 200
+        peer.h2.reset_stream(stream)
+        peer.flush()
+        # The link stays usable for the next stream.
+        assert (await peer.connect("echo"))[1] == 200
+        await peer.close()
 
 
-async def link(timeout_s: float = 5.0) -> tuple[asyncio.Server, int, LinkStats, asyncio.Server]:
-    upstream, upstream_port = await echo_server()
-    cluster = Cluster("orders", RoundRobin())
-    cluster.apply(Reset(1, (Instance("e", "127.0.0.1", upstream_port, revision=1),)))
-    context = ListenerContext(
-        ListenerConfig(port=1, service="orders", protocol="tcp"),
-        ServiceConfig(name="orders"),
-        cluster,
-    )
-    stats = LinkStats()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: LinkHandshake({"orders": context}, timeout_s, stats), "127.0.0.1", 0
-    )
-    return server, server.sockets[0].getsockname()[1], stats, upstream
-
-
-async def closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
-    """What arrives before the link closes the connection (aborted: a reset is fine)."""
-    try:
-        data = await asyncio.wait_for(reader.read(), 5)
-    except ConnectionResetError:
-        data = b""
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
-    return data
-
-
-async def test_the_line_then_every_byte_is_relayed_to_the_service() -> None:
-    server, port, stats, upstream = await link()
-    async with server, upstream:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        line = encode("orders", "a")
-        writer.write(line[:5])  # the line in pieces, with the first bytes after it
-        await writer.drain()
-        writer.write(line[5:] + b"hello")
-        assert await reader.readexactly(5) == b"hello"
-        writer.write(b" again")
-        assert await reader.readexactly(6) == b" again"
-        writer.write_eof()
-        assert await closed(reader, writer) == b""
-    assert stats.accepted == 1 and stats.refused == 0
-
-
-@pytest.mark.parametrize(
-    ("data", "reason"),
-    [
-        (encode("secret", "a") + b"x", "service 'secret' is not exported"),
-        (b"GET / HTTP/1.1\r\n\r\n", "not a meshagent link"),
-    ],
-)
-async def test_anything_but_an_exported_service_is_closed_and_logged(
-    data: bytes, reason: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    server, port, stats, upstream = await link()
-    async with server, upstream:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(data)
-        assert await closed(reader, writer) == b""
-    assert stats.refused == 1
-    assert any(reason in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-
-
-async def test_a_connection_that_never_names_its_service_is_closed() -> None:
-    server, port, stats, upstream = await link(timeout_s=0.05)
-    async with server, upstream:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"MESHAGENT-LI")  # and then nothing
-        assert await closed(reader, writer) == b""
-    assert stats.refused == 1
+@pytest.mark.parametrize("service", ["echo"])
+async def test_many_streams_share_one_link(service: str) -> None:
+    async with exporting_link() as (port, asked):
+        peer = await client(port)
+        streams = [await peer.connect(service) for _ in range(20)]
+        assert [status for _, status in streams] == [200] * 20 and len(asked) == 20
+        for stream, _ in streams:
+            peer.h2.send_data(stream, f"{stream};".encode())
+        peer.flush()
+        echoed: dict[int, bytes] = {}
+        while len(echoed) < 20:
+            for event in await peer.events():
+                if isinstance(event, h2.events.DataReceived):
+                    echoed[event.stream_id] = echoed.get(event.stream_id, b"") + event.data
+        assert echoed == {stream: f"{stream};".encode() for stream, _ in streams}
+        await peer.close()
