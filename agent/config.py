@@ -263,6 +263,21 @@ class GatewayImportConfig(Strict):
     advertise_host: str = ""
 
 
+class GatewayImportFromConfig(Strict):
+    """Import what a peer data center exports, as it changes: each exported service (that
+    ``services`` matches) gets a port here (``host``, chosen by the kernel) and a
+    registration in ``registry`` labelled ``dc``, removed when the peer stops exporting it
+    or has no endpoint of it left; while no gateway of that data center can be reached,
+    the imports stay for ``grace_s``, then are withdrawn."""
+
+    dc: str = Field(min_length=1, max_length=128)
+    registry: str = Field(min_length=1)
+    services: list[str] = Field(default_factory=lambda: ["*"])
+    host: str = "127.0.0.1"
+    advertise_host: str = ""
+    grace_s: Annotated[float, Field(ge=0, le=86400)] = 60.0
+
+
 class GatewayConfig(Strict):
     """Gateway role (docs/gateway.md): this process links its data center to others."""
 
@@ -276,6 +291,7 @@ class GatewayConfig(Strict):
     none by default."""
     peers: list[GatewayPeerConfig] = Field(default_factory=list)
     imports: list[GatewayImportConfig] = Field(default_factory=list)
+    import_from: list[GatewayImportFromConfig] = Field(default_factory=list)
     handshake_timeout_s: PositiveSeconds = 5.0
     """A link connection's TLS handshake and preamble must be done within this."""
 
@@ -576,6 +592,15 @@ def _gateway_references(config: AgentConfig, services: list[str], errors: list[s
             )
         if imported.dc not in peers:
             errors.append(f"gateway.imports[{i}].dc: no peer for data center {imported.dc!r}")
+    registries = [r.name for r in config.registries]
+    for i, source in enumerate(gateway.import_from):
+        if source.dc not in peers:
+            errors.append(f"gateway.import_from[{i}].dc: no peer for data center {source.dc!r}")
+        if source.registry not in registries:
+            errors.append(
+                f"gateway.import_from[{i}].registry: unknown registry {source.registry!r}; "
+                f"configured: {', '.join(registries) or 'none'}"
+            )
     if config.workers != 1:
         errors.append("gateway: a gateway runs as one process (workers: 1)")
 

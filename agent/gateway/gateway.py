@@ -16,34 +16,78 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import cast
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, cast
 
 from agent.cluster.cluster import Cluster
 from agent.cluster.host import Host
 from agent.cluster.lb import PickContext, RoundRobin
 from agent.cluster.outlier import OutlierPolicy
-from agent.config import GatewayConfig, GatewayImportConfig, ServiceConfig
+from agent.config import GatewayConfig, GatewayImportFromConfig, ServiceConfig
 from agent.discovery.types import Instance, Reset
 from agent.errors import UpstreamError
-from agent.gateway.link import LinkConnection, Pipe, TcpEnd, link_context
+from agent.gateway.link import LinePipe, LinkConnection, Pipe, TcpEnd, link_context
 from agent.runtime.upstream import connect_upstream
 from agent.tls import RotatingCertificate
 
 log = logging.getLogger(__name__)
 
-Register = Callable[[str, str, str, int, dict[str, str]], Awaitable[object]]
+EXPORTS_PATH = "/v1/exports"
+
+
+class Publisher(Protocol):
+    """Where imports are registered (the agent's registrations)."""
+
+    async def publish_import(
+        self,
+        registry: str | None,
+        service: str,
+        instance_id: str,
+        host: str,
+        port: int,
+        metadata: dict[str, str],
+        protocol: str,
+    ) -> None: ...
+
+    async def withdraw_import(self, service: str, instance_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ImportTarget:
+    """A service of another data center, as one import port relays it."""
+
+    service: str
+    dc: str
+
+
+@dataclass
+class DynamicImport:
+    """An import learned from a peer's export stream: its port and registration."""
+
+    target: ImportTarget
+    server: asyncio.AbstractServer
+    instance_id: str
 
 
 @dataclass
 class GatewayStats:
+    """Tunnels by (direction, service, the other data center, outcome): ``in`` from a
+    peer's data center, ``out`` to one; ``opened``, ``refused`` (not exported, or no
+    endpoint), ``failed`` (no gateway of the data center answered). Metrics:
+    ``meshagent_gateway_tunnels_total``."""
+
     links_in: int = 0
-    tunnels_in: int = 0
-    refused_in: int = 0
-    tunnels_out: int = 0
-    failed_out: int = 0
+    tunnels: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+
+    def count(self, direction: str, service: str, dc: str, outcome: str) -> None:
+        key = (direction, service, dc, outcome)
+        self.tunnels[key] = self.tunnels.get(key, 0) + 1
+
+    def total(self, direction: str, outcome: str) -> int:
+        return sum(n for k, n in self.tunnels.items() if k[0] == direction and k[3] == outcome)
 
 
 class Gateway:
@@ -91,11 +135,22 @@ class Gateway:
         self.import_connections: set[asyncio.Transport] = set()
         self.link_port = config.port
         self._tasks: set[asyncio.Task[None]] = set()
+        self.publisher: Publisher | None = None
+        # The export stream: its subscribers (streams of peers' links) and its last line.
+        self.export_streams: list[Pipe] = []
+        self.export_line = b""
+        self.export_revision = 0
+        for cluster in self.exports.values():
+            cluster.listeners.append(self._exports_changed)
+        # Imports learned from peers' export streams, by data center then service.
+        self.dynamic: dict[str, dict[str, DynamicImport]] = {}
+        self._grace: dict[str, asyncio.TimerHandle] = {}
+        self._import_lock = asyncio.Lock()  # one change of the imports at a time
 
     # -- the link port: peers in -----------------------------------------------------------
 
     def _link_in(self) -> LinkConnection:
-        link = LinkConnection(False, self.config.handshake_timeout_s, self._tunnel_in)
+        link = LinkConnection(False, self.config.handshake_timeout_s, self._tunnel_in, self._get_in)
         self.stats.links_in += 1
         self.inbound_links.add(link)
         link.lost.add_done_callback(lambda _: self.inbound_links.discard(link))
@@ -104,7 +159,7 @@ class Gateway:
     def _tunnel_in(self, link: LinkConnection, stream_id: int, service: str, source: str) -> None:
         cluster = self.exports.get(service)
         if cluster is None:
-            self.stats.refused_in += 1
+            self.stats.count("in", service[:128], source[:128], "refused")
             log.warning(
                 "gateway link stream refused: service %r is not exported",
                 service,
@@ -114,10 +169,10 @@ class Gateway:
             return
         pipe = Pipe(link, stream_id)
         link.pipes[stream_id] = pipe
-        self._spawn(self._connect_provider(link, pipe, service, cluster))
+        self._spawn(self._connect_provider(link, pipe, service, source[:128], cluster))
 
     async def _connect_provider(
-        self, link: LinkConnection, pipe: Pipe, service: str, cluster: Cluster
+        self, link: LinkConnection, pipe: Pipe, service: str, source: str, cluster: Cluster
     ) -> None:
         config = self.services[service]
         try:
@@ -128,30 +183,189 @@ class Gateway:
                 config.connect_attempts,
             )
         except UpstreamError as exc:
-            self.stats.refused_in += 1
+            self.stats.count("in", service, source, "refused")
             link.pipes.pop(pipe.stream_id, None)
             log.warning("gateway link stream refused: %s", exc, extra={"service": service})
             link.answer(pipe.stream_id, 503)
             return
-        if pipe.done:  # the peer reset the stream meanwhile
+        if pipe.done or pipe.response.done():  # the peer reset the stream meanwhile
             if pipe.tcp is not None:
                 pipe.tcp.close()
             return
-        self.stats.tunnels_in += 1
+        self.stats.count("in", service, source, "opened")
         link.answer(pipe.stream_id, 200, end_stream=False)
         pipe.open = True
         pipe.flush()
 
     # -- import ports: this data center's calls out -------------------------------------------
 
-    def _import_end(self, imported: GatewayImportConfig) -> asyncio.Protocol:
-        return _ImportEnd(self, imported)
+    # -- the export stream: what this data center offers, as it changes ----------------------
 
-    async def _tunnel_out(self, pipe: Pipe, imported: GatewayImportConfig) -> None:
+    def exported_now(self) -> list[dict[str, str]]:
+        """The exported services that have an endpoint available now (a service with none
+        is withdrawn from the peers: their agents keep their calls elsewhere)."""
+        return [
+            {"name": name, "protocol": self.services[name].protocol}
+            for name, cluster in sorted(self.exports.items())
+            if cluster.available_count() > 0
+        ]
+
+    def _export_document(self) -> bytes:
+        services = self.exported_now()
+        line = json.dumps({"dc": self.config.dc, "services": services}, sort_keys=True)
+        return line.encode() + b"\n"
+
+    def _exports_changed(self, _cluster: Cluster) -> None:
+        line = self._export_document()
+        if line == self.export_line:
+            return
+        self.export_line = line
+        self.export_revision += 1
+        live = [pipe for pipe in self.export_streams if not pipe.done]
+        self.export_streams = live
+        for pipe in live:
+            pipe.tcp_data(line)
+
+    def _get_in(self, link: LinkConnection, stream_id: int, path: str) -> None:
+        if path != EXPORTS_PATH:
+            link.answer(stream_id, 404)
+            return
+        link.answer(stream_id, 200, end_stream=False)
+        pipe = Pipe(link, stream_id)
+        pipe.open = True
+        pipe.stream_eof = True  # the GET carried no body
+        link.pipes[stream_id] = pipe
+        self.export_streams.append(pipe)
+        if not self.export_line:
+            self.export_line = self._export_document()
+        pipe.tcp_data(self.export_line)
+        log.info("export stream opened", extra=link.peer())
+
+    # -- importing what peers export ----------------------------------------------------------
+
+    async def _watch_exports(self, source: GatewayImportFromConfig) -> None:
+        """Follow one data center's export stream for good: through any of its gateways,
+        again after a pause when it ends; its imports stay ``grace_s`` while none answers."""
+        cluster = self.peers[source.dc]
+        delay = 0.2
+        while True:
+            host = cluster.choose()
+            if host is not None:
+                try:
+                    link = await self._link_to(host, source.dc)
+                except (OSError, TimeoutError, ConnectionError) as exc:
+                    log.warning(
+                        "export stream: peer gateway unreachable",
+                        extra={"dc": source.dc, "gateway": host.id, "error": str(exc)},
+                    )
+                    cluster.report_failure(host, connect=True)
+                else:
+                    pipe = LinePipe(lambda line: self._on_export_line(source, line))
+                    link.open_get(pipe, EXPORTS_PATH, self.config.dc)
+                    try:
+                        status = await asyncio.wait_for(
+                            asyncio.shield(pipe.response), self.config.handshake_timeout_s
+                        )
+                    except TimeoutError:
+                        status = 0
+                    if status == 200:
+                        delay = 0.2
+                        self._cancel_grace(source.dc)
+                        await pipe.ended
+                        log.warning(
+                            "export stream ended", extra={"dc": source.dc, "gateway": host.id}
+                        )
+            self._start_grace(source)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _on_export_line(self, source: GatewayImportFromConfig, line: bytes) -> None:
+        try:
+            document = json.loads(line)
+            offered = {str(entry["name"]): str(entry["protocol"]) for entry in document["services"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "export stream: a bad line ignored", extra={"dc": source.dc, "error": str(exc)}
+            )
+            return
+        wanted = {
+            name: protocol
+            for name, protocol in offered.items()
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in source.services)
+        }
+        self._spawn(self._apply_imports(source, wanted))
+
+    async def _apply_imports(self, source: GatewayImportFromConfig, wanted: dict[str, str]) -> None:
+        async with self._import_lock:
+            await self._apply_imports_now(source, wanted)
+
+    async def _apply_imports_now(
+        self, source: GatewayImportFromConfig, wanted: dict[str, str]
+    ) -> None:
+        current = self.dynamic.setdefault(source.dc, {})
+        for name in sorted(current.keys() - wanted.keys()):
+            await self._withdraw(current.pop(name))
+        for name, protocol in sorted(wanted.items()):
+            if name in current:
+                continue
+            target = ImportTarget(name, source.dc)
+            server = await asyncio.get_running_loop().create_server(
+                lambda target=target: _ImportEnd(self, target),  # type: ignore[misc]
+                source.host,
+                0,
+                backlog=1024,
+            )
+            port = server.sockets[0].getsockname()[1]
+            host = source.advertise_host or source.host
+            entry = DynamicImport(target, server, f"{host}:{port}")
+            current[name] = entry
+            if self.publisher is not None:
+                await self.publisher.publish_import(
+                    source.registry,
+                    name,
+                    entry.instance_id,
+                    host,
+                    port,
+                    {"dc": source.dc, "gateway": self.config.dc},
+                    protocol,
+                )
+            log.info("service imported", extra={"service": name, "dc": source.dc, "port": port})
+
+    async def _withdraw(self, entry: DynamicImport) -> None:
+        entry.server.close()
+        if self.publisher is not None:
+            await self.publisher.withdraw_import(entry.target.service, entry.instance_id)
+        log.info(
+            "service import withdrawn",
+            extra={"service": entry.target.service, "dc": entry.target.dc},
+        )
+
+    def _start_grace(self, source: GatewayImportFromConfig) -> None:
+        if source.dc in self._grace or not self.dynamic.get(source.dc):
+            return
+
+        def expired() -> None:
+            self._grace.pop(source.dc, None)
+            log.warning(
+                "no gateway of the data center answered for %gs: its imports withdrawn",
+                source.grace_s,
+                extra={"dc": source.dc},
+            )
+            self._spawn(self._apply_imports(source, {}))
+
+        self._grace[source.dc] = asyncio.get_running_loop().call_later(source.grace_s, expired)
+
+    def _cancel_grace(self, dc: str) -> None:
+        timer = self._grace.pop(dc, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def _tunnel_out(self, pipe: Pipe, imported: ImportTarget) -> None:
         cluster = self.peers[imported.dc]
         tried: set[str] = set()
         attempts = min(10, max(2, len(cluster.hosts())))
         errors: list[str] = []
+        refused = False
         for _ in range(attempts):
             host = cluster.choose(PickContext(exclude=frozenset(tried)))
             if host is None:
@@ -179,13 +393,20 @@ class Gateway:
             except TimeoutError:
                 status = 0
             if status == 200:
-                self.stats.tunnels_out += 1
+                self.stats.count("out", imported.service, imported.dc, "opened")
                 pipe.open = True
                 pipe.flush()
                 return
-            errors.append(f"{host.id}: answered {status or 'nothing'}")
-            break  # the data center's answer (not exported, no endpoint): no other will differ
-        self.stats.failed_out += 1
+            if status:
+                errors.append(f"{host.id}: answered {status}")
+                refused = True
+                break  # the data center's answer (not exported, no endpoint): no other differs
+            # No answer: the link died or hangs; the connection is still the app's to retry.
+            errors.append(f"{host.id}: no answer")
+            cluster.report_failure(host, connect=True)
+            if pipe.stream_id:
+                pipe.detach()
+        self.stats.count("out", imported.service, imported.dc, "refused" if refused else "failed")
         log.warning(
             "gateway import connection closed: %s",
             "; ".join(errors) or "no gateway of the data center",
@@ -247,8 +468,9 @@ class Gateway:
         self.servers.append(link_server)
         self.link_port = link_server.sockets[0].getsockname()[1]
         for imported in config.imports:
+            target = ImportTarget(imported.service, imported.dc)
             server = await loop.create_server(
-                lambda imported=imported: self._import_end(imported),  # type: ignore[misc]
+                lambda target=target: _ImportEnd(self, target),  # type: ignore[misc]
                 imported.host,
                 imported.port,
                 reuse_address=True,
@@ -265,17 +487,23 @@ class Gateway:
             },
         )
 
-    async def register_imports(self, register: Register) -> None:
-        """Publish each import in its service's registry, labelled with its data center."""
+    async def register_imports(self, publisher: Publisher) -> None:
+        """Publish each configured import in its service's registry, labelled with its data
+        center; start following the peers' export streams for the others."""
+        self.publisher = publisher
         for imported in self.config.imports:
             host = imported.advertise_host or imported.host
-            await register(
+            await publisher.publish_import(
+                None,
                 imported.service,
                 f"{host}:{imported.port}",
                 host,
                 imported.port,
                 {"dc": imported.dc, "gateway": self.config.dc},
+                self.services[imported.service].protocol,
             )
+        for source in self.config.import_from:
+            self._spawn(self._watch_exports(source))
 
     def stop_accepting(self) -> None:
         for server in self.servers:
@@ -301,6 +529,11 @@ class Gateway:
             )
         for task in list(self._tasks):
             task.cancel()
+        for timer in self._grace.values():
+            timer.cancel()
+        for imports in self.dynamic.values():
+            for entry in imports.values():
+                entry.server.close()
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -311,7 +544,7 @@ class Gateway:
 class _ImportEnd(TcpEnd):
     """An app's connection to an import port: tunnelled once a link stream is open."""
 
-    def __init__(self, gateway: Gateway, imported: GatewayImportConfig) -> None:
+    def __init__(self, gateway: Gateway, imported: ImportTarget) -> None:
         super().__init__(Pipe())
         self.gateway = gateway
         self.imported = imported

@@ -184,12 +184,27 @@ class Pipe:
         self._maybe_done()
 
     def stream_reset(self) -> None:
+        if not self.open and not self.response.done():
+            # Not tunnelled yet (the importing side): the connection may try another link.
+            self.response.set_result(0)
+            return
         self.done = True
         self.pending.clear()
         if self.tcp is not None:
             self.tcp.abort()
         if not self.response.done():
             self.response.set_result(0)
+
+    def detach(self) -> None:
+        """Leave a link whose stream never answered, to be tunnelled on another."""
+        link = self.link
+        if link is not None and self.stream_id:
+            link.pipes.pop(self.stream_id, None)
+            link.connection.reset(self.stream_id, CANCEL)
+            link.flush()
+        self.link = None
+        self.stream_id = 0
+        self.response = asyncio.get_running_loop().create_future()
 
     def _reset(self) -> None:
         link = self.link
@@ -246,6 +261,44 @@ class TcpEnd(asyncio.Protocol):
 
 # The exporting side's callback for each CONNECT: (link, stream id, service, source dc).
 OnConnect = Callable[["LinkConnection", int, str, str], None]
+# ... and for each GET: (link, stream id, path).
+OnGet = Callable[["LinkConnection", int, str], None]
+# The longest line a line stream (the export stream) may carry.
+MAX_LINE = 1 << 20
+
+
+class LinePipe(Pipe):
+    """A stream read as newline-delimited lines (the export stream's importing side)."""
+
+    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self.on_line = on_line
+        self.buffer = bytearray()
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def stream_data(self, data: bytes, flow: int, end_stream: bool) -> None:
+        assert self.link is not None
+        self.link.connection.ack(self.stream_id, flow)
+        self.buffer += data
+        while (end := self.buffer.find(b"\n")) >= 0:
+            line = bytes(self.buffer[:end])
+            del self.buffer[: end + 1]
+            self.on_line(line)
+        if len(self.buffer) > MAX_LINE:
+            self._reset()
+            self._end()
+        elif end_stream:
+            self._end()
+
+    def stream_reset(self) -> None:
+        super().stream_reset()
+        self._end()
+
+    def _end(self) -> None:
+        if self.link is not None:
+            self.link.pipes.pop(self.stream_id, None)
+        if not self.ended.done():
+            self.ended.set_result(None)
 
 
 class _Events(Handler):
@@ -286,10 +339,17 @@ class _Events(Handler):
 class LinkConnection(asyncio.Protocol):
     """One link, either side: HTTP/2 on a mutual-TLS transport, carrying pipes."""
 
-    def __init__(self, client: bool, timeout_s: float, on_connect: OnConnect | None = None) -> None:
+    def __init__(
+        self,
+        client: bool,
+        timeout_s: float,
+        on_connect: OnConnect | None = None,
+        on_get: OnGet | None = None,
+    ) -> None:
         self.client = client
         self.timeout_s = timeout_s
         self.on_connect = on_connect
+        self.on_get = on_get
         self.connection = Connection(_Events(self), client, link_settings())
         self.pipes: dict[int, Pipe] = {}
         self.transport: asyncio.Transport | None = None
@@ -376,7 +436,11 @@ class LinkConnection(asyncio.Protocol):
                 pipe.response.set_result(int(status) if status.isdigit() else 0)
             return
         service = fields.get(b":authority", b"").decode("ascii", "replace")
-        if fields.get(b":method") != b"CONNECT" or self.on_connect is None:
+        method = fields.get(b":method")
+        if method == b"GET" and self.on_get is not None:
+            self.on_get(self, stream_id, fields.get(b":path", b"").decode("ascii", "replace"))
+            return
+        if method != b"CONNECT" or self.on_connect is None:
             self.answer(stream_id, 405)
             return
         source = fields.get(SOURCE_DC, b"").decode("ascii", "replace")
@@ -390,6 +454,27 @@ class LinkConnection(asyncio.Protocol):
         except StreamGone:
             return
         self.flush()
+
+    def open_get(self, pipe: Pipe, path: str, source_dc: str) -> int:
+        """A GET on the link (the export stream), read through ``pipe``."""
+        stream_id = self.connection.open_stream()
+        self.connection.send_headers(
+            stream_id,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"https"),
+                (b":authority", b"meshagent-gateway"),
+                (b":path", path.encode()),
+                (SOURCE_DC, source_dc.encode()),
+            ],
+            end_stream=True,
+        )
+        pipe.link = self
+        pipe.stream_id = stream_id
+        pipe.end_sent = True
+        self.pipes[stream_id] = pipe
+        self.flush()
+        return stream_id
 
     def open_tunnel(self, pipe: Pipe, service: str, source_dc: str) -> int:
         stream_id = self.connection.open_stream()

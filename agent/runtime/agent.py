@@ -307,7 +307,7 @@ class Agent:
         if health:
             self._spawn(health.run())
         if self.gateway is not None:
-            await self.gateway.register_imports(self._register_import)
+            await self.gateway.register_imports(self)
         self._spawn(self._expire_registrations())
         if self.role is Role.SINGLE:
             # The supervisor samples its lag on its watchdog's tick: one timer, not two
@@ -427,10 +427,27 @@ class Agent:
             found.append(("gateway", self.gateway.start, f"{gateway.host}:{gateway.port}"))
         return found
 
-    async def _register_import(
-        self, service: str, instance_id: str, host: str, port: int, metadata: dict[str, str]
-    ) -> object:
-        return await self.register(service, instance_id, host, port, 100, metadata, None)
+    async def publish_import(
+        self,
+        registry: str | None,
+        service: str,
+        instance_id: str,
+        host: str,
+        port: int,
+        metadata: dict[str, str],
+        protocol: str,
+    ) -> None:
+        """A gateway's import, registered like the app's own instances (agent/gateway)."""
+        if registry is None:
+            await self.register(service, instance_id, host, port, 100, metadata, None)
+            return
+        registration = Registration(
+            service, instance_id, host, port, 100, frozen_mapping(metadata), protocol
+        )
+        await self.registrations.put(registration, self.registries[registry], None)
+
+    async def withdraw_import(self, service: str, instance_id: str) -> None:
+        await self.registrations.delete(service, instance_id)
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)

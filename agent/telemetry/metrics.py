@@ -203,8 +203,37 @@ class AgentCollector:
         for name, status in agent.registry_statuses().items():
             connected.add_metric([name], 1 if status.connected else 0)
         yield connected
+        yield from _gateway_metrics(agent)
         yield from _call_metrics(agent)
         yield from governance_metrics(agent)
+
+
+def _gateway_metrics(agent: Agent) -> Iterator[Metric]:
+    """A gateway's tunnels (docs/gateway.md), by the data center on the other side."""
+    gateway = agent.gateway
+    if gateway is None:
+        return
+    tunnels = CounterMetricFamily(
+        "meshagent_gateway_tunnels",
+        "Connections through the gateway link: in (from dc) or out (to dc); opened, "
+        "refused (not exported, no endpoint) or failed (no gateway of dc answered)",
+        labels=["direction", "service", "dc", "outcome"],
+    )
+    for (direction, service, dc, outcome), count in sorted(gateway.stats.tunnels.items()):
+        tunnels.add_metric([direction, service, dc, outcome], count)
+    links = GaugeMetricFamily(
+        "meshagent_gateway_links",
+        "Links to (out) and from (in) peer gateways",
+        labels=["direction"],
+    )
+    links.add_metric(["out"], sum(1 for link in gateway.links.values() if not link.closed))
+    links.add_metric(["in"], len(gateway.inbound_links))
+    imported = GaugeMetricFamily(
+        "meshagent_gateway_imports", "Services imported from a data center", labels=["dc"]
+    )
+    for dc, imports in sorted(gateway.dynamic.items()):
+        imported.add_metric([dc], len(imports))
+    yield from (tunnels, links, imported)
 
 
 def _call_metrics(agent: Agent) -> Iterator[Metric]:

@@ -130,8 +130,10 @@ def _rolling_restart(
         for generation in range(1, 4):
             stopping = doomed
             stopping.process.send_signal(signal.SIGTERM)
+            # A bound, not a measure: Dubbo's shutdown hook unregisters (both levels, for
+            # instance-application) before its READONLY, and a loaded machine's JVM is slow.
             agent.process.wait_for_line(
-                rf"endpoint draining: no new requests .*endpoint=127\.0\.0\.1:{port}", 15
+                rf"endpoint draining: no new requests .*endpoint=127\.0\.0\.1:{port}", 60
             )
             wait_until(partial(_exited, stopping), 30, what="its exit")
             doomed = dubbo_provider_factory(

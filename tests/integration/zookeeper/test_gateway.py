@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import httpx
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
-from tests.fixtures.processes import LOOPBACK, free_port
+from tests.fixtures.processes import LOOPBACK, free_port, wait_until
 from tests.fixtures.tls import issue, make_ca
 from tests.fixtures.zookeeper import ZooKeeperServer
 from tests.integration.http.conftest import start_uvicorn
@@ -35,10 +37,17 @@ SERVER_NAME = "meshagent-gateway"
 class Mesh:
     app: AgentProcess
     gateway_a: AgentProcess
-    gateway_b: AgentProcess
-    link_b: int
+    gateways_b: list[AgentProcess]
+    links_b: list[int]
     certs: Path
-    zk_config: dict[str, Any]
+
+    @property
+    def gateway_b(self) -> AgentProcess:
+        return self.gateways_b[0]
+
+    @property
+    def link_b(self) -> int:
+        return self.links_b[0]
 
 
 def zk_registry(zookeeper: ZooKeeperServer, root: str) -> dict[str, Any]:
@@ -62,14 +71,14 @@ def tls(directory: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def mesh(
-    tmp_path_factory: pytest.TempPathFactory, zookeeper_server: ZooKeeperServer
+@contextmanager
+def two_data_centers(
+    workdir: Path, zookeeper: ZooKeeperServer, gateways_in_b: int
 ) -> Iterator[Mesh]:
-    zookeeper = zookeeper_server
+    """A on ZooKeeper (the app's agent, gateway A), B on its embedded registry (its
+    gateways, the providers ``orders`` and ``secret``, only ``orders`` exported)."""
     if not zookeeper.process.running:
         zookeeper.start()
-    workdir = tmp_path_factory.mktemp("gateway")
     certs = workdir / "certs"
     ca = make_ca("gateways")
     certs.mkdir()
@@ -79,52 +88,53 @@ def mesh(
     provider, provider_port = start_uvicorn(workdir, "b-orders")
     secret, secret_port = start_uvicorn(workdir, "b-secret")
     root = f"/gw-{uuid.uuid4().hex[:8]}"
-    link_b, imported = free_port(), free_port()
+    links_b = [free_port() for _ in range(gateways_in_b)]
     started: list[AgentProcess] = []
     try:
-        gateway_b = start_agent(
-            workdir / "gateway-b",
-            {
-                "registries": [
-                    {
-                        "name": "local",
-                        "type": "local",
-                        "config": {
-                            "services": {
-                                "orders": [{"host": LOOPBACK, "port": provider_port}],
-                                "secret": [{"host": LOOPBACK, "port": secret_port}],
-                            }
-                        },
-                    }
-                ],
-                "services": [
-                    {"name": "orders", "protocol": "http", "health": {"enabled": False}},
-                    {"name": "secret", "protocol": "http", "health": {"enabled": False}},
-                ],
-                "gateway": {"dc": "b", "port": link_b, "tls": tls(certs / "b"), "export": ["ord*"]},
-            },
-            name="gateway-b",
-        )
-        started.append(gateway_b)
+        gateways_b = []
+        for i, link in enumerate(links_b):
+            gateway_b = start_agent(
+                workdir / f"gateway-b{i}",
+                {
+                    "registries": [
+                        {
+                            "name": "local",
+                            "type": "local",
+                            "config": {
+                                "services": {
+                                    "orders": [{"host": LOOPBACK, "port": provider_port}],
+                                    "secret": [{"host": LOOPBACK, "port": secret_port}],
+                                }
+                            },
+                        }
+                    ],
+                    "services": [
+                        {"name": "orders", "protocol": "http", "health": {"enabled": False}},
+                        {"name": "secret", "protocol": "http", "health": {"enabled": False}},
+                    ],
+                    "gateway": {
+                        "dc": "b",
+                        "port": link,
+                        "tls": tls(certs / "b"),
+                        "export": ["ord*"],
+                    },
+                },
+                name=f"gateway-b{i}",
+            )
+            started.append(gateway_b)
+            gateways_b.append(gateway_b)
         zk = zk_registry(zookeeper, root)
         gateway_a = start_agent(
             workdir / "gateway-a",
             {
                 "registries": [zk],
-                "services": [
-                    {
-                        "name": "orders",
-                        "registry": "zk",
-                        "protocol": "http",
-                        "health": {"enabled": False},
-                    }
-                ],
                 "gateway": {
                     "dc": "a",
                     "port": 0,
                     "tls": tls(certs / "a"),
-                    "peers": [{"dc": "b", "addresses": [f"{LOOPBACK}:{link_b}"]}],
-                    "imports": [{"service": "orders", "dc": "b", "port": imported}],
+                    "peers": [{"dc": "b", "addresses": [f"{LOOPBACK}:{p}" for p in links_b]}],
+                    # What B exports, learned from its export stream, in ZooKeeper.
+                    "import_from": [{"dc": "b", "registry": "zk"}],
                 },
             },
             name="gateway-a",
@@ -153,12 +163,20 @@ def mesh(
         )
         started.append(app)
         app.wait_endpoints("orders", 1)
-        yield Mesh(app, gateway_a, gateway_b, link_b, certs, zk)
+        yield Mesh(app, gateway_a, gateways_b, links_b, certs)
     finally:
         for process in reversed(started):
             process.stop()
         provider.stop()
         secret.stop()
+
+
+@pytest.fixture(scope="module")
+def mesh(
+    tmp_path_factory: pytest.TempPathFactory, zookeeper_server: ZooKeeperServer
+) -> Iterator[Mesh]:
+    with two_data_centers(tmp_path_factory.mktemp("gateway"), zookeeper_server, 1) as built:
+        yield built
 
 
 def test_a_provider_only_in_b_is_called_from_a_by_its_name(mesh: Mesh) -> None:
@@ -294,3 +312,64 @@ def test_a_provider_of_the_service_in_a_keeps_the_calls_in_a(mesh: Mesh, tmp_pat
         with mesh.app.client() as api:
             api.delete("/v1/registrations/orders/a-orders")
         local.stop()
+
+
+def tunnels_in(gateway: AgentProcess) -> float:
+    """Connections from A that this gateway of B tunnelled to a provider (its metrics)."""
+    with gateway.client() as api:
+        text = api.get("/metrics").text
+    wanted = ('direction="in"', 'service="orders"', 'dc="a"', 'outcome="opened"')
+    found = [
+        float(row.split()[-1])
+        for row in text.splitlines()
+        if row.startswith("meshagent_gateway_tunnels_total{") and all(w in row for w in wanted)
+    ]
+    return sum(found)
+
+
+def test_a_gateway_of_b_killed_under_load_fails_no_call(
+    tmp_path: Path, zookeeper_server: ZooKeeperServer
+) -> None:
+    """Two gateways in B; calls from A run while the one carrying them is killed with
+    SIGKILL: the calls go on through the other (GETs: the agent retries a call whose
+    connection was cut before an answer). Then the other is killed too: calls fail at
+    once, with an answer, not a hang."""
+    with two_data_centers(tmp_path, zookeeper_server, 2) as mesh:
+        listener = f"http://{LOOPBACK}:{mesh.app.listener_port(0)}"
+        outcomes: list[int] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(base_url=listener, timeout=10) as app:
+                while not stop.is_set():
+                    try:
+                        outcomes.append(app.get("/hello").status_code)
+                    except httpx.HTTPError:
+                        outcomes.append(0)
+
+        runner = threading.Thread(target=load)
+        runner.start()
+        try:
+            wait_until(lambda: len(outcomes) >= 50 or None, 30, what="calls before the kill")
+            carrying = [tunnels_in(gateway) for gateway in mesh.gateways_b]
+            doomed = carrying.index(max(carrying))
+            assert carrying[doomed] > 0, carrying
+            survivor = mesh.gateways_b[1 - doomed]
+            before_kill = tunnels_in(survivor)
+            at_kill = len(outcomes)  # the call in flight now is this one, or the next
+            mesh.gateways_b[doomed].process.kill()
+            before = len(outcomes)
+            wait_until(lambda: len(outcomes) >= before + 100 or None, 60, what="calls after")
+        finally:
+            stop.set()
+            runner.join(30)
+        # Only the call in flight at the kill may fail, and only if its answer was cut
+        # halfway (after the answer began, no proxy may retry: Envoy neither); every
+        # other call, before, through and after, is answered.
+        failed = [i for i, status in enumerate(outcomes) if status != 200]
+        assert failed in ([], [at_kill], [at_kill + 1]), (len(outcomes), at_kill, failed[:10])
+        assert tunnels_in(survivor) > before_kill  # the calls went through the other
+        survivor.process.kill()
+        with httpx.Client(base_url=listener, timeout=20) as app:
+            answer = app.get("/hello")
+        assert answer.status_code in (502, 503), answer.text

@@ -9,10 +9,11 @@ import pytest
 
 from agent.cluster.cluster import Cluster
 from agent.cluster.lb import RoundRobin
-from agent.config import GatewayConfig, ServiceConfig, parse_config
+from agent.config import GatewayConfig, GatewayImportFromConfig, ServiceConfig, parse_config
 from agent.discovery.types import Instance, Reset
 from agent.errors import ConfigError
 from agent.gateway.gateway import Gateway
+from tests.fixtures.net import async_wait_until
 from tests.fixtures.processes import free_port
 from tests.fixtures.tls import issue, make_ca
 
@@ -55,15 +56,11 @@ async def test_imports_are_registered_labelled_with_their_data_center(tmp_path: 
     )
     services = {"stock": ServiceConfig(name="stock")}
     gateway = Gateway(config, services, {"stock": Cluster("stock", RoundRobin())})
-    registered: list[tuple[object, ...]] = []
-
-    async def register(*args: object) -> None:
-        registered.append(args)
-
-    await gateway.register_imports(register)
-    assert registered == [
-        ("stock", "10.1.0.9:16001", "10.1.0.9", 16001, {"dc": "b", "gateway": "a"})
-    ]
+    recorded = Recorded()
+    await gateway.register_imports(recorded)
+    assert recorded.published == {
+        "stock": (None, "10.1.0.9:16001", "10.1.0.9", 16001, {"dc": "b", "gateway": "a"}, "tcp")
+    }
 
 
 def test_the_config_is_checked_whole(tmp_path: Path) -> None:
@@ -72,6 +69,7 @@ def test_the_config_is_checked_whole(tmp_path: Path) -> None:
         export=["nothing*"],
         peers=[{"dc": "a", "addresses": ["no-port"]}],
         imports=[{"service": "ghost", "dc": "c", "port": 16001}],
+        import_from=[{"dc": "d", "registry": "nowhere"}],
     )
     with pytest.raises(ConfigError) as info:
         parse_config({"services": [{"name": "orders"}], "gateway": bad, "workers": 2})
@@ -87,6 +85,8 @@ def test_the_config_is_checked_whole(tmp_path: Path) -> None:
         "gateway.imports[0].service: unknown service 'ghost'",
         "gateway.imports[0].dc: no peer for data center 'c'",
         "gateway: a gateway runs as one process (workers: 1)",
+        "gateway.import_from[0].dc: no peer for data center 'd'",
+        "gateway.import_from[0].registry: unknown registry 'nowhere'",
     ):
         assert expected in errors, errors
 
@@ -162,7 +162,8 @@ async def test_an_import_reaches_the_exported_service_past_a_dead_peer(tmp_path:
         dead_host = peers.get(f"127.0.0.1:{dead}")
         assert dead_host is not None and dead_host.stats.connect_failures == 1
         assert len(a.links) == 1  # one link, shared by every connection
-        assert a.stats.tunnels_out == 4 and b.stats.tunnels_in == 4
+        assert a.stats.tunnels == {("out", "echo", "b", "opened"): 4}
+        assert b.stats.tunnels == {("in", "echo", "a", "opened"): 4}
     finally:
         await a.close()
         await b.close()
@@ -179,6 +180,71 @@ async def test_no_peer_reachable_closes_the_connection_at_once(tmp_path: Path) -
         with contextlib.suppress(ConnectionResetError):
             assert await asyncio.wait_for(reader.read(), 10) == b""
         writer.close()
-        assert a.stats.failed_out == 1
+        assert a.stats.tunnels == {("out", "echo", "b", "failed"): 1}
     finally:
         await a.close()
+
+
+class Recorded:
+    """The agent's side of import registrations, as calls recorded."""
+
+    def __init__(self) -> None:
+        self.published: dict[str, tuple[object, ...]] = {}
+        self.withdrawn: list[str] = []
+        self.changed = asyncio.Event()
+
+    async def publish_import(self, registry: str | None, service: str, *rest: object) -> None:
+        self.published[service] = (registry, *rest)
+        self.changed.set()
+
+    async def withdraw_import(self, service: str, instance_id: str) -> None:
+        self.withdrawn.append(service)
+        self.published.pop(service, None)
+        self.changed.set()
+
+
+async def test_imports_follow_the_peers_export_stream(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    echo_server = await loop.create_server(Echo, "127.0.0.1", 0)
+    echo_port = echo_server.sockets[0].getsockname()[1]
+    link_b = free_port()
+    a, b = two_gateways(tmp_path, echo_port, [f"127.0.0.1:{link_b}"], free_port())
+    b.config = b.config.model_copy(update={"port": link_b})
+    source = {"dc": "b", "registry": "zk", "grace_s": 0.2}
+    a.config = a.config.model_copy(
+        update={"imports": [], "import_from": [GatewayImportFromConfig.model_validate(source)]}
+    )
+    recorded = Recorded()
+    await b.start()
+    await a.start()
+    try:
+        await a.register_imports(recorded)
+        await async_wait_until(lambda: "echo" in recorded.published, what="echo imported")
+        registry, _, host, port, metadata, protocol = recorded.published["echo"]
+        assert registry == "zk" and metadata == {"dc": "b", "gateway": "a"} and protocol == "tcp"
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"through the import")
+        assert await asyncio.wait_for(reader.readexactly(18), 10) == b"through the import"
+        writer.close()
+        # B's only endpoint gone: B stops offering echo, A withdraws it at once.
+        b.exports["echo"].apply(Reset(2, ()))
+        await async_wait_until(lambda: recorded.withdrawn == ["echo"], what="echo withdrawn")
+        b.exports["echo"].apply(Reset(3, (Instance("e", "127.0.0.1", echo_port, revision=3),)))
+        await async_wait_until(lambda: "echo" in recorded.published, what="echo again")
+        # B's gateway gone: the import stays for the grace period, then goes.
+        await b.close()
+        await async_wait_until(lambda: recorded.withdrawn == ["echo", "echo"], what="grace over")
+    finally:
+        await a.close()
+        await b.close()
+        echo_server.close()
+
+
+async def test_the_export_stream_offers_only_exported_services_with_an_endpoint(
+    tmp_path: Path,
+) -> None:
+    a, b = two_gateways(tmp_path, 9, ["127.0.0.1:1"], free_port())
+    assert b.exported_now() == [{"name": "echo", "protocol": "tcp"}]
+    assert a.exported_now() == []  # exporting nothing exposes nothing
+    b.exports["echo"].apply(Reset(2, ()))
+    assert b.exported_now() == []
