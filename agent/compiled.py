@@ -91,6 +91,8 @@ COMPILED: tuple[str, ...] = (
     "agent/governance/table.py",
     "agent/cluster/lb.py",
     "agent/cluster/locality.py",
+    # the gateway link (its byte relay)
+    "agent/gateway/link.py",
     "agent/cluster/cluster.py",
     "agent/cluster/host.py",
     "agent/cluster/outlier.py",

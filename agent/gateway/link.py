@@ -26,6 +26,8 @@ import ssl
 from collections.abc import Callable
 from typing import cast
 
+from mypy_extensions import mypyc_attr
+
 from agent.h2.connection import (
     CANCEL,
     HEAD,
@@ -109,6 +111,14 @@ class Pipe:
             _half_close(transport)
 
     def tcp_data(self, data: bytes) -> None:
+        link = self.link
+        if self.open and link is not None and not self.pending and not self.done:
+            # The usual case: nothing waiting and room in the window, sent as it came.
+            connection = link.connection
+            if connection.window(self.stream_id) >= len(data):
+                connection.send_data(self.stream_id, data)
+                link.flush()
+                return
         self.pending += data
         self.flush()
 
@@ -233,8 +243,9 @@ def _half_close(transport: asyncio.Transport) -> None:
         transport.close()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TcpEnd(asyncio.Protocol):
-    """The TCP side of a pipe."""
+    """The TCP side of a pipe (subclassed by the gateway's import ports, interpreted)."""
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
