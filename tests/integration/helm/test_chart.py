@@ -105,6 +105,16 @@ CASES: dict[str, dict[str, Any]] = {
         "mode": "daemonset",
         "agent": {"registries": [ZK], "services": SERVICES[:1], "listeners": LISTENERS},
     },
+    "gateway": {
+        "agent": {"registries": [ZK], "services": SERVICES[:1]},
+        "gateway": {
+            "enabled": True,
+            "dc": "dc-a",
+            "export": ["orders"],
+            "peers": [{"dc": "dc-b", "addresses": ["gw.dc-b.example:15443", "10.2.0.6:15443"]}],
+            "importFrom": [{"dc": "dc-b", "registry": "zk", "graceSeconds": 30}],
+        },
+    },
     "daemonset-host-port": {
         "mode": "daemonset",
         "daemonset": {"hostNetwork": False, "allowRemoteWrites": False, "allowRemoteInvoke": False},
@@ -374,6 +384,38 @@ def test_daemonset_serves_on_the_node_address(helm: Helm) -> None:
     assert env["MESHAGENT_ADMIN__ALLOW_REMOTE_INVOKE"]["value"] == "false"
 
 
+def test_the_gateway_deployment_runs_the_config_the_agent_loads(helm: Helm, tmp_path: Path) -> None:
+    _, documents = helm.render(CASES["gateway"])
+    deployment = find(documents, "Deployment", "t-meshagent-gateway")
+    spec = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 2
+    container = spec["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    environ = {"POD_IP": "10.1.0.7"}
+    for entry in container["env"]:
+        if "value" in entry:
+            environ[entry["name"]] = _expand(entry["value"], environ)
+    assert {v["name"]: v.get("secret", {}).get("secretName") for v in spec["volumes"]} == {
+        "config": None,
+        "tls": "meshagent-gateway-tls",
+    }
+    service = find(documents, "Service", "t-meshagent-gateway")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["ports"][0]["port"] == 15443
+    path = tmp_path / "agent.yaml"
+    path.write_text(find(documents, "ConfigMap", "t-meshagent-gateway")["data"]["agent.yaml"])
+    config = load_config(path, environ=environ)
+    gateway = config.gateway
+    assert gateway is not None and gateway.dc == "dc-a" and gateway.port == 15443
+    assert gateway.host == "0.0.0.0" and gateway.export == ["orders"]
+    assert str(gateway.tls.ca_file) == "/etc/meshagent/tls/ca.crt"
+    assert gateway.peers[0].addresses == ["gw.dc-b.example:15443", "10.2.0.6:15443"]
+    (source,) = gateway.import_from
+    assert (source.registry, source.grace_s, source.advertise_host) == ("zk", 30, "10.1.0.7")
+    assert config.admin.host == "10.1.0.7" and not config.admin.allow_remote_writes
+
+
 def test_workers_set_explicitly_apply_in_both_modes(helm: Helm) -> None:
     for values in (CASES["daemonset"], {}):
         _, documents = helm.render({**values, "agent": {**values.get("agent", {}), "workers": 3}})
@@ -407,6 +449,11 @@ REJECTED = {
             }
         },
         "/agent/registries/0/config/endpoints/0",
+    ),
+    "gateway without its data center": ({"gateway": {"enabled": True}}, "dc"),
+    "gateway peer without addresses": (
+        {"gateway": {"enabled": True, "dc": "a", "peers": [{"dc": "b"}]}},
+        "addresses",
     ),
     "secret mode without caBundle": (
         {"injector": {"certificate": {"mode": "secret", "existingSecret": "tls"}}},
