@@ -181,15 +181,19 @@ class GovernancePolicy(CallHook):
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         share: float = 1.0,
+        local_dc: str = "",
     ) -> None:
         self.clock = clock
+        self.local_dc = local_dc
         # This process's part of the agent's rate limits (1/workers; agent/governance/table.py).
         self.share = share
         self.rng = rng or random.Random()
         self.local_zone = local_zone
         self.counters = Counters()
         self.loads: dict[str, ClusterLoad] = {}
-        self.table = RuleTable(rules or RuleSet(), local_zone, clock, share=share)
+        self.table = RuleTable(
+            rules or RuleSet(), local_zone, clock, share=share, local_dc=local_dc
+        )
         self.state = RulesState(self.table.rules, "static", None, time.time())
 
     # -- rules -------------------------------------------------------------------------
@@ -198,7 +202,12 @@ class GovernancePolicy(CallHook):
         """Put a validated rule set in force. The swap is one assignment: a call sees the
         old table or the new one, never a mix, and calls in flight keep their decision."""
         self.table = RuleTable(
-            rules, self.local_zone, self.clock, previous=self.table, share=self.share
+            rules,
+            self.local_zone,
+            self.clock,
+            previous=self.table,
+            share=self.share,
+            local_dc=self.local_dc,
         )
         self.state = RulesState(rules, source, version, time.time())
 

@@ -187,6 +187,10 @@ class Traffic(_Strict):
     zone_preference: bool = False
     zone_label: Name = "zone"
     min_local_available: Annotated[int, Field(ge=1, le=10_000)] = 1
+    # False: the calls stay in the agent's data center (``locality.dc``): endpoints
+    # labelled ``dc`` with another data center, imports through a gateway among them, are
+    # never used, even when no local one is left (docs/gateway.md).
+    cross_dc: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Traffic:

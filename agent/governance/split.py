@@ -49,7 +49,7 @@ class _Subset:
 class Splitter:
     """A rule's ``traffic``, compiled."""
 
-    def __init__(self, traffic: Traffic, local_zone: str) -> None:
+    def __init__(self, traffic: Traffic, local_zone: str, local_dc: str = "") -> None:
         self.subsets = {s.name: _Subset(s.name, tuple(s.labels.items())) for s in traffic.subsets}
         self._weighted = [self.subsets[s.name] for s in traffic.subsets if s.weight > 0]
         self._cumulative: list[int] = []
@@ -69,6 +69,9 @@ class Splitter:
         self.zone_label = traffic.zone_label
         self.local_zone = local_zone if traffic.zone_preference else ""
         self.min_local = traffic.min_local_available
+        # Local only: the data center every endpoint must be in (an endpoint without a
+        # ``dc`` label is taken as local, as the balancer's levels take it).
+        self.only_dc = local_dc if not traffic.cross_dc else ""
 
     def pick_subset(
         self, header: Callable[[str], str | None], rng: random.Random
@@ -98,6 +101,9 @@ class Splitter:
         """
         every = list(endpoints)
         candidates = every
+        only_dc = self.only_dc
+        if only_dc:
+            candidates = [e for e in candidates if metadata(e).get("dc", only_dc) == only_dc]
         if subset is not None and subset.labels:
             labels = subset.labels
             chosen = [e for e in candidates if all(metadata(e).get(k) == v for k, v in labels)]

@@ -38,6 +38,7 @@ class RuleTable:
         clock: Callable[[], float] = time.monotonic,
         previous: RuleTable | None = None,
         share: float = 1.0,
+        local_dc: str = "",
     ) -> None:
         """``share``: this process's part of the agent's limits (1/workers, docs/workers.md):
         a rate limit's rate and burst and a retry budget's floor are split evenly, since the
@@ -48,7 +49,7 @@ class RuleTable:
         if previous is not None:
             old = {match_key(c.rule.match): c for c in previous.compiled}
         self.compiled: list[CompiledRule] = [
-            _compile(i, rule, local_zone, clock, old.get(match_key(rule.match)), share)
+            _compile(i, rule, local_zone, clock, old.get(match_key(rule.match)), share, local_dc)
             for i, rule in enumerate(rules.rules)
         ]
         self.index: RuleIndex[CompiledRule] = RuleIndex(
@@ -71,6 +72,7 @@ def _compile(
     clock: Callable[[], float],
     old: CompiledRule | None,
     share: float = 1.0,
+    local_dc: str = "",
 ) -> CompiledRule:
     """Compile one rule; state (tokens, the retry budget's window) carries over from the
     previous version of the same rule when its settings are unchanged, so republishing a
@@ -94,6 +96,8 @@ def _compile(
             and old.rule.retry.budget == rule.retry.budget
         ):
             retry.budget = old.retry.budget
-    splitter = Splitter(rule.traffic, local_zone) if rule.traffic is not None else None
+    splitter = None
+    if rule.traffic is not None:
+        splitter = Splitter(rule.traffic, local_zone, local_dc)
     timeout_s = rule.timeout_ms / 1000 if rule.timeout_ms is not None else None
     return CompiledRule(position, rule, bucket, retry, splitter, timeout_s)

@@ -152,8 +152,9 @@ class Agent:
         governance = config.governance
         # A worker's part of agent-wide rate limits and retry floors (docs/workers.md).
         share = 1 / workers if role is Role.WORKER else 1.0
+        own_dc = config.gateway.dc if config.gateway is not None else config.locality.dc
         self.governance = GovernancePolicy(
-            governance.rules, governance.zone, self.calls.clock, share=share
+            governance.rules, governance.zone, self.calls.clock, share=share, local_dc=own_dc
         )
         self.calls.policies.append(self.governance)
         self.calls.observers.append(self.governance)

@@ -165,6 +165,12 @@ class AgentCollector:
             "3 another data center); only with locality-aware balancing",
             labels=host_labels,
         )
+        place = GaugeMetricFamily(
+            "meshagent_upstream_locality",
+            "1 for each endpoint, labelled with its data center, region and zone (its registry "
+            "labels, empty when absent): join on endpoint to split any upstream metric by dc",
+            labels=[*host_labels, "dc", "region", "zone"],
+        )
         level_load = GaugeMetricFamily(
             "meshagent_cluster_priority_load",
             "Share of new calls each locality level gets now (0 to 1)",
@@ -183,6 +189,17 @@ class AgentCollector:
                     level_of = levels.level(host.id)
                     if level_of is not None:
                         priority.add_metric([name, host.id], level_of)
+                    registered = host.instance.metadata
+                    place.add_metric(
+                        [
+                            name,
+                            host.id,
+                            registered.get("dc", ""),
+                            registered.get("region", ""),
+                            registered.get("zone", ""),
+                        ],
+                        1,
+                    )
             for host in hosts:
                 values = [name, host.id]
                 requests.add_metric(values, host.stats.requests)
@@ -195,7 +212,7 @@ class AgentCollector:
                 in_flight.add_metric(values, host.active_requests)
         yield from (requests, failures, connect_failures, ejections, drains, draining)
         yield from (healthy, in_flight)
-        yield from (members, available, priority, level_load)
+        yield from (members, available, priority, place, level_load)
 
         connected = GaugeMetricFamily(
             "meshagent_registry_connected", "1 when the registry is reachable", labels=["registry"]

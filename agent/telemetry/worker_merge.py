@@ -33,6 +33,7 @@ OWNED = frozenset(
         "meshagent_upstream_healthy",
         "meshagent_upstream_ejections",
         "meshagent_upstream_priority",
+        "meshagent_upstream_locality",
         "meshagent_cluster_priority_load",
         "meshagent_registry_connected",
         "meshagent_discovery_last_update_age_seconds",

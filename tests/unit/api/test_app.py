@@ -225,6 +225,10 @@ async def test_locality_levels_are_shown_per_endpoint_and_per_level() -> None:
     ]
     assert 'meshagent_upstream_priority{cluster="echo",endpoint="127.0.0.2:9"} 3.0' in metrics
     assert 'meshagent_cluster_priority_load{cluster="echo",locality="region"} 1.0' in metrics
+    assert (
+        'meshagent_upstream_locality{cluster="echo",dc="b",endpoint="127.0.0.2:9",region="",'
+        'zone=""} 1.0' in metrics
+    )
 
 
 async def test_without_a_locality_there_are_no_levels(agent: Agent) -> None:

@@ -71,3 +71,19 @@ def test_zone_preference_with_failover() -> None:
     # with a subset, the zone is preferred inside the subset
     stable = Splitter(TRAFFIC.model_copy(update={"zone_preference": True}), "b")
     assert stable.excluded(EPS, meta, stable.subsets["stable"], 0) == {"v1a", "v2a"}
+
+
+def test_local_only_never_leaves_the_data_center() -> None:
+    endpoints = [
+        Ep("here", {"dc": "a"}),
+        Ep("unlabelled"),  # taken as local, as the balancer's levels take it
+        Ep("import", {"dc": "b"}),
+    ]
+    local_only = Splitter(Traffic(cross_dc=False), "", local_dc="a")
+    assert local_only.excluded(endpoints, meta, None, 0) == {"import"}
+    # No failover: with every local endpoint down, the remote one stays excluded.
+    down = [Ep(e.id, e.metadata, up=e.id == "import") for e in endpoints]
+    assert local_only.excluded(down, meta, None, 0) == {"import"}
+    # The default allows it; so does an agent that does not know its data center.
+    assert Splitter(Traffic(), "", local_dc="a").excluded(endpoints, meta, None, 0) == frozenset()
+    assert Splitter(Traffic(cross_dc=False), "").excluded(endpoints, meta, None, 0) == frozenset()
