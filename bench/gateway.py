@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
@@ -31,79 +30,21 @@ else:
 from bench.common import cpu_us  # noqa: E402
 from bench.grpc_proxy import run_load  # noqa: E402
 from bench.http_proxy import run_wrk, start_nginx  # noqa: E402
-from tests.fixtures.agent_process import AgentProcess, start_agent  # noqa: E402
+from tests.fixtures.gateways import Gateways, start_gateways  # noqa: E402
 from tests.fixtures.grpc_peer import GoPeer, build_go_peer  # noqa: E402
-from tests.fixtures.processes import free_port  # noqa: E402
-from tests.fixtures.tls import issue, make_ca  # noqa: E402
 
 GRPC_SERVICE = "bench.Echo"
 
 
-def tls(directory: Path) -> dict[str, str]:
-    return {
-        "cert_file": str(directory / "tls.crt"),
-        "key_file": str(directory / "tls.key"),
-        "ca_file": str(directory.parent / "ca.pem"),
-    }
-
-
-def start_gateways(
-    tmp: Path, web_port: int, grpc_port: int
-) -> tuple[AgentProcess, AgentProcess, int, int]:
-    certs = tmp / "certs"
-    certs.mkdir()
-    ca = make_ca("bench-gateways")
-    (certs / "ca.pem").write_bytes(ca.pem)
-    for name in ("a", "b"):
-        issue(ca, certs / name, hosts=("meshagent-gateway",))
-    link_b, web_import, grpc_import = free_port(), free_port(), free_port()
-    quiet: dict[str, Any] = {"health": {"enabled": False}}
-    gateway_b = start_agent(
-        tmp / "gateway-b",
-        {
-            "registries": [
-                {
-                    "name": "local",
-                    "type": "local",
-                    "config": {
-                        "services": {
-                            "web": [{"host": "127.0.0.1", "port": web_port}],
-                            GRPC_SERVICE: [{"host": "127.0.0.1", "port": grpc_port}],
-                        }
-                    },
-                }
-            ],
-            "services": [
-                {"name": "web", "protocol": "http", **quiet},
-                {"name": GRPC_SERVICE, "protocol": "grpc", **quiet},
-            ],
-            "gateway": {"dc": "b", "port": link_b, "tls": tls(certs / "b"), "export": ["*"]},
-            "log_level": "WARNING",
-        },
-        name="gateway-b",
+def start_both(tmp: Path, web_port: int, grpc_port: int) -> Gateways:
+    services = {"web": [{"host": "127.0.0.1", "port": web_port}]}
+    services[GRPC_SERVICE] = [{"host": "127.0.0.1", "port": grpc_port}]
+    return start_gateways(
+        tmp,
+        [{"name": "local", "type": "local", "config": {"services": services}}],
+        [("web", "http"), (GRPC_SERVICE, "grpc")],
+        quiet=True,
     )
-    gateway_a = start_agent(
-        tmp / "gateway-a",
-        {
-            "services": [
-                {"name": "web", "protocol": "http", **quiet},
-                {"name": GRPC_SERVICE, "protocol": "grpc", **quiet},
-            ],
-            "gateway": {
-                "dc": "a",
-                "port": 0,
-                "tls": tls(certs / "a"),
-                "peers": [{"dc": "b", "addresses": [f"127.0.0.1:{link_b}"]}],
-                "imports": [
-                    {"service": "web", "dc": "b", "port": web_import},
-                    {"service": GRPC_SERVICE, "dc": "b", "port": grpc_import},
-                ],
-            },
-            "log_level": "WARNING",
-        },
-        name="gateway-a",
-    )
-    return gateway_a, gateway_b, web_import, grpc_import
 
 
 def med(values: list[float]) -> float:
@@ -127,10 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with GoPeer(tmp, binary, "go-server") as grpc_server:
-            gateway_a, gateway_b, web_import, grpc_import = start_gateways(
-                tmp, web_ports[0], grpc_server.port
-            )
-            pids = [gateway_a.pid, gateway_b.pid]
+            gateways = start_both(tmp, web_ports[0], grpc_server.port)
+            web_import, grpc_import = gateways.imports["web"], gateways.imports[GRPC_SERVICE]
+            pids = [gateways.a.pid, gateways.b.pid]
             try:
                 for round_no in range(args.rounds):
                     order = [("direct", web_ports[0], grpc_server.port)]
@@ -167,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                 report(results, args)
             finally:
-                gateway_a.stop()
-                gateway_b.stop()
+                gateways.stop()
     finally:
         nginx.stop()
     return 0

@@ -15,14 +15,12 @@ import socket
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
+from tests.fixtures.gateways import start_gateways
 from tests.fixtures.processes import LOOPBACK, free_port, wait_until
-from tests.fixtures.tls import issue, make_ca
 from tests.fixtures.upstreams import Upstream, start_upstreams
 
 pytestmark = pytest.mark.integration
@@ -34,107 +32,59 @@ class World:
     local: list[Upstream]
 
 
-def tls(directory: Path) -> dict[str, str]:
-    return {
-        "cert_file": str(directory / "tls.crt"),
-        "key_file": str(directory / "tls.key"),
-        "ca_file": str(directory.parent / "ca.pem"),
-    }
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("gateway-locality")
-    certs = workdir / "certs"
-    certs.mkdir()
-    ca = make_ca("gateways")
-    (certs / "ca.pem").write_bytes(ca.pem)
-    for name in ("a", "b"):
-        issue(ca, certs / name, hosts=("meshagent-gateway",))
     upstreams = start_upstreams(["a0", "a1", "a2", "a3", "a4", "b0"], workdir)
     local, remote = upstreams[:5], upstreams[5]
-    link_b, imported = free_port(), free_port()
-    started: list[AgentProcess] = []
-    quiet: dict[str, Any] = {"health": {"enabled": False}}
     try:
-        started.append(
-            start_agent(
-                workdir / "gateway-b",
+        registry = {"orders": [{"host": LOOPBACK, "port": remote.port}]}
+        gateways = start_gateways(
+            workdir,
+            [{"name": "local", "type": "local", "config": {"services": registry}}],
+            [("orders", "tcp")],
+        )
+        try:
+            instances = [
+                {"host": LOOPBACK, "port": u.port, "metadata": {"dc": "a"}} for u in local
+            ] + [{"host": LOOPBACK, "port": gateways.imports["orders"], "metadata": {"dc": "b"}}]
+            app = start_agent(
+                workdir / "app-a",
                 {
+                    "locality": {"dc": "a"},
                     "registries": [
                         {
                             "name": "local",
                             "type": "local",
-                            "config": {
-                                "services": {"orders": [{"host": LOOPBACK, "port": remote.port}]}
-                            },
+                            "config": {"services": {"orders": instances}},
                         }
                     ],
-                    "services": [{"name": "orders", "protocol": "tcp", **quiet}],
-                    "gateway": {
-                        "dc": "b",
-                        "port": link_b,
-                        "tls": tls(certs / "b"),
-                        "export": ["orders"],
-                    },
+                    "services": [
+                        {
+                            "name": "orders",
+                            "protocol": "tcp",
+                            "health": {
+                                "checker": "tcp",
+                                "interval_s": 0.2,
+                                "timeout_s": 1,
+                                "jitter_s": 0,
+                                "healthy_threshold": 1,
+                                "unhealthy_threshold": 1,
+                            },
+                            "outlier": {"enabled": False},
+                        }
+                    ],
+                    "listeners": [{"host": LOOPBACK, "port": free_port(), "service": "orders"}],
                 },
-                name="gateway-b",
+                name="app-a",
             )
-        )
-        started.append(
-            start_agent(
-                workdir / "gateway-a",
-                {
-                    "services": [{"name": "orders", "protocol": "tcp", **quiet}],
-                    "gateway": {
-                        "dc": "a",
-                        "port": 0,
-                        "tls": tls(certs / "a"),
-                        "peers": [{"dc": "b", "addresses": [f"{LOOPBACK}:{link_b}"]}],
-                        "imports": [{"service": "orders", "dc": "b", "port": imported}],
-                    },
-                },
-                name="gateway-a",
-            )
-        )
-        instances = [{"host": LOOPBACK, "port": u.port, "metadata": {"dc": "a"}} for u in local] + [
-            {"host": LOOPBACK, "port": imported, "metadata": {"dc": "b"}}
-        ]
-        app = start_agent(
-            workdir / "app-a",
-            {
-                "locality": {"dc": "a"},
-                "registries": [
-                    {
-                        "name": "local",
-                        "type": "local",
-                        "config": {"services": {"orders": instances}},
-                    }
-                ],
-                "services": [
-                    {
-                        "name": "orders",
-                        "protocol": "tcp",
-                        "health": {
-                            "checker": "tcp",
-                            "interval_s": 0.2,
-                            "timeout_s": 1,
-                            "jitter_s": 0,
-                            "healthy_threshold": 1,
-                            "unhealthy_threshold": 1,
-                        },
-                        "outlier": {"enabled": False},
-                    }
-                ],
-                "listeners": [{"host": LOOPBACK, "port": free_port(), "service": "orders"}],
-            },
-            name="app-a",
-        )
-        started.append(app)
-        yield World(app, local)
+            try:
+                yield World(app, local)
+            finally:
+                app.stop()
+        finally:
+            gateways.stop()
     finally:
-        for process in reversed(started):
-            process.stop()
         for upstream in upstreams:
             upstream.stop()
 

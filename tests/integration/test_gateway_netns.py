@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
+from tests.fixtures.gateways import make_certs, tls
 from tests.fixtures.netns import Netns, Topology, unavailable
 from tests.fixtures.processes import ManagedProcess, wait_until
-from tests.fixtures.tls import issue, make_ca
 
 pytestmark = pytest.mark.integration
 
@@ -49,26 +49,13 @@ def reachable(ns: Netns, host: str, port: int) -> bool:
     return True
 
 
-def tls(directory: Path) -> dict[str, str]:
-    return {
-        "cert_file": str(directory / "tls.crt"),
-        "key_file": str(directory / "tls.key"),
-        "ca_file": str(directory.parent / "ca.pem"),
-    }
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     why = unavailable()
     if why is not None:
         pytest.fail(why)  # the suite runs as root on Linux: not a reason to skip
     workdir = tmp_path_factory.mktemp("gateway-netns")
-    certs = workdir / "certs"
-    certs.mkdir()
-    ca = make_ca("gateways")
-    (certs / "ca.pem").write_bytes(ca.pem)
-    for name in ("a", "b"):
-        issue(ca, certs / name, hosts=("meshagent-gateway",))
+    certs = make_certs(workdir)
     topology = Topology()
     processes: list[ManagedProcess] = []
     try:
@@ -105,7 +92,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                     "dc": "b",
                     "host": B_ADDR,
                     "port": LINK,
-                    "tls": tls(certs / "b"),
+                    "tls": tls(certs, "b"),
                     "export": ["orders"],
                 },
             },
@@ -120,7 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "gateway": {
                     "dc": "a",
                     "port": 0,
-                    "tls": tls(certs / "a"),
+                    "tls": tls(certs, "a"),
                     "peers": [{"dc": "b", "addresses": [f"{B_ADDR}:{LINK}"]}],
                     "imports": [{"service": "orders", "dc": "b", "port": IMPORT}],
                 },

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
+from tests.fixtures.gateways import start_gateways
 from tests.fixtures.grpc_peer import ECHO, EchoServer, GoPeer, build_go_peer
 from tests.fixtures.processes import free_port, wait_until
 
@@ -285,3 +286,45 @@ def test_a_provider_stopping_gracefully_loses_no_call(tmp_path: Path, go_binary:
             agent.stop()
     result = json.loads(out.strip().splitlines()[-1])
     assert result["calls"] > 1000 and result["errors"] == 0, result
+
+
+def test_grpc_go_in_b_is_called_from_a_through_the_gateways(
+    tmp_path: Path, go_binary: Path
+) -> None:
+    """A grpc-go server of data center B behind gateway B; grpc-go clients in A through the
+    app's gRPC listener and gateway A's import (docs/gateway.md): a bidirectional stream
+    and unary calls under load, all answered, the status and trailers the server's own."""
+    with GoPeer(tmp_path / "b", go_binary, "go-b") as peer:
+        registry = {"name": "local", "type": "local", "config": {"services": {GO: []}}}
+        registry["config"]["services"][GO] = [{"host": "127.0.0.1", "port": peer.port}]
+        gateways = start_gateways(tmp_path, [registry], [(GO, "grpc")])
+        try:
+            endpoint = {"host": "127.0.0.1", "port": gateways.imports[GO], "metadata": {"dc": "b"}}
+            app = start_agent(
+                tmp_path / "app-a",
+                {
+                    "locality": {"dc": "a"},
+                    "registries": [
+                        {"name": "local", "type": "local", "config": {"services": {GO: [endpoint]}}}
+                    ],
+                    "services": [{"name": GO, "protocol": "grpc", "health": {"enabled": False}}],
+                    "listeners": [{"port": free_port(), "service": GO, "protocol": "grpc"}],
+                },
+                name="app-a",
+            )
+            try:
+                call = ["-method", "/any.Thing/Echo", "-hex", "0a026869", "-count", "3"]
+                lines = go_client(go_binary, app.listener_port(), *call)
+                assert lines == [
+                    *["reply 0a026869"] * 3,
+                    "header x-server=[go-b]",
+                    "trailer x-trailer=[go]",
+                    "status OK",
+                ]
+                done = _load(go_binary, app.listener_port(), concurrency=8)
+            finally:
+                app.stop()
+        finally:
+            gateways.stop()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["calls"] >= 8 and result["errors"] == 0, (result, done.stderr)

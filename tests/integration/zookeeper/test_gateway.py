@@ -23,14 +23,13 @@ import httpx
 import pytest
 
 from tests.fixtures.agent_process import AgentProcess, start_agent
+from tests.fixtures.gateways import SERVER_NAME, make_certs, tls
 from tests.fixtures.processes import LOOPBACK, free_port, wait_until
 from tests.fixtures.tls import issue, make_ca
 from tests.fixtures.zookeeper import ZooKeeperServer
 from tests.integration.http.conftest import start_uvicorn
 
 pytestmark = pytest.mark.integration
-
-SERVER_NAME = "meshagent-gateway"
 
 
 @dataclass
@@ -63,14 +62,6 @@ def zk_registry(zookeeper: ZooKeeperServer, root: str) -> dict[str, Any]:
     }
 
 
-def tls(directory: Path) -> dict[str, str]:
-    return {
-        "cert_file": str(directory / "tls.crt"),
-        "key_file": str(directory / "tls.key"),
-        "ca_file": str(directory.parent / "ca.pem"),
-    }
-
-
 @contextmanager
 def two_data_centers(
     workdir: Path, zookeeper: ZooKeeperServer, gateways_in_b: int
@@ -79,12 +70,7 @@ def two_data_centers(
     gateways, the providers ``orders`` and ``secret``, only ``orders`` exported)."""
     if not zookeeper.process.running:
         zookeeper.start()
-    certs = workdir / "certs"
-    ca = make_ca("gateways")
-    certs.mkdir()
-    (certs / "ca.pem").write_bytes(ca.pem)
-    for name in ("a", "b"):
-        issue(ca, certs / name, hosts=(SERVER_NAME,))
+    certs = make_certs(workdir)
     provider, provider_port = start_uvicorn(workdir, "b-orders")
     secret, secret_port = start_uvicorn(workdir, "b-secret")
     root = f"/gw-{uuid.uuid4().hex[:8]}"
@@ -115,7 +101,7 @@ def two_data_centers(
                     "gateway": {
                         "dc": "b",
                         "port": link,
-                        "tls": tls(certs / "b"),
+                        "tls": tls(certs, "b"),
                         "export": ["ord*"],
                     },
                 },
@@ -131,7 +117,7 @@ def two_data_centers(
                 "gateway": {
                     "dc": "a",
                     "port": 0,
-                    "tls": tls(certs / "a"),
+                    "tls": tls(certs, "a"),
                     "peers": [{"dc": "b", "addresses": [f"{LOOPBACK}:{p}" for p in links_b]}],
                     # What B exports, learned from its export stream, in ZooKeeper.
                     "import_from": [{"dc": "b", "registry": "zk"}],
