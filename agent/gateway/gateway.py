@@ -55,6 +55,12 @@ class Publisher(Protocol):
     async def withdraw_import(self, service: str, instance_id: str) -> None: ...
 
 
+def import_id(dc: str, host: str, port: int) -> str:
+    """An import's instance id: it names the data center, so that an agent's error about
+    the endpoint ("endpoint dc-b-via-gateway:10.1.0.7:16001 failed") says where it led."""
+    return f"{dc}-via-gateway:{host}:{port}"
+
+
 @dataclass(frozen=True)
 class ImportTarget:
     """A service of another data center, as one import port relays it."""
@@ -317,7 +323,7 @@ class Gateway:
             )
             port = server.sockets[0].getsockname()[1]
             host = source.advertise_host or source.host
-            entry = DynamicImport(target, server, f"{host}:{port}")
+            entry = DynamicImport(target, server, import_id(source.dc, host, port))
             current[name] = entry
             if self.publisher is not None:
                 await self.publisher.publish_import(
@@ -496,7 +502,7 @@ class Gateway:
             await publisher.publish_import(
                 None,
                 imported.service,
-                f"{host}:{imported.port}",
+                import_id(imported.dc, host, imported.port),
                 host,
                 imported.port,
                 {"dc": imported.dc, "gateway": self.config.dc},

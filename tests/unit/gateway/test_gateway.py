@@ -59,7 +59,14 @@ async def test_imports_are_registered_labelled_with_their_data_center(tmp_path: 
     recorded = Recorded()
     await gateway.register_imports(recorded)
     assert recorded.published == {
-        "stock": (None, "10.1.0.9:16001", "10.1.0.9", 16001, {"dc": "b", "gateway": "a"}, "tcp")
+        "stock": (
+            None,
+            "b-via-gateway:10.1.0.9:16001",
+            "10.1.0.9",
+            16001,
+            {"dc": "b", "gateway": "a"},
+            "tcp",
+        )
     }
 
 
