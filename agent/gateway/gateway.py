@@ -407,11 +407,15 @@ class Gateway:
                 errors.append(f"{host.id}: answered {status}")
                 refused = True
                 break  # the data center's answer (not exported, no endpoint): no other differs
-            # No answer: the link died or hangs; the connection is still the app's to retry.
+            # No answer: the link died or hangs (its peer answers a CONNECT within its own
+            # connect timeouts); the next connection gets a new link, and this one is
+            # still the app's to tunnel through another gateway.
             errors.append(f"{host.id}: no answer")
             cluster.report_failure(host, connect=True)
             if pipe.stream_id:
                 pipe.detach()
+            if not link.closed and link.transport is not None:
+                link.transport.abort()
         self.stats.count("out", imported.service, imported.dc, "refused" if refused else "failed")
         log.warning(
             "gateway import connection closed: %s",

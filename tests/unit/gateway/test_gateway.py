@@ -13,6 +13,7 @@ from agent.config import GatewayConfig, GatewayImportFromConfig, ServiceConfig, 
 from agent.discovery.types import Instance, Reset
 from agent.errors import ConfigError
 from agent.gateway.gateway import Gateway
+from agent.gateway.link import LinkConnection
 from tests.fixtures.net import async_wait_until
 from tests.fixtures.processes import free_port
 from tests.fixtures.tls import issue, make_ca
@@ -255,3 +256,39 @@ async def test_the_export_stream_offers_only_exported_services_with_an_endpoint(
     assert a.exported_now() == []  # exporting nothing exposes nothing
     b.exports["echo"].apply(Reset(2, ()))
     assert b.exported_now() == []
+
+
+async def test_a_peer_gateway_that_never_answers_is_left_for_the_next(tmp_path: Path) -> None:
+    """A peer whose link is up but never answers a CONNECT (hung): after the handshake
+    timeout the connection is tunnelled through the next gateway, the hung link is closed
+    and its gateway ejected."""
+    loop = asyncio.get_running_loop()
+    echo_server = await loop.create_server(Echo, "127.0.0.1", 0)
+    echo_port = echo_server.sockets[0].getsockname()[1]
+    hung, link_b, import_port = free_port(), free_port(), free_port()
+    a, b = two_gateways(
+        tmp_path, echo_port, [f"127.0.0.1:{hung}", f"127.0.0.1:{link_b}"], import_port
+    )
+    a.config = a.config.model_copy(update={"handshake_timeout_s": 0.5})
+    b.config = b.config.model_copy(update={"port": link_b})
+    silent = await loop.create_server(
+        lambda: LinkConnection(False, 5.0, lambda *_: None),  # takes streams, answers none
+        "127.0.0.1",
+        hung,
+        ssl=b.certificate.context,
+    )
+    await b.start()
+    await a.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", import_port)
+        writer.write(b"anyone?")
+        assert await asyncio.wait_for(reader.readexactly(7), 10) == b"anyone?"
+        writer.close()
+        hung_host = a.peers["b"].get(f"127.0.0.1:{hung}")
+        assert hung_host is not None and hung_host.stats.connect_failures == 1
+        await async_wait_until(lambda: a.links[f"127.0.0.1:{hung}"].closed, what="hung link closed")
+    finally:
+        silent.close()
+        await a.close()
+        await b.close()
+        echo_server.close()
