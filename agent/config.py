@@ -293,7 +293,10 @@ class GatewayConfig(Strict):
     imports: list[GatewayImportConfig] = Field(default_factory=list)
     import_from: list[GatewayImportFromConfig] = Field(default_factory=list)
     handshake_timeout_s: PositiveSeconds = 5.0
-    """A link connection's TLS handshake and preamble must be done within this."""
+    """A link's TLS handshake and HTTP/2 settings must be done within this; a CONNECT is
+    answered within it, and a PING."""
+    link_ping_s: Annotated[float, Field(ge=0, le=3600)] = 15.0
+    """A link silent this long gets a PING (both sides); 0: never."""
 
 
 class CaptureConfig(Strict):

@@ -156,7 +156,10 @@ class Gateway:
     # -- the link port: peers in -----------------------------------------------------------
 
     def _link_in(self) -> LinkConnection:
-        link = LinkConnection(False, self.config.handshake_timeout_s, self._tunnel_in, self._get_in)
+        config = self.config
+        link = LinkConnection(
+            False, config.handshake_timeout_s, self._tunnel_in, self._get_in, config.link_ping_s
+        )
         self.stats.links_in += 1
         self.inbound_links.add(link)
         link.lost.add_done_callback(lambda _: self.inbound_links.discard(link))
@@ -450,7 +453,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             _, link = await loop.create_connection(
-                lambda: LinkConnection(True, timeout),
+                lambda: LinkConnection(True, timeout, ping_interval_s=self.config.link_ping_s),
                 host.instance.host,
                 host.instance.port,
                 ssl=self.certificate.client_context(),

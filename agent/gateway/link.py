@@ -356,9 +356,18 @@ class LinkConnection(asyncio.Protocol):
         timeout_s: float,
         on_connect: OnConnect | None = None,
         on_get: OnGet | None = None,
+        ping_interval_s: float = 0.0,
     ) -> None:
         self.client = client
         self.timeout_s = timeout_s
+        # Liveness: after this long without a byte from the peer, a PING; nothing read
+        # ``timeout_s`` after it and the link is taken for dead (a frozen host, or a
+        # network that dropped it without a reset) and closed. 0: off.
+        self.ping_interval_s = ping_interval_s
+        self.last_read = 0.0
+        self.ping_sent = 0.0
+        self.pings = 0
+        self._ping_timer: asyncio.TimerHandle | None = None
         self.on_connect = on_connect
         self.on_get = on_get
         self.connection = Connection(_Events(self), client, link_settings())
@@ -388,8 +397,39 @@ class LinkConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self._timer = asyncio.get_running_loop().call_later(self.timeout_s, self._too_slow)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.timeout_s, self._too_slow)
+        self.last_read = loop.time()
+        if self.ping_interval_s > 0:
+            self._ping_timer = loop.call_later(self.ping_interval_s, self._check_alive)
         self.flush()
+
+    def _check_alive(self) -> None:
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.ping_sent and self.last_read <= self.ping_sent:
+            if now - self.ping_sent >= self.timeout_s:
+                log.warning(
+                    "gateway link closed: no answer to a ping within %gs",
+                    self.timeout_s,
+                    extra=self.peer(),
+                )
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            delay = self.ping_sent + self.timeout_s - now
+        elif now - self.last_read >= self.ping_interval_s:
+            self.connection.ping()
+            self.flush()
+            self.ping_sent = now
+            self.pings += 1
+            delay = self.timeout_s
+        else:
+            self.ping_sent = 0.0
+            delay = self.last_read + self.ping_interval_s - now
+        self._ping_timer = loop.call_later(delay, self._check_alive)
 
     def _too_slow(self) -> None:
         log.warning(
@@ -399,6 +439,7 @@ class LinkConnection(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        self.last_read = asyncio.get_running_loop().time()
         try:
             self.connection.receive(data)
         except ProtocolError as exc:
@@ -423,6 +464,8 @@ class LinkConnection(asyncio.Protocol):
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("the link closed before its settings"))
             self.ready.exception()  # whoever awaits it still gets it; nobody else must

@@ -198,3 +198,36 @@ async def test_many_streams_share_one_link(service: str) -> None:
                     echoed[event.stream_id] = echoed.get(event.stream_id, b"") + event.data
         assert echoed == {stream: f"{stream};".encode() for stream, _ in streams}
         await peer.close()
+
+
+async def test_a_link_whose_peer_stops_reading_is_pinged_then_closed() -> None:
+    """Our link to a peer that froze (it stopped reading: no ACK comes, no reset either):
+    a PING after ``ping_interval_s`` of silence, closed ``timeout_s`` later. A peer that
+    answers keeps the link however long it is idle."""
+    loop = asyncio.get_running_loop()
+    peers: list[LinkConnection] = []
+
+    def accept() -> LinkConnection:
+        peers.append(LinkConnection(False, 5.0))
+        return peers[-1]
+
+    server = await loop.create_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        _, lively = await loop.create_connection(
+            lambda: LinkConnection(True, 0.2, ping_interval_s=0.05), "127.0.0.1", port
+        )
+        await lively.ready
+        _, doomed = await loop.create_connection(
+            lambda: LinkConnection(True, 0.2, ping_interval_s=0.05), "127.0.0.1", port
+        )
+        await doomed.ready
+        frozen = peers[1].transport
+        assert frozen is not None
+        frozen.pause_reading()  # the peer's process froze: it reads (and answers) nothing
+        await asyncio.wait_for(asyncio.shield(doomed.lost), 5)
+        assert not lively.closed and lively.pings > 0  # pinged, answered, kept
+        assert lively.transport is not None
+        lively.transport.close()
+        frozen.close()
+        await asyncio.wait_for(asyncio.shield(lively.lost), 5)
