@@ -135,7 +135,6 @@ class LocalityConfig(Strict):
     dc: str = Field(default="", max_length=128)
     region: str = Field(default="", max_length=128)
     zone: str = Field(default="", max_length=128)
-    """Default: ``governance.zone``."""
 
 
 class HealthCheckConfig(Strict):

@@ -173,7 +173,9 @@ class Agent:
         # A gateway is in its own data center, and its clusters never reach another one: a
         # gateway does not forward to a gateway, so calls cannot loop (docs/gateway.md).
         dc = gateway.dc if gateway is not None else place.dc
-        self.locality = Locality(dc, place.region, place.zone or governance.zone)
+        # Not governance.zone: that one says where rules with zone_preference look; an agent
+        # balances by locality only when its ``locality`` says where it is.
+        self.locality = Locality(dc, place.region, place.zone)
         for i, service in enumerate(config.services):
             lb_factory: LoadBalancerFactory = load(PluginKind.LB_POLICY, service.lb.policy).build(
                 service.lb.config, f"services[{i}].lb.config"

@@ -235,6 +235,10 @@ async def test_without_a_locality_there_are_no_levels(agent: Agent) -> None:
     async with client(agent) as api:
         (view,) = (await api.get("/v1/clusters")).json()
     assert view["levels"] == [] and view["endpoints"][0]["priority"] is None
+    # governance.zone is the rules' zone, not a place to balance by: no levels either.
+    settings = config()
+    settings["governance"] = {"zone": "b"}
+    assert Agent(parse_config(settings)).clusters["echo"].levels is None
 
 
 async def test_metrics_are_prometheus_text(agent: Agent) -> None:
