@@ -295,6 +295,12 @@ class H2Pool:
             if ready is not None:
                 return ready
             pending = self._connecting.get(address)
+            if pending is not None and pending.done():
+                # Made already, and taken by others (its callback, which forgets it, has
+                # not run: awaiting a done future does not yield). Awaiting it again would
+                # spin this loop forever without ever letting the event loop run.
+                self._connecting.pop(address, None)
+                pending = None
             if pending is None:
                 if len(self._connections.get(address, ())) >= self.max_per_endpoint:
                     raise EndpointBusy(

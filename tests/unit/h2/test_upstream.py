@@ -188,3 +188,25 @@ async def test_a_silent_provider_is_pinged_then_dropped(pools: list[Any]) -> Non
     await async_wait_until(lambda: sink.events, what="the stream to hear of the loss")
     assert sink.events == ["lost: meshagent: no answer to a ping within 0.1s"]
     assert upstream.closed and pool.ready(address) is None
+
+
+async def test_a_finished_dial_not_yet_forgotten_is_not_awaited_again(
+    pools: list[Any],
+) -> None:
+    """The window the relay met under load (issue 25's class: one call stalled the whole
+    event loop): a dial has finished, others have filled its connection, and the callback
+    that forgets it has not run yet. A caller in that window must make another connection;
+    awaiting the finished dial again never yields, so the loop would spin for good."""
+    server = await Server(max_streams=2).start()
+    pool = H2Pool(Settings(), max_connections_per_endpoint=8)
+    pools += [pool, server]
+    address = f"127.0.0.1:{server.port}"
+    first = await pool.connect("127.0.0.1", server.port, address)
+    open_stream(first, Sink())
+    open_stream(first, Sink())  # full: the provider allows 2
+    finished: asyncio.Future[H2Upstream] = asyncio.get_running_loop().create_future()
+    finished.set_result(first)
+    pool._connecting[address] = finished  # made, filled, not yet forgotten
+    second = await pool.connect("127.0.0.1", server.port, address)
+    assert second is not first and second.available
+    assert pool.open_to([address]) == 2
