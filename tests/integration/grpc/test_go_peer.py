@@ -218,9 +218,7 @@ def test_a_provider_stream_limit_gets_the_relay_more_connections(
         finally:
             agent.stop()
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    # A count of calls, not a rate: on a loaded machine 2 s may hold few; each of the 12
-    # callers finishing one is enough, as a single connection would fail the third stream.
-    assert result["calls"] >= 12 and result["errors"] == 0, (result, done.stderr)
+    assert result["calls"] > 500 and result["errors"] == 0, (result, done.stderr)
     assert 2 <= opened <= 8, opened  # max_connections_per_endpoint (8)
 
 
