@@ -271,13 +271,7 @@ class Gateway:
                 else:
                     pipe = LinePipe(lambda line: self._on_export_line(source, line))
                     link.open_get(pipe, EXPORTS_PATH, self.config.dc)
-                    try:
-                        status = await asyncio.wait_for(
-                            asyncio.shield(pipe.response), self.config.handshake_timeout_s
-                        )
-                    except TimeoutError:
-                        status = 0
-                    if status == 200:
+                    if await self._answer(pipe) == 200:
                         delay = 0.2
                         self._cancel_grace(source.dc)
                         await pipe.ended
@@ -395,12 +389,7 @@ class Gateway:
             if pipe.tcp is None or pipe.tcp.is_closing():
                 return  # the app left meanwhile
             link.open_tunnel(pipe, imported.service, self.config.dc)
-            try:
-                status = await asyncio.wait_for(
-                    asyncio.shield(pipe.response), self.config.handshake_timeout_s
-                )
-            except TimeoutError:
-                status = 0
+            status = await self._answer(pipe)
             if status == 200:
                 self.stats.count("out", imported.service, imported.dc, "opened")
                 pipe.open = True
@@ -427,6 +416,15 @@ class Gateway:
         )
         if pipe.tcp is not None:
             pipe.tcp.abort()
+
+    async def _answer(self, pipe: Pipe) -> int:
+        """The peer's :status for a stream just opened; 0 when none came in time."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(pipe.response), self.config.handshake_timeout_s
+            )
+        except TimeoutError:
+            return 0
 
     async def _link_to(self, host: Host, dc: str) -> LinkConnection:
         link = self.links.get(host.id)
