@@ -32,7 +32,7 @@ from agent.governance.breaker import ClusterLoad, connection_allowed, over_limit
 from agent.governance.retry import Failure
 from agent.governance.rules import Degrade, RuleSet
 from agent.governance.split import E
-from agent.governance.table import CompiledRule, RuleTable
+from agent.governance.table import CompiledRule, RuleTable, set_share
 
 STATE_KEY = "governance"
 
@@ -211,6 +211,23 @@ class GovernancePolicy(CallHook):
         )
         self.state = RulesState(rules, source, version, time.time())
 
+    def demand(self) -> dict[int, int]:
+        """Calls per limited rule (by position) since the last reading, which resets them:
+        what a worker reports so that its share follows its calls (docs/workers.md)."""
+        calls: dict[int, int] = {}
+        for compiled in self.table.limited:
+            if compiled.calls:
+                calls[compiled.position] = compiled.calls
+                compiled.calls = 0
+        return calls
+
+    def set_shares(self, shares: dict[int, float]) -> None:
+        """This worker's part of each limited rule, by position in the rules in force."""
+        for compiled in self.table.limited:
+            share = shares.get(compiled.position)
+            if share is not None:
+                set_share(compiled, share)
+
     def effective(self, route: Route) -> CompiledRule | None:
         return self.table.lookup(route)
 
@@ -234,6 +251,8 @@ class GovernancePolicy(CallHook):
             return  # the common case: nothing to do, nothing left on the call
         counters = self.counters
         counters.governed += 1
+        if rule is not None:
+            rule.calls += 1
         degrade = rule.rule.degrade if rule is not None else None
         if degrade is not None and degrade.when == "always":
             counters.degraded += 1

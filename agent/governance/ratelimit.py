@@ -32,3 +32,13 @@ class TokenBucket:
             return True
         self.tokens = tokens
         return False
+
+    def resize(self, rate: float, capacity: int) -> None:
+        """A new rate and burst (a worker's share moved, docs/workers.md): the tokens
+        earned so far are counted at the old rate, then kept within the new burst."""
+        now = self._clock()
+        tokens = self.tokens + (now - self._updated) * self.rate
+        self._updated = now
+        self.rate = rate
+        self.capacity = float(capacity)
+        self.tokens = min(tokens, self.capacity)

@@ -28,6 +28,8 @@ class CompiledRule:
     retry: RetryPolicy | None
     splitter: Splitter | None
     timeout_s: float | None
+    # Calls that met this rule since the worker last reported them (its share follows them).
+    calls: int = 0
 
 
 class RuleTable:
@@ -41,8 +43,9 @@ class RuleTable:
         local_dc: str = "",
     ) -> None:
         """``share``: this process's part of the agent's limits (1/workers, docs/workers.md):
-        a rate limit's rate and burst and a retry budget's floor are split evenly, since the
-        kernel spreads connections evenly across workers."""
+        a rate limit's rate and burst and a retry budget's floor start split evenly; the
+        supervisor then moves each rule's shares to where its calls are (:func:`set_share`).
+        A rule carried over from ``previous`` keeps the share it had."""
         self.rules = rules
         self.share = share
         old: dict[Key, CompiledRule] = {}
@@ -52,6 +55,8 @@ class RuleTable:
             _compile(i, rule, local_zone, clock, old.get(match_key(rule.match)), share, local_dc)
             for i, rule in enumerate(rules.rules)
         ]
+        # The rules whose limits are split among workers (rate limit, retry floor).
+        self.limited = [c for c in self.compiled if c.bucket is not None or c.retry is not None]
         self.index: RuleIndex[CompiledRule] = RuleIndex(
             self.compiled, lambda c: match_key(c.rule.match)
         )
@@ -101,3 +106,14 @@ def _compile(
         splitter = Splitter(rule.traffic, local_zone, local_dc)
     timeout_s = rule.timeout_ms / 1000 if rule.timeout_ms is not None else None
     return CompiledRule(position, rule, bucket, retry, splitter, timeout_s)
+
+
+def set_share(compiled: CompiledRule, share: float) -> None:
+    """This process's part of a rule's rate limit and retry-budget floor (the supervisor's
+    split, agent/governance/shares.py). The burst is rounded up to a whole call."""
+    rule = compiled.rule
+    limit = rule.rate_limit
+    if compiled.bucket is not None and limit is not None:
+        compiled.bucket.resize(limit.per_s * share, max(1, math.ceil(limit.capacity * share)))
+    if compiled.retry is not None and rule.retry is not None:
+        compiled.retry.budget.min_per_s = rule.retry.budget.min_per_s * share

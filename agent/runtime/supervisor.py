@@ -31,6 +31,7 @@ from agent.cluster.cluster import Cluster
 from agent.discovery.types import Reset, Update
 from agent.errors import MeshAgentError
 from agent.governance.rules import RuleSet
+from agent.governance.shares import RuleShares
 from agent.runtime.agent import Agent, MeshPublisher
 from agent.runtime.heartbeat import Heartbeats
 from agent.runtime.mesh_stream import (
@@ -102,6 +103,8 @@ class Supervisor(MeshPublisher):
         self.draining = False
         self.server: asyncio.AbstractServer | None = None
         self._rules: Message | None = None
+        # Each worker's part of the limited rules, moved to where the calls are.
+        self.shares = RuleShares(count)
         self._settings: Message | None = None
         self._sent: dict[str, dict[str, tuple[bool, float, bool]]] = {}
         self._dirty: set[str] = set()
@@ -264,10 +267,11 @@ class Supervisor(MeshPublisher):
                 raise StreamError(f"no worker {number}")
             worker = self.workers[int(number)]
             worker.writer = writer
+            self.shares.forget(worker.id)  # a new process: 1/N of every limit, no calls yet
             self._send_snapshot(writer)
             while (message := await read_message(reader)) is not None:
                 self._received(worker, message)
-        except (StreamError, KeyError, OSError) as exc:
+        except (StreamError, KeyError, ValueError, TypeError, OSError) as exc:
             log.error("worker stream closed: %s", exc, extra={"worker": worker and worker.id})
         finally:
             if worker is not None and worker.writer is writer:
@@ -293,6 +297,21 @@ class Supervisor(MeshPublisher):
             serving = all(w.listening for w in self.workers)
             if startup is not None and not startup.done() and serving:
                 startup.set_result(None)
+        elif kind == "demand":
+            calls = message.get("d")
+            if not isinstance(calls, dict):
+                raise StreamError("demand without a mapping")
+            demand = {int(position): int(count) for position, count in calls.items()}
+            changed = self.shares.report(worker.id, int(message.get("g", -1)), demand)
+            for target, shares in changed.items():
+                self._send(
+                    self.workers[target],
+                    {
+                        "t": "shares",
+                        "g": self.shares.generation,
+                        "s": {str(position): share for position, share in shares.items()},
+                    },
+                )
         elif kind == "metrics":
             future = self._requests.pop(int(message.get("n", -1)), None)
             if future is not None and not future.done():
@@ -335,7 +354,10 @@ class Supervisor(MeshPublisher):
     def rules(self, rules: RuleSet | None) -> None:
         document = rules.model_dump(mode="json") if rules is not None else None
         source = self.agent.governance.state.source
-        self._rules = {"t": "rules", "rules": document, "source": source}
+        # Counted, so that the workers' demand and the shares name rules of one version.
+        self.shares.new_generation(self.shares.generation + 1)
+        generation = self.shares.generation
+        self._rules = {"t": "rules", "rules": document, "source": source, "g": generation}
         self._broadcast(self._rules)
 
     def settings(self, settings: DynamicSettings | None) -> None:
@@ -495,7 +517,16 @@ class Supervisor(MeshPublisher):
         )
         for reason, count in self.restarts.items():
             restarts.add_metric([reason], count)
-        yield from (workers, restarts)
+        shares = GaugeMetricFamily(
+            "meshagent_governance_share",
+            "Each worker's part of a rule's rate limit and retry-budget floor "
+            "(rules.N; sent when calls moved it from 1/workers)",
+            labels=["rule", "worker"],
+        )
+        for worker, per_rule in sorted(self.shares.sent.items()):
+            for position, share in sorted(per_rule.items()):
+                shares.add_metric([str(position), str(worker)], share)
+        yield from (workers, restarts, shares)
 
     def describe(self) -> list[dict[str, Any]]:
         """The workers as /readyz and the version output show them."""

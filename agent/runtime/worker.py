@@ -18,6 +18,7 @@ import importlib
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 from agent.api.fast_routes import FastRoutes
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 EXIT_STARTUP = 2
 EXIT_STREAM = 3
+# How often a worker with calls on limited rules reports them (its shares follow them).
+DEMAND_INTERVAL_S = 1.0
 
 
 class SupervisorLink:
@@ -70,6 +73,9 @@ class SupervisorLink:
         self._settings = SettingsApplier(agent)
         self._registry = metrics_registry(agent)
         self.applied = 0
+        # Which rule set the supervisor's shares refer to (it counts the rules it sends).
+        self.rules_generation = 0
+        self._demand_due = 0.0
 
     # -- OutcomeSink ---------------------------------------------------------------------
 
@@ -92,6 +98,18 @@ class SupervisorLink:
         if readiness != self._readiness:
             self._readiness = readiness
             self.send({"t": "readiness", "ready": readiness[0], "why": readiness[1]})
+        now = time.monotonic()
+        if now >= self._demand_due:
+            self._demand_due = now + DEMAND_INTERVAL_S
+            self.report_demand()
+
+    def report_demand(self) -> None:
+        """The calls that met each limited rule since the last report, if there were any
+        (an idle worker sends nothing)."""
+        calls = self.agent.governance.demand()
+        if calls:
+            demand = {str(position): count for position, count in calls.items()}
+            self.send({"t": "demand", "g": self.rules_generation, "d": demand})
 
     # -- the stream ----------------------------------------------------------------------
 
@@ -113,6 +131,7 @@ class SupervisorLink:
             if cluster is not None:
                 cluster.set_host_states(host_states_from_json(message.get("h")))
         elif kind == "rules":
+            self.rules_generation = int(message.get("g", 0))
             document = message.get("rules")
             if document is None:
                 agent.governance.set_rules(agent.config.governance.rules, "static", None)
@@ -123,6 +142,15 @@ class SupervisorLink:
             document = message.get("settings")
             settings = DynamicSettings.model_validate(document) if document is not None else None
             self._settings(settings)
+        elif kind == "shares":
+            # Shares for another rule set than the one in force are stale: dropped.
+            if int(message.get("g", -1)) == self.rules_generation:
+                shares = message.get("s")
+                if not isinstance(shares, dict):
+                    raise StreamError("shares without a mapping")
+                self.agent.governance.set_shares(
+                    {int(position): float(share) for position, share in shares.items()}
+                )
         elif kind == "ready":
             self.synced.set()
         elif kind == "window":

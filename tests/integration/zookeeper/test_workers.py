@@ -351,6 +351,50 @@ def test_rules_changed_at_run_time_apply_on_every_worker(
         assert agent.metric("meshagent_listener_connections_total", listener="http", worker=worker)
 
 
+def test_a_rate_limit_follows_the_calls_to_the_worker_that_has_them(
+    zookeeper: ZooKeeperServer,
+    upstream_factory: Callable[..., list[Upstream]],
+    web: int,
+    agent_factory: Callable[[dict[str, Any]], AgentProcess],
+) -> None:
+    (echo,) = upstream_factory("e0")
+    limit = {"match": {"to": "web"}, "rate_limit": {"per_s": 20, "burst": 1}}
+    config = workers_config(
+        zookeeper,
+        f"/w{uuid.uuid4().hex}",
+        [echo.port],
+        web,
+        governance={"rules": {"rules": [limit]}},
+    )
+    agent = agent_factory(config)
+    http_port = agent.listener_ports[1]
+    refusals: list[str] = []
+
+    def refused_at(rate: str) -> bool:
+        # One keep-alive connection: its calls all meet one worker's part of the limit,
+        # which the worker's 429 names. It starts at 10/s (half of 20) and must grow
+        # to 19/s (all but the other worker's floor) once the calls are reported.
+        for _ in range(50):
+            response = client.get(f"http://{LOOPBACK}:{http_port}/index.txt")
+            if response.status_code == 429:
+                refusals.append(response.text)
+                if f"rate limit of {rate}/s" in response.text:
+                    return True
+        return False
+
+    with httpx.Client(timeout=5) as client:
+        assert refused_at("10")
+        wait_until(lambda: refused_at("19"), 20, what="the busy worker's share grown to 0.95")
+    serving = {
+        worker
+        for worker in ("0", "1")
+        if agent.metric("meshagent_governance_share", rule="0", worker=worker) > 0.9
+    }
+    assert len(serving) == 1
+    (other,) = {"0", "1"} - serving
+    assert agent.metric("meshagent_governance_share", rule="0", worker=other) == pytest.approx(0.05)
+
+
 CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
 
 

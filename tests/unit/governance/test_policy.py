@@ -210,3 +210,34 @@ def test_subset_is_drawn_once_per_call() -> None:
     first = decision.excluded(eps, lambda e: {"v": e.v})  # type: ignore[attr-defined]
     assert first in ({"x"}, {"y"})
     assert all(decision.excluded(eps, lambda e: {"v": e.v}) == first for _ in range(20))  # type: ignore[attr-defined]
+
+
+def test_demand_counts_calls_of_limited_rules_including_refused_ones_and_resets() -> None:
+    calls, policy, _ = hub(
+        {
+            "rules": [
+                {"match": {"to": "other"}, "timeout_ms": 5},  # not limited: not reported
+                {"match": {"to": "svc"}, "rate_limit": {"per_s": 1, "burst": 2}},
+            ]
+        }
+    )
+    start(calls, target="other")
+    start(calls), start(calls)
+    with pytest.raises(CallRejected):
+        start(calls)
+    # Refused calls count: a share must follow the calls offered, not those let through.
+    assert policy.demand() == {1: 3}
+    assert policy.demand() == {}
+
+
+def test_set_shares_resizes_the_rules_at_their_positions() -> None:
+    calls, policy, _ = hub(
+        {"rules": [{"match": {"to": "svc"}, "rate_limit": {"per_s": 100, "burst": 10}}]}
+    )
+    policy.set_shares({0: 0.2, 7: 0.5})  # a position the rules do not have is ignored
+    (compiled,) = policy.table.limited
+    assert compiled.bucket is not None
+    assert compiled.bucket.rate == pytest.approx(20) and compiled.bucket.capacity == 2
+    start(calls), start(calls)
+    with pytest.raises(CallRejected):
+        start(calls)

@@ -25,6 +25,7 @@ from agent.runtime.mesh_stream import (
     update_from_json,
 )
 from agent.runtime.supervisor import Supervisor, WorkerStartError
+from agent.telemetry.exposition import Registry, render
 
 
 class Zygote:
@@ -308,5 +309,47 @@ async def test_a_worker_whose_heartbeat_stops_is_killed(tmp_path: Path) -> None:
         if wedged.returncode is None:
             wedged.kill()
             await wedged.wait()
+        await supervisor.stop()
+        await agent.stop()
+
+
+async def test_shares_follow_the_workers_calls(tmp_path: Path) -> None:
+    agent = Agent(parse_config(CONFIG), Role.SUPERVISOR)
+    zygote = Zygote()
+    path = str(tmp_path / "mesh.sock")
+    supervisor = Supervisor(agent, 2, zygote, path, 5, Heartbeats(2))  # type: ignore[arg-type]
+    await agent.start()
+    try:
+        starting = asyncio.ensure_future(supervisor.start())
+        await zygote.wait_spawns(2)
+        workers = [await connect(path, str(n)) for n in (0, 1)]
+        for worker in workers:
+            await worker.receive_type("ready")
+            worker.send({"t": "listening"})
+        await starting
+        rules = RuleSet.model_validate(
+            {"rules": [{"match": {"to": "svc"}, "rate_limit": {"per_s": 100}}]}
+        )
+        supervisor.rules(rules)
+        generation = (await workers[0].receive_type("rules"))["g"]
+        assert (await workers[1].receive_type("rules"))["g"] == generation
+        # Worker 0 has all the calls: it gets all but worker 1's floor, each is told.
+        workers[0].send({"t": "demand", "g": generation, "d": {"0": 500}})
+        mine = await workers[0].receive_type("shares")
+        theirs = await workers[1].receive_type("shares")
+        assert mine["g"] == theirs["g"] == generation
+        assert mine["s"]["0"] == pytest.approx(0.95) and theirs["s"]["0"] == pytest.approx(0.05)
+        registry = Registry()
+        registry.register(supervisor)
+        scrape = render(registry).decode()
+        assert 'meshagent_governance_share{rule="0",worker="0"} 0.95' in scrape
+        # A report about the rules before is stale: no shares come of it.
+        workers[1].send({"t": "demand", "g": generation - 1, "d": {"0": 500}})
+        workers[1].send({"t": "demand", "g": generation, "d": {"0": 500}})
+        assert (await workers[1].receive_type("shares"))["s"]["0"] == pytest.approx(0.5)
+    finally:
+        for writer in OPEN:
+            writer.close()
+        OPEN.clear()
         await supervisor.stop()
         await agent.stop()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from agent.calls import Direction
 from agent.config import parse_config
 from agent.discovery.types import Add, Instance, Remove, Reset, frozen_mapping
 from agent.runtime.agent import Agent, Role
@@ -131,3 +132,22 @@ async def test_snapshot_end_and_drain(link: Any) -> None:
     worker.apply({"t": "ready"})
     worker.apply({"t": "drain"})
     assert worker.synced.is_set() and worker.drain_requested.is_set()
+
+
+async def test_demand_is_reported_when_there_were_calls_and_shares_applied(link: Any) -> None:
+    worker, reader = link
+    agent = worker.agent
+    worker.apply({"t": "rules", "rules": CONFIG["governance"]["rules"], "source": "k", "g": 4})
+    (compiled,) = agent.governance.table.limited
+    assert compiled.bucket is not None and compiled.bucket.rate == 25  # 1/4 to start
+    worker.report_demand()
+    agent.calls.start("test", Direction.INVOKE, agent.calls.outbound_route("svc", "m"), None, 5)
+    worker.report_demand()
+    assert await receive(reader) == {"t": "demand", "g": 4, "d": {"0": 1}}
+    # Shares for the rule set in force resize its bucket; older ones are dropped.
+    worker.apply({"t": "shares", "g": 3, "s": {"0": 0.9}})
+    assert compiled.bucket.rate == 25
+    worker.apply({"t": "shares", "g": 4, "s": {"0": 0.9}})
+    assert compiled.bucket.rate == pytest.approx(90) and compiled.bucket.capacity == 9
+    with pytest.raises(StreamError):
+        worker.apply({"t": "shares", "g": 4, "s": [0.9]})
